@@ -1,0 +1,35 @@
+# The two commands a newcomer needs are `make demo` and `make test`; both set up the
+# machine first (Debian packages, .venv) through scripts/bootstrap.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: bootstrap test demo lint format bench build clean
+
+bootstrap:
+	./scripts/bootstrap
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# The whole suite: lint, generated files up to date, every test (lab and chaos included).
+test: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/sparkops check-generated
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: bootstrap
+	$(VENV)/bin/sparkops demo
+
+bench: bootstrap
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache .hypothesis

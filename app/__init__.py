@@ -1,0 +1,1 @@
+"""The Spark trading app: an ASGI service with the platform's safety features."""

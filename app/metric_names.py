@@ -1,0 +1,73 @@
+"""Every metric name the platform reads, declared once.
+
+The app registers its collectors from these names (`app.metrics`); the dashboard, the alert
+rules and the tests import the same constants. Exporter metrics (postgres_exporter,
+pgBouncer exporter) are listed here too, so a renamed exporter metric is one edit.
+
+Counters are declared with their exposed `_total` name; histograms by their base name
+(Prometheus exposes `_bucket`, `_sum` and `_count` series).
+"""
+
+from __future__ import annotations
+
+PREFIX = "spark"
+
+# --- the app: HTTP -----------------------------------------------------------------------
+HTTP_REQUEST_DURATION = (
+    f"{PREFIX}_http_request_duration_seconds"  # histogram: route, method, status
+)
+HTTP_REQUESTS_IN_FLIGHT = f"{PREFIX}_http_requests_in_flight"  # gauge
+
+# --- the app: safety features ------------------------------------------------------------
+IDEMPOTENCY_OUTCOMES = f"{PREFIX}_idempotency_requests_total"  # counter: outcome
+RISK_BLOCKS = f"{PREFIX}_risk_blocks_total"  # counter: rule
+ORDERS_ACCEPTED = f"{PREFIX}_orders_accepted_total"  # counter: side
+CSP_REPORTS = f"{PREFIX}_csp_reports_total"  # counter: directive
+MONEY_OPERATIONS = f"{PREFIX}_money_operations_total"  # counter: kind
+POSITION_UNIQUE_VIOLATIONS = f"{PREFIX}_position_unique_violations_total"  # counter
+IDEMPOTENCY_KEYS_PURGED = f"{PREFIX}_idempotency_keys_purged_total"  # counter
+APP_BUILD_INFO = f"{PREFIX}_build_info"  # gauge=1: release
+
+# --- the outbox dispatcher ---------------------------------------------------------------
+OUTBOX_PENDING = f"{PREFIX}_outbox_pending_events"  # gauge
+OUTBOX_OLDEST_PENDING_AGE = f"{PREFIX}_outbox_oldest_pending_age_seconds"  # gauge
+OUTBOX_DEAD_LETTERS = f"{PREFIX}_outbox_dead_letter_events"  # gauge
+OUTBOX_PUBLISHED = f"{PREFIX}_outbox_published_total"  # counter: publisher
+OUTBOX_RETRIED = f"{PREFIX}_outbox_retries_total"  # counter: publisher
+OUTBOX_DEAD_LETTERED = f"{PREFIX}_outbox_dead_lettered_total"  # counter: publisher
+OUTBOX_PUBLISH_DURATION = f"{PREFIX}_outbox_publish_duration_seconds"  # histogram: publisher
+
+# --- exchange clients --------------------------------------------------------------------
+EXCHANGE_REQUESTS = f"{PREFIX}_exchange_requests_total"  # counter: exchange, endpoint, outcome
+EXCHANGE_CIRCUIT_STATE = f"{PREFIX}_exchange_circuit_state"  # gauge: exchange (0/1/2)
+EXCHANGE_RATE_LIMITED = f"{PREFIX}_exchange_rate_limited_total"  # counter: exchange, status
+
+# --- runbooks ----------------------------------------------------------------------------
+RESTORE_DRILL_LAST_SUCCESS = f"{PREFIX}_restore_drill_last_success"  # gauge 0/1
+RESTORE_DRILL_LAST_RUN_TIMESTAMP = f"{PREFIX}_restore_drill_last_run_timestamp_seconds"
+RESTORE_DRILL_DURATION = f"{PREFIX}_restore_drill_duration_seconds"  # gauge
+
+# --- label values (bounded sets, so label cardinality stays fixed) -----------------------
+IDEMPOTENCY_OUTCOME_VALUES = (
+    "created",  # first writer: the request ran
+    "replayed",  # completed key: stored response returned
+    "in_flight",  # first request still running: 409 + Retry-After
+    "payload_mismatch",  # key reused with another payload: 422
+    "invalid_key",  # missing or malformed key: 400
+)
+RISK_RULES = ("kill_switch", "max_notional", "max_position", "price_band")
+
+# --- exporters (names as the exporters publish them) -------------------------------------
+PG_UP = "pg_up"
+PG_DATABASE_SIZE = "pg_database_size_bytes"
+PG_ARCHIVER_ARCHIVED = "pg_stat_archiver_archived_count"
+PG_ARCHIVER_FAILED = "pg_stat_archiver_failed_count"
+PG_ARCHIVER_LAST_ARCHIVE_AGE = "pg_stat_archiver_last_archive_age"
+PGBOUNCER_UP = "pgbouncer_up"
+PGBOUNCER_CLIENT_WAITING = "pgbouncer_pools_client_waiting_connections"
+PGBOUNCER_CLIENT_ACTIVE = "pgbouncer_pools_client_active_connections"
+PGBOUNCER_SERVER_ACTIVE = "pgbouncer_pools_server_active_connections"
+PGBOUNCER_SERVER_IDLE = "pgbouncer_pools_server_idle_connections"
+PGBOUNCER_CLIENT_MAXWAIT = "pgbouncer_pools_client_maxwait_seconds"
+PGBOUNCER_POOL_SIZE = "pgbouncer_databases_pool_size"
+PGBACKREST_LAST_BACKUP_TIMESTAMP = "pgbackrest_backup_last_completion_timestamp_seconds"

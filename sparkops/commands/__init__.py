@@ -1,0 +1,1 @@
+"""Subcommands of `sparkops`, one module each, each exporting `command`."""

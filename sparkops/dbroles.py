@@ -1,0 +1,101 @@
+"""The database, its roles and their privileges, as idempotent SQL.
+
+Used by the PostgreSQL deploy (on real hosts and lab hosts) and by the test fixtures, so
+tests run against the same least-privilege layout as production:
+
+- the migrations role owns the database and every table (DDL only through migrations);
+- the app role reads and writes rows, nothing else;
+- the pgBouncer auth role may only call the lookup function pgBouncer's auth_query uses;
+- the monitoring role has pg_monitor, for postgres_exporter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from sparkops import defaults
+
+
+@dataclass(frozen=True)
+class RolePasswords:
+    app: str
+    migrations: str
+    pgbouncer_auth: str
+    monitoring: str
+
+
+def _role(name: str, password: str, extra: str = "") -> list[sql.Composable]:
+    """CREATE if missing, then set the password.
+
+    Callers that must not report a change on a second run (the deploy) first compare the
+    stored verifier with `sparkops.scram.verifier_matches` and skip the ALTER.
+    """
+    create = sql.SQL(
+        "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {lit}) THEN "
+        "CREATE ROLE {ident} LOGIN {extra}; END IF; END$$"
+    ).format(lit=sql.Literal(name), ident=sql.Identifier(name), extra=sql.SQL(extra))
+    password_stmt = sql.SQL("ALTER ROLE {ident} PASSWORD {pw}").format(
+        ident=sql.Identifier(name), pw=sql.Literal(password)
+    )
+    return [create, password_stmt]
+
+
+def role_statements(passwords: RolePasswords) -> list[sql.Composable]:
+    statements: list[sql.Composable] = []
+    statements += _role(defaults.ROLE_MIGRATIONS, passwords.migrations)
+    statements += _role(defaults.ROLE_APP, passwords.app)
+    statements += _role(defaults.ROLE_PGBOUNCER_AUTH, passwords.pgbouncer_auth)
+    statements += _role(defaults.ROLE_MONITORING, passwords.monitoring)
+    statements.append(
+        sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(defaults.ROLE_MONITORING))
+    )
+    return statements
+
+
+def database_exists_sql(dbname: str = defaults.DATABASE_NAME) -> sql.Composable:
+    return sql.SQL("SELECT 1 FROM pg_database WHERE datname = {}").format(sql.Literal(dbname))
+
+
+def create_database_sql(dbname: str = defaults.DATABASE_NAME) -> sql.Composable:
+    return sql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'UTF8' TEMPLATE template0").format(
+        sql.Identifier(dbname), sql.Identifier(defaults.ROLE_MIGRATIONS)
+    )
+
+
+def privilege_statements(dbname: str = defaults.DATABASE_NAME) -> list[sql.Composable]:
+    """Run inside `dbname` as a superuser."""
+    owner = sql.Identifier(defaults.ROLE_MIGRATIONS)
+    app = sql.Identifier(defaults.ROLE_APP)
+    auth = sql.Identifier(defaults.ROLE_PGBOUNCER_AUTH)
+    return [
+        sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)),
+        sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}, {}").format(
+            sql.Identifier(dbname), app, auth, sql.Identifier(defaults.ROLE_MONITORING)
+        ),
+        sql.SQL("ALTER SCHEMA public OWNER TO {}").format(owner),
+        sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"),
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(app),
+        sql.SQL(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {}"
+        ).format(owner, app),
+        sql.SQL(
+            "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
+            "GRANT USAGE, SELECT ON SEQUENCES TO {}"
+        ).format(owner, app),
+        sql.SQL("CREATE EXTENSION IF NOT EXISTS amcheck"),
+        # pgBouncer's auth_query: a SECURITY DEFINER lookup owned by the superuser, so the
+        # auth role never reads pg_authid itself.
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS pgbouncer AUTHORIZATION {}").format(auth),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION pgbouncer.user_lookup(in i_username text, "
+            "out uname text, out phash text) RETURNS record AS $$ "
+            "SELECT usename::text, passwd::text FROM pg_catalog.pg_shadow "
+            "WHERE usename = i_username $$ LANGUAGE sql SECURITY DEFINER "
+            "SET search_path = pg_catalog"
+        ),
+        sql.SQL("REVOKE ALL ON FUNCTION pgbouncer.user_lookup(text) FROM PUBLIC"),
+        sql.SQL("GRANT EXECUTE ON FUNCTION pgbouncer.user_lookup(text) TO {}").format(auth),
+    ]
