@@ -56,6 +56,16 @@ IDEMPOTENCY_OUTCOME_VALUES = (
     "invalid_key",  # missing or malformed key: 400
 )
 RISK_RULES = ("kill_switch", "max_notional", "max_position", "price_band")
+MONEY_OPERATION_KINDS = (
+    "align_price",
+    "align_quantity",
+    "round",
+    "commission",
+    "realized_pnl",
+    "unrealized_pnl",
+    "average_price",
+    "apply_fill",
+)
 
 # --- exporters (names as the exporters publish them) -------------------------------------
 PG_UP = "pg_up"
