@@ -37,7 +37,9 @@ POSITION_UNIQUE_VIOLATIONS = Counter(
 IDEMPOTENCY_KEYS_PURGED = Counter(
     names.IDEMPOTENCY_KEYS_PURGED, "Expired idempotency keys deleted by the cleanup job."
 )
-APP_BUILD_INFO = Gauge(names.APP_BUILD_INFO, "The running release (value is always 1).", ["release"])
+APP_BUILD_INFO = Gauge(
+    names.APP_BUILD_INFO, "The running release (value is always 1).", ["release"]
+)
 
 # Every label value exists from the start, so rate() and the dashboard see zeros, not gaps.
 for _outcome in names.IDEMPOTENCY_OUTCOME_VALUES:

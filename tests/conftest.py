@@ -1,0 +1,50 @@
+"""Shared fixtures: a throwaway PostgreSQL 15 with the app's schema behind pgBouncer.
+
+The cluster and pgBouncer start once per test session; `clean_db` empties the app's tables
+before a test that writes. Tests reach the database as the app role through pgBouncer
+(transaction pooling, SCRAM), as the app does in production.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from sparkops.ephemeral.stack import DbStack
+
+APP_TABLES = (
+    "outbox_events",
+    "idempotency_keys",
+    "orders",
+    "positions",
+    "trading_halts",
+    "accounts",
+)
+
+
+@pytest.fixture(scope="session")
+def db_stack():
+    stack = DbStack().start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+def connect_app(stack: DbStack, **kwargs) -> psycopg.Connection:
+    """A connection through pgBouncer as the app role (no server-side prepared statements)."""
+    kwargs.setdefault("autocommit", True)
+    return psycopg.connect(stack.app_conninfo(), prepare_threshold=None, **kwargs)
+
+
+@pytest.fixture
+def clean_db(db_stack):
+    with connect_app(db_stack) as conn:
+        conn.execute(f"TRUNCATE {', '.join(APP_TABLES)} RESTART IDENTITY CASCADE")
+    return db_stack
+
+
+@pytest.fixture
+def app_conn(clean_db):
+    with connect_app(clean_db) as conn:
+        yield conn
