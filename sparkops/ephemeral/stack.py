@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from app import migrate
-from sparkops import defaults, dbroles
+from sparkops import dbroles, defaults
 from sparkops.ephemeral.pgbouncer import PgBouncer
 from sparkops.ephemeral.postgres import PgCluster, conninfo
 
