@@ -68,6 +68,8 @@ MONEY_OPERATION_KINDS = (
 )
 
 # --- exporters (names as the exporters publish them) -------------------------------------
+# Prometheus's own per-target series: 1 when the last scrape succeeded, 0 when it failed.
+SCRAPE_UP = "up"
 PG_UP = "pg_up"
 PG_DATABASE_SIZE = "pg_database_size_bytes"
 PG_ARCHIVER_ARCHIVED = "pg_stat_archiver_archived_count"
