@@ -40,7 +40,9 @@ def connect_app(stack: DbStack, **kwargs) -> psycopg.Connection:
 @pytest.fixture
 def clean_db(db_stack):
     with connect_app(db_stack) as conn:
-        conn.execute(f"TRUNCATE {', '.join(APP_TABLES)} RESTART IDENTITY CASCADE")
+        # DELETE, not TRUNCATE: the app role has only row privileges, as in production.
+        for table in APP_TABLES:
+            conn.execute(f"DELETE FROM {table}")
     return db_stack
 
 
@@ -48,3 +50,25 @@ def clean_db(db_stack):
 def app_conn(clean_db):
     with connect_app(clean_db) as conn:
         yield conn
+
+
+@pytest.fixture(scope="session")
+def app_server(db_stack):
+    """The app on a real uvicorn, talking to PostgreSQL through the test pgBouncer."""
+    from app.config import Settings
+    from sparkops.ephemeral.appserver import AppServer
+
+    settings = Settings(database_url=db_stack.app_conninfo(), release_id="test-release")
+    server = AppServer(settings).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def create_account(conn, account_id: str = "acct-1", balance: str = "100000") -> str:
+    conn.execute(
+        "INSERT INTO accounts (id, name, opening_balance, cash_balance) VALUES (%s, %s, %s, %s)",
+        (account_id, f"Account {account_id}", balance, balance),
+    )
+    return account_id

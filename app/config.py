@@ -1,0 +1,102 @@
+"""The app's settings, read once from the environment at start.
+
+Every variable has the `SPARK_` prefix. Only the database URL is required; a bad value stops
+the app at start with the variable's name, not at the first order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+from app.instruments import DEFAULT_INSTRUMENTS, Instrument
+from sparkops import defaults
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class RiskLimits:
+    max_notional: Decimal = Decimal("250000")  # per order, quote currency
+    max_position: Decimal = Decimal("10")  # absolute base quantity per (account, symbol, strategy)
+    price_band: Decimal = Decimal("0.05")  # allowed deviation from the reference price
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    release_id: str = "dev"
+    db_pool_size: int = defaults.APP_DB_POOL_SIZE
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    instruments: dict[str, Instrument] = field(default_factory=lambda: dict(DEFAULT_INSTRUMENTS))
+    max_body_bytes: int = defaults.MAX_REQUEST_BODY_BYTES
+    idempotency_in_flight_timeout_s: int = defaults.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS
+    hsts_max_age: int = 63072000  # two years, as the HSTS preload list asks
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        url = env.get("SPARK_DATABASE_URL", "").strip()
+        if not url:
+            raise ConfigError(
+                "SPARK_DATABASE_URL is not set: point it at pgBouncer, e.g. "
+                "'host=127.0.0.1 port=6432 dbname=spark user=spark_app password=...'"
+            )
+        risk = RiskLimits(
+            max_notional=_decimal(env, "SPARK_RISK_MAX_NOTIONAL", RiskLimits.max_notional),
+            max_position=_decimal(env, "SPARK_RISK_MAX_POSITION", RiskLimits.max_position),
+            price_band=_decimal(env, "SPARK_RISK_PRICE_BAND", RiskLimits.price_band),
+        )
+        instruments = dict(DEFAULT_INSTRUMENTS)
+        for symbol, price in _reference_prices(env.get("SPARK_REFERENCE_PRICES", "")).items():
+            if symbol not in instruments:
+                raise ConfigError(f"SPARK_REFERENCE_PRICES names unknown symbol {symbol!r}")
+            instruments[symbol] = dataclasses.replace(instruments[symbol], reference_price=price)
+        return cls(
+            database_url=url,
+            release_id=env.get("SPARK_RELEASE_ID", "dev"),
+            db_pool_size=_int(env, "SPARK_DB_POOL_SIZE", defaults.APP_DB_POOL_SIZE),
+            risk=risk,
+            instruments=instruments,
+        )
+
+
+def _decimal(env: dict[str, str], name: str, default: Decimal) -> Decimal:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name}={raw!r} is not a decimal number") from None
+    if not value.is_finite() or value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be a positive decimal number")
+    return value
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _reference_prices(raw: str) -> dict[str, Decimal]:
+    prices = {}
+    for item in filter(None, (p.strip() for p in raw.split(","))):
+        symbol, sep, price = item.partition("=")
+        if not sep:
+            raise ConfigError(f"SPARK_REFERENCE_PRICES item {item!r} is not SYMBOL=PRICE")
+        name = f"SPARK_REFERENCE_PRICES[{symbol.strip()}]"
+        prices[symbol.strip()] = _decimal({name: price.strip()}, name, Decimal(0))
+    return prices

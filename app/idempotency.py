@@ -1,0 +1,122 @@
+"""Idempotency keys, after the IETF httpapi Idempotency-Key draft and Stripe's design.
+
+- First writer wins: the key is claimed by `INSERT ... ON CONFLICT DO NOTHING` in its own
+  short transaction, so a concurrent duplicate sees the claim at once instead of queueing
+  behind the first request's transaction.
+- The order and the key's completion commit together (see app.orders), so a completed key
+  always has its order, and an in-flight key whose process died has none.
+- A completed key replays the stored status and body; an in-flight key answers 409 with
+  Retry-After; the same key with another payload answers 422.
+- An in-flight key older than the in-flight timeout is presumed abandoned and may be taken
+  over by a retry.
+- Keys expire after 48 h through `purge_expired` (the `sparkops app purge-idempotency-keys`
+  job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from psycopg import AsyncConnection
+
+from app import metrics
+
+Outcome = Literal["created", "replayed", "in_flight", "payload_mismatch"]
+
+
+@dataclass(frozen=True)
+class Claim:
+    outcome: Outcome
+    status: int | None = None  # for replayed
+    body: str | None = None  # for replayed
+
+
+def request_hash(method: str, path: str, fields: dict) -> str:
+    canonical = json.dumps([method, path, fields], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_CLAIM = """
+INSERT INTO idempotency_keys (key, request_hash, state)
+VALUES (%(key)s, %(hash)s, 'in_flight')
+ON CONFLICT (key) DO NOTHING
+RETURNING key
+"""
+_LOOK = """
+SELECT request_hash, state, response_status, response_body,
+       locked_at < now() - make_interval(secs => %(timeout)s) AS abandoned
+FROM idempotency_keys WHERE key = %(key)s
+"""
+_TAKE_OVER = """
+UPDATE idempotency_keys SET locked_at = now()
+WHERE key = %(key)s AND state = 'in_flight'
+  AND locked_at < now() - make_interval(secs => %(timeout)s)
+RETURNING key
+"""
+COMPLETE = """
+UPDATE idempotency_keys
+SET state = 'completed', response_status = %(status)s, response_body = %(body)s,
+    completed_at = now()
+WHERE key = %(key)s AND state = 'in_flight'
+"""
+_RELEASE = "DELETE FROM idempotency_keys WHERE key = %(key)s AND state = 'in_flight'"
+_PURGE = """
+DELETE FROM idempotency_keys
+WHERE key IN (
+    SELECT key FROM idempotency_keys
+    WHERE created_at < now() - make_interval(hours => %(hours)s)
+    ORDER BY created_at LIMIT %(batch)s
+)
+"""
+
+
+async def claim(conn: AsyncConnection, key: str, fingerprint: str, timeout_s: int) -> Claim:
+    """Decide what this request may do with its key. Runs in autocommit transactions."""
+    params = {"key": key, "hash": fingerprint, "timeout": timeout_s}
+    # Two rounds: the row may vanish between the INSERT and the SELECT (released by a
+    # failed first request, or purged), in which case we try to claim it again.
+    for _ in range(2):
+        async with conn.transaction():
+            if (await conn.execute(_CLAIM, params)).rowcount == 1:
+                return _count(Claim("created"))
+        async with conn.transaction():
+            row = await (await conn.execute(_LOOK, params)).fetchone()
+        if row is None:
+            continue
+        stored_hash, state, status, body, abandoned = row
+        if stored_hash != fingerprint:
+            return _count(Claim("payload_mismatch"))
+        if state == "completed":
+            return _count(Claim("replayed", status=status, body=body))
+        if abandoned:
+            async with conn.transaction():
+                if (await conn.execute(_TAKE_OVER, params)).rowcount == 1:
+                    return _count(Claim("created"))
+        return _count(Claim("in_flight"))
+    return _count(Claim("in_flight"))
+
+
+async def release(conn: AsyncConnection, key: str) -> None:
+    """Give the key back after an unexpected failure, so the client's retry can run."""
+    async with conn.transaction():
+        await conn.execute(_RELEASE, {"key": key})
+
+
+async def purge_expired(conn: AsyncConnection, hours: int, batch: int = 5000) -> int:
+    """Delete keys older than `hours`, in batches so no transaction holds many row locks."""
+    total = 0
+    while True:
+        async with conn.transaction():
+            deleted = (await conn.execute(_PURGE, {"hours": hours, "batch": batch})).rowcount
+        total += deleted
+        metrics.IDEMPOTENCY_KEYS_PURGED.inc(deleted)
+        if deleted < batch:
+            return total
+
+
+def _count(result: Claim) -> Claim:
+    metrics.IDEMPOTENCY_OUTCOMES.labels(result.outcome).inc()
+    return result

@@ -1,0 +1,307 @@
+"""The trading app's HTTP API (ASGI, served by uvicorn).
+
+`create_app()` reads settings from the environment; tests pass `Settings` directly.
+Run: `uvicorn --factory app.main:create_app` or `sparkops app serve`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import psycopg
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from app import csp_reports, idempotency, metrics, orders
+from app.config import Settings
+from app.http_metrics import HttpMetrics
+from app.security import SecurityHeaders
+from app.validation import (
+    RequestError,
+    format_decimal,
+    parse_idempotency_key,
+    parse_order,
+    parse_uuid,
+)
+from sparkops import defaults
+
+log = logging.getLogger("spark.app")
+
+
+def error(exc: RequestError, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes before reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, "body_too_large", f"body is larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, "body_too_large", f"body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def require_json(request: Request) -> None:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise RequestError(
+            415, "unsupported_media_type", "send the body as Content-Type: application/json"
+        )
+
+
+def create_app(settings: Settings | None = None) -> SecurityHeaders:
+    settings = settings or Settings.from_env()
+    pool = AsyncConnectionPool(
+        settings.database_url,
+        min_size=min(2, settings.db_pool_size),
+        max_size=settings.db_pool_size,
+        # pgBouncer 1.18 in transaction mode: no server-side prepared statements.
+        kwargs={"prepare_threshold": None, "autocommit": True},
+        open=False,
+        name="spark-app",
+    )
+    metrics.APP_BUILD_INFO.labels(settings.release_id).set(1)
+
+    async def post_order(request: Request) -> Response:
+        try:
+            key = parse_idempotency_key(request.headers.get("idempotency-key"))
+        except RequestError as exc:
+            metrics.IDEMPOTENCY_OUTCOMES.labels("invalid_key").inc()
+            return error(exc)
+        try:
+            require_json(request)
+            order = parse_order(
+                await read_body(request, settings.max_body_bytes), settings.instruments
+            )
+        except RequestError as exc:
+            return error(exc)
+        fingerprint = idempotency.request_hash("POST", "/orders", order.fingerprint_fields())
+        async with pool.connection() as conn:
+            claim = await idempotency.claim(
+                conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
+            )
+            if claim.outcome == "replayed":
+                return Response(
+                    claim.body,
+                    status_code=claim.status,
+                    media_type="application/json",
+                    headers={"idempotent-replayed": "true"},
+                )
+            if claim.outcome == "payload_mismatch":
+                return error(
+                    RequestError(
+                        422,
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used with a different request body; "
+                        "use a new key for a new order",
+                    )
+                )
+            if claim.outcome == "in_flight":
+                return error(
+                    RequestError(
+                        409,
+                        "idempotency_key_in_flight",
+                        "a request with this Idempotency-Key is still being processed; "
+                        "retry after the Retry-After delay",
+                    ),
+                    headers={"retry-after": str(defaults.IDEMPOTENCY_RETRY_AFTER_SECONDS)},
+                )
+            try:
+                result = await orders.place_order(conn, settings, order, key)
+            except orders.KeyTakenOver:
+                claim = await idempotency.claim(
+                    conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
+                )
+                return Response(claim.body, status_code=claim.status or 409,
+                                media_type="application/json")  # fmt: skip
+            except RequestError as exc:
+                await idempotency.release(conn, key)
+                return error(exc)
+            except BaseException:
+                await _release_quietly(conn, key)
+                raise
+        headers = {}
+        if result.status == 201:
+            headers["location"] = f"/orders/{json.loads(result.body)['id']}"
+        return Response(
+            result.body, status_code=result.status, media_type="application/json",
+            headers=headers,
+        )  # fmt: skip
+
+    async def get_order(request: Request) -> Response:
+        try:
+            order_id = parse_uuid(request.path_params["order_id"], "order id")
+        except RequestError as exc:
+            return error(exc)
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            row = await (
+                await cur.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
+            ).fetchone()
+        if row is None:
+            return error(RequestError(404, "not_found", f"no order {order_id}"))
+        return JSONResponse(_order_json(row))
+
+    async def list_positions(request: Request) -> Response:
+        account_id = request.query_params.get("account_id")
+        status = request.query_params.get("status", "open")
+        if status not in ("open", "closed", "all"):
+            return error(RequestError(400, "invalid_field", "status must be open, closed or all"))
+        where, params = [], {}
+        if account_id:
+            where.append("account_id = %(account_id)s")
+            params["account_id"] = account_id
+        if status != "all":
+            where.append("status = %(status)s")
+            params["status"] = status
+        sql = "SELECT * FROM positions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id LIMIT 1000"
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            rows = await (await cur.execute(sql, params)).fetchall()
+        return JSONResponse({"positions": [_position_json(r) for r in rows]})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "release": settings.release_id})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            async with pool.connection(timeout=2.0) as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, TimeoutError, OSError) as exc:
+            return JSONResponse(
+                {"status": "unavailable", "reason": f"database through pgBouncer: {exc}"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready", "release": settings.release_id})
+
+    async def version(request: Request) -> Response:
+        return JSONResponse({"release": settings.release_id})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def csp_report(request: Request) -> Response:
+        try:
+            body = await read_body(request, settings.max_body_bytes)
+            directives = csp_reports.parse(request.headers.get("content-type", ""), body)
+        except RequestError as exc:
+            return error(exc)
+        for directive in directives:
+            metrics.CSP_REPORTS.labels(directive).inc()
+        return Response(status_code=204)
+
+    async def index(request: Request) -> Response:
+        nonce = request.scope["state"]["csp_nonce"]
+        return HTMLResponse(_INDEX.format(nonce=nonce, release=settings.release_id))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Open without waiting: the app must start (and answer /readyz with 503) while
+        # the database is still down.
+        await pool.open(wait=False)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    routes = [
+        Route("/", index),
+        Route("/orders", post_order, methods=["POST"]),
+        Route("/orders/{order_id}", get_order, methods=["GET"]),
+        Route("/positions", list_positions, methods=["GET"]),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/version", version),
+        Route("/metrics", metrics_endpoint),
+        Route("/csp-report", csp_report, methods=["POST"]),
+    ]
+    starlette = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _not_allowed, 500: _server_error},
+    )
+    starlette.state.pool = pool
+    return SecurityHeaders(HttpMetrics(starlette, starlette.router), settings.hsts_max_age)
+
+
+async def _release_quietly(conn, key: str) -> None:
+    try:
+        await idempotency.release(conn, key)
+    except psycopg.Error:
+        log.exception("could not release idempotency key %s; it expires as abandoned", key)
+
+
+async def _not_found(request: Request, exc) -> Response:
+    return JSONResponse({"error": "not_found", "message": f"no route {request.url.path}"}, 404)
+
+
+async def _not_allowed(request: Request, exc) -> Response:
+    return JSONResponse(
+        {"error": "method_not_allowed", "message": f"{request.method} is not allowed here"}, 405
+    )
+
+
+async def _server_error(request: Request, exc) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"error": "internal", "message": "internal error; the request may be retried"}, 500
+    )
+
+
+def _order_json(row: dict) -> dict:
+    return {
+        "id": str(row["id"]),
+        "account_id": row["account_id"],
+        "symbol": row["symbol"],
+        "side": row["side"],
+        "strategy": row["strategy"],
+        "quantity": format_decimal(row["quantity"]),
+        "price": format_decimal(row["price"]),
+        "notional": format_decimal(row["notional"]),
+        "commission": format_decimal(row["commission"]),
+        "liquidity": row["liquidity"],
+        "status": row["status"],
+        "created_at": row["created_at"].isoformat(),
+    }
+
+
+def _position_json(row: dict) -> dict:
+    return {
+        "id": row["id"],
+        "account_id": row["account_id"],
+        "symbol": row["symbol"],
+        "strategy": row["strategy"],
+        "quantity": format_decimal(row["quantity"]),
+        "avg_entry_price": format_decimal(row["avg_entry_price"]),
+        "realized_pnl": format_decimal(row["realized_pnl"]),
+        "status": row["status"],
+        "opened_at": row["opened_at"].isoformat(),
+        "closed_at": row["closed_at"].isoformat() if row["closed_at"] else None,
+    }
+
+
+_INDEX = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Spark trading app</title>
+<style nonce="{nonce}">body{{font-family:sans-serif;margin:2em}}</style></head>
+<body><h1>Spark trading app</h1><p>Release <code>{release}</code>.
+See <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>,
+<a href="/version">/version</a>, <a href="/metrics">/metrics</a>.</p>
+<script nonce="{nonce}">document.title += " (" + location.host + ")";</script>
+</body></html>
+"""

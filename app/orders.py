@@ -1,0 +1,202 @@
+"""Placing an order: risk checks, the fill, the position, the cash, the outbox event and the
+idempotency key's completion, all in one transaction.
+
+Fill model: the app records a limit order as filled at its price (paper trading); routing to
+an exchange is the exchange clients' job. Positions are locked row-first, the account last,
+so two orders of one account on different symbols never deadlock; two orders that both try
+to open the same position meet at the partial unique index, and the loser retries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from app import idempotency, metrics, money, risk
+from app.config import Settings
+from app.validation import OrderRequest, RequestError, format_decimal
+
+MAX_ATTEMPTS = 3
+POSITION_INDEX = "positions_one_open_per_account_symbol_strategy"
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: str  # JSON text, stored verbatim for replays
+
+
+_HALT = """
+SELECT scope, reason FROM trading_halts WHERE scope IN ('global', %(symbol)s)
+ORDER BY scope = 'global' DESC LIMIT 1
+"""
+_ACCOUNT = "SELECT id FROM accounts WHERE id = %(account_id)s"
+_OPEN_POSITION = """
+SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
+WHERE account_id = %(account_id)s AND symbol = %(symbol)s
+  AND strategy IS NOT DISTINCT FROM %(strategy)s AND status = 'open'
+FOR UPDATE
+"""
+_INSERT_POSITION = """
+INSERT INTO positions (account_id, symbol, strategy, quantity, avg_entry_price, realized_pnl)
+VALUES (%(account_id)s, %(symbol)s, %(strategy)s, %(quantity)s, %(avg)s, %(realized)s)
+RETURNING id
+"""
+_UPDATE_POSITION = """
+UPDATE positions SET quantity = %(quantity)s, avg_entry_price = %(avg)s,
+    realized_pnl = %(realized)s, updated_at = now(),
+    status = CASE WHEN %(quantity)s = 0 THEN 'closed' ELSE 'open' END,
+    closed_at = CASE WHEN %(quantity)s = 0 THEN now() END
+WHERE id = %(id)s
+"""
+_INSERT_ORDER = """
+INSERT INTO orders (account_id, symbol, side, strategy, quantity, price, notional,
+                    commission, liquidity, status, idempotency_key)
+VALUES (%(account_id)s, %(symbol)s, %(side)s, %(strategy)s, %(quantity)s, %(price)s,
+        %(notional)s, %(commission)s, %(liquidity)s, 'filled', %(key)s)
+RETURNING id, created_at
+"""
+_CASH = "UPDATE accounts SET cash_balance = cash_balance + %(delta)s WHERE id = %(account_id)s"
+_OUTBOX = """
+INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
+VALUES ('position', %(aggregate)s, 'order.filled', %(payload)s)
+"""
+
+
+async def place_order(
+    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str
+) -> Response:
+    """Run the order transaction; retry when a concurrent order opened the same position."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            async with conn.transaction():
+                return await _place(conn, settings, order, key)
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name != POSITION_INDEX:
+                raise
+            metrics.POSITION_UNIQUE_VIOLATIONS.inc()
+            if attempt == MAX_ATTEMPTS:
+                raise
+        except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected):
+            if attempt == MAX_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str):
+    instrument = settings.instruments[order.symbol]
+    params = {
+        "account_id": order.account_id,
+        "symbol": order.symbol,
+        "strategy": order.strategy,
+        "side": order.side,
+        "key": key,
+    }
+    cur = conn.cursor(row_factory=dict_row)
+    if not await (await cur.execute(_ACCOUNT, params)).fetchone():
+        raise RequestError(422, "unknown_account", f"account {order.account_id!r} does not exist")
+    position = await (await cur.execute(_OPEN_POSITION, params)).fetchone()
+    state = money.PositionState(
+        quantity=position["quantity"] if position else Decimal(0),
+        avg_entry_price=position["avg_entry_price"] if position else Decimal(0),
+        realized_pnl=position["realized_pnl"] if position else Decimal(0),
+    )
+    halt = await (await cur.execute(_HALT, params)).fetchone()
+    block = risk.check_order(
+        side=order.side,
+        quantity=order.quantity,
+        price=order.price,
+        current_position=state.quantity,
+        reference_price=instrument.reference_price,
+        limits=settings.risk,
+        halted_by=f"{halt['scope']}: {halt['reason']}" if halt else None,
+    )
+    if block is not None:
+        metrics.RISK_BLOCKS.labels(block.rule).inc()
+        response = Response(
+            422,
+            _json({"error": "risk_blocked", "rule": block.rule, "message": block.message}),
+        )
+        await cur.execute(idempotency.COMPLETE, {**params, **_stored(response)})
+        return response
+
+    notional = order.quantity * order.price
+    fee = money.commission(notional, instrument.fees, order.liquidity)
+    new_state = money.apply_fill(state, order.side, order.quantity, order.price)
+    position_values = {
+        "quantity": new_state.quantity,
+        "avg": new_state.avg_entry_price,
+        "realized": new_state.realized_pnl,
+    }
+    if position:
+        position_id = position["id"]
+        await cur.execute(_UPDATE_POSITION, {**position_values, "id": position_id})
+    else:
+        row = await (await cur.execute(_INSERT_POSITION, {**params, **position_values})).fetchone()
+        position_id = row["id"]
+    row = await (
+        await cur.execute(
+            _INSERT_ORDER,
+            {
+                **params,
+                "quantity": order.quantity,
+                "price": order.price,
+                "notional": notional,
+                "commission": fee,
+                "liquidity": order.liquidity,
+            },
+        )
+    ).fetchone()
+    cash_delta = -(notional + fee) if order.side == "buy" else notional - fee
+    await cur.execute(_CASH, {**params, "delta": cash_delta})
+    body = {
+        "id": str(row["id"]),
+        "account_id": order.account_id,
+        "symbol": order.symbol,
+        "side": order.side,
+        "strategy": order.strategy,
+        "quantity": format_decimal(order.quantity),
+        "price": format_decimal(order.price),
+        "notional": format_decimal(notional),
+        "commission": format_decimal(fee),
+        "liquidity": order.liquidity,
+        "status": "filled",
+        "created_at": row["created_at"].isoformat(),
+        "position": {
+            "id": position_id,
+            "quantity": format_decimal(new_state.quantity),
+            "avg_entry_price": format_decimal(new_state.avg_entry_price),
+            "realized_pnl": format_decimal(new_state.realized_pnl),
+            "status": "closed" if new_state.quantity == 0 else "open",
+        },
+    }
+    await cur.execute(
+        _OUTBOX,
+        {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
+         "payload": _json({"order": body, "idempotency_key": key})},
+    )  # fmt: skip
+    response = Response(201, _json(body))
+    completed = await cur.execute(idempotency.COMPLETE, {**params, **_stored(response)})
+    if completed.rowcount != 1:
+        # Our claim was taken over after the in-flight timeout and the other request
+        # finished first: undo ours; the caller replays the stored response.
+        raise KeyTakenOver(key)
+    metrics.ORDERS_ACCEPTED.labels(order.side).inc()
+    return response
+
+
+class KeyTakenOver(RuntimeError):
+    """The idempotency key completed under another request while this one ran."""
+
+
+def _stored(response: Response) -> dict:
+    return {"status": response.status, "body": response.body}
+
+
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
