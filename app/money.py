@@ -12,8 +12,9 @@ Rules the whole module keeps:
   the scale of the database's numeric(38,18)) with exact integer arithmetic, clamped to the
   range of the prices averaged (only reachable when prices carry more than 18 places), and
   written without trailing zeros.
-- Results are never negative zero and never in exponent notation, so `str(result)` is a
-  valid decimal string for JSON and SQL.
+- Results are never negative zero and never carry a positive exponent. Serialise them with
+  `decimal_string`, not `str`: `str(Decimal("0.00000001"))` is "1E-8", which `to_decimal`
+  (and the API) refuses.
 - Each public operation that completes counts once in `spark_money_operations_total{kind}`;
   refused input raises before anything is counted. `to_decimal` and `is_aligned` are checks,
   not money operations, and are not counted.
@@ -133,9 +134,16 @@ def to_decimal(value, name: str) -> Decimal:
             f"{name} has {result.adjusted() + 1} digits before the decimal point; "
             f"at most {MAX_INTEGER_DIGITS} are accepted"
         )
-    if exponent > 0:  # Decimal("1E+2") -> 100, so results never print in exponent notation
+    if exponent > 0:  # Decimal("1E+2") -> 100: no result ever carries a positive exponent
         result = result.quantize(_ONE, context=_EXACT)
     return result
+
+
+def decimal_string(value: Decimal) -> str:
+    """`value` in plain notation ("0.00000001", never "1E-8"): the form JSON and SQL carry."""
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise TypeError(f"decimal_string needs a finite Decimal, got {reprlib.repr(value)}")
+    return format(value, "f")
 
 
 def _positive(value, name: str) -> Decimal:
