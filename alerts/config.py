@@ -1,0 +1,90 @@
+"""Every selector, threshold and `for:` duration the alert rules and the dashboard use.
+
+One place, as in the monitoring mixins: `alerts.rules` builds the rules from these values,
+`dashboards.risk` draws the same thresholds on its panels, and the promtool test cases in
+`alerts.promtool_cases` place their samples on either side of them. Change a number here,
+run `sparkops alerts build` and `sparkops dashboards build`, and all three follow.
+"""
+
+from __future__ import annotations
+
+from sparkops import defaults
+
+# --- where the rule file and its documentation live --------------------------------------
+RULE_GROUP = "spark-ops"
+# runbook_url = RUNBOOK_BASE_URL + "#" + anchor-of-the-alert-name; the section exists in
+# docs/alerts.md (a unit test checks every anchor).
+RUNBOOK_BASE_URL = "https://git.spark-trading.internal/spark-ops/blob/main/docs/alerts.md"
+RUNBOOK_DOC = "docs/alerts.md"
+
+# --- scrape jobs: the Prometheus scrape configuration uses these same names --------------
+JOB_APP = "spark-app"
+JOB_POSTGRES = "postgres"
+JOB_PGBOUNCER = "pgbouncer"
+# The restore drill and the pgBackRest backup timestamp are written as .prom files for
+# node_exporter's textfile collector on the database host (docs/alerts.md says how).
+JOB_NODE = "node"
+
+APP_SELECTOR = f'job="{JOB_APP}"'
+# The outbox dispatcher runs inside the app process and is scraped with it.
+OUTBOX_SELECTOR = APP_SELECTOR
+POSTGRES_SELECTOR = f'job="{JOB_POSTGRES}"'
+PGBOUNCER_SELECTOR = f'job="{JOB_PGBOUNCER}"'
+BACKUP_SELECTOR = f'job="{JOB_NODE}"'
+
+# Range over which rates are taken: four scrapes at a 15 s interval at least, and the
+# window the dashboard's rate panels use too.
+RATE_WINDOW = "5m"
+
+SEVERITY_CRITICAL = "critical"  # pages someone now
+SEVERITY_WARNING = "warning"  # a ticket for working hours
+
+# --- thresholds and `for:` durations, by alert --------------------------------------------
+# Blocks per second for one risk rule; a burst of blocks is normal when a client retries a
+# rejected order, a sustained rate means a mis-set limit or a client gone wrong.
+RISK_BLOCK_RATE_PER_SECOND = 0.2
+RISK_BLOCK_FOR = "10m"
+
+# Seconds the oldest client has waited for a server connection in a pgBouncer pool.
+PGBOUNCER_MAX_WAIT_SECONDS = 1.0
+PGBOUNCER_SATURATION_FOR = "5m"
+# The dashboard's utilisation panel draws the pool size as its ceiling.
+PGBOUNCER_POOL_SIZE = defaults.PGBOUNCER_DEFAULT_POOL_SIZE
+
+HTTP_LATENCY_QUANTILE = 0.95
+HTTP_LATENCY_P95_SECONDS = 0.5
+HTTP_LATENCY_FOR = "10m"
+
+# CSP reports per second for one directive; a browser extension produces a trickle, a
+# broken deploy (a missing nonce) produces one per page view.
+CSP_REPORTS_PER_SECOND = 0.1
+CSP_VIOLATIONS_FOR = "15m"
+
+# Share of POST /orders answered 409 (in flight) or 422 (payload mismatch).
+IDEMPOTENCY_CONFLICT_OUTCOMES = ("in_flight", "payload_mismatch")
+IDEMPOTENCY_CONFLICT_RATIO = 0.05
+IDEMPOTENCY_CONFLICT_FOR = "10m"
+
+# The archiver retries a failing segment every minute, so failures keep rising while the
+# archived count stands still; one failure followed by success is not an alert.
+WAL_ARCHIVE_FAILING_WINDOW = "10m"
+WAL_ARCHIVE_FAILING_FOR = "5m"
+# archive_timeout forces a segment switch at least this often on a busy cluster; fifteen
+# of them without an archived segment means point-in-time recovery is falling behind.
+WAL_ARCHIVE_STALE_SECONDS = 15 * defaults.ARCHIVE_TIMEOUT_SECONDS
+WAL_ARCHIVE_STALE_FOR = "5m"
+
+# Differential backups run daily; a day plus two hours of slack.
+BACKUP_MAX_AGE_SECONDS = 26 * 3600
+BACKUP_TOO_OLD_FOR = "15m"
+
+OUTBOX_LAG_SECONDS = 120
+OUTBOX_LAG_FOR = "5m"
+OUTBOX_DEAD_LETTERS_MAX = 0
+OUTBOX_DEAD_LETTERS_FOR = "5m"
+
+DOWN_FOR = "1m"
+
+# The drill runs weekly; a week and a day without a run counts as failed.
+RESTORE_DRILL_MAX_AGE_SECONDS = 8 * 24 * 3600
+RESTORE_DRILL_FOR = "10m"

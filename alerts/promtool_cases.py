@@ -1,0 +1,392 @@
+"""promtool unit tests for every alert, written as scenarios and rendered to YAML.
+
+A firing scenario names the first evaluation at which the alert expression holds (`onset`,
+minutes); the rendered test then checks both sides of the `for:` window: nothing at
+`onset + for - 1m` (still pending) and the alert, with its labels and rendered annotations,
+at `onset + for`. A quiet scenario (below the threshold, a transient blip, or no data)
+checks that nothing fires at `at`. Sample values are placed relative to the thresholds in
+`alerts.config`; the expected descriptions are written out in full, so a broken template
+shows up as a failing case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import yaml
+
+from alerts import config as c
+from alerts import rules
+from app import metric_names as m
+
+RULES_RELATIVE = "../generated/spark-ops.rules.yml"  # promtool resolves it from the test file
+
+APP = {"job": c.JOB_APP, "instance": "app-1:8000"}
+PG = {"job": c.JOB_POSTGRES, "instance": "db-1:9187"}
+PGB = {"job": c.JOB_PGBOUNCER, "instance": "db-1:9127"}
+NODE = {"job": c.JOB_NODE, "instance": "db-1:9100"}
+# Scenarios without any series of interest still need one input series.
+UNRELATED = ('up{job="unrelated", instance="elsewhere:1"}', "1x60")
+
+
+def series(metric: str, labels: dict[str, str], values: str) -> tuple[str, str]:
+    inside = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    return f"{metric}{{{inside}}}", values
+
+
+def minutes(duration: str) -> int:
+    units = {"m": 1, "h": 60}
+    return int(duration[:-1]) * units[duration[-1]]
+
+
+@dataclass(frozen=True)
+class Firing:
+    alert: str
+    name: str
+    inputs: tuple[tuple[str, str], ...]
+    onset: int
+    labels: dict[str, str]
+    description: str
+
+
+@dataclass(frozen=True)
+class Quiet:
+    alert: str
+    name: str
+    inputs: tuple[tuple[str, str], ...]
+    at: int = 40
+    extra: dict = field(default_factory=dict)
+
+
+def _down_cases(alert: str, component: str, up_metric: str | None, target: dict) -> list:
+    up = m.SCRAPE_UP
+    job = target["job"]
+    healthy = [series(up, target, "1x60")]
+    if up_metric:
+        healthy.append(series(up_metric, target, "1x60"))
+    desc_on = f"{component} on {target['instance']} has been down or unscrapable for more than {c.DOWN_FOR} (job {job})."  # noqa: E501
+    if alert == "SparkAppDown":
+        desc_on = f"The app on {target['instance']} has not been scraped for more than {c.DOWN_FOR} (job {job})."  # noqa: E501
+    cases = [
+        Quiet(alert, "healthy target", tuple(healthy)),
+        Firing(
+            alert,
+            "scrape fails",
+            (series(up, target, "1x9 0x50"),),
+            onset=10,
+            labels={"severity": c.SEVERITY_CRITICAL, **target},
+            description=desc_on,
+        ),
+        Firing(
+            alert,
+            "job vanished: no up series at all",
+            (UNRELATED,),
+            onset=0,
+            labels={"severity": c.SEVERITY_CRITICAL, "job": job},
+            description=(
+                f"The app has not been scraped for more than {c.DOWN_FOR} (job {job})."
+                if alert == "SparkAppDown"
+                else f"{component} has been down or unscrapable for more than {c.DOWN_FOR} "
+                f"(job {job})."
+            ),
+        ),
+    ]
+    if up_metric:
+        cases.append(
+            Firing(
+                alert,
+                "exporter up, service down",
+                (series(up, target, "1x60"), series(up_metric, target, "1x9 0x50")),
+                onset=10,
+                labels={"severity": c.SEVERITY_CRITICAL, **target},
+                description=desc_on,
+            )
+        )
+    return cases
+
+
+def scenarios() -> list[Firing | Quiet]:
+    warn, crit = c.SEVERITY_WARNING, c.SEVERITY_CRITICAL
+    blocks = m.RISK_BLOCKS
+    bucket = m.HTTP_REQUEST_DURATION + "_bucket"
+    route = {**APP, "route": "/orders", "method": "POST", "status": "201"}
+    idem = m.IDEMPOTENCY_OUTCOMES
+    pool = {**PGB, "database": "spark", "user": "spark_app"}
+    return [
+        # RiskBlockRateHigh: 1 block/s on one rule is above the threshold; 1/min is not.
+        # rate() divides by the whole 5m window, so at 1m it reads 60/300 = 0.2 (not above).
+        Firing(
+            "RiskBlockRateHigh",
+            "one rule blocks 1/s",
+            (
+                series(blocks, {**APP, "rule": "max_notional"}, "0+60x60"),
+                series(blocks, {**APP, "rule": "price_band"}, "0+1x60"),
+            ),
+            onset=2,
+            labels={"severity": warn, "rule": "max_notional"},
+            description="Risk rule max_notional blocks 1 orders/s (threshold 0.2/s).",
+        ),
+        Quiet(
+            "RiskBlockRateHigh",
+            "0.1/s is below",
+            (series(blocks, {**APP, "rule": "max_position"}, "0+6x60"),),
+        ),
+        Quiet("RiskBlockRateHigh", "no data", (UNRELATED,)),
+        # PgBouncerPoolSaturation: the oldest waiting client goes from 0 s to 3 s at 10m.
+        Firing(
+            "PgBouncerPoolSaturation",
+            "clients wait 3s",
+            (series(m.PGBOUNCER_CLIENT_MAXWAIT, pool, "0x9 3x50"),),
+            onset=10,
+            labels={"severity": warn, "database": "spark", "instance": PGB["instance"]},
+            description="The oldest client waiting in pool spark on db-1:9127 has waited 3s (threshold 1s).",  # noqa: E501
+        ),
+        Quiet(
+            "PgBouncerPoolSaturation",
+            "0.5s is below",
+            (series(m.PGBOUNCER_CLIENT_MAXWAIT, pool, "0.5x60"),),
+        ),
+        Quiet("PgBouncerPoolSaturation", "no data", (UNRELATED,)),
+        # HTTPLatencyHigh: every request between 0.25 s and 1 s puts p95 at 0.9625 s.
+        Firing(
+            "HTTPLatencyHigh",
+            "p95 near 1s",
+            (
+                series(bucket, {**route, "le": "0.25"}, "0x60"),
+                series(bucket, {**route, "le": "1"}, "0+60x60"),
+                series(bucket, {**route, "le": "+Inf"}, "0+60x60"),
+            ),
+            onset=1,
+            labels={"severity": warn, "route": "/orders"},
+            description="p95 latency of /orders is 962.5ms (threshold 0.5s).",
+        ),
+        Quiet(
+            "HTTPLatencyHigh",
+            "all under 0.25s",
+            (
+                series(bucket, {**route, "le": "0.25"}, "0+60x60"),
+                series(bucket, {**route, "le": "+Inf"}, "0+60x60"),
+            ),
+        ),
+        Quiet("HTTPLatencyHigh", "no data", (UNRELATED,)),
+        # CSPViolationsHigh: 0.5 reports/s on script-src; at 1m rate() reads 30/300 = 0.1.
+        Firing(
+            "CSPViolationsHigh",
+            "script-src 0.5/s",
+            (series(m.CSP_REPORTS, {**APP, "directive": "script-src"}, "0+30x60"),),
+            onset=2,
+            labels={"severity": warn, "directive": "script-src"},
+            description="CSP directive script-src is violated 500m times/s (threshold 0.1/s).",
+        ),
+        Quiet(
+            "CSPViolationsHigh",
+            "0.05/s is below",
+            (series(m.CSP_REPORTS, {**APP, "directive": "img-src"}, "0+3x60"),),
+        ),
+        Quiet("CSPViolationsHigh", "no data", (UNRELATED,)),
+        # IdempotencyConflictRateHigh: 12 conflicts in 72 requests (16.67 %).
+        Firing(
+            "IdempotencyConflictRateHigh",
+            "one in six conflicts",
+            (
+                series(idem, {**APP, "outcome": "created"}, "0+60x60"),
+                series(idem, {**APP, "outcome": "in_flight"}, "0+6x60"),
+                series(idem, {**APP, "outcome": "payload_mismatch"}, "0+6x60"),
+            ),
+            onset=1,
+            labels={"severity": warn},
+            description="16.67% of POST /orders end in an idempotency conflict (threshold 5%).",
+        ),
+        Quiet(
+            "IdempotencyConflictRateHigh",
+            "1 in 61 is below",
+            (
+                series(idem, {**APP, "outcome": "created"}, "0+60x60"),
+                series(idem, {**APP, "outcome": "in_flight"}, "0+1x60"),
+            ),
+        ),
+        Quiet(
+            "IdempotencyConflictRateHigh",
+            "no traffic (0/0)",
+            (series(idem, {**APP, "outcome": "created"}, "0x60"),),
+        ),
+        # PostgresWalArchiveFailing: archiving stops at 10m and failures climb from 11m; the
+        # alert holds once the 10m window has no archived segment (20m).
+        Firing(
+            "PostgresWalArchiveFailing",
+            "archiver stuck",
+            (
+                series(m.PG_ARCHIVER_ARCHIVED, PG, "0+1x10 10x50"),
+                series(m.PG_ARCHIVER_FAILED, PG, "0x10 1+1x50"),
+            ),
+            onset=20,
+            labels={"severity": crit, **PG},
+            description=(
+                "db-1:9187: 10 archive attempts failed in 10m with none archived; "
+                "point-in-time recovery stops at the last archived segment and pg_wal is growing."
+            ),
+        ),
+        Quiet(
+            "PostgresWalArchiveFailing",
+            "one failure then success",
+            (
+                series(m.PG_ARCHIVER_ARCHIVED, PG, "0+1x60"),
+                series(m.PG_ARCHIVER_FAILED, PG, "0x5 1x55"),
+            ),
+        ),
+        Quiet("PostgresWalArchiveFailing", "no data", (UNRELATED,)),
+        # PostgresWalArchiveStale: the last archive's age jumps past 900 s at 10m.
+        Firing(
+            "PostgresWalArchiveStale",
+            "no archive for 1000s and counting",
+            (series(m.PG_ARCHIVER_LAST_ARCHIVE_AGE, PG, "60x9 1000+60x50"),),
+            onset=10,
+            labels={"severity": warn, **PG},
+            description="db-1:9187: last WAL archived 21m 40s ago (threshold 900s).",
+        ),
+        Quiet(
+            "PostgresWalArchiveStale",
+            "archived a minute ago",
+            (series(m.PG_ARCHIVER_LAST_ARCHIVE_AGE, PG, "60x60"),),
+        ),
+        Quiet("PostgresWalArchiveStale", "no data", (UNRELATED,)),
+        # PgBackRestBackupTooOld: promtool's clock starts at 0, so the timestamp is negative:
+        # 90000 s old at 0m, 93600 s (the threshold) at 60m, above it from 61m.
+        Firing(
+            "PgBackRestBackupTooOld",
+            "last backup ages past 26h",
+            (series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, NODE, "-90000x120"),),
+            onset=61,
+            labels={"severity": warn, **NODE},
+            description="db-1:9100: last backup completed 1d 2h 16m 0s ago (threshold 93600s).",
+        ),
+        Quiet(
+            "PgBackRestBackupTooOld",
+            "fresh backup",
+            (series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, NODE, "-1000+60x60"),),
+        ),
+        Firing(
+            "PgBackRestBackupTooOld",
+            "no timestamp published",
+            (UNRELATED,),
+            onset=0,
+            labels={"severity": warn, "job": c.JOB_NODE},
+            description="no backup timestamp is published (threshold 93600s).",
+        ),
+        # OutboxLagHigh: the oldest pending event is 200 s old at 10m and keeps ageing.
+        Firing(
+            "OutboxLagHigh",
+            "dispatcher stalled",
+            (series(m.OUTBOX_OLDEST_PENDING_AGE, APP, "0x9 200+60x50"),),
+            onset=10,
+            labels={"severity": warn, **APP},
+            description="app-1:8000: the oldest pending outbox event is 8m 20s old (threshold 120s).",  # noqa: E501
+        ),
+        Quiet(
+            "OutboxLagHigh", "30s is normal", (series(m.OUTBOX_OLDEST_PENDING_AGE, APP, "30x60"),)
+        ),
+        Quiet("OutboxLagHigh", "no data", (UNRELATED,)),
+        # OutboxDeadLetters: three events parked at 10m.
+        Firing(
+            "OutboxDeadLetters",
+            "three parked",
+            (series(m.OUTBOX_DEAD_LETTERS, APP, "0x9 3x50"),),
+            onset=10,
+            labels={"severity": warn, **APP},
+            description="app-1:8000: 3 outbox events are dead-lettered.",
+        ),
+        Quiet("OutboxDeadLetters", "none parked", (series(m.OUTBOX_DEAD_LETTERS, APP, "0x60"),)),
+        Quiet("OutboxDeadLetters", "no data", (UNRELATED,)),
+        *_down_cases("PostgresDown", "Postgres", m.PG_UP, PG),
+        *_down_cases("PgBouncerDown", "PgBouncer", m.PGBOUNCER_UP, PGB),
+        *_down_cases("SparkAppDown", "The app", None, APP),
+        # RestoreDrillFailed: a failed drill, a drill too old, and no drill at all.
+        Firing(
+            "RestoreDrillFailed",
+            "last drill failed",
+            (
+                series(m.RESTORE_DRILL_LAST_SUCCESS, NODE, "1x9 0x50"),
+                series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE, "0x60"),
+            ),
+            onset=10,
+            labels={"severity": warn, **NODE},
+            description="db-1:9100: the last restore drill failed or is older than 691200s.",
+        ),
+        Firing(
+            "RestoreDrillFailed",
+            "last drill too old",
+            (
+                series(m.RESTORE_DRILL_LAST_SUCCESS, NODE, "1x60"),
+                series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE, "-700000x60"),
+            ),
+            onset=0,
+            labels={"severity": warn, **NODE},
+            description="db-1:9100: the last restore drill failed or is older than 691200s.",
+        ),
+        Firing(
+            "RestoreDrillFailed",
+            "no drill has run",
+            (UNRELATED,),
+            onset=0,
+            labels={"severity": warn, "job": c.JOB_NODE},
+            description="no restore drill has published a result.",
+        ),
+        Quiet(
+            "RestoreDrillFailed",
+            "recent successful drill",
+            (
+                series(m.RESTORE_DRILL_LAST_SUCCESS, NODE, "1x60"),
+                series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE, "0x60"),
+            ),
+        ),
+    ]
+
+
+def _test(case: Firing | Quiet) -> dict:
+    alerts = rules.by_name()
+    alert = alerts[case.alert]
+    inputs = [{"series": s, "values": v} for s, v in case.inputs]
+    checks: list[dict] = []
+    if isinstance(case, Firing):
+        fires_at = case.onset + minutes(alert.for_)
+        if fires_at >= 1:
+            checks.append(
+                {"eval_time": f"{fires_at - 1}m", "alertname": alert.name, "exp_alerts": []}
+            )
+        expected = {
+            "exp_labels": case.labels,
+            "exp_annotations": {
+                "summary": alert.summary,
+                "description": case.description,
+                "runbook_url": alert.runbook_url,
+            },
+        }
+        checks.append(
+            {"eval_time": f"{fires_at}m", "alertname": alert.name, "exp_alerts": [expected]}
+        )
+    else:
+        checks.append({"eval_time": f"{case.at}m", "alertname": alert.name, "exp_alerts": []})
+    return {
+        "name": f"{case.alert}: {case.name}",
+        "interval": "1m",
+        "input_series": inputs,
+        "alert_rule_test": checks,
+    }
+
+
+def test_file() -> dict:
+    return {
+        "rule_files": [RULES_RELATIVE],
+        "evaluation_interval": "1m",
+        "tests": [_test(case) for case in scenarios()],
+    }
+
+
+HEADER = (
+    "# Generated by `sparkops alerts build` from alerts/promtool_cases.py; do not edit.\n"
+    "# Run: promtool test rules alerts/tests/spark-ops.rules.test.yml\n"
+)
+
+
+def render() -> str:
+    return HEADER + yaml.safe_dump(test_file(), sort_keys=False, width=1000)

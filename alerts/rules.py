@@ -1,0 +1,296 @@
+"""The Prometheus alert rules, built from `alerts.config` and `app.metric_names`.
+
+Each alert carries `severity`, a fixed `summary`, a templated `description` and a
+`runbook_url` derived from its name. `signals` are the expressions behind the alert without
+its threshold: on a healthy system the alert expression returns nothing, so the live check
+(`sparkops.livecheck`) runs the signals to prove the alert watches series that exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import yaml
+
+from alerts import config as c
+from app import metric_names as m
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    signals: tuple[str, ...]
+
+    @property
+    def anchor(self) -> str:
+        # docs/alerts.md has a "## <Name>" heading per alert; Markdown renderers make the
+        # anchor by lower-casing it (the names hold only letters).
+        return self.name.lower()
+
+    @property
+    def runbook_url(self) -> str:
+        return f"{c.RUNBOOK_BASE_URL}#{self.anchor}"
+
+    def to_rule(self) -> dict:
+        return {
+            "alert": self.name,
+            "expr": self.expr,
+            "for": self.for_,
+            "labels": {"severity": self.severity},
+            "annotations": {
+                "summary": self.summary,
+                "description": self.description,
+                "runbook_url": self.runbook_url,
+            },
+        }
+
+
+def num(value: float) -> str:
+    """A threshold as PromQL and people write it: 0.2, 1, 900."""
+    return f"{value:g}"
+
+
+def sel(metric: str, selector: str, extra: str = "") -> str:
+    inside = ", ".join(part for part in (selector, extra) if part)
+    return f"{metric}{{{inside}}}"
+
+
+def rate(metric: str, selector: str, extra: str = "") -> str:
+    return f"rate({sel(metric, selector, extra)}[{c.RATE_WINDOW}])"
+
+
+def _on_instance(what: str) -> str:
+    return "{{ with $labels.instance }}" + what + " on {{ . }}{{ else }}" + what + "{{ end }}"
+
+
+# --- the signals, shared with the dashboard -----------------------------------------------
+RISK_BLOCK_RATE = f"sum by (rule) ({rate(m.RISK_BLOCKS, c.APP_SELECTOR)})"
+PGBOUNCER_MAX_WAIT = (
+    f"max by (instance, database) ({sel(m.PGBOUNCER_CLIENT_MAXWAIT, c.PGBOUNCER_SELECTOR)})"
+)
+HTTP_P95_BY_ROUTE = (
+    f"histogram_quantile({num(c.HTTP_LATENCY_QUANTILE)}, sum by (route, le) "
+    f"({rate(m.HTTP_REQUEST_DURATION + '_bucket', c.APP_SELECTOR)}))"
+)
+CSP_RATE = f"sum by (directive) ({rate(m.CSP_REPORTS, c.APP_SELECTOR)})"
+_CONFLICTS = "|".join(c.IDEMPOTENCY_CONFLICT_OUTCOMES)
+IDEMPOTENCY_CONFLICT_SHARE = (
+    f"sum({rate(m.IDEMPOTENCY_OUTCOMES, c.APP_SELECTOR, f'outcome=~{_CONFLICTS!r}')})"
+    f" / sum({rate(m.IDEMPOTENCY_OUTCOMES, c.APP_SELECTOR)})"
+).replace("'", '"')
+WAL_FAILED = sel(m.PG_ARCHIVER_FAILED, c.POSTGRES_SELECTOR)
+WAL_ARCHIVED = sel(m.PG_ARCHIVER_ARCHIVED, c.POSTGRES_SELECTOR)
+WAL_LAST_ARCHIVE_AGE = sel(m.PG_ARCHIVER_LAST_ARCHIVE_AGE, c.POSTGRES_SELECTOR)
+BACKUP_TIMESTAMP = sel(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, c.BACKUP_SELECTOR)
+OUTBOX_OLDEST_AGE = sel(m.OUTBOX_OLDEST_PENDING_AGE, c.OUTBOX_SELECTOR)
+OUTBOX_DEAD = sel(m.OUTBOX_DEAD_LETTERS, c.OUTBOX_SELECTOR)
+DRILL_SUCCESS = sel(m.RESTORE_DRILL_LAST_SUCCESS, c.BACKUP_SELECTOR)
+DRILL_LAST_RUN = sel(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, c.BACKUP_SELECTOR)
+
+
+def _down(component: str, up_metric: str, selector: str, job: str, for_: str) -> Alert:
+    """Down when the exporter says so, when its scrape fails, or when the job has vanished
+    from Prometheus altogether (absent): a missing target must not silence its alerts."""
+    scrape_up = sel(m.SCRAPE_UP, selector)
+    expr = f"{sel(up_metric, selector)} == 0 or {scrape_up} == 0 or absent({scrape_up})"
+    return Alert(
+        name=f"{component}Down",
+        expr=expr,
+        for_=for_,
+        severity=c.SEVERITY_CRITICAL,
+        summary=f"{component} is down or not scraped.",
+        description=(
+            _on_instance(f"{component}")
+            + f" has been down or unscrapable for more than {for_} (job {job})."
+        ),
+        signals=(sel(up_metric, selector), scrape_up),
+    )
+
+
+ALERTS: tuple[Alert, ...] = (
+    Alert(
+        name="RiskBlockRateHigh",
+        expr=f"{RISK_BLOCK_RATE} > {num(c.RISK_BLOCK_RATE_PER_SECOND)}",
+        for_=c.RISK_BLOCK_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="Orders are being blocked by a risk rule at a sustained rate.",
+        description=(
+            "Risk rule {{ $labels.rule }} blocks {{ $value | humanize }} orders/s "
+            f"(threshold {num(c.RISK_BLOCK_RATE_PER_SECOND)}/s)."
+        ),
+        signals=(RISK_BLOCK_RATE,),
+    ),
+    Alert(
+        name="PgBouncerPoolSaturation",
+        expr=f"{PGBOUNCER_MAX_WAIT} > {num(c.PGBOUNCER_MAX_WAIT_SECONDS)}",
+        for_=c.PGBOUNCER_SATURATION_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="Clients are queueing for a pgBouncer server connection.",
+        description=(
+            "The oldest client waiting in pool {{ $labels.database }} on "
+            "{{ $labels.instance }} has waited {{ $value | humanize }}s "
+            f"(threshold {num(c.PGBOUNCER_MAX_WAIT_SECONDS)}s)."
+        ),
+        signals=(PGBOUNCER_MAX_WAIT,),
+    ),
+    Alert(
+        name="HTTPLatencyHigh",
+        expr=f"{HTTP_P95_BY_ROUTE} > {num(c.HTTP_LATENCY_P95_SECONDS)}",
+        for_=c.HTTP_LATENCY_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="HTTP p95 latency of a route is above its objective.",
+        description=(
+            "p95 latency of {{ $labels.route }} is {{ $value | humanize }}s "
+            f"(threshold {num(c.HTTP_LATENCY_P95_SECONDS)}s)."
+        ),
+        signals=(HTTP_P95_BY_ROUTE,),
+    ),
+    Alert(
+        name="CSPViolationsHigh",
+        expr=f"{CSP_RATE} > {num(c.CSP_REPORTS_PER_SECOND)}",
+        for_=c.CSP_VIOLATIONS_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="Browsers report Content-Security-Policy violations at a sustained rate.",
+        description=(
+            "CSP directive {{ $labels.directive }} is violated {{ $value | humanize }} "
+            f"times/s (threshold {num(c.CSP_REPORTS_PER_SECOND)}/s)."
+        ),
+        signals=(CSP_RATE,),
+    ),
+    Alert(
+        name="IdempotencyConflictRateHigh",
+        expr=f"({IDEMPOTENCY_CONFLICT_SHARE}) > {num(c.IDEMPOTENCY_CONFLICT_RATIO)}",
+        for_=c.IDEMPOTENCY_CONFLICT_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="Many order requests reuse an idempotency key (409 in flight or 422 mismatch).",
+        description=(
+            "{{ $value | humanizePercentage }} of POST /orders end in an idempotency "
+            f"conflict (threshold {c.IDEMPOTENCY_CONFLICT_RATIO:.0%})."
+        ),
+        signals=(IDEMPOTENCY_CONFLICT_SHARE,),
+    ),
+    Alert(
+        name="PostgresWalArchiveFailing",
+        expr=(
+            f"(increase({WAL_FAILED}[{c.WAL_ARCHIVE_FAILING_WINDOW}]) > 0)"
+            f" unless on (instance) (increase({WAL_ARCHIVED}[{c.WAL_ARCHIVE_FAILING_WINDOW}]) > 0)"
+        ),
+        for_=c.WAL_ARCHIVE_FAILING_FOR,
+        severity=c.SEVERITY_CRITICAL,
+        summary="PostgreSQL's archive_command keeps failing and no WAL is archived.",
+        description=(
+            "{{ $labels.instance }}: {{ $value | humanize }} archive attempts failed in "
+            f"{c.WAL_ARCHIVE_FAILING_WINDOW} with none archived; point-in-time recovery "
+            "stops at the last archived segment and pg_wal is growing."
+        ),
+        signals=(WAL_FAILED, WAL_ARCHIVED),
+    ),
+    Alert(
+        name="PostgresWalArchiveStale",
+        expr=f"{WAL_LAST_ARCHIVE_AGE} > {num(c.WAL_ARCHIVE_STALE_SECONDS)}",
+        for_=c.WAL_ARCHIVE_STALE_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="No WAL segment has been archived for longer than expected.",
+        description=(
+            "{{ $labels.instance }}: last WAL archived {{ $value | humanizeDuration }} ago "
+            f"(threshold {num(c.WAL_ARCHIVE_STALE_SECONDS)}s)."
+        ),
+        signals=(WAL_LAST_ARCHIVE_AGE,),
+    ),
+    Alert(
+        name="PgBackRestBackupTooOld",
+        expr=(
+            f"time() - {BACKUP_TIMESTAMP} > {num(c.BACKUP_MAX_AGE_SECONDS)}"
+            f" or absent({BACKUP_TIMESTAMP})"
+        ),
+        for_=c.BACKUP_TOO_OLD_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="The last pgBackRest backup is too old, or its timestamp is not published.",
+        description=(
+            "{{ with $labels.instance }}{{ . }}: last backup completed "
+            "{{ $value | humanizeDuration }} ago{{ else }}no backup timestamp is published"
+            f"{{{{ end }}}} (threshold {num(c.BACKUP_MAX_AGE_SECONDS)}s)."
+        ),
+        signals=(BACKUP_TIMESTAMP,),
+    ),
+    Alert(
+        name="OutboxLagHigh",
+        expr=f"{OUTBOX_OLDEST_AGE} > {num(c.OUTBOX_LAG_SECONDS)}",
+        for_=c.OUTBOX_LAG_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="Outbox events wait too long to be published.",
+        description=(
+            "{{ $labels.instance }}: the oldest pending outbox event is "
+            "{{ $value | humanizeDuration }} old "
+            f"(threshold {num(c.OUTBOX_LAG_SECONDS)}s)."
+        ),
+        signals=(OUTBOX_OLDEST_AGE,),
+    ),
+    Alert(
+        name="OutboxDeadLetters",
+        expr=f"{OUTBOX_DEAD} > {num(c.OUTBOX_DEAD_LETTERS_MAX)}",
+        for_=c.OUTBOX_DEAD_LETTERS_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="Outbox events were parked as dead letters and need a person.",
+        description=(
+            "{{ $labels.instance }}: {{ $value | humanize }} outbox events are dead-lettered."
+        ),
+        signals=(OUTBOX_DEAD,),
+    ),
+    _down("Postgres", m.PG_UP, c.POSTGRES_SELECTOR, c.JOB_POSTGRES, c.DOWN_FOR),
+    _down("PgBouncer", m.PGBOUNCER_UP, c.PGBOUNCER_SELECTOR, c.JOB_PGBOUNCER, c.DOWN_FOR),
+    Alert(
+        name="SparkAppDown",
+        expr=(
+            f"{sel(m.SCRAPE_UP, c.APP_SELECTOR)} == 0 or absent({sel(m.SCRAPE_UP, c.APP_SELECTOR)})"
+        ),
+        for_=c.DOWN_FOR,
+        severity=c.SEVERITY_CRITICAL,
+        summary="The trading app is down or not scraped; its own alerts are blind.",
+        description=(
+            _on_instance("The app")
+            + f" has not been scraped for more than {c.DOWN_FOR} (job {c.JOB_APP})."
+        ),
+        signals=(sel(m.SCRAPE_UP, c.APP_SELECTOR),),
+    ),
+    Alert(
+        name="RestoreDrillFailed",
+        expr=(
+            f"{DRILL_SUCCESS} == 0"
+            f" or on (instance) time() - {DRILL_LAST_RUN} > {num(c.RESTORE_DRILL_MAX_AGE_SECONDS)}"
+            f" or absent({DRILL_LAST_RUN})"
+        ),
+        for_=c.RESTORE_DRILL_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="The last restore drill failed, or none has run recently.",
+        description=(
+            "{{ with $labels.instance }}{{ . }}: the last restore drill failed or is older "
+            f"than {num(c.RESTORE_DRILL_MAX_AGE_SECONDS)}s{{{{ else }}}}no restore drill "
+            "has published a result{{ end }}."
+        ),
+        signals=(DRILL_SUCCESS, DRILL_LAST_RUN),
+    ),
+)
+
+HEADER = (
+    "# Generated by `sparkops alerts build` from alerts/config.py and alerts/rules.py.\n"
+    "# Do not edit by hand: `sparkops check-generated` fails when this file is stale.\n"
+)
+
+
+def by_name() -> dict[str, Alert]:
+    return {alert.name: alert for alert in ALERTS}
+
+
+def rule_file() -> dict:
+    return {"groups": [{"name": c.RULE_GROUP, "rules": [a.to_rule() for a in ALERTS]}]}
+
+
+def render() -> str:
+    body = yaml.safe_dump(rule_file(), sort_keys=False, width=1000, allow_unicode=True)
+    return HEADER + body
