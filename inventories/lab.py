@@ -1,0 +1,46 @@
+"""The local lab's hosts, read from the state `sparkops lab up` writes.
+
+    sparkops lab up
+    pyinfra inventories/lab.py deploys/site.py
+
+Hosts are named as in the lab (db, app, monitor) and reached over the lab bridge with the
+lab's key; host keys are checked against the lab's own known_hosts file.
+"""
+
+import json
+import os
+from pathlib import Path
+
+# The same default as lab.config.lab_dir(); not imported, because pyinfra runs this file
+# with the inventories folder on the path, not necessarily the repository.
+_LAB_DIR = Path(os.environ.get("SPARKOPS_LAB_DIR", Path(__file__).resolve().parent.parent / ".lab"))
+_HOSTS_FILE = _LAB_DIR / "hosts.json"
+
+if not _HOSTS_FILE.exists():
+    raise SystemExit(f"no lab is up: run `sparkops lab up` (looked for {_HOSTS_FILE})")
+
+_HOSTS = json.loads(_HOSTS_FILE.read_text())
+
+
+def _entry(h):
+    return (
+        h["name"],
+        {
+            "ssh_hostname": h["ip"],
+            "ssh_user": h["ssh_user"],
+            "ssh_key": h["ssh_key"],
+            "ssh_known_hosts_file": h["known_hosts"],
+            "ssh_strict_host_key_checking": "yes",
+        },
+    )
+
+
+def _group(name):
+    return [_entry(h) for h in _HOSTS if name in h["groups"]]
+
+
+# Every lab host, also those started with other names (`sparkops lab up --hosts x,y`).
+all = [_entry(h) for h in _HOSTS]  # pyinfra's name for the group of every host
+db = _group("db")
+app = _group("app")
+monitor = _group("monitor")
