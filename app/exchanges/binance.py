@@ -131,7 +131,11 @@ class BinanceClient:
         self._sleep = sleep
         self._offset_ms: int | None = None
         gate = gate or RateLimitGate(
-            EXCHANGE, weight_limit=weight_limit, slow_fraction=slow_fraction, sleep=sleep
+            EXCHANGE,
+            weight_limit=weight_limit,
+            slow_fraction=slow_fraction,
+            clock=clock,
+            sleep=sleep,
         )
         self._http = ExchangeHttp(
             EXCHANGE,

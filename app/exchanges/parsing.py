@@ -14,36 +14,12 @@ accept Decimal, int or a decimal string (see `number_field`).
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from app.exchanges.errors import MalformedResponse
-
-# Plain decimal notation only: no exponent, no sign other than minus, no spaces, no NaN.
-_DECIMAL_STRING = re.compile(r"-?\d+(\.\d+)?")
-
-
-def strict_decimal(value: Any, name: str) -> Decimal:
-    """A Decimal from a string in plain decimal notation; TypeError/ValueError otherwise.
-
-    Used until `app.money.to_decimal` exists; same contract (floats refused).
-    """
-    if isinstance(value, bool) or not isinstance(value, str):
-        raise TypeError(f"{name} must be a decimal string, got {type(value).__name__}")
-    if not _DECIMAL_STRING.fullmatch(value):
-        raise ValueError(f"{name} must be plain decimal notation like '12.50', got {value!r}")
-    try:
-        return Decimal(value)
-    except InvalidOperation as exc:  # unreachable after the regex; kept as a guard
-        raise ValueError(f"{name} is not a decimal: {value!r}") from exc
-
-
-try:  # the project-wide money parser, once it exists, is the one place for this rule
-    from app.money import to_decimal as _to_decimal
-except ImportError:  # pragma: no cover - depends on another module landing
-    _to_decimal = strict_decimal
+from app.money import to_decimal
 
 
 def load_json(exchange: str, text: str, content_type: str, *, decimals: bool = False) -> Any:
@@ -73,27 +49,30 @@ def _require(exchange: str, obj: Any, name: str) -> Any:
 
 
 def decimal_field(exchange: str, obj: Any, name: str) -> Decimal:
-    """A money field that must be a decimal string (Binance)."""
+    """A money field that must be a JSON string in plain decimal notation (Binance)."""
     value = _require(exchange, obj, name)
-    try:
-        return _to_decimal(value, name)
-    except (TypeError, ValueError) as exc:
+    if not isinstance(value, str):
+        kind = "float" if isinstance(value, (float, Decimal)) else type(value).__name__
         raise MalformedResponse(
-            exchange, f"field {name!r} must be a decimal string, got {value!r}: {exc}"
-        ) from exc
+            exchange, f"field {name!r} must be a decimal string, got JSON {kind} {value!r}"
+        )
+    return _money(exchange, value, name)
 
 
 def number_field(exchange: str, obj: Any, name: str) -> Decimal:
     """A money field sent as a JSON number (BTCTurk), decoded with parse_float=Decimal."""
     value = _require(exchange, obj, name)
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return Decimal(value)
-    if isinstance(value, str):
-        return decimal_field(exchange, obj, name)
-    # A float here means the body was decoded without parse_float=Decimal: a bug, loudly.
-    raise MalformedResponse(exchange, f"field {name!r} must be a number, got {value!r}")
+    if isinstance(value, float):
+        # Only possible if the body was decoded without parse_float=Decimal: a bug, loudly.
+        raise MalformedResponse(exchange, f"field {name!r} reached the parser as a float")
+    return _money(exchange, value, name)
+
+
+def _money(exchange: str, value: Any, name: str) -> Decimal:
+    try:
+        return to_decimal(value, name)
+    except (TypeError, ValueError) as exc:
+        raise MalformedResponse(exchange, f"field {name!r}: {exc}") from exc
 
 
 def str_field(exchange: str, obj: Any, name: str) -> str:
