@@ -31,6 +31,8 @@ OUTBOX_SELECTOR = APP_SELECTOR
 POSTGRES_SELECTOR = f'job="{JOB_POSTGRES}"'
 PGBOUNCER_SELECTOR = f'job="{JOB_PGBOUNCER}"'
 BACKUP_SELECTOR = f'job="{JOB_NODE}"'
+# The dashboard's size panel shows the platform's database, not template0/1 or postgres.
+DATABASE_SELECTOR = f'datname="{defaults.DATABASE_NAME}"'
 
 # Range over which rates are taken: four scrapes at a 15 s interval at least, and the
 # window the dashboard's rate panels use too.
