@@ -16,6 +16,7 @@ PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 POSTGRES_EXPORTER_PORT = 9187
 PGBOUNCER_EXPORTER_PORT = 9127
+OUTBOX_METRICS_PORT = 9310  # the outbox dispatcher's /metrics
 APP_METRICS_PATH = "/metrics"
 
 # --- PostgreSQL --------------------------------------------------------------------------

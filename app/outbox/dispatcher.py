@@ -1,0 +1,212 @@
+"""The outbox dispatcher: claim a batch, publish it in per-aggregate order, record the outcome.
+
+One loop per process; several processes may run against one database (see `store` for why
+that is safe). Each batch:
+
+- is claimed under a lease (one short statement), then published outside any transaction;
+- is published in rounds: round k carries the k-th event of every aggregate in the batch,
+  so events of one aggregate go out strictly one after the other, while distinct aggregates
+  share a round (one pipelined round trip for Redis);
+- stops an aggregate at its first failure: the failed event is rescheduled with exponential
+  backoff and full jitter (or dead-lettered after its last attempt, with its error), and the
+  aggregate's later events are released untouched;
+- stops altogether on SIGTERM or when the lease nears its end; what was published is marked
+  delivered, the rest released, so a clean exit leaves nothing claimed.
+
+A SIGKILL between publishing and marking leaves published events leased: they are published
+again once the lease runs out (or at once, by a successor started under the same `--name`).
+That is the at-least-once duplicate window, at most one batch per kill; consumers dedupe on
+`event_id`.
+
+A second task refreshes the gauges (pending, oldest pending age, dead letters) and deletes
+delivered events older than the retention, on their own intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict, deque
+
+from app.outbox import metrics
+from app.outbox.publishers import Publisher
+from app.outbox.settings import LAST_ERROR_MAX_CHARS, PURGE_CHUNK, DispatcherSettings
+from app.outbox.store import Failure, OutboxEvent, OutboxStore
+
+log = logging.getLogger(__name__)
+
+# A purge pass stops after this many chunks; the next pass continues.
+PURGE_MAX_CHUNKS = 200
+
+
+def backoff_delay(attempts: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full jitter (AWS architecture blog, "Exponential Backoff And Jitter"): spreads the
+    retries of many events failed by one outage instead of retrying them in lockstep."""
+    return rng.uniform(0.0, min(cap, base * (2.0 ** min(attempts, 62))))
+
+
+def describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:LAST_ERROR_MAX_CHARS]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: OutboxStore,
+        publisher: Publisher,
+        owner: str,
+        config: DispatcherSettings | None = None,
+        *,
+        recover_own_leases: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.owner = owner
+        self.config = config or DispatcherSettings()
+        self.recover_own_leases = recover_own_leases
+        self.rng = rng or random.Random()
+        self.stop = asyncio.Event()
+        self._label = publisher.name
+
+    # --- the loop ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Until `self.stop` is set; returns with no event left claimed by this owner."""
+        if self.recover_own_leases:
+            released = await self.store.release_owner(self.owner)
+            if released:
+                log.info("released %d event(s) left claimed by a previous %s", released, self.owner)
+        housekeeping = asyncio.create_task(self._housekeeping(), name="outbox-housekeeping")
+        try:
+            while not self.stop.is_set():
+                try:
+                    published = await self.dispatch_once()
+                except Exception:
+                    log.exception("outbox batch failed; retrying after the poll interval")
+                    published = 0
+                if published == 0:
+                    await self._sleep(self.config.poll_interval)
+        finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            with contextlib.suppress(Exception):
+                await self.store.release_owner(self.owner)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), timeout=seconds)
+
+    async def dispatch_once(self) -> int:
+        """Claim, publish and settle one batch; return how many events were delivered."""
+        cfg = self.config
+        events = await self.store.claim(
+            self.owner,
+            batch_size=cfg.batch_size,
+            max_per_aggregate=cfg.max_per_aggregate,
+            lease_seconds=cfg.lease_seconds,
+        )
+        if not events:
+            return 0
+        lease_ends = time.monotonic() + cfg.lease_seconds - cfg.lease_safety_seconds
+        runs: OrderedDict[tuple[str, str], deque[OutboxEvent]] = OrderedDict()
+        for event in events:  # sorted by id, so each run is in order
+            runs.setdefault(event.aggregate, deque()).append(event)
+
+        delivered: list[int] = []
+        failures: list[Failure] = []
+        released: list[int] = []
+        while runs and not self.stop.is_set() and time.monotonic() < lease_ends:
+            round_events = [run[0] for run in runs.values()]
+            results = await self._publish_round(round_events)
+            for event, error in zip(round_events, results, strict=True):
+                run = runs[event.aggregate]
+                if error is None:
+                    delivered.append(event.id)
+                    run.popleft()
+                    if not run:
+                        del runs[event.aggregate]
+                    continue
+                delay = backoff_delay(event.attempts, cfg.backoff_base, cfg.backoff_cap, self.rng)
+                failures.append(Failure(event, describe(error), delay))
+                run.popleft()
+                released.extend(e.id for e in run)
+                del runs[event.aggregate]
+        for run in runs.values():  # stopped early: give the rest back untouched
+            released.extend(e.id for e in run)
+
+        await self._settle(delivered, failures, released)
+        return len(delivered)
+
+    async def _publish_round(self, events: list[OutboxEvent]) -> list[BaseException | None]:
+        started = time.perf_counter()
+        try:
+            results = await asyncio.wait_for(
+                self.publisher.publish_many(events), timeout=self.config.publish_timeout
+            )
+        except Exception as exc:  # a timeout or a publisher bug: none of the round counts
+            results = [exc] * len(events)
+        metrics.PUBLISH_DURATION.labels(self._label).observe(time.perf_counter() - started)
+        return results
+
+    async def _settle(
+        self, delivered: list[int], failures: list[Failure], released: list[int]
+    ) -> None:
+        if delivered:
+            marked = await self.store.mark_delivered(delivered, self.owner)
+            metrics.PUBLISHED.labels(self._label).inc(len(delivered))
+            if marked != len(delivered):
+                log.warning(
+                    "%d published event(s) were no longer held by %s (lease ran out): "
+                    "another dispatcher will publish them again",
+                    len(delivered) - marked,
+                    self.owner,
+                )
+        if failures:
+            outcome = await self.store.fail(failures, self.owner, self.config.max_attempts)
+            metrics.RETRIED.labels(self._label).inc(len(outcome.retried))
+            metrics.DEAD_LETTERED.labels(self._label).inc(len(outcome.dead))
+            if outcome.dead:
+                errors = {f.event.id: f.error for f in failures}
+                for event_id in outcome.dead:
+                    log.error("outbox event %d dead-lettered: %s", event_id, errors[event_id])
+            log.warning(
+                "%d event(s) failed to publish (%d rescheduled, %d dead-lettered); first: %s",
+                len(failures),
+                len(outcome.retried),
+                len(outcome.dead),
+                failures[0].error,
+            )
+        if released:
+            await self.store.release(released, self.owner)
+
+    # --- gauges and retention ------------------------------------------------------------
+    async def refresh_gauges(self) -> None:
+        stats = await self.store.stats()
+        metrics.PENDING.set(stats.pending)
+        metrics.OLDEST_PENDING_AGE.set(stats.oldest_pending_age)
+        metrics.DEAD_LETTERS.set(stats.dead)
+
+    async def purge_expired(self) -> int:
+        deleted = await self.store.purge(
+            self.config.retention_hours * 3600.0, chunk=PURGE_CHUNK, max_chunks=PURGE_MAX_CHUNKS
+        )
+        if deleted:
+            log.info("purged %d delivered event(s) past retention", deleted)
+        return deleted
+
+    async def _housekeeping(self) -> None:
+        next_purge = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                await self.refresh_gauges()
+                if time.monotonic() >= next_purge:
+                    next_purge = time.monotonic() + self.config.purge_interval
+                    await self.purge_expired()
+            except Exception:
+                log.exception("outbox housekeeping failed; trying again next interval")
+            await self._sleep(self.config.stats_interval)

@@ -1,0 +1,232 @@
+"""Where outbox events go: one small interface, three destinations.
+
+A publisher's `publish(event)` returns when the destination has the event and raises when
+it may not have it; the dispatcher retries what raised, so every destination gets each
+event at least once and must deduplicate on `event_id` (present in every message).
+
+`publish_many` takes events of *distinct* aggregates (the dispatcher never passes two of one
+aggregate) and returns one outcome per event, None for success. The default runs
+`publish` concurrently; a destination with a cheaper bulk path (Redis pipelining, a Kafka
+producer's batch and flush) overrides it. A new destination subclasses `Publisher` and
+registers in `build_publisher`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import httpx
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from app.outbox import settings
+from app.outbox.store import OutboxEvent
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """The destination refused or may not have stored the event."""
+
+
+def envelope(event: OutboxEvent) -> dict[str, str]:
+    """The message fields every destination carries; the payload stays JSON text."""
+    return {
+        "event_id": event.event_id,
+        "aggregate_type": event.aggregate_type,
+        "aggregate_id": event.aggregate_id,
+        "event_type": event.event_type,
+        "payload": event.payload_json,
+        "created_at": event.created_at.isoformat(),
+    }
+
+
+class Publisher:
+    name = "base"
+
+    async def publish(self, event: OutboxEvent) -> None:
+        raise NotImplementedError
+
+    async def publish_many(self, events: Sequence[OutboxEvent]) -> list[BaseException | None]:
+        results = await asyncio.gather(*(self.publish(e) for e in events), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def aclose(self) -> None:
+        return None
+
+
+class RedisStreamPublisher(Publisher):
+    """XADD to one stream. Entry ids are Redis's own (they must increase); the outbox
+    event id travels as the `event_id` field for consumers to deduplicate on."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str = settings.REDIS_URL,
+        stream: str = settings.REDIS_STREAM,
+        *,
+        maxlen: int | None = settings.REDIS_STREAM_MAXLEN,
+        timeout: float = settings.PUBLISH_TIMEOUT_SECONDS,
+    ) -> None:
+        self.stream = stream
+        self.maxlen = maxlen
+        # One immediate retry (a pooled connection gone stale after a Redis restart); backoff
+        # beyond that is the dispatcher's, per event, where it is counted and visible.
+        self.client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
+
+    def _xadd_kwargs(self) -> dict:
+        return {"maxlen": self.maxlen, "approximate": True} if self.maxlen else {}
+
+    async def publish(self, event: OutboxEvent) -> None:
+        await self.client.xadd(self.stream, envelope(event), **self._xadd_kwargs())
+
+    async def publish_many(self, events: Sequence[OutboxEvent]) -> list[BaseException | None]:
+        # One round trip for the whole round; a connection error fails every event of it
+        # (some may have landed: the consumer's dedupe on event_id absorbs that).
+        pipe = self.client.pipeline(transaction=False)
+        for event in events:
+            pipe.xadd(self.stream, envelope(event), **self._xadd_kwargs())
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except Exception as exc:
+            return [exc] * len(events)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class ConsolePublisher(Publisher):
+    """One JSON line per event on a text stream (stdout by default): for development and
+    for feeding a log pipeline."""
+
+    name = "console"
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    async def publish(self, event: OutboxEvent) -> None:
+        self.out.write(json.dumps(envelope(event), separators=(",", ":")) + "\n")
+        self.out.flush()
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`: the timestamp is signed too, so a
+    receiver can refuse replays older than its tolerance."""
+    mac = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify(secret: bytes, header: str, body: bytes) -> bool:
+    """The receiver's side of `sign` (used by tests and by anyone writing a receiver)."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        expected = sign(secret, parts["t"], body)
+    except (KeyError, ValueError):
+        return False
+    return hmac.compare_digest(expected, header)
+
+
+def load_webhook_secret() -> bytes:
+    """From SPARK_OUTBOX_WEBHOOK_SECRET_FILE (preferred: the deploy writes it 0600) or
+    SPARK_OUTBOX_WEBHOOK_SECRET."""
+    path = os.environ.get(settings.ENV_WEBHOOK_SECRET_FILE)
+    if path:
+        try:
+            secret = open(path, "rb").read().strip()  # noqa: SIM115 - read whole, closed by GC
+        except OSError as exc:
+            raise ValueError(f"cannot read the webhook secret file {path}: {exc}") from exc
+    else:
+        secret = os.environ.get(settings.ENV_WEBHOOK_SECRET, "").encode()
+    if not secret:
+        raise ValueError(
+            f"the webhook publisher needs a signing secret: set {settings.ENV_WEBHOOK_SECRET_FILE}"
+            f" to a file holding it, or {settings.ENV_WEBHOOK_SECRET}"
+        )
+    return secret
+
+
+class WebhookPublisher(Publisher):
+    """POST each event as JSON, signed; any answer but 2xx (or no answer) is a failure."""
+
+    name = "webhook"
+
+    def __init__(
+        self,
+        url: str,
+        secret: bytes,
+        *,
+        timeout: float = settings.PUBLISH_TIMEOUT_SECONDS,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
+        if not secret:
+            raise ValueError("the webhook publisher needs a non-empty signing secret")
+        self.url = url
+        self.secret = secret
+        self.client = httpx.AsyncClient(timeout=timeout, transport=transport)
+
+    async def publish(self, event: OutboxEvent) -> None:
+        fields = envelope(event)
+        # The payload is embedded as the stored JSON text, not re-encoded (no float ever
+        # touches a decimal in it) and not as a string holding JSON.
+        head = {k: v for k, v in fields.items() if k != "payload"}
+        body = (json.dumps(head, separators=(",", ":"))[:-1] + ',"payload":').encode()
+        body += fields["payload"].encode() + b"}"
+        headers = {
+            "Content-Type": "application/json",
+            settings.WEBHOOK_SIGNATURE_HEADER: sign(self.secret, str(int(time.time())), body),
+            settings.WEBHOOK_EVENT_ID_HEADER: event.event_id,
+        }
+        response = await self.client.post(self.url, content=body, headers=headers)
+        if not 200 <= response.status_code < 300:
+            raise PublishError(
+                f"webhook {self.url} answered {response.status_code}: {response.text[:200]}"
+            )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def build_publisher(
+    kind: str,
+    *,
+    redis_url: str | None = None,
+    stream: str = settings.REDIS_STREAM,
+    stream_maxlen: int | None = settings.REDIS_STREAM_MAXLEN,
+    webhook_url: str | None = None,
+    webhook_secret: bytes | None = None,
+    timeout: float = settings.PUBLISH_TIMEOUT_SECONDS,
+) -> Publisher:
+    if kind == "redis":
+        return RedisStreamPublisher(
+            redis_url or settings.REDIS_URL, stream, maxlen=stream_maxlen, timeout=timeout
+        )
+    if kind == "console":
+        return ConsolePublisher()
+    if kind == "webhook":
+        if not webhook_url:
+            raise ValueError(
+                f"the webhook publisher needs a URL: --webhook-url or {settings.ENV_WEBHOOK_URL}"
+            )
+        return WebhookPublisher(
+            webhook_url, webhook_secret or load_webhook_secret(), timeout=timeout
+        )
+    raise ValueError(f"unknown publisher {kind!r}: choose one of {', '.join(settings.PUBLISHERS)}")

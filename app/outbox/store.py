@@ -1,0 +1,302 @@
+"""The outbox's SQL, and the one class that runs it (through pgBouncer, transaction mode).
+
+How a claim keeps per-aggregate order with several dispatchers
+---------------------------------------------------------------
+An event is *eligible* when it is pending, due (`next_attempt_at <= now()`), not leased (or
+its lease ran out), and no earlier event of its aggregate is pending or dead. So at any
+moment only the oldest undelivered event of an aggregate, its *head*, can be claimed.
+
+A claim is one statement (one short transaction, no session state):
+
+1. lock up to N eligible heads with `FOR UPDATE SKIP LOCKED`: a head another dispatcher is
+   claiming right now is skipped, not waited for; if that dispatcher has already committed
+   its lease, PostgreSQL re-checks the row's own conditions on the new version and the
+   lease excludes it, so one head is never claimed twice;
+2. take, for each locked head, the next pending events of the same aggregate (a contiguous
+   run in id order, up to `max_per_aggregate`); nobody else can hold them, because their
+   head is pending and locked by us;
+3. lease the whole run (`claimed_by`, `claimed_until`) and return it.
+
+The dispatcher then publishes outside any transaction, each run strictly in order and
+stopping at the first failure; it marks what it published delivered and reschedules or
+releases the rest. A later event becomes a head only when every earlier one is delivered
+(committed), so two dispatchers can never publish one aggregate out of order, short of a
+lease running out while its holder is still publishing; the dispatcher stops publishing a
+batch well before its lease ends (`LEASE_SAFETY_SECONDS`) to keep that from happening.
+
+Leases instead of a long transaction: holding `FOR UPDATE` locks while publishing would
+pin a server connection (pgBouncer transaction mode) for the length of a Redis call, and a
+dispatcher killed mid-batch would leave its rows locked until PostgreSQL notices the dead
+client. A lease costs one extra UPDATE and makes recovery explicit: after a crash the events
+are claimable again when the lease runs out, or at once when the restarted dispatcher, under
+the same name, releases its predecessor's leases.
+
+Dead letters block their aggregate: an event that exhausted its attempts is parked as
+`dead`, and its aggregate's later events wait (they would otherwise arrive without the one
+before them). The dead-letter gauge and alert surface it; an operator fixes the cause and
+requeues or deletes the dead event. Other aggregates keep flowing.
+
+Order is id order, i.e. the order in which events were inserted. Writers of one aggregate
+serialize on the aggregate's own row (the order, the position), so within an aggregate
+insertion order is commit order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+CLAIM = """
+WITH heads AS (
+    SELECT e.id, e.aggregate_type, e.aggregate_id
+    FROM outbox_events e
+    WHERE e.status = 'pending'
+      AND e.next_attempt_at <= now()
+      AND (e.claimed_until IS NULL OR e.claimed_until < now())
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_events p
+          WHERE p.status = 'pending' AND p.aggregate_type = e.aggregate_type
+            AND p.aggregate_id = e.aggregate_id AND p.id < e.id)
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_events d
+          WHERE d.status = 'dead' AND d.aggregate_type = e.aggregate_type
+            AND d.aggregate_id = e.aggregate_id AND d.id < e.id)
+    ORDER BY e.next_attempt_at, e.id
+    LIMIT %(batch_size)s
+    FOR UPDATE OF e SKIP LOCKED
+),
+runs AS (
+    SELECT r.id, r.pos
+    FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT x.id, row_number() OVER (ORDER BY x.id) AS pos
+        FROM outbox_events x
+        WHERE x.status = 'pending' AND x.aggregate_type = h.aggregate_type
+          AND x.aggregate_id = h.aggregate_id AND x.id >= h.id
+        ORDER BY x.id
+        LIMIT %(max_per_aggregate)s
+    ) r
+    ORDER BY r.pos, r.id
+    LIMIT %(batch_size)s
+)
+UPDATE outbox_events o
+SET claimed_by = %(owner)s, claimed_until = now() + make_interval(secs => %(lease)s)
+FROM runs
+WHERE o.id = runs.id
+RETURNING o.id, o.event_id::text, o.aggregate_type, o.aggregate_id, o.event_type,
+          o.payload::text, o.attempts, o.created_at
+"""
+
+MARK_DELIVERED = """
+UPDATE outbox_events
+SET status = 'delivered', delivered_at = now(), claimed_by = NULL, claimed_until = NULL
+WHERE id = ANY(%(ids)s) AND status = 'pending' AND claimed_by = %(owner)s
+"""
+
+# One statement for every failure of a batch: retry later, or park as dead after the last
+# attempt. Only rows we still hold are touched.
+FAIL = """
+WITH f AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[])
+        AS f(id, error, delay)
+)
+UPDATE outbox_events o
+SET attempts = o.attempts + 1,
+    last_error = f.error,
+    status = CASE WHEN o.attempts + 1 >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+    next_attempt_at = now() + make_interval(secs => f.delay),
+    claimed_by = NULL, claimed_until = NULL
+FROM f
+WHERE o.id = f.id AND o.status = 'pending' AND o.claimed_by = %(owner)s
+RETURNING o.id, o.status
+"""
+
+RELEASE = """
+UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
+WHERE id = ANY(%(ids)s) AND claimed_by = %(owner)s
+"""
+
+RELEASE_OWNER = """
+UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
+WHERE claimed_by = %(owner)s AND status = 'pending'
+"""
+
+# SKIP LOCKED: two dispatchers purging at once split the work instead of queueing.
+PURGE_CHUNK = """
+DELETE FROM outbox_events WHERE id IN (
+    SELECT id FROM outbox_events
+    WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => %(age)s)
+    LIMIT %(chunk)s
+    FOR UPDATE SKIP LOCKED)
+"""
+
+PURGE_PLAN = """
+SELECT count(*), min(delivered_at), max(delivered_at)
+FROM outbox_events
+WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => %(age)s)
+"""
+
+STATS = """
+SELECT count(*) FILTER (WHERE status = 'pending'),
+       count(*) FILTER (WHERE status = 'pending' AND claimed_until > now()),
+       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')),
+                0)::float8,
+       count(*) FILTER (WHERE status = 'dead')
+FROM outbox_events
+WHERE status IN ('pending', 'dead')
+"""
+
+TOP_ERRORS = """
+SELECT status, left(last_error, 200) AS error, count(*) AS events, max(attempts)
+FROM outbox_events
+WHERE status IN ('pending', 'dead') AND last_error IS NOT NULL
+GROUP BY status, left(last_error, 200)
+ORDER BY count(*) DESC
+LIMIT %(limit)s
+"""
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One claimed event. The payload stays the JSON text PostgreSQL stored: decimals in it
+    are never parsed into floats on the way through."""
+
+    id: int
+    event_id: str
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    payload_json: str
+    attempts: int
+    created_at: datetime
+
+    @property
+    def aggregate(self) -> tuple[str, str]:
+        return (self.aggregate_type, self.aggregate_id)
+
+
+@dataclass(frozen=True)
+class Failure:
+    event: OutboxEvent
+    error: str
+    delay: float  # seconds until the next attempt
+
+
+@dataclass(frozen=True)
+class FailOutcome:
+    retried: list[int] = field(default_factory=list)
+    dead: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stats:
+    pending: int
+    in_flight: int
+    oldest_pending_age: float
+    dead: int
+
+
+@dataclass(frozen=True)
+class PurgePlan:
+    events: int
+    oldest: datetime | None
+    newest: datetime | None
+
+
+def app_pool(conninfo: str, *, max_size: int = 2, **kwargs) -> AsyncConnectionPool:
+    """A pool for pgBouncer in transaction mode: autocommit, no server-side prepared
+    statements (each statement may land on another server connection)."""
+    return AsyncConnectionPool(
+        conninfo,
+        min_size=1,
+        max_size=max_size,
+        kwargs={"autocommit": True, "prepare_threshold": None},
+        open=False,
+        **kwargs,
+    )
+
+
+class OutboxStore:
+    """Owns the pool; every method is one statement, i.e. one short transaction."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+
+    async def _execute(self, query: str, params: dict) -> tuple[list[tuple], int]:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            # Rows are fetched here, while we still hold the connection.
+            rows = await cur.fetchall() if cur.description else []
+            return rows, cur.rowcount
+
+    async def claim(
+        self, owner: str, *, batch_size: int, max_per_aggregate: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        params = {
+            "owner": owner,
+            "batch_size": batch_size,
+            "max_per_aggregate": max_per_aggregate,
+            "lease": lease_seconds,
+        }
+        rows, _ = await self._execute(CLAIM, params)
+        events = [OutboxEvent(*row) for row in rows]
+        events.sort(key=lambda e: e.id)
+        return events
+
+    async def mark_delivered(self, ids: list[int], owner: str) -> int:
+        if not ids:
+            return 0
+        _, count = await self._execute(MARK_DELIVERED, {"ids": ids, "owner": owner})
+        return count
+
+    async def fail(self, failures: list[Failure], owner: str, max_attempts: int) -> FailOutcome:
+        if not failures:
+            return FailOutcome()
+        params = {
+            "ids": [f.event.id for f in failures],
+            "errors": [f.error for f in failures],
+            "delays": [f.delay for f in failures],
+            "owner": owner,
+            "max_attempts": max_attempts,
+        }
+        rows, _ = await self._execute(FAIL, params)
+        outcome = FailOutcome()
+        for event_id, status in rows:
+            (outcome.dead if status == "dead" else outcome.retried).append(event_id)
+        return outcome
+
+    async def release(self, ids: list[int], owner: str) -> int:
+        if not ids:
+            return 0
+        _, count = await self._execute(RELEASE, {"ids": ids, "owner": owner})
+        return count
+
+    async def release_owner(self, owner: str) -> int:
+        """Give back every lease held under `owner` (a predecessor that died, or ourselves)."""
+        _, count = await self._execute(RELEASE_OWNER, {"owner": owner})
+        return count
+
+    async def purge(self, older_than_seconds: float, *, chunk: int, max_chunks: int) -> int:
+        """Delete delivered events older than the retention, `chunk` rows at a time."""
+        deleted = 0
+        for _ in range(max_chunks):
+            _, count = await self._execute(PURGE_CHUNK, {"age": older_than_seconds, "chunk": chunk})
+            deleted += count
+            if count < chunk:
+                break
+        return deleted
+
+    async def purge_plan(self, older_than_seconds: float) -> PurgePlan:
+        rows, _ = await self._execute(PURGE_PLAN, {"age": older_than_seconds})
+        return PurgePlan(*rows[0])
+
+    async def stats(self) -> Stats:
+        rows, _ = await self._execute(STATS, {})
+        pending, in_flight, age, dead = rows[0]
+        return Stats(pending, in_flight, float(age), dead)
+
+    async def top_errors(self, limit: int = 5) -> list[tuple[str, str, int, int]]:
+        rows, _ = await self._execute(TOP_ERRORS, {"limit": limit})
+        return rows

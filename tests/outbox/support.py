@@ -1,0 +1,152 @@
+"""Helpers for the outbox tests: insert events, run dispatcher processes, read the stream."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.outbox import settings
+from sparkops.ephemeral.stack import DbStack
+
+STREAM = settings.REDIS_STREAM
+
+INSERT = """
+INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
+SELECT 'order', %(prefix)s || ((g - 1) %% %(aggregates)s), 'order.created',
+       jsonb_build_object('seq', g, 'price', '12345.678901234567890123')
+FROM generate_series(1, %(count)s) AS g
+ORDER BY g
+RETURNING id, event_id::text, aggregate_id
+"""
+
+
+@dataclass(frozen=True)
+class Inserted:
+    id: int
+    event_id: str
+    aggregate_id: str
+
+
+def insert_events(
+    conn: psycopg.Connection, count: int, aggregates: int, prefix: str = "agg-"
+) -> list[Inserted]:
+    """`count` events spread round-robin over `aggregates` aggregates, in one transaction."""
+    rows = conn.execute(
+        INSERT, {"count": count, "aggregates": aggregates, "prefix": prefix}
+    ).fetchall()
+    return [Inserted(*row) for row in rows]
+
+
+def read_stream(client, stream: str = STREAM) -> list[dict[str, str]]:
+    """Every entry, in stream order, fields decoded."""
+    entries = []
+    last = "-"
+    for _ in range(10_000):  # pages of 10k entries; bounded
+        page = client.xrange(stream, min=last, count=10_000)
+        if last != "-":
+            page = page[1:]
+        if not page:
+            break
+        for _entry_id, fields in page:
+            entries.append({k.decode(): v.decode() for k, v in fields.items()})
+        last = page[-1][0].decode()
+    return entries
+
+
+@dataclass
+class StreamCheck:
+    missing: set[str]
+    duplicates: int
+    order_violations: list[str]
+    unknown: set[str]
+
+
+def check_stream(entries: list[dict[str, str]], inserted: list[Inserted]) -> StreamCheck:
+    """Every inserted event in the stream? how many extra copies? per-aggregate order kept
+    (first copies of an aggregate's events in id order)?"""
+    by_event = {e.event_id: e for e in inserted}
+    seen: set[str] = set()
+    duplicates = 0
+    last_id: dict[str, int] = defaultdict(int)
+    violations: list[str] = []
+    unknown: set[str] = set()
+    for entry in entries:
+        event_id = entry["event_id"]
+        if event_id not in by_event:
+            unknown.add(event_id)
+            continue
+        if event_id in seen:
+            duplicates += 1
+            continue
+        seen.add(event_id)
+        event = by_event[event_id]
+        if event.id < last_id[event.aggregate_id]:
+            violations.append(
+                f"{event.aggregate_id}: event {event.id} after {last_id[event.aggregate_id]}"
+            )
+        last_id[event.aggregate_id] = event.id
+    return StreamCheck(set(by_event) - seen, duplicates, violations, unknown)
+
+
+def dispatcher_command(stack: DbStack, redis_url: str, name: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-c", "from sparkops.cli import main; main()",
+        "outbox", "run",
+        "--database-url", stack.app_conninfo(),
+        "--publisher", "redis",
+        "--redis-url", redis_url,
+        "--name", name,
+        "--poll-interval", "0.05",
+        "--stats-interval", "0.5",
+        *extra,
+    ]  # fmt: skip
+
+
+def start_dispatcher(
+    stack: DbStack, redis_url: str, name: str, log_dir: Path, *extra: str
+) -> subprocess.Popen:
+    """A dispatcher as its own process, as in production (metrics off unless asked)."""
+    if "--metrics-port" not in extra:
+        extra = (*extra, "--metrics-port", "0")
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    try:
+        return subprocess.Popen(
+            dispatcher_command(stack, redis_url, name, *extra),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    finally:
+        log.close()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Samples of the dispatcher's /metrics, by name plus labels (`name{k=v}` when labelled)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def outbox_counts(conn: psycopg.Connection) -> dict[str, int]:
+    rows = conn.execute("SELECT status, count(*) FROM outbox_events GROUP BY status").fetchall()
+    return dict(rows)
+
+
+def claimed_count(conn: psycopg.Connection) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM outbox_events WHERE claimed_by IS NOT NULL"
+    ).fetchone()[0]
