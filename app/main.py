@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import psycopg
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -72,6 +72,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         kwargs={"prepare_threshold": None, "autocommit": True},
         open=False,
         name="spark-app",
+        timeout=settings.db_timeout_s,
     )
     metrics.APP_BUILD_INFO.labels(settings.release_id).set(1)
 
@@ -234,7 +235,13 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
     starlette = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: _not_found, 405: _not_allowed, 500: _server_error},
+        exception_handlers={
+            404: _not_found,
+            405: _not_allowed,
+            500: _server_error,
+            psycopg.OperationalError: _database_unavailable,
+            PoolTimeout: _database_unavailable,
+        },
     )
     starlette.state.pool = pool
     return SecurityHeaders(HttpMetrics(starlette, starlette.router), settings.hsts_max_age)
@@ -255,6 +262,16 @@ async def _not_allowed(request: Request, exc) -> Response:
     return JSONResponse(
         {"error": "method_not_allowed", "message": f"{request.method} is not allowed here"}, 405
     )
+
+
+async def _database_unavailable(request: Request, exc) -> Response:
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"error": "database_unavailable",
+         "message": "the database is unreachable through pgBouncer; retry later"},
+        status_code=503,
+        headers={"retry-after": "5"},
+    )  # fmt: skip
 
 
 async def _server_error(request: Request, exc) -> Response:

@@ -1,0 +1,131 @@
+"""Migrations against a real PostgreSQL: duplicate report, non-blocking index build."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from app import migrate
+from sparkops import dbroles, defaults
+from sparkops.ephemeral.postgres import conninfo
+from sparkops.wait import wait_until
+
+INDEX = "positions_one_open_per_account_symbol_strategy"
+
+
+@pytest.fixture
+def fresh_db(db_stack):
+    """A new database in the test cluster, set up like production, migrated to 0001."""
+    name = f"mig_{uuid.uuid4().hex[:8]}"
+    pg = db_stack.pg
+    with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+        conn.execute(dbroles.create_database_sql(name))
+    with psycopg.connect(pg.superuser_conninfo(name), autocommit=True) as conn:
+        for stmt in dbroles.privilege_statements(name):
+            conn.execute(stmt)
+    owner = conninfo(pg.host, pg.port, defaults.ROLE_MIGRATIONS,
+                     db_stack.passwords.migrations, name)  # fmt: skip
+    migrate.upgrade(owner, "0001_initial")
+    yield owner
+    with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def add_position(conn, account="a1", symbol="BTCUSDT", strategy=None):
+    conn.execute(
+        "INSERT INTO positions (account_id, symbol, strategy, quantity, avg_entry_price) "
+        "VALUES (%s, %s, %s, 1, 100)",
+        (account, symbol, strategy),
+    )
+
+
+def index_state(conn):
+    return conn.execute(
+        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = %s",
+        (INDEX,),
+    ).fetchone()
+
+
+def test_duplicates_are_listed_and_nothing_is_built(fresh_db):
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (id, name) VALUES ('a1', 'A'), ('a2', 'B')")
+        add_position(conn)  # manual (NULL strategy) twice: a duplicate
+        add_position(conn)
+        add_position(conn, strategy="grid")  # one per strategy: fine
+        add_position(conn, account="a2", strategy="grid")
+        add_position(conn, account="a2", strategy="grid")
+    with pytest.raises(Exception, match="2 \\(account, symbol, strategy\\) group") as info:
+        migrate.upgrade(fresh_db)
+    message = str(info.value)
+    assert "account=a1 symbol=BTCUSDT strategy=(manual) open=2 ids=[1, 2]" in message
+    assert "account=a2 symbol=BTCUSDT strategy=grid open=2 ids=[4, 5]" in message
+    assert "Nothing was changed" in message
+    with psycopg.connect(fresh_db) as conn:
+        assert index_state(conn) is None
+    assert migrate.current(fresh_db) == "0001_initial"
+
+
+def test_index_makes_manual_positions_unique_and_closed_ones_free(fresh_db):
+    migrate.upgrade(fresh_db)
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO accounts (id, name) VALUES ('a1', 'A')")
+        add_position(conn)
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            add_position(conn)  # NULL strategy is not distinct
+        add_position(conn, strategy="grid")
+        conn.execute("UPDATE positions SET status = 'closed', closed_at = now()")
+        add_position(conn)  # closed positions do not count
+        add_position(conn, strategy="grid")
+
+
+def test_index_build_does_not_block_writes(fresh_db):
+    with psycopg.connect(fresh_db, autocommit=True) as setup:
+        setup.execute("INSERT INTO accounts (id, name) VALUES ('a1', 'A')")
+    # An open writing transaction makes CREATE INDEX CONCURRENTLY wait for it. A plain
+    # CREATE INDEX would queue a SHARE lock here, and every later INSERT behind it.
+    holder = psycopg.connect(fresh_db)
+    holder.execute("INSERT INTO positions (account_id, symbol, quantity, avg_entry_price) "
+                   "VALUES ('a1', 'ETHUSDT', 1, 1)")  # fmt: skip
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            migrate.upgrade(fresh_db)
+        except BaseException as exc:
+            errors.append(exc)
+
+    migration = threading.Thread(target=run)
+    migration.start()
+    try:
+        with psycopg.connect(fresh_db, autocommit=True) as watcher:
+            wait_until(
+                lambda: watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE query ILIKE 'CREATE UNIQUE INDEX%%' "
+                    "AND wait_event_type = 'Lock'"
+                ).fetchone(),
+                timeout=10,
+                what="the index build to wait for the open transaction",
+            )
+            with psycopg.connect(fresh_db, autocommit=True, options="-c lock_timeout=2s") as w:
+                started = time.monotonic()
+                add_position(w, symbol="SOLUSDT")  # would time out behind a SHARE lock
+                assert time.monotonic() - started < 2
+    finally:
+        holder.commit()
+        holder.close()
+        migration.join(timeout=30)
+    assert not errors, errors
+    with psycopg.connect(fresh_db) as conn:
+        assert index_state(conn) == (True,)
+
+
+def test_revisions_declare_backward_compatibility():
+    revs = migrate.revisions()
+    assert [r.revision for r in revs][:2] == ["0001_initial", "0002_positions_one_open"]
+    assert all(isinstance(r.backward_compatible, bool) for r in revs)
+    assert revs[-1].revision == migrate.head()
