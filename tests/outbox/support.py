@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.outbox import settings
+from app.outbox.dispatcher import Dispatcher
+from app.outbox.store import OutboxStore, app_pool
 from sparkops.ephemeral.stack import DbStack
 
 STREAM = settings.REDIS_STREAM
@@ -150,3 +154,53 @@ def claimed_count(conn: psycopg.Connection) -> int:
     return conn.execute(
         "SELECT count(*) FROM outbox_events WHERE claimed_by IS NOT NULL"
     ).fetchone()[0]
+
+
+class DispatcherThread:
+    """An in-process dispatcher on its own event loop and pool, for tests that swap in a
+    publisher (a fault-injecting wrapper) or read its collectors directly."""
+
+    def __init__(self, conninfo: str, make_publisher, owner: str, config) -> None:
+        self.conninfo = conninfo
+        self.make_publisher = make_publisher
+        self.owner = owner
+        self.config = config
+        self.dispatcher = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"dispatcher-{owner}", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:
+            self.error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        pool = app_pool(self.conninfo)
+        await pool.open(wait=True, timeout=15)
+        publisher = self.make_publisher()
+        try:
+            self.dispatcher = Dispatcher(OutboxStore(pool), publisher, self.owner, self.config)
+            self.loop = asyncio.get_running_loop()
+            self._ready.set()
+            await self.dispatcher.run()
+        finally:
+            await publisher.aclose()
+            await pool.close()
+
+    def __enter__(self) -> DispatcherThread:
+        self._thread.start()
+        if not self._ready.wait(timeout=20) or self.error:
+            raise RuntimeError(f"dispatcher thread did not start: {self.error!r}")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.loop is not None and self.dispatcher is not None:
+            self.loop.call_soon_threadsafe(self.dispatcher.stop.set)
+        self._thread.join(timeout=20)
+        assert not self._thread.is_alive(), "dispatcher thread did not stop"
+        if self.error:
+            raise self.error

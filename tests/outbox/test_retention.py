@@ -1,0 +1,98 @@
+"""Retention: only delivered events older than the retention go, by the dispatcher's periodic
+purge and by `sparkops outbox purge`; and `sparkops outbox status` reports the backlog."""
+
+from __future__ import annotations
+
+import asyncio
+
+from click.testing import CliRunner
+
+from app.outbox.dispatcher import Dispatcher
+from app.outbox.publishers import ConsolePublisher
+from app.outbox.settings import DispatcherSettings
+from app.outbox.store import OutboxStore, app_pool
+from sparkops.commands.outbox import command as outbox_cli
+from tests.conftest import connect_app
+from tests.outbox.support import insert_events
+
+# Event rows by what the purge must do with them: (status, age of delivered_at/created_at).
+LAYOUT = {
+    "old_delivered": ("delivered", "10 days"),  # the only kind a 7-day retention deletes
+    "new_delivered": ("delivered", "1 hour"),
+    "old_pending": ("pending", "10 days"),
+    "old_dead": ("dead", "10 days"),
+}
+
+
+def seed(conn) -> dict[str, set[str]]:
+    kinds = {}
+    for kind, (status, age) in LAYOUT.items():
+        rows = insert_events(conn, 5, 5, prefix=f"{kind}-")
+        ids = [r.id for r in rows]
+        conn.execute(
+            "UPDATE outbox_events SET status = %s, created_at = now() - %s::interval,"
+            " delivered_at = CASE WHEN %s = 'delivered' THEN now() - %s::interval END,"
+            " last_error = CASE WHEN %s = 'dead' THEN 'ConnectionError: refused' END"
+            " WHERE id = ANY(%s)",
+            (status, age, status, age, status, ids),
+        )
+        kinds[kind] = {r.event_id for r in rows}
+    return kinds
+
+
+def remaining(conn) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT event_id::text FROM outbox_events")}
+
+
+def test_dispatcher_purge_deletes_only_old_delivered(clean_db):
+    with connect_app(clean_db) as conn:
+        kinds = seed(conn)
+
+        async def purge() -> int:
+            pool = app_pool(clean_db.app_conninfo())
+            await pool.open(wait=True)
+            try:
+                dispatcher = Dispatcher(
+                    OutboxStore(pool), ConsolePublisher(), "purge", DispatcherSettings()
+                )
+                return await dispatcher.purge_expired()
+            finally:
+                await pool.close()
+
+        assert asyncio.run(purge()) == 5
+        assert remaining(conn) == set().union(*kinds.values()) - kinds["old_delivered"]
+
+
+def test_purge_command_plans_confirms_and_deletes(clean_db):
+    runner = CliRunner()
+    url = ["--database-url", clean_db.app_conninfo()]
+    with connect_app(clean_db) as conn:
+        kinds = seed(conn)
+        everything = remaining(conn)
+
+        bad = runner.invoke(outbox_cli, ["purge", *url, "--older-than", "7 weeks", "--yes"])
+        assert bad.exit_code == 2 and "is not a duration" in bad.output
+        dry = runner.invoke(outbox_cli, ["purge", *url, "--older-than", "7d", "--dry-run"])
+        assert dry.exit_code == 0, dry.output
+        assert "plan: delete 5 delivered" in dry.output and "nothing deleted" in dry.output
+        declined = runner.invoke(outbox_cli, ["purge", *url, "--older-than", "7d"], input="n\n")
+        assert declined.exit_code == 1 and "aborted" in declined.output
+        assert remaining(conn) == everything
+
+        done = runner.invoke(outbox_cli, ["purge", *url, "--older-than", "7d", "--yes"])
+        assert done.exit_code == 0, done.output
+        assert "deleted 5 delivered" in done.output
+        assert remaining(conn) == everything - kinds["old_delivered"]
+
+
+def test_status_command_reports_backlog_and_errors(clean_db):
+    with connect_app(clean_db) as conn:
+        seed(conn)
+    result = CliRunner().invoke(outbox_cli, ["status", "--database-url", clean_db.app_conninfo()])
+    assert result.exit_code == 0, result.output
+    assert "pending:            5 " in result.output
+    assert "dead letters:       5" in result.output
+    # The oldest pending event was created 10 days ago.
+    age = float(result.output.split("oldest pending age:")[1].split("s")[0])
+    assert 10 * 86400 <= age < 10 * 86400 + 600
+    assert "ConnectionError: refused" in result.output
