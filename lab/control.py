@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab import config, host, image, net, proxy, ssh, state
+from lab import cgroup, config, host, image, net, proxy, ssh, state
 from lab.errors import LabError
 from sparkops.wait import DeadlineExceeded, wait_until
 
@@ -173,8 +174,7 @@ def _down_locked(log: Log) -> None:
     for ns in net.leftover_netns():
         name = ns.removeprefix(f"{config.NAME_PREFIX}-")
         hosts.setdefault(name, host.describe(name, "", []))
-    for cgroup in config.CGROUP2_ROOT.glob(f"{config.NAME_PREFIX}-*"):
-        name = cgroup.name.removeprefix(f"{config.NAME_PREFIX}-")
+    for name in cgroup.host_names():
         hosts.setdefault(name, host.describe(name, "", []))
     hosts_root = config.lab_dir() / "hosts"
     if hosts_root.is_dir():
@@ -192,4 +192,6 @@ def _down_locked(log: Log) -> None:
     for path in (config.known_hosts(), config.ssh_key(), config.ssh_key().with_suffix(".pub")):
         path.unlink(missing_ok=True)
     shutil.rmtree(config.lab_dir() / "proxy", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (config.lab_dir() / "hosts").rmdir()
     state.clear()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
 
-from lab import config, net, proxy, state
+from lab import cgroup, config, net, proxy, state
 from lab.errors import LabError
-from sparkops.wait import wait_until
 
 # Runs as PID 1 of the host's new PID namespace, in its private mount namespace, just
 # before it becomes systemd: the API file systems systemd expects of a container.
@@ -50,7 +48,7 @@ def root_dir(name: str) -> Path:
 
 
 def cgroup_dir(name: str) -> Path:
-    return config.CGROUP2_ROOT / f"{config.NAME_PREFIX}-{name}"
+    return cgroup.path(name)
 
 
 def describe(name: str, ip: str, groups: list[str]) -> dict[str, Any]:
@@ -124,12 +122,7 @@ def start(host: dict[str, Any], lab_state: dict[str, Any]) -> None:
     if state.is_alive(host.get("process")):
         return
     name = host["name"]
-    cgroup = cgroup_dir(name)
-    if not config.CGROUP2_ROOT.joinpath("cgroup.procs").exists():
-        raise LabError(
-            f"no cgroup2 hierarchy at {config.CGROUP2_ROOT}: systemd in a lab host needs one"
-        )
-    cgroup.mkdir(exist_ok=True)
+    host_cgroup = cgroup.create(cgroup_dir(name))
     console = open(host_dir(name) / "console.log", "ab")  # noqa: SIM115 - handed to the child
     # The launcher enters its own cgroup before `unshare --cgroup`, so the host's cgroup
     # namespace (and the cgroup2 mount systemd sees) is rooted at that cgroup.
@@ -140,7 +133,7 @@ def start(host: dict[str, Any], lab_state: dict[str, Any]) -> None:
     )
     env = {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-        "LAB_CGROUP": str(cgroup),
+        "LAB_CGROUP": str(host_cgroup),
         "LAB_NETNS": host["netns"],
         "LAB_ROOT": str(root_dir(name)),
         "LAB_BOOT": _BOOT_SCRIPT,
@@ -162,42 +155,12 @@ def start(host: dict[str, Any], lab_state: dict[str, Any]) -> None:
     state.save(lab_state)
 
 
-def _cgroup_procs(cgroup: Path) -> list[int]:
-    pids: list[int] = []
-    for procs in cgroup.rglob("cgroup.procs"):
-        with contextlib.suppress(OSError):
-            pids += [int(p) for p in procs.read_text().split()]
-    return pids
-
-
-def _remove_cgroup(cgroup: Path) -> None:
-    if not cgroup.exists():
-        return
-    if _cgroup_procs(cgroup):
-        # Only after a crash: the launcher is gone but the host's processes live on in the
-        # cgroup we made for them; cgroup.kill ends exactly those.
-        (cgroup / "cgroup.kill").write_text("1")
-        wait_until(
-            lambda: not _cgroup_procs(cgroup), timeout=15, what=f"processes in {cgroup} to exit"
-        )
-    # systemd made sub-cgroups inside; cgroup directories go deepest first.
-    dirs = sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
-
-    def removed() -> bool:
-        for d in [*dirs, cgroup]:
-            with contextlib.suppress(FileNotFoundError):
-                d.rmdir()
-        return not cgroup.exists()
-
-    wait_until(removed, timeout=10, what=f"{cgroup} to be removed")
-
-
 def stop(host: dict[str, Any]) -> None:
     """Undo everything `start` and `prepare_root` made for this host; safe to repeat."""
     name = host["name"]
     state.kill(host.get("process"), what=f"lab host {name}")
     host["process"] = None
-    _remove_cgroup(Path(host["cgroup"]))
+    cgroup.remove(Path(host["cgroup"]))
     for point in mounts_under(host_dir(name)):
         proc = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
         if proc.returncode != 0:

@@ -12,7 +12,7 @@ import socket
 import subprocess
 from typing import Any
 
-from lab import config, state
+from lab import cgroup, config, state
 from lab.errors import LabError
 from sparkops.wait import wait_until
 
@@ -65,8 +65,18 @@ def ensure(lab_state: dict[str, Any]) -> None:
     )
     log = open(home / "log/stdout.log", "ab")  # noqa: SIM115 - handed to the child
     try:
+        # Started inside its own cgroup, so a teardown after a lost state file still finds it.
+        proxy_cgroup = cgroup.create(cgroup.path(cgroup.PROXY))
         proc = subprocess.Popen(
-            [binary, "-c", str(home / "conf")],
+            [
+                "sh",
+                "-c",
+                'echo $$ > "$1/cgroup.procs" && exec "$2" -c "$3"',
+                "sh",
+                str(proxy_cgroup),
+                binary,
+                str(home / "conf"),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -85,3 +95,4 @@ def ensure(lab_state: dict[str, Any]) -> None:
 def stop(lab_state: dict[str, Any]) -> None:
     state.kill(lab_state.get("proxy"), what="apt-cacher-ng")
     lab_state["proxy"] = None
+    cgroup.remove(cgroup.path(cgroup.PROXY))

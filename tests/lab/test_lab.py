@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lab import config, control, host, net, ssh, state
+from lab import cgroup, config, control, host, net, ssh, state
 from sparkops.commands.lab import command as lab_command
 
 pytestmark = pytest.mark.lab
@@ -174,7 +174,7 @@ def _leftovers() -> list[str]:
         if net.link_exists(net.veth_name(n))
     ]
     found += [f"mount {m}" for m in host.mounts_under(config.lab_dir())]
-    found += [f"cgroup {c}" for c in config.CGROUP2_ROOT.glob(f"{config.NAME_PREFIX}-*")]
+    found += [f"cgroup {c}" for c in cgroup.ours()]
     return found
 
 
@@ -195,4 +195,19 @@ def test_down_leaves_nothing_and_is_safe_twice(lab_hosts):
     assert _leftovers() == []
 
     # Later tests in the session share this lab: bring it back as it was.
+    assert control.up(config.DEFAULT_HOSTS, log=lambda _msg: None).hosts == lab_hosts
+
+
+def test_down_after_a_lost_state_file_still_ends_everything(lab_hosts):
+    """A crash can lose the state file: down then finds the lab's things by their names and
+    ends its processes through the cgroups it made for them."""
+    before = state.load()
+    processes = [h["process"] for h in before["hosts"].values()] + [before["proxy"]]
+    assert all(state.is_alive(p) for p in processes)
+    config.state_file().unlink()
+
+    control.down(log=lambda _msg: None)
+    assert _leftovers() == []
+    assert not any(state.is_alive(p) for p in processes)
+
     assert control.up(config.DEFAULT_HOSTS, log=lambda _msg: None).hosts == lab_hosts
