@@ -1,0 +1,46 @@
+"""`sparkops app` maintenance commands against the real database through pgBouncer."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from sparkops.cli import main
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+
+
+def test_purge_deletes_only_expired_keys(app_conn, clean_db):
+    app_conn.execute(
+        "INSERT INTO idempotency_keys (key, request_hash, state, created_at, locked_at) "
+        "SELECT 'old-' || g, 'h', 'in_flight', now() - interval '49 hours', now() "
+        "FROM generate_series(1, 7) g"
+    )
+    app_conn.execute(
+        "INSERT INTO idempotency_keys (key, request_hash, state) VALUES ('new-key-1', 'h', "
+        "'in_flight')"
+    )
+    env = {"SPARK_DATABASE_URL": clean_db.app_conninfo()}
+    dry = run("app", "purge-idempotency-keys", "--dry-run", env=env)
+    assert "would delete 7" in dry.output
+    assert app_conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 8
+    result = run("app", "purge-idempotency-keys", env=env)
+    assert result.exit_code == 0 and "deleted 7" in result.output
+    keys = app_conn.execute("SELECT key FROM idempotency_keys").fetchall()
+    assert keys == [("new-key-1",)]
+
+
+def test_halt_and_resume(app_conn, clean_db):
+    env = {"SPARK_DATABASE_URL": clean_db.app_conninfo()}
+    assert run("app", "halt", "global", "--reason", "drill", env=env).exit_code == 0
+    assert app_conn.execute("SELECT reason FROM trading_halts").fetchone() == ("drill",)
+    assert run("app", "resume", "global", env=env).exit_code == 0
+    again = CliRunner().invoke(main, ["app", "resume", "global"], env=env)
+    assert again.exit_code == 1 and "nothing changed" in again.output
+
+
+def test_missing_database_url_is_a_clear_usage_error():
+    result = CliRunner().invoke(main, ["app", "purge-idempotency-keys"],
+                                env={"SPARK_DATABASE_URL": ""})  # fmt: skip
+    assert result.exit_code == 2 and "SPARK_DATABASE_URL" in result.output
