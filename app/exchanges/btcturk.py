@@ -75,7 +75,10 @@ class BtcTurkClient:
             base_url,
             timeout=timeout,
             breaker=breaker,
-            gate=gate,
+            gate=gate
+            or RateLimitGate(
+                EXCHANGE, default_retry_after=settings.BTCTURK_DEFAULT_RETRY_AFTER_SECONDS
+            ),
             error_mapper=_error_for,
             decimals=True,
             transport=transport,

@@ -28,6 +28,8 @@ WEIGHT_WINDOW_SECONDS = 60.0
 # When a 429/418 carries no Retry-After, refuse calls this long (Binance always sends one;
 # the fallback is here so a proxy that strips it cannot make us hammer the API).
 DEFAULT_RETRY_AFTER_SECONDS = 60.0
+# BTCTurk's limits are per 100 ms and its docs promise no Retry-After: back off briefly.
+BTCTURK_DEFAULT_RETRY_AFTER_SECONDS = 5.0
 
 # --- Binance signed requests -------------------------------------------------------------
 BINANCE_RECV_WINDOW_MS = 5000

@@ -472,3 +472,30 @@ def test_request_bodies_are_never_json_floats(fake, clock):
     post = next(r for r in fake.requests if r.method == "POST")
     assert post.content == b""  # everything signed travels in the query string
     assert json.dumps(dict(parse_qsl(post.url.query.decode()))).count('"0.001"') == 1
+
+
+def test_half_open_lets_exactly_one_concurrent_call_through(clock):
+    sent: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        await asyncio.sleep(0)  # let the other callers reach the breaker meanwhile
+        return reply(200, {"symbol": "BTCUSDT", "price": "1.00"})
+
+    breaker = CircuitBreaker("binance", failure_threshold=1, cool_down=10, clock=clock)
+    breaker.before_call()
+    breaker.record_failure()
+    clock.now += 10
+    client = BinanceClient(
+        "https://binance.test", breaker=breaker, transport=httpx.MockTransport(handler)
+    )
+
+    async def three_at_once():
+        return await asyncio.gather(
+            *(client.ticker_price("BTCUSDT") for _ in range(3)), return_exceptions=True
+        )
+
+    results = run(three_at_once())
+    assert len(sent) == 1
+    assert sum(isinstance(r, CircuitOpen) for r in results) == 2
+    assert breaker.state.name == "CLOSED"

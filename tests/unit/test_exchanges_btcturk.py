@@ -8,6 +8,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from app.exchanges import settings
 from app.exchanges.btcturk import BtcTurkClient
 from app.exchanges.errors import (
     ExchangeError,
@@ -132,3 +133,10 @@ def test_bad_input_is_refused_before_sending(pair, limit, error):
 
 def test_repr_names_the_exchange_only():
     assert repr(BtcTurkClient()) == "BtcTurkClient(base_url='https://api.btcturk.com')"
+
+
+def test_429_without_retry_after_backs_off_briefly():
+    client = client_for(json_response('{"success":false,"message":"slow down","code":0}', 429))
+    with pytest.raises(RateLimited) as limited:
+        asyncio.run(client.ticker("BTCUSDT"))
+    assert limited.value.retry_after == settings.BTCTURK_DEFAULT_RETRY_AFTER_SECONDS

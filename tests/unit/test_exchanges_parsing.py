@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.exchanges import parsing
 from app.exchanges.errors import MalformedResponse
@@ -128,3 +131,16 @@ def test_account_balances():
     assert account.balances[0].free == Decimal("4723846.89208129")
     with pytest.raises(MalformedResponse, match=r"balances\[0\] must be an object"):
         parsing.parse_account("binance", {"canTrade": True, "updateTime": 1, "balances": ["x"]})
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=8, min_value=0, max_value=10**12))
+def test_any_plain_decimal_string_parses_exactly(value):
+    text = format(value, "f")
+    assert parsing.parse_ticker_price("binance", {"symbol": "X", "price": text}).price == value
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_any_json_number_is_refused_in_a_binance_money_field(value):
+    body = load('{"symbol": "X", "price": ' + json.dumps(value) + "}")
+    with pytest.raises(MalformedResponse, match="'price' must be a decimal string"):
+        parsing.parse_ticker_price("binance", body)
