@@ -8,16 +8,18 @@ Rules the whole module keeps:
   `MAX_DECIMAL_PLACES` after it). Arithmetic runs in a local context of `PRECISION` digits
   with `Inexact` trapped: within those bounds sums, differences and products are exact, and
   the trap turns any silent rounding into an exception instead of a wrong balance.
-- The one division, an average price, is rounded half-even to `AVERAGE_PRICE_PLACES` (18,
-  the scale of the database's numeric(38,18)) with exact integer arithmetic, clamped to the
+- The one division, an average price, is rounded half-even to `STORAGE_PLACES` (18, the
+  scale of the database's numeric(38,18)) with exact integer arithmetic, clamped to the
   range of the prices averaged (only reachable when prices carry more than 18 places), and
-  written without trailing zeros.
+  written without trailing zeros. `apply_fill` rounds the P&L it realises the same way, so
+  the state it returns is the state the positions table stores.
 - Results are never negative zero and never carry a positive exponent. Serialise them with
   `decimal_string`, not `str`: `str(Decimal("0.00000001"))` is "1E-8", which `to_decimal`
   (and the API) refuses.
 - Each public operation that completes counts once in `spark_money_operations_total{kind}`;
   refused input raises before anything is counted. `to_decimal` and `is_aligned` are checks,
-  not money operations, and are not counted.
+  not money operations, and are not counted. `COUNTING = False` turns counting off: it
+  exists for bench/money_instrumentation.py, which times the operations both ways.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from app.metrics import MONEY_OPERATIONS
 
 MAX_INTEGER_DIGITS = 40
 MAX_DECIMAL_PLACES = 40
-AVERAGE_PRICE_PLACES = 18
+STORAGE_PLACES = 18
 # Bounded inputs have at most 80 digits, so products of two have at most 160: 200 is exact.
 PRECISION = 200
 
@@ -62,6 +64,7 @@ _ONE = Decimal(1)
 _TWO = Decimal(2)
 _QUANTUM = tuple(_ONE.scaleb(-places) for places in range(MAX_DECIMAL_PLACES + 1))
 
+COUNTING = True
 # A renamed or removed kind fails here, at import, rather than as a missing series later.
 _COUNTERS = {kind: MONEY_OPERATIONS.labels(kind) for kind in MONEY_OPERATION_KINDS}
 _ALIGN_PRICE = _COUNTERS["align_price"]
@@ -194,14 +197,6 @@ def _align(value: Decimal, step: Decimal, rounding: Rounding) -> Decimal:
     return +(quotient * step)  # "+" turns -0 into 0; the result has the step's scale
 
 
-def _align_price(price, tick_size, rounding) -> Decimal:
-    price = to_decimal(price, "price")
-    tick_size = _positive(tick_size, "tick_size")
-    rounding = _rounding(rounding)
-    with localcontext(_EXACT):
-        return _align(price, tick_size, rounding)
-
-
 def align_price(price, tick_size, rounding: Rounding) -> Decimal:
     """Move `price` onto a multiple of `tick_size` in the direction `rounding` names.
 
@@ -209,23 +204,25 @@ def align_price(price, tick_size, rounding: Rounding) -> Decimal:
     A price already on the grid is returned unchanged in value. The result has the tick's
     scale (`align_price("100.1", "0.01", ...)` is `100.10`).
     """
-    result = _align_price(price, tick_size, rounding)
-    _ALIGN_PRICE.inc()
-    return result
-
-
-def _align_quantity(quantity, lot_step, rounding) -> Decimal:
-    quantity = to_decimal(quantity, "quantity")
-    lot_step = _positive(lot_step, "lot_step")
+    price = to_decimal(price, "price")
+    tick_size = _positive(tick_size, "tick_size")
     rounding = _rounding(rounding)
     with localcontext(_EXACT):
-        return _align(quantity, lot_step, rounding)
+        result = _align(price, tick_size, rounding)
+    if COUNTING:
+        _ALIGN_PRICE.inc()
+    return result
 
 
 def align_quantity(quantity, lot_step, rounding: Rounding) -> Decimal:
     """Move `quantity` onto a multiple of `lot_step`; the rules of `align_price` apply."""
-    result = _align_quantity(quantity, lot_step, rounding)
-    _ALIGN_QUANTITY.inc()
+    quantity = to_decimal(quantity, "quantity")
+    lot_step = _positive(lot_step, "lot_step")
+    rounding = _rounding(rounding)
+    with localcontext(_EXACT):
+        result = _align(quantity, lot_step, rounding)
+    if COUNTING:
+        _ALIGN_QUANTITY.inc()
     return result
 
 
@@ -237,23 +234,20 @@ def is_aligned(value, step) -> bool:
         return not value % step
 
 
-def _bankers_round(value, places: int) -> Decimal:
+def bankers_round(value, places: int) -> Decimal:
+    """Round `value` half-even to `places` decimal places (0.125 -> 0.12, 0.135 -> 0.14).
+
+    The result always has exactly `places` places (`bankers_round(1, 2)` is `1.00`).
+    """
     value = to_decimal(value, "value")
     if type(places) is not int:
         raise TypeError(f"places must be an int, got {type(places).__name__} {places!r}")
     if not 0 <= places <= MAX_DECIMAL_PLACES:
         raise ValueError(f"places must be between 0 and {MAX_DECIMAL_PLACES}, got {places}")
     with localcontext(_ROUNDER):
-        return +value.quantize(_QUANTUM[places])
-
-
-def bankers_round(value, places: int) -> Decimal:
-    """Round `value` half-even to `places` decimal places (0.125 -> 0.12, 0.135 -> 0.14).
-
-    The result always has exactly `places` places (`bankers_round(1, 2)` is `1.00`).
-    """
-    result = _bankers_round(value, places)
-    _ROUND.inc()
+        result = +value.quantize(_QUANTUM[places])
+    if COUNTING:
+        _ROUND.inc()
     return result
 
 
@@ -289,7 +283,13 @@ class FeeSchedule:
         object.__setattr__(self, "minimum_fee", minimum_fee)
 
 
-def _commission(notional, schedule: FeeSchedule, liquidity: str) -> Decimal:
+def commission(notional, schedule: FeeSchedule, liquidity: str) -> Decimal:
+    """The fee for a trade of `notional` (> 0) as "maker" or "taker": max(notional*rate, minimum).
+
+    A negative maker rate is a rebate: the result is notional*rate, below zero, and the
+    minimum does not apply (a minimum fee would turn the rebate into a charge). The fee is
+    exact; round it with `bankers_round` to the fee currency's places when it is charged.
+    """
     notional = _positive(notional, "notional")
     if not isinstance(schedule, FeeSchedule):
         raise TypeError(f"schedule must be a FeeSchedule, got {type(schedule).__name__}")
@@ -299,20 +299,9 @@ def _commission(notional, schedule: FeeSchedule, liquidity: str) -> Decimal:
         rate = schedule.taker_rate
     with localcontext(_EXACT):
         fee = notional * rate
-        if rate < 0:
-            return +fee
-        return +max(fee, schedule.minimum_fee)
-
-
-def commission(notional, schedule: FeeSchedule, liquidity: str) -> Decimal:
-    """The fee for a trade of `notional` (> 0) as "maker" or "taker": max(notional*rate, minimum).
-
-    A negative maker rate is a rebate: the result is notional*rate, below zero, and the
-    minimum does not apply (a minimum fee would turn the rebate into a charge). The fee is
-    exact; round it with `bankers_round` to the fee currency's places when it is charged.
-    """
-    result = _commission(notional, schedule, liquidity)
-    _COMMISSION.inc()
+        result = +fee if rate < 0 else +max(fee, schedule.minimum_fee)
+    if COUNTING:
+        _COMMISSION.inc()
     return result
 
 
@@ -322,28 +311,28 @@ POSITION_SIDES = ("long", "short")
 ORDER_SIDES = ("buy", "sell")
 
 
-def _realized_pnl(side: str, entry_price, exit_price, quantity) -> Decimal:
-    side = _choice(side, "side", POSITION_SIDES)
-    entry_price = _positive(entry_price, "entry_price")
-    exit_price = _positive(exit_price, "exit_price")
-    quantity = _positive(quantity, "quantity")
-    with localcontext(_EXACT):
-        if side == "long":
-            return +((exit_price - entry_price) * quantity)
-        return +((entry_price - exit_price) * quantity)
-
-
 def realized_pnl(side: str, entry_price, exit_price, quantity) -> Decimal:
     """P&L of closing `quantity` (> 0) of a "long" or "short" position; prices > 0.
 
     long: (exit - entry) * quantity; short: (entry - exit) * quantity. Exact.
     """
-    result = _realized_pnl(side, entry_price, exit_price, quantity)
-    _REALIZED_PNL.inc()
+    side = _choice(side, "side", POSITION_SIDES)
+    entry_price = _positive(entry_price, "entry_price")
+    exit_price = _positive(exit_price, "exit_price")
+    quantity = _positive(quantity, "quantity")
+    with localcontext(_EXACT):
+        move = exit_price - entry_price if side == "long" else entry_price - exit_price
+        result = +(move * quantity)
+    if COUNTING:
+        _REALIZED_PNL.inc()
     return result
 
 
-def _unrealized_pnl(position_quantity, avg_entry_price, mark_price) -> Decimal:
+def unrealized_pnl(position_quantity, avg_entry_price, mark_price) -> Decimal:
+    """P&L of a signed position (+ long, - short) marked at `mark_price`: (mark - avg) * qty.
+
+    A flat position (quantity 0) is worth 0 whatever its average. Exact.
+    """
     position_quantity = to_decimal(position_quantity, "position_quantity")
     avg_entry_price = to_decimal(avg_entry_price, "avg_entry_price")
     mark_price = _positive(mark_price, "mark_price")
@@ -352,16 +341,9 @@ def _unrealized_pnl(position_quantity, avg_entry_price, mark_price) -> Decimal:
             f"avg_entry_price must be greater than 0 for an open position, got {avg_entry_price}"
         )
     with localcontext(_EXACT):
-        return +((mark_price - avg_entry_price) * position_quantity)
-
-
-def unrealized_pnl(position_quantity, avg_entry_price, mark_price) -> Decimal:
-    """P&L of a signed position (+ long, - short) marked at `mark_price`: (mark - avg) * qty.
-
-    A flat position (quantity 0) is worth 0 whatever its average. Exact.
-    """
-    result = _unrealized_pnl(position_quantity, avg_entry_price, mark_price)
-    _UNREALIZED_PNL.inc()
+        result = +((mark_price - avg_entry_price) * position_quantity)
+    if COUNTING:
+        _UNREALIZED_PNL.inc()
     return result
 
 
@@ -371,11 +353,11 @@ def unrealized_pnl(position_quantity, avg_entry_price, mark_price) -> Decimal:
 def _average(cost: Decimal, quantity: Decimal, lowest: Decimal, highest: Decimal) -> Decimal:
     # cost / quantity rounded half-even to 18 places with integer arithmetic, so the result
     # is never rounded twice. Called inside the exact context; cost and quantity are > 0.
-    whole, remainder = divmod(cost.scaleb(AVERAGE_PRICE_PLACES), quantity)
+    whole, remainder = divmod(cost.scaleb(STORAGE_PLACES), quantity)
     twice = remainder * _TWO
     if twice > quantity or (twice == quantity and whole % _TWO != 0):
         whole += _ONE
-    average = whole.scaleb(-AVERAGE_PRICE_PLACES)
+    average = whole.scaleb(-STORAGE_PLACES)
     if average == average.to_integral_value():
         average = average.quantize(_ONE)
     else:
@@ -384,7 +366,12 @@ def _average(cost: Decimal, quantity: Decimal, lowest: Decimal, highest: Decimal
     return min(max(average, lowest), highest)
 
 
-def _weighted_average_price(fills: Iterable) -> Decimal:
+def weighted_average_price(fills: Iterable) -> Decimal:
+    """Quantity-weighted average of `fills`, pairs of (quantity > 0, price > 0).
+
+    Rounded half-even to 18 places (the database's numeric(38,18) scale), without trailing
+    zeros, and always between the lowest and the highest fill price.
+    """
     if isinstance(fills, str | bytes):
         raise TypeError("fills must be an iterable of (quantity, price) pairs, got a string")
     total_quantity = total_cost = _ZERO
@@ -410,17 +397,9 @@ def _weighted_average_price(fills: Iterable) -> Decimal:
                 highest = max(highest, price)
         if lowest is None:
             raise ValueError("fills must hold at least one (quantity, price) pair")
-        return _average(total_cost, total_quantity, lowest, highest)
-
-
-def weighted_average_price(fills: Iterable) -> Decimal:
-    """Quantity-weighted average of `fills`, pairs of (quantity > 0, price > 0).
-
-    Rounded half-even to 18 places (the database's numeric(38,18) scale), without trailing
-    zeros, and always between the lowest and the highest fill price.
-    """
-    result = _weighted_average_price(fills)
-    _AVERAGE_PRICE.inc()
+        result = _average(total_cost, total_quantity, lowest, highest)
+    if COUNTING:
+        _AVERAGE_PRICE.inc()
     return result
 
 
@@ -456,16 +435,21 @@ class PositionState:
         return cls(_ZERO, _ZERO, _ZERO)
 
 
-def _position(quantity: Decimal, avg_entry_price: Decimal, realized: Decimal) -> PositionState:
-    # apply_fill's results satisfy __post_init__'s rules by construction; skip re-checking.
-    state = object.__new__(PositionState)
-    object.__setattr__(state, "quantity", +quantity)
-    object.__setattr__(state, "avg_entry_price", avg_entry_price)
-    object.__setattr__(state, "realized_pnl", +realized)
-    return state
+def _at_storage_scale(value: Decimal) -> Decimal:
+    if value.as_tuple().exponent >= -STORAGE_PLACES:
+        return value
+    return value.quantize(_QUANTUM[STORAGE_PLACES], context=_ROUNDER)
 
 
-def _apply_fill(state: PositionState, side: str, quantity, price) -> PositionState:
+def apply_fill(state: PositionState, side: str, quantity, price) -> PositionState:
+    """The position after a fill of `quantity` (> 0) at `price` (> 0) on `side` buy or sell.
+
+    Adding to a position re-averages the entry (rounded like `weighted_average_price`);
+    reducing it realises (price - average) * closed on a long, the opposite on a short, at
+    the old average, rounded half-even to 18 places (the database's scale); crossing through
+    zero realises on the closed part and opens the rest at the fill price; flat means an
+    average of 0. `state` is not changed.
+    """
     if not isinstance(state, PositionState):
         raise TypeError(f"state must be a PositionState, got {type(state).__name__}")
     side = _choice(side, "side", ORDER_SIDES)
@@ -476,30 +460,24 @@ def _apply_fill(state: PositionState, side: str, quantity, price) -> PositionSta
         signed = quantity if side == "buy" else -quantity
         after = held + signed
         if not held:
-            return _position(after, price, realized)
-        if (held > 0) == (signed > 0):  # adding to the position: re-average the entry
+            average = price
+        elif (held > 0) == (signed > 0):  # adding to the position: re-average the entry
             size = abs(held)
             cost = size * average + quantity * price
             lowest, highest = min(average, price), max(average, price)
-            return _position(after, _average(cost, size + quantity, lowest, highest), realized)
-        closed = min(abs(held), quantity)
-        gain = (price - average) * closed
-        realized += gain if held > 0 else -gain
-        if not after:
-            return _position(after, _ZERO, realized)
-        if (after > 0) != (held > 0):  # crossed through zero: the rest opens at the fill
-            return _position(after, price, realized)
-        return _position(after, average, realized)
-
-
-def apply_fill(state: PositionState, side: str, quantity, price) -> PositionState:
-    """The position after a fill of `quantity` (> 0) at `price` (> 0) on `side` buy or sell.
-
-    Adding to a position re-averages the entry (rounded like `weighted_average_price`);
-    reducing it realises (price - average) * closed on a long, the opposite on a short, at
-    the old average; crossing through zero realises on the closed part and opens the rest
-    at the fill price; flat means an average of 0. `state` is not changed.
-    """
-    result = _apply_fill(state, side, quantity, price)
-    _APPLY_FILL.inc()
+            average = _average(cost, size + quantity, lowest, highest)
+        else:
+            gain = (price - average) * min(abs(held), quantity)
+            realized += _at_storage_scale(gain if held > 0 else -gain)
+            if not after:
+                average = _ZERO
+            elif (after > 0) != (held > 0):  # crossed through zero: the rest opens here
+                average = price
+        # The result obeys PositionState's rules by construction: skip __post_init__.
+        result = object.__new__(PositionState)
+        object.__setattr__(result, "quantity", +after)
+        object.__setattr__(result, "avg_entry_price", average)
+        object.__setattr__(result, "realized_pnl", +realized)
+    if COUNTING:
+        _APPLY_FILL.inc()
     return result
