@@ -114,6 +114,13 @@ class ExchangeHttp:
             self.breaker.record_success()
             count(self.exchange, endpoint, "exchange_error").inc()
             raise
+        except Exception as exc:
+            # A body shape the parsers did not foresee: still a typed error, never a crash
+            # (and never a half-open trial slot left taken).
+            self._failed(endpoint, "malformed")
+            raise MalformedResponse(
+                self.exchange, f"{endpoint}: unparseable response ({exc!r})"
+            ) from exc
         self.breaker.record_success()
         count(self.exchange, endpoint, "ok").inc()
         return result

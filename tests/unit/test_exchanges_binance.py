@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app import metric_names as names
+from app.exchanges.base import ExchangeHttp
 from app.exchanges.binance import BinanceClient, client_order_id, sign
 from app.exchanges.circuit import CircuitBreaker
 from app.exchanges.credentials import Secret
@@ -499,3 +500,28 @@ def test_half_open_lets_exactly_one_concurrent_call_through(clock):
     assert len(sent) == 1
     assert sum(isinstance(r, CircuitOpen) for r in results) == 2
     assert breaker.state.name == "CLOSED"
+
+
+def test_unforeseen_parse_failure_is_malformed_and_frees_the_breaker(fake, clock):
+    breaker = CircuitBreaker("binance", failure_threshold=1, cool_down=1, clock=clock)
+    http = ExchangeHttp(
+        "binance",
+        "https://binance.test",
+        timeout=1,
+        breaker=breaker,
+        gate=None,
+        error_mapper=lambda status, body: ExchangeError("binance", "x"),
+        decimals=False,
+        transport=httpx.MockTransport(fake.handle),
+    )
+
+    def broken_parser(body):
+        raise KeyError("surprise")
+
+    with pytest.raises(MalformedResponse, match="unparseable"):
+        run(http.call("ticker_price", "GET", "/api/v3/ticker/price?symbol=X", broken_parser))
+    clock.now += 1
+    assert run(http.call("ticker_price", "GET", "/api/v3/ticker/price?symbol=X", dict)) == {
+        "symbol": "X",
+        "price": "67000.10",
+    }
