@@ -59,7 +59,7 @@ def plain(value: Decimal) -> bool:
 # --- alignment -----------------------------------------------------------------------------
 
 
-def _expected_multiple(value: Decimal, step: Decimal, rounding: Rounding) -> Decimal:
+def _expected_multiple(value: Decimal, step: Decimal, rounding: Rounding) -> Fraction:
     ratio = Fraction(value) / Fraction(step)
     pick = {
         Rounding.DOWN: math.trunc,
@@ -92,6 +92,16 @@ def test_alignment_lands_on_the_grid_in_the_stated_direction(value, step, roundi
     assert align_quantity(value, step, rounding) == result
     assert align_price(result, step, rounding) == result  # aligned input stays put
     assert plain(result)
+
+
+@PROPERTY
+@given(st.integers(min_value=-(10**6), max_value=10**6), steps)
+def test_half_even_ties_go_to_the_even_multiple(k, step):
+    with localcontext(Context(prec=100)):
+        tie = (2 * k + 1) * step / 2  # exactly halfway between k*step and (k+1)*step
+    result = align_price(tie, step, Rounding.HALF_EVEN)
+    even = k if k % 2 == 0 else k + 1
+    assert Fraction(result) == even * Fraction(step)
 
 
 @pytest.mark.parametrize(
@@ -443,6 +453,16 @@ def test_rounding_and_places_refusals():
         bankers_round("1", True)
     with pytest.raises(ValueError, match="places must be between 0 and 40"):
         bankers_round("1", -1)
+
+
+def test_decimal_string_is_plain_notation():
+    assert str(Decimal("0.00000001")) == "1E-8"  # why decimal_string exists
+    assert decimal_string(Decimal("0.00000001")) == "0.00000001"
+    assert decimal_string(align_quantity("0.000000014", "0.00000001", "down")) == "0.00000001"
+    with pytest.raises(TypeError, match="finite Decimal"):
+        decimal_string(1.5)
+    with pytest.raises(TypeError, match="finite Decimal"):
+        decimal_string(Decimal("NaN"))
 
 
 def test_accepted_inputs():
