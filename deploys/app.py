@@ -1,0 +1,279 @@
+"""The trading app on the app hosts: releases side by side, migrations, health-gated switch.
+
+    /opt/spark-app/releases/<id>/   venv/ (the release's wheels), release.env, .installed
+    /opt/spark-app/current -> releases/<id>
+
+A release is built here (deploys/release.py), uploaded as a wheelhouse and installed into its
+own venv; migrations run (as the schema owner, direct to PostgreSQL) before the switch; the
+switch renames a temporary link over `current`, restarts the app and waits for /readyz, and
+switches back when the new release does not get ready (spark-app-activate). The last
+APP_RELEASES_KEPT releases stay for rollback.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, inventory
+from pyinfra.api import deploy, operation
+from pyinfra.facts.files import File, Link
+from pyinfra.operations import files, server, systemd
+
+from deploys import release as release_build
+from deploys import secrets, support
+from deploys.facts import DirectoryEntries, MigrationState
+from sparkops import defaults
+
+USER = "spark"
+ETC = "/etc/spark-app"
+APP_ENV = f"{ETC}/app.env"
+MIGRATIONS_ENV = f"{ETC}/migrations.env"
+OUTBOX_ENV = f"{ETC}/outbox.env"
+EXPORTER_ENV = f"{ETC}/pgbouncer-exporter.env"
+ACTIVATE = "/usr/local/sbin/spark-app-activate"
+UPLOADS = f"{defaults.APP_ROOT}/uploads"
+
+DEFAULTS = {
+    # Extra SPARK_* settings for the app (app/config.py), e.g. {"SPARK_DB_POOL_SIZE": "10"}.
+    "app_settings": {},
+    "app_listen_host": "0.0.0.0",
+    # Seconds the new release has to answer /readyz before the switch is undone.
+    "app_ready_timeout": 60,
+    "app_releases_kept": defaults.APP_RELEASES_KEPT,
+    "app_outbox_enabled": True,
+    "app_outbox_publisher": "redis",  # redis | console | webhook
+    # Extra SPARK_OUTBOX_* settings, e.g. {"SPARK_OUTBOX_REDIS_URL": "redis://10.0.0.5:6379/0"}.
+    "app_outbox_settings": {},
+    "app_pgbouncer_exporter_enabled": True,
+}
+
+
+def release_dir(release: str) -> str:
+    return f"{defaults.APP_RELEASES_DIR}/{release}"
+
+
+def database_urls(db_address: str, creds: secrets.Secrets) -> dict[str, str]:
+    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console."""
+    name = defaults.DATABASE_NAME
+    return {
+        "app": f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
+        f"{db_address}:{defaults.PGBOUNCER_PORT}/{name}",
+        "migrations": f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
+        f"{db_address}:{defaults.POSTGRES_PORT}/{name}",
+        "exporter": f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
+        f"{db_address}:{defaults.PGBOUNCER_PORT}/{defaults.PGBOUNCER_ADMIN_DB}",
+    }
+
+
+def releases_to_remove(newest_first: list[str], current: str | None, keep: int) -> list[str]:
+    """Releases beyond the newest `keep` (never the current one); ignores temporary names."""
+    names = [n for n in newest_first if not n.endswith((".tar", ".tmp"))]
+    kept = names[:keep]
+    return [n for n in names[keep:] if n != current and n not in kept]
+
+
+@operation()
+def release_installed(release: str, tarball: str):
+    """Upload the release's wheelhouse and install it into its own venv, once per release."""
+    target = release_dir(release)
+    if host.get_fact(File, path=f"{target}/.installed"):
+        host.noop(f"release {release} is installed")
+        return
+    upload = f"{UPLOADS}/{release}.tar"
+    yield f"mkdir -p {UPLOADS} && chmod 700 {UPLOADS}"
+    yield from files.put._inner(src=tarball, dest=upload)
+    yield (
+        f"set -e; rm -rf {target}; mkdir -p {target}; tar -xf {upload} -C {target}; "
+        f"python3 -m venv {target}/venv; "
+        f"{target}/venv/bin/pip install --quiet --no-index --find-links {target}/wheelhouse "
+        f"{release_build.PROJECT}; "
+        f"rm -rf {target}/wheelhouse {upload}; "
+        f"echo SPARK_RELEASE_ID={release} > {target}/release.env; "
+        f"touch {target}/.installed"
+    )
+
+
+@operation()
+def migrated(release: str):
+    """Upgrade the schema to the release's head, when the database is behind it."""
+    python = f"{release_dir(release)}/venv/bin/python"
+    state = host.get_fact(MigrationState, python=python, env_file=MIGRATIONS_ENV)
+    if state.get("head") and state.get("current") == state.get("head"):
+        host.noop(f"schema is at {state['head']}")
+        return
+    code = "import os; from app import migrate; migrate.upgrade(os.environ['SPARK_MIGRATIONS_URL'])"
+    yield f'set -a; . {MIGRATIONS_ENV}; set +a; {python} -c "{code}"'
+
+
+@operation()
+def activated(release: str):
+    """Point `current` at the release and restart, gated on /readyz (spark-app-activate)."""
+    link = host.get_fact(Link, path=defaults.APP_CURRENT_LINK) or {}
+    if link.get("link_target") == f"releases/{release}":
+        host.noop(f"release {release} is current")
+        return
+    yield f"{ACTIVATE} {release}"
+
+
+@operation()
+def old_releases_removed(keep: int):
+    """Remove releases beyond the newest `keep` (the current one always stays)."""
+    names = host.get_fact(DirectoryEntries, path=defaults.APP_RELEASES_DIR)
+    link = host.get_fact(Link, path=defaults.APP_CURRENT_LINK) or {}
+    current = (link.get("link_target") or "").removeprefix("releases/") or None
+    doomed = releases_to_remove(names, current, keep)
+    if not doomed:
+        host.noop(f"{len(names)} releases, at most {keep} kept")
+        return
+    for name in doomed:
+        yield f"rm -rf {defaults.APP_RELEASES_DIR}/{name}"
+
+
+def _put_env(name: str, template: str, dest: str, mode: str, group: str, **context):
+    return files.put(
+        name=name,
+        src=support.rendered(template, user=USER, **context),
+        dest=dest,
+        user="root",
+        group=group,
+        mode=mode,
+    )
+
+
+def _put_unit(unit: str, **context):
+    return files.put(
+        name=f"Install the {unit} unit",
+        src=support.rendered(
+            f"app/{unit}.j2", user=USER, current=defaults.APP_CURRENT_LINK, **context
+        ),
+        dest=f"/etc/systemd/system/{unit}",
+        mode="644",
+    )
+
+
+@deploy("Spark app", data_defaults=DEFAULTS)
+def app() -> None:
+    creds = secrets.load(support.environment(host))
+    db_address = support.address(support.first_in_group(inventory, "db"))
+    urls = database_urls(db_address, creds)
+    release, tarball_path = release_build.selected()
+    tarball = str(tarball_path)
+
+    server.user(
+        name=f"Ensure the {USER} system user",
+        user=USER,
+        system=True,
+        home=defaults.APP_ROOT,
+        shell="/usr/sbin/nologin",
+    )
+    for path in (defaults.APP_ROOT, defaults.APP_RELEASES_DIR):
+        files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="755")
+    files.directory(name=f"Create {ETC}", path=ETC, user="root", group=USER, mode="750")
+    env_ops = [
+        _put_env(
+            "Write the app's settings",
+            "app/app.env.j2",
+            APP_ENV,
+            "640",
+            USER,
+            database_url=urls["app"],
+            extra=host.data.app_settings,
+        ),
+    ]
+    _put_env(
+        "Write the migrations' connection",
+        "app/migrations.env.j2",
+        MIGRATIONS_ENV,
+        "600",
+        "root",
+        migrations_url=urls["migrations"],
+    )
+    files.put(
+        name="Install spark-app-activate (health-gated switch)",
+        src=support.rendered(
+            "app/spark-app-activate.sh.j2",
+            root=defaults.APP_ROOT,
+            current=defaults.APP_CURRENT_LINK,
+            port=defaults.APP_PORT,
+            ready_timeout=host.data.app_ready_timeout,
+            services=" ".join(_services()),
+        ),
+        dest=ACTIVATE,
+        mode="755",
+    )
+    units = [
+        _put_unit(
+            "spark-app.service",
+            env_file=APP_ENV,
+            listen_host=host.data.app_listen_host,
+            port=defaults.APP_PORT,
+        )
+    ]
+    if host.data.app_outbox_enabled:
+        env_ops.append(
+            _put_env(
+                "Write the outbox dispatcher's settings",
+                "app/outbox.env.j2",
+                OUTBOX_ENV,
+                "640",
+                USER,
+                database_url=urls["app"],
+                extra=host.data.app_outbox_settings,
+            )
+        )
+        units.append(
+            _put_unit(
+                "spark-outbox.service",
+                env_file=OUTBOX_ENV,
+                publisher=host.data.app_outbox_publisher,
+                metrics_port=defaults.OUTBOX_METRICS_PORT,
+            )
+        )
+    if host.data.app_pgbouncer_exporter_enabled:
+        env_ops.append(
+            _put_env(
+                "Write the pgBouncer exporter's connection",
+                "app/pgbouncer-exporter.env.j2",
+                EXPORTER_ENV,
+                "640",
+                USER,
+                dsn=urls["exporter"],
+            )
+        )
+        units.append(
+            _put_unit(
+                "spark-pgbouncer-exporter.service",
+                env_file=EXPORTER_ENV,
+                listen_host=host.data.app_listen_host,
+                port=defaults.PGBOUNCER_EXPORTER_PORT,
+            )
+        )
+    systemd.daemon_reload(
+        name="Reload systemd for the app's units",
+        _if=lambda: any(op.did_change() for op in units),
+    )
+
+    release_installed(name=f"Install release {release}", release=release, tarball=tarball)
+    migrated(name=f"Migrate the schema to release {release}'s head", release=release)
+    switch = activated(name=f"Switch to release {release} (gated on /readyz)", release=release)
+    for unit in _services():
+        systemd.service(
+            name=f"Ensure {unit} is running and enabled", service=unit, running=True, enabled=True
+        )
+        systemd.service(
+            name=f"Restart {unit} for changed settings or unit",
+            service=unit,
+            restarted=True,
+            _if=[switch.did_not_change, lambda: any(op.did_change() for op in env_ops + units)],
+        )
+    old_releases_removed(
+        name=f"Keep the last {host.data.app_releases_kept} releases",
+        keep=host.data.app_releases_kept,
+    )
+
+
+def _services() -> list[str]:
+    units = ["spark-app.service"]
+    if host.data.app_outbox_enabled:
+        units.append("spark-outbox.service")
+    if host.data.app_pgbouncer_exporter_enabled:
+        units.append("spark-pgbouncer-exporter.service")
+    return units

@@ -1,0 +1,150 @@
+"""Facts the component deploys read to decide whether anything needs doing.
+
+Each reads state with one command and parses it in `process`, which is pure and therefore
+unit-tested on captured output (tests/deploys/test_facts.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+from pyinfra.api import FactBase
+
+from sparkops import defaults
+
+# Tags that start each line of the PostgreSQL state query, so one psql call answers all.
+_ROLE, _MEMBER, _DB, _COMMENT = "role", "member", "db", "comment"
+
+
+def _as_postgres(command: str) -> str:
+    # Peer authentication over the local socket: no password on any command line.
+    return f"runuser -u postgres -- {command}"
+
+
+class PostgresState(FactBase):
+    """Roles' stored verifiers, pg_monitor membership, the database and its setup comment.
+
+    .. code:: python
+
+        {"roles": {"spark_app": "SCRAM-SHA-256$4096:..."},  # "" when no password is set
+         "pg_monitor_members": ["spark_monitor"],
+         "database_exists": True,
+         "database_comment": "sparkops-privileges:..."}
+    """
+
+    default = dict
+
+    def requires_command(self, *args, **kwargs) -> str:
+        return "psql"
+
+    def command(self, roles: list[str], dbname: str = defaults.DATABASE_NAME) -> str:
+        names = ", ".join(f"'{r}'" for r in roles)
+        query = (
+            f"SELECT '{_ROLE}|' || rolname || '|' || coalesce(rolpassword, '') FROM pg_authid "
+            f"WHERE rolname IN ({names}) "
+            f"UNION ALL SELECT '{_MEMBER}|' || m.rolname FROM pg_auth_members a "
+            "JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
+            "WHERE r.rolname = 'pg_monitor' "
+            f"UNION ALL SELECT '{_DB}|' || datname FROM pg_database WHERE datname = '{dbname}' "
+            f"UNION ALL SELECT '{_COMMENT}|' || coalesce(shobj_description(oid, 'pg_database'), '')"
+            f" FROM pg_database WHERE datname = '{dbname}'"
+        )
+        return _as_postgres(f'psql -XAtq -d postgres -c "{query}"')
+
+    def process(self, output: list[str]) -> dict:
+        state: dict = {
+            "roles": {},
+            "pg_monitor_members": [],
+            "database_exists": False,
+            "database_comment": "",
+        }
+        for line in output:
+            tag, _, rest = line.partition("|")
+            if tag == _ROLE:
+                name, _, verifier = rest.partition("|")
+                state["roles"][name] = verifier
+            elif tag == _MEMBER:
+                state["pg_monitor_members"].append(rest)
+            elif tag == _DB:
+                state["database_exists"] = True
+            elif tag == _COMMENT:
+                state["database_comment"] = rest
+        return state
+
+
+class PgBackRestInfo(FactBase):
+    """`pgbackrest info` for one stanza as a dict; {} when pgBackRest cannot answer.
+
+    .. code:: python
+
+        {"status": {"code": 0, "message": "ok"}, "backup": [...], "archive": [...]}
+    """
+
+    default = dict
+
+    def requires_command(self, *args, **kwargs) -> str:
+        return "pgbackrest"
+
+    def command(self, stanza: str) -> str:
+        return _as_postgres(f"pgbackrest --stanza={stanza} --output=json info || true")
+
+    def process(self, output: list[str]) -> dict:
+        text = "\n".join(output).strip()
+        if not text:
+            return {}
+        try:
+            stanzas = json.loads(text)
+        except ValueError:
+            return {}
+        return stanzas[0] if stanzas else {}
+
+
+def stanza_missing(info: dict) -> bool:
+    """pgBackRest status 1 (missing stanza path) or 3 (missing stanza data) need stanza-create."""
+    code = info.get("status", {}).get("code")
+    return code is None or code in (1, 3)
+
+
+def has_full_backup(info: dict) -> bool:
+    return any(b.get("type") == "full" for b in info.get("backup", []))
+
+
+class DirectoryEntries(FactBase):
+    """Names in a directory, newest first (by modification time); [] when it does not exist."""
+
+    default = list
+
+    def command(self, path: str) -> str:
+        return f"ls -1t {path} 2>/dev/null || true"
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+class MigrationState(FactBase):
+    """The database's Alembic revision and the release's head, as the release's code sees them.
+
+    Reads the owner's connection string from an env file, so no password is on a command line.
+
+    .. code:: python
+
+        {"current": "0002", "head": "0002"}   # {} when the release or database cannot answer
+    """
+
+    default = dict
+
+    def command(self, python: str, env_file: str) -> str:
+        code = (
+            "import os; from app import migrate; "
+            "print('current=' + str(migrate.current(os.environ['SPARK_MIGRATIONS_URL']))); "
+            "print('head=' + migrate.head())"
+        )
+        return f'( set -a; . {env_file}; {python} -c "{code}" ) 2>/dev/null || true'
+
+    def process(self, output: list[str]) -> dict:
+        found = {}
+        for line in output:
+            key, sep, value = line.partition("=")
+            if sep and key in ("current", "head"):
+                found[key] = None if value == "None" else value
+        return found

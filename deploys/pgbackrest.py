@@ -1,0 +1,240 @@
+"""pgBackRest on the db hosts: configuration, stanza, a first full backup, scheduled full and
+differential backups (systemd timers), retention; the repository is a local path (posix) or
+S3, whose bucket is prepared from the machine running pyinfra (deploys/s3_bucket.py).
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.operations import apt, files, systemd
+
+from deploys import s3_bucket, secrets, support
+from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
+from sparkops import defaults
+
+STANZA = defaults.PGBACKREST_STANZA
+CONF = "/etc/pgbackrest/pgbackrest.conf"
+SPOOL = "/var/spool/pgbackrest"
+DATA_DIR = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
+BACKUP_KINDS = ("full", "diff")
+
+DEFAULTS = {
+    "pgbackrest_repo_type": "posix",  # or "s3"
+    "pgbackrest_repo_path": "/var/lib/pgbackrest",  # a directory (posix) or a bucket prefix (s3)
+    # Shape (s3 only): {"bucket": "spark-backups", "endpoint": "s3.eu-central-1.amazonaws.com",
+    #   "region": "eu-central-1", "port": 443, "ca_file": None, "wal_noncurrent_days": 14}
+    "pgbackrest_s3": {},
+    "pgbackrest_retention_full": 2,
+    "pgbackrest_retention_diff": 6,
+    # An unreachable repository must not stall archive-push for minutes (default 60 s per
+    # I/O, retried): a short timeout and asynchronous archiving with a local spool.
+    "pgbackrest_io_timeout": 15,
+    "pgbackrest_archive_async": True,
+    "pgbackrest_process_max": 2,
+    "pgbackrest_full_schedule": "Sun *-*-* 01:00:00",
+    "pgbackrest_diff_schedule": "Mon..Sat *-*-* 01:00:00",
+}
+
+
+class ConfigError(ValueError):
+    """pgBackRest group data the deploy cannot use."""
+
+
+def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
+    """([global], [stanza]) options from group data."""
+    repo_type = data["pgbackrest_repo_type"]
+    glob: dict[str, str] = {
+        "repo1-type": repo_type,
+        "repo1-path": data["pgbackrest_repo_path"],
+        "repo1-retention-full": str(data["pgbackrest_retention_full"]),
+        "repo1-retention-diff": str(data["pgbackrest_retention_diff"]),
+    }
+    if repo_type == "s3":
+        s3 = data["pgbackrest_s3"]
+        missing = {"bucket", "endpoint", "region"} - set(s3)
+        if missing:
+            raise ConfigError(f"pgbackrest_s3 lacks {sorted(missing)} for repo type s3")
+        if creds is None:
+            raise ConfigError("repo type s3 needs the S3 keys from deploys/secrets.py")
+        glob.update(
+            {
+                "repo1-s3-bucket": s3["bucket"],
+                "repo1-s3-endpoint": s3["endpoint"],
+                "repo1-s3-region": s3["region"],
+                "repo1-s3-uri-style": "path",
+                "repo1-s3-key": creds["s3_access_key"],
+                "repo1-s3-key-secret": creds["s3_secret_key"],
+            }
+        )
+        if s3.get("port"):
+            glob["repo1-storage-port"] = str(s3["port"])
+        if s3.get("ca_file"):
+            glob["repo1-storage-ca-file"] = s3["ca_file"]
+    elif repo_type != "posix":
+        raise ConfigError(f"pgbackrest_repo_type is {repo_type!r}: use 'posix' or 's3'")
+    glob.update(
+        {
+            "io-timeout": str(data["pgbackrest_io_timeout"]),
+            "process-max": str(data["pgbackrest_process_max"]),
+            "start-fast": "y",
+            "compress-type": "lz4",
+            "log-level-console": "info",
+            "log-level-file": "detail",
+        }
+    )
+    if data["pgbackrest_archive_async"]:
+        glob.update({"archive-async": "y", "spool-path": SPOOL})
+    stanza = {
+        "pg1-path": DATA_DIR,
+        "pg1-port": str(defaults.POSTGRES_PORT),
+        "pg1-socket-path": "/var/run/postgresql",
+    }
+    return glob, stanza
+
+
+def _run_as_postgres(command: str) -> str:
+    return f"runuser -u postgres -- {command}"
+
+
+@operation()
+def stanza_created(stanza: str = STANZA):
+    """Create the stanza when `pgbackrest info` says it is missing."""
+    info = host.get_fact(PgBackRestInfo, stanza=stanza)
+    if stanza_missing(info):
+        yield _run_as_postgres(f"pgbackrest --stanza={stanza} stanza-create")
+    else:
+        host.noop(f"stanza {stanza} exists")
+
+
+@operation()
+def first_full_backup(stanza: str = STANZA):
+    """Take a full backup when the repository holds none (then the timers take over)."""
+    info = host.get_fact(PgBackRestInfo, stanza=stanza)
+    if has_full_backup(info):
+        host.noop(f"stanza {stanza} has a full backup")
+    else:
+        yield _run_as_postgres(f"pgbackrest --stanza={stanza} --type=full backup")
+
+
+def _bucket_spec(data) -> s3_bucket.BucketSpec:
+    s3 = data["pgbackrest_s3"]
+    return s3_bucket.BucketSpec(
+        name=s3["bucket"],
+        region=s3["region"],
+        repo_path=data["pgbackrest_repo_path"],
+        wal_noncurrent_days=int(s3.get("wal_noncurrent_days", 14)),
+    )
+
+
+def _bucket_client(data, environment: str):
+    s3 = data["pgbackrest_s3"]
+    creds = secrets.load(environment)
+    scheme_host = s3.get("controller_endpoint") or f"https://{s3['endpoint']}"
+    if s3.get("port") and "controller_endpoint" not in s3:
+        scheme_host += f":{s3['port']}"
+    return s3_bucket.make_client(
+        endpoint=scheme_host,
+        region=s3["region"],
+        access_key=creds["s3_access_key"],
+        secret_key=creds["s3_secret_key"],
+        ca_file=s3.get("controller_ca_file") or s3.get("ca_file"),
+    )
+
+
+@operation(is_idempotent=True)
+def bucket_prepared(data: dict, environment: str):
+    """Prepare the S3 bucket from this machine (boto3), only when something differs."""
+    client = _bucket_client(data, environment)
+    spec = _bucket_spec(data)
+    todo = s3_bucket.differences(client, spec)
+    if not todo:
+        host.noop(f"bucket {spec.name} is prepared")
+        return
+
+    def _prepare(state, host_):
+        s3_bucket.prepare(client, spec)
+        return True
+
+    yield FunctionCommand(_prepare, (), {})
+
+
+def _data() -> dict:
+    return {key: host.data.get(key) for key in DEFAULTS}
+
+
+@deploy("pgBackRest", data_defaults=DEFAULTS)
+def pgbackrest() -> None:
+    data = _data()
+    environment = support.environment(host)
+    creds = secrets.load(environment) if data["pgbackrest_repo_type"] == "s3" else None
+    glob, stanza = options(data, creds)
+    apt.packages(name="Install pgBackRest", packages=["pgbackrest"], no_recommends=True)
+    if data["pgbackrest_repo_type"] == "s3":
+        bucket_prepared(
+            name="Prepare the S3 bucket (versioning, encryption, lifecycle)",
+            data=data,
+            environment=environment,
+            _run_once=True,
+        )
+    else:
+        files.directory(
+            name="Create the pgBackRest repository directory",
+            path=data["pgbackrest_repo_path"],
+            user="postgres",
+            group="postgres",
+            mode="750",
+        )
+    files.directory(
+        name="Create the pgBackRest spool directory",
+        path=SPOOL,
+        user="postgres",
+        group="postgres",
+        mode="750",
+    )
+    files.put(
+        name="Configure pgBackRest",
+        src=support.rendered(
+            "pgbackrest/pgbackrest.conf.j2",
+            stanza=STANZA,
+            global_options=glob,
+            stanza_options=stanza,
+        ),
+        dest=CONF,
+        user="postgres",
+        group="postgres",
+        mode="640",
+    )
+    stanza_created(name=f"Create pgBackRest stanza {STANZA}")
+    first_full_backup(name="Take the first full backup")
+    unit = files.put(
+        name="Install the pgBackRest backup unit",
+        src=support.rendered("pgbackrest/backup@.service.j2", stanza=STANZA),
+        dest="/etc/systemd/system/pgbackrest-backup@.service",
+        mode="644",
+    )
+    timers = [
+        files.put(
+            name=f"Schedule {kind} backups",
+            src=support.rendered(
+                "pgbackrest/backup.timer.j2",
+                kind=kind,
+                schedule=data[f"pgbackrest_{kind}_schedule"],
+            ),
+            dest=f"/etc/systemd/system/pgbackrest-backup-{kind}.timer",
+            mode="644",
+        )
+        for kind in BACKUP_KINDS
+    ]
+    changed = [unit, *timers]
+    systemd.daemon_reload(
+        name="Reload systemd for the backup units",
+        _if=lambda: any(op.did_change() for op in changed),
+    )
+    for kind in BACKUP_KINDS:
+        systemd.service(
+            name=f"Enable the {kind} backup timer",
+            service=f"pgbackrest-backup-{kind}.timer",
+            running=True,
+            enabled=True,
+        )

@@ -1,0 +1,135 @@
+"""pgBouncer on the db hosts: transaction pooling in front of PostgreSQL, SCRAM via auth_query.
+
+The [pgbouncer] settings are the same as the test fixture's (sparkops/ephemeral/pgbouncer.py;
+tests/deploys/test_templates.py checks they agree), with the host's paths and addresses.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files, systemd
+
+from deploys import secrets, support
+from sparkops import defaults
+
+SERVICE = "pgbouncer.service"
+CONF_DIR = "/etc/pgbouncer"
+AUTH_QUERY = "SELECT uname, phash FROM pgbouncer.user_lookup($1)"
+
+DEFAULTS = {
+    # Shape: {"name": "spark", "host": "127.0.0.1", "port": 5432, "dbname": "spark",
+    #         "pool_size": 25}   (pool_size optional: default_pool_size applies)
+    "pgbouncer_databases": [
+        {
+            "name": defaults.DATABASE_NAME,
+            "host": "127.0.0.1",
+            "port": defaults.POSTGRES_PORT,
+            "dbname": defaults.DATABASE_NAME,
+        }
+    ],
+    "pgbouncer_default_pool_size": defaults.PGBOUNCER_DEFAULT_POOL_SIZE,
+    "pgbouncer_max_client_conn": defaults.PGBOUNCER_MAX_CLIENT_CONN,
+    "pgbouncer_query_wait_timeout": 30,
+    # Extra [pgbouncer] settings merged last (e.g. {"server_idle_timeout": 300}).
+    "pgbouncer_settings": {},
+}
+
+
+def listen(address: str) -> str:
+    return f"127.0.0.1,{address}:{defaults.PGBOUNCER_PORT}"
+
+
+def settings(data, address: str) -> dict[str, str]:
+    """The [pgbouncer] section, in the fixture's order, from group data."""
+    values = {
+        "listen_addr": f"127.0.0.1,{address}",
+        "listen_port": str(defaults.PGBOUNCER_PORT),
+        "unix_socket_dir": "/var/run/postgresql",
+        "auth_type": "scram-sha-256",
+        "auth_file": f"{CONF_DIR}/userlist.txt",
+        "auth_user": defaults.ROLE_PGBOUNCER_AUTH,
+        "auth_query": AUTH_QUERY,
+        "pool_mode": defaults.PGBOUNCER_POOL_MODE,
+        "default_pool_size": str(data["pgbouncer_default_pool_size"]),
+        "max_client_conn": str(data["pgbouncer_max_client_conn"]),
+        "admin_users": defaults.ROLE_PGBOUNCER_ADMIN,
+        "stats_users": defaults.ROLE_PGBOUNCER_STATS,
+        "pidfile": "/run/pgbouncer/pgbouncer.pid",
+        "logfile": "/var/log/postgresql/pgbouncer.log",
+        "ignore_startup_parameters": "extra_float_digits,options",
+        "server_reset_query": "",
+        "query_wait_timeout": str(data["pgbouncer_query_wait_timeout"]),
+    }
+    values.update({k: str(v) for k, v in data.get("pgbouncer_settings", {}).items()})
+    return values
+
+
+def userlist_entries(creds: secrets.Secrets) -> list[tuple[str, str]]:
+    return [
+        (defaults.ROLE_PGBOUNCER_AUTH, creds["postgresql_pgbouncer_auth"]),
+        (
+            defaults.ROLE_PGBOUNCER_ADMIN,
+            secrets.stable_verifier(defaults.ROLE_PGBOUNCER_ADMIN, creds["pgbouncer_admin"]),
+        ),
+        (
+            defaults.ROLE_PGBOUNCER_STATS,
+            secrets.stable_verifier(defaults.ROLE_PGBOUNCER_STATS, creds["pgbouncer_stats"]),
+        ),
+    ]
+
+
+def _data() -> dict:
+    return {key: host.data.get(key) for key in DEFAULTS}
+
+
+@deploy("pgBouncer", data_defaults=DEFAULTS)
+def pgbouncer() -> None:
+    creds = secrets.load(support.environment(host))
+    address = support.address(host)
+    apt.packages(name="Install pgBouncer", packages=["pgbouncer"], no_recommends=True)
+    unit = files.put(
+        name="Give pgBouncer a runtime directory for its pidfile",
+        src=support.rendered("pgbouncer/override.conf.j2", listen=listen(address)),
+        dest="/etc/systemd/system/pgbouncer.service.d/sparkops.conf",
+        mode="644",
+    )
+    ini = files.put(
+        name="Configure pgbouncer.ini",
+        src=support.rendered(
+            "pgbouncer/pgbouncer.ini.j2",
+            databases=host.data.pgbouncer_databases,
+            settings=settings(_data(), address),
+        ),
+        dest=f"{CONF_DIR}/pgbouncer.ini",
+        user="postgres",
+        group="postgres",
+        mode="640",
+    )
+    userlist = files.put(
+        name="Configure pgBouncer's auth file",
+        src=support.rendered("pgbouncer/userlist.txt.j2", entries=userlist_entries(creds)),
+        dest=f"{CONF_DIR}/userlist.txt",
+        user="postgres",
+        group="postgres",
+        mode="600",
+    )
+    systemd.daemon_reload(name="Reload systemd for pgBouncer's drop-in", _if=unit.did_change)
+    systemd.service(
+        name="Ensure pgBouncer is running and enabled",
+        service=SERVICE,
+        running=True,
+        enabled=True,
+    )
+    systemd.service(
+        name="Restart pgBouncer for a changed listen address or unit",
+        service=SERVICE,
+        restarted=True,
+        _if=unit.did_change,
+    )
+    systemd.service(
+        name="Reload pgBouncer for changed settings or users",
+        service=SERVICE,
+        reloaded=True,
+        _if=[unit.did_not_change, lambda: ini.did_change() or userlist.did_change()],
+    )

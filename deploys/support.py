@@ -1,0 +1,69 @@
+"""What every component deploy shares: templates, host addresses, the managed-file header.
+
+Templates are rendered here (not by `files.template`) so the unit tests render exactly
+what the deploys upload, with the same strict Jinja environment.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = REPO_ROOT / "templates"
+MANAGED_HEADER = "managed by Spark Ops - do not edit"
+# The inventory files' names: pyinfra puts every host of inventories/<name>.py in group <name>.
+ENVIRONMENTS = ("lab", "staging", "production")
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    autoescape=False,
+)
+
+
+def render(template: str, **context: Any) -> str:
+    """Render `templates/<template>`; `header` is the managed-file line without a comment sign."""
+    context.setdefault("header", MANAGED_HEADER)
+    return _env.get_template(template).render(**context)
+
+
+def rendered(template: str, **context: Any) -> StringIO:
+    """A rendered template as the file-like `files.put` uploads (and compares by checksum)."""
+    return StringIO(render(template, **context))
+
+
+def address(host) -> str:
+    """The address other hosts use to reach `host` (private network first)."""
+    return str(host.data.get("private_address") or host.data.get("ssh_hostname") or host.name)
+
+
+def group_addresses(inventory, group: str) -> list[str]:
+    return [address(h) for h in inventory.get_group(group, [])]
+
+
+def first_in_group(inventory, group: str):
+    """The one host of a single-host group (db, monitor); a clear error when there is none."""
+    hosts = list(inventory.get_group(group, []))
+    if not hosts:
+        raise ValueError(
+            f"the inventory has no host in group {group!r}: add one (see inventories/staging.py)"
+        )
+    return hosts[0]
+
+
+def environment(host) -> str:
+    """Which inventory this run uses: names the secrets file (see deploys/secrets.py)."""
+    explicit = host.data.get("sparkops_environment")
+    if explicit:
+        return str(explicit)
+    for name in ENVIRONMENTS:
+        if name in host.groups:
+            return name
+    return "default"
