@@ -17,6 +17,7 @@ ALERTMANAGER_PORT = 9093
 POSTGRES_EXPORTER_PORT = 9187
 PGBOUNCER_EXPORTER_PORT = 9127
 OUTBOX_METRICS_PORT = 9310  # the outbox dispatcher's /metrics
+NODE_EXPORTER_PORT = 9100  # node_exporter on the db hosts (textfile: backup, drill metrics)
 APP_METRICS_PATH = "/metrics"
 
 # --- PostgreSQL --------------------------------------------------------------------------
@@ -41,6 +42,9 @@ PGBOUNCER_ADMIN_DB = "pgbouncer"
 # --- WAL archiving and backups -----------------------------------------------------------
 ARCHIVE_TIMEOUT_SECONDS = 60
 PGBACKREST_STANZA = "spark"
+# node_exporter's textfile collector directory (Debian's default): the backup job and the
+# restore drill write their .prom files here, atomically (temporary file, then rename).
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 # --- the app -----------------------------------------------------------------------------
 APP_ROOT = "/opt/spark-app"
