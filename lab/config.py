@@ -16,6 +16,9 @@ BRIDGE = "sparklab0"
 SUBNET_PREFIX = "10.213.0"
 PREFIX_LEN = 24
 BRIDGE_IP = f"{SUBNET_PREFIX}.1"
+# This machine as the hosts see it (in their /etc/hosts): services the lab runs here for the
+# hosts (the apt proxy, an S3 server) listen on BRIDGE_IP; TLS certificates can name this.
+GATEWAY_NAME = "gateway.lab"
 FIRST_HOST_OCTET = 10  # db=.10, app=.11, monitor=.12 for the default hosts
 PROXY_PORT = 3142
 SSH_PORT = 22

@@ -107,6 +107,7 @@ def prepare_root(
     etc = root / "etc"
     (etc / "hostname").write_text(f"{name}\n")
     hosts = ["127.0.0.1\tlocalhost", f"127.0.1.1\t{name}", "::1\tlocalhost ip6-localhost"]
+    hosts.append(f"{config.BRIDGE_IP}\t{config.GATEWAY_NAME}")
     hosts += [f"{other_ip}\t{other}" for other, other_ip in sorted(all_hosts.items())]
     (etc / "hosts").write_text("\n".join(hosts) + "\n")
     # Nothing answers DNS inside a host: refused at once on loopback instead of a timeout.

@@ -150,6 +150,8 @@ def test_apt_installs_a_package_through_the_proxy(lab_hosts):
     assert proc.stdout.strip().splitlines()[-1].startswith("jq-")
     log = (config.lab_dir() / "proxy/log/apt-cacher.log").read_text()
     assert "/jq_" in log, "jq did not come through the lab's apt proxy"
+    gateway = _ssh(monitor, f"getent hosts {config.GATEWAY_NAME}").stdout.split()
+    assert gateway[:1] == [config.BRIDGE_IP]
 
 
 def test_up_again_says_the_lab_is_up(lab_hosts):
