@@ -21,13 +21,14 @@ RUNBOOK_DOC = "docs/alerts.md"
 JOB_APP = "spark-app"
 JOB_POSTGRES = "postgres"
 JOB_PGBOUNCER = "pgbouncer"
+# The outbox dispatcher is its own process (`sparkops outbox run`) with its own /metrics.
+JOB_OUTBOX = "spark-outbox"
 # The restore drill and the pgBackRest backup timestamp are written as .prom files for
 # node_exporter's textfile collector on the database host (docs/alerts.md says how).
 JOB_NODE = "node"
 
 APP_SELECTOR = f'job="{JOB_APP}"'
-# The outbox dispatcher runs inside the app process and is scraped with it.
-OUTBOX_SELECTOR = APP_SELECTOR
+OUTBOX_SELECTOR = f'job="{JOB_OUTBOX}"'
 POSTGRES_SELECTOR = f'job="{JOB_POSTGRES}"'
 PGBOUNCER_SELECTOR = f'job="{JOB_PGBOUNCER}"'
 BACKUP_SELECTOR = f'job="{JOB_NODE}"'

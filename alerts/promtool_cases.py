@@ -25,6 +25,7 @@ APP = {"job": c.JOB_APP, "instance": "app-1:8000"}
 PG = {"job": c.JOB_POSTGRES, "instance": "db-1:9187"}
 PGB = {"job": c.JOB_PGBOUNCER, "instance": "db-1:9127"}
 NODE = {"job": c.JOB_NODE, "instance": "db-1:9100"}
+OUTBOX = {"job": c.JOB_OUTBOX, "instance": "app-1:9310"}
 # Scenarios without any series of interest still need one input series.
 UNRELATED = ('up{job="unrelated", instance="elsewhere:1"}', "1x60")
 
@@ -64,9 +65,8 @@ def _down_cases(alert: str, component: str, up_metric: str | None, target: dict)
     healthy = [series(up, target, "1x60")]
     if up_metric:
         healthy.append(series(up_metric, target, "1x60"))
-    desc_on = f"{component} on {target['instance']} has been down or unscrapable for more than {c.DOWN_FOR} (job {job})."  # noqa: E501
-    if alert == "SparkAppDown":
-        desc_on = f"The app on {target['instance']} has not been scraped for more than {c.DOWN_FOR} (job {job})."  # noqa: E501
+    tail = f"has been down or unscrapable for more than {c.DOWN_FOR} (job {job})."
+    on_instance = f"{component} on {target['instance']} {tail}"
     cases = [
         Quiet(alert, "healthy target", tuple(healthy)),
         Firing(
@@ -75,7 +75,7 @@ def _down_cases(alert: str, component: str, up_metric: str | None, target: dict)
             (series(up, target, "1x9 0x50"),),
             onset=10,
             labels={"severity": c.SEVERITY_CRITICAL, **target},
-            description=desc_on,
+            description=on_instance,
         ),
         Firing(
             alert,
@@ -83,12 +83,7 @@ def _down_cases(alert: str, component: str, up_metric: str | None, target: dict)
             (UNRELATED,),
             onset=0,
             labels={"severity": c.SEVERITY_CRITICAL, "job": job},
-            description=(
-                f"The app has not been scraped for more than {c.DOWN_FOR} (job {job})."
-                if alert == "SparkAppDown"
-                else f"{component} has been down or unscrapable for more than {c.DOWN_FOR} "
-                f"(job {job})."
-            ),
+            description=f"{component} {tail}",
         ),
     ]
     if up_metric:
@@ -99,7 +94,7 @@ def _down_cases(alert: str, component: str, up_metric: str | None, target: dict)
                 (series(up, target, "1x60"), series(up_metric, target, "1x9 0x50")),
                 onset=10,
                 labels={"severity": c.SEVERITY_CRITICAL, **target},
-                description=desc_on,
+                description=on_instance,
             )
         )
     return cases
@@ -273,33 +268,44 @@ def scenarios() -> list[Firing | Quiet]:
             labels={"severity": warn, "job": c.JOB_NODE},
             description="no backup timestamp is published (threshold 93600s).",
         ),
-        # OutboxLagHigh: the oldest pending event is 200 s old at 10m and keeps ageing.
+        # OutboxLagHigh: the oldest pending event is 200 s old at 10m and keeps ageing; two
+        # dispatchers report the same table, so the alert is one, not one per dispatcher.
         Firing(
             "OutboxLagHigh",
-            "dispatcher stalled",
-            (series(m.OUTBOX_OLDEST_PENDING_AGE, APP, "0x9 200+60x50"),),
+            "dispatchers stalled",
+            (
+                series(m.OUTBOX_OLDEST_PENDING_AGE, OUTBOX, "0x9 200+60x50"),
+                series(
+                    m.OUTBOX_OLDEST_PENDING_AGE,
+                    {**OUTBOX, "instance": "app-2:9310"},
+                    "0x9 200+60x50",
+                ),
+            ),
             onset=10,
-            labels={"severity": warn, **APP},
-            description="app-1:8000: the oldest pending outbox event is 8m 20s old (threshold 120s).",  # noqa: E501
+            labels={"severity": warn, "job": c.JOB_OUTBOX},
+            description="The oldest pending outbox event is 8m 20s old (threshold 120s).",
         ),
         Quiet(
-            "OutboxLagHigh", "30s is normal", (series(m.OUTBOX_OLDEST_PENDING_AGE, APP, "30x60"),)
+            "OutboxLagHigh",
+            "30s is normal",
+            (series(m.OUTBOX_OLDEST_PENDING_AGE, OUTBOX, "30x60"),),
         ),
         Quiet("OutboxLagHigh", "no data", (UNRELATED,)),
         # OutboxDeadLetters: three events parked at 10m.
         Firing(
             "OutboxDeadLetters",
             "three parked",
-            (series(m.OUTBOX_DEAD_LETTERS, APP, "0x9 3x50"),),
+            (series(m.OUTBOX_DEAD_LETTERS, OUTBOX, "0x9 3x50"),),
             onset=10,
-            labels={"severity": warn, **APP},
-            description="app-1:8000: 3 outbox events are dead-lettered.",
+            labels={"severity": warn, "job": c.JOB_OUTBOX},
+            description="3 outbox events are dead-lettered (job spark-outbox).",
         ),
-        Quiet("OutboxDeadLetters", "none parked", (series(m.OUTBOX_DEAD_LETTERS, APP, "0x60"),)),
+        Quiet("OutboxDeadLetters", "none parked", (series(m.OUTBOX_DEAD_LETTERS, OUTBOX, "0x60"),)),
         Quiet("OutboxDeadLetters", "no data", (UNRELATED,)),
         *_down_cases("PostgresDown", "Postgres", m.PG_UP, PG),
         *_down_cases("PgBouncerDown", "PgBouncer", m.PGBOUNCER_UP, PGB),
-        *_down_cases("SparkAppDown", "The app", None, APP),
+        *_down_cases("SparkAppDown", "SparkApp", None, APP),
+        *_down_cases("OutboxDispatcherDown", "OutboxDispatcher", None, OUTBOX),
         # RestoreDrillFailed: a failed drill, a drill too old, and no drill at all.
         Firing(
             "RestoreDrillFailed",

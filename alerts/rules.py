@@ -87,28 +87,35 @@ WAL_FAILED = sel(m.PG_ARCHIVER_FAILED, c.POSTGRES_SELECTOR)
 WAL_ARCHIVED = sel(m.PG_ARCHIVER_ARCHIVED, c.POSTGRES_SELECTOR)
 WAL_LAST_ARCHIVE_AGE = sel(m.PG_ARCHIVER_LAST_ARCHIVE_AGE, c.POSTGRES_SELECTOR)
 BACKUP_TIMESTAMP = sel(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, c.BACKUP_SELECTOR)
-OUTBOX_OLDEST_AGE = sel(m.OUTBOX_OLDEST_PENDING_AGE, c.OUTBOX_SELECTOR)
-OUTBOX_DEAD = sel(m.OUTBOX_DEAD_LETTERS, c.OUTBOX_SELECTOR)
+# Every dispatcher reports the same table-wide gauges: take the max across them.
+OUTBOX_OLDEST_AGE = (
+    f"max without (instance) ({sel(m.OUTBOX_OLDEST_PENDING_AGE, c.OUTBOX_SELECTOR)})"
+)
+OUTBOX_DEAD = f"max without (instance) ({sel(m.OUTBOX_DEAD_LETTERS, c.OUTBOX_SELECTOR)})"
 DRILL_SUCCESS = sel(m.RESTORE_DRILL_LAST_SUCCESS, c.BACKUP_SELECTOR)
 DRILL_LAST_RUN = sel(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, c.BACKUP_SELECTOR)
 
 
-def _down(component: str, up_metric: str, selector: str, job: str, for_: str) -> Alert:
+def _down(component: str, selector: str, job: str, up_metric: str | None = None) -> Alert:
     """Down when the exporter says so, when its scrape fails, or when the job has vanished
     from Prometheus altogether (absent): a missing target must not silence its alerts."""
     scrape_up = sel(m.SCRAPE_UP, selector)
-    expr = f"{sel(up_metric, selector)} == 0 or {scrape_up} == 0 or absent({scrape_up})"
+    checks = [f"{scrape_up} == 0", f"absent({scrape_up})"]
+    signals = [scrape_up]
+    if up_metric:
+        checks.insert(0, f"{sel(up_metric, selector)} == 0")
+        signals.insert(0, sel(up_metric, selector))
     return Alert(
         name=f"{component}Down",
-        expr=expr,
-        for_=for_,
+        expr=" or ".join(checks),
+        for_=c.DOWN_FOR,
         severity=c.SEVERITY_CRITICAL,
         summary=f"{component} is down or not scraped.",
         description=(
-            _on_instance(f"{component}")
-            + f" has been down or unscrapable for more than {for_} (job {job})."
+            _on_instance(component)
+            + f" has been down or unscrapable for more than {c.DOWN_FOR} (job {job})."
         ),
-        signals=(sel(up_metric, selector), scrape_up),
+        signals=tuple(signals),
     )
 
 
@@ -225,8 +232,7 @@ ALERTS: tuple[Alert, ...] = (
         severity=c.SEVERITY_WARNING,
         summary="Outbox events wait too long to be published.",
         description=(
-            "{{ $labels.instance }}: the oldest pending outbox event is "
-            "{{ $value | humanizeDuration }} old "
+            "The oldest pending outbox event is {{ $value | humanizeDuration }} old "
             f"(threshold {num(c.OUTBOX_LAG_SECONDS)}s)."
         ),
         signals=(OUTBOX_OLDEST_AGE,),
@@ -238,26 +244,14 @@ ALERTS: tuple[Alert, ...] = (
         severity=c.SEVERITY_WARNING,
         summary="Outbox events were parked as dead letters and need a person.",
         description=(
-            "{{ $labels.instance }}: {{ $value | humanize }} outbox events are dead-lettered."
+            "{{ $value | humanize }} outbox events are dead-lettered (job {{ $labels.job }})."
         ),
         signals=(OUTBOX_DEAD,),
     ),
-    _down("Postgres", m.PG_UP, c.POSTGRES_SELECTOR, c.JOB_POSTGRES, c.DOWN_FOR),
-    _down("PgBouncer", m.PGBOUNCER_UP, c.PGBOUNCER_SELECTOR, c.JOB_PGBOUNCER, c.DOWN_FOR),
-    Alert(
-        name="SparkAppDown",
-        expr=(
-            f"{sel(m.SCRAPE_UP, c.APP_SELECTOR)} == 0 or absent({sel(m.SCRAPE_UP, c.APP_SELECTOR)})"
-        ),
-        for_=c.DOWN_FOR,
-        severity=c.SEVERITY_CRITICAL,
-        summary="The trading app is down or not scraped; its own alerts are blind.",
-        description=(
-            _on_instance("The app")
-            + f" has not been scraped for more than {c.DOWN_FOR} (job {c.JOB_APP})."
-        ),
-        signals=(sel(m.SCRAPE_UP, c.APP_SELECTOR),),
-    ),
+    _down("Postgres", c.POSTGRES_SELECTOR, c.JOB_POSTGRES, m.PG_UP),
+    _down("PgBouncer", c.PGBOUNCER_SELECTOR, c.JOB_PGBOUNCER, m.PGBOUNCER_UP),
+    _down("SparkApp", c.APP_SELECTOR, c.JOB_APP),
+    _down("OutboxDispatcher", c.OUTBOX_SELECTOR, c.JOB_OUTBOX),
     Alert(
         name="RestoreDrillFailed",
         expr=(

@@ -119,9 +119,13 @@ PANELS: tuple[Panel, ...] = (
         ),
         unit="s",
         queries=(
-            Query(f"max({rules.OUTBOX_OLDEST_AGE})", "oldest pending age"),
-            Query(f"sum({sel(m.OUTBOX_PENDING, c.OUTBOX_SELECTOR)})", "pending events", True),
-            Query(f"sum({rules.OUTBOX_DEAD})", "dead letters", True),
+            Query(rules.OUTBOX_OLDEST_AGE, "oldest pending age"),
+            Query(
+                f"max without (instance) ({sel(m.OUTBOX_PENDING, c.OUTBOX_SELECTOR)})",
+                "pending events",
+                right_axis=True,
+            ),
+            Query(rules.OUTBOX_DEAD, "dead letters", right_axis=True),
         ),
         thresholds=((c.OUTBOX_LAG_SECONDS, WARN),),
     ),

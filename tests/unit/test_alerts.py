@@ -78,8 +78,8 @@ def test_thresholds_and_durations_come_from_config():
 
 def test_no_data_is_not_silence_for_the_down_and_textfile_alerts():
     alerts = rules.by_name()
-    for name in ("PostgresDown", "PgBouncerDown", "SparkAppDown", "PgBackRestBackupTooOld",
-                 "RestoreDrillFailed"):  # fmt: skip
+    for name in ("PostgresDown", "PgBouncerDown", "SparkAppDown", "OutboxDispatcherDown",
+                 "PgBackRestBackupTooOld", "RestoreDrillFailed"):  # fmt: skip
         assert "absent(" in alerts[name].expr, name
 
 
