@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.facts.files import File
 from pyinfra.operations import apt, files, systemd
 
+from app import metric_names
 from deploys import s3_bucket, secrets, support
 from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
 from sparkops import defaults
@@ -18,6 +20,8 @@ CONF = "/etc/pgbackrest/pgbackrest.conf"
 SPOOL = "/var/spool/pgbackrest"
 DATA_DIR = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
 BACKUP_KINDS = ("full", "diff")
+METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
+METRIC_FILE = f"{defaults.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
 
 DEFAULTS = {
     "pgbackrest_repo_type": "posix",  # or "s3"
@@ -117,6 +121,15 @@ def first_full_backup(stanza: str = STANZA):
         yield _run_as_postgres(f"pgbackrest --stanza={stanza} --type=full backup")
 
 
+@operation()
+def backup_metric_published():
+    """Write the textfile metric once after the first backup; the backup unit keeps it fresh."""
+    if host.get_fact(File, path=METRIC_FILE):
+        host.noop("the backup-time metric exists")
+        return
+    yield METRIC_SCRIPT
+
+
 def _bucket_spec(data) -> s3_bucket.BucketSpec:
     s3 = data["pgbackrest_s3"]
     return s3_bucket.BucketSpec(
@@ -207,9 +220,23 @@ def pgbackrest() -> None:
     )
     stanza_created(name=f"Create pgBackRest stanza {STANZA}")
     first_full_backup(name="Take the first full backup")
+    files.put(
+        name="Install the backup-time metric script",
+        src=support.rendered(
+            "pgbackrest/backup-metric.py.j2",
+            stanza=STANZA,
+            textfile_dir=defaults.NODE_EXPORTER_TEXTFILE_DIR,
+            metric=metric_names.PGBACKREST_LAST_BACKUP_TIMESTAMP,
+        ),
+        dest=METRIC_SCRIPT,
+        mode="755",
+    )
+    backup_metric_published(name="Publish the last backup's time for node_exporter")
     unit = files.put(
         name="Install the pgBackRest backup unit",
-        src=support.rendered("pgbackrest/backup@.service.j2", stanza=STANZA),
+        src=support.rendered(
+            "pgbackrest/backup@.service.j2", stanza=STANZA, metric_script=METRIC_SCRIPT
+        ),
         dest="/etc/systemd/system/pgbackrest-backup@.service",
         mode="644",
     )

@@ -77,8 +77,18 @@ def build(release: str | None = None, root: Path = REPO_ROOT, *, timeout: float 
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         wheelhouse = work / "wheelhouse"
-        cmd = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheelhouse),
-               "--constraint", str(root / "constraints.txt"), str(src)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--wheel-dir",
+            str(wheelhouse),
+            "--constraint",
+            str(root / "constraints.txt"),
+            str(src),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
             raise ReleaseError(f"pip wheel failed for release {release}:\n{proc.stderr[-3000:]}")

@@ -6,7 +6,9 @@ the database (db) is ready before the app (app) migrates it, and both before mon
 
 from pyinfra import host
 
+from deploys.app import app
 from deploys.common import common
+from deploys.monitoring import exporters, monitoring
 from deploys.pgbackrest import pgbackrest
 from deploys.pgbouncer import pgbouncer
 from deploys.postgresql import postgresql
@@ -17,3 +19,10 @@ if "db" in host.groups:
     postgresql()
     pgbackrest()
     pgbouncer()
+    exporters()
+
+if "app" in host.groups:
+    app()
+
+if "monitor" in host.groups:
+    monitoring()

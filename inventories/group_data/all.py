@@ -1,7 +1,9 @@
 """Parameters for every host, whatever the inventory (lab, staging, production).
 
-Precedence (pyinfra): command line > host data > group data (db.py, app.py ...) > this file >
-the defaults each deploy declares (`DEFAULTS` in deploys/<component>.py).
+Precedence (pyinfra): command line > host data > group data > this file > the defaults each
+deploy declares (`DEFAULTS` in deploys/<component>.py). Among groups the last one wins: the
+environment's group (lab.py, staging.py, production.py: named after the inventory file, so
+it comes after db/app/monitor) overrides the role groups (db.py, app.py, monitor.py).
 """
 
 # Packages every host gets; each component installs its own on top.

@@ -30,9 +30,10 @@ def client(s3_endpoint):
 
 def test_prepare_creates_a_conforming_bucket_then_changes_nothing(client):
     spec = s3_bucket.BucketSpec(name="spark-backups-a", region="eu-central-1", repo_path="/spark")
-    assert s3_bucket.differences(client, spec) == ["bucket", "versioning", "encryption", "lifecycle"]
+    everything = ["bucket", "versioning", "encryption", "lifecycle"]
+    assert s3_bucket.differences(client, spec) == everything
 
-    assert s3_bucket.prepare(client, spec) == ["bucket", "versioning", "encryption", "lifecycle"]
+    assert s3_bucket.prepare(client, spec) == everything
 
     assert client.get_bucket_versioning(Bucket=spec.name)["Status"] == "Enabled"
     enc = client.get_bucket_encryption(Bucket=spec.name)["ServerSideEncryptionConfiguration"]

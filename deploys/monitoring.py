@@ -1,0 +1,187 @@
+"""Monitoring: exporters on the db hosts; Prometheus and Alertmanager on the monitor host,
+with the generated alert rules and dashboard files when they exist.
+
+Scrape jobs (names from alerts/config.py, which the rules select on):
+  spark-app   the app's /metrics and the outbox dispatcher's (app hosts)
+  pgbouncer   app/pgbouncer_exporter.py (app hosts; see docs/deploys.md for why ours)
+  postgres    postgres_exporter (db hosts)
+  node        node_exporter, for the backup-time and drill textfile metrics (db hosts)
+  prometheus, alertmanager   themselves (monitor host)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyinfra import host, inventory
+from pyinfra.api import deploy
+from pyinfra.operations import apt, files
+
+from alerts import config as alert_config
+from deploys import secrets, support
+from deploys.common import service
+from sparkops import defaults
+
+RULES_DIR = "/etc/prometheus/rules"
+DASHBOARDS_DIR = "/var/lib/grafana/dashboards/spark-ops"
+GRAFANA_PROVISIONING = "/etc/grafana/provisioning/dashboards/spark-ops.yaml"
+ALERT_RULES_SRC = support.REPO_ROOT / "alerts" / "generated"
+DASHBOARDS_SRC = support.REPO_ROOT / "dashboards" / "generated"
+
+DEFAULTS = {
+    "monitoring_scrape_interval": "15s",
+    "monitoring_retention": "15d",
+    # Shape: {"name": "ops-pager", "url": "https://pager.example/hook"}; alerts go to the
+    # first, critical ones to the one named in monitoring_critical_receiver.
+    "monitoring_alertmanager_receivers": [],
+    "monitoring_critical_receiver": None,
+}
+
+
+def scrape_jobs(inventory_, app_data) -> list[dict]:
+    """The scrape configuration, as a list of {name, metrics_path, targets}."""
+
+    def targets(group: str, port: int) -> list[str]:
+        return [f"{addr}:{port}" for addr in support.group_addresses(inventory_, group)]
+
+    app_targets = targets("app", defaults.APP_PORT)
+    # Group data may leave these unset: the app deploy's defaults (enabled) then apply.
+    if app_data.get("app_outbox_enabled") is not False:
+        app_targets += targets("app", defaults.OUTBOX_METRICS_PORT)
+    jobs = [
+        {"name": "prometheus", "targets": targets("monitor", defaults.PROMETHEUS_PORT)},
+        {"name": "alertmanager", "targets": targets("monitor", defaults.ALERTMANAGER_PORT)},
+        {"name": alert_config.JOB_APP, "targets": app_targets},
+        {
+            "name": alert_config.JOB_POSTGRES,
+            "targets": targets("db", defaults.POSTGRES_EXPORTER_PORT),
+        },
+        {"name": alert_config.JOB_NODE, "targets": targets("db", defaults.NODE_EXPORTER_PORT)},
+    ]
+    if app_data.get("app_pgbouncer_exporter_enabled") is not False:
+        jobs.append(
+            {
+                "name": alert_config.JOB_PGBOUNCER,
+                "targets": targets("app", defaults.PGBOUNCER_EXPORTER_PORT),
+            }
+        )
+    for job in jobs:
+        job["metrics_path"] = defaults.APP_METRICS_PATH
+    return [job for job in jobs if job["targets"]]
+
+
+def generated_files(directory: Path, pattern: str) -> list[Path]:
+    """Generated artefacts (alert rules, dashboards) present in this checkout, sorted."""
+    return sorted(directory.glob(pattern)) if directory.is_dir() else []
+
+
+@deploy("Exporters", data_defaults=DEFAULTS)
+def exporters() -> None:
+    """postgres_exporter and node_exporter on a db host."""
+    creds = secrets.load(support.environment(host))
+    apt.packages(
+        name="Install postgres_exporter and node_exporter",
+        packages=["prometheus-postgres-exporter", "prometheus-node-exporter"],
+        no_recommends=True,
+    )
+    dsn = (
+        f"postgresql://{defaults.ROLE_MONITORING}:{creds['postgresql_monitoring']}@127.0.0.1:"
+        f"{defaults.POSTGRES_PORT}/{defaults.DATABASE_NAME}?sslmode=disable"
+    )
+    pg_env = files.put(
+        name="Configure postgres_exporter",
+        src=support.rendered(
+            "monitoring/postgres-exporter.default.j2", dsn=dsn, port=defaults.POSTGRES_EXPORTER_PORT
+        ),
+        dest="/etc/default/prometheus-postgres-exporter",
+        user="root",
+        group="prometheus",
+        mode="640",
+    )
+    service("prometheus-postgres-exporter.service", changed=[pg_env], what="postgres_exporter")
+    node_env = files.put(
+        name="Configure node_exporter (textfile collector)",
+        src=support.rendered(
+            "monitoring/node-exporter.default.j2",
+            port=defaults.NODE_EXPORTER_PORT,
+            textfile_dir=defaults.NODE_EXPORTER_TEXTFILE_DIR,
+        ),
+        dest="/etc/default/prometheus-node-exporter",
+        mode="644",
+    )
+    service("prometheus-node-exporter.service", changed=[node_env], what="node_exporter")
+
+
+@deploy("Monitoring", data_defaults=DEFAULTS)
+def monitoring() -> None:
+    """Prometheus and Alertmanager on a monitor host."""
+    apt.packages(
+        name="Install Prometheus and Alertmanager",
+        packages=["prometheus", "prometheus-alertmanager"],
+        no_recommends=True,
+    )
+    app_hosts = list(inventory.get_group("app", []))
+    app_data = app_hosts[0].data if app_hosts else {}
+    files.directory(name=f"Create {RULES_DIR}", path=RULES_DIR, mode="755")
+    rules = [
+        files.put(
+            name=f"Install alert rules {path.name}",
+            src=str(path),
+            dest=f"{RULES_DIR}/{path.name}",
+            mode="644",
+        )
+        for path in generated_files(ALERT_RULES_SRC, "*.yml")
+    ]
+    config = files.put(
+        name="Configure Prometheus scrape jobs",
+        src=support.rendered(
+            "monitoring/prometheus.yml.j2",
+            scrape_interval=host.data.monitoring_scrape_interval,
+            environment=support.environment(host),
+            alertmanagers=[f"{support.address(host)}:{defaults.ALERTMANAGER_PORT}"],
+            rules_dir=RULES_DIR,
+            jobs=scrape_jobs(inventory, app_data),
+        ),
+        dest="/etc/prometheus/prometheus.yml",
+        mode="644",
+    )
+    args = files.put(
+        name="Set Prometheus retention",
+        src=support.rendered(
+            "monitoring/prometheus.default.j2", retention=host.data.monitoring_retention
+        ),
+        dest="/etc/default/prometheus",
+        mode="644",
+    )
+    service("prometheus.service", changed=[args], reload_on=[config, *rules], what="Prometheus")
+    receivers = host.data.monitoring_alertmanager_receivers
+    am_config = files.put(
+        name="Configure Alertmanager",
+        src=support.rendered(
+            "monitoring/alertmanager.yml.j2",
+            receivers=receivers,
+            default_receiver=receivers[0]["name"] if receivers else '"null"',
+            critical_receiver=host.data.monitoring_critical_receiver,
+        ),
+        dest="/etc/prometheus/alertmanager.yml",
+        mode="644",
+    )
+    service("prometheus-alertmanager.service", reload_on=[am_config], what="Alertmanager")
+    dashboards = generated_files(DASHBOARDS_SRC, "*.json")
+    if dashboards:
+        files.directory(name=f"Create {DASHBOARDS_DIR}", path=DASHBOARDS_DIR, mode="755")
+    for path in dashboards:
+        files.put(
+            name=f"Install dashboard {path.name}",
+            src=str(path),
+            dest=f"{DASHBOARDS_DIR}/{path.name}",
+            mode="644",
+        )
+    provisioning = DASHBOARDS_SRC / "provisioning.yaml"
+    if provisioning.exists():
+        files.put(
+            name="Install Grafana's dashboard provisioning file",
+            src=str(provisioning),
+            dest=GRAFANA_PROVISIONING,
+            mode="644",
+        )

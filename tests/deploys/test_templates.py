@@ -1,0 +1,318 @@
+"""Every template renders with the group data, carries the header, and says what it must."""
+
+from __future__ import annotations
+
+import configparser
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from deploys import app, monitoring, pgbackrest, pgbouncer, postgresql, secrets, support
+from deploys.secrets import Secrets
+from sparkops import defaults
+from sparkops.ephemeral.pgbouncer import PgBouncer
+
+GROUP_DATA = support.REPO_ROOT / "inventories" / "group_data"
+CREDS = Secrets({name: f"pw-{name}" for name in secrets.NAMES})
+
+
+def group_data(*groups: str) -> dict:
+    data: dict = {}
+    for group in ("all", *groups):
+        data.update(
+            {
+                k: v
+                for k, v in runpy.run_path(str(GROUP_DATA / f"{group}.py")).items()
+                if not k.startswith("_") and k != "defaults"
+            }
+        )
+    return data
+
+
+class Data(dict):
+    """host.data's `get` for support.address()."""
+
+
+def _addr_host(addr):
+    return SimpleNamespace(name=addr, data=Data(ssh_hostname=addr))
+
+
+INVENTORY = SimpleNamespace(
+    get_group=lambda name, default=None: {
+        "db": [_addr_host("10.0.0.10")],
+        "app": [_addr_host("10.0.0.11"), _addr_host("10.0.0.21")],
+        "monitor": [_addr_host("10.0.0.12")],
+    }.get(name, default)
+)
+
+
+def test_every_template_starts_with_the_managed_header():
+    templates = sorted(support.TEMPLATES_DIR.rglob("*.j2"))
+    assert len(templates) >= 15
+    for path in templates:
+        head = "\n".join(path.read_text().splitlines()[:3])
+        assert "{{ header }}" in head, f"{path} lacks the managed header"
+    assert support.MANAGED_HEADER == "managed by Spark Ops - do not edit"
+
+
+def test_pg_hba_is_scram_only_and_expands_groups():
+    data = group_data("db")
+    rules = postgresql.hba_rules(data["postgresql_hba_rules"], INVENTORY)
+    text = support.render("postgresql/pg_hba.conf.j2", rules=rules)
+    assert text.startswith("# managed by Spark Ops - do not edit")
+    lines = [line.split() for line in text.splitlines() if line and not line.startswith("#")]
+    assert lines, "no rules rendered"
+    for words in lines:
+        if words[0] == "local":
+            assert words[2:] == ["postgres", "peer"]
+        else:
+            assert words[-1] == "scram-sha-256", words
+    owner_rules = [w for w in lines if w[2] == defaults.ROLE_MIGRATIONS]
+    assert [w[3] for w in owner_rules] == ["10.0.0.11/32", "10.0.0.21/32"]
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        {"type": "host", "database": "all", "user": "all", "address": "0/0", "method": "md5"},
+        {"type": "host", "database": "all", "user": "all", "address": "0/0", "method": "trust"},
+        {"type": "local", "database": "all", "user": "spark_app", "method": "peer"},
+        {"type": "host", "database": "all", "user": "x", "method": "scram-sha-256"},
+        {"type": "host", "user": "x", "address": "1.2.3.4/32", "method": "scram-sha-256"},
+    ],
+)
+def test_pg_hba_refuses_weak_or_incomplete_rules(rule):
+    with pytest.raises(postgresql.ConfigError, match="postgresql_hba_rules"):
+        postgresql.hba_rules([rule], INVENTORY)
+
+
+def test_postgresql_settings_archive_through_pgbackrest_and_split_by_restart():
+    settings = postgresql.derived_settings("10.0.0.10", group_data("db")["postgresql_settings"])
+    restart, reload = postgresql.split_settings(settings)
+    assert restart["archive_mode"] == "on"
+    assert restart["wal_level"] == "'replica'"
+    assert restart["listen_addresses"] == "'localhost,10.0.0.10'"
+    assert reload["archive_command"] == (
+        f"'pgbackrest --stanza={defaults.PGBACKREST_STANZA} archive-push %p'"
+    )
+    assert reload["archive_timeout"] == str(defaults.ARCHIVE_TIMEOUT_SECONDS)
+    assert reload["password_encryption"] == "'scram-sha-256'"
+    text = support.render("postgresql/settings.conf.j2", settings=reload, purpose="x")
+    assert "archive_command = 'pgbackrest --stanza=spark archive-push %p'" in text
+
+
+def _pgbouncer_ini(data: dict) -> configparser.ConfigParser:
+    text = support.render(
+        "pgbouncer/pgbouncer.ini.j2",
+        databases=data["pgbouncer_databases"],
+        settings=pgbouncer.settings(data, "10.0.0.10"),
+    )
+    assert text.startswith(";; managed by Spark Ops - do not edit")
+    parser = configparser.ConfigParser(interpolation=None, comment_prefixes=(";",))
+    parser.read_string(text)
+    return parser
+
+
+def test_pgbouncer_ini_is_valid_with_pools_from_group_data():
+    data = {**pgbouncer.DEFAULTS, **group_data("db")}
+    ini = _pgbouncer_ini(data)
+    db_line = ini["databases"][defaults.DATABASE_NAME]
+    assert f"port={defaults.POSTGRES_PORT}" in db_line
+    assert f"pool_size={defaults.PGBOUNCER_DEFAULT_POOL_SIZE}" in db_line
+    section = ini["pgbouncer"]
+    assert section["auth_type"] == "scram-sha-256"
+    assert section["auth_query"] == "SELECT uname, phash FROM pgbouncer.user_lookup($1)"
+    assert section["pool_mode"] == "transaction"
+    assert section["listen_addr"] == "127.0.0.1,10.0.0.10"
+    assert section["listen_port"] == str(defaults.PGBOUNCER_PORT)
+    assert section["default_pool_size"] == str(defaults.PGBOUNCER_DEFAULT_POOL_SIZE)
+
+
+def test_pgbouncer_settings_match_the_test_fixture(tmp_path):
+    fixture = PgBouncer(
+        upstream=SimpleNamespace(host="h", port=1),
+        dbname="spark",
+        auth_password="x",
+        workdir=tmp_path,
+    )
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(fixture.render_ini())
+    fixture_keys = set(parser["pgbouncer"])
+    deploy_keys = set(pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10"))
+    assert fixture_keys == deploy_keys
+    paths = {"listen_addr", "listen_port", "unix_socket_dir", "auth_file", "pidfile", "logfile"}
+    deploy = pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10")
+    for key in fixture_keys - paths:
+        assert parser["pgbouncer"][key] == deploy[key], key
+
+
+def test_pgbouncer_auth_file_plain_for_auth_user_scram_for_the_others():
+    text = support.render("pgbouncer/userlist.txt.j2", entries=pgbouncer.userlist_entries(CREDS))
+    entries = dict(
+        line.replace('"', "").split(" ", 1) for line in text.splitlines() if line.startswith('"')
+    )
+    assert entries[defaults.ROLE_PGBOUNCER_AUTH] == CREDS["postgresql_pgbouncer_auth"]
+    assert entries[defaults.ROLE_PGBOUNCER_ADMIN].startswith("SCRAM-SHA-256$")
+    assert entries[defaults.ROLE_PGBOUNCER_STATS].startswith("SCRAM-SHA-256$")
+    # Stable: a second render is byte-identical, so a redeploy does not reload pgBouncer.
+    again = support.render("pgbouncer/userlist.txt.j2", entries=pgbouncer.userlist_entries(CREDS))
+    assert again == text
+
+
+def test_pgbackrest_posix_and_s3_configurations():
+    data = {**pgbackrest.DEFAULTS, **group_data("db")}
+    glob, stanza = pgbackrest.options(data, None)
+    text = support.render(
+        "pgbackrest/pgbackrest.conf.j2", stanza="spark", global_options=glob, stanza_options=stanza
+    )
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    assert parser["global"]["repo1-type"] == "posix"
+    assert parser["global"]["repo1-retention-full"] == str(data["pgbackrest_retention_full"])
+    assert 10 <= int(parser["global"]["io-timeout"]) <= 15
+    assert parser["global"]["archive-async"] == "y"
+    assert parser["spark"]["pg1-path"] == f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
+
+    s3 = {
+        **data,
+        "pgbackrest_repo_type": "s3",
+        "pgbackrest_repo_path": "/spark",
+        "pgbackrest_s3": {
+            "bucket": "b",
+            "endpoint": "s3.lab",
+            "region": "eu-central-1",
+            "ca_file": "/etc/ssl/lab-ca.crt",
+        },
+    }
+    glob, _ = pgbackrest.options(s3, CREDS)
+    assert glob["repo1-s3-bucket"] == "b"
+    assert glob["repo1-s3-uri-style"] == "path"
+    assert glob["repo1-s3-key-secret"] == CREDS["s3_secret_key"]
+    assert glob["repo1-storage-ca-file"] == "/etc/ssl/lab-ca.crt"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"pgbackrest_repo_type": "ftp"}, "use 'posix' or 's3'"),
+        ({"pgbackrest_repo_type": "s3", "pgbackrest_s3": {"bucket": "b"}}, "lacks"),
+    ],
+)
+def test_pgbackrest_bad_data_is_refused(change, message):
+    with pytest.raises(pgbackrest.ConfigError, match=message):
+        pgbackrest.options({**pgbackrest.DEFAULTS, **change}, CREDS)
+
+
+def test_backup_units_and_timers():
+    unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x")
+    assert "ExecStart=/usr/bin/pgbackrest --stanza=spark --type=%i backup" in unit
+    assert "User=postgres" in unit
+    timer = support.render("pgbackrest/backup.timer.j2", kind="full", schedule="Sun 01:00")
+    assert "Unit=pgbackrest-backup@full.service" in timer
+    assert "OnCalendar=Sun 01:00" in timer
+
+
+def test_app_units_run_the_current_release():
+    unit = support.render(
+        "app/spark-app.service.j2",
+        user="spark",
+        current="/opt/spark-app/current",
+        env_file="/etc/spark-app/app.env",
+        listen_host="0.0.0.0",
+        port=defaults.APP_PORT,
+    )
+    assert "--factory app.main:create_app" in unit
+    assert f"--port {defaults.APP_PORT}" in unit
+    assert "EnvironmentFile=/opt/spark-app/current/release.env" in unit
+    script = support.render(
+        "app/spark-app-activate.sh.j2",
+        root=defaults.APP_ROOT,
+        current=defaults.APP_CURRENT_LINK,
+        port=defaults.APP_PORT,
+        ready_timeout=60,
+        services="spark-app.service",
+    )
+    assert 'mv -T "$root/current.tmp" "$root/current"' in script
+    assert f"127.0.0.1:{defaults.APP_PORT}/readyz" in script
+
+
+def test_app_database_urls_go_through_pgbouncer_except_migrations():
+    urls = app.database_urls("10.0.0.10", CREDS)
+    assert f"@10.0.0.10:{defaults.PGBOUNCER_PORT}/{defaults.DATABASE_NAME}" in urls["app"]
+    assert urls["app"].startswith(f"postgresql://{defaults.ROLE_APP}:")
+    assert f"@10.0.0.10:{defaults.POSTGRES_PORT}/" in urls["migrations"]
+    assert urls["exporter"].endswith(f"/{defaults.PGBOUNCER_ADMIN_DB}")
+
+
+def test_releases_to_remove_keeps_the_newest_and_the_current():
+    newest_first = ["r7", "r6", "r5", "r4", "r3", "r2", "r1", "r0.tar"]
+    assert app.releases_to_remove(newest_first, "r6", 5) == ["r2", "r1"]
+    assert app.releases_to_remove(newest_first, "r1", 5) == ["r2"]
+    assert app.releases_to_remove(newest_first[:3], "r7", 5) == []
+
+
+def test_prometheus_config_scrapes_every_exporter_by_job():
+    jobs = monitoring.scrape_jobs(INVENTORY, {})
+    text = support.render(
+        "monitoring/prometheus.yml.j2",
+        scrape_interval="15s",
+        environment="lab",
+        alertmanagers=["10.0.0.12:9093"],
+        rules_dir=monitoring.RULES_DIR,
+        jobs=jobs,
+    )
+    config = yaml.safe_load(text)
+    targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    assert targets["spark-app"] == [
+        "10.0.0.11:8000",
+        "10.0.0.21:8000",
+        "10.0.0.11:9310",
+        "10.0.0.21:9310",
+    ]
+    assert targets["pgbouncer"] == ["10.0.0.11:9127", "10.0.0.21:9127"]
+    assert targets["postgres"] == ["10.0.0.10:9187"]
+    assert targets["node"] == ["10.0.0.10:9100"]
+    assert targets["prometheus"] == ["10.0.0.12:9090"]
+    assert config["rule_files"] == [f"{monitoring.RULES_DIR}/*.yml"]
+
+
+def test_alertmanager_config_is_valid_yaml_with_and_without_receivers():
+    plain = yaml.safe_load(
+        support.render(
+            "monitoring/alertmanager.yml.j2",
+            receivers=[],
+            default_receiver='"null"',
+            critical_receiver=None,
+        )
+    )
+    assert plain["route"]["receiver"] == "null"
+    hooks = [{"name": "ops", "url": "https://hooks.example/x"}]
+    paged = yaml.safe_load(
+        support.render(
+            "monitoring/alertmanager.yml.j2",
+            receivers=hooks,
+            default_receiver="ops",
+            critical_receiver="ops",
+        )
+    )
+    assert paged["receivers"][1]["webhook_configs"][0]["url"] == "https://hooks.example/x"
+
+
+def test_inventories_hold_hosts_and_groups_only():
+    for name in ("staging", "production"):
+        text = (support.REPO_ROOT / "inventories" / f"{name}.py").read_text()
+        assert "password" not in text.lower()
+        groups = runpy.run_path(str(support.REPO_ROOT / "inventories" / f"{name}.py"))
+        for group in ("db", "app", "monitor"):
+            assert groups[group], f"{name}.py has no {group} hosts"
+
+
+def test_templates_need_every_variable(tmp_path):
+    import jinja2
+
+    with pytest.raises(jinja2.UndefinedError):
+        support.render("pgbouncer/pgbouncer.ini.j2", databases=[])
+    assert Path(support.TEMPLATES_DIR).is_dir()
