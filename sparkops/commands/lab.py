@@ -47,6 +47,11 @@ def up_command(hosts: str) -> None:
         click.echo(f"the lab is up ({len(result.hosts)} hosts in {result.seconds:.1f}s):")
     for h in result.hosts:
         click.echo(f"  {h['name']:<10} {h['ip']:<14} sparkops lab ssh {h['name']}")
+    first = result.hosts[0]
+    click.echo(
+        f"plain ssh: ssh -i {first['ssh_key']} -o UserKnownHostsFile={first['known_hosts']} "
+        f"{first['ssh_user']}@{first['ip']}"
+    )
     click.echo("deploy with: pyinfra inventories/lab.py deploys/site.py")
 
 
