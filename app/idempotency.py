@@ -74,16 +74,17 @@ WHERE key IN (
 
 
 async def claim(conn: AsyncConnection, key: str, fingerprint: str, timeout_s: int) -> Claim:
-    """Decide what this request may do with its key. Runs in autocommit transactions."""
+    """Decide what this request may do with its key.
+
+    `conn` is in autocommit mode: each statement is its own transaction, one round trip.
+    """
     params = {"key": key, "hash": fingerprint, "timeout": timeout_s}
     # Two rounds: the row may vanish between the INSERT and the SELECT (released by a
     # failed first request, or purged), in which case we try to claim it again.
     for _ in range(2):
-        async with conn.transaction():
-            if (await conn.execute(_CLAIM, params)).rowcount == 1:
-                return _count(Claim("created"))
-        async with conn.transaction():
-            row = await (await conn.execute(_LOOK, params)).fetchone()
+        if (await conn.execute(_CLAIM, params)).rowcount == 1:
+            return _count(Claim("created"))
+        row = await (await conn.execute(_LOOK, params)).fetchone()
         if row is None:
             continue
         stored_hash, state, status, body, abandoned = row
@@ -91,26 +92,22 @@ async def claim(conn: AsyncConnection, key: str, fingerprint: str, timeout_s: in
             return _count(Claim("payload_mismatch"))
         if state == "completed":
             return _count(Claim("replayed", status=status, body=body))
-        if abandoned:
-            async with conn.transaction():
-                if (await conn.execute(_TAKE_OVER, params)).rowcount == 1:
-                    return _count(Claim("created"))
+        if abandoned and (await conn.execute(_TAKE_OVER, params)).rowcount == 1:
+            return _count(Claim("created"))
         return _count(Claim("in_flight"))
     return _count(Claim("in_flight"))
 
 
 async def release(conn: AsyncConnection, key: str) -> None:
     """Give the key back after an unexpected failure, so the client's retry can run."""
-    async with conn.transaction():
-        await conn.execute(_RELEASE, {"key": key})
+    await conn.execute(_RELEASE, {"key": key})
 
 
 async def purge_expired(conn: AsyncConnection, hours: int, batch: int = 5000) -> int:
     """Delete keys older than `hours`, in batches so no transaction holds many row locks."""
     total = 0
     while True:
-        async with conn.transaction():
-            deleted = (await conn.execute(_PURGE, {"hours": hours, "batch": batch})).rowcount
+        deleted = (await conn.execute(_PURGE, {"hours": hours, "batch": batch})).rowcount
         total += deleted
         metrics.IDEMPOTENCY_KEYS_PURGED.inc(deleted)
         if deleted < batch:

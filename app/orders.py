@@ -10,6 +10,7 @@ to open the same position meet at the partial unique index, and the loser retrie
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -31,11 +32,15 @@ class Response:
     body: str  # JSON text, stored verbatim for replays
 
 
-_HALT = """
-SELECT scope, reason FROM trading_halts WHERE scope IN ('global', %(symbol)s)
-ORDER BY scope = 'global' DESC LIMIT 1
+# One round trip for what the risk checks need besides the position: does the account exist,
+# is trading halted (globally or for the symbol), and the transaction's timestamp.
+_CONTEXT = """
+SELECT a.id IS NOT NULL AS account_exists, now() AS tx_now,
+       (SELECT scope || ': ' || reason FROM trading_halts
+        WHERE scope IN ('global', %(symbol)s)
+        ORDER BY scope = 'global' DESC LIMIT 1) AS halted_by
+FROM (SELECT 1) AS one LEFT JOIN accounts a ON a.id = %(account_id)s
 """
-_ACCOUNT = "SELECT id FROM accounts WHERE id = %(account_id)s"
 _OPEN_POSITION = """
 SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
 WHERE account_id = %(account_id)s AND symbol = %(symbol)s
@@ -55,11 +60,10 @@ UPDATE positions SET quantity = %(quantity)s, avg_entry_price = %(avg)s,
 WHERE id = %(id)s
 """
 _INSERT_ORDER = """
-INSERT INTO orders (account_id, symbol, side, strategy, quantity, price, notional,
-                    commission, liquidity, status, idempotency_key)
-VALUES (%(account_id)s, %(symbol)s, %(side)s, %(strategy)s, %(quantity)s, %(price)s,
-        %(notional)s, %(commission)s, %(liquidity)s, 'filled', %(key)s)
-RETURNING id, created_at
+INSERT INTO orders (id, account_id, symbol, side, strategy, quantity, price, notional,
+                    commission, liquidity, status, idempotency_key, created_at)
+VALUES (%(order_id)s, %(account_id)s, %(symbol)s, %(side)s, %(strategy)s, %(quantity)s,
+        %(price)s, %(notional)s, %(commission)s, %(liquidity)s, 'filled', %(key)s, now())
 """
 _CASH = "UPDATE accounts SET cash_balance = cash_balance + %(delta)s WHERE id = %(account_id)s"
 _OUTBOX = """
@@ -98,7 +102,8 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
         "key": key,
     }
     cur = conn.cursor(row_factory=dict_row)
-    if not await (await cur.execute(_ACCOUNT, params)).fetchone():
+    context = await (await cur.execute(_CONTEXT, params)).fetchone()
+    if not context["account_exists"]:
         raise RequestError(422, "unknown_account", f"account {order.account_id!r} does not exist")
     position = await (await cur.execute(_OPEN_POSITION, params)).fetchone()
     state = money.PositionState(
@@ -106,7 +111,6 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
         avg_entry_price=position["avg_entry_price"] if position else Decimal(0),
         realized_pnl=position["realized_pnl"] if position else Decimal(0),
     )
-    halt = await (await cur.execute(_HALT, params)).fetchone()
     block = risk.check_order(
         side=order.side,
         quantity=order.quantity,
@@ -114,7 +118,7 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
         current_position=state.quantity,
         reference_price=instrument.reference_price,
         limits=settings.risk,
-        halted_by=f"{halt['scope']}: {halt['reason']}" if halt else None,
+        halted_by=context["halted_by"],
     )
     if block is not None:
         metrics.RISK_BLOCKS.labels(block.rule).inc()
@@ -139,23 +143,9 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
     else:
         row = await (await cur.execute(_INSERT_POSITION, {**params, **position_values})).fetchone()
         position_id = row["id"]
-    row = await (
-        await cur.execute(
-            _INSERT_ORDER,
-            {
-                **params,
-                "quantity": order.quantity,
-                "price": order.price,
-                "notional": notional,
-                "commission": fee,
-                "liquidity": order.liquidity,
-            },
-        )
-    ).fetchone()
-    cash_delta = -(notional + fee) if order.side == "buy" else notional - fee
-    await cur.execute(_CASH, {**params, "delta": cash_delta})
+    order_id = uuid.uuid4()
     body = {
-        "id": str(row["id"]),
+        "id": str(order_id),
         "account_id": order.account_id,
         "symbol": order.symbol,
         "side": order.side,
@@ -166,7 +156,7 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
         "commission": format_decimal(fee),
         "liquidity": order.liquidity,
         "status": "filled",
-        "created_at": row["created_at"].isoformat(),
+        "created_at": context["tx_now"].isoformat(),
         "position": {
             "id": position_id,
             "quantity": format_decimal(new_state.quantity),
@@ -175,13 +165,22 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
             "status": "closed" if new_state.quantity == 0 else "open",
         },
     }
-    await cur.execute(
-        _OUTBOX,
-        {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
-         "payload": _json({"order": body, "idempotency_key": key})},
-    )  # fmt: skip
     response = Response(201, _json(body))
-    completed = await cur.execute(idempotency.COMPLETE, {**params, **_stored(response)})
+    cash_delta = -(notional + fee) if order.side == "buy" else notional - fee
+    # The remaining writes depend on nothing they return: send them in one pipeline.
+    async with conn.pipeline():
+        await cur.execute(
+            _INSERT_ORDER,
+            {**params, "order_id": order_id, "quantity": order.quantity, "price": order.price,
+             "notional": notional, "commission": fee, "liquidity": order.liquidity},
+        )  # fmt: skip
+        await cur.execute(_CASH, {**params, "delta": cash_delta})
+        await cur.execute(
+            _OUTBOX,
+            {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
+             "payload": _json({"order": body, "idempotency_key": key})},
+        )  # fmt: skip
+        completed = await conn.execute(idempotency.COMPLETE, {**params, **_stored(response)})
     if completed.rowcount != 1:
         # Our claim was taken over after the in-flight timeout and the other request
         # finished first: undo ours; the caller replays the stored response.

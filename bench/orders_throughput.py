@@ -1,0 +1,198 @@
+"""Order throughput of the API through pgBouncer, against pgbench running the same SQL.
+
+Prints orders/s and p50/p99 latency for POST /orders (wrk driving a uvicorn process that
+talks to PostgreSQL through pgBouncer in transaction mode), then pgbench running the same
+two transactions (claim the idempotency key; the order transaction) through the same
+pgBouncer with as many clients as the app has pooled connections, then the ratio.
+
+Usage: .venv/bin/python bench/orders_throughput.py [--seconds 20] [--durable]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+import httpx
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sparkops import defaults
+from sparkops.ephemeral.proc import free_port, stop_process
+from sparkops.ephemeral.stack import DbStack
+from sparkops.wait import wait_until
+
+ACCOUNTS = 50
+
+WRK_SCRIPT = textwrap.dedent(
+    """
+    counter = 0
+    math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+    request = function()
+      counter = counter + 1
+      local acct = "bench-" .. math.random(1, %(accounts)d)
+      local side = (math.random(2) == 1) and "buy" or "sell"
+      local key = string.format("wrk-%%d-%%d-%%d", os.time(), math.random(1, 1000000000), counter)
+      local body = string.format('{"account_id":"%%s","symbol":"BTCUSDT","side":"%%s",' ..
+        '"quantity":"0.001","price":"65000.00"}', acct, side)
+      return wrk.format("POST", "/orders",
+        {["Content-Type"] = "application/json", ["Idempotency-Key"] = key}, body)
+    end
+    """
+)
+
+# The same statements app.idempotency and app.orders run for an order on an open position.
+PGBENCH_SCRIPT = textwrap.dedent(
+    """
+    \\set a random(1, %(accounts)d)
+    \\set k random(1, 2000000000)
+    \\set s random(0, 1)
+    INSERT INTO idempotency_keys (key, request_hash, state)
+      VALUES ('pgb-' || :client_id || '-' || :k, 'h', 'in_flight')
+      ON CONFLICT (key) DO NOTHING RETURNING key;
+    BEGIN;
+    SELECT id FROM accounts WHERE id = 'bench-' || :a;
+    SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
+      WHERE account_id = 'bench-' || :a AND symbol = 'BTCUSDT'
+      AND strategy IS NOT DISTINCT FROM NULL AND status = 'open' FOR UPDATE;
+    SELECT scope, reason FROM trading_halts WHERE scope IN ('global', 'BTCUSDT')
+      ORDER BY scope = 'global' DESC LIMIT 1;
+    UPDATE positions SET quantity = quantity + (CASE WHEN :s = 1 THEN 0.001 ELSE -0.001 END),
+      avg_entry_price = 65000, realized_pnl = realized_pnl, updated_at = now()
+      WHERE account_id = 'bench-' || :a AND symbol = 'BTCUSDT' AND status = 'open';
+    INSERT INTO orders (account_id, symbol, side, strategy, quantity, price, notional,
+      commission, liquidity, status, idempotency_key)
+      VALUES ('bench-' || :a, 'BTCUSDT', CASE WHEN :s = 1 THEN 'buy' ELSE 'sell' END, NULL,
+      0.001, 65000, 65, 0.065, 'taker', 'filled', 'pgb-' || :client_id || '-' || :k)
+      ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, created_at;
+    UPDATE accounts SET cash_balance = cash_balance - 65.065 WHERE id = 'bench-' || :a;
+    INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
+      VALUES ('position', 'bench-' || :a || '/BTCUSDT/', 'order.filled',
+      '{"order": {"id": "x", "price": "65000", "quantity": "0.001"}}');
+    UPDATE idempotency_keys SET state = 'completed', response_status = 201,
+      response_body = '{"id":"x"}', completed_at = now()
+      WHERE key = 'pgb-' || :client_id || '-' || :k AND state = 'in_flight';
+    COMMIT;
+    """
+)
+
+
+def seed(stack: DbStack) -> None:
+    with psycopg.connect(stack.app_conninfo(), autocommit=True, prepare_threshold=None) as c:
+        c.execute("DELETE FROM outbox_events; DELETE FROM orders; DELETE FROM positions; "
+                  "DELETE FROM idempotency_keys; DELETE FROM accounts")  # fmt: skip
+        for i in range(1, ACCOUNTS + 1):
+            c.execute("INSERT INTO accounts (id, name, opening_balance, cash_balance) "
+                      "VALUES (%s, 'bench', 1000000, 1000000)", (f"bench-{i}",))  # fmt: skip
+            c.execute("INSERT INTO positions (account_id, symbol, quantity, avg_entry_price) "
+                      "VALUES (%s, 'BTCUSDT', 1, 65000)", (f"bench-{i}",))  # fmt: skip
+
+
+def run_app_bench(
+    stack: DbStack,
+    seconds: int,
+    connections: int,
+    workdir: Path,
+    profile: Path | None = None,
+    workers: int = 1,
+) -> dict:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SPARK_DATABASE_URL": stack.app_conninfo(),
+        "SPARK_RELEASE_ID": "bench",
+        "SPARK_RISK_MAX_POSITION": "1000000",
+        "SPARK_DB_POOL_SIZE": str(defaults.APP_DB_POOL_SIZE),
+    }
+    app = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--no-access-log", "--workers", str(workers)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=20,
+                   what="the app to be ready")  # fmt: skip
+        script = workdir / "orders.lua"
+        script.write_text(WRK_SCRIPT % {"accounts": ACCOUNTS})
+        spy = None
+        if profile is not None:
+            # py-spy samples the app process while wrk drives it: where does an order's CPU go?
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(app.pid),
+                 "-d", str(seconds), "-f", "raw", "-o", str(profile), "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
+             url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        if spy is not None:
+            spy.wait(timeout=seconds + 30)
+    finally:
+        stop_process(app)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"),
+            "errors": int(non2xx.group(1)) if non2xx else 0, "raw": out}  # fmt: skip
+
+
+def run_pgbench(stack: DbStack, seconds: int, clients: int, workdir: Path) -> dict:
+    script = workdir / "order.sql"
+    script.write_text(PGBENCH_SCRIPT % {"accounts": ACCOUNTS})
+    bouncer = stack.bouncer
+    env = {**os.environ, "PGPASSWORD": stack.passwords.app}
+    out = subprocess.run(
+        [f"{defaults.POSTGRES_BINDIR}/pgbench", "-n", "-M", "simple", "-f", str(script),
+         "-c", str(clients), "-j", "1", "-T", str(seconds), "-r",
+         "-h", bouncer.host, "-p", str(bouncer.port), "-U", defaults.ROLE_APP,
+         defaults.DATABASE_NAME],
+        capture_output=True, text=True, check=False, env=env,
+    )  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"pgbench failed:\n{out.stdout}\n{out.stderr}")
+    out = out.stdout
+    tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
+    latency = re.search(r"latency average = ([\d.]+) ms", out).group(1)
+    return {"tps": tps, "latency_avg_ms": float(latency), "raw": out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument("--durable", action="store_true", help="fsync on (production-like)")
+    parser.add_argument("--profile", type=Path, help="write a py-spy profile of the app here")
+    parser.add_argument("--app-workers", type=int, default=1, help="uvicorn worker processes")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, DbStack(durable=args.durable) as stack:
+        seed(stack)
+        app = run_app_bench(
+            stack, args.seconds, args.connections, Path(tmp), args.profile, args.app_workers
+        )
+        seed(stack)
+        pgb = run_pgbench(stack, args.seconds, defaults.APP_DB_POOL_SIZE, Path(tmp))
+    print(f"machine: {os.cpu_count()} cores; durable={args.durable}; {args.seconds} s each")
+    print(f"API  POST /orders via pgBouncer: {app['rps']:.0f} orders/s, "
+          f"p50 {app['p50']}, p99 {app['p99']}, non-2xx {app['errors']} "
+          f"({args.connections} wrk connections, {args.app_workers} app worker(s), "
+          f"pool {defaults.APP_DB_POOL_SIZE} each)")  # fmt: skip
+    print(
+        f"pgbench, same SQL via pgBouncer: {pgb['tps']:.0f} orders/s, "
+        f"avg latency {pgb['latency_avg_ms']:.2f} ms ({defaults.APP_DB_POOL_SIZE} clients)"
+    )
+    print(f"ratio API / pgbench: {app['rps'] / pgb['tps']:.2f} (target >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
