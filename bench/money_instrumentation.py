@@ -2,17 +2,20 @@
 
 Every public operation of app.money ends with `if COUNTING: counter.inc()`. This script
 times each operation with `app.money.COUNTING` on and off; the difference is the whole cost
-of instrumentation. Each variant runs `--calls` times per round, the fastest of `--rounds`
-rounds counts, and the two variants alternate within a round so drift on a shared machine
-hits both alike.
+of instrumentation. Each variant makes `--calls` calls in `--slices` slices that alternate
+with the other variant's, so drift on a shared machine hits both alike. Time is this
+process's CPU time (`time.process_time`), so waiting for a core does not count; the fastest
+slice is the figure (interference only ever adds time), the median is printed beside it.
 
-    .venv/bin/python bench/money_instrumentation.py [--calls 200000] [--rounds 3]
+    .venv/bin/python bench/money_instrumentation.py [--calls 200000] [--slices 50]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 import timeit
 from decimal import Decimal
 from pathlib import Path
@@ -47,7 +50,13 @@ OPERATIONS = [
 def per_call_ns(function, args, calls: int, counting: bool) -> float:
     money.COUNTING = counting
     try:
-        return timeit.Timer("f(*a)", globals={"f": function, "a": args}).timeit(calls) / calls * 1e9
+        return (
+            timeit.Timer("f(*a)", time.process_time, globals={"f": function, "a": args}).timeit(
+                calls
+            )
+            / calls
+            * 1e9
+        )
     finally:
         money.COUNTING = True
 
@@ -71,20 +80,25 @@ def counts_once_only_when_counting(kind: str, operation, args) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200_000, help="calls per round and variant")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; the fastest counts")
+    parser.add_argument("--calls", type=int, default=200_000, help="calls per variant")
+    parser.add_argument("--slices", type=int, default=50, help="alternating slices per variant")
     options = parser.parse_args()
-    if options.calls < 1 or options.rounds < 1:
-        parser.error("--calls and --rounds must be at least 1")
+    if options.slices < 1 or options.calls < options.slices:
+        parser.error("--slices must be at least 1 and --calls at least --slices")
+    per_slice = options.calls // options.slices
 
     counter = money._ALIGN_PRICE
     increment = min(
-        timeit.Timer("inc()", globals={"inc": counter.inc}).timeit(options.calls) / options.calls
-        for _ in range(options.rounds)
+        timeit.Timer("inc()", time.process_time, globals={"inc": counter.inc}).timeit(per_slice)
+        / per_slice
+        for _ in range(options.slices)
     )
-    print(f"app.money instrumentation: {options.calls} calls x {options.rounds} rounds, fastest")
+    print(
+        f"app.money instrumentation: {options.slices} x {per_slice} calls per variant; "
+        "fastest slice (median in brackets)"
+    )
     print(f"a bare Counter child .inc(): {increment * 1e9:.0f} ns\n")
-    header = f"{'operation':<16}{'counted ns':>12}{'bare ns':>10}{'cost ns':>10}{'overhead':>10}"
+    header = f"{'operation':<16}{'counted ns':>18}{'bare ns':>18}{'cost ns':>10}{'overhead':>10}"
     print(header)
     print("-" * len(header))
     worst = 0.0
@@ -92,13 +106,17 @@ def main() -> int:
         if not counts_once_only_when_counting(kind, operation, args):
             raise SystemExit(f"{kind}: COUNTING does not switch its increment; fix before timing")
         counted_ns, bare_ns = [], []
-        for _ in range(options.rounds):
-            counted_ns.append(per_call_ns(operation, args, options.calls, counting=True))
-            bare_ns.append(per_call_ns(operation, args, options.calls, counting=False))
+        for _ in range(options.slices):
+            counted_ns.append(per_call_ns(operation, args, per_slice, counting=True))
+            bare_ns.append(per_call_ns(operation, args, per_slice, counting=False))
         counted, plain = min(counted_ns), min(bare_ns)
         overhead = (counted - plain) / plain * 100
         worst = max(worst, overhead)
-        print(f"{kind:<16}{counted:>12.0f}{plain:>10.0f}{counted - plain:>10.0f}{overhead:>9.1f}%")
+        both = [
+            f"{fastest:.0f} ({statistics.median(times):.0f})"
+            for fastest, times in ((counted, counted_ns), (plain, bare_ns))
+        ]
+        print(f"{kind:<16}{both[0]:>18}{both[1]:>18}{counted - plain:>10.0f}{overhead:>9.1f}%")
     print(f"\nlargest overhead: {worst:.1f}% of the operation it counts")
     return 0
 
