@@ -12,7 +12,8 @@ Rules the whole module keeps:
   scale of the database's numeric(38,18)) with exact integer arithmetic, clamped to the
   range of the prices averaged (only reachable when prices carry more than 18 places), and
   written without trailing zeros. `apply_fill` rounds the P&L it realises the same way, so
-  the state it returns is the state the positions table stores.
+  for inputs of at most 18 places the state it returns is exactly what the positions table
+  (numeric(38,18)) stores: nothing is rounded again on the way in.
 - Results are never negative zero and never carry a positive exponent. Serialise them with
   `decimal_string`, not `str`: `str(Decimal("0.00000001"))` is "1E-8", which `to_decimal`
   (and the API) refuses.
