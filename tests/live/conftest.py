@@ -1,28 +1,40 @@
-"""A live monitoring stack on loopback: PostgreSQL (WAL archiving on) + pgBouncer, the
-exporters, and a throwaway Prometheus loaded with the generated rule file.
+"""A live monitoring stack on loopback: PostgreSQL (WAL archiving on) + pgBouncer, the app
+(real uvicorn), the outbox dispatcher (`sparkops outbox run`, its own /metrics),
+postgres_exporter, and a throwaway Prometheus loaded with the generated rule file; traffic
+is driven through the app before the tests look.
 
 `live` is what the tests read: the Prometheus and the set of scrape jobs that are running.
 To bring another component into the check, start it here and add its ScrapeTarget to
-`targets` (job names from alerts.config), e.g. the app (TODO, see tests/live/README.md):
+`targets` (job names from alerts.config). Missing today: a pgBouncer exporter publishing
+the names in app.metric_names (no such exporter is packaged for Debian 12), e.g.
 
-    app = AppServer(Settings(database_url=live_stack.app_conninfo(), ...)).start()
-    targets.append(ScrapeTarget(config.JOB_APP, f"{app.host}:{app.port}"))
+    targets.append(ScrapeTarget(config.JOB_PGBOUNCER, pgbouncer_exporter.address))
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from alerts import build as alert_build
 from alerts import config
+from app.config import Settings
+from app.outbox import settings as outbox_settings
 from sparkops import defaults
+from sparkops.ephemeral.appserver import AppServer
+from sparkops.ephemeral.proc import free_port, stop_process
 from sparkops.ephemeral.prometheus import PostgresExporter, Prometheus, ScrapeTarget
 from sparkops.ephemeral.stack import DbStack
 from sparkops.generated import REPO_ROOT
 from sparkops.wait import wait_until
+from tests.live import traffic
 
 # WAL archiving as the PostgreSQL deploy sets it up, with an archive_command that always
 # succeeds: the check is about the archiver's statistics, not about pgBackRest.
@@ -39,6 +51,7 @@ class Live:
     prometheus: Prometheus
     stack: DbStack
     jobs: set[str]
+    traffic: dict[str, int]
 
 
 @pytest.fixture(scope="package")
@@ -65,6 +78,40 @@ def postgres_exporter(live_stack):
         exporter.stop()
 
 
+@pytest.fixture(scope="package")
+def live_app(live_stack):
+    server = AppServer(Settings(database_url=live_stack.app_conninfo(), release_id="livecheck"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="package")
+def outbox_dispatcher(live_stack):
+    """`sparkops outbox run` as a child process, console publisher, /metrics on loopback."""
+    port = free_port()
+    env = dict(os.environ, **{outbox_settings.ENV_DATABASE_URL: live_stack.app_conninfo()})
+    sparkops = str(Path(sys.executable).parent / "sparkops")
+    proc = subprocess.Popen(
+        [sparkops, "outbox", "run", "--publisher", "console", "--metrics-host", "127.0.0.1",
+         "--metrics-port", str(port), "--stats-interval", "1", "--poll-interval", "0.2",
+         "--log-level", "WARNING"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    address = f"127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: proc.poll() is None and httpx.get(f"http://{address}/metrics").is_success,
+            timeout=20,
+            what="the outbox dispatcher's /metrics",
+        )
+        yield address
+    finally:
+        stop_process(proc)
+
+
 def drive_wal(stack: DbStack, segments: int = 2) -> None:
     """Write and switch WAL segments so the archiver has something to count."""
     assert stack.pg is not None
@@ -76,14 +123,19 @@ def drive_wal(stack: DbStack, segments: int = 2) -> None:
 
 
 @pytest.fixture(scope="package")
-def live(live_stack, postgres_exporter):
-    targets = [ScrapeTarget(config.JOB_POSTGRES, postgres_exporter.address)]
+def live(live_stack, postgres_exporter, live_app, outbox_dispatcher):
+    targets = [
+        ScrapeTarget(config.JOB_POSTGRES, postgres_exporter.address),
+        ScrapeTarget(config.JOB_APP, f"{live_app.host}:{live_app.port}"),
+        ScrapeTarget(config.JOB_OUTBOX, outbox_dispatcher),
+    ]
     prometheus = Prometheus(
         targets=targets, rule_files=[REPO_ROOT / alert_build.RULES_PATH]
     ).start()
     try:
         wait_until(prometheus.targets_healthy, timeout=20, what="every target to be up")
         drive_wal(live_stack)
-        yield Live(prometheus, live_stack, {t.job for t in targets})
+        seen = traffic.drive(live_app.url, live_stack.app_conninfo())
+        yield Live(prometheus, live_stack, {t.job for t in targets}, seen)
     finally:
         prometheus.remove()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from alerts import config, rules
+from app import metric_names as m
 from sparkops import livecheck
 from sparkops.livecheck import PANEL, Check
 from sparkops.wait import wait_until
 
-PG_PANELS = {"WAL archiving status", "Database size"}
+PGBOUNCER_PANEL = "pgBouncer pool utilisation"
 
 
 def _settled(live):
@@ -27,9 +28,39 @@ def test_every_query_parses_and_queries_of_running_jobs_return_series(live):
         a.name for a in rules.ALERTS
     }
     assert all(r.parsed for r in results)
-    pg = [r for r in results if r.check.kind == PANEL and config.JOB_POSTGRES in r.check.jobs]
-    assert {r.check.source for r in pg} == PG_PANELS
-    assert all(r.series > 0 for r in pg), livecheck.format_table(pg)
+    panels = [r for r in results if r.check.kind == PANEL]
+    covered = {r.check.source for r in panels if livecheck.required(r.check, live.jobs)}
+    uncovered = {r.check.source for r in panels} - covered
+    # Only panels of jobs not started here may go unchecked (today: the pgBouncer exporter).
+    expected_uncovered = set() if config.JOB_PGBOUNCER in live.jobs else {PGBOUNCER_PANEL}
+    assert uncovered == expected_uncovered
+    assert all(r.series > 0 for r in panels if r.check.source in covered)
+
+
+def _value(live, expr: str) -> float:
+    result = live.prometheus.query(expr)["data"]["result"]
+    return sum(float(item["value"][1]) for item in result)
+
+
+def test_driven_traffic_shows_in_the_app_panels(live):
+    assert live.traffic["in_flight"] == live.traffic["payload_mismatch"] == 1
+    app = config.APP_SELECTOR
+    wanted = {
+        "price_band blocks": rules.sel(m.RISK_BLOCKS, app, 'rule="price_band"'),
+        "max_notional blocks": rules.sel(m.RISK_BLOCKS, app, 'rule="max_notional"'),
+        "409 in flight": rules.sel(m.IDEMPOTENCY_OUTCOMES, app, 'outcome="in_flight"'),
+        "422 mismatch": rules.sel(m.IDEMPOTENCY_OUTCOMES, app, 'outcome="payload_mismatch"'),
+        "replayed": rules.sel(m.IDEMPOTENCY_OUTCOMES, app, 'outcome="replayed"'),
+        "csp reports": rules.sel(m.CSP_REPORTS, app),
+        "money operations": rules.sel(m.MONEY_OPERATIONS, app),
+        "orders accepted": rules.sel(m.ORDERS_ACCEPTED, app),
+    }
+    values = wait_until(
+        lambda: (v := {k: _value(live, e) for k, e in wanted.items()}) and all(v.values()) and v,
+        timeout=20,
+        what="the driven traffic in Prometheus",
+    )
+    assert values["orders accepted"] >= 6
 
 
 def test_wal_archiving_panel_shows_archived_segments(live):
@@ -69,6 +100,8 @@ def test_prometheus_loaded_every_rule_and_absent_catches_unscraped_jobs(live):
     missing = {"SparkAppDown"} if config.JOB_APP not in live.jobs else set()
     if config.JOB_PGBOUNCER not in live.jobs:
         missing.add("PgBouncerDown")
-    found = wait_until(lambda: missing <= active() and active(), timeout=15, what="absent()")
+    # Two conflicts in about fifteen orders is above the 5 % threshold: pending (for: 10m).
+    missing.add("IdempotencyConflictRateHigh")
+    found = wait_until(lambda: missing <= active() and active(), timeout=20, what="alerts")
     assert missing <= found
-    assert "PostgresDown" not in found
+    assert not found & {"PostgresDown", "SparkAppDown", "OutboxDispatcherDown"}

@@ -37,7 +37,8 @@ def test_snapshot_has_ten_panel_sections_with_charts(live, tmp_path):
     assert all(body.count("<svg") == 1 and "unit: " in body for body in by_title.values())
     assert "<polyline" in by_title["Database size"]
     assert "<polyline" in by_title["WAL archiving status"]
-    assert "no data" in by_title["CSP violations"]  # the app is not scraped here
+    assert "<polyline" in by_title["CSP violations"]
+    assert "no data" in by_title["pgBouncer pool utilisation"]  # no pgBouncer exporter yet
     # Self-contained: nothing for a browser to run or fetch.
     assert not re.search(r"<script|<link|<img|src=|href=|url\(", text)
 
