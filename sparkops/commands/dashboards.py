@@ -50,3 +50,34 @@ def snapshot_cmd(prometheus_url: str, out: Path, minutes: int, png: Path | None)
         except snapshot.SnapshotError as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(f"wrote {png}")
+
+
+@command.command("livecheck")
+@click.option("--prometheus", "prometheus_url", required=True, metavar="URL",
+              help="Prometheus base URL, e.g. http://127.0.0.1:9090")  # fmt: skip
+@click.option("--job", "jobs", multiple=True, metavar="JOB",
+              help="Scrape job that must return series (repeatable); default: every job "
+              "the dashboard and the alerts read.")  # fmt: skip
+def livecheck_cmd(prometheus_url: str, jobs: tuple[str, ...]) -> None:
+    """Run every panel query and alert expression through Prometheus; fail on any query
+    that does not parse, or that returns no series although its job is required."""
+    import httpx
+
+    from sparkops import livecheck
+
+    checks = livecheck.all_checks()
+    required_jobs = set(jobs) or set().union(*(c.jobs for c in checks))
+    try:
+        results = livecheck.run(prometheus_url, checks)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(
+            f"cannot query Prometheus at {prometheus_url}: {exc}; check --prometheus"
+        ) from exc
+    click.echo(livecheck.format_table(results))
+    bad = livecheck.failures(results, required_jobs)
+    if bad:
+        raise click.ClickException(
+            f"{len(bad)} of {len(results)} expressions failed (unparsed, or no series for "
+            f"jobs {', '.join(sorted(required_jobs))})"
+        )
+    click.echo(f"livecheck: {len(results)} expressions parse; required series present")

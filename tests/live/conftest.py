@@ -27,13 +27,13 @@ from alerts import build as alert_build
 from alerts import config
 from app.config import Settings
 from app.outbox import settings as outbox_settings
-from sparkops import defaults
+from sparkops import defaults, livecheck
 from sparkops.ephemeral.appserver import AppServer
 from sparkops.ephemeral.proc import free_port, stop_process
 from sparkops.ephemeral.prometheus import PostgresExporter, Prometheus, ScrapeTarget
 from sparkops.ephemeral.stack import DbStack
 from sparkops.generated import REPO_ROOT
-from sparkops.wait import wait_until
+from sparkops.wait import DeadlineExceeded, wait_until
 from tests.live import traffic
 
 # WAL archiving as the PostgreSQL deploy sets it up, with an archive_command that always
@@ -136,6 +136,17 @@ def live(live_stack, postgres_exporter, live_app, outbox_dispatcher):
         wait_until(prometheus.targets_healthy, timeout=20, what="every target to be up")
         drive_wal(live_stack)
         seen = traffic.drive(live_app.url, live_stack.app_conninfo())
-        yield Live(prometheus, live_stack, {t.job for t in targets}, seen)
+        jobs = {t.job for t in targets}
+        # Rates need two scrapes after the traffic: wait until the required series exist.
+        try:
+            wait_until(
+                lambda: not livecheck.failures(livecheck.run(prometheus.url), jobs),
+                timeout=30,
+                what="every required query to return series",
+            )
+        except DeadlineExceeded:
+            table = livecheck.format_table(livecheck.run(prometheus.url))
+            pytest.fail(f"required queries without series (jobs {sorted(jobs)}):\n{table}")
+        yield Live(prometheus, live_stack, jobs, seen)
     finally:
         prometheus.remove()

@@ -105,3 +105,19 @@ def test_prometheus_loaded_every_rule_and_absent_catches_unscraped_jobs(live):
     found = wait_until(lambda: missing <= active() and active(), timeout=20, what="alerts")
     assert missing <= found
     assert not found & {"PostgresDown", "SparkAppDown", "OutboxDispatcherDown"}
+
+
+def test_livecheck_command_passes_for_running_jobs_and_fails_for_a_missing_one(live):
+    from click.testing import CliRunner
+
+    from sparkops.cli import main
+
+    url = live.prometheus.url
+    args = ["dashboards", "livecheck", "--prometheus", url]
+    jobs = [a for job in sorted(live.jobs) for a in ("--job", job)]
+    ok = CliRunner().invoke(main, args + jobs)
+    assert ok.exit_code == 0, ok.output
+    assert "required series present" in ok.output
+    missing = CliRunner().invoke(main, [*args, "--job", config.JOB_PGBOUNCER])
+    assert missing.exit_code != 0
+    assert "failed" in missing.output
