@@ -28,6 +28,10 @@ def lab_unavailable() -> str | None:
     return None
 
 
+# Whether this session brought the lab up (and so may take it down and bring it back).
+_session = {"owns_lab": False}
+
+
 @pytest.fixture(scope="session")
 def lab_hosts() -> Iterator[list[dict[str, Any]]]:
     """The lab's hosts as the inventory sees them: name, ip, groups, ssh user, key paths."""
@@ -35,8 +39,18 @@ def lab_hosts() -> Iterator[list[dict[str, Any]]]:
     if reason:
         pytest.skip(reason)
     result = control.up(config.DEFAULT_HOSTS, log=lambda _msg: None)
+    _session["owns_lab"] = _session["owns_lab"] or not result.already_up
     try:
         yield result.hosts
     finally:
         if not result.already_up:
             control.down(log=lambda _msg: None)
+
+
+@pytest.fixture
+def owned_lab(lab_hosts):
+    """For tests that take the lab down: only a lab this session brought up, never one that
+    someone (a deploy in progress) had up before."""
+    if not _session["owns_lab"]:
+        pytest.skip("a lab was up before this session: not taking someone's lab down")
+    return lab_hosts

@@ -180,7 +180,8 @@ def _leftovers() -> list[str]:
     return found
 
 
-def test_down_leaves_nothing_and_is_safe_twice(lab_hosts):
+def test_down_leaves_nothing_and_is_safe_twice(owned_lab):
+    lab_hosts = owned_lab
     before = state.load()
     processes = [h["process"] for h in before["hosts"].values()] + [before["proxy"]]
     assert all(state.is_alive(p) for p in processes)
@@ -200,9 +201,10 @@ def test_down_leaves_nothing_and_is_safe_twice(lab_hosts):
     assert control.up(config.DEFAULT_HOSTS, log=lambda _msg: None).hosts == lab_hosts
 
 
-def test_down_after_a_lost_state_file_still_ends_everything(lab_hosts):
+def test_down_after_a_lost_state_file_still_ends_everything(owned_lab):
     """A crash can lose the state file: down then finds the lab's things by their names and
     ends its processes through the cgroups it made for them."""
+    lab_hosts = owned_lab
     before = state.load()
     processes = [h["process"] for h in before["hosts"].values()] + [before["proxy"]]
     assert all(state.is_alive(p) for p in processes)
