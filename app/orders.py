@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 
 import psycopg
 from psycopg import AsyncConnection
@@ -23,6 +23,7 @@ from app.config import Settings
 from app.validation import OrderRequest, RequestError, format_decimal
 
 MAX_ATTEMPTS = 3
+_EXACT = Context(prec=200)
 POSITION_INDEX = "positions_one_open_per_account_symbol_strategy"
 
 
@@ -129,7 +130,7 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
         await cur.execute(idempotency.COMPLETE, {**params, **_stored(response)})
         return response
 
-    notional = order.quantity * order.price
+    notional = _EXACT.multiply(order.quantity, order.price)  # not the 28-digit default context
     fee = money.commission(notional, instrument.fees, order.liquidity)
     new_state = money.apply_fill(state, order.side, order.quantity, order.price)
     position_values = {

@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from app.instruments import Instrument
@@ -221,11 +221,15 @@ def parse_uuid(value: str, name: str) -> uuid.UUID:
         raise RequestError(400, "invalid_id", f"{name} must be a UUID, got {value!r}") from None
 
 
+# normalize() rounds to the context's precision; the default context has only 28 digits.
+_WIDE = Context(prec=200)
+
+
 def _canonical(value: Decimal) -> str:
-    return format(value.normalize(), "f")
+    return format(value.normalize(_WIDE), "f")
 
 
 def format_decimal(value: Decimal) -> str:
     """Money out: plain notation, no trailing zeros, never an exponent."""
-    text = format(value.normalize(), "f")
+    text = format(value.normalize(_WIDE), "f")
     return "0" if text in ("-0", "0") else text

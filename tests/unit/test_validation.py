@@ -73,3 +73,10 @@ def test_settings_name_the_bad_variable():
         Settings.from_env({"SPARK_DATABASE_URL": "x", "SPARK_REFERENCE_PRICES": "DOGE=1"})
     s = Settings.from_env({"SPARK_DATABASE_URL": "x", "SPARK_REFERENCE_PRICES": "BTCUSDT=70000"})
     assert s.instruments["BTCUSDT"].reference_price == Decimal("70000")
+
+
+def test_formatting_keeps_all_digits_of_wide_values():
+    value = Decimal("12345678901234567890.123456789012345678")
+    assert format_decimal(value) == "12345678901234567890.123456789012345678"
+    assert format_decimal(Decimal("1.500000000000000000")) == "1.5"
+    assert format_decimal(Decimal("0E-18")) == "0"
