@@ -8,13 +8,10 @@ lab's key; host keys are checked against the lab's own known_hosts file.
 """
 
 import json
-import os
-from pathlib import Path
 
-# The same default as lab.config.lab_dir(); not imported, because pyinfra runs this file
-# with the inventories folder on the path, not necessarily the repository.
-_LAB_DIR = Path(os.environ.get("SPARKOPS_LAB_DIR", Path(__file__).resolve().parent.parent / ".lab"))
-_HOSTS_FILE = _LAB_DIR / "hosts.json"
+from lab import config as _lab_config
+
+_HOSTS_FILE = _lab_config.hosts_file()  # <repo>/.lab/hosts.json unless SPARKOPS_LAB_DIR
 
 if not _HOSTS_FILE.exists():
     raise SystemExit(f"no lab is up: run `sparkops lab up` (looked for {_HOSTS_FILE})")
