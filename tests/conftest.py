@@ -58,7 +58,11 @@ def app_server(db_stack):
     from app.config import Settings
     from sparkops.ephemeral.appserver import AppServer
 
-    settings = Settings(database_url=db_stack.app_conninfo(), release_id="test-release")
+    # The storm tests queue 1,000 requests on the pool; on a loaded 2-core CI machine the
+    # wait for a connection can pass the production default (5 s, then 503).
+    settings = Settings(
+        database_url=db_stack.app_conninfo(), release_id="test-release", db_timeout_s=60
+    )
     server = AppServer(settings).start()
     try:
         yield server
