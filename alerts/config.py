@@ -31,6 +31,8 @@ APP_SELECTOR = f'job="{JOB_APP}"'
 OUTBOX_SELECTOR = f'job="{JOB_OUTBOX}"'
 POSTGRES_SELECTOR = f'job="{JOB_POSTGRES}"'
 PGBOUNCER_SELECTOR = f'job="{JOB_PGBOUNCER}"'
+# Pools of real databases: pgBouncer's own admin console is listed as a pool too.
+PGBOUNCER_POOL_SELECTOR = f'{PGBOUNCER_SELECTOR}, database!="{defaults.PGBOUNCER_ADMIN_DB}"'
 BACKUP_SELECTOR = f'job="{JOB_NODE}"'
 # The dashboard's size panel shows the platform's database, not template0/1 or postgres.
 DATABASE_SELECTOR = f'datname="{defaults.DATABASE_NAME}"'

@@ -71,7 +71,7 @@ def _on_instance(what: str) -> str:
 # --- the signals, shared with the dashboard -----------------------------------------------
 RISK_BLOCK_RATE = f"sum by (rule) ({rate(m.RISK_BLOCKS, c.APP_SELECTOR)})"
 PGBOUNCER_MAX_WAIT = (
-    f"max by (instance, database) ({sel(m.PGBOUNCER_CLIENT_MAXWAIT, c.PGBOUNCER_SELECTOR)})"
+    f"max by (instance, database) ({sel(m.PGBOUNCER_CLIENT_MAXWAIT, c.PGBOUNCER_POOL_SELECTOR)})"
 )
 HTTP_P95_BY_ROUTE = (
     f"histogram_quantile({num(c.HTTP_LATENCY_QUANTILE)}, sum by (route, le) "

@@ -59,11 +59,11 @@ PANELS: tuple[Panel, ...] = (
         unit="short",
         queries=(
             Query(
-                f"sum by (database) ({sel(m.PGBOUNCER_SERVER_ACTIVE, c.PGBOUNCER_SELECTOR)})",
+                f"sum by (database) ({sel(m.PGBOUNCER_SERVER_ACTIVE, c.PGBOUNCER_POOL_SELECTOR)})",
                 "{{database}} server active",
             ),
             Query(
-                f"sum by (database) ({sel(m.PGBOUNCER_CLIENT_WAITING, c.PGBOUNCER_SELECTOR)})",
+                f"sum by (database) ({sel(m.PGBOUNCER_CLIENT_WAITING, c.PGBOUNCER_POOL_SELECTOR)})",
                 "{{database}} clients waiting",
             ),
             Query(rules.PGBOUNCER_MAX_WAIT, "{{database}} max wait", right_axis=True),

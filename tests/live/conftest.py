@@ -1,14 +1,13 @@
 """A live monitoring stack on loopback: PostgreSQL (WAL archiving on) + pgBouncer, the app
 (real uvicorn), the outbox dispatcher (`sparkops outbox run`, its own /metrics),
-postgres_exporter, and a throwaway Prometheus loaded with the generated rule file; traffic
-is driven through the app before the tests look.
+postgres_exporter, our pgBouncer exporter (app.pgbouncer_exporter) and a throwaway
+Prometheus loaded with the generated rule file; traffic is driven through the app before
+the tests look.
 
 `live` is what the tests read: the Prometheus and the set of scrape jobs that are running.
 To bring another component into the check, start it here and add its ScrapeTarget to
-`targets` (job names from alerts.config). Missing today: a pgBouncer exporter publishing
-the names in app.metric_names (no such exporter is packaged for Debian 12), e.g.
-
-    targets.append(ScrapeTarget(config.JOB_PGBOUNCER, pgbouncer_exporter.address))
+`targets` (job names from alerts.config). Not started here: node_exporter's textfile
+metrics (the backup timestamp and the restore drill's results; job `node`).
 """
 
 from __future__ import annotations
@@ -25,10 +24,13 @@ import pytest
 
 from alerts import build as alert_build
 from alerts import config
+from app import metric_names as m
+from app import pgbouncer_exporter as pgbouncer_exporter_module
 from app.config import Settings
 from app.outbox import settings as outbox_settings
 from sparkops import defaults, livecheck
 from sparkops.ephemeral.appserver import AppServer
+from sparkops.ephemeral.postgres import conninfo
 from sparkops.ephemeral.proc import free_port, stop_process
 from sparkops.ephemeral.prometheus import PostgresExporter, Prometheus, ScrapeTarget
 from sparkops.ephemeral.stack import DbStack
@@ -112,6 +114,32 @@ def outbox_dispatcher(live_stack):
         stop_process(proc)
 
 
+@pytest.fixture(scope="package")
+def pgbouncer_exporter(live_stack):
+    """app.pgbouncer_exporter as a child process, reading pgBouncer as its stats user."""
+    bouncer = live_stack.bouncer
+    dsn = conninfo(bouncer.host, bouncer.port, bouncer.stats_user, bouncer.stats_password,
+                   defaults.PGBOUNCER_ADMIN_DB)  # fmt: skip
+    address = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, **{pgbouncer_exporter_module.DSN_ENV: dsn})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.pgbouncer_exporter", "--listen", address],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: (
+                proc.poll() is None
+                and m.PGBOUNCER_UP + " 1.0" in httpx.get(f"http://{address}/metrics").text
+            ),
+            timeout=20,
+            what="the pgBouncer exporter to reach pgBouncer",
+        )
+        yield address
+    finally:
+        stop_process(proc)
+
+
 def drive_wal(stack: DbStack, segments: int = 2) -> None:
     """Write and switch WAL segments so the archiver has something to count."""
     assert stack.pg is not None
@@ -123,9 +151,10 @@ def drive_wal(stack: DbStack, segments: int = 2) -> None:
 
 
 @pytest.fixture(scope="package")
-def live(live_stack, postgres_exporter, live_app, outbox_dispatcher):
+def live(live_stack, postgres_exporter, pgbouncer_exporter, live_app, outbox_dispatcher):
     targets = [
         ScrapeTarget(config.JOB_POSTGRES, postgres_exporter.address),
+        ScrapeTarget(config.JOB_PGBOUNCER, pgbouncer_exporter),
         ScrapeTarget(config.JOB_APP, f"{live_app.host}:{live_app.port}"),
         ScrapeTarget(config.JOB_OUTBOX, outbox_dispatcher),
     ]

@@ -38,7 +38,8 @@ def test_snapshot_has_ten_panel_sections_with_charts(live, tmp_path):
     assert "<polyline" in by_title["Database size"]
     assert "<polyline" in by_title["WAL archiving status"]
     assert "<polyline" in by_title["CSP violations"]
-    assert "no data" in by_title["pgBouncer pool utilisation"]  # no pgBouncer exporter yet
+    assert "<polyline" in by_title["pgBouncer pool utilisation"]
+    assert not [title for title, body in by_title.items() if "no data" in body]
     # Self-contained: nothing for a browser to run or fetch.
     assert not re.search(r"<script|<link|<img|src=|href=|url\(", text)
 
