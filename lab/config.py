@@ -9,11 +9,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# --- which lab ----------------------------------------------------------------------------
+# One lab per id can run at a time on a machine; a second one (SPARKOPS_LAB_ID=1..9, e.g.
+# for tests while someone's lab is in use) gets its own bridge, subnet, names and directory.
+_lab_id = os.environ.get("SPARKOPS_LAB_ID", "0")
+if _lab_id not in [str(n) for n in range(10)]:
+    raise SystemExit(f"SPARKOPS_LAB_ID must be a digit 0-9, not {_lab_id!r}")
+LAB_ID = int(_lab_id)
+_suffix = str(LAB_ID) if LAB_ID else ""
+
 # --- the private network ------------------------------------------------------------------
 # The bridge only carries this subnet between the hosts and this machine: no NAT, no route
 # elsewhere. Hosts reach the Debian mirror only through the caching proxy on the bridge.
-BRIDGE = "sparklab0"
-SUBNET_PREFIX = "10.213.0"
+BRIDGE = f"sparklab{LAB_ID}"
+SUBNET_PREFIX = f"10.{213 + LAB_ID}.0"
 PREFIX_LEN = 24
 BRIDGE_IP = f"{SUBNET_PREFIX}.1"
 # This machine as the hosts see it (in their /etc/hosts): services the lab runs here for the
@@ -25,7 +34,11 @@ SSH_PORT = 22
 
 # Names of what the lab creates carry this prefix, so a teardown after a crash can find
 # its own leftovers by exact name (never by a pattern over other people's things).
-NAME_PREFIX = "sparklab"
+NAME_PREFIX = f"sparklab{_suffix}"
+# Host-side veth names: `<prefix><host>`; Linux allows 15 characters, so host names have
+# at most 9 (HOST_NAME_MAX).
+VETH_PREFIX = f"slab{_suffix}-"
+HOST_NAME_MAX = 9
 CGROUP2_ROOT = Path("/sys/fs/cgroup/unified")
 
 # --- hosts --------------------------------------------------------------------------------
@@ -39,12 +52,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def lab_dir() -> Path:
     """State of the running lab (state file, keys, host roots): `<repo>/.lab/` by default."""
-    return Path(os.environ.get("SPARKOPS_LAB_DIR", REPO_ROOT / ".lab"))
+    default = REPO_ROOT / ".lab" / f"id{LAB_ID}" if LAB_ID else REPO_ROOT / ".lab"
+    return Path(os.environ.get("SPARKOPS_LAB_DIR", default))
 
 
 def cache_dir() -> Path:
     """Images that survive between runs (outside the repository)."""
     return Path(os.environ.get("SPARKOPS_LAB_CACHE", "/var/cache/sparkops-lab"))
+
+
+def proxy_cache_dir() -> Path:
+    """apt-cacher-ng's cache: one per lab id (two proxies must not share a cache)."""
+    return cache_dir() / f"apt-cacher-ng{_suffix}"
 
 
 def state_file() -> Path:

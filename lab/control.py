@@ -17,7 +17,7 @@ from lab.errors import LabError
 from sparkops.wait import DeadlineExceeded, wait_until
 
 SSH_READY_TIMEOUT_SECONDS = 60
-HOST_NAME = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+HOST_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{config.HOST_NAME_MAX - 1}}}$")
 REQUIRED_TOOLS = ("ip", "unshare", "chroot", "mount", "tar", "ssh", "ssh-keygen")
 
 Log = Callable[[str], None]
@@ -43,7 +43,7 @@ def _check_names(names: Sequence[str]) -> None:
     if bad:
         raise LabError(
             f"bad host name(s) {', '.join(map(repr, bad))}: use a lower-case letter, then up "
-            "to 9 lower-case letters or digits"
+            f"to {config.HOST_NAME_MAX - 1} lower-case letters or digits"
         )
     if len(set(names)) != len(names):
         raise LabError(f"host names repeat in {', '.join(names)}")

@@ -12,7 +12,8 @@ from lab import cgroup, config, net, proxy, state
 from lab.errors import LabError
 
 # Runs as PID 1 of the host's new PID namespace, in its private mount namespace, just
-# before it becomes systemd: the API file systems systemd expects of a container.
+# before it becomes systemd: the API file systems systemd expects of a container, then the
+# host's root becomes the namespace's root and this machine's root is unmounted from it.
 _BOOT_SCRIPT = r"""
 set -e
 R="$LAB_ROOT"
@@ -35,7 +36,14 @@ ln -s /proc/self/fd "$R/dev/fd"
 ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"
 ln -s /proc/self/fd/2 "$R/dev/stderr"
-exec chroot "$R" /lib/systemd/systemd --log-target=console --show-status=no
+# pivot_root, not chroot: a chrooted process may not create user namespaces, and units
+# with PrivateUsers=true (prometheus.service) then fail with 217/USER.
+mkdir -p "$R/run/lab-oldroot"
+cd "$R"
+pivot_root . run/lab-oldroot
+# From here on the commands are the image's own.
+exec /bin/sh -c 'umount -l /run/lab-oldroot && rmdir /run/lab-oldroot && \
+    exec /lib/systemd/systemd --log-target=console --show-status=no'
 """
 
 

@@ -33,7 +33,7 @@ def netns_name(host: str) -> str:
 
 
 def veth_name(host: str) -> str:
-    return f"slab-{host}"  # interface names are at most 15 characters
+    return f"{config.VETH_PREFIX}{host}"
 
 
 def host_ip(index: int) -> str:

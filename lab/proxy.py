@@ -50,7 +50,7 @@ def ensure(lab_state: dict[str, Any]) -> None:
     home = config.lab_dir() / "proxy"
     (home / "conf").mkdir(parents=True, exist_ok=True)
     (home / "log").mkdir(parents=True, exist_ok=True)
-    cache = config.cache_dir() / "apt-cacher-ng"
+    cache = config.proxy_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     (home / "conf/acng.conf").write_text(
         "# managed by Spark Ops lab\n"

@@ -52,6 +52,14 @@ def test_hosts_boot_systemd_and_answer_ssh(lab_hosts):
         assert lines[1] in ("running", "degraded"), proc
 
 
+def test_units_can_use_private_user_namespaces(lab_hosts):
+    """Debian units such as prometheus.service set PrivateUsers=true; that fails (217/USER)
+    when systemd runs chrooted instead of in its own root."""
+    proc = _ssh(lab_hosts[2], "systemd-run -p PrivateUsers=true -p User=nobody --pipe --wait -q id")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("uid=65534(nobody)")
+
+
 def test_host_keys_are_checked(lab_hosts, tmp_path):
     """An empty known_hosts refuses the connection: the lab's known_hosts is what lets us in."""
     empty = tmp_path / "known_hosts"

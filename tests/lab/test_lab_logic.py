@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import subprocess
+import sys
 
 import pytest
 
@@ -113,3 +115,33 @@ def test_the_inventory_without_a_lab_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARKOPS_LAB_DIR", str(tmp_path))
     with pytest.raises(SystemExit, match="no lab is up: run `sparkops lab up`"):
         runpy.run_path(str(INVENTORY))
+
+
+def _config_under(lab_id: str) -> subprocess.CompletedProcess:
+    code = (
+        "from lab import config, net; "
+        "print(config.BRIDGE, config.SUBNET_PREFIX, net.netns_name('db'), net.veth_name('monitor'),"
+        " config.lab_dir().name)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "SPARKOPS_LAB_DIR"}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "SPARKOPS_LAB_ID": lab_id},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_second_lab_id_gets_its_own_names_subnet_and_directory():
+    default = _config_under("0").stdout.split()
+    second = _config_under("2").stdout.split()
+    assert default == ["sparklab0", "10.213.0", "sparklab-db", "slab-monitor", ".lab"]
+    assert second == ["sparklab2", "10.215.0", "sparklab2-db", "slab2-monitor", "id2"]
+    assert all(len(name) <= 15 for name in (*default, *second))
+
+
+def test_a_bad_lab_id_is_refused():
+    proc = _config_under("12")
+    assert proc.returncode != 0
+    assert "SPARKOPS_LAB_ID must be a digit 0-9, not '12'" in proc.stderr
