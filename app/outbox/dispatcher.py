@@ -63,6 +63,7 @@ class Dispatcher:
         *,
         recover_own_leases: bool = False,
         rng: random.Random | None = None,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -70,7 +71,7 @@ class Dispatcher:
         self.config = config or DispatcherSettings()
         self.recover_own_leases = recover_own_leases
         self.rng = rng or random.Random()
-        self.stop = asyncio.Event()
+        self.stop = stop or asyncio.Event()
         self._label = publisher.name
 
     # --- the loop ------------------------------------------------------------------------

@@ -35,6 +35,11 @@ async def serve(
 ) -> None:
     """Run until SIGTERM or SIGINT; return once the current batch is settled."""
     owner = name or default_owner()
+    # Handlers first: a SIGTERM while the pool is still connecting ends the run cleanly too.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
         log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
@@ -49,10 +54,8 @@ async def serve(
             # A name is a promise that one process at a time runs under it (a systemd
             # unit): whatever it holds at start was left by a predecessor that died.
             recover_own_leases=name is not None,
+            stop=stop,
         )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, dispatcher.stop.set)
         log.info("outbox dispatcher %s publishing to %s", owner, publisher.name)
         await dispatcher.run()
         log.info("outbox dispatcher %s stopped cleanly", owner)

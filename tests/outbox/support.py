@@ -19,6 +19,7 @@ from app.outbox import settings
 from app.outbox.dispatcher import Dispatcher
 from app.outbox.store import OutboxStore, app_pool
 from sparkops.ephemeral.stack import DbStack
+from sparkops.wait import wait_until
 
 STREAM = settings.REDIS_STREAM
 
@@ -114,16 +115,22 @@ def dispatcher_command(stack: DbStack, redis_url: str, name: str, *extra: str) -
     ]  # fmt: skip
 
 
+READY_LINE = "publishing to"  # logged by app.outbox.service once its loop runs
+
+
 def start_dispatcher(
-    stack: DbStack, redis_url: str, name: str, log_dir: Path, *extra: str
+    stack: DbStack, redis_url: str, name: str, log_dir: Path, *extra: str, ready: bool = True
 ) -> subprocess.Popen:
-    """A dispatcher as its own process, as in production (metrics off unless asked)."""
+    """A dispatcher as its own process, as in production (metrics off unless asked); with
+    `ready`, return once its loop runs (signals handled, pool open)."""
     if "--metrics-port" not in extra:
         extra = (*extra, "--metrics-port", "0")
-    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    path = log_dir / f"{name}.log"
+    starts_before = path.read_text().count(READY_LINE) if path.exists() else 0
+    log = open(path, "ab")  # noqa: SIM115 - the child owns it
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             dispatcher_command(stack, redis_url, name, *extra),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -131,6 +138,20 @@ def start_dispatcher(
         )
     finally:
         log.close()
+    if ready:
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"dispatcher {name} exited:\n{path.read_text()[-3000:]}")
+            return path.read_text().count(READY_LINE) > starts_before
+
+        try:
+            wait_until(started, timeout=30, what=f"dispatcher {name} to start")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return proc
 
 
 def scrape(port: int) -> dict[str, float]:
