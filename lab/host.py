@@ -123,6 +123,10 @@ def prepare_root(
     (etc / "resolv.conf").unlink(missing_ok=True)
     (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
     (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
+    # A UTF-8 locale as on an installed server: services (and initdb's default encoding)
+    # would otherwise fall back to POSIX/SQL_ASCII when no locale reaches them.
+    for locale_file in ("default/locale", "locale.conf"):
+        (etc / locale_file).write_text("LANG=C.UTF-8\n")
     (etc / "apt/apt.conf.d/01sparkops-lab-proxy").write_text(proxy.apt_conf())
 
 

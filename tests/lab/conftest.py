@@ -4,7 +4,8 @@ session and takes them down at the end.
 Tests outside tests/lab/ (the deploy tests) can reuse it with
 `from tests.lab.conftest import lab_hosts`; a second copy of the fixture then finds the lab
 already up, shares it and leaves the teardown to the copy that brought it up. A lab that was
-up before the session (someone's own) is used and left up.
+up before the session (someone's own) is used and left up; to test beside it instead, run
+pytest with SPARKOPS_LAB_ID=1 (a second lab: its own bridge, subnet and directory).
 """
 
 from __future__ import annotations
@@ -52,5 +53,8 @@ def owned_lab(lab_hosts):
     """For tests that take the lab down: only a lab this session brought up, never one that
     someone (a deploy in progress) had up before."""
     if not _session["owns_lab"]:
-        pytest.skip("a lab was up before this session: not taking someone's lab down")
+        pytest.skip(
+            "a lab was up before this session: not taking someone's lab down "
+            "(SPARKOPS_LAB_ID=1 runs the tests in a second lab beside it)"
+        )
     return lab_hosts

@@ -43,13 +43,14 @@ def _pyinfra(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_hosts_boot_systemd_and_answer_ssh(lab_hosts):
     assert [h["name"] for h in lab_hosts] == list(config.DEFAULT_HOSTS)
     for h in lab_hosts:
-        proc = _ssh(h, "hostname; systemctl is-system-running")
+        proc = _ssh(h, "hostname; systemctl is-system-running; systemctl show-environment")
         lines = proc.stdout.split()
         assert lines[0] == h["name"], proc
         if lines[1] == "degraded":
             failed = _ssh(h, "systemctl --failed --no-legend").stdout
             print(f"{h['name']} is degraded; failed units:\n{failed}")
         assert lines[1] in ("running", "degraded"), proc
+        assert "LANG=C.UTF-8" in lines[2:], "services would run without a UTF-8 locale"
 
 
 def test_units_can_use_private_user_namespaces(lab_hosts):
