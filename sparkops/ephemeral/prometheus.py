@@ -26,6 +26,7 @@ from sparkops.wait import wait_until
 
 PROMETHEUS_BIN = "prometheus"
 POSTGRES_EXPORTER_BIN = "prometheus-postgres-exporter"
+NODE_EXPORTER_BIN = "prometheus-node-exporter"
 
 
 @dataclass(frozen=True)
@@ -225,3 +226,40 @@ class PostgresExporter:
             self.proc = None
         if self.log_path is not None:
             self.log_path.unlink(missing_ok=True)
+
+
+@dataclass
+class NodeExporter:
+    """Debian's node_exporter with only the textfile collector, reading `textfile_dir`: the
+    way the backup job and the restore drill publish their results on the db hosts."""
+
+    textfile_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> NodeExporter:
+        if not self.port:
+            self.port = free_port(self.host)
+        self.proc = subprocess.Popen(
+            [NODE_EXPORTER_BIN, f"--web.listen-address={self.address}",
+             "--collector.disable-defaults", "--collector.textfile",
+             f"--collector.textfile.directory={self.textfile_dir}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        wait_until(self._serves, timeout=timeout, what="node_exporter to serve /metrics")
+        return self
+
+    def _serves(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError("node_exporter exited")
+        return httpx.get(f"http://{self.address}/metrics", timeout=5).is_success
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None

@@ -6,8 +6,8 @@ the tests look.
 
 `live` is what the tests read: the Prometheus and the set of scrape jobs that are running.
 To bring another component into the check, start it here and add its ScrapeTarget to
-`targets` (job names from alerts.config). Not started here: node_exporter's textfile
-metrics (the backup timestamp and the restore drill's results; job `node`).
+`targets` (job names from alerts.config). node_exporter publishes textfile metrics written
+here the way the backup job and the restore drill write them on the db hosts.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,12 @@ from sparkops import defaults, livecheck
 from sparkops.ephemeral.appserver import AppServer
 from sparkops.ephemeral.postgres import conninfo
 from sparkops.ephemeral.proc import free_port, stop_process
-from sparkops.ephemeral.prometheus import PostgresExporter, Prometheus, ScrapeTarget
+from sparkops.ephemeral.prometheus import (
+    NodeExporter,
+    PostgresExporter,
+    Prometheus,
+    ScrapeTarget,
+)
 from sparkops.ephemeral.stack import DbStack
 from sparkops.generated import REPO_ROOT
 from sparkops.wait import DeadlineExceeded, wait_until
@@ -140,6 +146,36 @@ def pgbouncer_exporter(live_stack):
         stop_process(proc)
 
 
+def write_textfile(directory: Path, name: str, samples: dict[str, float]) -> None:
+    """Atomically, as node_exporter's textfile collector expects (temporary file, rename)."""
+    body = "".join(f"{metric} {value}\n" for metric, value in samples.items())
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(body)
+    tmp.replace(directory / name)
+
+
+@pytest.fixture(scope="package")
+def node_exporter(tmp_path_factory):
+    textfiles = tmp_path_factory.mktemp("textfile")
+    now = time.time()
+    backup = m.PGBACKREST_LAST_BACKUP_TIMESTAMP + f'{{stanza="{defaults.PGBACKREST_STANZA}"}}'
+    write_textfile(textfiles, "pgbackrest.prom", {backup: now - 3600})
+    write_textfile(
+        textfiles,
+        "restore_drill.prom",
+        {
+            m.RESTORE_DRILL_LAST_SUCCESS: 1,
+            m.RESTORE_DRILL_LAST_RUN_TIMESTAMP: now - 600,
+            m.RESTORE_DRILL_DURATION: 42.5,
+        },
+    )
+    exporter = NodeExporter(textfiles).start()
+    try:
+        yield exporter.address
+    finally:
+        exporter.stop()
+
+
 def drive_wal(stack: DbStack, segments: int = 2) -> None:
     """Write and switch WAL segments so the archiver has something to count."""
     assert stack.pg is not None
@@ -151,8 +187,11 @@ def drive_wal(stack: DbStack, segments: int = 2) -> None:
 
 
 @pytest.fixture(scope="package")
-def live(live_stack, postgres_exporter, pgbouncer_exporter, live_app, outbox_dispatcher):
+def live(
+    live_stack, postgres_exporter, pgbouncer_exporter, node_exporter, live_app, outbox_dispatcher
+):
     targets = [
+        ScrapeTarget(config.JOB_NODE, node_exporter),
         ScrapeTarget(config.JOB_POSTGRES, postgres_exporter.address),
         ScrapeTarget(config.JOB_PGBOUNCER, pgbouncer_exporter),
         ScrapeTarget(config.JOB_APP, f"{live_app.host}:{live_app.port}"),
