@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 from lab import cgroup, config, control, host, net, ssh, state
 from sparkops.commands.lab import command as lab_command
+from sparkops.wait import wait_until
 
 pytestmark = pytest.mark.lab
 
@@ -83,12 +84,13 @@ def test_hosts_reach_each_other_over_the_bridge(lab_hosts):
     )
     assert started.returncode == 0, started.stderr
     try:
-        fetched = _ssh(
-            app,
-            f"for i in $(seq 50); do curl -sf http://db:{PROBE_PORT}/hostname && exit 0;"
-            " sleep 0.1; done; exit 1",
+        url = f"http://db:{PROBE_PORT}/hostname"
+        fetched = wait_until(
+            lambda: _ssh(app, f"curl -sf {url}").stdout.strip(),
+            timeout=15,
+            what=f"{url} to answer from host app",
         )
-        assert fetched.stdout.strip() == "db", fetched
+        assert fetched == "db"
     finally:
         _ssh(db, "systemctl stop lab-probe")
 
