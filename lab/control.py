@@ -17,6 +17,10 @@ from lab.errors import LabError
 from sparkops.wait import DeadlineExceeded, wait_until
 
 SSH_READY_TIMEOUT_SECONDS = 60
+# Bump when running hosts made by an older version would behave differently (how they boot,
+# what they are given); `up` then makes the lab again instead of saying it is up.
+# 2: systemd in a pivot_root'ed root (PrivateUsers=true units work), a UTF-8 locale.
+LAB_FORMAT = 2
 HOST_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{config.HOST_NAME_MAX - 1}}}$")
 REQUIRED_TOOLS = ("ip", "unshare", "chroot", "mount", "tar", "ssh", "ssh-keygen")
 
@@ -80,9 +84,13 @@ def up(names: Sequence[str] = config.DEFAULT_HOSTS, log: Log = print) -> UpResul
                     f"a lab is up with hosts {', '.join(running)}, not {', '.join(names)}: "
                     "run `sparkops lab down` first"
                 )
-            if all(host.systemd_pid_alive(lab_state["hosts"].get(n, {})) for n in names):
+            alive = all(host.systemd_pid_alive(lab_state["hosts"].get(n, {})) for n in names)
+            if alive and lab_state.get("format") == LAB_FORMAT:
                 return UpResult(ready, True, None, time.monotonic() - started)
-            log("the lab is partly down; tearing it down and bringing it up again")
+            if alive:
+                log("the lab was made by an older version of the lab; making it again")
+            else:
+                log("the lab is partly down; tearing it down and bringing it up again")
         if ready is not None or lab_state["hosts"] or lab_state["bridge"]:
             _down_locked(log=lambda _msg: None)
             lab_state = state.load()
@@ -100,6 +108,7 @@ def _bring_up(
         log(f"host image built in {built:.1f}s")
     ssh.ensure_client_key()
     lab_state["bridge"] = config.BRIDGE
+    lab_state["format"] = LAB_FORMAT
     state.save(lab_state)
     net.ensure_bridge()
     proxy.ensure(lab_state)

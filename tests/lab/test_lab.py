@@ -171,6 +171,18 @@ def test_up_again_says_the_lab_is_up(lab_hosts):
     assert again.hosts == lab_hosts
 
 
+def test_up_makes_a_lab_of_an_older_format_again(owned_lab):
+    lab_state = state.load()
+    lab_state["format"] = control.LAB_FORMAT - 1
+    state.save(lab_state)
+    messages: list[str] = []
+    again = control.up(config.DEFAULT_HOSTS, log=messages.append)
+    assert not again.already_up
+    assert "older version" in " ".join(messages)
+    assert again.hosts == owned_lab
+    assert state.load()["format"] == control.LAB_FORMAT
+
+
 def test_ssh_to_an_unknown_host_lists_the_hosts(lab_hosts):
     result = CliRunner().invoke(lab_command, ["ssh", "nosuchhost", "--", "true"])
     assert result.exit_code != 0
