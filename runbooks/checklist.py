@@ -1,0 +1,211 @@
+"""The shape every runbook shares: preconditions, a printed plan, confirmation, timed steps,
+verification, evidence, and a clear exit.
+
+Exit codes: 0 done and verified; 1 failed while acting or in verification (the message says
+what state things are in); 2 refused before any change (bad input, a precondition failed);
+3 not confirmed (nothing changed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+
+import click
+
+from runbooks.evidence import Evidence
+from runbooks.executor import Executor, Result
+
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_NOT_CONFIRMED = 0, 1, 2, 3
+
+
+class Refused(RuntimeError):
+    """A precondition failed or the input is bad; nothing was changed."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.hint = hint
+
+
+class StepFailed(RuntimeError):
+    """A step failed after changes began; the message says what state things are in."""
+
+
+@dataclass
+class StepRecord:
+    number: int
+    name: str
+    seconds: float
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+@dataclass
+class Run:
+    """One execution of a runbook: collects the plan, the steps, the checks and the facts."""
+
+    runbook: str
+    evidence: Evidence | None = None
+    json_mode: bool = False
+    plan: list[str] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    outcome: str = "planned"
+    message: str = ""
+    _buffer: list[str] | None = None
+
+    # --- output ---------------------------------------------------------------------------
+    def say(self, text: str = "") -> None:
+        # With --json, stdout carries only the JSON result; people read stderr.
+        click.echo(text, err=self.json_mode)
+
+    def watch(self, *executors: Executor) -> None:
+        """Copy every command these executors run into the current step's log."""
+        for executor in executors:
+            if self._record not in executor.recorders:
+                executor.recorders.append(self._record)
+
+    def _record(self, result: Result) -> None:
+        if self._buffer is not None:
+            self._buffer.append(
+                f"$ {result.shown}\n# exit {result.returncode} in {result.seconds:.2f}s\n"
+                f"{result.output()}\n"
+            )
+
+    def note(self, text: str) -> None:
+        if self._buffer is not None:
+            self._buffer.append(text + "\n")
+
+    # --- plan -----------------------------------------------------------------------------
+    def show_plan(self) -> None:
+        text = "\n".join(self.plan)
+        self.say(text)
+        if self.evidence:
+            self.evidence.write("plan.txt", text)
+
+    # --- steps ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        number = len(self.steps) + 1
+        self.say(f"[{number}] {name} ...")
+        self._buffer = []
+        start = time.monotonic()
+        ok, detail = False, ""
+        try:
+            yield
+            ok = True
+        except Exception as exc:
+            detail = str(exc)
+            raise
+        finally:
+            seconds = time.monotonic() - start
+            self.steps.append(StepRecord(number, name, round(seconds, 3), ok, detail))
+            lines = self._buffer
+            self._buffer = None
+            status = "ok" if ok else f"FAILED: {detail}"
+            if self.evidence:
+                header = f"step {number}: {name}\nstatus: {status}\nseconds: {seconds:.3f}\n\n"
+                self.evidence.step_log(number, name, header + "".join(lines))
+            self.say(f"    {'ok' if ok else 'FAILED'} ({seconds:.1f} s)")
+
+    def step_seconds(self, name: str) -> float | None:
+        return next((s.seconds for s in self.steps if s.name == name), None)
+
+    # --- verification ---------------------------------------------------------------------
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.checks.append(Check(name, bool(ok), detail))
+        self.say(f"    {'PASS' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
+        return bool(ok)
+
+    @property
+    def verified(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    # --- the end --------------------------------------------------------------------------
+    def result(self) -> dict:
+        return {
+            "runbook": self.runbook,
+            "outcome": self.outcome,
+            "message": self.message,
+            "started": self.started.isoformat(),
+            "finished": datetime.now(UTC).isoformat(),
+            "evidence": str(self.evidence.path) if self.evidence else None,
+            "plan": self.plan,
+            "steps": [asdict(s) for s in self.steps],
+            "checks": [asdict(c) for c in self.checks],
+            "facts": self.facts,
+        }
+
+    def finish(self, outcome: str, message: str = "") -> dict:
+        self.outcome, self.message = outcome, message
+        result = self.result()
+        if self.evidence:
+            self.evidence.write_json("result.json", result)
+            self.evidence.write_json("verification.json", result["checks"])
+            self.evidence.write("summary.md", summary_markdown(result))
+        return result
+
+
+def summary_markdown(result: dict) -> str:
+    lines = [
+        f"# {result['runbook']}: {result['outcome']}",
+        "",
+        result["message"] or "",
+        "",
+        f"- started: {result['started']}",
+        f"- finished: {result['finished']}",
+        "",
+        "## Plan",
+        "",
+        "```",
+        *result["plan"],
+        "```",
+        "",
+        "## Steps",
+        "",
+        "| # | step | seconds | status |",
+        "|---|------|---------|--------|",
+    ]
+    for s in result["steps"]:
+        lines.append(
+            f"| {s['number']} | {s['name']} | {s['seconds']:.2f} | "
+            f"{'ok' if s['ok'] else 'FAILED'} |"
+        )
+    lines += ["", "## Verification", ""]
+    for c in result["checks"]:
+        lines.append(f"- {'PASS' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}")
+    if result["facts"]:
+        lines += [
+            "",
+            "## Facts",
+            "",
+            "```json",
+            json.dumps(result["facts"], indent=2, sort_keys=True, default=str),
+            "```",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def confirm(question: str, *, yes: bool, run: Run) -> bool:
+    """The one confirmation helper of every destructive command: `--yes` skips it; anything
+    but an explicit yes (including end of input) is a no."""
+    if yes:
+        run.say(f"{question} [y/N]: yes (--yes)")
+        return True
+    try:
+        return click.confirm(question, default=False, err=True)
+    except click.Abort:
+        return False

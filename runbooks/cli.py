@@ -1,0 +1,121 @@
+"""What every runbook command shares on the command line: `--dry-run`, `--yes`, `--json`,
+`--evidence-dir`, and one way of ending (exit code, message, JSON result)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from runbooks.checklist import (
+    EXIT_FAILED,
+    EXIT_NOT_CONFIRMED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    Refused,
+    Run,
+    StepFailed,
+    confirm,
+)
+from runbooks.evidence import Evidence
+from runbooks.executor import CommandFailed
+
+
+def runbook_options(func: Callable) -> Callable:
+    for option in reversed(
+        [
+            click.option(
+                "--dry-run",
+                is_flag=True,
+                help="Check the preconditions and print the plan; change nothing.",
+            ),
+            click.option(
+                "--yes", "-y", is_flag=True, help="Do not ask for confirmation (automation)."
+            ),
+            click.option(
+                "--json",
+                "json_output",
+                is_flag=True,
+                help="Print the result as JSON on stdout (people read stderr).",
+            ),
+            click.option(
+                "--evidence-dir",
+                type=click.Path(path_type=Path),
+                default=None,
+                help="Where the evidence folder goes (default: <repo>/evidence).",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def conduct(
+    name: str,
+    *,
+    json_output: bool,
+    evidence_dir: Path | None,
+    dry_run: bool,
+    yes: bool,
+    prepare: Callable[[Run], object],
+    act: Callable[[Run, object], None],
+    question: str,
+    destructive: bool = True,
+) -> None:
+    """Preconditions and plan (prepare), confirmation, then act; exits with the runbook's code."""
+    run = Run(name, json_mode=json_output)
+    code = EXIT_OK
+    try:
+        try:
+            prepared = prepare(run)
+        except Refused as exc:
+            run.say(f"REFUSED: {exc}")
+            if exc.hint:
+                run.say(f"  what to do: {exc.hint}")
+            run.say("  nothing was changed")
+            _emit(
+                run.finish("refused", f"{exc} ({exc.hint})" if exc.hint else str(exc)), json_output
+            )
+            sys.exit(EXIT_REFUSED)
+        if dry_run:
+            run.show_plan()
+            run.say("dry run: nothing was changed")
+            _emit(run.finish("dry-run", "plan only"), json_output)
+            sys.exit(EXIT_OK)
+        run.evidence = Evidence(name, evidence_dir)
+        run.show_plan()
+        if destructive and not confirm(question, yes=yes, run=run):
+            run.say("not confirmed: nothing was changed")
+            _emit(run.finish("not-confirmed", "the operator did not confirm"), json_output)
+            sys.exit(EXIT_NOT_CONFIRMED)
+        try:
+            act(run, prepared)
+        except Refused as exc:
+            run.say(f"REFUSED: {exc}")
+            run.finish("refused", str(exc))
+            code = EXIT_REFUSED
+        except (StepFailed, CommandFailed) as exc:
+            run.say(f"FAILED: {exc}")
+            run.finish("failed", str(exc))
+            code = EXIT_FAILED
+        else:
+            if run.verified:
+                run.finish("done", "verified")
+            else:
+                failed = ", ".join(c.name for c in run.checks if not c.ok)
+                run.say(f"FAILED verification: {failed}")
+                run.finish("failed", f"verification failed: {failed}")
+                code = EXIT_FAILED
+        run.say(f"evidence: {run.evidence.path}")
+        _emit(run.result(), json_output)
+    except SystemExit:
+        raise
+    sys.exit(code)
+
+
+def _emit(result: dict, json_output: bool) -> None:
+    if json_output:
+        click.echo(json.dumps(result, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,49 @@
+"""The evidence folder each runbook run leaves: `evidence/<UTC timestamp>-<runbook>/`.
+
+plan.txt                  the plan as printed before acting
+steps/<n>-<name>.log      each step's commands, output and timing
+<name>.txt / <name>.json  facts recorded along the way (pgbackrest info, LSNs, checks)
+result.json, summary.md   the outcome
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROOT = REPO_ROOT / "evidence"
+
+
+def utc_stamp(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "step"
+
+
+class Evidence:
+    def __init__(self, runbook: str, root: Path | None = None):
+        base = Path(root) if root else DEFAULT_ROOT
+        path = base / f"{utc_stamp()}-{runbook}"
+        suffix = 1
+        while path.exists():  # two runs in one second (tests) get their own folders
+            suffix += 1
+            path = base / f"{utc_stamp()}-{runbook}-{suffix}"
+        self.path = path
+        (self.path / "steps").mkdir(parents=True)
+
+    def write(self, name: str, text: str) -> Path:
+        target = self.path / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text if text.endswith("\n") else text + "\n")
+        return target
+
+    def write_json(self, name: str, value) -> Path:
+        return self.write(name, json.dumps(value, indent=2, sort_keys=True, default=str))
+
+    def step_log(self, number: int, name: str, text: str) -> Path:
+        return self.write(f"steps/{number:02d}-{slug(name)}.log", text)

@@ -1,0 +1,430 @@
+"""Point-in-time restore with pgBackRest: in place on the db host, or onto another data
+directory / host so production stays untouched while the restore is inspected.
+
+`prepare()` reads everything and decides (the backup set, the bounds, the options) without
+changing anything; `execute()` acts, one timed step at a time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
+
+from runbooks import checks, wal
+from runbooks.checklist import Refused, Run, StepFailed
+from runbooks.executor import CommandFailed
+from runbooks.target import DbTarget
+from runbooks.wal import BackupSet, RepoInfo, format_lsn, parse_lsn
+from sparkops import defaults
+from sparkops.wait import DeadlineExceeded, wait_until
+
+KINDS = ("time", "lsn", "name", "latest")
+PGBACKREST_TYPE = {"time": "time", "lsn": "lsn", "name": "name", "latest": "default"}
+# The backup's stop timestamp has whole seconds; its consistent point can be up to a second
+# later than the number says.
+STOP_TIME_SLACK = timedelta(seconds=1)
+
+
+@dataclass
+class Request:
+    kind: str
+    value: str | None = None
+    checks: dict[str, str] = field(default_factory=lambda: dict(checks.DEFAULT_CHECKS))
+    dest: DbTarget | None = None  # None: in place
+    target_timeline: str | None = None
+    pause_bouncer: bool = True
+    recovery_timeout: float = 3600.0
+    archive_timeout: float = 2.0 * defaults.ARCHIVE_TIMEOUT_SECONDS
+
+
+@dataclass
+class Plan:
+    request: Request
+    source: DbTarget
+    dest: DbTarget
+    info: RepoInfo
+    backup: BackupSet
+    primary_up: bool
+    timeline: int | None
+    current_lsn: int | None
+    target_time: datetime | None = None
+    target_lsn: int | None = None
+    options: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def in_place(self) -> bool:
+        return self.request.dest is None
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise Refused(
+            f"--time {text!r} is not a timestamp",
+            "use ISO 8601 with a zone, e.g. 2026-11-29T08:15:00Z or 2026-11-29 11:15:00+03:00",
+        ) from None
+    if moment.tzinfo is None:
+        raise Refused(
+            f"--time {text!r} has no time zone",
+            "add one (Z for UTC, or +03:00): a bare time means a different moment on each machine",
+        )
+    moment = moment.astimezone(UTC)
+    if moment > now:
+        raise Refused(
+            f"--time {moment.isoformat()} is in the future (now {now.isoformat()})",
+            "pick a moment in the past; for everything archived use --latest",
+        )
+    return moment
+
+
+def validate_request(req: Request, now: datetime) -> tuple[datetime | None, int | None]:
+    """Input checks that need no host: the kind, the time's shape, the LSN's shape."""
+    if req.kind not in KINDS:
+        raise Refused(f"unknown restore target kind {req.kind!r}", f"use one of {KINDS}")
+    if req.kind == "time":
+        return parse_time(req.value or "", now), None
+    if req.kind == "lsn":
+        return None, parse_lsn(req.value or "")
+    if req.kind == "name" and not (req.value or "").strip():
+        raise Refused("--restore-point needs a name", "give the name used at creation")
+    return None, None
+
+
+def _timeline_of_stopped(target: DbTarget) -> int | None:
+    result = target.executor.run(
+        [f"{target.bindir}/pg_controldata", "-D", target.data_dir], user=target.os_user, check=False
+    )
+    for line in result.stdout.splitlines():
+        if line.startswith("Latest checkpoint's TimeLineID:"):
+            return int(line.split(":")[1])
+    return None
+
+
+def _latest_before(backups: list[BackupSet], ok) -> BackupSet | None:
+    chosen = [b for b in backups if ok(b)]
+    return chosen[-1] if chosen else None
+
+
+def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = None) -> Plan:
+    now = now or datetime.now(UTC)
+    target_time, target_lsn = validate_request(req, now)
+    info = wal.read_info(source)
+    if not info.backups:
+        raise Refused(
+            f"stanza {source.stanza!r} has no usable backup",
+            "take one: pgbackrest --stanza=NAME --type=full backup",
+        )
+    run.facts["pgbackrest_info"] = info.raw
+    primary_up = source.is_up()
+    if primary_up:
+        state = source.query_json(
+            "SELECT pg_current_wal_lsn()::text AS lsn, pg_is_in_recovery() AS recovery, "
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl"
+        )[0]
+        current_lsn, timeline = parse_lsn(state["lsn"]), state["tl"]
+    else:
+        current_lsn, timeline = None, _timeline_of_stopped(source)
+    oldest, newest = info.backups[0], info.backups[-1]
+    archive_end = wal.segment_end_lsn(info.archive_max) if info.archive_max else None
+    lsn_upper = current_lsn if primary_up else archive_end
+    bounds = ""
+
+    if req.kind == "time":
+        lower = oldest.stop_time + STOP_TIME_SLACK
+        if primary_up:
+            upper, upper_why = now, "now (the live WAL is archived before the restore)"
+        else:
+            segments = wal.archived_segments(source)
+            upper = wal.last_commit_time(source, segments)
+            upper_why = "the last commit in archived WAL"
+        valid = f"valid range: {lower.isoformat()} .. {upper.isoformat() if upper else '?'}"
+        if target_time < lower:
+            raise Refused(
+                f"--time {target_time.isoformat()} is before the end of the oldest backup "
+                f"({oldest.describe()}); {valid}",
+                "pick a later time, or restore from an older repository if one exists",
+            )
+        if upper is None or target_time > upper:
+            raise Refused(
+                f"--time {target_time.isoformat()} is after {upper_why}; {valid}",
+                "pick an earlier time, or use --latest",
+            )
+        backup = _latest_before(
+            info.backups, lambda b: b.stop_time + STOP_TIME_SLACK <= target_time
+        )
+        bounds = f"{valid} (upper bound: {upper_why})"
+    elif req.kind in ("lsn", "name"):
+        if req.kind == "name":
+            segments = wal.archived_segments(source)
+            found = wal.find_restore_point(source, req.value, segments)
+            if not found:
+                span = f"{segments[0]} .. {segments[-1]}" if segments else "none"
+                raise Refused(
+                    f"no restore point named {req.value!r} in the archived WAL ({span})",
+                    "list restore points with `pg_waldump -r XLOG` or create one with "
+                    "`sparkops restore-point create NAME`",
+                )
+            target_lsn = found[-1]
+            if len(found) > 1:
+                run.facts["restore_point_duplicates"] = [format_lsn(x) for x in found]
+        valid = (
+            f"valid range: {format_lsn(oldest.stop_lsn)} .. "
+            f"{format_lsn(lsn_upper) if lsn_upper else '?'}"
+        )
+        what = f"LSN {format_lsn(target_lsn)}"
+        if req.kind == "name":
+            what = f"restore point {req.value!r} at {what}"
+        if target_lsn < oldest.stop_lsn:
+            raise Refused(
+                f"{what} is before the end of the oldest backup ({oldest.describe()}); {valid}",
+                "pick a later target",
+            )
+        if lsn_upper is not None and target_lsn > lsn_upper:
+            raise Refused(
+                f"{what} is after the end of WAL ({format_lsn(lsn_upper)}); {valid}",
+                "pick an earlier LSN, or use --latest",
+            )
+        backup = _latest_before(info.backups, lambda b: b.stop_lsn <= target_lsn)
+        bounds = valid
+    else:
+        backup = newest
+        bounds = "everything archived"
+    assert backup is not None
+
+    dest = req.dest or source
+    plan = Plan(
+        req, source, dest, info, backup, primary_up, timeline, current_lsn, target_time, target_lsn
+    )
+    plan.options = restore_options(plan)
+    plan.lines = plan_lines(plan, now, bounds)
+    run.plan = plan.lines
+    run.facts.update(
+        backup=backup.label,
+        timeline_before=timeline,
+        lsn_before=format_lsn(current_lsn) if current_lsn is not None else None,
+        target={"kind": req.kind, "value": req.value},
+        pgbackrest_options=plan.options,
+    )
+    return plan
+
+
+def restore_options(plan: Plan) -> list[str]:
+    req = plan.request
+    options = ["--delta", f"--set={plan.backup.label}", f"--type={PGBACKREST_TYPE[req.kind]}"]
+    if req.kind == "time":
+        options.append(f"--target={plan.target_time.isoformat(sep=' ')}")
+    elif req.kind == "lsn":
+        options.append(f"--target={format_lsn(plan.target_lsn)}")
+    elif req.kind == "name":
+        options.append(f"--target={req.value}")
+    if req.kind != "latest":
+        options.append("--target-action=promote")
+    if req.target_timeline:
+        options.append(f"--target-timeline={req.target_timeline}")
+    if not plan.in_place:
+        # The copy must not push its own WAL into production's archive.
+        options += [f"--pg1-path={plan.dest.data_dir}", "--archive-mode=off"]
+    return options
+
+
+def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
+    req, src, dest = plan.request, plan.source, plan.dest
+    target = {
+        "time": lambda: plan.target_time.isoformat(),
+        "lsn": lambda: req.value,
+        "name": lambda: f"{req.value} (LSN {format_lsn(plan.target_lsn)})",
+        "latest": lambda: "the end of archived WAL",
+    }[req.kind]()
+    where = (
+        f"IN PLACE on {src.label} ({src.executor.name}:{src.data_dir})"
+        if plan.in_place
+        else f"onto {dest.label} ({dest.executor.name}:{dest.data_dir}, port {dest.port}); "
+        f"{src.label} is not touched"
+    )
+    if req.kind == "latest":
+        loss = "only writes that were never archived (the live WAL is archived first)"
+    elif req.kind == "time":
+        loss = (
+            f"every commit after {plan.target_time.isoformat()} "
+            f"({(now - plan.target_time).total_seconds():.0f} s of history)"
+        )
+    else:
+        since = f"{format_lsn(plan.target_lsn)}"
+        if plan.current_lsn is not None:
+            since += f" ({(plan.current_lsn - plan.target_lsn) / 1048576:.1f} MB of WAL)"
+        loss = f"every change after {since}"
+    if not plan.in_place:
+        loss = "none on production (a copy); " + loss + " is absent from the copy"
+    lines = [
+        f"PITR restore plan ({now.isoformat()})",
+        f"  target:          {req.kind} = {target}",
+        f"  where:           {where}",
+        f"  backup set:      {plan.backup.describe()}",
+        f"  bounds:          {bounds}",
+        f"  timeline now:    {plan.timeline if plan.timeline is not None else 'unknown'}",
+        f"  PostgreSQL:      {'running' if plan.primary_up else 'not running'}"
+        + (f", WAL at {format_lsn(plan.current_lsn)}" if plan.current_lsn is not None else ""),
+        f"  data loss:       {loss}",
+        "  steps:",
+    ]
+    steps = []
+    if plan.in_place and req.pause_bouncer and src.bouncer:
+        steps.append(f"pause pgBouncer (PAUSE {src.bouncer.database})")
+    if plan.primary_up:
+        steps.append("archive the live WAL (commit marker, pg_switch_wal, wait for the archiver)")
+    steps.append(
+        f"stop PostgreSQL ({src.service.description})"
+        if plan.in_place
+        else f"create {dest.data_dir} (must be empty)"
+    )
+    steps.append("pgbackrest restore " + " ".join(plan.options))
+    steps.append(f"start PostgreSQL ({dest.service.description})")
+    steps.append(f"wait for recovery to end (deadline {req.recovery_timeout:.0f} s)")
+    steps.append(
+        "verify: not in recovery, amcheck on the app's indexes, queries: " + ", ".join(req.checks)
+    )
+    if plan.in_place and req.pause_bouncer and src.bouncer:
+        steps.append("resume pgBouncer")
+    lines += [f"    {n}. {s}" for n, s in enumerate(steps, 1)]
+    return lines
+
+
+# --- acting -------------------------------------------------------------------------------
+def archive_live_wal(source: DbTarget, timeout: float) -> str:
+    """Make sure every commit so far is in the archive: a transaction with an xid (its commit
+    record gives a time target something to stop at), a segment switch, then wait for the
+    archiver to report that segment."""
+    row = source.query_json(
+        "SELECT txid_current() AS xid, pg_current_wal_lsn()::text AS lsn_before"
+    )[0]
+    segment = source.psql("SELECT pg_walfile_name(pg_switch_wal())", dbname="postgres")
+
+    def archived() -> bool:
+        last = source.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+        return last[8:] >= segment[8:] and last[:8] == segment[:8]
+
+    try:
+        wait_until(
+            archived, timeout=timeout, what=f"WAL segment {segment} to be archived", interval=0.2
+        )
+    except DeadlineExceeded as exc:
+        failed = source.psql(
+            "SELECT concat_ws(' at ', last_failed_wal, last_failed_time) FROM pg_stat_archiver"
+        )
+        raise StepFailed(
+            f"{exc}; last archive failure: {failed or 'none'}. Nothing was "
+            "restored; check archive_command and the repository"
+        ) from exc
+    return f"{row['lsn_before']} (segment {segment})"
+
+
+def _ensure_config_files(dest: DbTarget) -> None:
+    """Debian keeps postgresql.conf and pg_hba.conf in /etc, so a copy restored elsewhere has
+    none: give it a minimal pair (settings come from the service's -c flags)."""
+    script = (
+        f"cd {dest.data_dir} && "
+        "{ [ -e postgresql.conf ] || : > postgresql.conf; } && "
+        "{ [ -e pg_ident.conf ] || : > pg_ident.conf; } && "
+        '{ [ -e pg_hba.conf ] || echo "local all postgres peer" > pg_hba.conf; }'
+    )
+    dest.executor.run(["sh", "-c", script], user=dest.os_user)
+
+
+def make_data_dir(dest: DbTarget) -> None:
+    """The directory and, when it does not exist yet, its parent (the socket and the log go
+    there), owned by the PostgreSQL user; an existing parent is left as it is."""
+    parent = str(PurePosixPath(dest.data_dir).parent)
+    own = f"-m 700 -o {dest.os_user} -g {dest.os_user}"
+    dest.executor.run(
+        [
+            "sh",
+            "-c",
+            f"[ -d {parent} ] || install -d {own} {parent}; install -d {own} {dest.data_dir}",
+        ]
+    )
+
+
+def wait_for_promotion(dest: DbTarget, timeout: float) -> None:
+    def promoted() -> bool:
+        if not dest.service.is_active():
+            raise StepFailed("PostgreSQL stopped during recovery:\n" + dest.service.log_tail())
+        return dest.psql("SELECT pg_is_in_recovery()", dbname="postgres") == "f"
+
+    try:
+        wait_until(promoted, timeout=timeout, what="recovery to end", interval=0.2)
+    except DeadlineExceeded as exc:
+        if isinstance(exc.__cause__, StepFailed):
+            raise exc.__cause__ from None
+        raise StepFailed(f"{exc}; PostgreSQL log:\n{dest.service.log_tail()}") from exc
+
+
+def execute(plan: Plan, run: Run) -> None:
+    req, src, dest = plan.request, plan.source, plan.dest
+    run.watch(src.executor, dest.executor)
+    paused = False
+    try:
+        if plan.in_place and req.pause_bouncer and src.bouncer:
+            with run.step("Pause pgBouncer"):
+                src.bouncer_admin(f"PAUSE {src.bouncer.database}")
+                paused = True
+        if plan.primary_up:
+            with run.step("Archive the live WAL"):
+                run.facts["lsn_sealed"] = archive_live_wal(src, req.archive_timeout)
+        if plan.in_place:
+            with run.step("Stop PostgreSQL"):
+                src.service.stop()
+        else:
+            with run.step("Create the restore's data directory"):
+                listing = dest.executor.run(["ls", "-A", dest.data_dir], check=False)
+                if listing.ok and listing.stdout.strip():
+                    raise StepFailed(f"{dest.data_dir} is not empty: remove it or pick another")
+                make_data_dir(dest)
+        with run.step("Restore (pgbackrest restore)"):
+            dest.pgbackrest("restore", *plan.options, timeout=24 * 3600)
+            _ensure_config_files(dest)
+        with run.step("Start PostgreSQL"):
+            dest.service.start()
+        with run.step("Wait for recovery to end"):
+            wait_for_promotion(dest, req.recovery_timeout)
+    except (CommandFailed, StepFailed, DeadlineExceeded) as exc:
+        state = (
+            (
+                "PostgreSQL may be stopped or half restored; the same command can be run "
+                "again (--delta)"
+            )
+            if plan.in_place
+            else "production was not touched"
+        )
+        raise StepFailed(f"{exc}\n{state}") from exc
+    finally:
+        if paused:
+            with run.step("Resume pgBouncer"):
+                src.bouncer_admin(f"RESUME {src.bouncer.database}")
+
+    run.facts["copy_seconds"] = run.step_seconds("Restore (pgbackrest restore)")
+    run.facts["replay_seconds"] = round(
+        (run.step_seconds("Start PostgreSQL") or 0)
+        + (run.step_seconds("Wait for recovery to end") or 0),
+        3,
+    )
+    verify(plan, run)
+
+
+def verify(plan: Plan, run: Run) -> None:
+    dest = plan.dest
+    with run.step("Verify"):
+        state = dest.query_json(
+            "SELECT pg_current_wal_lsn()::text AS lsn, pg_is_in_recovery() AS recovery, "
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl"
+        )[0]
+        run.facts.update(lsn_after=state["lsn"], timeline_after=state["tl"])
+        run.check(
+            "recovery ended (not in recovery)",
+            not state["recovery"],
+            f"timeline {plan.timeline} -> {state['tl']}, WAL at {state['lsn']}",
+        )
+        checks.amcheck(dest, run)
+        checks.check_queries(dest, run, plan.request.checks)

@@ -1,0 +1,207 @@
+"""Service control, one interface for the three ways a runbook starts and stops things.
+
+- `SystemdService`: units on a real or lab host (`systemctl`).
+- `PgCtlService`: a PostgreSQL data directory driven by `pg_ctl` (the throwaway clusters,
+  scratch restores).
+- `ProcessService`: a process started from a command line and stopped by its pid (a local
+  stand-in for the app's systemd unit in the tests and the benchmark).
+
+Runbooks call `start()`, `stop()`, `restart()` and `is_active()` and never know which.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runbooks.executor import Executor
+from sparkops import defaults
+from sparkops.wait import DeadlineExceeded, wait_until
+
+
+class ServiceControl:
+    description = "service"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def is_active(self) -> bool:
+        raise NotImplementedError
+
+    def log_tail(self) -> str:
+        return ""
+
+
+@dataclass
+class SystemdService(ServiceControl):
+    executor: Executor
+    units: tuple[str, ...]
+    timeout: float = 300.0
+
+    @property
+    def description(self) -> str:
+        return f"systemd {' '.join(self.units)} on {self.executor.name}"
+
+    def start(self) -> None:
+        self.executor.run(["systemctl", "start", *self.units], timeout=self.timeout)
+
+    def stop(self) -> None:
+        self.executor.run(["systemctl", "stop", *self.units], timeout=self.timeout)
+
+    def restart(self) -> None:
+        self.executor.run(["systemctl", "restart", *self.units], timeout=self.timeout)
+
+    def is_active(self) -> bool:
+        return self.executor.run(
+            ["systemctl", "is-active", "--quiet", self.units[0]], check=False
+        ).ok
+
+    def log_tail(self) -> str:
+        return self.executor.run(
+            ["journalctl", "-u", self.units[0], "-n", "20", "--no-pager"], check=False
+        ).output()
+
+
+@dataclass
+class PgCtlService(ServiceControl):
+    """`pg_ctl` on a data directory, as the PostgreSQL OS user; `options` become `-c` flags."""
+
+    executor: Executor
+    datadir: str
+    logfile: str
+    options: dict[str, str] = field(default_factory=dict)
+    user: str = "postgres"
+    bindir: str = defaults.POSTGRES_BINDIR
+    timeout: float = 600.0
+
+    @property
+    def description(self) -> str:
+        return f"pg_ctl -D {self.datadir} on {self.executor.name}"
+
+    def _opts(self) -> str:
+        return " ".join(f"-c {k}={shlex.quote(str(v))}" for k, v in self.options.items())
+
+    def start(self) -> None:
+        # -w waits for the end of recovery only up to consistency; callers wait for promotion.
+        self.executor.run(
+            [
+                f"{self.bindir}/pg_ctl",
+                "-D",
+                self.datadir,
+                "-l",
+                self.logfile,
+                "-o",
+                self._opts(),
+                "-w",
+                "-t",
+                str(int(self.timeout)),
+                "start",
+            ],
+            user=self.user,
+            timeout=self.timeout + 10,
+        )
+
+    def stop(self) -> None:
+        if not self.is_active():
+            return
+        self.executor.run(
+            [
+                f"{self.bindir}/pg_ctl",
+                "-D",
+                self.datadir,
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(self.timeout)),
+                "stop",
+            ],
+            user=self.user,
+            timeout=self.timeout + 10,
+        )
+
+    def is_active(self) -> bool:
+        return self.executor.run(
+            [f"{self.bindir}/pg_ctl", "-D", self.datadir, "status"], user=self.user, check=False
+        ).ok
+
+    def log_tail(self) -> str:
+        return self.executor.run(["tail", "-n", "20", self.logfile], check=False).output()
+
+
+@dataclass
+class ProcessService(ServiceControl):
+    """A local process from `argv`, its environment read from `env_files` at each start (as
+    systemd reads `EnvironmentFile=`), stopped by the pid we recorded."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    env_files: list[Path] = field(default_factory=list)
+    pidfile: Path | None = None
+    logfile: Path | None = None
+    stop_timeout: float = 15.0
+    proc: subprocess.Popen | None = None
+    description: str = "local process"
+
+    def _environment(self) -> dict[str, str]:
+        env = {**os.environ, **self.env}
+        for path in self.env_files:
+            for line in Path(path).read_text().splitlines():
+                if "=" in line and not line.lstrip().startswith("#"):
+                    key, value = line.split("=", 1)
+                    env[key.strip()] = value.strip()
+        return env
+
+    def start(self) -> None:
+        log = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self._environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        if self.pidfile:
+            self.pidfile.write_text(f"{self.proc.pid}\n")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            wait_until(
+                lambda: self.proc.poll() is not None,
+                timeout=self.stop_timeout,
+                what="the process to exit",
+            )
+        except DeadlineExceeded:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+        if self.pidfile:
+            self.pidfile.unlink(missing_ok=True)
+
+    def is_active(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self) -> str:
+        if not self.logfile or not Path(self.logfile).exists():
+            return ""
+        return "\n".join(Path(self.logfile).read_text(errors="replace").splitlines()[-20:])

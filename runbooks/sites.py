@@ -1,0 +1,160 @@
+"""Turning a command line's `--host NAME` or `--target-file PATH` into executors and targets.
+
+`--host` names a host of the lab's inventory (what `sparkops lab up` wrote): it is reached
+over SSH with the lab's key and known_hosts, and laid out as the deploys lay out a real db or
+app host. `--target-file` is a JSON description of a local target (the throwaway clusters of
+the tests and the benchmark use it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runbooks.checklist import Refused
+from runbooks.executor import LocalExecutor, SshExecutor
+from runbooks.services import PgCtlService, SystemdService
+from runbooks.target import Bouncer, DbTarget
+from sparkops import defaults
+
+DB_DATA_DIR = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
+DB_SERVICE = f"postgresql@{defaults.POSTGRES_VERSION}-main.service"
+APP_SERVICES = ("spark-app.service", "spark-outbox.service", "spark-pgbouncer-exporter.service")
+
+
+def lab_hosts() -> tuple[list[dict], Path]:
+    from lab import config
+
+    path = config.hosts_file()
+    if not path.exists():
+        raise Refused(
+            f"no lab is up (looked for {path})",
+            "run `sparkops lab up`, or describe a local target with --target-file",
+        )
+    return json.loads(path.read_text()), path
+
+
+def ssh_executor(name: str) -> tuple[SshExecutor, dict]:
+    hosts, path = lab_hosts()
+    entry = next((h for h in hosts if h["name"] == name), None)
+    if entry is None:
+        known = ", ".join(h["name"] for h in hosts) or "none"
+        raise Refused(
+            f"unknown host {name!r}: the lab inventory ({path}) has {known}",
+            "pass one of those names with --host",
+        )
+    executor = SshExecutor(
+        name=name,
+        address=entry["ip"],
+        ssh_user=entry["ssh_user"],
+        key=Path(entry["ssh_key"]),
+        known_hosts=Path(entry["known_hosts"]),
+    )
+    if not executor.reachable():
+        raise Refused(
+            f"host {name} ({entry['ip']}) does not answer SSH",
+            "check `sparkops lab status`; nothing was changed",
+        )
+    return executor, entry
+
+
+def lab_bouncer(environment: str = "lab") -> Bouncer | None:
+    from deploys import secrets
+
+    try:
+        password = secrets.load(environment)["pgbouncer_admin"]
+    except Exception:  # no secrets yet: the deploy has not run; restore without pausing
+        return None
+    return Bouncer("127.0.0.1", defaults.PGBOUNCER_PORT, defaults.ROLE_PGBOUNCER_ADMIN, password)
+
+
+def db_target_for_host(name: str, stanza: str) -> DbTarget:
+    executor, _entry = ssh_executor(name)
+    return DbTarget(
+        executor=executor,
+        data_dir=DB_DATA_DIR,
+        service=SystemdService(executor, (DB_SERVICE,)),
+        stanza=stanza,
+        bouncer=lab_bouncer(),
+        label=name,
+    )
+
+
+def db_target_from_file(path: Path, stanza: str | None) -> DbTarget:
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise Refused(f"cannot read target file {path}: {exc}", "give a JSON target file") from exc
+    executor = LocalExecutor()
+    bouncer = Bouncer(**spec["bouncer"]) if spec.get("bouncer") else None
+    return DbTarget(
+        executor=executor,
+        data_dir=spec["data_dir"],
+        service=PgCtlService(executor, spec["data_dir"], spec["logfile"], spec.get("options", {})),
+        socket_dir=spec["socket_dir"],
+        port=int(spec["port"]),
+        dbname=spec.get("dbname", defaults.DATABASE_NAME),
+        pgbackrest_config=spec.get("pgbackrest_config"),
+        stanza=stanza or spec.get("stanza", defaults.PGBACKREST_STANZA),
+        bouncer=bouncer,
+        label=spec.get("label", "local"),
+    )
+
+
+def target_file_spec(target: DbTarget) -> dict:
+    """The JSON a target file holds for a local PgCtl target (written by the tests)."""
+    service = target.service
+    assert isinstance(service, PgCtlService)
+    spec = {
+        "data_dir": target.data_dir,
+        "logfile": service.logfile,
+        "options": service.options,
+        "socket_dir": target.socket_dir,
+        "port": target.port,
+        "dbname": target.dbname,
+        "pgbackrest_config": target.pgbackrest_config,
+        "stanza": target.stanza,
+        "label": target.label,
+    }
+    if target.bouncer:
+        b = target.bouncer
+        spec["bouncer"] = {
+            "host": b.host,
+            "port": b.port,
+            "user": b.user,
+            "password": b.password,
+            "database": b.database,
+        }
+    return spec
+
+
+def scratch_target(
+    source: DbTarget, data_dir: str, port: int, executor=None, label: str = "scratch"
+) -> DbTarget:
+    """A restored copy next to (or away from) the source: its own directory, port and socket,
+    archiving off."""
+    executor = executor or source.executor
+    socket_dir = str(Path(data_dir).parent)
+    options = {
+        "port": str(port),
+        "listen_addresses": "127.0.0.1",
+        "unix_socket_directories": socket_dir,
+        "archive_mode": "off",
+    }
+    if isinstance(source.service, PgCtlService):
+        base = {k: v for k, v in source.service.options.items() if k != "archive_command"}
+        options = {**base, **options}
+    service = PgCtlService(executor, data_dir, f"{data_dir}.log", options, bindir=source.bindir)
+    return DbTarget(
+        executor=executor,
+        data_dir=data_dir,
+        service=service,
+        socket_dir=socket_dir,
+        port=port,
+        dbname=source.dbname,
+        bindir=source.bindir,
+        pgbackrest_config=source.pgbackrest_config,
+        stanza=source.stanza,
+        bouncer=None,
+        label=label,
+    )

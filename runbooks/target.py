@@ -1,0 +1,129 @@
+"""A database host as the runbooks see it: where it runs, its data directory, how to control
+PostgreSQL, pgBackRest's configuration and stanza, and pgBouncer's admin console.
+
+SQL goes through `psql` on the target host as the PostgreSQL OS user over the local socket
+(peer authentication, as the deploy's pg_hba.conf allows), so no database password is needed
+for the database itself; pgBouncer's admin console takes a password, passed in the
+environment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+from runbooks.executor import CommandFailed, Executor
+from runbooks.services import ServiceControl
+from sparkops import defaults
+
+
+class TargetError(RuntimeError):
+    """The target cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass
+class Bouncer:
+    """pgBouncer's admin console, reached from the target host."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str = defaults.DATABASE_NAME
+
+    def conninfo(self) -> str:
+        return (
+            f"host={self.host} port={self.port} user={self.user} "
+            f"dbname={defaults.PGBOUNCER_ADMIN_DB} connect_timeout=5"
+        )
+
+
+@dataclass
+class DbTarget:
+    executor: Executor
+    data_dir: str
+    service: ServiceControl
+    socket_dir: str = "/var/run/postgresql"
+    port: int = defaults.POSTGRES_PORT
+    dbname: str = defaults.DATABASE_NAME
+    os_user: str = "postgres"
+    bindir: str = defaults.POSTGRES_BINDIR
+    pgbackrest_config: str | None = None  # None: pgBackRest's default /etc/pgbackrest/...
+    stanza: str = defaults.PGBACKREST_STANZA
+    bouncer: Bouncer | None = None
+    label: str = "db"
+
+    # --- SQL ----------------------------------------------------------------------------
+    def psql(self, sql: str, *, dbname: str | None = None, timeout: float = 600.0) -> str:
+        result = self.executor.run(
+            [
+                f"{self.bindir}/psql",
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                self.socket_dir,
+                "-p",
+                str(self.port),
+                "-d",
+                dbname or self.dbname,
+                "-c",
+                sql,
+            ],
+            user=self.os_user,
+            timeout=timeout,
+        )
+        return result.stdout.strip()
+
+    def query_json(self, sql: str, **kwargs):
+        """Rows of `sql` as a list of dicts (through json_agg, so types survive psql)."""
+        text = self.psql(f"SELECT coalesce(json_agg(q), '[]') FROM ({sql}) AS q", **kwargs)
+        return json.loads(text or "[]")
+
+    def is_up(self) -> bool:
+        try:
+            self.psql("SELECT 1", dbname="postgres", timeout=10)
+            return True
+        except CommandFailed:
+            return False
+
+    # --- pgBackRest ---------------------------------------------------------------------
+    def pgbackrest_argv(self, command: str, *options: str, args: tuple[str, ...] = ()):
+        argv = ["pgbackrest"]
+        if self.pgbackrest_config:
+            argv.append(f"--config={self.pgbackrest_config}")
+        return [*argv, f"--stanza={self.stanza}", *options, command, *args]
+
+    def pgbackrest(
+        self,
+        command: str,
+        *options: str,
+        args: tuple[str, ...] = (),
+        timeout: float = 3600.0,
+        check=True,
+    ):
+        return self.executor.run(
+            self.pgbackrest_argv(command, *options, args=args),
+            user=self.os_user,
+            timeout=timeout,
+            check=check,
+        )
+
+    # --- pgBouncer ----------------------------------------------------------------------
+    def bouncer_admin(self, command: str) -> str:
+        if self.bouncer is None:
+            raise TargetError("no pgBouncer admin console configured for this target")
+        b = self.bouncer
+        result = self.executor.run(
+            ["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", command, b.conninfo()],
+            env={"PGPASSWORD": b.password},
+            timeout=120,
+        )
+        return result.stdout.strip()
+
+    def elsewhere(self, **changes) -> DbTarget:
+        """A copy pointing at another data directory / port / service (restore --to-host)."""
+        return replace(self, **changes)

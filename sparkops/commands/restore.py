@@ -1,0 +1,171 @@
+"""`sparkops restore`: point-in-time restore of the db host with pgBackRest (runbooks.pitr)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from runbooks import checks, pitr, sites
+from runbooks.checklist import Refused
+from runbooks.cli import conduct, runbook_options
+from sparkops import defaults
+
+
+@click.command("restore")
+@click.option(
+    "--time",
+    "at_time",
+    metavar="TIMESTAMP",
+    help="Restore to this moment (ISO 8601 with a zone, e.g. 2026-11-29T08:15:00Z).",
+)
+@click.option("--lsn", metavar="LSN", help="Restore to this WAL position (e.g. 0/16B3748).")
+@click.option(
+    "--restore-point",
+    metavar="NAME",
+    help="Restore to a named restore point (sparkops restore-point create NAME).",
+)
+@click.option("--latest", is_flag=True, help="Restore everything archived (replay all WAL).")
+@click.option(
+    "--host", default="db", show_default=True, help="The db host, by its name in the lab inventory."
+)
+@click.option(
+    "--target-file",
+    type=click.Path(path_type=Path),
+    help="A JSON description of a local target instead of --host (tests, bench).",
+)
+@click.option("--stanza", default=None, help=f"pgBackRest stanza [{defaults.PGBACKREST_STANZA}]")
+@click.option(
+    "--to-host",
+    default=None,
+    help="Restore onto this host instead of in place (the repository must be "
+    "reachable from it); production is not touched.",
+)
+@click.option(
+    "--to-data-dir",
+    default=None,
+    help="With --to-host (or alone, on the same host): the copy's data directory.",
+)
+@click.option(
+    "--to-port",
+    type=int,
+    default=defaults.POSTGRES_PORT + 1,
+    show_default=True,
+    help="The copy's port.",
+)
+@click.option(
+    "--check-sql",
+    multiple=True,
+    metavar="[NAME=]SQL",
+    help="A query to run after the restore (repeatable); default: orders count and checksums.",
+)
+@click.option(
+    "--target-timeline",
+    default=None,
+    help="recovery_target_timeline: latest (PostgreSQL's default), current, or a "
+    "number, for targets on an abandoned timeline.",
+)
+@click.option(
+    "--recovery-timeout",
+    type=float,
+    default=3600,
+    show_default=True,
+    help="Seconds to wait for recovery to end.",
+)
+@click.option("--no-pause", is_flag=True, help="Do not pause pgBouncer around the restore.")
+@runbook_options
+def command(
+    at_time,
+    lsn,
+    restore_point,
+    latest,
+    host,
+    target_file,
+    stanza,
+    to_host,
+    to_data_dir,
+    to_port,
+    check_sql,
+    target_timeline,
+    recovery_timeout,
+    no_pause,
+    dry_run,
+    yes,
+    json_output,
+    evidence_dir,
+) -> None:
+    """Restore the database to a time, an LSN, a restore point or the latest WAL.
+
+    Checks first (backup set, bounds, timeline, data-loss window) and prints the plan; then,
+    confirmed: pause pgBouncer, stop PostgreSQL, pgbackrest restore --delta, start, wait for
+    recovery to end, verify (amcheck, queries), resume pgBouncer. Evidence goes to
+    evidence/<timestamp>-restore/. Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed.
+    """
+    given = [
+        (k, v)
+        for k, v in (("time", at_time), ("lsn", lsn), ("name", restore_point), ("latest", latest))
+        if v
+    ]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --time, --lsn, --restore-point, --latest")
+    kind, value = given[0]
+
+    def prepare(run):
+        source = (
+            sites.db_target_from_file(target_file, stanza)
+            if target_file
+            else sites.db_target_for_host(host, stanza or defaults.PGBACKREST_STANZA)
+        )
+        dest = None
+        if to_host or to_data_dir:
+            if to_host and to_host != source.label and target_file:
+                raise Refused("--to-host with --target-file", "use --to-data-dir locally")
+            executor = source.executor
+            if to_host and to_host != source.label:
+                executor, _ = sites.ssh_executor(to_host)
+            data_dir = to_data_dir or f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/restore"
+            dest = sites.scratch_target(
+                source, data_dir, to_port, executor, label=to_host or f"{source.label}-copy"
+            )
+        req = pitr.Request(
+            kind=kind,
+            value=None if kind == "latest" else value,
+            checks=checks.named_queries(check_sql),
+            dest=dest,
+            target_timeline=target_timeline,
+            pause_bouncer=not no_pause,
+            recovery_timeout=recovery_timeout,
+        )
+        return pitr.prepare(source, req, run)
+
+    def act(run, plan):
+        if run.evidence:
+            run.evidence.write_json("pgbackrest-info.json", plan.info.raw)
+            text = plan.source.pgbackrest("info", check=False)
+            run.evidence.write("pgbackrest-info.txt", text.output())
+        pitr.execute(plan, run)
+        if run.evidence:
+            run.evidence.write_json(
+                "lsn.json",
+                {
+                    k: run.facts.get(k)
+                    for k in (
+                        "lsn_before",
+                        "lsn_sealed",
+                        "lsn_after",
+                        "timeline_before",
+                        "timeline_after",
+                    )
+                },
+            )
+
+    conduct(
+        "restore",
+        json_output=json_output,
+        evidence_dir=evidence_dir,
+        dry_run=dry_run,
+        yes=yes,
+        prepare=prepare,
+        act=act,
+        question="Restore now? This replaces the database's contents",
+    )

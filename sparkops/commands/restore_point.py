@@ -1,0 +1,65 @@
+"""`sparkops restore-point create NAME`: a named point to restore to (before a risky change)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from runbooks import restore_point, sites
+from runbooks.cli import conduct, runbook_options
+from sparkops import defaults
+
+
+@click.group("restore-point")
+def command() -> None:
+    """Named restore points in the WAL (targets for `sparkops restore --restore-point`)."""
+
+
+@command.command("create")
+@click.argument("name")
+@click.option("--host", default="db", show_default=True, help="The db host (lab inventory).")
+@click.option(
+    "--target-file",
+    type=click.Path(path_type=Path),
+    help="A JSON description of a local target instead of --host.",
+)
+@click.option("--stanza", default=None, help=f"pgBackRest stanza [{defaults.PGBACKREST_STANZA}]")
+@click.option(
+    "--archive-timeout",
+    type=float,
+    default=2.0 * defaults.ARCHIVE_TIMEOUT_SECONDS,
+    show_default=True,
+    help="Seconds to wait for the archiver.",
+)
+@runbook_options
+def create(
+    name, host, target_file, stanza, archive_timeout, dry_run, yes, json_output, evidence_dir
+) -> None:
+    """Create restore point NAME and archive it; prints its LSN."""
+    state = {}
+
+    def prepare(run):
+        target = (
+            sites.db_target_from_file(target_file, stanza)
+            if target_file
+            else sites.db_target_for_host(host, stanza or defaults.PGBACKREST_STANZA)
+        )
+        state["target"] = target
+        return restore_point.prepare(target, name, run)
+
+    def act(run, prepared):
+        lsn = restore_point.create(state["target"], prepared, run, archive_timeout)
+        run.say(f"restore point {prepared} at {lsn}")
+
+    conduct(
+        "restore-point",
+        json_output=json_output,
+        evidence_dir=evidence_dir,
+        dry_run=dry_run,
+        yes=yes,
+        prepare=prepare,
+        act=act,
+        question="",
+        destructive=False,
+    )
