@@ -163,6 +163,8 @@ def app() -> None:
         system=True,
         home=defaults.APP_ROOT,
         shell="/usr/sbin/nologin",
+        # The app root belongs to root (the app must not rewrite its own code).
+        ensure_home=False,
     )
     for path in (defaults.APP_ROOT, defaults.APP_RELEASES_DIR):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="755")

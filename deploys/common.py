@@ -8,12 +8,13 @@ unit and restart or reload it only when its inputs changed.
 from __future__ import annotations
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 from pyinfra.operations import apt, files, systemd
 
 from deploys import support
 
 APT_PROXY_CONF = "/etc/apt/apt.conf.d/02sparkops-proxy"
+APT_LOCK_CONF = "/etc/apt/apt.conf.d/02sparkops-lock"
 
 DEFAULTS = {
     # Packages every host gets (the components add their own).
@@ -23,6 +24,20 @@ DEFAULTS = {
     # apt-get update when the package lists are older than this (seconds).
     "common_apt_cache_seconds": 3600,
 }
+
+
+@operation()
+def barrier(what: str):
+    """Do nothing, on every host, at one point of site.py.
+
+    pyinfra orders operations per host and interleaves hosts whose operations differ: the
+    app host's migrations could run before the db host has its roles. An operation that every
+    host runs (same call site, so the same operation) is a node all hosts' chains pass
+    through, so everything before it, on every host, runs before anything after it.
+    """
+    host.noop(what)
+    return
+    yield  # a generator, as pyinfra operations are
 
 
 def service(unit: str, *, changed=(), reload_on=(), what: str | None = None) -> None:
@@ -53,6 +68,12 @@ def service(unit: str, *, changed=(), reload_on=(), what: str | None = None) -> 
 
 @deploy("Common", data_defaults=DEFAULTS)
 def common() -> None:
+    files.put(
+        name="Let apt wait for the dpkg lock instead of failing",
+        src=support.rendered("common/apt-lock.conf.j2", seconds=300),
+        dest=APT_LOCK_CONF,
+        mode="644",
+    )
     proxy = host.data.common_apt_proxy
     if proxy:
         files.put(

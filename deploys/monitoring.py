@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyinfra import host, inventory
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files
+from pyinfra.operations import apt, files, systemd
 
 from alerts import config as alert_config
 from deploys import secrets, support
@@ -35,7 +35,11 @@ DEFAULTS = {
     # first, critical ones to the one named in monitoring_critical_receiver.
     "monitoring_alertmanager_receivers": [],
     "monitoring_critical_receiver": None,
+    # systemd [Service] settings over Debian's prometheus.service, e.g. {"PrivateUsers":
+    # "false"} where systemd cannot make a user namespace (the lab, nested namespaces).
+    "monitoring_prometheus_unit_overrides": {},
 }
+PROMETHEUS_DROP_IN = "/etc/systemd/system/prometheus.service.d/sparkops.conf"
 
 
 def scrape_jobs(inventory_, app_data) -> list[dict]:
@@ -153,7 +157,30 @@ def monitoring() -> None:
         dest="/etc/default/prometheus",
         mode="644",
     )
-    service("prometheus.service", changed=[args], reload_on=[config, *rules], what="Prometheus")
+    overrides = host.data.monitoring_prometheus_unit_overrides
+    if overrides:
+        drop_in = files.put(
+            name="Override Prometheus unit settings",
+            src=support.rendered(
+                "monitoring/unit-override.conf.j2",
+                settings=overrides,
+                source="monitoring_prometheus_unit_overrides",
+                reason="Settings this environment's hosts need over Debian's unit.",
+            ),
+            dest=PROMETHEUS_DROP_IN,
+            mode="644",
+        )
+    else:
+        drop_in = files.file(
+            name="No Prometheus unit overrides", path=PROMETHEUS_DROP_IN, present=False
+        )
+    systemd.daemon_reload(name="Reload systemd for Prometheus' drop-in", _if=drop_in.did_change)
+    service(
+        "prometheus.service",
+        changed=[args, drop_in],
+        reload_on=[config, *rules],
+        what="Prometheus",
+    )
     receivers = host.data.monitoring_alertmanager_receivers
     am_config = files.put(
         name="Configure Alertmanager",

@@ -10,6 +10,7 @@ Built releases are cached under ~/.cache/sparkops/releases/<id>/.
 
 from __future__ import annotations
 
+import email.parser
 import hashlib
 import os
 import shutil
@@ -17,7 +18,11 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from deploys.support import REPO_ROOT
 
@@ -25,6 +30,18 @@ from deploys.support import REPO_ROOT
 SOURCE_DIRS = ("app", "sparkops", "dashboards", "alerts", "runbooks", "lab")
 SOURCE_FILES = ("pyproject.toml", "constraints.txt", "README.md")
 PROJECT = "spark-ops"
+# The hosts' Python: Debian 12's python3 (3.11.2). Dependencies are resolved for it, so
+# markers such as python_full_version < "3.11.3" pull what an older 3.11 needs (an extra
+# wheel is harmless on a newer one), and only wheels for the hosts' platform are taken.
+TARGET_PYTHON = "3.11.2"
+TARGET_ABI = "cp311"
+# glibc 2.36 (bookworm) runs manylinux wheels up to 2_36.
+TARGET_PLATFORMS = (
+    *(f"manylinux_2_{minor}_x86_64" for minor in range(36, 4, -1)),
+    "manylinux2014_x86_64",
+    "manylinux2010_x86_64",
+    "manylinux1_x86_64",
+)
 
 
 class ReleaseError(RuntimeError):
@@ -77,21 +94,28 @@ def build(release: str | None = None, root: Path = REPO_ROOT, *, timeout: float 
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
         wheelhouse = work / "wheelhouse"
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--wheel-dir",
-            str(wheelhouse),
-            "--constraint",
-            str(root / "constraints.txt"),
-            str(src),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        if proc.returncode != 0:
-            raise ReleaseError(f"pip wheel failed for release {release}:\n{proc.stderr[-3000:]}")
+        pip = [sys.executable, "-m", "pip"]
+        # The project's own wheel (pure Python), then its dependencies as the hosts need them.
+        own_cmd = [*pip, "wheel", "--quiet", "--no-deps", "--wheel-dir", str(wheelhouse), str(src)]
+        _run(own_cmd, release, timeout)
+        (own,) = wheelhouse.glob("spark_ops-*.whl")
+        platforms = [arg for p in TARGET_PLATFORMS for arg in ("--platform", p)]
+        deps_cmd = [
+            *pip, "download", "--quiet", "--only-binary=:all:", "--dest", str(wheelhouse),
+            "--python-version", TARGET_PYTHON, "--implementation", "cp",
+            "--abi", TARGET_ABI, "--abi", "abi3", "--abi", "none", *platforms,
+            "--constraint", str(root / "constraints.txt"), str(own),
+        ]  # fmt: skip
+        _run(deps_cmd, release, timeout)
+        # pip evaluates python_full_version markers for the Python running it, not the
+        # target: fetch what the hosts' 3.11.2 needs on top (e.g. redis -> async-timeout).
+        for _ in range(5):
+            missing = missing_for_target(wheelhouse)
+            if not missing:
+                break
+            _run([*deps_cmd[:-1], *missing], release, timeout)
+        else:
+            raise ReleaseError(f"release {release}: still missing {missing_for_target(wheelhouse)}")
         (work / "RELEASE").write_text(release + "\n")
         partial = target.with_suffix(".partial")
         with tarfile.open(partial, "w") as tar:
@@ -99,6 +123,31 @@ def build(release: str | None = None, root: Path = REPO_ROOT, *, timeout: float 
             tar.add(work / "RELEASE", arcname="RELEASE")
         partial.replace(target)
     return target
+
+
+def missing_for_target(wheelhouse: Path) -> list[str]:
+    """Requirements of the wheels that apply on the hosts' Python and no wheel satisfies."""
+    present: set[str] = set()
+    required: list[Requirement] = []
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            metadata = email.parser.Parser().parsestr(archive.read(name).decode())
+        present.add(canonicalize_name(metadata["Name"]))
+        required += [Requirement(r) for r in metadata.get_all("Requires-Dist") or []]
+    env = {"python_full_version": TARGET_PYTHON, "python_version": TARGET_PYTHON[:4], "extra": ""}
+    missing = {
+        canonicalize_name(r.name): f"{r.name}{r.specifier}"
+        for r in required
+        if canonicalize_name(r.name) not in present and (r.marker is None or r.marker.evaluate(env))
+    }
+    return sorted(missing.values())
+
+
+def _run(cmd: list[str], release: str, timeout: float) -> None:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise ReleaseError(f"pip {cmd[3]} failed for release {release}:\n{proc.stderr[-3000:]}")
 
 
 def selected(root: Path = REPO_ROOT) -> tuple[str, Path]:

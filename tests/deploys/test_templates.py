@@ -316,3 +316,14 @@ def test_templates_need_every_variable(tmp_path):
     with pytest.raises(jinja2.UndefinedError):
         support.render("pgbouncer/pgbouncer.ini.j2", databases=[])
     assert Path(support.TEMPLATES_DIR).is_dir()
+
+
+def test_backup_metric_script_renders_to_valid_python():
+    script = support.render(
+        "pgbackrest/backup-metric.py.j2",
+        stanza="spark",
+        textfile_dir=defaults.NODE_EXPORTER_TEXTFILE_DIR,
+        metric="pgbackrest_backup_last_completion_timestamp_seconds",
+    )
+    compile(script, "backup-metric", "exec")
+    assert 'STANZA = "spark"' in script

@@ -1,0 +1,130 @@
+"""deploys/site.py end to end on the lab (db, app, monitor): the stack works, and a second
+run changes nothing on any host.
+
+One module-scoped deploy (a few minutes on a fresh lab); the checks then read the result.
+The release is built once and pinned (SPARKOPS_RELEASE_TAR), so both runs deploy the same
+release even while the working tree changes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import httpx
+import pytest
+
+from deploys import release, runner
+from lab import ssh
+from sparkops import defaults
+from sparkops.wait import wait_until
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+ACCOUNT = "e2e-acct"
+
+
+def _by_group(hosts, group):
+    return next(h for h in hosts if group in h["groups"])
+
+
+def _ssh(h, command: str, timeout: float = 60) -> str:
+    proc = ssh.run(h["ip"], command, timeout=timeout)
+    assert proc.returncode == 0, f"{h['name']}: {command}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def _psql(db, sql: str) -> str:
+    return _ssh(db, f'runuser -u postgres -- psql -XAtq -d {defaults.DATABASE_NAME} -c "{sql}"')
+
+
+@pytest.fixture(scope="module")
+def deployed(lab_hosts):
+    release_id, tarball = release.selected()
+    env = {"SPARKOPS_RELEASE_TAR": str(tarball)}
+    first = runner.run_site(env=env)
+    assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
+    second = runner.run_site(env=env)
+    return {"hosts": lab_hosts, "first": first, "second": second, "release": release_id}
+
+
+def test_second_run_changes_nothing_on_any_host(deployed):
+    second = deployed["second"]
+    assert second.returncode == 0, second.output[-4000:]
+    assert second.changed == 0, f"changed on the second run: {second.changed_operations()}"
+    assert second.errors == 0
+
+
+def test_app_is_ready_through_pgbouncer_from_another_host(deployed):
+    hosts = deployed["hosts"]
+    app, monitor = _by_group(hosts, "app"), _by_group(hosts, "monitor")
+    body = _ssh(monitor, f"curl -fsS --max-time 5 http://{app['ip']}:{defaults.APP_PORT}/readyz")
+    ready = json.loads(body)
+    assert ready["status"] == "ready"
+    assert ready["release"] == deployed["release"]
+
+
+def test_an_order_through_the_api_is_in_postgresql(deployed):
+    hosts = deployed["hosts"]
+    app, db = _by_group(hosts, "app"), _by_group(hosts, "db")
+    _psql(
+        db,
+        "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
+        f"VALUES ('{ACCOUNT}', 'E2E', 100000, 100000) ON CONFLICT DO NOTHING",
+    )
+    order = {
+        "account_id": ACCOUNT,
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "quantity": "0.01",
+        "price": "65000.00",
+    }
+    r = httpx.post(
+        f"http://{app['ip']}:{defaults.APP_PORT}/orders",
+        json=order,
+        headers={"idempotency-key": str(uuid.uuid4())},
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    order_id = r.json()["id"]
+    assert _psql(db, f"SELECT account_id FROM orders WHERE id = '{order_id}'").strip() == ACCOUNT
+
+
+def test_wal_is_archived_and_a_full_backup_exists(deployed):
+    db = _by_group(deployed["hosts"], "db")
+    _psql(db, "CREATE TABLE IF NOT EXISTS e2e_wal (x int); INSERT INTO e2e_wal VALUES (1)")
+    _psql(db, "SELECT pg_switch_wal()")
+
+    def archived() -> dict | None:
+        raw = _ssh(
+            db,
+            f"runuser -u postgres -- pgbackrest --stanza={defaults.PGBACKREST_STANZA}"
+            " --output=json info",
+        )
+        info = json.loads(raw)[0]
+        return info if info.get("archive") and info["archive"][0].get("max") else None
+
+    info = wait_until(archived, timeout=90, what="pgBackRest to show archived WAL")
+    assert info["status"]["code"] == 0
+    assert any(b["type"] == "full" for b in info["backup"])
+    stats = _psql(db, "SELECT archived_count, failed_count FROM pg_stat_archiver").strip()
+    archived_count = int(stats.split("|")[0])
+    assert archived_count >= 1
+
+
+def test_prometheus_reports_every_target_up(deployed):
+    monitor = _by_group(deployed["hosts"], "monitor")
+    url = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/api/v1/targets"
+
+    def all_up():
+        targets = httpx.get(url, timeout=5).json()["data"]["activeTargets"]
+        down = [
+            (t["labels"]["job"], t["scrapeUrl"], t.get("lastError"))
+            for t in targets
+            if t["health"] != "up"
+        ]
+        return targets if targets and not down else None
+
+    targets = wait_until(all_up, timeout=120, what="every Prometheus target to be up")
+    jobs = {t["labels"]["job"] for t in targets}
+    assert {"spark-app", "pgbouncer", "postgres", "node", "prometheus"} <= jobs
