@@ -10,6 +10,7 @@ from runbooks import checks, pitr, sites
 from runbooks.checklist import Refused
 from runbooks.cli import conduct, runbook_options
 from sparkops import defaults
+from sparkops.ephemeral.proc import free_port
 
 
 @click.command("restore")
@@ -51,7 +52,7 @@ from sparkops import defaults
     type=int,
     default=defaults.POSTGRES_PORT + 1,
     show_default=True,
-    help="The copy's port.",
+    help="The copy's port (0: any free port, for a local copy).",
 )
 @click.option(
     "--check-sql",
@@ -123,9 +124,10 @@ def command(
             executor = source.executor
             if to_host and to_host != source.label:
                 executor, _ = sites.ssh_executor(to_host)
+            port = to_port or free_port()
             data_dir = to_data_dir or f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/restore"
             dest = sites.scratch_target(
-                source, data_dir, to_port, executor, label=to_host or f"{source.label}-copy"
+                source, data_dir, port, executor, label=to_host or f"{source.label}-copy"
             )
         req = pitr.Request(
             kind=kind,
