@@ -143,15 +143,15 @@ class PgCtlService(ServiceControl):
 @dataclass
 class ProcessService(ServiceControl):
     """A local process from `argv`, its environment read from `env_files` at each start (as
-    systemd reads `EnvironmentFile=`), stopped by the pid we recorded."""
+    systemd reads `EnvironmentFile=`), known by the pid in `pidfile`: a later command (another
+    `sparkops` run) stops it the way systemd would, by that pid's process group."""
 
     argv: list[str]
+    pidfile: Path
     env: dict[str, str] = field(default_factory=dict)
     env_files: list[Path] = field(default_factory=list)
-    pidfile: Path | None = None
     logfile: Path | None = None
     stop_timeout: float = 15.0
-    proc: subprocess.Popen | None = None
     description: str = "local process"
 
     def _environment(self) -> dict[str, str]:
@@ -163,10 +163,16 @@ class ProcessService(ServiceControl):
                     env[key.strip()] = value.strip()
         return env
 
+    def pid(self) -> int | None:
+        try:
+            return int(Path(self.pidfile).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
     def start(self) -> None:
         log = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self.proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 self.argv,
                 env=self._environment(),
                 stdout=log,
@@ -177,31 +183,44 @@ class ProcessService(ServiceControl):
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
-        if self.pidfile:
-            self.pidfile.write_text(f"{self.proc.pid}\n")
+        Path(self.pidfile).write_text(f"{proc.pid}\n")
+        _children[proc.pid] = proc  # reaped in stop(), so the pid does not linger as a zombie
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = None
+        pid = self.pid()
+        if pid is None or not _alive(pid):
+            Path(self.pidfile).unlink(missing_ok=True)
             return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGTERM)
         try:
             wait_until(
-                lambda: self.proc.poll() is not None,
-                timeout=self.stop_timeout,
-                what="the process to exit",
+                lambda: not _alive(pid), timeout=self.stop_timeout, what=f"process {pid} to exit"
             )
         except DeadlineExceeded:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self.proc = None
-        if self.pidfile:
-            self.pidfile.unlink(missing_ok=True)
+            os.killpg(pid, signal.SIGKILL)
+            wait_until(lambda: not _alive(pid), timeout=10, what=f"process {pid} to die")
+        child = _children.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=10)
+        Path(self.pidfile).unlink(missing_ok=True)
 
     def is_active(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        pid = self.pid()
+        return pid is not None and _alive(pid)
 
     def log_tail(self) -> str:
         if not self.logfile or not Path(self.logfile).exists():
             return ""
         return "\n".join(Path(self.logfile).read_text(errors="replace").splitlines()[-20:])
+
+
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

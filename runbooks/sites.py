@@ -9,11 +9,13 @@ the tests and the benchmark use it).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from runbooks.checklist import Refused
 from runbooks.executor import LocalExecutor, SshExecutor
-from runbooks.services import PgCtlService, SystemdService
+from runbooks.releases import AppTarget
+from runbooks.services import PgCtlService, ProcessService, SystemdService
 from runbooks.target import Bouncer, DbTarget
 from sparkops import defaults
 
@@ -157,4 +159,78 @@ def scratch_target(
         stanza=source.stanza,
         bouncer=None,
         label=label,
+    )
+
+
+# --- app hosts ----------------------------------------------------------------------------
+MIGRATIONS_ENV = "/etc/spark-app/migrations.env"
+
+
+def _remote_db_revision(executor) -> Callable[[], str | None]:
+    """The database's revision, asked on the app host by the current release's own Python with
+    the migrations' connection (the app host is the one pg_hba lets in)."""
+    code = (
+        "import os; from app import migrate; "
+        "print(migrate.current(os.environ['SPARK_MIGRATIONS_URL']) or '')"
+    )
+    script = (
+        f"set -a; . {MIGRATIONS_ENV}; set +a; "
+        f'{defaults.APP_CURRENT_LINK}/venv/bin/python -c "{code}"'
+    )
+
+    def revision() -> str | None:
+        result = executor.run(["sh", "-c", script], check=False, timeout=60)
+        if not result.ok:
+            raise Refused(
+                f"cannot read the database's schema revision from {executor.name}: "
+                + result.output()[-300:],
+                "check that the db host is up and migrations.env is in place",
+            )
+        return result.stdout.strip() or None
+
+    return revision
+
+
+def app_target_for_host(name: str) -> AppTarget:
+    executor, entry = ssh_executor(name)
+    return AppTarget(
+        executor=executor,
+        service=SystemdService(executor, APP_SERVICES),
+        base_url=f"http://{entry['ip']}:{defaults.APP_PORT}",
+        db_revision=_remote_db_revision(executor),
+        label=name,
+    )
+
+
+def app_target_from_file(path: Path) -> AppTarget:
+    """{"root", "base_url", "database_url" (schema owner or any role that reads
+    alembic_version), "service": {"argv", "pidfile", "logfile", "env"}}; the service reads
+    <root>/current/release.env at each start, as the systemd unit does."""
+    try:
+        spec = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise Refused(f"cannot read target file {path}: {exc}", "give a JSON target file") from exc
+    svc = spec["service"]
+    root = spec["root"]
+    service = ProcessService(
+        argv=svc["argv"],
+        pidfile=Path(svc["pidfile"]),
+        env=svc.get("env", {}),
+        env_files=[Path(root) / "current" / "release.env"],
+        logfile=Path(svc["logfile"]) if svc.get("logfile") else None,
+        description=f"local process (pid file {svc['pidfile']})",
+    )
+
+    def revision() -> str | None:
+        from app import migrate
+
+        return migrate.current(spec["database_url"])
+
+    return AppTarget(
+        executor=LocalExecutor(),
+        service=service,
+        base_url=spec["base_url"],
+        db_revision=revision,
+        root=root,
+        label=spec.get("label", "local-app"),
     )

@@ -1,0 +1,147 @@
+"""The app's releases on an app host, as the deploy lays them out:
+
+    <root>/releases/<id>/   .installed (when complete), release.env, SCHEMA_HEAD, BAD (marked)
+    <root>/current -> releases/<id>
+
+and the health-gated switch between them: `activate()` is the Python twin of the deploy's
+spark-app-activate script (switch, restart, gate on /readyz and /version, and on failure mark
+the release BAD and return to the one it started from).
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from runbooks.checklist import Run, StepFailed
+from runbooks.executor import Executor
+from runbooks.services import ServiceControl
+from sparkops import defaults
+from sparkops.wait import DeadlineExceeded, wait_until
+
+BAD_MARK = "BAD"
+SCHEMA_HEAD_FILE = "SCHEMA_HEAD"
+DEFAULT_GATE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    installed_at: float
+    bad: bool
+    schema_head: str | None
+
+
+@dataclass
+class AppTarget:
+    executor: Executor
+    service: ServiceControl
+    base_url: str  # where /readyz and /version answer, as reached from here
+    db_revision: Callable[[], str | None]  # the database's schema revision
+    root: str = defaults.APP_ROOT
+    label: str = "app"
+
+    @property
+    def releases_dir(self) -> str:
+        return f"{self.root}/releases"
+
+    @property
+    def current_link(self) -> str:
+        return f"{self.root}/current"
+
+
+_LIST = r"""
+cd {dir} 2>/dev/null || exit 0
+for d in */; do
+  d=${{d%/}}
+  [ -e "$d/.installed" ] || continue
+  head=$(cat "$d/{head}" 2>/dev/null || true)
+  if [ -z "$head" ] && [ -x "$d/venv/bin/python" ]; then
+    head=$("$d/venv/bin/python" -c 'from app import migrate; print(migrate.head())' 2>/dev/null)
+  fi
+  bad=; [ -e "$d/{bad}" ] && bad=bad
+  printf '%s\t%s\t%s\t%s\n' "$d" "$(stat -c %Y "$d/.installed")" "$bad" "$head"
+done
+"""
+
+
+def list_releases(app: AppTarget) -> list[Release]:
+    """Installed releases, oldest first (by when they were installed)."""
+    script = _LIST.format(dir=shlex.quote(app.releases_dir), head=SCHEMA_HEAD_FILE, bad=BAD_MARK)
+    out = app.executor.run(["sh", "-c", script], timeout=120).stdout
+    found = []
+    for line in out.splitlines():
+        name, stamp, bad, head = [*line.split("\t"), "", "", ""][:4]
+        found.append(Release(name, float(stamp or 0), bad == "bad", head.strip() or None))
+    return sorted(found, key=lambda r: (r.installed_at, r.name))
+
+
+def current_release(app: AppTarget) -> str | None:
+    result = app.executor.run(["readlink", app.current_link], check=False)
+    target = result.stdout.strip()
+    return target.rsplit("/", 1)[-1] if result.ok and target else None
+
+
+def switch(app: AppTarget, release: str) -> None:
+    """Point `current` at the release atomically: a new link renamed over the old one."""
+    tmp = f"{app.current_link}.tmp"
+    app.executor.run(["sh", "-c", f"ln -sfn releases/{shlex.quote(release)} {tmp} && "
+                      f"mv -T {tmp} {app.current_link}"])  # fmt: skip
+
+
+def mark_bad(app: AppTarget, release: str, reason: str) -> None:
+    path = f"{app.releases_dir}/{release}/{BAD_MARK}"
+    app.executor.run(["sh", "-c", f"printf '%s\\n' {shlex.quote(reason)} > {path}"])
+
+
+def healthy(app: AppTarget, release: str, timeout: float) -> tuple[bool, str]:
+    """/readyz answers 200 and /version names `release`, before the deadline."""
+    seen = {"detail": "no answer"}
+
+    def probe() -> bool:
+        ready = httpx.get(f"{app.base_url}/readyz", timeout=2)
+        version = httpx.get(f"{app.base_url}/version", timeout=2).json().get("release")
+        seen["detail"] = f"/readyz {ready.status_code}, /version {version!r}"
+        return ready.status_code == 200 and version == release
+
+    try:
+        wait_until(probe, timeout=timeout, what=f"release {release} to be healthy", interval=0.2)
+        return True, seen["detail"]
+    except DeadlineExceeded:
+        return False, f"not healthy in {timeout:.0f} s: {seen['detail']}"
+
+
+def activate(app: AppTarget, release: str, run: Run, gate_timeout: float) -> bool:
+    """Switch to `release` gated on health; on failure mark it BAD and go back. Returns
+    whether `release` is live; raises StepFailed when neither release is healthy."""
+    origin = current_release(app)
+    started = time.monotonic()
+    with run.step(f"Switch current to {release}"):
+        switch(app, release)
+    with run.step("Restart the app"):
+        app.service.restart()
+    with run.step(f"Health gate: /readyz and /version = {release}"):
+        ok, detail = healthy(app, release, gate_timeout)
+        run.note(detail)
+    run.check(f"release {release} healthy", ok, detail)
+    if ok:
+        run.facts["switch_seconds"] = round(time.monotonic() - started, 3)
+        return True
+    with run.step(f"Mark {release} bad"):
+        mark_bad(app, release, f"health gate failed: {detail}")
+    if not origin or origin == release:
+        raise StepFailed(f"release {release} is not healthy and there is no other to return to")
+    with run.step(f"Return to {origin}"):
+        switch(app, origin)
+        app.service.restart()
+        back, back_detail = healthy(app, origin, gate_timeout)
+        run.note(back_detail)
+    run.check(f"returned to {origin}", back, back_detail)
+    if not back:
+        raise StepFailed(f"{release} failed its health gate and {origin} did not come back "
+                         f"either ({back_detail}): the app is down, look at its log")  # fmt: skip
+    return False

@@ -1,0 +1,118 @@
+"""Application rollback: back to the previous good release (or a named one), gated on health,
+refusing when the database's schema has moved past what that release can run on.
+
+"Previous" is the newest installed release older than the current one that is not marked
+BAD. The schema gate: the target release records its expected head (SCHEMA_HEAD); when the
+database is ahead of it, every migration in between must be marked backward compatible
+(`backward_compatible = True` in the migration module), else the rollback is refused unless
+--force.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app import migrate
+from runbooks import releases
+from runbooks.checklist import Refused, Run
+from runbooks.releases import AppTarget, Release
+
+
+@dataclass
+class Plan:
+    app: AppTarget
+    origin: str
+    target: Release
+    schema_ok: bool
+    schema_reason: str
+    gate_timeout: float
+
+
+def schema_gate(revisions: list[migrate.Revision], release_head: str | None,
+                db_revision: str | None) -> tuple[bool, str]:  # fmt: skip
+    """Can a release expecting `release_head` run on a database at `db_revision`?"""
+    names = [r.revision for r in revisions]
+    if release_head is None:
+        return False, "the release does not record its expected schema head (SCHEMA_HEAD)"
+    if db_revision is None:
+        return True, "the database has no schema revision recorded (empty)"
+    if db_revision not in names:
+        return False, f"the database is at revision {db_revision!r}, unknown to this sparkops"
+    if release_head not in names:
+        return False, f"the release expects revision {release_head!r}, unknown to this sparkops"
+    have, want = names.index(db_revision), names.index(release_head)
+    if have <= want:
+        return True, f"the database ({db_revision}) is not ahead of the release ({release_head})"
+    between = revisions[want + 1 : have + 1]
+    breaking = [r.revision for r in between if not r.backward_compatible]
+    if breaking:
+        return False, (f"the database ({db_revision}) is ahead of the release ({release_head}) "
+                       f"and these migrations are not backward compatible: "
+                       f"{', '.join(breaking)}")  # fmt: skip
+    return True, (f"the database ({db_revision}) is ahead of the release ({release_head}); "
+                  f"the migrations between are backward compatible: "
+                  f"{', '.join(r.revision for r in between)}")  # fmt: skip
+
+
+def choose(found: list[Release], origin: str | None, wanted: str | None, force: bool) -> Release:
+    by_name = {r.name: r for r in found}
+    if wanted:
+        if wanted not in by_name:
+            raise Refused(f"release {wanted!r} is not installed",
+                          f"installed: {', '.join(by_name) or 'none'}")  # fmt: skip
+        if wanted == origin:
+            raise Refused(f"release {wanted!r} is already current", "nothing to do")
+        if by_name[wanted].bad and not force:
+            raise Refused(f"release {wanted!r} is marked BAD (a health gate failed)",
+                          "pick another release, or --force to use it anyway")  # fmt: skip
+        return by_name[wanted]
+    if origin not in by_name:
+        raise Refused(f"the current release {origin!r} is not among the installed releases",
+                      "name the release to go to with --to")  # fmt: skip
+    older = [r for r in found[: found.index(by_name[origin])] if not r.bad]
+    if not older:
+        skipped = [r.name for r in found[: found.index(by_name[origin])] if r.bad]
+        extra = f" (skipped, marked BAD: {', '.join(skipped)})" if skipped else ""
+        raise Refused(f"no previous release to roll back to from {origin}{extra}",
+                      "deploy a fixed release instead, or name one with --to")  # fmt: skip
+    return older[-1]
+
+
+def prepare(app: AppTarget, wanted: str | None, force: bool, run: Run,
+            gate_timeout: float = releases.DEFAULT_GATE_TIMEOUT) -> Plan:  # fmt: skip
+    found = releases.list_releases(app)
+    origin = releases.current_release(app)
+    if origin is None:
+        raise Refused(f"{app.current_link} does not point at a release on {app.label}",
+                      "deploy first; a rollback needs a current release")  # fmt: skip
+    target = choose(found, origin, wanted, force)
+    db_revision = app.db_revision()
+    ok, reason = schema_gate(migrate.revisions(), target.schema_head, db_revision)
+    if not ok and not force:
+        raise Refused(f"rolling back to {target.name} is not safe: {reason}",
+                      "restore the database to a matching point first, or --force if you "
+                      "know the release copes")  # fmt: skip
+    run.facts.update(origin=origin, target=target.name, db_revision=db_revision,
+                     target_schema_head=target.schema_head, schema_gate=reason)  # fmt: skip
+    run.plan = [
+        f"Rollback plan on {app.label} ({app.executor.name})",
+        f"  from:        {origin}",
+        f"  to:          {target.name}" + (" (marked BAD, --force)" if target.bad else ""),
+        f"  schema:      {'ok' if ok else 'FORCED'}: {reason}",
+        "  steps:",
+        f"    1. switch {app.current_link} -> releases/{target.name} (atomic rename)",
+        f"    2. restart ({app.service.description})",
+        f"    3. health gate: {app.base_url}/readyz 200 and /version = {target.name} "
+        f"(deadline {gate_timeout:.0f} s)",
+        f"    4. on failure: mark {target.name} BAD, switch back to {origin}, restart",
+    ]
+    return Plan(app, origin, target, ok, reason, gate_timeout)
+
+
+def execute(plan: Plan, run: Run) -> bool:
+    run.watch(plan.app.executor)
+    live = releases.activate(plan.app, plan.target.name, run, plan.gate_timeout)
+    run.facts["live_release"] = plan.target.name if live else plan.origin
+    if live:
+        run.facts["rollback_seconds"] = run.facts.get("switch_seconds")
+    return live
