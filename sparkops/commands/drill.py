@@ -1,0 +1,117 @@
+"""`sparkops drill`: restore the latest backup somewhere harmless and prove it (runbooks.drill)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from runbooks import drill, sites
+from runbooks.cli import conduct, runbook_options
+from sparkops import defaults
+from sparkops.ephemeral.proc import free_port, make_workdir
+
+
+@click.command("drill")
+@click.option(
+    "--host",
+    default="db",
+    show_default=True,
+    help="The db host whose backups are drilled (lab inventory).",
+)
+@click.option(
+    "--target-file",
+    type=click.Path(path_type=Path),
+    help="A JSON description of a local target instead of --host (tests, bench).",
+)
+@click.option("--stanza", default=None, help=f"pgBackRest stanza [{defaults.PGBACKREST_STANZA}]")
+@click.option(
+    "--to-host",
+    default=None,
+    help="A scratch host to restore onto (its pgBackRest must reach the "
+    "repository); default: a scratch directory on the db host.",
+)
+@click.option(
+    "--scratch-dir", default=None, help="The copy's data directory (must not exist or be empty)."
+)
+@click.option(
+    "--scratch-port",
+    type=int,
+    default=defaults.POSTGRES_PORT + 2,
+    show_default=True,
+    help="The copy's port (0: any free port, locally).",
+)
+@click.option(
+    "--metrics-file",
+    default=None,
+    help="Where to write the Prometheus textfile metrics (default: "
+    f"{defaults.NODE_EXPORTER_TEXTFILE_DIR}/{drill.METRICS_FILE_NAME} on the "
+    "db host when that directory exists).",
+)
+@click.option("--keep", is_flag=True, help="Leave the copy running for inspection.")
+@runbook_options
+def command(
+    host,
+    target_file,
+    stanza,
+    to_host,
+    scratch_dir,
+    scratch_port,
+    metrics_file,
+    keep,
+    dry_run,
+    yes,
+    json_output,
+    evidence_dir,
+) -> None:
+    """Restore drill: latest backup + archived WAL onto a scratch copy, amcheck, checksums,
+    business invariants (every order has its outbox event, no duplicate open positions,
+    balances add up), restore and replay times, evidence, teardown, metrics.
+
+    Exit codes: 0 passed, 1 failed (the failing check is named), 2 refused.
+    """
+
+    def prepare(run):
+        if target_file:
+            source = sites.db_target_from_file(target_file, stanza)
+        else:
+            source = sites.db_target_for_host(host, stanza or defaults.PGBACKREST_STANZA)
+        executor = source.executor
+        if to_host and to_host != source.label:
+            executor, _ = sites.ssh_executor(to_host)
+        data_dir, made = scratch_dir, None
+        if data_dir is None and target_file:
+            made = str(make_workdir("drill"))  # owned by the postgres user, removed after
+            data_dir = f"{made}/data"
+        elif data_dir is None:
+            data_dir = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/drill"
+        port = scratch_port or free_port()
+        scratch = sites.scratch_target(
+            source, data_dir, port, executor, label=to_host or f"{source.label}-drill"
+        )
+        metrics = metrics_file or drill.default_metrics_path(source.executor)
+        # Metrics go where node_exporter runs: the db host.
+        return drill.prepare(
+            source,
+            scratch,
+            run,
+            metrics_path=metrics,
+            metrics_executor=source.executor,
+            keep=keep,
+            made_dir=made,
+        )
+
+    def act(run, prepared):
+        drill.execute(prepared, run)
+
+    conduct(
+        "drill",
+        json_output=json_output,
+        evidence_dir=evidence_dir,
+        dry_run=dry_run,
+        yes=yes,
+        prepare=prepare,
+        act=act,
+        question="",
+        destructive=False,
+    )
