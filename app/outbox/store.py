@@ -6,16 +6,21 @@ An event is *eligible* when it is pending, due (`next_attempt_at <= now()`), not
 its lease ran out), and no earlier event of its aggregate is pending or dead. So at any
 moment only the oldest undelivered event of an aggregate, its *head*, can be claimed.
 
-A claim is one statement (one short transaction, no session state):
+A claim takes two statements, each its own short transaction (no session state):
 
-1. lock up to N eligible heads with `FOR UPDATE SKIP LOCKED`: a head another dispatcher is
-   claiming right now is skipped, not waited for; if that dispatcher has already committed
-   its lease, PostgreSQL re-checks the row's own conditions on the new version and the
-   lease excludes it, so one head is never claimed twice;
-2. take, for each locked head, the next pending events of the same aggregate (a contiguous
-   run in id order, up to `max_per_aggregate`); nobody else can hold them, because their
-   head is pending and locked by us;
-3. lease the whole run (`claimed_by`, `claimed_until`) and return it.
+1. find candidate heads: walk the aggregates that have pending events (a skip scan of the
+   pending-by-aggregate index, one descent per aggregate, resuming where the previous claim
+   stopped so every aggregate gets its turn) and keep those whose head is due, not leased
+   and not behind a dead letter. Cost grows with the number of aggregates, not of pending
+   events: a long backlog, or events stuck behind a dead letter, are never read;
+2. lock the candidates that are still eligible with `FOR UPDATE SKIP LOCKED` (every
+   condition checked again, including "no earlier pending event"): a head another
+   dispatcher is claiming right now is skipped, not waited for; if that dispatcher has
+   already committed its lease, PostgreSQL re-checks the row's own conditions on the new
+   version and the lease excludes it, so one head is never claimed twice. Then take, for
+   each locked head, the next pending events of its aggregate (a contiguous run in id
+   order); nobody else can hold them, because their head is pending and locked by us.
+   Lease the whole run (`claimed_by`, `claimed_until`) and return it.
 
 The dispatcher then publishes outside any transaction, each run strictly in order and
 stopping at the first failure; it marks what it published delivered and reschedules or
@@ -48,10 +53,64 @@ from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
+# Finding heads walks the *aggregates* that have pending events (a skip scan of the
+# pending-by-aggregate index: one index descent per aggregate), never the pending events:
+# a backlog of a million events over a hundred aggregates costs a hundred descents, and the
+# events waiting behind a dead letter are never read. The walk starts after the aggregate
+# where the previous claim stopped and wraps around, so every aggregate gets its turn.
+FIND_HEADS = """
+WITH RECURSIVE aggs AS (
+    (SELECT x.aggregate_type, x.aggregate_id, 1 AS n
+     FROM outbox_events x
+     WHERE x.status = 'pending' AND {after}
+     ORDER BY x.aggregate_type, x.aggregate_id, x.id
+     LIMIT 1)
+    UNION ALL
+    SELECT nxt.aggregate_type, nxt.aggregate_id, a.n + 1
+    FROM aggs a
+    CROSS JOIN LATERAL (
+        SELECT x.aggregate_type, x.aggregate_id
+        FROM outbox_events x
+        WHERE x.status = 'pending'
+          AND (x.aggregate_type, x.aggregate_id) > (a.aggregate_type, a.aggregate_id)
+        ORDER BY x.aggregate_type, x.aggregate_id, x.id
+        LIMIT 1
+    ) nxt
+    WHERE a.n < %(max_visits)s
+)
+SELECT h.id, a.aggregate_type, a.aggregate_id
+FROM aggs a
+CROSS JOIN LATERAL (
+    SELECT x.id, x.next_attempt_at, x.claimed_until
+    FROM outbox_events x
+    WHERE x.status = 'pending' AND x.aggregate_type = a.aggregate_type
+      AND x.aggregate_id = a.aggregate_id
+    ORDER BY x.id
+    LIMIT 1
+) h
+WHERE h.next_attempt_at <= now()
+  AND (h.claimed_until IS NULL OR h.claimed_until < now())
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox_events d
+      WHERE d.status = 'dead' AND d.aggregate_type = a.aggregate_type
+        AND d.aggregate_id = a.aggregate_id AND d.id < h.id)
+LIMIT %(limit)s
+"""
+FIND_HEADS_FROM_START = FIND_HEADS.format(after="TRUE")
+FIND_HEADS_AFTER = FIND_HEADS.format(
+    after="(x.aggregate_type, x.aggregate_id) > (%(after_type)s, %(after_id)s)"
+)
+# Aggregates one search may walk past (backing off, leased, blocked) before it gives up.
+MAX_VISITS_PER_HEAD = 20
+
+# The candidates were heads when found; every condition is checked again under the lock.
 CLAIM = """
 WITH heads AS (
     SELECT e.id, e.aggregate_type, e.aggregate_id
-    FROM outbox_events e
+    -- Driven by the candidate list (primary key lookups): a condition like `status =
+    -- 'pending'` alone would tempt the planner into scanning the whole backlog.
+    FROM unnest(%(candidates)s::bigint[]) AS c(id)
+    JOIN outbox_events e ON e.id = c.id
     WHERE e.status = 'pending'
       AND e.next_attempt_at <= now()
       AND (e.claimed_until IS NULL OR e.claimed_until < now())
@@ -63,8 +122,6 @@ WITH heads AS (
           SELECT 1 FROM outbox_events d
           WHERE d.status = 'dead' AND d.aggregate_type = e.aggregate_type
             AND d.aggregate_id = e.aggregate_id AND d.id < e.id)
-    ORDER BY e.next_attempt_at, e.id
-    LIMIT %(batch_size)s
     FOR UPDATE OF e SKIP LOCKED
 ),
 runs AS (
@@ -223,6 +280,8 @@ class OutboxStore:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        # Where the last head search stopped (aggregate key); None: from the start.
+        self._cursor: tuple[str, str] | None = None
 
     async def _execute(self, query: str, params: dict) -> tuple[list[tuple], int]:
         async with self.pool.connection() as conn:
@@ -231,13 +290,40 @@ class OutboxStore:
             rows = await cur.fetchall() if cur.description else []
             return rows, cur.rowcount
 
+    async def find_heads(
+        self, limit: int, after: tuple[str, str] | None
+    ) -> list[tuple[int, str, str]]:
+        """Up to `limit` claimable heads, walking aggregates in key order after `after`."""
+        params = {"limit": limit, "max_visits": limit * MAX_VISITS_PER_HEAD}
+        if after is None:
+            rows, _ = await self._execute(FIND_HEADS_FROM_START, params)
+        else:
+            params.update(after_type=after[0], after_id=after[1])
+            rows, _ = await self._execute(FIND_HEADS_AFTER, params)
+        return rows
+
     async def claim(
         self, owner: str, *, batch_size: int, max_per_aggregate: int, lease_seconds: float
     ) -> list[OutboxEvent]:
+        """Find heads (resuming the walk where the last claim stopped), then lease them and
+        the runs behind them in one statement."""
+        heads = await self.find_heads(batch_size, self._cursor)
+        if len(heads) < batch_size and self._cursor is not None:
+            # Wrap around: the aggregates before the cursor.
+            seen = {h[0] for h in heads}
+            more = await self.find_heads(batch_size - len(heads), None)
+            heads += [h for h in more if h[0] not in seen]
+            self._cursor = None
+        else:
+            self._cursor = heads[-1][1:] if len(heads) >= batch_size else None
+        if not heads:
+            return []
         params = {
+            "candidates": [h[0] for h in heads],
             "owner": owner,
             "batch_size": batch_size,
-            "max_per_aggregate": max_per_aggregate,
+            # Read no more of each run than the batch can take.
+            "max_per_aggregate": min(max_per_aggregate, -(-batch_size // len(heads))),
             "lease": lease_seconds,
         }
         rows, _ = await self._execute(CLAIM, params)

@@ -28,12 +28,15 @@ def test_two_dispatchers_publish_each_event_once_in_aggregate_order(
     with connect_app(clean_db) as conn:
         inserted = insert_events(conn, EVENTS, AGGREGATES)
         ports = [free_port(), free_port()]
+        # Batches of 100 heads over 200 aggregates: room for both (one dispatcher holding
+        # every aggregate's head would leave the other nothing to claim, by design).
         procs = [
             start_dispatcher(
-                clean_db, redis_server.url, f"pair-{n}", tmp_path, "--metrics-port", str(port)
+                clean_db, redis_server.url, f"pair-{n}", tmp_path,
+                "--metrics-port", str(port), "--batch-size", "100", ready=False,
             )
             for n, port in enumerate(ports, 1)
-        ]
+        ]  # fmt: skip
         started = time.monotonic()
         try:
             wait_until(
