@@ -58,6 +58,7 @@ class Run:
     runbook: str
     evidence: Evidence | None = None
     json_mode: bool = False
+    quiet: bool = False  # benchmarks: figures only
     plan: list[str] = field(default_factory=list)
     steps: list[StepRecord] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
@@ -70,7 +71,8 @@ class Run:
     # --- output ---------------------------------------------------------------------------
     def say(self, text: str = "") -> None:
         # With --json, stdout carries only the JSON result; people read stderr.
-        click.echo(text, err=self.json_mode)
+        if not self.quiet:
+            click.echo(text, err=self.json_mode)
 
     def watch(self, *executors: Executor) -> None:
         """Copy every command these executors run into the current step's log."""

@@ -5,18 +5,15 @@ gate."""
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 
 import httpx
 import pytest
 
 from app import migrate
-from runbooks import releases, rollback, sites
+from runbooks import localapp, releases, rollback
 from runbooks.checklist import Refused, Run
 from runbooks.releases import Release
-from sparkops.ephemeral.proc import free_port
 from tests.runbooks.conftest import result_json, sparkops
 
 GATE = "5"
@@ -24,43 +21,12 @@ GATE = "5"
 
 @pytest.fixture
 def app_root(backed_db, tmp_path):
-    root = tmp_path / "spark-app"
-    (root / "releases").mkdir(parents=True)
-    port = free_port()
-    spec = {
-        "root": str(root),
-        "base_url": f"http://127.0.0.1:{port}",
-        "database_url": backed_db.stack.owner_conninfo(),
-        "service": {
-            "argv": [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-                     "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-            "pidfile": str(tmp_path / "app.pid"),
-            "logfile": str(tmp_path / "app.log"),
-            "env": {"SPARK_DATABASE_URL": backed_db.stack.app_conninfo()},
-        },
-    }  # fmt: skip
-    (tmp_path / "app.json").write_text(json.dumps(spec))
-    app = sites.app_target_from_file(tmp_path / "app.json")
-    yield root, tmp_path / "app.json", app
+    spec, app = localapp.app_target(backed_db.stack, tmp_path)
+    yield spec.parent / "spark-app", spec, app
     app.service.stop()
 
 
-def install(root, name, *, age, head=None, env=""):
-    """A release as the deploy leaves it (.installed last), installed `age` seconds ago."""
-    path = root / "releases" / name
-    path.mkdir()
-    (path / "release.env").write_text(f"SPARK_RELEASE_ID={name}\n{env}")
-    (path / releases.SCHEMA_HEAD_FILE).write_text((head or migrate.head()) + "\n")
-    (path / ".installed").touch()
-    stamp = 1_700_000_000 - age
-    os.utime(path / ".installed", (stamp, stamp))
-
-
-def start_on(app, name):
-    releases.switch(app, name)
-    app.service.start()
-    ok, detail = releases.healthy(app, name, 30)
-    assert ok, detail
+install, start_on = localapp.install, localapp.start_on
 
 
 def version(app) -> str:
