@@ -1,6 +1,7 @@
 """The trading app on the app hosts: releases side by side, migrations, health-gated switch.
 
-    /opt/spark-app/releases/<id>/   venv/ (the release's wheels), release.env, .installed
+    /opt/spark-app/releases/<id>/   venv/ (the release's wheels), release.env, SCHEMA_HEAD,
+                                    .installed, BAD (when its health gate failed)
     /opt/spark-app/current -> releases/<id>
 
 A release is built here (deploys/release.py), uploaded as a wheelhouse and installed into its
@@ -87,6 +88,9 @@ def release_installed(release: str, tarball: str):
         f"{release_build.PROJECT}; "
         f"rm -rf {target}/wheelhouse {upload}; "
         f"echo SPARK_RELEASE_ID={release} > {target}/release.env; "
+        # The schema head this release expects: the rollback's schema gate reads it.
+        f"{target}/venv/bin/python -c 'from app import migrate; print(migrate.head())' "
+        f"> {target}/SCHEMA_HEAD; "
         f"touch {target}/.installed"
     )
 
