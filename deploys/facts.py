@@ -99,10 +99,14 @@ class PgBackRestInfo(FactBase):
         return stanzas[0] if stanzas else {}
 
 
+# pgBackRest's info status codes that mean the stanza exists: ok, no valid backup yet, a
+# backup or expire running. Anything else (1 missing stanza path, 3 missing stanza data, 99
+# other, no answer) goes to stanza-create, which creates it or fails saying why.
+STANZA_PRESENT_CODES = (0, 2, 6)
+
+
 def stanza_missing(info: dict) -> bool:
-    """pgBackRest status 1 (missing stanza path) or 3 (missing stanza data) need stanza-create."""
-    code = info.get("status", {}).get("code")
-    return code is None or code in (1, 3)
+    return info.get("status", {}).get("code") not in STANZA_PRESENT_CODES
 
 
 def has_full_backup(info: dict) -> bool:

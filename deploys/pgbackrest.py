@@ -5,6 +5,8 @@ S3, whose bucket is prepared from the machine running pyinfra (deploys/s3_bucket
 
 from __future__ import annotations
 
+import re
+
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File
@@ -27,7 +29,10 @@ DEFAULTS = {
     "pgbackrest_repo_type": "posix",  # or "s3"
     "pgbackrest_repo_path": "/var/lib/pgbackrest",  # a directory (posix) or a bucket prefix (s3)
     # Shape (s3 only): {"bucket": "spark-backups", "endpoint": "s3.eu-central-1.amazonaws.com",
-    #   "region": "eu-central-1", "port": 443, "ca_file": None, "wal_noncurrent_days": 14}
+    #   "region": "eu-central-1", "port": 443, "ca_file": None, "wal_noncurrent_days": 14,
+    #   optional: "ca_cert_src" (a local CA file to install as ca_file), "endpoint_address"
+    #   (an /etc/hosts entry for endpoint), "controller_endpoint" (how this machine reaches
+    #   the store to prepare the bucket, when not as the hosts do)}
     "pgbackrest_s3": {},
     "pgbackrest_retention_full": 2,
     "pgbackrest_retention_diff": 6,
@@ -143,15 +148,17 @@ def _bucket_spec(data) -> s3_bucket.BucketSpec:
 def _bucket_client(data, environment: str):
     s3 = data["pgbackrest_s3"]
     creds = secrets.load(environment)
-    scheme_host = s3.get("controller_endpoint") or f"https://{s3['endpoint']}"
+    # The machine running pyinfra may reach the store another way than the hosts do
+    # (the lab: moto on loopback): controller_endpoint, else the hosts' endpoint.
+    endpoint = s3.get("controller_endpoint") or f"https://{s3['endpoint']}"
     if s3.get("port") and "controller_endpoint" not in s3:
-        scheme_host += f":{s3['port']}"
+        endpoint += f":{s3['port']}"
     return s3_bucket.make_client(
-        endpoint=scheme_host,
+        endpoint=endpoint,
         region=s3["region"],
         access_key=creds["s3_access_key"],
         secret_key=creds["s3_secret_key"],
-        ca_file=s3.get("controller_ca_file") or s3.get("ca_file"),
+        ca_file=s3.get("controller_ca_file") if endpoint.startswith("https") else None,
     )
 
 
@@ -165,9 +172,8 @@ def bucket_prepared(data: dict, environment: str):
         host.noop(f"bucket {spec.name} is prepared")
         return
 
-    def _prepare(state, host_):
+    def _prepare():
         s3_bucket.prepare(client, spec)
-        return True
 
     yield FunctionCommand(_prepare, (), {})
 
@@ -184,6 +190,21 @@ def pgbackrest() -> None:
     glob, stanza = options(data, creds)
     apt.packages(name="Install pgBackRest", packages=["pgbackrest"], no_recommends=True)
     if data["pgbackrest_repo_type"] == "s3":
+        s3 = data["pgbackrest_s3"]
+        if s3.get("ca_cert_src"):
+            files.put(
+                name="Install the S3 endpoint's CA certificate",
+                src=s3["ca_cert_src"],
+                dest=s3["ca_file"],
+                mode="644",
+            )
+        if s3.get("endpoint_address"):
+            files.line(
+                name=f"Resolve {s3['endpoint']} to {s3['endpoint_address']}",
+                path="/etc/hosts",
+                line=rf"^\S+\s+{re.escape(s3['endpoint'])}$",
+                replace=f"{s3['endpoint_address']} {s3['endpoint']}",
+            )
         bucket_prepared(
             name="Prepare the S3 bucket (versioning, encryption, lifecycle)",
             data=data,

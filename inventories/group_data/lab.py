@@ -3,8 +3,19 @@
 The lab has no Redis: the outbox dispatcher prints events (console publisher).
 """
 
+import json as _json
+import os as _os
+import pathlib as _pathlib
+
 app_outbox_publisher = "console"
 
 # systemd cannot give Prometheus a user namespace inside the lab host's namespaces (Debian's
 # unit sets PrivateUsers=true: the unit fails with 217/USER); real hosts keep the hardening.
 monitoring_prometheus_unit_overrides = {"PrivateUsers": "false"}
+
+# pgBackRest's repository: the posix default, or the lab's S3 endpoint (moto behind stunnel
+# on this machine, deploys/lab_s3.py) when SPARKOPS_LAB_S3 names its data file.
+if _os.environ.get("SPARKOPS_LAB_S3"):
+    pgbackrest_repo_type = "s3"
+    pgbackrest_repo_path = "/spark"
+    pgbackrest_s3 = _json.loads(_pathlib.Path(_os.environ["SPARKOPS_LAB_S3"]).read_text())

@@ -1,0 +1,87 @@
+"""pgBackRest with an S3 repository on the lab: moto behind stunnel on this machine
+(deploys/lab_s3.py), the bucket prepared by the deploy, WAL and a full backup in it, and a
+second run that changes nothing. Afterwards the lab is redeployed with its posix default.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploys import lab_s3, release, runner, s3_bucket, secrets
+from lab import config as lab_config
+from lab import ssh
+from sparkops import defaults
+from sparkops.wait import wait_until
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def _db(hosts):
+    return next(h for h in hosts if "db" in h["groups"])
+
+
+def _ssh(h, command: str, timeout: float = 120) -> str:
+    proc = ssh.run(h["ip"], command, timeout=timeout)
+    assert proc.returncode == 0, f"{h['name']}: {command}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def s3_deployed(lab_hosts):
+    _release_id, tarball = release.selected()
+    pinned = {"SPARKOPS_RELEASE_TAR": str(tarball)}
+    with lab_s3.LabS3(lab_config.BRIDGE_IP).start() as s3:
+        env = {**pinned, "SPARKOPS_LAB_S3": str(s3.data_file)}
+        first = runner.run_site(env=env)
+        assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
+        second = runner.run_site(env=env)
+        data = json.loads(s3.data_file.read_text())
+        try:
+            yield {"hosts": lab_hosts, "second": second, "s3": data}
+        finally:
+            # Back to the lab's default (posix), so the lab does not archive to a dead store.
+            runner.run_site(env=pinned)
+
+
+def test_second_s3_run_changes_nothing(s3_deployed):
+    second = s3_deployed["second"]
+    assert second.returncode == 0, second.output[-4000:]
+    assert second.changed == 0, second.changed_operations()
+
+
+def test_wal_and_a_full_backup_are_in_the_bucket(s3_deployed):
+    db = _db(s3_deployed["hosts"])
+    sql = "SELECT pg_switch_wal() FROM (SELECT txid_current()) AS t"
+    _ssh(db, f'runuser -u postgres -- psql -XAtq -d {defaults.DATABASE_NAME} -c "{sql}"')
+
+    def archived():
+        info = json.loads(
+            _ssh(
+                db,
+                f"runuser -u postgres -- pgbackrest --stanza={defaults.PGBACKREST_STANZA}"
+                " --output=json info",
+            )
+        )[0]
+        return info if info.get("archive") and info["archive"][0].get("max") else None
+
+    info = wait_until(archived, timeout=120, what="WAL archived to the S3 repository")
+    assert info["status"]["code"] == 0
+    assert any(b["type"] == "full" for b in info["backup"])
+    conf = _ssh(db, "cat /etc/pgbackrest/pgbackrest.conf")
+    assert "repo1-type=s3" in conf and "repo1-storage-ca-file=" in conf
+
+    s3 = s3_deployed["s3"]
+    creds = secrets.load("lab")
+    client = s3_bucket.make_client(
+        endpoint=s3["controller_endpoint"],
+        region=s3["region"],
+        access_key=creds["s3_access_key"],
+        secret_key=creds["s3_secret_key"],
+    )
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3["bucket"])["Contents"]]
+    assert any(k.startswith("spark/archive/") for k in keys), keys[:10]
+    assert any(k.startswith("spark/backup/") for k in keys), keys[:10]
+    spec = s3_bucket.BucketSpec(name=s3["bucket"], region=s3["region"], repo_path="/spark")
+    assert s3_bucket.differences(client, spec) == []
