@@ -128,3 +128,33 @@ def test_prometheus_reports_every_target_up(deployed):
     targets = wait_until(all_up, timeout=120, what="every Prometheus target to be up")
     jobs = {t["labels"]["job"] for t in targets}
     assert {"spark-app", "pgbouncer", "postgres", "node", "prometheus"} <= jobs
+
+
+def test_a_release_that_never_gets_ready_is_switched_back(deployed):
+    """spark-app-activate on a release whose app cannot start: exit 1, `current` back on the
+    good release, which answers /readyz again."""
+    app = _by_group(deployed["hosts"], "app")
+    good = deployed["release"]
+    bad = "0.0.0-never-ready"
+    releases = "/opt/spark-app/releases"
+    # A copy of the good release whose uvicorn exits at once.
+    _ssh(
+        app,
+        f"rm -rf {releases}/{bad} && cp -a {releases}/{good} {releases}/{bad} && "
+        f"printf '#!/bin/sh\\nexit 3\\n' > {releases}/{bad}/venv/bin/uvicorn && "
+        f"echo SPARK_RELEASE_ID={bad} > {releases}/{bad}/release.env",
+    )
+    try:
+        proc = ssh.run(app["ip"], f"APP_READY_TIMEOUT=5 spark-app-activate {bad}", timeout=180)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "switched back" in proc.stderr
+        assert _ssh(app, "readlink /opt/spark-app/current").strip() == f"releases/{good}"
+        url = f"http://127.0.0.1:{defaults.APP_PORT}/readyz"
+        body = wait_until(
+            lambda: json.loads(_ssh(app, f"curl -fsS --max-time 3 {url}")),
+            timeout=60,
+            what="the good release to be ready again",
+        )
+        assert body["release"] == good
+    finally:
+        _ssh(app, f"rm -rf {releases}/{bad}")
