@@ -157,16 +157,8 @@ class Dispatcher:
     async def _settle(
         self, delivered: list[int], failures: list[Failure], released: list[int]
     ) -> None:
-        if delivered:
-            marked = await self.store.mark_delivered(delivered, self.owner)
-            metrics.PUBLISHED.labels(self._label).inc(len(delivered))
-            if marked != len(delivered):
-                log.warning(
-                    "%d published event(s) were no longer held by %s (lease ran out): "
-                    "another dispatcher will publish them again",
-                    len(delivered) - marked,
-                    self.owner,
-                )
+        # Failures first: a failed event behind a head is unleased, and is rescheduled
+        # before its predecessor is marked delivered and it becomes claimable as a head.
         if failures:
             outcome = await self.store.fail(failures, self.owner, self.config.max_attempts)
             metrics.RETRIED.labels(self._label).inc(len(outcome.retried))
@@ -182,6 +174,16 @@ class Dispatcher:
                 len(outcome.dead),
                 failures[0].error,
             )
+        if delivered:
+            marked = await self.store.mark_delivered(delivered, self.owner)
+            metrics.PUBLISHED.labels(self._label).inc(len(delivered))
+            if marked != len(delivered):
+                log.warning(
+                    "%d published event(s) were no longer held by %s (lease ran out): "
+                    "another dispatcher will publish them again",
+                    len(delivered) - marked,
+                    self.owner,
+                )
         if released:
             await self.store.release(released, self.owner)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # --- claiming ----------------------------------------------------------------------------
-BATCH_SIZE = 500  # events per claim, at most
+BATCH_SIZE = 1000  # events per claim, at most
 # Events of one aggregate taken in one claim (published strictly one after the other).
 MAX_PER_AGGREGATE = 50
 # A claim holds its events this long. Publishing one batch must finish well within it: a

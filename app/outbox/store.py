@@ -19,8 +19,8 @@ A claim takes two statements, each its own short transaction (no session state):
    already committed its lease, PostgreSQL re-checks the row's own conditions on the new
    version and the lease excludes it, so one head is never claimed twice. Then take, for
    each locked head, the next pending events of its aggregate (a contiguous run in id
-   order); nobody else can hold them, because their head is pending and locked by us.
-   Lease the whole run (`claimed_by`, `claimed_until`) and return it.
+   order); nobody else can take them, because their head is pending and ours. Lease the
+   heads only (`claimed_by`, `claimed_until`) and return the runs.
 
 The dispatcher then publishes outside any transaction, each run strictly in order and
 stopping at the first failure; it marks what it published delivered and reschedules or
@@ -137,23 +137,31 @@ runs AS (
     ) r
     ORDER BY r.pos, r.id
     LIMIT %(batch_size)s
+),
+-- Only heads are leased: the events behind a head cannot be claimed by anyone while the
+-- head is pending, so leasing them too would cost an UPDATE per event for nothing.
+leased AS (
+    UPDATE outbox_events o
+    SET claimed_by = %(owner)s, claimed_until = now() + make_interval(secs => %(lease)s)
+    WHERE o.id = ANY(ARRAY(SELECT id FROM heads))
 )
-UPDATE outbox_events o
-SET claimed_by = %(owner)s, claimed_until = now() + make_interval(secs => %(lease)s)
-FROM runs
-WHERE o.id = runs.id
-RETURNING o.id, o.event_id::text, o.aggregate_type, o.aggregate_id, o.event_type,
-          o.payload::text, o.attempts, o.created_at
+SELECT x.id, x.event_id::text, x.aggregate_type, x.aggregate_id, x.event_type,
+       x.payload::text, x.attempts, x.created_at
+FROM outbox_events x
+-- An id array rather than a join: a join may be planned as a hash over the whole table.
+WHERE x.id = ANY(ARRAY(SELECT id FROM runs))
 """
 
 MARK_DELIVERED = """
 UPDATE outbox_events
 SET status = 'delivered', delivered_at = now(), claimed_by = NULL, claimed_until = NULL
-WHERE id = ANY(%(ids)s) AND status = 'pending' AND claimed_by = %(owner)s
+WHERE id = ANY(%(ids)s) AND status = 'pending'
+  AND (claimed_by IS NULL OR claimed_by = %(owner)s)
 """
 
 # One statement for every failure of a batch: retry later, or park as dead after the last
-# attempt. Only rows we still hold are touched.
+# attempt. Rows another dispatcher took over (its lease, after ours ran out) are left alone;
+# a failed event that is not a head is unleased but still behind a pending head of ours.
 FAIL = """
 WITH f AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[])
@@ -166,7 +174,8 @@ SET attempts = o.attempts + 1,
     next_attempt_at = now() + make_interval(secs => f.delay),
     claimed_by = NULL, claimed_until = NULL
 FROM f
-WHERE o.id = f.id AND o.status = 'pending' AND o.claimed_by = %(owner)s
+WHERE o.id = f.id AND o.status = 'pending'
+  AND (o.claimed_by IS NULL OR o.claimed_by = %(owner)s)
 RETURNING o.id, o.status
 """
 

@@ -1,0 +1,49 @@
+"""Leases: a claim holds an aggregate until it is settled or its lease runs out; then another
+dispatcher takes over, and the late holder's settlement cannot undo the new holder's."""
+
+from __future__ import annotations
+
+import asyncio
+
+from app.outbox.store import OutboxStore, app_pool
+from tests.conftest import connect_app
+from tests.outbox.support import insert_events
+
+CLAIM = {"batch_size": 100, "max_per_aggregate": 10}
+
+
+def test_lease_blocks_others_until_it_runs_out(clean_db):
+    with connect_app(clean_db) as conn:
+        inserted = insert_events(conn, 10, 2)
+
+    async def scenario():
+        pool = app_pool(clean_db.app_conninfo())
+        await pool.open(wait=True)
+        a, b = OutboxStore(pool), OutboxStore(pool)
+        try:
+            first = await a.claim("A", lease_seconds=1.0, **CLAIM)
+            # While A holds both heads, B gets nothing: not the heads, not what is behind them.
+            blocked = await b.claim("B", lease_seconds=30.0, **CLAIM)
+            deadline = asyncio.get_running_loop().time() + 10
+            taken = []
+            while not taken and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.1)  # polling the lease's expiry, bounded by the deadline
+                taken = await b.claim("B", lease_seconds=30.0, **CLAIM)
+            heads = [e.id for e in first if e.id in {i.id for i in inserted[:2]}]
+            late = await a.mark_delivered(heads, "A")  # A lost its lease: no effect on heads
+            released = await b.release([e.id for e in taken], "B")
+            return first, blocked, taken, late, released
+        finally:
+            await pool.close()
+
+    first, blocked, taken, late, released = asyncio.run(scenario())
+    assert [e.id for e in first] == [e.id for e in inserted]  # both runs, in id order
+    assert blocked == []
+    assert [e.id for e in taken] == [e.id for e in inserted]  # taken over after expiry
+    assert late == 0
+    assert released == 2  # only the heads carry a lease
+    with connect_app(clean_db) as conn:
+        unclaimed = conn.execute(
+            "SELECT count(*) FROM outbox_events WHERE status = 'pending' AND claimed_by IS NULL"
+        ).fetchone()[0]
+    assert unclaimed == 10
