@@ -39,7 +39,7 @@ the same name, releases its predecessor's leases.
 Dead letters block their aggregate: an event that exhausted its attempts is parked as
 `dead`, and its aggregate's later events wait (they would otherwise arrive without the one
 before them). The dead-letter gauge and alert surface it; an operator fixes the cause and
-requeues or deletes the dead event. Other aggregates keep flowing.
+requeues the dead event (`sparkops outbox requeue`). Other aggregates keep flowing.
 
 Order is id order, i.e. the order in which events were inserted. Writers of one aggregate
 serialize on the aggregate's own row (the order, the position), so within an aggregate
@@ -202,6 +202,21 @@ PURGE_PLAN = """
 SELECT count(*), min(delivered_at), max(delivered_at)
 FROM outbox_events
 WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => %(age)s)
+"""
+
+DEAD_LETTERS = """
+SELECT event_id::text, aggregate_type, aggregate_id, event_type, attempts, left(last_error, 200)
+FROM outbox_events
+WHERE status = 'dead' AND (%(all)s OR event_id::text = ANY(%(event_ids)s))
+ORDER BY id
+"""
+
+# Back to the queue with a fresh set of attempts; the last error stays until it is replaced.
+REQUEUE_DEAD = """
+UPDATE outbox_events
+SET status = 'pending', attempts = 0, next_attempt_at = now(), claimed_by = NULL,
+    claimed_until = NULL
+WHERE status = 'dead' AND (%(all)s OR event_id::text = ANY(%(event_ids)s))
 """
 
 STATS = """
@@ -386,6 +401,17 @@ class OutboxStore:
     async def purge_plan(self, older_than_seconds: float) -> PurgePlan:
         rows, _ = await self._execute(PURGE_PLAN, {"age": older_than_seconds})
         return PurgePlan(*rows[0])
+
+    async def dead_letters(self, event_ids: list[str] | None) -> list[tuple]:
+        """Dead-lettered events, all of them (None) or those listed."""
+        params = {"all": event_ids is None, "event_ids": event_ids or []}
+        rows, _ = await self._execute(DEAD_LETTERS, params)
+        return rows
+
+    async def requeue_dead(self, event_ids: list[str] | None) -> int:
+        params = {"all": event_ids is None, "event_ids": event_ids or []}
+        _, count = await self._execute(REQUEUE_DEAD, params)
+        return count
 
     async def stats(self) -> Stats:
         rows, _ = await self._execute(STATS, {})

@@ -253,3 +253,36 @@ def purge(database_url: str, older_than: float, dry_run: bool, yes: bool) -> Non
 
     deleted = asyncio.run(_with_store(database_url, work))
     click.echo(f"deleted {deleted} delivered outbox event(s)")
+
+
+@command.command("requeue")
+@database_url_option
+@click.option("--event-id", "event_ids", multiple=True, help="A dead event to requeue (repeat).")
+@click.option("--all", "requeue_all", is_flag=True, help="Requeue every dead-lettered event.")
+@click.option("--dry-run", is_flag=True, help="Print the plan only.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def requeue(database_url: str, event_ids, requeue_all: bool, dry_run: bool, yes: bool) -> None:
+    """Put dead-lettered events back in the queue with fresh attempts (after fixing the cause);
+    their aggregates' later events follow them."""
+    if bool(event_ids) == requeue_all:
+        raise click.UsageError("name the events with --event-id (repeatable) or pass --all")
+    selected = None if requeue_all else list(event_ids)
+    rows = asyncio.run(_with_store(database_url, lambda s: s.dead_letters(selected)))
+    if selected:
+        unknown = set(selected) - {row[0] for row in rows}
+        if unknown:
+            raise click.UsageError(
+                f"not dead-lettered (or unknown): {', '.join(sorted(unknown))}; nothing changed. "
+                "`sparkops outbox status` lists the errors; dead events have status 'dead'."
+            )
+    click.echo(f"plan: requeue {len(rows)} dead-lettered event(s) with fresh attempts")
+    for event_id, agg_type, agg_id, event_type, attempts, error in rows:
+        click.echo(f"  {event_id} {agg_type}/{agg_id} {event_type} attempts={attempts}: {error}")
+    if dry_run or not rows:
+        click.echo("dry run: nothing changed" if dry_run else "nothing to requeue")
+        return
+    if not yes and not click.confirm("Requeue them?", default=False):
+        click.echo("aborted: nothing changed")
+        raise SystemExit(1)
+    count = asyncio.run(_with_store(database_url, lambda s: s.requeue_dead(selected)))
+    click.echo(f"requeued {count} event(s)")

@@ -13,7 +13,7 @@ from app.outbox.settings import DispatcherSettings
 from app.outbox.store import OutboxStore, app_pool
 from sparkops.commands.outbox import command as outbox_cli
 from tests.conftest import connect_app
-from tests.outbox.support import insert_events
+from tests.outbox.support import insert_events, outbox_counts
 
 # Event rows by what the purge must do with them: (status, age of delivered_at/created_at).
 LAYOUT = {
@@ -96,3 +96,29 @@ def test_status_command_reports_backlog_and_errors(clean_db):
     age = float(result.output.split("oldest pending age:")[1].split("s")[0])
     assert 10 * 86400 <= age < 10 * 86400 + 600
     assert "ConnectionError: refused" in result.output
+
+
+def test_requeue_command_puts_dead_letters_back(clean_db):
+    runner = CliRunner()
+    url = ["--database-url", clean_db.app_conninfo()]
+    with connect_app(clean_db) as conn:
+        kinds = seed(conn)
+        dead = sorted(kinds["old_dead"])
+
+        neither = runner.invoke(outbox_cli, ["requeue", *url])
+        assert neither.exit_code == 2 and "--event-id" in neither.output
+        wrong = runner.invoke(
+            outbox_cli, ["requeue", *url, "--event-id", sorted(kinds["old_pending"])[0], "--yes"]
+        )
+        assert wrong.exit_code == 2 and "not dead-lettered" in wrong.output
+        dry = runner.invoke(outbox_cli, ["requeue", *url, "--all", "--dry-run"])
+        assert dry.exit_code == 0 and "plan: requeue 5 dead-lettered" in dry.output
+        assert outbox_counts(conn)["dead"] == 5
+
+        one = runner.invoke(outbox_cli, ["requeue", *url, "--event-id", dead[0], "--yes"])
+        assert one.exit_code == 0 and "requeued 1 event" in one.output, one.output
+        status, attempts = conn.execute(
+            "SELECT status, attempts FROM outbox_events WHERE event_id = %s", (dead[0],)
+        ).fetchone()
+        assert (status, attempts) == ("pending", 0)
+        assert outbox_counts(conn)["dead"] == 4
