@@ -1,4 +1,4 @@
-"""The outbox's SQL, and the one class that runs it (through pgBouncer, transaction mode).
+"""Runs the outbox's SQL (`app.outbox.queries`) through pgBouncer in transaction mode.
 
 How a claim keeps per-aggregate order with several dispatchers
 ---------------------------------------------------------------
@@ -53,190 +53,7 @@ from datetime import datetime
 
 from psycopg_pool import AsyncConnectionPool
 
-# Finding heads walks the *aggregates* that have pending events (a skip scan of the
-# pending-by-aggregate index: one index descent per aggregate), never the pending events:
-# a backlog of a million events over a hundred aggregates costs a hundred descents, and the
-# events waiting behind a dead letter are never read. The walk starts after the aggregate
-# where the previous claim stopped and wraps around, so every aggregate gets its turn.
-FIND_HEADS = """
-WITH RECURSIVE aggs AS (
-    (SELECT x.aggregate_type, x.aggregate_id, 1 AS n
-     FROM outbox_events x
-     WHERE x.status = 'pending' AND {after}
-     ORDER BY x.aggregate_type, x.aggregate_id, x.id
-     LIMIT 1)
-    UNION ALL
-    SELECT nxt.aggregate_type, nxt.aggregate_id, a.n + 1
-    FROM aggs a
-    CROSS JOIN LATERAL (
-        SELECT x.aggregate_type, x.aggregate_id
-        FROM outbox_events x
-        WHERE x.status = 'pending'
-          AND (x.aggregate_type, x.aggregate_id) > (a.aggregate_type, a.aggregate_id)
-        ORDER BY x.aggregate_type, x.aggregate_id, x.id
-        LIMIT 1
-    ) nxt
-    WHERE a.n < %(max_visits)s
-)
-SELECT h.id, a.aggregate_type, a.aggregate_id
-FROM aggs a
-CROSS JOIN LATERAL (
-    SELECT x.id, x.next_attempt_at, x.claimed_until
-    FROM outbox_events x
-    WHERE x.status = 'pending' AND x.aggregate_type = a.aggregate_type
-      AND x.aggregate_id = a.aggregate_id
-    ORDER BY x.id
-    LIMIT 1
-) h
-WHERE h.next_attempt_at <= now()
-  AND (h.claimed_until IS NULL OR h.claimed_until < now())
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox_events d
-      WHERE d.status = 'dead' AND d.aggregate_type = a.aggregate_type
-        AND d.aggregate_id = a.aggregate_id AND d.id < h.id)
-LIMIT %(limit)s
-"""
-FIND_HEADS_FROM_START = FIND_HEADS.format(after="TRUE")
-FIND_HEADS_AFTER = FIND_HEADS.format(
-    after="(x.aggregate_type, x.aggregate_id) > (%(after_type)s, %(after_id)s)"
-)
-# Aggregates one search may walk past (backing off, leased, blocked) before it gives up.
-MAX_VISITS_PER_HEAD = 20
-
-# The candidates were heads when found; every condition is checked again under the lock.
-CLAIM = """
-WITH heads AS (
-    SELECT e.id, e.aggregate_type, e.aggregate_id
-    -- Driven by the candidate list (primary key lookups): a condition like `status =
-    -- 'pending'` alone would tempt the planner into scanning the whole backlog.
-    FROM unnest(%(candidates)s::bigint[]) AS c(id)
-    JOIN outbox_events e ON e.id = c.id
-    WHERE e.status = 'pending'
-      AND e.next_attempt_at <= now()
-      AND (e.claimed_until IS NULL OR e.claimed_until < now())
-      AND NOT EXISTS (
-          SELECT 1 FROM outbox_events p
-          WHERE p.status = 'pending' AND p.aggregate_type = e.aggregate_type
-            AND p.aggregate_id = e.aggregate_id AND p.id < e.id)
-      AND NOT EXISTS (
-          SELECT 1 FROM outbox_events d
-          WHERE d.status = 'dead' AND d.aggregate_type = e.aggregate_type
-            AND d.aggregate_id = e.aggregate_id AND d.id < e.id)
-    FOR UPDATE OF e SKIP LOCKED
-),
-runs AS (
-    SELECT r.id, r.pos
-    FROM heads h
-    CROSS JOIN LATERAL (
-        SELECT x.id, row_number() OVER (ORDER BY x.id) AS pos
-        FROM outbox_events x
-        WHERE x.status = 'pending' AND x.aggregate_type = h.aggregate_type
-          AND x.aggregate_id = h.aggregate_id AND x.id >= h.id
-        ORDER BY x.id
-        LIMIT %(max_per_aggregate)s
-    ) r
-    ORDER BY r.pos, r.id
-    LIMIT %(batch_size)s
-),
--- Only heads are leased: the events behind a head cannot be claimed by anyone while the
--- head is pending, so leasing them too would cost an UPDATE per event for nothing.
-leased AS (
-    UPDATE outbox_events o
-    SET claimed_by = %(owner)s, claimed_until = now() + make_interval(secs => %(lease)s)
-    WHERE o.id = ANY(ARRAY(SELECT id FROM heads))
-)
-SELECT x.id, x.event_id::text, x.aggregate_type, x.aggregate_id, x.event_type,
-       x.payload::text, x.attempts, x.created_at
-FROM outbox_events x
--- An id array rather than a join: a join may be planned as a hash over the whole table.
-WHERE x.id = ANY(ARRAY(SELECT id FROM runs))
-"""
-
-MARK_DELIVERED = """
-UPDATE outbox_events
-SET status = 'delivered', delivered_at = now(), claimed_by = NULL, claimed_until = NULL
-WHERE id = ANY(%(ids)s) AND status = 'pending'
-  AND (claimed_by IS NULL OR claimed_by = %(owner)s)
-"""
-
-# One statement for every failure of a batch: retry later, or park as dead after the last
-# attempt. Rows another dispatcher took over (its lease, after ours ran out) are left alone;
-# a failed event that is not a head is unleased but still behind a pending head of ours.
-FAIL = """
-WITH f AS (
-    SELECT * FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[])
-        AS f(id, error, delay)
-)
-UPDATE outbox_events o
-SET attempts = o.attempts + 1,
-    last_error = f.error,
-    status = CASE WHEN o.attempts + 1 >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
-    next_attempt_at = now() + make_interval(secs => f.delay),
-    claimed_by = NULL, claimed_until = NULL
-FROM f
-WHERE o.id = f.id AND o.status = 'pending'
-  AND (o.claimed_by IS NULL OR o.claimed_by = %(owner)s)
-RETURNING o.id, o.status
-"""
-
-RELEASE = """
-UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
-WHERE id = ANY(%(ids)s) AND claimed_by = %(owner)s
-"""
-
-RELEASE_OWNER = """
-UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
-WHERE claimed_by = %(owner)s AND status = 'pending'
-"""
-
-# SKIP LOCKED: two dispatchers purging at once split the work instead of queueing.
-PURGE_CHUNK = """
-DELETE FROM outbox_events WHERE id IN (
-    SELECT id FROM outbox_events
-    WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => %(age)s)
-    LIMIT %(chunk)s
-    FOR UPDATE SKIP LOCKED)
-"""
-
-PURGE_PLAN = """
-SELECT count(*), min(delivered_at), max(delivered_at)
-FROM outbox_events
-WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => %(age)s)
-"""
-
-DEAD_LETTERS = """
-SELECT event_id::text, aggregate_type, aggregate_id, event_type, attempts, left(last_error, 200)
-FROM outbox_events
-WHERE status = 'dead' AND (%(all)s OR event_id::text = ANY(%(event_ids)s))
-ORDER BY id
-"""
-
-# Back to the queue with a fresh set of attempts; the last error stays until it is replaced.
-REQUEUE_DEAD = """
-UPDATE outbox_events
-SET status = 'pending', attempts = 0, next_attempt_at = now(), claimed_by = NULL,
-    claimed_until = NULL
-WHERE status = 'dead' AND (%(all)s OR event_id::text = ANY(%(event_ids)s))
-"""
-
-STATS = """
-SELECT count(*) FILTER (WHERE status = 'pending'),
-       count(*) FILTER (WHERE status = 'pending' AND claimed_until > now()),
-       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')),
-                0)::float8,
-       count(*) FILTER (WHERE status = 'dead')
-FROM outbox_events
-WHERE status IN ('pending', 'dead')
-"""
-
-TOP_ERRORS = """
-SELECT status, left(last_error, 200) AS error, count(*) AS events, max(attempts)
-FROM outbox_events
-WHERE status IN ('pending', 'dead') AND last_error IS NOT NULL
-GROUP BY status, left(last_error, 200)
-ORDER BY count(*) DESC
-LIMIT %(limit)s
-"""
+from app.outbox import queries as q
 
 
 @dataclass(frozen=True)
@@ -318,12 +135,12 @@ class OutboxStore:
         self, limit: int, after: tuple[str, str] | None
     ) -> list[tuple[int, str, str]]:
         """Up to `limit` claimable heads, walking aggregates in key order after `after`."""
-        params = {"limit": limit, "max_visits": limit * MAX_VISITS_PER_HEAD}
+        params = {"limit": limit, "max_visits": limit * q.MAX_VISITS_PER_HEAD}
         if after is None:
-            rows, _ = await self._execute(FIND_HEADS_FROM_START, params)
+            rows, _ = await self._execute(q.FIND_HEADS_FROM_START, params)
         else:
             params.update(after_type=after[0], after_id=after[1])
-            rows, _ = await self._execute(FIND_HEADS_AFTER, params)
+            rows, _ = await self._execute(q.FIND_HEADS_AFTER, params)
         return rows
 
     async def claim(
@@ -350,7 +167,7 @@ class OutboxStore:
             "max_per_aggregate": min(max_per_aggregate, -(-batch_size // len(heads))),
             "lease": lease_seconds,
         }
-        rows, _ = await self._execute(CLAIM, params)
+        rows, _ = await self._execute(q.CLAIM, params)
         events = [OutboxEvent(*row) for row in rows]
         events.sort(key=lambda e: e.id)
         return events
@@ -358,7 +175,7 @@ class OutboxStore:
     async def mark_delivered(self, ids: list[int], owner: str) -> int:
         if not ids:
             return 0
-        _, count = await self._execute(MARK_DELIVERED, {"ids": ids, "owner": owner})
+        _, count = await self._execute(q.MARK_DELIVERED, {"ids": ids, "owner": owner})
         return count
 
     async def fail(self, failures: list[Failure], owner: str, max_attempts: int) -> FailOutcome:
@@ -371,7 +188,7 @@ class OutboxStore:
             "owner": owner,
             "max_attempts": max_attempts,
         }
-        rows, _ = await self._execute(FAIL, params)
+        rows, _ = await self._execute(q.FAIL, params)
         outcome = FailOutcome()
         for event_id, status in rows:
             (outcome.dead if status == "dead" else outcome.retried).append(event_id)
@@ -380,44 +197,46 @@ class OutboxStore:
     async def release(self, ids: list[int], owner: str) -> int:
         if not ids:
             return 0
-        _, count = await self._execute(RELEASE, {"ids": ids, "owner": owner})
+        _, count = await self._execute(q.RELEASE, {"ids": ids, "owner": owner})
         return count
 
     async def release_owner(self, owner: str) -> int:
         """Give back every lease held under `owner` (a predecessor that died, or ourselves)."""
-        _, count = await self._execute(RELEASE_OWNER, {"owner": owner})
+        _, count = await self._execute(q.RELEASE_OWNER, {"owner": owner})
         return count
 
     async def purge(self, older_than_seconds: float, *, chunk: int, max_chunks: int) -> int:
         """Delete delivered events older than the retention, `chunk` rows at a time."""
         deleted = 0
         for _ in range(max_chunks):
-            _, count = await self._execute(PURGE_CHUNK, {"age": older_than_seconds, "chunk": chunk})
+            _, count = await self._execute(
+                q.PURGE_CHUNK, {"age": older_than_seconds, "chunk": chunk}
+            )
             deleted += count
             if count < chunk:
                 break
         return deleted
 
     async def purge_plan(self, older_than_seconds: float) -> PurgePlan:
-        rows, _ = await self._execute(PURGE_PLAN, {"age": older_than_seconds})
+        rows, _ = await self._execute(q.PURGE_PLAN, {"age": older_than_seconds})
         return PurgePlan(*rows[0])
 
     async def dead_letters(self, event_ids: list[str] | None) -> list[tuple]:
         """Dead-lettered events, all of them (None) or those listed."""
         params = {"all": event_ids is None, "event_ids": event_ids or []}
-        rows, _ = await self._execute(DEAD_LETTERS, params)
+        rows, _ = await self._execute(q.DEAD_LETTERS, params)
         return rows
 
     async def requeue_dead(self, event_ids: list[str] | None) -> int:
         params = {"all": event_ids is None, "event_ids": event_ids or []}
-        _, count = await self._execute(REQUEUE_DEAD, params)
+        _, count = await self._execute(q.REQUEUE_DEAD, params)
         return count
 
     async def stats(self) -> Stats:
-        rows, _ = await self._execute(STATS, {})
+        rows, _ = await self._execute(q.STATS, {})
         pending, in_flight, age, dead = rows[0]
         return Stats(pending, in_flight, float(age), dead)
 
     async def top_errors(self, limit: int = 5) -> list[tuple[str, str, int, int]]:
-        rows, _ = await self._execute(TOP_ERRORS, {"limit": limit})
+        rows, _ = await self._execute(q.TOP_ERRORS, {"limit": limit})
         return rows

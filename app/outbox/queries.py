@@ -1,0 +1,189 @@
+"""The outbox's SQL, one named statement each; `app.outbox.store` runs them and explains
+how they keep per-aggregate order."""
+
+from __future__ import annotations
+
+# Finding heads walks the *aggregates* that have pending events (a skip scan of the
+# pending-by-aggregate index: one index descent per aggregate), never the pending events:
+# a backlog of a million events over a hundred aggregates costs a hundred descents, and the
+# events waiting behind a dead letter are never read. The walk starts after the aggregate
+# where the previous claim stopped and wraps around, so every aggregate gets its turn.
+FIND_HEADS = """
+WITH RECURSIVE aggs AS (
+    (SELECT x.aggregate_type, x.aggregate_id, 1 AS n
+     FROM outbox_events x
+     WHERE x.status = 'pending' AND {after}
+     ORDER BY x.aggregate_type, x.aggregate_id, x.id
+     LIMIT 1)
+    UNION ALL
+    SELECT nxt.aggregate_type, nxt.aggregate_id, a.n + 1
+    FROM aggs a
+    CROSS JOIN LATERAL (
+        SELECT x.aggregate_type, x.aggregate_id
+        FROM outbox_events x
+        WHERE x.status = 'pending'
+          AND (x.aggregate_type, x.aggregate_id) > (a.aggregate_type, a.aggregate_id)
+        ORDER BY x.aggregate_type, x.aggregate_id, x.id
+        LIMIT 1
+    ) nxt
+    WHERE a.n < %(max_visits)s
+)
+SELECT h.id, a.aggregate_type, a.aggregate_id
+FROM aggs a
+CROSS JOIN LATERAL (
+    SELECT x.id, x.next_attempt_at, x.claimed_until
+    FROM outbox_events x
+    WHERE x.status = 'pending' AND x.aggregate_type = a.aggregate_type
+      AND x.aggregate_id = a.aggregate_id
+    ORDER BY x.id
+    LIMIT 1
+) h
+WHERE h.next_attempt_at <= now()
+  AND (h.claimed_until IS NULL OR h.claimed_until < now())
+  AND NOT EXISTS (
+      SELECT 1 FROM outbox_events d
+      WHERE d.status = 'dead' AND d.aggregate_type = a.aggregate_type
+        AND d.aggregate_id = a.aggregate_id AND d.id < h.id)
+LIMIT %(limit)s
+"""
+FIND_HEADS_FROM_START = FIND_HEADS.format(after="TRUE")
+FIND_HEADS_AFTER = FIND_HEADS.format(
+    after="(x.aggregate_type, x.aggregate_id) > (%(after_type)s, %(after_id)s)"
+)
+# Aggregates one search may walk past (backing off, leased, blocked) before it gives up.
+MAX_VISITS_PER_HEAD = 20
+
+# The candidates were heads when found; every condition is checked again under the lock.
+CLAIM = """
+WITH heads AS (
+    SELECT e.id, e.aggregate_type, e.aggregate_id
+    -- Driven by the candidate list (primary key lookups): a condition like `status =
+    -- 'pending'` alone would tempt the planner into scanning the whole backlog.
+    FROM unnest(%(candidates)s::bigint[]) AS c(id)
+    JOIN outbox_events e ON e.id = c.id
+    WHERE e.status = 'pending'
+      AND e.next_attempt_at <= now()
+      AND (e.claimed_until IS NULL OR e.claimed_until < now())
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_events p
+          WHERE p.status = 'pending' AND p.aggregate_type = e.aggregate_type
+            AND p.aggregate_id = e.aggregate_id AND p.id < e.id)
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox_events d
+          WHERE d.status = 'dead' AND d.aggregate_type = e.aggregate_type
+            AND d.aggregate_id = e.aggregate_id AND d.id < e.id)
+    FOR UPDATE OF e SKIP LOCKED
+),
+runs AS (
+    SELECT r.id, r.pos
+    FROM heads h
+    CROSS JOIN LATERAL (
+        SELECT x.id, row_number() OVER (ORDER BY x.id) AS pos
+        FROM outbox_events x
+        WHERE x.status = 'pending' AND x.aggregate_type = h.aggregate_type
+          AND x.aggregate_id = h.aggregate_id AND x.id >= h.id
+        ORDER BY x.id
+        LIMIT %(max_per_aggregate)s
+    ) r
+    ORDER BY r.pos, r.id
+    LIMIT %(batch_size)s
+),
+-- Only heads are leased: the events behind a head cannot be claimed by anyone while the
+-- head is pending, so leasing them too would cost an UPDATE per event for nothing.
+leased AS (
+    UPDATE outbox_events o
+    SET claimed_by = %(owner)s, claimed_until = now() + make_interval(secs => %(lease)s)
+    WHERE o.id = ANY(ARRAY(SELECT id FROM heads))
+)
+SELECT x.id, x.event_id::text, x.aggregate_type, x.aggregate_id, x.event_type,
+       x.payload::text, x.attempts, x.created_at
+FROM outbox_events x
+-- An id array rather than a join: a join may be planned as a hash over the whole table.
+WHERE x.id = ANY(ARRAY(SELECT id FROM runs))
+"""
+
+MARK_DELIVERED = """
+UPDATE outbox_events
+SET status = 'delivered', delivered_at = now(), claimed_by = NULL, claimed_until = NULL
+WHERE id = ANY(%(ids)s) AND status = 'pending'
+  AND (claimed_by IS NULL OR claimed_by = %(owner)s)
+"""
+
+# One statement for every failure of a batch: retry later, or park as dead after the last
+# attempt. Rows another dispatcher took over (its lease, after ours ran out) are left alone;
+# a failed event that is not a head is unleased but still behind a pending head of ours.
+FAIL = """
+WITH f AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(errors)s::text[], %(delays)s::float8[])
+        AS f(id, error, delay)
+)
+UPDATE outbox_events o
+SET attempts = o.attempts + 1,
+    last_error = f.error,
+    status = CASE WHEN o.attempts + 1 >= %(max_attempts)s THEN 'dead' ELSE 'pending' END,
+    next_attempt_at = now() + make_interval(secs => f.delay),
+    claimed_by = NULL, claimed_until = NULL
+FROM f
+WHERE o.id = f.id AND o.status = 'pending'
+  AND (o.claimed_by IS NULL OR o.claimed_by = %(owner)s)
+RETURNING o.id, o.status
+"""
+
+RELEASE = """
+UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
+WHERE id = ANY(%(ids)s) AND claimed_by = %(owner)s
+"""
+
+RELEASE_OWNER = """
+UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
+WHERE claimed_by = %(owner)s AND status = 'pending'
+"""
+
+# SKIP LOCKED: two dispatchers purging at once split the work instead of queueing.
+PURGE_CHUNK = """
+DELETE FROM outbox_events WHERE id IN (
+    SELECT id FROM outbox_events
+    WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => %(age)s)
+    LIMIT %(chunk)s
+    FOR UPDATE SKIP LOCKED)
+"""
+
+PURGE_PLAN = """
+SELECT count(*), min(delivered_at), max(delivered_at)
+FROM outbox_events
+WHERE status = 'delivered' AND delivered_at < now() - make_interval(secs => %(age)s)
+"""
+
+DEAD_LETTERS = """
+SELECT event_id::text, aggregate_type, aggregate_id, event_type, attempts, left(last_error, 200)
+FROM outbox_events
+WHERE status = 'dead' AND (%(all)s OR event_id::text = ANY(%(event_ids)s))
+ORDER BY id
+"""
+
+# Back to the queue with a fresh set of attempts; the last error stays until it is replaced.
+REQUEUE_DEAD = """
+UPDATE outbox_events
+SET status = 'pending', attempts = 0, next_attempt_at = now(), claimed_by = NULL,
+    claimed_until = NULL
+WHERE status = 'dead' AND (%(all)s OR event_id::text = ANY(%(event_ids)s))
+"""
+
+STATS = """
+SELECT count(*) FILTER (WHERE status = 'pending'),
+       count(*) FILTER (WHERE status = 'pending' AND claimed_until > now()),
+       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')),
+                0)::float8,
+       count(*) FILTER (WHERE status = 'dead')
+FROM outbox_events
+WHERE status IN ('pending', 'dead')
+"""
+
+TOP_ERRORS = """
+SELECT status, left(last_error, 200) AS error, count(*) AS events, max(attempts)
+FROM outbox_events
+WHERE status IN ('pending', 'dead') AND last_error IS NOT NULL
+GROUP BY status, left(last_error, 200)
+ORDER BY count(*) DESC
+LIMIT %(limit)s
+"""
