@@ -67,52 +67,48 @@ def conduct(
 ) -> None:
     """Preconditions and plan (prepare), confirmation, then act; exits with the runbook's code."""
     run = Run(name, json_mode=json_output)
+    try:
+        prepared = prepare(run)
+    except Refused as exc:
+        run.say(f"REFUSED: {exc}")
+        if exc.hint:
+            run.say(f"  what to do: {exc.hint}")
+        run.say("  nothing was changed")
+        message = f"{exc} ({exc.hint})" if exc.hint else str(exc)
+        _emit(run.finish("refused", message), json_output)
+        sys.exit(EXIT_REFUSED)
+    if dry_run:
+        run.show_plan()
+        run.say("dry run: nothing was changed")
+        _emit(run.finish("dry-run", "plan only"), json_output)
+        sys.exit(EXIT_OK)
+    run.evidence = Evidence(name, evidence_dir)
+    run.show_plan()
+    if destructive and not confirm(question, yes=yes, run=run):
+        run.say("not confirmed: nothing was changed")
+        _emit(run.finish("not-confirmed", "the operator did not confirm"), json_output)
+        sys.exit(EXIT_NOT_CONFIRMED)
     code = EXIT_OK
     try:
-        try:
-            prepared = prepare(run)
-        except Refused as exc:
-            run.say(f"REFUSED: {exc}")
-            if exc.hint:
-                run.say(f"  what to do: {exc.hint}")
-            run.say("  nothing was changed")
-            _emit(
-                run.finish("refused", f"{exc} ({exc.hint})" if exc.hint else str(exc)), json_output
-            )
-            sys.exit(EXIT_REFUSED)
-        if dry_run:
-            run.show_plan()
-            run.say("dry run: nothing was changed")
-            _emit(run.finish("dry-run", "plan only"), json_output)
-            sys.exit(EXIT_OK)
-        run.evidence = Evidence(name, evidence_dir)
-        run.show_plan()
-        if destructive and not confirm(question, yes=yes, run=run):
-            run.say("not confirmed: nothing was changed")
-            _emit(run.finish("not-confirmed", "the operator did not confirm"), json_output)
-            sys.exit(EXIT_NOT_CONFIRMED)
-        try:
-            act(run, prepared)
-        except Refused as exc:
-            run.say(f"REFUSED: {exc}")
-            run.finish("refused", str(exc))
-            code = EXIT_REFUSED
-        except (StepFailed, CommandFailed) as exc:
-            run.say(f"FAILED: {exc}")
-            run.finish("failed", str(exc))
-            code = EXIT_FAILED
+        act(run, prepared)
+    except Refused as exc:
+        run.say(f"REFUSED: {exc}")
+        run.finish("refused", str(exc))
+        code = EXIT_REFUSED
+    except (StepFailed, CommandFailed) as exc:
+        run.say(f"FAILED: {exc}")
+        run.finish("failed", str(exc))
+        code = EXIT_FAILED
+    else:
+        if run.verified:
+            run.finish("done", "verified")
         else:
-            if run.verified:
-                run.finish("done", "verified")
-            else:
-                failed = ", ".join(c.name for c in run.checks if not c.ok)
-                run.say(f"FAILED verification: {failed}")
-                run.finish("failed", f"verification failed: {failed}")
-                code = EXIT_FAILED
-        run.say(f"evidence: {run.evidence.path}")
-        _emit(run.result(), json_output)
-    except SystemExit:
-        raise
+            failed = ", ".join(c.name for c in run.checks if not c.ok)
+            run.say(f"FAILED verification: {failed}")
+            run.finish("failed", f"verification failed: {failed}")
+            code = EXIT_FAILED
+    run.say(f"evidence: {run.evidence.path}")
+    _emit(run.result(), json_output)
     sys.exit(code)
 
 

@@ -39,6 +39,9 @@ def write_pgbackrest_config(
         "start-fast=y\n"
         "compress-type=lz4\n"
         "process-max=2\n"
+        # As the deploy configures it: archive-push through the spool, and archive-get
+        # fetching the next segments ahead of recovery (parallel, queued).
+        "archive-async=y\n"
         f"\n[{stanza}]\n"
         f"pg1-path={datadir}\n"
         f"pg1-port={port}\n"

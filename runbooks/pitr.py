@@ -9,15 +9,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import PurePosixPath
 
 from runbooks import checks, wal
 from runbooks.checklist import Refused, Run, StepFailed
+from runbooks.dbsteps import (
+    archive_live_wal,
+    ensure_config_files,
+    make_data_dir,
+    wait_for_promotion,
+)
 from runbooks.executor import CommandFailed
 from runbooks.target import DbTarget
 from runbooks.wal import BackupSet, RepoInfo, format_lsn, parse_lsn
 from sparkops import defaults
-from sparkops.wait import DeadlineExceeded, wait_until
+from sparkops.wait import DeadlineExceeded
 
 KINDS = ("time", "lsn", "name", "latest")
 PGBACKREST_TYPE = {"time": "time", "lsn": "lsn", "name": "name", "latest": "default"}
@@ -293,74 +298,6 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
 
 
 # --- acting -------------------------------------------------------------------------------
-def archive_live_wal(source: DbTarget, timeout: float) -> str:
-    """Make sure every commit so far is in the archive: a transaction with an xid (its commit
-    record gives a time target something to stop at), a segment switch, then wait for the
-    archiver to report that segment."""
-    row = source.query_json(
-        "SELECT txid_current() AS xid, pg_current_wal_lsn()::text AS lsn_before"
-    )[0]
-    segment = source.psql("SELECT pg_walfile_name(pg_switch_wal())", dbname="postgres")
-
-    def archived() -> bool:
-        last = source.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
-        return last[8:] >= segment[8:] and last[:8] == segment[:8]
-
-    try:
-        wait_until(
-            archived, timeout=timeout, what=f"WAL segment {segment} to be archived", interval=0.2
-        )
-    except DeadlineExceeded as exc:
-        failed = source.psql(
-            "SELECT concat_ws(' at ', last_failed_wal, last_failed_time) FROM pg_stat_archiver"
-        )
-        raise StepFailed(
-            f"{exc}; last archive failure: {failed or 'none'}. Nothing was "
-            "restored; check archive_command and the repository"
-        ) from exc
-    return f"{row['lsn_before']} (segment {segment})"
-
-
-def _ensure_config_files(dest: DbTarget) -> None:
-    """Debian keeps postgresql.conf and pg_hba.conf in /etc, so a copy restored elsewhere has
-    none: give it a minimal pair (settings come from the service's -c flags)."""
-    script = (
-        f"cd {dest.data_dir} && "
-        "{ [ -e postgresql.conf ] || : > postgresql.conf; } && "
-        "{ [ -e pg_ident.conf ] || : > pg_ident.conf; } && "
-        '{ [ -e pg_hba.conf ] || echo "local all postgres peer" > pg_hba.conf; }'
-    )
-    dest.executor.run(["sh", "-c", script], user=dest.os_user)
-
-
-def make_data_dir(dest: DbTarget) -> None:
-    """The directory and, when it does not exist yet, its parent (the socket and the log go
-    there), owned by the PostgreSQL user; an existing parent is left as it is."""
-    parent = str(PurePosixPath(dest.data_dir).parent)
-    own = f"-m 700 -o {dest.os_user} -g {dest.os_user}"
-    dest.executor.run(
-        [
-            "sh",
-            "-c",
-            f"[ -d {parent} ] || install -d {own} {parent}; install -d {own} {dest.data_dir}",
-        ]
-    )
-
-
-def wait_for_promotion(dest: DbTarget, timeout: float) -> None:
-    def promoted() -> bool:
-        if not dest.service.is_active():
-            raise StepFailed("PostgreSQL stopped during recovery:\n" + dest.service.log_tail())
-        return dest.psql("SELECT pg_is_in_recovery()", dbname="postgres") == "f"
-
-    try:
-        wait_until(promoted, timeout=timeout, what="recovery to end", interval=0.2)
-    except DeadlineExceeded as exc:
-        if isinstance(exc.__cause__, StepFailed):
-            raise exc.__cause__ from None
-        raise StepFailed(f"{exc}; PostgreSQL log:\n{dest.service.log_tail()}") from exc
-
-
 def execute(plan: Plan, run: Run) -> None:
     req, src, dest = plan.request, plan.source, plan.dest
     run.watch(src.executor, dest.executor)
@@ -384,7 +321,7 @@ def execute(plan: Plan, run: Run) -> None:
                 make_data_dir(dest)
         with run.step("Restore (pgbackrest restore)"):
             dest.pgbackrest("restore", *plan.options, timeout=24 * 3600)
-            _ensure_config_files(dest)
+            ensure_config_files(dest)
         with run.step("Start PostgreSQL"):
             dest.service.start()
         with run.step("Wait for recovery to end"):

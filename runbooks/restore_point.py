@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from runbooks.checklist import Refused, Run
+from runbooks.dbsteps import archive_live_wal
 from runbooks.target import DbTarget
 
 # PostgreSQL caps the name at 63 bytes; the restore command passes it on a command line.
@@ -43,8 +44,6 @@ def prepare(target: DbTarget, name: str, run: Run) -> str:
 
 
 def create(target: DbTarget, name: str, run: Run, archive_timeout: float) -> str:
-    from runbooks.pitr import archive_live_wal
-
     run.watch(target.executor)
     with run.step("Create the restore point"):
         lsn = target.psql(f"SELECT pg_create_restore_point('{name}')::text", dbname="postgres")

@@ -12,6 +12,8 @@ from runbooks.cli import conduct, runbook_options
 from sparkops import defaults
 from sparkops.ephemeral.proc import free_port
 
+LSN_FACTS = ("lsn_before", "lsn_sealed", "lsn_after", "timeline_before", "timeline_after")
+
 
 @click.command("restore")
 @click.option(
@@ -145,21 +147,11 @@ def command(
             run.evidence.write_json("pgbackrest-info.json", plan.info.raw)
             text = plan.source.pgbackrest("info", check=False)
             run.evidence.write("pgbackrest-info.txt", text.output())
-        pitr.execute(plan, run)
-        if run.evidence:
-            run.evidence.write_json(
-                "lsn.json",
-                {
-                    k: run.facts.get(k)
-                    for k in (
-                        "lsn_before",
-                        "lsn_sealed",
-                        "lsn_after",
-                        "timeline_before",
-                        "timeline_after",
-                    )
-                },
-            )
+        try:
+            pitr.execute(plan, run)
+        finally:  # also after a failure: where the WAL was is what the operator needs next
+            if run.evidence:
+                run.evidence.write_json("lsn.json", {k: run.facts.get(k) for k in LSN_FACTS})
 
     conduct(
         "restore",

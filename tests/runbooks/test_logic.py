@@ -1,0 +1,96 @@
+"""Pure logic of the runbooks: LSN and segment arithmetic, `pgbackrest info` statuses, input
+checks, query naming, the metric file, and secrets kept out of what is logged."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from app import metric_names
+from runbooks import checks, drill, pitr, wal
+from runbooks.checklist import Refused
+from runbooks.executor import SshExecutor, display
+
+NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+
+
+def test_lsn_round_trip_and_refusals():
+    assert wal.parse_lsn("0/16B3748") == 0x16B3748
+    assert wal.parse_lsn("1/0") == 1 << 32
+    assert wal.format_lsn(wal.parse_lsn("A/FF")) == "A/FF"
+    for bad in ("16B3748", "0/", "0/XYZ", "0/123456789", ""):
+        with pytest.raises(Refused, match="is not an LSN"):
+            wal.parse_lsn(bad)
+
+
+def test_segment_end():
+    assert wal.segment_end_lsn("000000010000000000000002") == 3 * 16 * 1024 * 1024
+    assert wal.segment_end_lsn("0000000200000001000000FF") == (1 << 32) + 256 * 16 * 1024 * 1024
+    assert wal.segment_timeline("0000000A0000000000000001") == 10
+
+
+def _info(code, message="x", backups=()):
+    return json.dumps([{"name": "spark", "status": {"code": code, "message": message},
+                        "backup": list(backups), "archive": []}])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [(1, "missing stanza path"), (3, "missing stanza data"), (2, "has no backup"),
+     (99, "not usable")],
+)  # fmt: skip
+def test_info_statuses_are_refusals(code, expected):
+    message = {1: "missing stanza path", 3: "missing stanza data"}.get(code, "other")
+    with pytest.raises(Refused, match=expected):
+        wal.parse_info(_info(code, message), "spark")
+
+
+def test_info_without_the_stanza_and_garbage():
+    with pytest.raises(Refused, match="no stanza 'other'"):
+        wal.parse_info(_info(0), "other")
+    with pytest.raises(Refused, match="did not return JSON"):
+        wal.parse_info("ERROR: [041]", "spark")
+
+
+def test_time_input():
+    assert pitr.parse_time("2026-11-29T07:00:00Z", NOW).hour == 7
+    assert pitr.parse_time("2026-11-29 10:00:00+03:00", NOW).hour == 7
+    with pytest.raises(Refused, match="in the future"):
+        pitr.parse_time("2026-11-29T08:00:01Z", NOW)
+    with pytest.raises(Refused, match="no time zone"):
+        pitr.parse_time("2026-11-29T07:00:00", NOW)
+    with pytest.raises(Refused, match="not a timestamp"):
+        pitr.parse_time("an hour ago", NOW)
+
+
+def test_request_kinds():
+    with pytest.raises(Refused, match="needs a name"):
+        pitr.validate_request(pitr.Request(kind="name", value=" "), NOW)
+    with pytest.raises(Refused, match="unknown restore target kind"):
+        pitr.validate_request(pitr.Request(kind="xid", value="1"), NOW)
+
+
+def test_check_queries_are_named():
+    assert checks.named_queries(()) == checks.DEFAULT_CHECKS
+    got = checks.named_queries(("n=SELECT 1", "SELECT count(*) FROM orders WHERE side='buy'"))
+    assert got == {"n": "SELECT 1", "q2": "SELECT count(*) FROM orders WHERE side='buy'"}
+
+
+def test_metric_file_text():
+    text = drill.metrics_text(True, 12.5, now=1000.0)
+    assert f"{metric_names.RESTORE_DRILL_LAST_SUCCESS} 1\n" in text
+    assert f"{metric_names.RESTORE_DRILL_DURATION} 12.500\n" in text
+    assert f"{metric_names.RESTORE_DRILL_LAST_RUN_TIMESTAMP} 1000.000\n" in text
+    assert text.count("# TYPE") == 3
+
+
+def test_secrets_stay_out_of_what_is_shown():
+    shown = display(["psql", "-c", "PAUSE"], {"PGPASSWORD": "s3cret"}, None)
+    assert "s3cret" not in shown and "PGPASSWORD=***" in shown
+    ssh = SshExecutor(name="db", address="10.0.0.1")
+    command = ssh.remote_command(["psql", "-c", "PAUSE"], "postgres", {"PGPASSWORD": "s3cret"})
+    assert command.startswith("runuser -u postgres -- sh -c ")
+    # The secret travels in the script on ssh's stdin, never on ssh's own argv.
+    assert "s3cret" not in " ".join(ssh.ssh_argv())
