@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyinfra import host, inventory
 from pyinfra.api import deploy
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
 from deploys import secrets, support
@@ -175,6 +175,13 @@ def monitoring() -> None:
             name="No Prometheus unit overrides", path=PROMETHEUS_DROP_IN, present=False
         )
     systemd.daemon_reload(name="Reload systemd for Prometheus' drop-in", _if=drop_in.did_change)
+    server.shell(
+        name="Check the Prometheus configuration and rules (promtool)",
+        # Checks the rule files it names too; a bad file stops the deploy before the reload
+        # (Prometheus would keep its old configuration and only log the error).
+        commands=["promtool check config /etc/prometheus/prometheus.yml"],
+        _if=lambda: any(op.did_change() for op in [config, *rules]),
+    )
     service(
         "prometheus.service",
         changed=[args, drop_in],
