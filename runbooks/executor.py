@@ -171,13 +171,8 @@ class SshExecutor(Executor):
         command = " ".join(shlex.quote(a) for a in argv)
         if env:
             # Values go through the remote shell's environment, not the visible argv of ssh.
-            command = (
-                " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-                + " export "
-                + " ".join(env)
-                + "; "
-                + command
-            )
+            exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+            command = f"export {exports}; {command}"
         if user and user != self.ssh_user:
             command = f"runuser -u {shlex.quote(user)} -- sh -c {shlex.quote(command)}"
         return command

@@ -63,10 +63,9 @@ def ssh_executor(name: str) -> tuple[SshExecutor, dict]:
 def lab_bouncer(environment: str = "lab") -> Bouncer | None:
     from deploys import secrets
 
-    try:
-        password = secrets.load(environment)["pgbouncer_admin"]
-    except Exception:  # no secrets yet: the deploy has not run; restore without pausing
-        return None
+    if not secrets.secrets_path(environment).exists():
+        return None  # the deploy has not run here: there is no pgBouncer to pause
+    password = secrets.load(environment)["pgbouncer_admin"]
     return Bouncer("127.0.0.1", defaults.PGBOUNCER_PORT, defaults.ROLE_PGBOUNCER_ADMIN, password)
 
 

@@ -6,6 +6,7 @@ pgBouncer, which the restore paused and resumed."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import psycopg
@@ -133,3 +134,31 @@ def test_restore_onto_a_copy_leaves_production_alone(backed_db, ledger_app, targ
 
         PgCtlService(LocalExecutor(), str(copy_dir), str(copy_dir) + ".log").stop()
         shutil.rmtree(copy_dir.parent, ignore_errors=True)
+
+
+def test_a_failed_restore_says_so_resumes_pgbouncer_and_can_be_run_again(
+    backed_db, ledger_app, target_file, tmp_path
+):
+    account = ensure_account(backed_db)
+    write_orders(ledger_app, account, 2)
+    before = snapshot(backed_db)
+    # A timeline that does not exist: PostgreSQL refuses to start from the restored files.
+    failed = sparkops("restore", "--target-file", str(target_file), "--latest",
+                      "--target-timeline", "99", "--yes", "--json",
+                      "--evidence-dir", str(tmp_path / "failed"))  # fmt: skip
+    assert failed.exit_code == 1, failed.output
+    assert "FAILED" in failed.output and "can be run again" in failed.output
+    result = result_json(failed)
+    assert result["outcome"] == "failed"
+    assert [s["name"] for s in result["steps"] if not s["ok"]] == ["Start PostgreSQL"]
+    assert result["steps"][-1]["name"] == "Resume pgBouncer" and result["steps"][-1]["ok"]
+    paused = {row[0]: row for row in backed_db.stack.bouncer.admin("SHOW DATABASES")}
+    assert paused["spark"][-2] == 0  # SHOW DATABASES: ..., paused, disabled
+    folder = next((tmp_path / "failed").iterdir())
+    assert json.loads((folder / "lsn.json").read_text())["lsn_sealed"]
+    # The same restore without the bad option puts everything back.
+    again = sparkops("restore", "--target-file", str(target_file), "--latest", "--yes",
+                     "--json", "--evidence-dir", str(tmp_path / "again"))  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert snapshot(backed_db) == before
+    assert len(write_orders(ledger_app, account, 1)) == 1
