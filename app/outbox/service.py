@@ -18,6 +18,8 @@ from app.outbox.store import OutboxStore, app_pool
 
 log = logging.getLogger(__name__)
 
+DB_CONNECT_TIMEOUT_SECONDS = 30.0
+
 
 def default_owner() -> str:
     """Unique per process: without `--name`, a successor never takes over a lease early."""
@@ -44,7 +46,11 @@ async def serve(
         start_http_server(metrics_port, addr=metrics_host)
         log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
     pool = app_pool(database_url)
-    await pool.open(wait=True, timeout=30)
+    try:
+        await pool.open(wait=True, timeout=DB_CONNECT_TIMEOUT_SECONDS)
+    except BaseException:
+        await pool.close()
+        raise
     try:
         dispatcher = Dispatcher(
             OutboxStore(pool),

@@ -7,6 +7,9 @@ import logging
 import re
 
 import click
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import PoolTimeout
 
 from app.outbox import settings
 from app.outbox.settings import DispatcherSettings
@@ -42,7 +45,8 @@ database_url_option = click.option(
 
 @click.group("outbox")
 def command() -> None:
-    """Publish outbox events (run), inspect the backlog (status), delete old ones (purge)."""
+    """Publish outbox events (run), inspect the backlog (status), delete old ones (purge),
+    requeue dead letters (requeue)."""
 
 
 @command.command("run")
@@ -178,19 +182,56 @@ def run(database_url, publisher, redis_url, stream, stream_maxlen, webhook_url, 
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    asyncio.run(
-        serve(database_url, target, config, name=name, metrics_host=metrics_host,
-              metrics_port=metrics_port)
-    )  # fmt: skip
+    check_database_url(database_url)
+    try:
+        asyncio.run(
+            serve(database_url, target, config, name=name, metrics_host=metrics_host,
+                  metrics_port=metrics_port)
+        )  # fmt: skip
+    except PoolTimeout as exc:
+        raise click.ClickException(unreachable(database_url)) from exc
+
+
+DB_CONNECT_TIMEOUT_SECONDS = 10.0
+
+
+def check_database_url(database_url: str) -> None:
+    try:
+        conninfo_to_dict(database_url)
+    except psycopg.ProgrammingError as exc:
+        raise click.BadParameter(
+            f"not a libpq URL or connection string ({str(exc).strip()}); write it as "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME",
+            param_hint="--database-url",
+        ) from exc
 
 
 async def _with_store(database_url: str, work):
+    check_database_url(database_url)
     pool = app_pool(database_url, max_size=1)
-    await pool.open(wait=True, timeout=15)
+    try:
+        await pool.open(wait=True, timeout=DB_CONNECT_TIMEOUT_SECONDS)
+    except PoolTimeout as exc:
+        await pool.close()
+        raise click.ClickException(unreachable(database_url)) from exc
     try:
         return await work(OutboxStore(pool))
     finally:
         await pool.close()
+
+
+def unreachable(database_url: str) -> str:
+    """What to say when the database does not answer (the URL without its password)."""
+    try:
+        info = conninfo_to_dict(database_url)
+    except psycopg.ProgrammingError:
+        return "the database URL is not a valid libpq URL or connection string: check it"
+    where = f"{info.get('host', '?')}:{info.get('port', '?')}/{info.get('dbname', '?')}"
+    return (
+        f"cannot connect to the database at {where} as {info.get('user', '?')} within "
+        f"{DB_CONNECT_TIMEOUT_SECONDS:.0f}s: check --database-url (pgBouncer's address, the "
+        "app role and its password) and that pgBouncer is running"
+    )
 
 
 @command.command("status")

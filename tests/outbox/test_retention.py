@@ -122,3 +122,10 @@ def test_requeue_command_puts_dead_letters_back(clean_db):
         ).fetchone()
         assert (status, attempts) == ("pending", 0)
         assert outbox_counts(conn)["dead"] == 4
+
+
+def test_commands_refuse_a_malformed_database_url():
+    for args in (["status"], ["purge", "--older-than", "7d", "--yes"], ["run"]):
+        result = CliRunner().invoke(outbox_cli, [*args, "--database-url", "host=x bogus=1"])
+        assert result.exit_code == 2, result.output
+        assert "not a libpq URL" in result.output
