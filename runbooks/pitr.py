@@ -166,7 +166,8 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
             segments = wal.archived_segments(source)
             found = wal.find_restore_point(source, req.value, segments)
             if not found:
-                span = f"{segments[0]} .. {segments[-1]}" if segments else "none"
+                scanned = segments[-wal.RESTORE_POINT_SCAN_LIMIT :]
+                span = f"{scanned[0]} .. {scanned[-1]}" if scanned else "none"
                 raise Refused(
                     f"no restore point named {req.value!r} in the archived WAL ({span})",
                     "list restore points with `pg_waldump -r XLOG` or create one with "

@@ -60,9 +60,21 @@ def ssh_executor(name: str) -> tuple[SshExecutor, dict]:
     return executor, entry
 
 
-def lab_bouncer(environment: str = "lab") -> Bouncer | None:
-    from deploys import secrets
+def _deploy_secrets():
+    """deploys.secrets (where the deploy keeps the lab's passwords): the deploys are not an
+    installed package, they live next to this one in the repository."""
+    try:
+        from deploys import secrets
+    except ModuleNotFoundError:
+        import sys
 
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+        from deploys import secrets
+    return secrets
+
+
+def lab_bouncer(environment: str = "lab") -> Bouncer | None:
+    secrets = _deploy_secrets()
     if not secrets.secrets_path(environment).exists():
         return None  # the deploy has not run here: there is no pgBouncer to pause
     password = secrets.load(environment)["pgbouncer_admin"]

@@ -24,6 +24,8 @@ _COMMIT = re.compile(r"lsn: ([0-9A-F]+/[0-9A-F]+), .*desc: (?:COMMIT|ABORT) (\S+
 # Status codes of `pgbackrest info` (its documentation, "info" command).
 STANZA_MISSING_CODES = {1: "missing stanza path", 3: "missing stanza data"}
 NO_BACKUP_CODE = 2
+# Restore points are looked for in this many of the newest archived segments (8 GB of WAL).
+RESTORE_POINT_SCAN_LIMIT = 512
 
 
 def parse_lsn(text: str) -> int:
@@ -181,7 +183,7 @@ def _scan(target: DbTarget, segments: list[str], rmgr: str, pattern: str) -> str
 
 
 def find_restore_point(
-    target: DbTarget, name: str, segments: list[str], limit: int = 512
+    target: DbTarget, name: str, segments: list[str], limit: int = RESTORE_POINT_SCAN_LIMIT
 ) -> list[int]:
     """LSNs of the restore points called `name` in the newest `limit` archived segments."""
     lines = _scan(target, segments[-limit:], "XLOG", "RESTORE_POINT")
