@@ -1,7 +1,9 @@
 """The outbox dispatcher: claim a batch, publish it in per-aggregate order, record the outcome.
 
 One loop per process; several processes may run against one database (see `store` for why
-that is safe). Each batch:
+that is safe). They share the work only while more aggregates have due events than one batch
+takes heads (`batch_size`): per-aggregate order allows one publisher per aggregate at a time.
+Each batch:
 
 - is claimed under a lease (one short statement), then published outside any transaction;
 - is published in rounds: round k carries the k-th event of every aggregate in the batch,
