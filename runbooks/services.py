@@ -160,7 +160,10 @@ class ProcessService(ServiceControl):
             for line in Path(path).read_text().splitlines():
                 if "=" in line and not line.lstrip().startswith("#"):
                     key, value = line.split("=", 1)
-                    env[key.strip()] = value.strip()
+                    value = value.strip()
+                    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+                        value = value[1:-1]  # systemd strips one pair of quotes too
+                    env[key.strip()] = value
         return env
 
     def pid(self) -> int | None:
