@@ -14,7 +14,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ROOT = REPO_ROOT / "evidence"
+
+
+def default_root() -> Path:
+    """<repo>/evidence from a checkout; ./evidence when installed (a release's venv)."""
+    if (REPO_ROOT / "pyproject.toml").exists():
+        return REPO_ROOT / "evidence"
+    return Path.cwd() / "evidence"
 
 
 def utc_stamp(moment: datetime | None = None) -> str:
@@ -27,7 +33,7 @@ def slug(text: str) -> str:
 
 class Evidence:
     def __init__(self, runbook: str, root: Path | None = None):
-        base = Path(root) if root else DEFAULT_ROOT
+        base = Path(root) if root else default_root()
         path = base / f"{utc_stamp()}-{runbook}"
         suffix = 1
         while path.exists():  # two runs in one second (tests) get their own folders
