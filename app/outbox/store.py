@@ -117,7 +117,7 @@ def app_pool(conninfo: str, *, max_size: int = 2, **kwargs) -> AsyncConnectionPo
 
 
 class OutboxStore:
-    """Owns the pool; every method is one statement, i.e. one short transaction."""
+    """Owns the pool; every statement is its own short transaction (autocommit)."""
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
@@ -146,8 +146,9 @@ class OutboxStore:
     async def claim(
         self, owner: str, *, batch_size: int, max_per_aggregate: int, lease_seconds: float
     ) -> list[OutboxEvent]:
-        """Find heads (resuming the walk where the last claim stopped), then lease them and
-        the runs behind them in one statement."""
+        """Find heads (resuming the walk where the last claim stopped), then, in one
+        statement, lock and lease those still eligible and return them with the runs behind
+        them, in id order."""
         heads = await self.find_heads(batch_size, self._cursor)
         if len(heads) < batch_size and self._cursor is not None:
             # Wrap around: the aggregates before the cursor.
