@@ -96,3 +96,34 @@ def test_poison_event_is_dead_lettered_and_others_flow(clean_db, redis_server, r
     check = check_stream(entries, inserted)
     assert check.missing == {poison.event_id, *later}
     assert check.duplicates == 0 and not check.order_violations
+
+
+def test_a_long_queue_behind_a_dead_letter_stalls_nobody_else(clean_db, redis_server):
+    """The head search walks aggregates, not events: thousands of events waiting behind a
+    dead letter neither block nor slow the claim of other aggregates' events."""
+    with connect_app(clean_db) as conn:
+        stuck = insert_events(conn, 3000, 1, prefix="stuck-")
+        conn.execute(
+            "UPDATE outbox_events SET status = 'dead', last_error = 'poison' WHERE id = %s",
+            (stuck[0].id,),
+        )
+        flowing = insert_events(conn, 200, 20, prefix="flow-")
+        config = DispatcherSettings(poll_interval=0.02, stats_interval=0.1)
+        with DispatcherThread(
+            clean_db.app_conninfo(),
+            lambda: RedisStreamPublisher(redis_server.url),
+            "stuck",
+            config,
+        ):
+            wait_until(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM outbox_events WHERE status = 'delivered'"
+                    ).fetchone()[0]
+                    == len(flowing)
+                ),
+                timeout=20,
+                what="the other aggregates' events delivered",
+            )
+        counts = dict(conn.execute("SELECT status, count(*) FROM outbox_events GROUP BY 1"))
+    assert counts == {"delivered": 200, "dead": 1, "pending": 2999}
