@@ -33,20 +33,23 @@ class Response:
     body: str  # JSON text, stored verbatim for replays
 
 
-# One round trip for what the risk checks need besides the position: does the account exist,
-# is trading halted (globally or for the symbol), and the transaction's timestamp.
+# One round trip for everything the risk checks read: does the account exist, is trading
+# halted (globally or for the symbol), the open position (locked for this transaction) and
+# the transaction's timestamp.
 _CONTEXT = """
 SELECT a.id IS NOT NULL AS account_exists, now() AS tx_now,
        (SELECT scope || ': ' || reason FROM trading_halts
         WHERE scope IN ('global', %(symbol)s)
-        ORDER BY scope = 'global' DESC LIMIT 1) AS halted_by
-FROM (SELECT 1) AS one LEFT JOIN accounts a ON a.id = %(account_id)s
-"""
-_OPEN_POSITION = """
-SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
-WHERE account_id = %(account_id)s AND symbol = %(symbol)s
-  AND strategy IS NOT DISTINCT FROM %(strategy)s AND status = 'open'
-FOR UPDATE
+        ORDER BY scope = 'global' DESC LIMIT 1) AS halted_by,
+       p.id AS position_id, p.quantity, p.avg_entry_price, p.realized_pnl
+FROM (SELECT 1) AS one
+LEFT JOIN accounts a ON a.id = %(account_id)s
+LEFT JOIN LATERAL (
+    SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
+    WHERE account_id = %(account_id)s AND symbol = %(symbol)s
+      AND strategy IS NOT DISTINCT FROM %(strategy)s AND status = 'open'
+    FOR UPDATE
+) AS p ON true
 """
 _INSERT_POSITION = """
 INSERT INTO positions (account_id, symbol, strategy, quantity, avg_entry_price, realized_pnl)
@@ -79,7 +82,9 @@ async def place_order(
     """Run the order transaction; retry when a concurrent order opened the same position."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            async with conn.transaction():
+            # Pipeline mode: BEGIN travels with the first query and the writes with COMMIT,
+            # so the whole order costs two round trips through pgBouncer.
+            async with conn.pipeline(), conn.transaction():
                 return await _place(conn, settings, order, key)
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name != POSITION_INDEX:
@@ -106,7 +111,7 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
     context = await (await cur.execute(_CONTEXT, params)).fetchone()
     if not context["account_exists"]:
         raise RequestError(422, "unknown_account", f"account {order.account_id!r} does not exist")
-    position = await (await cur.execute(_OPEN_POSITION, params)).fetchone()
+    position = context if context["position_id"] is not None else None
     state = money.PositionState(
         quantity=position["quantity"] if position else Decimal(0),
         avg_entry_price=position["avg_entry_price"] if position else Decimal(0),
@@ -139,7 +144,7 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
         "realized": new_state.realized_pnl,
     }
     if position:
-        position_id = position["id"]
+        position_id = position["position_id"]
         await cur.execute(_UPDATE_POSITION, {**position_values, "id": position_id})
     else:
         row = await (await cur.execute(_INSERT_POSITION, {**params, **position_values})).fetchone()
@@ -168,21 +173,23 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
     }
     response = Response(201, _json(body))
     cash_delta = -(notional + fee) if order.side == "buy" else notional - fee
-    # The remaining writes depend on nothing they return: send them in one pipeline.
-    async with conn.pipeline():
-        await cur.execute(
-            _INSERT_ORDER,
-            {**params, "order_id": order_id, "quantity": order.quantity, "price": order.price,
-             "notional": notional, "commission": fee, "liquidity": order.liquidity},
-        )  # fmt: skip
-        await cur.execute(_CASH, {**params, "delta": cash_delta})
-        await cur.execute(
-            _OUTBOX,
-            {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
-             "payload": _json({"order": body, "idempotency_key": key})},
-        )  # fmt: skip
-        completed = await conn.execute(idempotency.COMPLETE, {**params, **_stored(response)})
-    if completed.rowcount != 1:
+    # The remaining writes need nothing back: they travel together in the pipeline.
+    await cur.execute(
+        _INSERT_ORDER,
+        {**params, "order_id": order_id, "quantity": order.quantity, "price": order.price,
+         "notional": notional, "commission": fee, "liquidity": order.liquidity},
+    )  # fmt: skip
+    await cur.execute(_CASH, {**params, "delta": cash_delta})
+    await cur.execute(
+        _OUTBOX,
+        {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
+         "payload": _json({"order": body, "idempotency_key": key})},
+    )  # fmt: skip
+    # Fetching the key's row flushes the pipelined writes; COMMIT follows on exit.
+    completed = await (
+        await cur.execute(idempotency.COMPLETE + " RETURNING key", {**params, **_stored(response)})
+    ).fetchone()
+    if completed is None:
         # Our claim was taken over after the in-flight timeout and the other request
         # finished first: undo ours; the caller replays the stored response.
         raise KeyTakenOver(key)

@@ -58,12 +58,15 @@ PGBENCH_SCRIPT = textwrap.dedent(
       VALUES ('pgb-' || :client_id || '-' || :k, 'h', 'in_flight')
       ON CONFLICT (key) DO NOTHING RETURNING key;
     BEGIN;
-    SELECT id FROM accounts WHERE id = 'bench-' || :a;
-    SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
-      WHERE account_id = 'bench-' || :a AND symbol = 'BTCUSDT'
-      AND strategy IS NOT DISTINCT FROM NULL AND status = 'open' FOR UPDATE;
-    SELECT scope, reason FROM trading_halts WHERE scope IN ('global', 'BTCUSDT')
-      ORDER BY scope = 'global' DESC LIMIT 1;
+    SELECT a.id IS NOT NULL AS account_exists, now() AS tx_now,
+      (SELECT scope || ': ' || reason FROM trading_halts WHERE scope IN ('global', 'BTCUSDT')
+       ORDER BY scope = 'global' DESC LIMIT 1) AS halted_by,
+      p.id AS position_id, p.quantity, p.avg_entry_price, p.realized_pnl
+      FROM (SELECT 1) AS one
+      LEFT JOIN accounts a ON a.id = 'bench-' || :a
+      LEFT JOIN LATERAL (SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
+        WHERE account_id = 'bench-' || :a AND symbol = 'BTCUSDT'
+        AND strategy IS NOT DISTINCT FROM NULL AND status = 'open' FOR UPDATE) AS p ON true;
     UPDATE positions SET quantity = quantity + (CASE WHEN :s = 1 THEN 0.001 ELSE -0.001 END),
       avg_entry_price = 65000, realized_pnl = realized_pnl, updated_at = now()
       WHERE account_id = 'bench-' || :a AND symbol = 'BTCUSDT' AND status = 'open';
@@ -71,14 +74,14 @@ PGBENCH_SCRIPT = textwrap.dedent(
       commission, liquidity, status, idempotency_key)
       VALUES ('bench-' || :a, 'BTCUSDT', CASE WHEN :s = 1 THEN 'buy' ELSE 'sell' END, NULL,
       0.001, 65000, 65, 0.065, 'taker', 'filled', 'pgb-' || :client_id || '-' || :k)
-      ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, created_at;
+      ON CONFLICT (idempotency_key) DO NOTHING;
     UPDATE accounts SET cash_balance = cash_balance - 65.065 WHERE id = 'bench-' || :a;
     INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
       VALUES ('position', 'bench-' || :a || '/BTCUSDT/', 'order.filled',
       '{"order": {"id": "x", "price": "65000", "quantity": "0.001"}}');
     UPDATE idempotency_keys SET state = 'completed', response_status = 201,
       response_body = '{"id":"x"}', completed_at = now()
-      WHERE key = 'pgb-' || :client_id || '-' || :k AND state = 'in_flight';
+      WHERE key = 'pgb-' || :client_id || '-' || :k AND state = 'in_flight' RETURNING key;
     COMMIT;
     """
 )

@@ -178,3 +178,23 @@ def test_concurrent_keys_reused_with_different_bodies_get_422(app_server, app_co
 
     assert {r.status_code for r in asyncio.run(storm())} == {422}
     assert counts(app_conn)["orders"] == 1
+
+
+def test_concurrent_orders_opening_one_position_all_land_on_it(app_server, app_conn):
+    """Orders racing to open the same position meet at the unique index; losers retry."""
+    create_account(app_conn)
+    order = {**ORDER, "symbol": "ETHUSDT", "price": "3000.00", "quantity": "0.1"}
+
+    async def race():
+        async with httpx.AsyncClient(base_url=app_server.url, timeout=60) as c:
+            return await asyncio.gather(
+                *(c.post("/orders", json=order, headers={"idempotency-key": str(uuid.uuid4())})
+                  for _ in range(8))
+            )  # fmt: skip
+
+    assert [r.status_code for r in asyncio.run(race())] == [201] * 8
+    rows = app_conn.execute(
+        "SELECT quantity FROM positions WHERE symbol = 'ETHUSDT' AND status = 'open'"
+    ).fetchall()
+    assert rows == [(Decimal("0.8"),)]
+    assert counts(app_conn)["orders"] == 8
