@@ -123,7 +123,7 @@ def rollback_seconds(db: LocalBackedUpDb) -> float:
         localapp.start_on(app, "B")
         run = Run("rollback-bench", quiet=True)
         start = time.monotonic()
-        plan = rollback.prepare(app, None, False, run)
+        plan = rollback.prepare(app, None, False)
         if not rollback.execute(plan, run):
             raise RuntimeError("rollback to A failed its health gate")
         return time.monotonic() - start

@@ -31,9 +31,16 @@ class Drill:
     made_dir: str | None = None  # a directory the command created for the copy: removed too
 
 
-def prepare(source: DbTarget, scratch: DbTarget, run: Run, *, metrics_path: str | None,
-            metrics_executor: Executor, keep: bool = False,
-            made_dir: str | None = None) -> Drill:  # fmt: skip
+def prepare(
+    source: DbTarget,
+    scratch: DbTarget,
+    run: Run,
+    *,
+    metrics_path: str | None,
+    metrics_executor: Executor,
+    keep: bool = False,
+    made_dir: str | None = None,
+) -> Drill:
     req = pitr.Request(kind="latest", dest=scratch, pause_bouncer=False)
     plan = pitr.prepare(source, req, run)
     run.plan = [
@@ -66,8 +73,10 @@ def execute(drill: Drill, run: Run) -> None:
     replay = run.facts.get("replay_seconds") or 0.0
     run.facts.update(drill_seconds=round(seconds, 3), restore_seconds=round(copy + replay, 3))
     success = error is None and run.verified
-    run.say(f"restore {copy:.1f} s (copy) + {replay:.1f} s (WAL replay and start); "
-            f"drill {seconds:.1f} s; {'PASSED' if success else 'FAILED'}")  # fmt: skip
+    run.say(
+        f"restore {copy:.1f} s (copy) + {replay:.1f} s (WAL replay and start); "
+        f"drill {seconds:.1f} s; {'PASSED' if success else 'FAILED'}"
+    )
     if drill.metrics_path:
         write_metrics(drill.metrics_executor, drill.metrics_path, success, seconds)
         run.facts["metrics_file"] = drill.metrics_path
@@ -98,8 +107,10 @@ def metrics_text(success: bool, seconds: float, now: float | None = None) -> str
 def write_metrics(executor: Executor, path: str, success: bool, seconds: float) -> None:
     """Atomically (temporary file, then rename), so node_exporter never reads half a file."""
     tmp = f"{path}.tmp"
-    executor.run(["sh", "-c", f"cat > {shlex.quote(tmp)} && mv {shlex.quote(tmp)} "
-                  f"{shlex.quote(path)}"], input=metrics_text(success, seconds))  # fmt: skip
+    executor.run(
+        ["sh", "-c", f"cat > {shlex.quote(tmp)} && mv {shlex.quote(tmp)} {shlex.quote(path)}"],
+        input=metrics_text(success, seconds),
+    )
 
 
 def default_metrics_path(executor: Executor) -> str | None:

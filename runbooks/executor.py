@@ -143,6 +143,7 @@ class SshExecutor(Executor):
     known_hosts: Path | None = None
     port: int = 22
     connect_timeout: int = 5
+    sudo: bool = False  # a non-root login (production's `--sudo`): commands run via sudo -n
 
     def ssh_argv(self) -> list[str]:
         argv = [
@@ -173,8 +174,10 @@ class SshExecutor(Executor):
             # Values go through the remote shell's environment, not the visible argv of ssh.
             exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             command = f"export {exports}; {command}"
-        if user and user != self.ssh_user:
+        if user and user != "root":
             command = f"runuser -u {shlex.quote(user)} -- sh -c {shlex.quote(command)}"
+        if self.sudo:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
         return command
 
     def _spawn(self, argv, *, user, env, input, timeout):

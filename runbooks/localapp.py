@@ -26,13 +26,23 @@ def app_target(stack: DbStack, workdir: Path) -> tuple[Path, AppTarget]:
         "base_url": f"http://127.0.0.1:{port}",
         "database_url": stack.owner_conninfo(),
         "service": {
-            "argv": [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
-                     "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
+            "argv": [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "app.main:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+            ],
             "pidfile": str(workdir / "app.pid"),
             "logfile": str(workdir / "app.log"),
             "env": {"SPARK_DATABASE_URL": stack.app_conninfo()},
         },
-    }  # fmt: skip
+    }
     path = workdir / "app.json"
     path.write_text(json.dumps(spec))
     return path, sites.app_target_from_file(path)

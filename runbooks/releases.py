@@ -89,8 +89,13 @@ def current_release(app: AppTarget) -> str | None:
 def switch(app: AppTarget, release: str) -> None:
     """Point `current` at the release atomically: a new link renamed over the old one."""
     tmp = f"{app.current_link}.tmp"
-    app.executor.run(["sh", "-c", f"ln -sfn releases/{shlex.quote(release)} {tmp} && "
-                      f"mv -T {tmp} {app.current_link}"])  # fmt: skip
+    app.executor.run(
+        [
+            "sh",
+            "-c",
+            f"ln -sfn releases/{shlex.quote(release)} {tmp} && mv -T {tmp} {app.current_link}",
+        ]
+    )
 
 
 def mark_bad(app: AppTarget, release: str, reason: str) -> None:
@@ -144,6 +149,8 @@ def activate(app: AppTarget, release: str, run: Run, gate_timeout: float) -> boo
         run.note(back_detail)
     run.check(f"returned to {origin}", back, back_detail)
     if not back:
-        raise StepFailed(f"{release} failed its health gate and {origin} did not come back "
-                         f"either ({back_detail}): the app is down, look at its log")  # fmt: skip
+        raise StepFailed(
+            f"{release} failed its health gate and {origin} did not come back "
+            f"either ({back_detail}): the app is down, look at its log"
+        )
     return False

@@ -10,7 +10,7 @@ database is ahead of it, every migration in between must be marked backward comp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app import migrate
 from runbooks import releases
@@ -26,10 +26,13 @@ class Plan:
     schema_ok: bool
     schema_reason: str
     gate_timeout: float
+    lines: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)
 
 
-def schema_gate(revisions: list[migrate.Revision], release_head: str | None,
-                db_revision: str | None) -> tuple[bool, str]:  # fmt: skip
+def schema_gate(
+    revisions: list[migrate.Revision], release_head: str | None, db_revision: str | None
+) -> tuple[bool, str]:
     """Can a release expecting `release_head` run on a database at `db_revision`?"""
     names = [r.revision for r in revisions]
     if release_head is None:
@@ -46,55 +49,80 @@ def schema_gate(revisions: list[migrate.Revision], release_head: str | None,
     between = revisions[want + 1 : have + 1]
     breaking = [r.revision for r in between if not r.backward_compatible]
     if breaking:
-        return False, (f"the database ({db_revision}) is ahead of the release ({release_head}) "
-                       f"and these migrations are not backward compatible: "
-                       f"{', '.join(breaking)}")  # fmt: skip
-    return True, (f"the database ({db_revision}) is ahead of the release ({release_head}); "
-                  f"the migrations between are backward compatible: "
-                  f"{', '.join(r.revision for r in between)}")  # fmt: skip
+        return False, (
+            f"the database ({db_revision}) is ahead of the release ({release_head}) "
+            f"and these migrations are not backward compatible: "
+            f"{', '.join(breaking)}"
+        )
+    return True, (
+        f"the database ({db_revision}) is ahead of the release ({release_head}); "
+        f"the migrations between are backward compatible: "
+        f"{', '.join(r.revision for r in between)}"
+    )
 
 
 def choose(found: list[Release], origin: str | None, wanted: str | None, force: bool) -> Release:
     by_name = {r.name: r for r in found}
     if wanted:
         if wanted not in by_name:
-            raise Refused(f"release {wanted!r} is not installed",
-                          f"installed: {', '.join(by_name) or 'none'}")  # fmt: skip
+            raise Refused(
+                f"release {wanted!r} is not installed", f"installed: {', '.join(by_name) or 'none'}"
+            )
         if wanted == origin:
             raise Refused(f"release {wanted!r} is already current", "nothing to do")
         if by_name[wanted].bad and not force:
-            raise Refused(f"release {wanted!r} is marked BAD (a health gate failed)",
-                          "pick another release, or --force to use it anyway")  # fmt: skip
+            raise Refused(
+                f"release {wanted!r} is marked BAD (a health gate failed)",
+                "pick another release, or --force to use it anyway",
+            )
         return by_name[wanted]
     if origin not in by_name:
-        raise Refused(f"the current release {origin!r} is not among the installed releases",
-                      "name the release to go to with --to")  # fmt: skip
+        raise Refused(
+            f"the current release {origin!r} is not among the installed releases",
+            "name the release to go to with --to",
+        )
     older = [r for r in found[: found.index(by_name[origin])] if not r.bad]
     if not older:
         skipped = [r.name for r in found[: found.index(by_name[origin])] if r.bad]
         extra = f" (skipped, marked BAD: {', '.join(skipped)})" if skipped else ""
-        raise Refused(f"no previous release to roll back to from {origin}{extra}",
-                      "deploy a fixed release instead, or name one with --to")  # fmt: skip
+        raise Refused(
+            f"no previous release to roll back to from {origin}{extra}",
+            "deploy a fixed release instead, or name one with --to",
+        )
     return older[-1]
 
 
-def prepare(app: AppTarget, wanted: str | None, force: bool, run: Run,
-            gate_timeout: float = releases.DEFAULT_GATE_TIMEOUT) -> Plan:  # fmt: skip
+def prepare(
+    app: AppTarget,
+    wanted: str | None,
+    force: bool,
+    gate_timeout: float = releases.DEFAULT_GATE_TIMEOUT,
+) -> Plan:
+    """Read the host and decide; changes nothing."""
     found = releases.list_releases(app)
     origin = releases.current_release(app)
     if origin is None:
-        raise Refused(f"{app.current_link} does not point at a release on {app.label}",
-                      "deploy first; a rollback needs a current release")  # fmt: skip
+        raise Refused(
+            f"{app.current_link} does not point at a release on {app.label}",
+            "deploy first; a rollback needs a current release",
+        )
     target = choose(found, origin, wanted, force)
     db_revision = app.db_revision()
     ok, reason = schema_gate(migrate.revisions(), target.schema_head, db_revision)
     if not ok and not force:
-        raise Refused(f"rolling back to {target.name} is not safe: {reason}",
-                      "restore the database to a matching point first, or --force if you "
-                      "know the release copes")  # fmt: skip
-    run.facts.update(origin=origin, target=target.name, db_revision=db_revision,
-                     target_schema_head=target.schema_head, schema_gate=reason)  # fmt: skip
-    run.plan = [
+        raise Refused(
+            f"rolling back to {target.name} is not safe: {reason}",
+            "restore the database to a matching point first, or --force if you "
+            "know the release copes",
+        )
+    facts = dict(
+        origin=origin,
+        target=target.name,
+        db_revision=db_revision,
+        target_schema_head=target.schema_head,
+        schema_gate=reason,
+    )
+    lines = [
         f"Rollback plan on {app.label} ({app.executor.name})",
         f"  from:        {origin}",
         f"  to:          {target.name}" + (" (marked BAD, --force)" if target.bad else ""),
@@ -106,13 +134,21 @@ def prepare(app: AppTarget, wanted: str | None, force: bool, run: Run,
         f"(deadline {gate_timeout:.0f} s)",
         f"    4. on failure: mark {target.name} BAD, switch back to {origin}, restart",
     ]
-    return Plan(app, origin, target, ok, reason, gate_timeout)
+    return Plan(app, origin, target, ok, reason, gate_timeout, lines, facts)
 
 
 def execute(plan: Plan, run: Run) -> bool:
     run.watch(plan.app.executor)
     live = releases.activate(plan.app, plan.target.name, run, plan.gate_timeout)
-    run.facts["live_release"] = plan.target.name if live else plan.origin
+    plan.facts["live_release"] = plan.target.name if live else plan.origin
     if live:
-        run.facts["rollback_seconds"] = run.facts.get("switch_seconds")
+        plan.facts["rollback_seconds"] = run.facts.get("switch_seconds")
     return live
+
+
+def record(plans: list[Plan], run: Run) -> None:
+    """The plans' facts into the run: flat for one host, by host for several."""
+    if len(plans) == 1:
+        run.facts.update(plans[0].facts)
+    else:
+        run.facts["hosts"] = {p.app.label: p.facts for p in plans}

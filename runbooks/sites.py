@@ -1,9 +1,9 @@
 """Turning a command line's `--host NAME` or `--target-file PATH` into executors and targets.
 
-`--host` names a host of the lab's inventory (what `sparkops lab up` wrote): it is reached
-over SSH with the lab's key and known_hosts, and laid out as the deploys lay out a real db or
-app host. `--target-file` is a JSON description of a local target (the throwaway clusters of
-the tests and the benchmark use it).
+`--host` names a host of an inventory (`--inventory`, default the lab's): it is reached over
+SSH with the inventory's user, key and known_hosts, and laid out as the deploys lay out a
+real db or app host. `--target-file` is a JSON description of a local target (the throwaway
+clusters of the tests and the benchmark use it).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 
 from runbooks.checklist import Refused
 from runbooks.executor import LocalExecutor, SshExecutor
+from runbooks.inventory import Inventory
+from runbooks.inventory import load as load_inventory
 from runbooks.releases import AppTarget
 from runbooks.services import PgCtlService, ProcessService, SystemdService
 from runbooks.target import Bouncer, DbTarget
@@ -24,40 +26,24 @@ DB_SERVICE = f"postgresql@{defaults.POSTGRES_VERSION}-main.service"
 APP_SERVICES = ("spark-app.service", "spark-outbox.service", "spark-pgbouncer-exporter.service")
 
 
-def lab_hosts() -> tuple[list[dict], Path]:
-    from lab import config
-
-    path = config.hosts_file()
-    if not path.exists():
-        raise Refused(
-            f"no lab is up (looked for {path})",
-            "run `sparkops lab up`, or describe a local target with --target-file",
-        )
-    return json.loads(path.read_text()), path
-
-
-def ssh_executor(name: str) -> tuple[SshExecutor, dict]:
-    hosts, path = lab_hosts()
-    entry = next((h for h in hosts if h["name"] == name), None)
-    if entry is None:
-        known = ", ".join(h["name"] for h in hosts) or "none"
-        raise Refused(
-            f"unknown host {name!r}: the lab inventory ({path}) has {known}",
-            "pass one of those names with --host",
-        )
+def ssh_executor(name: str, inventory: Inventory | None = None) -> SshExecutor:
+    """The host called `name` in the inventory, answering SSH (host keys checked)."""
+    inventory = inventory or load_inventory()
+    host = inventory.host(name)
     executor = SshExecutor(
         name=name,
-        address=entry["ip"],
-        ssh_user=entry["ssh_user"],
-        key=Path(entry["ssh_key"]),
-        known_hosts=Path(entry["known_hosts"]),
+        address=host.address,
+        ssh_user=host.ssh_user,
+        key=host.key,
+        known_hosts=host.known_hosts,
+        sudo=host.ssh_user != "root",
     )
     if not executor.reachable():
         raise Refused(
-            f"host {name} ({entry['ip']}) does not answer SSH",
-            "check `sparkops lab status`; nothing was changed",
+            f"host {name} ({host.address}) does not answer SSH",
+            "check the host (on the lab: `sparkops lab status`); nothing was changed",
         )
-    return executor, entry
+    return executor
 
 
 def _deploy_secrets():
@@ -73,7 +59,8 @@ def _deploy_secrets():
     return secrets
 
 
-def lab_bouncer(environment: str = "lab") -> Bouncer | None:
+def deployed_bouncer(environment: str) -> Bouncer | None:
+    """pgBouncer's admin console on the db host, with the password the deploy generated."""
     secrets = _deploy_secrets()
     if not secrets.secrets_path(environment).exists():
         return None  # the deploy has not run here: there is no pgBouncer to pause
@@ -81,16 +68,26 @@ def lab_bouncer(environment: str = "lab") -> Bouncer | None:
     return Bouncer("127.0.0.1", defaults.PGBOUNCER_PORT, defaults.ROLE_PGBOUNCER_ADMIN, password)
 
 
-def db_target_for_host(name: str, stanza: str) -> DbTarget:
-    executor, _entry = ssh_executor(name)
+def db_target_for_host(name: str, stanza: str, inventory: Inventory | None = None) -> DbTarget:
+    inventory = inventory or load_inventory()
+    executor = ssh_executor(name, inventory)
     return DbTarget(
         executor=executor,
         data_dir=DB_DATA_DIR,
         service=SystemdService(executor, (DB_SERVICE,)),
         stanza=stanza,
-        bouncer=lab_bouncer(),
+        bouncer=deployed_bouncer(inventory.environment),
         label=name,
     )
+
+
+def db_target(
+    host: str, inventory: Path | None, target_file: Path | None, stanza: str | None
+) -> DbTarget:
+    """What a command's --host/--inventory or --target-file name."""
+    if target_file:
+        return db_target_from_file(target_file, stanza)
+    return db_target_for_host(host, stanza or defaults.PGBACKREST_STANZA, load_inventory(inventory))
 
 
 def db_target_from_file(path: Path, stanza: str | None) -> DbTarget:
@@ -202,12 +199,13 @@ def _remote_db_revision(executor) -> Callable[[], str | None]:
     return revision
 
 
-def app_target_for_host(name: str) -> AppTarget:
-    executor, entry = ssh_executor(name)
+def app_target_for_host(name: str, inventory: Inventory | None = None) -> AppTarget:
+    inventory = inventory or load_inventory()
+    executor = ssh_executor(name, inventory)
     return AppTarget(
         executor=executor,
         service=SystemdService(executor, APP_SERVICES),
-        base_url=f"http://{entry['ip']}:{defaults.APP_PORT}",
+        base_url=f"http://{inventory.host(name).address}:{defaults.APP_PORT}",
         db_revision=_remote_db_revision(executor),
         label=name,
     )

@@ -17,7 +17,13 @@ from sparkops.ephemeral.proc import free_port, make_workdir
     "--host",
     default="db",
     show_default=True,
-    help="The db host whose backups are drilled (lab inventory).",
+    help="The db host whose backups are drilled, by its name in the inventory.",
+)
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
 )
 @click.option(
     "--target-file",
@@ -52,6 +58,7 @@ from sparkops.ephemeral.proc import free_port, make_workdir
 @runbook_options
 def command(
     host,
+    inventory,
     target_file,
     stanza,
     to_host,
@@ -72,13 +79,10 @@ def command(
     """
 
     def prepare(run):
-        if target_file:
-            source = sites.db_target_from_file(target_file, stanza)
-        else:
-            source = sites.db_target_for_host(host, stanza or defaults.PGBACKREST_STANZA)
+        source = sites.db_target(host, inventory, target_file, stanza)
         executor = source.executor
         if to_host and to_host != source.label:
-            executor, _ = sites.ssh_executor(to_host)
+            executor = sites.ssh_executor(to_host, sites.load_inventory(inventory))
         data_dir, made = scratch_dir, None
         if data_dir is None and target_file:
             made = str(make_workdir("drill"))  # owned by the postgres user, removed after

@@ -30,7 +30,13 @@ LSN_FACTS = ("lsn_before", "lsn_sealed", "lsn_after", "timeline_before", "timeli
 )
 @click.option("--latest", is_flag=True, help="Restore everything archived (replay all WAL).")
 @click.option(
-    "--host", default="db", show_default=True, help="The db host, by its name in the lab inventory."
+    "--host", default="db", show_default=True, help="The db host, by its name in the inventory."
+)
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
 )
 @click.option(
     "--target-file",
@@ -83,6 +89,7 @@ def command(
     restore_point,
     latest,
     host,
+    inventory,
     target_file,
     stanza,
     to_host,
@@ -114,18 +121,14 @@ def command(
     kind, value = given[0]
 
     def prepare(run):
-        source = (
-            sites.db_target_from_file(target_file, stanza)
-            if target_file
-            else sites.db_target_for_host(host, stanza or defaults.PGBACKREST_STANZA)
-        )
+        source = sites.db_target(host, inventory, target_file, stanza)
         dest = None
         if to_host or to_data_dir:
             if to_host and to_host != source.label and target_file:
                 raise Refused("--to-host with --target-file", "use --to-data-dir locally")
             executor = source.executor
             if to_host and to_host != source.label:
-                executor, _ = sites.ssh_executor(to_host)
+                executor = sites.ssh_executor(to_host, sites.load_inventory(inventory))
             port = to_port or free_port()
             data_dir = to_data_dir or f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/restore"
             dest = sites.scratch_target(

@@ -18,7 +18,15 @@ def command() -> None:
 
 @command.command("create")
 @click.argument("name")
-@click.option("--host", default="db", show_default=True, help="The db host (lab inventory).")
+@click.option(
+    "--host", default="db", show_default=True, help="The db host, by its name in the inventory."
+)
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
+)
 @click.option(
     "--target-file",
     type=click.Path(path_type=Path),
@@ -34,17 +42,22 @@ def command() -> None:
 )
 @runbook_options
 def create(
-    name, host, target_file, stanza, archive_timeout, dry_run, yes, json_output, evidence_dir
+    name,
+    host,
+    inventory,
+    target_file,
+    stanza,
+    archive_timeout,
+    dry_run,
+    yes,
+    json_output,
+    evidence_dir,
 ) -> None:
     """Create restore point NAME and archive it; prints its LSN."""
     state = {}
 
     def prepare(run):
-        target = (
-            sites.db_target_from_file(target_file, stanza)
-            if target_file
-            else sites.db_target_for_host(host, stanza or defaults.PGBACKREST_STANZA)
-        )
+        target = sites.db_target(host, inventory, target_file, stanza)
         state["target"] = target
         return restore_point.prepare(target, name, run)
 

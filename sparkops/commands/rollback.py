@@ -25,9 +25,16 @@ from runbooks.cli import conduct, runbook_options
 )
 @click.option(
     "--host",
-    default="app",
-    show_default=True,
-    help="The app host, by its name in the lab inventory.",
+    "hosts",
+    multiple=True,
+    help="An app host by its name in the inventory (repeatable; default: every host of the "
+    "app group, one after the other).",
+)
+@click.option(
+    "--inventory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
 )
 @click.option(
     "--target-file",
@@ -43,7 +50,16 @@ from runbooks.cli import conduct, runbook_options
 )
 @runbook_options
 def command(
-    wanted, force, host, target_file, gate_timeout, dry_run, yes, json_output, evidence_dir
+    wanted,
+    force,
+    hosts,
+    inventory,
+    target_file,
+    gate_timeout,
+    dry_run,
+    yes,
+    json_output,
+    evidence_dir,
 ) -> None:
     """Roll the app back: atomic switch of `current`, restart, health gate on /readyz and
     /version; returns to the release it started from (and marks the target BAD) when the gate
@@ -53,22 +69,35 @@ def command(
     """
 
     def prepare(run):
-        app = (
-            sites.app_target_from_file(target_file)
-            if target_file
-            else sites.app_target_for_host(host)
-        )
-        return rollback.prepare(app, wanted, force, run, gate_timeout)
+        if target_file:
+            apps = [sites.app_target_from_file(target_file)]
+        else:
+            found = sites.load_inventory(inventory)
+            names = hosts or [h.name for h in found.group("app")]
+            apps = [sites.app_target_for_host(name, found) for name in names]
+        # Every host's preconditions before any host changes.
+        plans = [rollback.prepare(app, wanted, force, gate_timeout) for app in apps]
+        run.plan = [line for plan in plans for line in plan.lines]
+        rollback.record(plans, run)
+        return plans
 
-    def act(run, plan):
-        if not rollback.execute(plan, run):
-            raise StepFailed(
-                f"{plan.target.name} failed its health gate: marked BAD, back on {plan.origin}"
-            )
-        run.say(
-            f"release {plan.target.name} is live "
-            f"({run.facts.get('rollback_seconds')} s from switch to healthy)"
-        )
+    def act(run, plans):
+        done = []
+        try:
+            for plan in plans:
+                if not rollback.execute(plan, run):
+                    raise StepFailed(
+                        f"{plan.target.name} failed its health gate on {plan.app.label}: marked "
+                        f"BAD, back on {plan.origin}"
+                        + (f"; already rolled back: {', '.join(done)}" if done else "")
+                    )
+                done.append(plan.app.label)
+                run.say(
+                    f"{plan.app.label}: release {plan.target.name} is live "
+                    f"({plan.facts.get('rollback_seconds')} s from switch to healthy)"
+                )
+        finally:
+            rollback.record(plans, run)
 
     conduct(
         "rollback",

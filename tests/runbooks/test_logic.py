@@ -94,3 +94,26 @@ def test_secrets_stay_out_of_what_is_shown():
     assert command.startswith("runuser -u postgres -- sh -c ")
     # The secret travels in the script on ssh's stdin, never on ssh's own argv.
     assert "s3cret" not in " ".join(ssh.ssh_argv())
+
+
+def test_inventory_hosts_groups_and_sudo(tmp_path):
+    from runbooks import inventory
+
+    path = tmp_path / "production.py"
+    path.write_text(
+        'db = [("db-1", {"ssh_hostname": "10.0.0.10", "ssh_user": "ops", '
+        '"ssh_known_hosts_file": "/etc/kh"})]\n'
+        'app = [("app-1", {}), ("app-2", {"ssh_user": "root"})]\n'
+    )
+    found = inventory.load(path)
+    assert found.environment == "production"
+    assert [h.name for h in found.group("app")] == ["app-1", "app-2"]
+    db = found.host("db-1")
+    assert (db.address, db.ssh_user, str(db.known_hosts)) == ("10.0.0.10", "ops", "/etc/kh")
+    assert db.groups == {"db"}
+    with pytest.raises(Refused, match=r"unknown host 'db-9'.*has db-1, app-1, app-2"):
+        found.host("db-9")
+    with pytest.raises(Refused, match="no monitor hosts"):
+        found.group("monitor")
+    ssh = SshExecutor(name="db-1", address="10.0.0.10", ssh_user="ops", sudo=True)
+    assert ssh.remote_command(["systemctl", "stop", "x"], None, None).startswith("sudo -n sh -c")
