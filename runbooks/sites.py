@@ -199,12 +199,27 @@ def _remote_db_revision(executor) -> Callable[[], str | None]:
     return revision
 
 
+def installed_units(executor, units: tuple[str, ...]) -> tuple[str, ...]:
+    """The units of `units` this host has (the outbox and the exporter are optional in the
+    deploy); the app's own unit first, and required."""
+    states = executor.run(
+        ["systemctl", "show", "-p", "LoadState", "--value", *units], check=False
+    ).stdout.split()
+    present = tuple(u for u, state in zip(units, states, strict=False) if state == "loaded")
+    if not present or present[0] != units[0]:
+        raise Refused(
+            f"{units[0]} is not installed on {executor.name}",
+            "deploy the app there first (deploys/app.py)",
+        )
+    return present
+
+
 def app_target_for_host(name: str, inventory: Inventory | None = None) -> AppTarget:
     inventory = inventory or load_inventory()
     executor = ssh_executor(name, inventory)
     return AppTarget(
         executor=executor,
-        service=SystemdService(executor, APP_SERVICES),
+        service=SystemdService(executor, installed_units(executor, APP_SERVICES)),
         base_url=f"http://{inventory.host(name).address}:{defaults.APP_PORT}",
         db_revision=_remote_db_revision(executor),
         label=name,
