@@ -153,8 +153,12 @@ def _put_unit(unit: str, **context):
     )
 
 
-@deploy("Spark app", data_defaults=DEFAULTS)
-def app() -> None:
+@deploy("Spark app release", data_defaults=DEFAULTS)
+def app_release() -> dict:
+    """Everything that does not need the database: user, settings, units, the release's venv.
+
+    Runs while the db tier is being deployed; returns what `app_switch` needs.
+    """
     creds = secrets.load(support.environment(host))
     db_address = support.address(support.first_in_group(inventory, "db"))
     urls = database_urls(db_address, creds)
@@ -258,6 +262,13 @@ def app() -> None:
     )
 
     release_installed(name=f"Install release {release}", release=release, tarball=tarball)
+    return {"release": release, "changed": env_ops + units}
+
+
+@deploy("Spark app", data_defaults=DEFAULTS)
+def app_switch(prepared: dict) -> None:
+    """Migrate, switch `current` (gated on /readyz), keep services up, prune: after the db tier."""
+    release, changed = prepared["release"], prepared["changed"]
     migrated(name=f"Migrate the schema to release {release}'s head", release=release)
     switch = activated(name=f"Switch to release {release} (gated on /readyz)", release=release)
     for unit in _services():
@@ -268,7 +279,7 @@ def app() -> None:
             name=f"Restart {unit} for changed settings or unit",
             service=unit,
             restarted=True,
-            _if=[switch.did_not_change, lambda: any(op.did_change() for op in env_ops + units)],
+            _if=[switch.did_not_change, lambda: any(op.did_change() for op in changed)],
         )
     old_releases_removed(
         name=f"Keep the last {host.data.app_releases_kept} releases",

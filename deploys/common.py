@@ -69,7 +69,7 @@ def service(unit: str, *, changed=(), reload_on=(), what: str | None = None) -> 
 @deploy("Common", data_defaults=DEFAULTS)
 def common() -> None:
     files.put(
-        name="Let apt wait for the dpkg lock instead of failing",
+        name="Let apt wait for the dpkg lock and time out stalled downloads",
         src=support.rendered("common/apt-lock.conf.j2", seconds=300),
         dest=APT_LOCK_CONF,
         mode="644",
@@ -84,7 +84,13 @@ def common() -> None:
         )
     else:
         files.file(name="No apt proxy from Spark Ops", path=APT_PROXY_CONF, present=False)
-    apt.update(name="Refresh apt package lists", cache_time=host.data.common_apt_cache_seconds)
+    apt.update(
+        name="Refresh apt package lists",
+        cache_time=host.data.common_apt_cache_seconds,
+        # A stalled update is retried rather than holding the whole deploy.
+        _timeout=300,
+        _retries=2,
+    )
     apt.packages(
         name="Install base packages", packages=host.data.common_packages, no_recommends=True
     )

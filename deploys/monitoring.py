@@ -116,14 +116,19 @@ def exporters() -> None:
     service("prometheus-node-exporter.service", changed=[node_env], what="node_exporter")
 
 
-@deploy("Monitoring", data_defaults=DEFAULTS)
-def monitoring() -> None:
-    """Prometheus and Alertmanager on a monitor host."""
+@deploy("Monitoring packages", data_defaults=DEFAULTS)
+def monitoring_packages() -> None:
+    """Prometheus and Alertmanager packages: needs nothing else, so it runs early."""
     apt.packages(
         name="Install Prometheus and Alertmanager",
         packages=["prometheus", "prometheus-alertmanager"],
         no_recommends=True,
     )
+
+
+@deploy("Monitoring", data_defaults=DEFAULTS)
+def monitoring() -> None:
+    """Prometheus and Alertmanager configured on a monitor host, after the other tiers."""
     app_hosts = list(inventory.get_group("app", []))
     app_data = app_hosts[0].data if app_hosts else {}
     files.directory(name=f"Create {RULES_DIR}", path=RULES_DIR, mode="755")

@@ -1,15 +1,17 @@
 """The whole platform, by host group: `pyinfra -y inventories/<env>.py deploys/site.py`.
 
 The tiers run in order across hosts: the database (db) is ready before the app (app)
-migrates it, and both before monitoring scrapes them. pyinfra alone would interleave hosts
-whose operations differ; the barriers (deploys.common.barrier) keep the tiers apart.
+migrates it and switches releases, and both before monitoring is configured to scrape them.
+pyinfra alone would interleave hosts whose operations differ; the barriers
+(deploys.common.barrier) keep the tiers apart. What needs no other tier (the app's release
+venv, the monitoring packages) runs alongside the database tier.
 """
 
 from pyinfra import host
 
-from deploys.app import app
+from deploys.app import app_release, app_switch
 from deploys.common import barrier, common
-from deploys.monitoring import exporters, monitoring
+from deploys.monitoring import exporters, monitoring, monitoring_packages
 from deploys.pgbackrest import pgbackrest
 from deploys.pgbouncer import pgbouncer
 from deploys.postgresql import postgresql
@@ -22,10 +24,14 @@ if "db" in host.groups:
     pgbackrest()
     pgbouncer()
     exporters()
+if "app" in host.groups:
+    prepared = app_release()
+if "monitor" in host.groups:
+    monitoring_packages()
 barrier(name="Wait for the database tier", what="PostgreSQL, pgBackRest, pgBouncer are up")
 
 if "app" in host.groups:
-    app()
+    app_switch(prepared)
 barrier(name="Wait for the app tier", what="the app is up")
 
 if "monitor" in host.groups:
