@@ -2,7 +2,8 @@
 with the generated alert rules and dashboard files when they exist.
 
 Scrape jobs (names from alerts/config.py, which the rules select on):
-  spark-app   the app's /metrics and the outbox dispatcher's (app hosts)
+  spark-app     the app's /metrics (app hosts)
+  spark-outbox  the outbox dispatcher's /metrics (app hosts; OutboxDispatcherDown selects it)
   pgbouncer   app/pgbouncer_exporter.py (app hosts; see docs/deploys.md for why ours)
   postgres    postgres_exporter (db hosts)
   node        node_exporter, for the backup-time and drill textfile metrics (db hosts)
@@ -18,12 +19,13 @@ from pyinfra.api import deploy
 from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
+from dashboards.build import GRAFANA_DASHBOARDS_DIR
 from deploys import secrets, support
 from deploys.common import service
 from sparkops import defaults
 
 RULES_DIR = "/etc/prometheus/rules"
-DASHBOARDS_DIR = "/var/lib/grafana/dashboards/spark-ops"
+DASHBOARDS_DIR = GRAFANA_DASHBOARDS_DIR
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning/dashboards/spark-ops.yaml"
 ALERT_RULES_SRC = support.REPO_ROOT / "alerts" / "generated"
 DASHBOARDS_SRC = support.REPO_ROOT / "dashboards" / "generated"
@@ -48,20 +50,24 @@ def scrape_jobs(inventory_, app_data) -> list[dict]:
     def targets(group: str, port: int) -> list[str]:
         return [f"{addr}:{port}" for addr in support.group_addresses(inventory_, group)]
 
-    app_targets = targets("app", defaults.APP_PORT)
-    # Group data may leave these unset: the app deploy's defaults (enabled) then apply.
-    if app_data.get("app_outbox_enabled") is not False:
-        app_targets += targets("app", defaults.OUTBOX_METRICS_PORT)
     jobs = [
         {"name": "prometheus", "targets": targets("monitor", defaults.PROMETHEUS_PORT)},
         {"name": "alertmanager", "targets": targets("monitor", defaults.ALERTMANAGER_PORT)},
-        {"name": alert_config.JOB_APP, "targets": app_targets},
+        {"name": alert_config.JOB_APP, "targets": targets("app", defaults.APP_PORT)},
         {
             "name": alert_config.JOB_POSTGRES,
             "targets": targets("db", defaults.POSTGRES_EXPORTER_PORT),
         },
         {"name": alert_config.JOB_NODE, "targets": targets("db", defaults.NODE_EXPORTER_PORT)},
     ]
+    # Group data may leave these unset: the app deploy's defaults (enabled) then apply.
+    if app_data.get("app_outbox_enabled") is not False:
+        jobs.append(
+            {
+                "name": alert_config.JOB_OUTBOX,
+                "targets": targets("app", defaults.OUTBOX_METRICS_PORT),
+            }
+        )
     if app_data.get("app_pgbouncer_exporter_enabled") is not False:
         jobs.append(
             {

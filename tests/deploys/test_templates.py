@@ -266,12 +266,9 @@ def test_prometheus_config_scrapes_every_exporter_by_job():
     )
     config = yaml.safe_load(text)
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
-    assert targets["spark-app"] == [
-        "10.0.0.11:8000",
-        "10.0.0.21:8000",
-        "10.0.0.11:9310",
-        "10.0.0.21:9310",
-    ]
+    assert targets["spark-app"] == ["10.0.0.11:8000", "10.0.0.21:8000"]
+    # the dispatcher is its own job: OutboxDispatcherDown selects job="spark-outbox"
+    assert targets["spark-outbox"] == ["10.0.0.11:9310", "10.0.0.21:9310"]
     assert targets["pgbouncer"] == ["10.0.0.11:9127", "10.0.0.21:9127"]
     assert targets["postgres"] == ["10.0.0.10:9187"]
     assert targets["node"] == ["10.0.0.10:9100"]

@@ -127,7 +127,7 @@ def test_prometheus_reports_every_target_up(deployed):
 
     targets = wait_until(all_up, timeout=120, what="every Prometheus target to be up")
     jobs = {t["labels"]["job"] for t in targets}
-    assert {"spark-app", "pgbouncer", "postgres", "node", "prometheus"} <= jobs
+    assert {"spark-app", "spark-outbox", "pgbouncer", "postgres", "node", "prometheus"} <= jobs
 
 
 def test_a_release_that_never_gets_ready_is_switched_back(deployed):
