@@ -90,6 +90,9 @@ def common() -> None:
         # A stalled update is retried rather than holding the whole deploy.
         _timeout=300,
         _retries=2,
+        # One host at a time: apt-cacher-ng answered a truncated InRelease (235 bytes) to one
+        # of three hosts fetching it at once, and that host's apt-get hung (seen in the lab).
+        _serial=True,
     )
     apt.packages(
         name="Install base packages", packages=host.data.common_packages, no_recommends=True

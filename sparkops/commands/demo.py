@@ -102,6 +102,10 @@ def command(skip_deploy: bool) -> None:
     _ensure_demo_account(db)
     _traffic(app_url)
     _done(started)
+    prometheus = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}"
+    started = _step(f"Monitoring: Prometheus scrape targets at {prometheus}")
+    _show_targets(prometheus)
+    _done(started)
     started = _step("Backups: pgbackrest info on the db host")
     info = subprocess.run(
         [sys.executable, "-m", "sparkops.cli", "lab", "ssh", "db", "--",
@@ -117,6 +121,26 @@ def command(skip_deploy: bool) -> None:
     click.echo("  a shell:     sparkops lab ssh db   (or app, monitor)")
     click.echo("  redeploy:    .venv/bin/pyinfra inventories/lab.py deploys/site.py")
     click.echo("  tear down:   sparkops lab down")
+
+
+def _targets(prometheus: str) -> list[dict]:
+    data = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()
+    return data["data"]["activeTargets"]
+
+
+def _show_targets(prometheus: str) -> None:
+    """Wait (bounded) for every target's first scrape, then list them with their health."""
+    try:
+        wait_until(
+            lambda: all(t["health"] == "up" for t in _targets(prometheus)),
+            timeout=90,
+            what="every Prometheus target to be up",
+        )
+    except TimeoutError as exc:
+        click.secho(f"    {exc}", fg="yellow")
+    for t in sorted(_targets(prometheus), key=lambda t: t["labels"]["job"]):
+        error = f" ({t['lastError']})" if t["lastError"] else ""
+        click.echo(f"    {t['labels']['job']:14} {t['scrapeUrl']:45} {t['health']}{error}")
 
 
 def _ensure_demo_account(db: dict) -> None:
