@@ -175,7 +175,8 @@ class SshExecutor(Executor):
             exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
             command = f"export {exports}; {command}"
         if user and user != "root":
-            command = f"runuser -u {shlex.quote(user)} -- sh -c {shlex.quote(command)}"
+            # From /: the login's home (/root) is not readable by the other user.
+            command = f"runuser -u {shlex.quote(user)} -- sh -c {shlex.quote('cd / && ' + command)}"
         if self.sudo:
             command = f"sudo -n sh -c {shlex.quote(command)}"
         return command
