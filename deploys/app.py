@@ -28,6 +28,7 @@ ETC = "/etc/spark-app"
 APP_ENV = f"{ETC}/app.env"
 MIGRATIONS_ENV = f"{ETC}/migrations.env"
 OUTBOX_ENV = f"{ETC}/outbox.env"
+PURGE_TIMER = "spark-idempotency-purge.timer"
 EXPORTER_ENV = f"{ETC}/pgbouncer-exporter.env"
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
 UPLOADS = f"{defaults.APP_ROOT}/uploads"
@@ -217,6 +218,15 @@ def app_release() -> dict:
             port=defaults.APP_PORT,
         )
     ]
+    # Keys expire after IDEMPOTENCY_KEY_TTL_HOURS; a timer deletes them (the app never does).
+    units += [
+        _put_unit(
+            "spark-idempotency-purge.service",
+            env_file=APP_ENV,
+            ttl_hours=defaults.IDEMPOTENCY_KEY_TTL_HOURS,
+        ),
+        _put_unit("spark-idempotency-purge.timer"),
+    ]
     if host.data.app_outbox_enabled:
         env_ops.append(
             _put_env(
@@ -281,6 +291,12 @@ def app_switch(prepared: dict) -> None:
             restarted=True,
             _if=[switch.did_not_change, lambda: any(op.did_change() for op in changed)],
         )
+    systemd.service(
+        name="Enable the hourly idempotency key expiry",
+        service=PURGE_TIMER,
+        running=True,
+        enabled=True,
+    )
     old_releases_removed(
         name=f"Keep the last {host.data.app_releases_kept} releases",
         keep=host.data.app_releases_kept,

@@ -239,6 +239,22 @@ def test_app_units_run_the_current_release():
     assert f"127.0.0.1:{defaults.APP_PORT}/readyz" in script
 
 
+def test_idempotency_keys_expire_through_an_hourly_timer():
+    unit = support.render(
+        "app/spark-idempotency-purge.service.j2",
+        user="spark",
+        current="/opt/spark-app/current",
+        env_file="/etc/spark-app/app.env",
+        ttl_hours=defaults.IDEMPOTENCY_KEY_TTL_HOURS,
+    )
+    assert (
+        "ExecStart=/opt/spark-app/current/venv/bin/sparkops app purge-idempotency-keys "
+        f"--older-than-hours {defaults.IDEMPOTENCY_KEY_TTL_HOURS}"
+    ) in unit
+    assert "EnvironmentFile=/etc/spark-app/app.env" in unit and "Type=oneshot" in unit
+    assert "OnCalendar=hourly" in support.render("app/spark-idempotency-purge.timer.j2")
+
+
 def test_app_database_urls_go_through_pgbouncer_except_migrations():
     urls = app.database_urls("10.0.0.10", CREDS)
     assert f"@10.0.0.10:{defaults.PGBOUNCER_PORT}/{defaults.DATABASE_NAME}" in urls["app"]
