@@ -73,6 +73,26 @@ class SystemdService(ServiceControl):
         ).output()
 
 
+# pg_controldata's names for the settings a standby or recovering copy must not lower.
+_CONTROLDATA_SETTINGS = {
+    "max_connections setting": "max_connections",
+    "max_worker_processes setting": "max_worker_processes",
+    "max_wal_senders setting": "max_wal_senders",
+    "max_prepared_xacts setting": "max_prepared_transactions",
+    "max_locks_per_xact setting": "max_locks_per_transaction",
+}
+
+
+def recovery_minimums(controldata: str) -> dict[str, str]:
+    found = {}
+    for line in controldata.splitlines():
+        label, _, value = line.partition(":")
+        name = _CONTROLDATA_SETTINGS.get(label.strip())
+        if name and value.strip().isdigit():
+            found[name] = value.strip()
+    return found
+
+
 @dataclass
 class PgCtlService(ServiceControl):
     """`pg_ctl` on a data directory, as the PostgreSQL OS user; `options` become `-c` flags."""
@@ -89,10 +109,26 @@ class PgCtlService(ServiceControl):
     def description(self) -> str:
         return f"pg_ctl -D {self.datadir} on {self.executor.name}"
 
-    def _opts(self) -> str:
-        return " ".join(f"-c {k}={shlex.quote(str(v))}" for k, v in self.options.items())
+    def _opts(self, options: dict[str, str]) -> str:
+        return " ".join(f"-c {k}={shlex.quote(str(v))}" for k, v in options.items())
+
+    def recovery_minimums(self) -> dict[str, str]:
+        """Settings recovery needs at least as high as on the primary, from the copy's own
+        control file. A restored copy started with pg_ctl does not read the primary's
+        /etc/postgresql configuration, and recovery refuses to run below these."""
+        result = self.executor.run(
+            [f"{self.bindir}/pg_controldata", self.datadir], user=self.user, check=False
+        )
+        if not result.ok:
+            return {}
+        return recovery_minimums(result.stdout)
 
     def start(self) -> None:
+        options = dict(self.options)
+        for name, value in self.recovery_minimums().items():
+            current = options.get(name)
+            if current is None or not current.isdigit() or int(current) < int(value):
+                options[name] = value
         # -w waits for the end of recovery only up to consistency; callers wait for promotion.
         self.executor.run(
             [
@@ -102,7 +138,7 @@ class PgCtlService(ServiceControl):
                 "-l",
                 self.logfile,
                 "-o",
-                self._opts(),
+                self._opts(options),
                 "-w",
                 "-t",
                 str(int(self.timeout)),

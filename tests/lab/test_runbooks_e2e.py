@@ -13,9 +13,10 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from app import metric_names
 from deploys import release, runner
 from lab import ssh
-from runbooks import checks
+from runbooks import checks, drill
 from sparkops import defaults
 from sparkops.cli import main
 
@@ -115,6 +116,20 @@ def test_pitr_on_the_db_host(deployed, kind, tmp_path):
     assert _present(db, kept) == set(kept) and _present(db, lost) == set()
     assert _psql(db, "SELECT to_regclass('trading_halts')").strip() == "trading_halts"
     assert _orders(app, 1)  # pgBouncer resumed; the app works again
+
+
+def test_drill_on_the_db_host_passes_and_publishes_its_metric(deployed, tmp_path):
+    """The drill restores onto a scratch copy beside the production cluster. The copy is
+    started with pg_ctl and does not read /etc/postgresql, so it must take the settings
+    recovery requires from the copy's control file (it failed on max_connections before)."""
+    db, app = _by_group(deployed["hosts"], "db"), _by_group(deployed["hosts"], "app")
+    _orders(app, 3)
+    run = _sparkops("drill", "--host", db["name"], "--yes", "--json",
+                    "--evidence-dir", str(tmp_path / "ev"))  # fmt: skip
+    assert run.exit_code == 0, run.output
+    metrics = _ssh(db, f"cat {defaults.NODE_EXPORTER_TEXTFILE_DIR}/{drill.METRICS_FILE_NAME}")
+    assert f"{metric_names.RESTORE_DRILL_LAST_SUCCESS} 1" in metrics
+    assert _psql(db, "SELECT count(*) FROM orders").strip() != "0"  # production untouched
 
 
 def _copy_release(app_host, source: str, name: str, extra_env: str = "") -> None:

@@ -117,3 +117,23 @@ def test_inventory_hosts_groups_and_sudo(tmp_path):
         found.group("monitor")
     ssh = SshExecutor(name="db-1", address="10.0.0.10", ssh_user="ops", sudo=True)
     assert ssh.remote_command(["systemctl", "stop", "x"], None, None).startswith("sudo -n sh -c")
+
+
+def test_recovery_minimums_come_from_the_copys_control_file():
+    from runbooks.services import recovery_minimums
+
+    controldata = (
+        "pg_control version number:            1300\n"
+        "max_connections setting:              200\n"
+        "max_worker_processes setting:         8\n"
+        "max_wal_senders setting:              10\n"
+        "max_prepared_xacts setting:           0\n"
+        "max_locks_per_xact setting:           64\n"
+    )
+    assert recovery_minimums(controldata) == {
+        "max_connections": "200",
+        "max_worker_processes": "8",
+        "max_wal_senders": "10",
+        "max_prepared_transactions": "0",
+        "max_locks_per_transaction": "64",
+    }
