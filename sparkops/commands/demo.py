@@ -114,6 +114,14 @@ def command(skip_deploy: bool) -> None:
     )  # fmt: skip
     click.echo("    " + (info.stdout or info.stderr).strip().replace("\n", "\n    "))
     _done(started)
+    started = _step("Restore drill: latest backup onto a scratch copy on the db host, checked")
+    drill = subprocess.run(
+        [sys.executable, "-m", "sparkops.cli", "drill", "--host", db["name"], "--yes"],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    lines = (drill.stdout + drill.stderr).strip().splitlines()
+    click.echo("    " + "\n    ".join(lines[-3:]))
+    _done(started)
     click.secho("\nWhere to look", bold=True)
     click.echo(f"  app:         {app_url}/  (/healthz /readyz /version /metrics)")
     click.echo(f"  Prometheus:  http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/targets")
