@@ -39,8 +39,8 @@ def _host(hosts: list[dict], group: str) -> dict:
     raise click.ClickException(f"the lab has no {group} host")
 
 
-def _traffic(app_url: str) -> None:
-    order = {"account_id": "demo", "symbol": "BTCUSDT", "side": "buy",
+def _traffic(app_url: str, account: str = "demo") -> None:
+    order = {"account_id": account, "symbol": "BTCUSDT", "side": "buy",
              "quantity": "0.01000", "price": "65000.00"}  # fmt: skip
     key = str(uuid.uuid4())
     with httpx.Client(base_url=app_url, timeout=10) as client:
@@ -68,8 +68,8 @@ def _traffic(app_url: str) -> None:
             except ValueError:
                 pass
             click.echo(f"    {label:38} -> {r.status_code} {detail}")
-        positions = client.get("/positions", params={"account_id": "demo"}).json()
-        click.echo(f"    open positions of account demo: {json.dumps(positions['positions'])}")
+        positions = client.get("/positions", params={"account_id": account}).json()
+        click.echo(f"    open positions of account {account}: {json.dumps(positions['positions'])}")
 
 
 @click.command("demo")

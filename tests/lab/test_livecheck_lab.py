@@ -1,0 +1,41 @@
+"""The dashboard's and the alerts' expressions against the lab's own Prometheus.
+
+After the site deploy, a little traffic of every kind the panels show and a restore drill,
+every panel query and every alert expression (and each alert's underlying signal) must parse
+and return series from the deployed exporters and the app.
+"""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from sparkops import defaults, livecheck
+from sparkops.cli import main
+from sparkops.commands.demo import _traffic
+from sparkops.wait import wait_until
+from tests.lab.test_runbooks_e2e import ACCOUNT, _by_group, _orders, deployed  # noqa: F401
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+
+def test_every_panel_and_alert_expression_returns_series(deployed):  # noqa: F811
+    hosts = deployed["hosts"]
+    db, app, monitor = (_by_group(hosts, g) for g in ("db", "app", "monitor"))
+    _orders(app, 4)
+    _traffic(f"http://{app['ip']}:{defaults.APP_PORT}", account=ACCOUNT)
+    drill = CliRunner().invoke(main, ["drill", "--host", db["name"], "--yes"])
+    assert drill.exit_code == 0, drill.output
+    prometheus = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}"
+    checks = livecheck.all_checks()
+    jobs = set().union(*(c.jobs for c in checks))
+
+    def clean():
+        results = livecheck.run(prometheus, checks)
+        return results if not livecheck.failures(results, jobs) else None
+
+    # Scrapes every 15 s and rate() windows need two samples: poll, bounded.
+    results = wait_until(clean, timeout=180, interval=5, what="every expression to have series")
+    print(livecheck.format_table(results))
+    panels = {r.check.source for r in results if r.check.kind == "panel"}
+    assert len(panels) == 10
