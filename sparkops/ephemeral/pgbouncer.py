@@ -24,6 +24,7 @@ from sparkops.ephemeral.proc import (
     make_workdir,
     popen_as_service_user,
     stop_process,
+    tail_file,
 )
 from sparkops.scram import make_verifier
 from sparkops.wait import wait_until
@@ -121,12 +122,7 @@ class PgBouncer:
             return cur.fetchall() if cur.description else []
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            assert self.workdir is not None
-            text = (self.workdir / "pgbouncer.log").read_text()
-            return "\n".join(text.splitlines()[-lines:])
-        except (OSError, AssertionError):
-            return "(no log)"
+        return tail_file(self.workdir, "pgbouncer.log", lines)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -16,10 +16,13 @@ from sparkops.ephemeral.proc import (
     free_port,
     make_workdir,
     run_as_service_user,
+    tail_file,
 )
 from sparkops.wait import wait_until
 
 SUPERUSER = "postgres"
+
+LOG_NAME = "postgres.log"
 
 
 def conninfo(host: str, port: int, user: str, password: str, dbname: str, **extra) -> str:
@@ -53,7 +56,7 @@ class PgCluster:
     @property
     def logfile(self) -> Path:
         assert self.workdir is not None
-        return self.workdir / "postgres.log"
+        return self.workdir / LOG_NAME
 
     def superuser_conninfo(self, dbname: str = "postgres") -> str:
         return conninfo(self.host, self.port, SUPERUSER, self.superuser_password, dbname)
@@ -153,10 +156,7 @@ class PgCluster:
         return result.stdout
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.logfile.read_text().splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return tail_file(self.workdir, LOG_NAME, lines)
 
     def __enter__(self) -> PgCluster:
         return self.init().start()

@@ -85,6 +85,16 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
+def tail_file(workdir: Path | None, name: str, lines: int = 40) -> str:
+    """The last `lines` lines of a service's log in its work directory, or "(no log)"."""
+    if workdir is None:
+        return "(no log)"
+    try:
+        return "\n".join((workdir / name).read_text().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
 def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """Stop a child we started: SIGTERM, then SIGKILL after `timeout`."""
     if proc.poll() is not None:

@@ -21,7 +21,7 @@ import yaml
 
 from sparkops import defaults
 from sparkops.ephemeral.postgres import PgCluster
-from sparkops.ephemeral.proc import free_port, make_workdir, stop_process
+from sparkops.ephemeral.proc import free_port, make_workdir, stop_process, tail_file
 from sparkops.wait import wait_until
 
 PROMETHEUS_BIN = "prometheus"
@@ -146,12 +146,7 @@ class Prometheus:
         return f"{self.url}/graph?g0.expr={quote(expr)}"
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            assert self.workdir is not None
-            text = (self.workdir / "prometheus.log").read_text()
-            return "\n".join(text.splitlines()[-lines:])
-        except (OSError, AssertionError):
-            return "(no log)"
+        return tail_file(self.workdir, "prometheus.log", lines)
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -19,10 +19,13 @@ from sparkops.ephemeral.proc import (
     make_workdir,
     popen_as_service_user,
     stop_process,
+    tail_file,
 )
 from sparkops.wait import wait_until
 
 REDIS_SERVER = "redis-server"
+
+LOG_NAME = "redis.log"
 
 
 @dataclass
@@ -41,7 +44,7 @@ class RedisServer:
     @property
     def logfile(self) -> Path:
         assert self.workdir is not None
-        return self.workdir / "redis.log"
+        return self.workdir / LOG_NAME
 
     def _args(self) -> list[str]:
         assert self.workdir is not None
@@ -104,10 +107,7 @@ class RedisServer:
             self.workdir = None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.logfile.read_text().splitlines()[-lines:])
-        except (OSError, AssertionError):
-            return "(no log)"
+        return tail_file(self.workdir, LOG_NAME, lines)
 
     def __enter__(self) -> RedisServer:
         return self.start()
