@@ -22,6 +22,7 @@ from runbooks.checklist import (
 )
 from runbooks.evidence import Evidence
 from runbooks.executor import CommandFailed
+from sparkops.defaults import PGBACKREST_STANZA
 
 
 def runbook_options(func: Callable) -> Callable:
@@ -51,6 +52,37 @@ def runbook_options(func: Callable) -> Callable:
     ):
         func = option(func)
     return func
+
+
+def db_target_options(
+    host_help: str = "The db host, by its name in the inventory.",
+) -> Callable[[Callable], Callable]:
+    """`--host`, `--inventory`, `--target-file`, `--stanza`: where a db runbook acts."""
+
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(
+            [
+                click.option("--host", default="db", show_default=True, help=host_help),
+                click.option(
+                    "--inventory",
+                    type=click.Path(path_type=Path),
+                    default=None,
+                    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
+                ),
+                click.option(
+                    "--target-file",
+                    type=click.Path(path_type=Path),
+                    help="A JSON description of a local target instead of --host (tests, bench).",
+                ),
+                click.option(
+                    "--stanza", default=None, help=f"pgBackRest stanza [{PGBACKREST_STANZA}]"
+                ),
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 def conduct(

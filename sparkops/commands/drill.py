@@ -2,35 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from runbooks import drill, sites
-from runbooks.cli import conduct, runbook_options
+from runbooks.cli import conduct, db_target_options, runbook_options
 from sparkops import defaults
 from sparkops.ephemeral.proc import free_port, make_workdir
 
 
 @click.command("drill")
-@click.option(
-    "--host",
-    default="db",
-    show_default=True,
-    help="The db host whose backups are drilled, by its name in the inventory.",
-)
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
-)
-@click.option(
-    "--target-file",
-    type=click.Path(path_type=Path),
-    help="A JSON description of a local target instead of --host (tests, bench).",
-)
-@click.option("--stanza", default=None, help=f"pgBackRest stanza [{defaults.PGBACKREST_STANZA}]")
+@db_target_options("The db host whose backups are drilled, by its name in the inventory.")
 @click.option(
     "--to-host",
     default=None,

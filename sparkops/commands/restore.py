@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from runbooks import checks, pitr, sites
 from runbooks.checklist import Refused
-from runbooks.cli import conduct, runbook_options
+from runbooks.cli import conduct, db_target_options, runbook_options
 from sparkops import defaults
 from sparkops.ephemeral.proc import free_port
 
@@ -29,21 +27,7 @@ LSN_FACTS = ("lsn_before", "lsn_sealed", "lsn_after", "timeline_before", "timeli
     help="Restore to a named restore point (sparkops restore-point create NAME).",
 )
 @click.option("--latest", is_flag=True, help="Restore everything archived (replay all WAL).")
-@click.option(
-    "--host", default="db", show_default=True, help="The db host, by its name in the inventory."
-)
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
-)
-@click.option(
-    "--target-file",
-    type=click.Path(path_type=Path),
-    help="A JSON description of a local target instead of --host (tests, bench).",
-)
-@click.option("--stanza", default=None, help=f"pgBackRest stanza [{defaults.PGBACKREST_STANZA}]")
+@db_target_options()
 @click.option(
     "--to-host",
     default=None,

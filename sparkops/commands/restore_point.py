@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from runbooks import restore_point, sites
-from runbooks.cli import conduct, runbook_options
+from runbooks.cli import conduct, db_target_options, runbook_options
 from sparkops import defaults
 
 
@@ -18,21 +16,7 @@ def command() -> None:
 
 @command.command("create")
 @click.argument("name")
-@click.option(
-    "--host", default="db", show_default=True, help="The db host, by its name in the inventory."
-)
-@click.option(
-    "--inventory",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="The pyinfra inventory whose hosts --host names [inventories/lab.py].",
-)
-@click.option(
-    "--target-file",
-    type=click.Path(path_type=Path),
-    help="A JSON description of a local target instead of --host.",
-)
-@click.option("--stanza", default=None, help=f"pgBackRest stanza [{defaults.PGBACKREST_STANZA}]")
+@db_target_options()
 @click.option(
     "--archive-timeout",
     type=float,
