@@ -9,7 +9,7 @@ once, so Binance and BTCTurk behave alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -164,3 +164,27 @@ class ExchangeHttp:
 
 def _snippet(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.text[:120]!r}"
+
+
+class ExchangeClient:
+    """What every exchange client shares around its `ExchangeHttp`: the breaker and rate
+    gate it exposes, and closing (directly or as an async context manager)."""
+
+    _http: ExchangeHttp
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self._http.breaker
+
+    @property
+    def gate(self) -> RateLimitGate:
+        return self._http.gate
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

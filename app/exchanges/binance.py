@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import httpx
 
 from app.exchanges import parsing, settings
-from app.exchanges.base import ExchangeHttp
+from app.exchanges.base import ExchangeClient, ExchangeHttp
 from app.exchanges.circuit import CircuitBreaker
 from app.exchanges.credentials import Secret, load_secret
 from app.exchanges.errors import (
@@ -102,7 +102,7 @@ def _is_duplicate(exc: ExchangeError) -> bool:
     return exc.code == CODE_DUPLICATE_ORDER and "duplicate" in str(exc).lower()
 
 
-class BinanceClient:
+class BinanceClient(ExchangeClient):
     def __init__(
         self,
         base_url: str = settings.BINANCE_BASE_URL,
@@ -156,23 +156,6 @@ class BinanceClient:
             api_secret=load_secret(settings.BINANCE_API_SECRET_ENV, environ),
             **kwargs,
         )
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self._http.breaker
-
-    @property
-    def gate(self) -> RateLimitGate:
-        return self._http.gate
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> BinanceClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         key = "***" if self._api_key is not None else None

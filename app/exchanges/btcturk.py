@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import httpx
 
 from app.exchanges import parsing, settings
-from app.exchanges.base import ExchangeHttp
+from app.exchanges.base import ExchangeClient, ExchangeHttp
 from app.exchanges.circuit import CircuitBreaker
 from app.exchanges.errors import ExchangeError, MalformedResponse, UnknownSymbol
 from app.exchanges.ratelimit import RateLimitGate
@@ -60,7 +60,7 @@ def _data(body: Any) -> Any:
     return body["data"]
 
 
-class BtcTurkClient:
+class BtcTurkClient(ExchangeClient):
     def __init__(
         self,
         base_url: str = settings.BTCTURK_BASE_URL,
@@ -83,23 +83,6 @@ class BtcTurkClient:
             decimals=True,
             transport=transport,
         )
-
-    @property
-    def breaker(self) -> CircuitBreaker:
-        return self._http.breaker
-
-    @property
-    def gate(self) -> RateLimitGate:
-        return self._http.gate
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def __aenter__(self) -> BtcTurkClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"BtcTurkClient(base_url={self._http.base_url!r})"
