@@ -7,7 +7,6 @@ Run: `uvicorn --factory app.main:create_app` or `sparkops app serve`.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -134,9 +133,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             except BaseException:
                 await _release_quietly(conn, key)
                 raise
-        headers = {}
-        if result.status == 201:
-            headers["location"] = f"/orders/{json.loads(result.body)['id']}"
+        headers = {"location": result.location} if result.location else {}
         return Response(
             result.body, status_code=result.status, media_type="application/json",
             headers=headers,

@@ -31,6 +31,7 @@ POSITION_INDEX = "positions_one_open_per_account_symbol_strategy"
 class Response:
     status: int
     body: str  # JSON text, stored verbatim for replays
+    location: str | None = None  # the created order's URL, for a 201
 
 
 # One round trip for everything the risk checks read: does the account exist, is trading
@@ -171,7 +172,7 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
             "status": "closed" if new_state.quantity == 0 else "open",
         },
     }
-    response = Response(201, _json(body))
+    response = Response(201, _json(body), location=f"/orders/{order_id}")
     cash_delta = -(notional + fee) if order.side == "buy" else notional - fee
     # The remaining writes need nothing back: they travel together in the pipeline.
     await cur.execute(
