@@ -236,6 +236,8 @@ def test_app_units_run_the_current_release():
         services="spark-app.service",
     )
     assert 'mv -T "$root/current.tmp" "$root/current"' in script
+    # a restart that fails must still reach the gate and the switch back (set -e)
+    assert "systemctl restart spark-app.service || " in script
     assert f"127.0.0.1:{defaults.APP_PORT}/readyz" in script
 
 
