@@ -59,3 +59,8 @@ IDEMPOTENCY_KEY_TTL_HOURS = 48
 IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = 60
 IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
 MAX_REQUEST_BODY_BYTES = 16 * 1024
+# Readiness (/readyz and the readiness gauge): the database must answer `SELECT 1` through
+# pgBouncer within this long, or the app reports itself not ready.
+READY_CHECK_TIMEOUT_SECONDS = 2.0
+# Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
+DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
