@@ -52,6 +52,9 @@ APP_RELEASES_DIR = f"{APP_ROOT}/releases"
 APP_CURRENT_LINK = f"{APP_ROOT}/current"
 APP_RELEASES_KEPT = 5
 APP_DB_POOL_SIZE = 10
+# The schema owner's connection (direct to PostgreSQL) for migrations: the variable the
+# deploy writes into /etc/spark-app/migrations.env and every reader takes it from.
+MIGRATIONS_URL_ENV = "SPARK_MIGRATIONS_URL"
 IDEMPOTENCY_KEY_TTL_HOURS = 48
 # An in-flight key whose request has not finished in this long is presumed abandoned (the
 # process died); a retry may take it over. The order and the key's completion commit in one
