@@ -22,6 +22,7 @@ from starlette.routing import Route
 from app import csp_reports, idempotency, metrics, orders
 from app.config import Settings
 from app.http_metrics import HttpMetrics
+from app.readiness import Readiness
 from app.security import SecurityHeaders
 from app.validation import (
     RequestError,
@@ -33,6 +34,9 @@ from app.validation import (
 from sparkops import defaults
 
 log = logging.getLogger("spark.app")
+
+# On every 503 for an unreachable database: requests and /readyz alike.
+RETRY_AFTER_DB_UNAVAILABLE = {"retry-after": str(defaults.DB_UNAVAILABLE_RETRY_AFTER_SECONDS)}
 
 
 def error(exc: RequestError, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         timeout=settings.db_timeout_s,
     )
     metrics.APP_BUILD_INFO.labels(settings.release_id).set(1)
+    readiness = Readiness(pool)
 
     async def post_order(request: Request) -> Response:
         try:
@@ -178,13 +183,12 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         return JSONResponse({"status": "ok", "release": settings.release_id})
 
     async def readyz(request: Request) -> Response:
-        try:
-            async with pool.connection(timeout=2.0) as conn:
-                await conn.execute("SELECT 1")
-        except (psycopg.Error, TimeoutError, OSError) as exc:
+        reason = await readiness.check()
+        if reason:
             return JSONResponse(
-                {"status": "unavailable", "reason": f"database through pgBouncer: {exc}"},
+                {"status": "unavailable", "reason": reason},
                 status_code=503,
+                headers=RETRY_AFTER_DB_UNAVAILABLE,
             )
         return JSONResponse({"status": "ready", "release": settings.release_id})
 
@@ -192,6 +196,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         return JSONResponse({"release": settings.release_id})
 
     async def metrics_endpoint(request: Request) -> Response:
+        await readiness.check()  # the readiness gauge is what /readyz would answer now
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def csp_report(request: Request) -> Response:
@@ -267,7 +272,7 @@ async def _database_unavailable(request: Request, exc) -> Response:
         {"error": "database_unavailable",
          "message": "the database is unreachable through pgBouncer; retry later"},
         status_code=503,
-        headers={"retry-after": "5"},
+        headers=RETRY_AFTER_DB_UNAVAILABLE,
     )  # fmt: skip
 
 

@@ -52,6 +52,9 @@ APP_RELEASES_DIR = f"{APP_ROOT}/releases"
 APP_CURRENT_LINK = f"{APP_ROOT}/current"
 APP_RELEASES_KEPT = 5
 APP_DB_POOL_SIZE = 10
+# The schema owner's connection (direct to PostgreSQL) for migrations: the variable the
+# deploy writes into /etc/spark-app/migrations.env and every reader takes it from.
+MIGRATIONS_URL_ENV = "SPARK_MIGRATIONS_URL"
 IDEMPOTENCY_KEY_TTL_HOURS = 48
 # An in-flight key whose request has not finished in this long is presumed abandoned (the
 # process died); a retry may take it over. The order and the key's completion commit in one
@@ -59,3 +62,8 @@ IDEMPOTENCY_KEY_TTL_HOURS = 48
 IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = 60
 IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
 MAX_REQUEST_BODY_BYTES = 16 * 1024
+# Readiness (/readyz and the readiness gauge): the database must answer `SELECT 1` through
+# pgBouncer within this long, or the app reports itself not ready.
+READY_CHECK_TIMEOUT_SECONDS = 2.0
+# Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
+DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
