@@ -20,7 +20,8 @@ from psycopg.rows import dict_row
 
 from app import idempotency, metrics, money, risk
 from app.config import Settings
-from app.validation import OrderRequest, RequestError, format_decimal
+from app.edge import RequestError
+from app.validation import OrderRequest, format_decimal
 
 MAX_ATTEMPTS = 3
 _EXACT = Context(prec=200)
@@ -172,7 +173,7 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
             "status": "closed" if new_state.quantity == 0 else "open",
         },
     }
-    response = Response(201, _json(body), location=f"/orders/{order_id}")
+    response = Response(201, _json(body), location=order_location(order_id))
     cash_delta = -(notional + fee) if order.side == "buy" else notional - fee
     # The remaining writes need nothing back: they travel together in the pipeline.
     await cur.execute(
@@ -196,6 +197,20 @@ async def _place(conn: AsyncConnection, settings: Settings, order: OrderRequest,
         raise KeyTakenOver(key)
     metrics.ORDERS_ACCEPTED.labels(order.side).inc()
     return response
+
+
+def order_location(order_id) -> str:
+    return f"/orders/{order_id}"
+
+
+def stored_headers(claim: idempotency.Claim) -> dict[str, str]:
+    """Headers of a stored answer's replay: a 201 names the order it created, as it did first.
+
+    The id comes from the stored body, which `_place` wrote; only status and body are stored.
+    """
+    if claim.status != 201 or not claim.body:
+        return {}
+    return {"location": order_location(json.loads(claim.body)["id"])}
 
 
 class KeyTakenOver(RuntimeError):

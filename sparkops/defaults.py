@@ -59,3 +59,6 @@ IDEMPOTENCY_KEY_TTL_HOURS = 48
 IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = 60
 IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
 MAX_REQUEST_BODY_BYTES = 16 * 1024
+# Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
+# checked on the raw bytes before parsing, since Python's json recurses per level.
+MAX_JSON_DEPTH = 8
