@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl
@@ -117,8 +118,18 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip(" \t").lower()
 
 
-class JsonNumber(str):
-    """A JSON number kept as its source text, so validation can name it and refuse it."""
+@dataclass(frozen=True)
+class JsonNumber:
+    """A JSON number kept as its source text, so validation can name it and refuse it.
+
+    Not a `str` subclass: a number must never pass where a string belongs (it did:
+    {"strategy": 0} opened a position under strategy "0").
+    """
+
+    text: str
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 # Strings are cut out before brackets are counted: escape pairs first (so `\"` does not end

@@ -220,6 +220,9 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             PoolTimeout: _database_unavailable,
         },
     )
+    # No 307 from /positions/ to /positions: for an API it only adds a round trip (to a
+    # POST-only route, for /orders/), and Starlette builds the Location from the Host header.
+    starlette.router.redirect_slashes = False
     starlette.state.pool = pool
     return SecurityHeaders(
         HttpMetrics(EdgeGuard(starlette), starlette.router), settings.hsts_max_age

@@ -33,7 +33,7 @@ def decimal_field(body: dict[str, Any], name: str) -> Decimal:
         raise RequestError(400, "missing_field", f"{name} is required (a decimal string)")
     value = body[name]
     if isinstance(value, JsonNumber):
-        like = value if vocab.DECIMAL.matches(value) else "12.50"
+        like = value.text if vocab.DECIMAL.matches(value.text) else "12.50"
         raise RequestError(
             400,
             "money_must_be_string",

@@ -164,6 +164,26 @@ def test_every_405_carries_allow(app_server):
         assert r.headers["allow"] == ", ".join(sorted(route.methods)), path
 
 
+# Found by the fuzzer: a JSON number passed where a string belongs (numbers were kept as a
+# str subclass), so {"strategy": 0} opened a position under strategy "0".
+@pytest.mark.parametrize(("field", "raw"), [("strategy", "0"), ("account_id", "12345")])
+def test_a_json_number_is_not_a_string(app_server, app_conn, field, raw):
+    create_account(app_conn)
+    create_account(app_conn, "12345")
+    order = json.dumps({k: v for k, v in ORDER.items() if k != field})
+    body = refused(send(app_server, order[:-1] + f', "{field}": {raw}}}'), 400, "invalid_field")
+    assert body["field"] == field
+    assert counts(app_conn) == NOTHING
+
+
+# Found by the fuzzer: a trailing slash got a 307 to a Location built from the Host header.
+@pytest.mark.parametrize("path", ["/orders/", "/positions/", "/healthz/"])
+def test_trailing_slash_is_not_redirected(app_server, path):
+    r = httpx.get(f"{app_server.url}{path}", headers={"host": "evil.example"})
+    refused(r, 404, "not_found")
+    assert "location" not in r.headers
+
+
 # 8. A well-typed CSP report with a malformed body: 415 instead of 400.
 @pytest.mark.parametrize(
     ("ctype", "raw", "says"),

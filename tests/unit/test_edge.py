@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app import vocabulary as vocab
-from app.edge import EdgeGuard, RequestError, nesting_depth_exceeds, parse_json
+from app.edge import EdgeGuard, JsonNumber, RequestError, nesting_depth_exceeds, parse_json
 from sparkops import defaults
 
 # Strings full of what could fool a scanner: quotes, backslashes, brackets, non-ASCII.
@@ -82,13 +82,19 @@ def texts(value):
 def test_parse_refuses_exactly_the_values_holding_nul_or_a_lone_surrogate(value):
     raw = json.dumps(value).encode()  # ensure_ascii: surrogates travel as \ud800 escapes
     # Decoded first: "\ud800" next to "\udfff" is a surrogate pair, one valid character.
-    decoded = json.loads(raw, parse_int=str)
+    decoded = json.loads(raw, parse_int=JsonNumber)
     if any(vocab.forbidden_character(t) for t in texts(decoded)):
         with pytest.raises(RequestError) as info:
             parse_json(raw)
         assert info.value.code == "forbidden_character"
     else:
         assert parse_json(raw) == decoded
+
+
+def test_numbers_keep_their_text_and_are_not_strings():
+    value = parse_json(b'{"a": 1e999999, "b": -0.10}')
+    assert [v.text for v in value.values()] == ["1e999999", "-0.10"]
+    assert not any(isinstance(v, str) for v in value.values())
 
 
 def test_surrogate_pairs_are_text_not_lone_surrogates():
