@@ -21,7 +21,8 @@ from psycopg.rows import dict_row
 
 from app import idempotency, metrics, money, risk
 from app.config import Settings
-from app.validation import OrderRequest, RequestError, format_decimal
+from app.edge import RequestError
+from app.validation import OrderRequest, format_decimal
 
 MAX_ATTEMPTS = 3
 _EXACT = Context(prec=200)
@@ -202,7 +203,7 @@ async def _place(cur: AsyncClientCursor, settings: Settings, order: OrderRequest
             "status": "closed" if new_state.quantity == 0 else "open",
         },
     }
-    response = Response(201, _json(body), location=f"/orders/{order_id}")
+    response = Response(201, _json(body), location=order_location(order_id))
     cash_delta = -(notional + fee) if order.side == "buy" else notional - fee
     writes += [
         (_INSERT_ORDER, {**params, "order_id": order_id, "quantity": order.quantity,
@@ -228,6 +229,20 @@ async def _place(cur: AsyncClientCursor, settings: Settings, order: OrderRequest
 def _batch(cur: AsyncClientCursor, statements: list[tuple[str, dict]]) -> str:
     """Statements with their values bound by psycopg (client side), joined into one batch."""
     return "; ".join(cur.mogrify(sql, values) for sql, values in statements)
+
+
+def order_location(order_id) -> str:
+    return f"/orders/{order_id}"
+
+
+def stored_headers(claim: idempotency.Claim) -> dict[str, str]:
+    """Headers of a stored answer's replay: a 201 names the order it created, as it did first.
+
+    The id comes from the stored body, which `_place` wrote; only status and body are stored.
+    """
+    if claim.status != 201 or not claim.body:
+        return {}
+    return {"location": order_location(json.loads(claim.body)["id"])}
 
 
 class KeyTakenOver(RuntimeError):

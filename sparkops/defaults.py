@@ -67,3 +67,6 @@ MAX_REQUEST_BODY_BYTES = 16 * 1024
 READY_CHECK_TIMEOUT_SECONDS = 2.0
 # Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+# Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
+# checked on the raw bytes before parsing, since Python's json recurses per level.
+MAX_JSON_DEPTH = 8
