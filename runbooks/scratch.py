@@ -42,7 +42,8 @@ done
 for p in /proc/[0-9]*; do
   [ "$(cat "$p/comm" 2>/dev/null)" = postgres ] && echo "running=$(readlink "$p/cwd")"
 done | sort -u
-command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null | awk '{{print "cluster=" $6}}'
+command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null |
+  while read -r _v _n _p _s _o dir _rest; do echo "cluster=$dir"; done
 ss -Hltn "sport = :$port" 2>/dev/null | head -n 1 | sed 's/^.*$/port_busy=1/'
 exit 0
 """
