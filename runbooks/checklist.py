@@ -47,18 +47,35 @@ class Interrupted(BaseException):
         super().__init__(f"interrupted by {self.signal}")
 
 
+@dataclass
+class _Signals:
+    """What interruptible() and shielded() share: one runbook per process."""
+
+    depth: int = 0  # shielded sections open
+    pending: int | None = None  # a signal that arrived inside one
+    raised: bool = False
+    say: object = None
+
+
+_SIGNALS = _Signals()
+
+
 @contextlib.contextmanager
 def interruptible(say) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP end the runbook through one path: the first raises
-    `Interrupted` where the runbook is; later ones arrive while its cleanup runs and are
-    only reported, so the cleanup is not cut short."""
-    seen: list[int] = []
+    `Interrupted` where the runbook is (or, inside a `shielded()` cleanup, as that cleanup
+    ends); later ones are only reported, so no cleanup is cut short."""
+    _SIGNALS.depth, _SIGNALS.pending, _SIGNALS.raised, _SIGNALS.say = 0, None, False, say
 
     def handler(signum, _frame):
-        seen.append(signum)
-        if len(seen) == 1:
-            raise Interrupted(signum)
-        say(f"{signal.Signals(signum).name} received: finishing the cleanup first")
+        name = signal.Signals(signum).name
+        if _SIGNALS.raised or _SIGNALS.depth:
+            if not _SIGNALS.raised and _SIGNALS.pending is None:
+                _SIGNALS.pending = signum
+            say(f"{name} received: finishing the cleanup first")
+            return
+        _SIGNALS.raised = True
+        raise Interrupted(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in INTERRUPTING_SIGNALS}
     try:
@@ -66,6 +83,19 @@ def interruptible(say) -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """A cleanup no signal interrupts: one that arrives meanwhile is raised when it ends."""
+    _SIGNALS.depth += 1
+    try:
+        yield
+    finally:
+        _SIGNALS.depth -= 1
+    if not _SIGNALS.depth and _SIGNALS.pending is not None and not _SIGNALS.raised:
+        signum, _SIGNALS.pending, _SIGNALS.raised = _SIGNALS.pending, None, True
+        raise Interrupted(signum)
 
 
 @dataclass
@@ -150,11 +180,13 @@ class Run:
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
         number = len(self.steps) + 1
-        self.say(f"[{number}] {name} ...")
-        self._buffer = []
         start = time.monotonic()
         ok, detail = False, ""
+        self._buffer = []
         try:
+            # Inside the try: a signal that lands while the line is printed still counts as
+            # an interruption of this step.
+            self.say(f"[{number}] {name} ...")
             yield
             ok = True
         except BaseException as exc:
@@ -163,7 +195,7 @@ class Run:
         finally:
             seconds = time.monotonic() - start
             self.steps.append(StepRecord(number, name, round(seconds, 3), ok, detail))
-            lines = self._buffer
+            lines = self._buffer or []
             self._buffer = None
             status = "ok" if ok else f"FAILED: {detail}"
             if self.evidence:

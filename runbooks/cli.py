@@ -26,6 +26,7 @@ from runbooks.checklist import (
 )
 from runbooks.evidence import Evidence
 from runbooks.executor import CommandFailed
+from runbooks.target import TargetError
 from sparkops.defaults import PGBACKREST_STANZA
 
 # Where the console script keeps the arguments it was given (sparkops.cli), so a runbook can
@@ -121,7 +122,13 @@ def conduct(
     run = Run(name, json_mode=json_output)
     with interruptible(run.say):
         try:
-            prepared = prepare(run)
+            try:
+                prepared = prepare(run)
+            except (CommandFailed, TargetError) as exc:
+                raise Refused(
+                    f"could not read the target while checking: {exc}",
+                    "fix what the message names and run the same command again",
+                ) from exc
         except Refused as exc:
             run.say(f"REFUSED: {exc}")
             if exc.hint:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from app import metric_names
 from runbooks import checks, pitr, restoring
-from runbooks.checklist import Run, StepFailed
+from runbooks.checklist import Run, StepFailed, shielded
 from runbooks.executor import CommandFailed, Executor
 from runbooks.target import DbTarget
 from sparkops import defaults
@@ -75,9 +75,9 @@ def execute(drill: Drill, run: Run) -> None:
         error = exc
     finally:  # an interruption too: the copy goes, production was never the target
         if not drill.keep and not _torn_down(run):
-            restoring.teardown_copy(drill.plan, run)
-            lines, undo = restoring.state_after(drill.plan, restoring.Progress())
-            run.leave(lines, undo)
+            with shielded():
+                restoring.teardown_copy(drill.plan, run)
+                run.leave(*restoring.state_after(drill.plan, restoring.Progress()))
     seconds = time.monotonic() - started
     copy = run.facts.get("copy_seconds") or 0.0
     replay = run.facts.get("replay_seconds") or 0.0

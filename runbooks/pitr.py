@@ -58,6 +58,7 @@ class Plan:
     options: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     place: scratch.ScratchPlace | None = None  # a copy's directory, as inspected
+    in_recovery: bool = False
     bouncer_paused_before: bool = False
 
     @property
@@ -139,7 +140,10 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
             "take one: pgbackrest --stanza=NAME --type=full backup",
         )
     run.facts["pgbackrest_info"] = info.raw
-    primary_up = source.is_up()
+    role = source.role()
+    # A server still in recovery (an interrupted restore replaying WAL) has no live WAL to
+    # archive: it is planned like a stopped one, from the archive, and stopped first.
+    primary_up = role == "primary"
     if primary_up:
         state = source.query_json(
             "SELECT pg_current_wal_lsn()::text AS lsn, pg_is_in_recovery() AS recovery, "
@@ -220,6 +224,7 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
     plan = Plan(
         req, source, dest, info, backup, primary_up, timeline, current_lsn, target_time, target_lsn
     )
+    plan.in_recovery = role == "recovery"
     if not plan.in_place:
         same_host = dest.executor is source.executor
         plan.place = scratch.inspect(
@@ -229,6 +234,7 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
             option=req.dest_option,
             protected=(source.data_dir,) if same_host else (),
             own_parent=req.dest_own_parent,
+            os_user=dest.os_user,
         )
     if plan.pauses_bouncer:
         plan.bouncer_paused_before = bouncer.is_paused(source)
@@ -299,7 +305,14 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
         f"  backup set:      {plan.backup.describe()}",
         f"  bounds:          {bounds}",
         f"  timeline now:    {plan.timeline if plan.timeline is not None else 'unknown'}",
-        f"  PostgreSQL:      {'running' if plan.primary_up else 'not running'}"
+        "  PostgreSQL:      "
+        + (
+            "running"
+            if plan.primary_up
+            else "running, IN RECOVERY (a restore still replaying?): stopped and restored again"
+            if plan.in_recovery
+            else "not running"
+        )
         + (f", WAL at {format_lsn(plan.current_lsn)}" if plan.current_lsn is not None else ""),
         f"  data loss:       {loss}",
         "  steps:",

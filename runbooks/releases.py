@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from runbooks.checklist import Run, StepFailed
+from runbooks.checklist import Run, StepFailed, shielded
 from runbooks.executor import Executor
 from runbooks.services import ServiceControl
 from sparkops import defaults
@@ -44,6 +44,9 @@ class AppTarget:
     db_revision: Callable[[], str | None]  # the database's schema revision
     root: str = defaults.APP_ROOT
     label: str = "app"
+    # How a `sparkops` command names this target (--host NAME [--inventory F], or
+    # --target-file F): printed in the command that undoes an interrupted switch.
+    command_args: str = ""
 
     @property
     def releases_dir(self) -> str:
@@ -139,7 +142,8 @@ def activate(app: AppTarget, release: str, run: Run, gate_timeout: float) -> boo
             run.note(detail)
     except BaseException:
         if origin and origin != release:
-            _return_after_interruption(app, origin, release, run, gate_timeout)
+            with shielded():
+                _return_after_interruption(app, origin, release, run, gate_timeout)
         raise
     run.check(f"release {release} healthy", ok, detail)
     if ok:
@@ -186,7 +190,8 @@ def _return_after_interruption(
     ]
     undo = None
     if not back or now != origin:
-        undo = f"sparkops rollback --to {origin} --host {app.label} --force --yes"
+        where = app.command_args or f"--host {app.label}"
+        undo = f"sparkops rollback --to {origin} {where} --force --yes"
     run.leave(run.left + lines, undo or run.undo)
 
 

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 
 from runbooks import bouncer, checks, scratch
-from runbooks.checklist import Run, StepFailed
+from runbooks.checklist import Run, StepFailed, shielded
 from runbooks.dbsteps import archive_live_wal, ensure_config_files, wait_for_promotion
 from runbooks.executor import CommandFailed, Executor, SshExecutor
 from runbooks.pitr import Plan
@@ -57,7 +57,11 @@ def execute(plan: Plan, run: Run, *, cleanup_copy: bool = True) -> None:
         + (run.step_seconds("Wait for recovery to end") or 0),
         3,
     )
-    verify(plan, run)
+    try:
+        verify(plan, run)
+    except BaseException:
+        run.leave(*state_after(plan, progress))  # restored and resumed: say so
+        raise
 
 
 def _restore(plan: Plan, run: Run, progress: Progress) -> None:
@@ -93,15 +97,17 @@ def _restore(plan: Plan, run: Run, progress: Progress) -> None:
 
 
 def cleanup(plan: Plan, run: Run, progress: Progress, *, remove_copy: bool) -> None:
-    """Undo what can be undone, each attempt in its own step; then record the state."""
+    """Undo what can be undone, each attempt in its own step; then record the state.
+    Shielded: a signal that arrives meanwhile waits until the cleanup is done."""
     src = plan.source
-    if progress.pause_sent and not progress.resumed:
-        _attempt(run, "Resume pgBouncer (cleanup)", lambda: bouncer.resume(src))
-    if plan.in_place and progress.pg_stopped and not progress.restore_begun:
-        _attempt(run, "Start PostgreSQL again (nothing was restored)", src.service.start)
-    if not plan.in_place and plan.place and remove_copy:
-        teardown_copy(plan, run)
-    run.leave(*state_after(plan, progress))
+    with shielded():
+        if progress.pause_sent and not progress.resumed:
+            _attempt(run, "Resume pgBouncer (cleanup)", lambda: bouncer.resume(src))
+        if plan.in_place and progress.pg_stopped and not progress.restore_begun:
+            _attempt(run, "Start PostgreSQL again (nothing was restored)", src.service.start)
+        if not plan.in_place and plan.place and remove_copy:
+            teardown_copy(plan, run)
+        run.leave(*state_after(plan, progress))
 
 
 def teardown_copy(plan: Plan, run: Run) -> None:
@@ -111,7 +117,8 @@ def teardown_copy(plan: Plan, run: Run) -> None:
         for line in scratch.teardown(dest.executor, place, dest.service.stop):
             run.note(line)
 
-    _attempt(run, "Tear down the copy (what this run made)", undo)
+    with shielded():
+        _attempt(run, "Tear down the copy (what this run made)", undo)
 
 
 def _attempt(run: Run, name: str, action) -> bool:
@@ -140,21 +147,22 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
             lines.append(f"pgBouncer on {src.label}: {word}: clients of {db} wait")
             undo = plan.resume_command
     if plan.in_place:
-        up = _ask(src.is_up)
+        role = _role(src)
+        up = True if role.startswith("running") else False if role == "down" else None
         if not progress.pg_stopped:
-            lines.append(f"PostgreSQL on {src.label}: not touched (running: {_word(up)})")
+            lines.append(f"PostgreSQL on {src.label}: not touched ({role})")
         elif not progress.restore_begun:
-            lines.append(f"PostgreSQL on {src.label}: nothing was restored; running: {_word(up)}")
+            lines.append(f"PostgreSQL on {src.label}: nothing was restored; now {role}")
             if up is not True and undo is None:
                 undo = on_host(src.executor, src.service.start_command())
         else:
             lines.append(
                 f"PostgreSQL on {src.label}: data directory {src.data_dir} partly or fully "
-                f"restored, running: {_word(up)}; the same command finishes the restore "
-                "(--delta reuses what was restored) once the cause is fixed; `--latest` "
-                "instead returns it to where it was (the live WAL was archived first)"
+                f"restored, now {role}; the same command finishes the restore "
+                "(--delta reuses what was restored); `--latest` instead returns it to where "
+                "it was (the live WAL was archived first)"
             )
-            if not progress.recovered:
+            if not progress.recovered and role != "running":
                 undo = plan.rerun_command  # it pauses and resumes pgBouncer itself
     else:
         lines.append(f"{src.label}: production was not touched (a copy was the target)")
@@ -173,6 +181,20 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
                     f"{dest.service.stop_command()}; rm -rf {shlex.quote(place.resolved)}",
                 )
     return lines, undo
+
+
+def _role(target) -> str:
+    """The server's state in words: primary, recovery (still replaying), down or unknown."""
+    try:
+        role = target.role()
+    except (CommandFailed, StepFailed, DeadlineExceeded, OSError):
+        return "unknown"
+    if role is None:
+        try:
+            return "not answering" if target.service.is_active() else "down"
+        except (CommandFailed, StepFailed, OSError):
+            return "unknown"
+    return {"primary": "running", "recovery": "running, still in recovery"}[role]
 
 
 def _ask(probe):

@@ -44,6 +44,9 @@ for p in /proc/[0-9]*; do
 done | sort -u
 command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null |
   while read -r _v _n _p _s _o dir _rest; do echo "cluster=$dir"; done
+a="$r"; while [ ! -d "$a" ]; do a=$(dirname -- "$a"); done
+[ "$(id -u)" = 0 ] && ! runuser -u {os_user} -- sh -c 'cd "$1"' _ "$a" 2>/dev/null &&
+  echo "unreachable=$a"
 ss -Hltn "sport = :$port" 2>/dev/null | head -n 1 | sed 's/^.*$/port_busy=1/'
 exit 0
 """
@@ -96,12 +99,15 @@ def inspect(
     option: str,
     protected: tuple[str, ...] = (),
     own_parent: bool = False,
+    os_user: str = "postgres",
 ) -> ScratchPlace:
     """Refuse (before anything is made) a directory or port that is not free for a copy.
 
     `option` names the command-line option in messages; `protected` adds data directories
     the caller knows of on this host (the source's)."""
-    script = _INSPECT.format(dir=shlex.quote(data_dir), port=int(port), depth=SEARCH_DEPTH)
+    script = _INSPECT.format(
+        dir=shlex.quote(data_dir), port=int(port), depth=SEARCH_DEPTH, os_user=shlex.quote(os_user)
+    )
     facts = _parse(executor.run(["sh", "-c", script], timeout=60).stdout)
     resolved = facts.get("resolved", [data_dir])[0]
     shown = data_dir if resolved == data_dir else f"{data_dir} (resolves to {resolved})"
@@ -129,6 +135,12 @@ def inspect(
         raise Refused(
             f"{option} {shown} is not empty",
             f"{hint}; if an earlier run left a copy there, look at it and remove it yourself",
+        )
+    for where in facts.get("unreachable", []):
+        raise Refused(
+            f"{option} {shown}: the PostgreSQL user ({os_user}) cannot reach {where}",
+            f"pick a directory {os_user} can reach (every parent searchable), e.g. "
+            "/var/lib/postgresql/15/drill; nothing was touched",
         )
     if facts.get("port_busy"):
         raise Refused(

@@ -83,6 +83,15 @@ class DbTarget:
         text = self.psql(f"SELECT coalesce(json_agg(q), '[]') FROM ({sql}) AS q", **kwargs)
         return json.loads(text or "[]")
 
+    def role(self) -> str | None:
+        """ "primary", "recovery" (replaying WAL: a standby, or a restore still running), or
+        None when the server does not answer."""
+        try:
+            value = self.psql("SELECT pg_is_in_recovery()", dbname="postgres", timeout=10)
+        except CommandFailed:
+            return None
+        return "recovery" if value == "t" else "primary"
+
     def is_up(self) -> bool:
         try:
             self.psql("SELECT 1", dbname="postgres", timeout=10)

@@ -76,3 +76,12 @@ def create_account(conn, account_id: str = "acct-1", balance: str = "100000") ->
         (account_id, f"Account {account_id}", balance, balance),
     )
     return account_id
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The interruption table (tests/interruptions.py), when this session interrupted any."""
+    from tests.interruptions import TABLE
+
+    if TABLE.rows:
+        terminalreporter.section("runbooks interrupted at each step")
+        terminalreporter.write_line(TABLE.render())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -71,10 +72,15 @@ def command(
     def prepare(run):
         if target_file:
             apps = [sites.app_target_from_file(target_file)]
+            apps[0].command_args = f"--target-file {shlex.quote(str(target_file))}"
         else:
             found = sites.load_inventory(inventory)
             names = hosts or [h.name for h in found.group("app")]
             apps = [sites.app_target_for_host(name, found) for name in names]
+            for app in apps:
+                app.command_args = f"--host {shlex.quote(app.label)}" + (
+                    f" --inventory {shlex.quote(str(inventory))}" if inventory else ""
+                )
         # Every host's preconditions before any host changes.
         plans = [rollback.prepare(app, wanted, force, gate_timeout) for app in apps]
         run.plan = [line for plan in plans for line in plan.lines]

@@ -154,7 +154,7 @@ def test_a_failed_restore_says_so_resumes_pgbouncer_and_can_be_run_again(
     assert result["steps"][-1]["name"] == "Resume pgBouncer (cleanup)"
     assert result["steps"][-1]["ok"]
     assert "pgBouncer on local: not paused" in result["state_after"][0]
-    assert "partly or fully restored, running: NO" in result["state_after"][1]
+    assert "partly or fully restored, now down" in result["state_after"][1]
     # The one command that finishes the job is the same command, printed last.
     assert result["undo"].startswith("sparkops restore --target-file")
     assert failed.stderr.rstrip().splitlines()[-1].startswith("TO UNDO: sparkops restore")

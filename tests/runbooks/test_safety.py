@@ -35,12 +35,12 @@ def untouched(backed_db, ledger_app):
 
 
 def _drill(target_file, scratch: str, *extra: str, evidence=None):
-    args = ["drill", "--target-file", str(target_file), "--scratch-dir", scratch, "--yes"]
+    words = ["drill", "--target-file", str(target_file), "--scratch-dir", scratch, "--yes"]
     if "--scratch-port" not in extra:
-        args += ["--scratch-port", "0"]
+        words += ["--scratch-port", "0"]
     if evidence:
-        args += ["--evidence-dir", str(evidence)]
-    return sparkops(*args, *extra)
+        words += ["--evidence-dir", str(evidence)]
+    return sparkops(*words, *extra)
 
 
 def _listing(path: str) -> list[str]:
