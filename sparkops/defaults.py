@@ -58,6 +58,13 @@ APP_RELEASES_DIR = f"{APP_ROOT}/releases"
 APP_CURRENT_LINK = f"{APP_ROOT}/current"
 APP_RELEASES_KEPT = 5
 APP_DB_POOL_SIZE = 10
+# Schema migrations run under this PostgreSQL advisory lock (per database), so app hosts
+# that migrate at once (one deploy, several app hosts) run them one after the other and the
+# later ones find the schema at head. The ASCII of "sparkmig"; pg_locks shows it as
+# classid 1936744818, objid 1802332519. A migration waits at most MIGRATION_LOCK_WAIT_SECONDS
+# for another to finish, then names the holder and fails.
+MIGRATION_LOCK_KEY = 0x737061726B6D6967
+MIGRATION_LOCK_WAIT_SECONDS = 600
 IDEMPOTENCY_KEY_TTL_HOURS = 48
 # An in-flight key whose request has not finished in this long is presumed abandoned (the
 # process died); a retry may take it over. The order and the key's completion commit in one
