@@ -32,6 +32,7 @@ PURGE_TIMER = "spark-idempotency-purge.timer"
 EXPORTER_ENV = f"{ETC}/pgbouncer-exporter.env"
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
 UPLOADS = f"{defaults.APP_ROOT}/uploads"
+MIGRATE_LOG_TAG = "spark-migrate"  # the journal's identifier for what `migrated` did
 
 DEFAULTS = {
     # Extra SPARK_* settings for the app (app/config.py), e.g. {"SPARK_DB_POOL_SIZE": "10"}.
@@ -46,6 +47,13 @@ DEFAULTS = {
     "app_outbox_settings": {},
     "app_pgbouncer_exporter_enabled": True,
 }
+
+
+def outbox_name(host_name: str) -> str:
+    """The outbox dispatcher's lease owner on one host: its own per host, since a dispatcher
+    starting or stopping under a name releases every lease held under that name (a second
+    host sharing it would lose its live leases, and publish alongside the first)."""
+    return f"spark-outbox@{host_name}"
 
 
 def release_dir(release: str) -> str:
@@ -98,14 +106,25 @@ def release_installed(release: str, tarball: str):
 
 @operation()
 def migrated(release: str):
-    """Upgrade the schema to the release's head, when the database is behind it."""
+    """Upgrade the schema to the release's head, when the database is behind it.
+
+    Every app host runs this at once; the upgrade's advisory lock (app.migrate) lets one
+    migrate while the others wait and then find the schema at head. What each did goes to
+    the deploy's output and to the host's journal (`journalctl -t spark-migrate`).
+    """
     python = f"{release_dir(release)}/venv/bin/python"
     state = host.get_fact(MigrationState, python=python, env_file=MIGRATIONS_ENV)
     if state.get("head") and state.get("current") == state.get("head"):
         host.noop(f"schema is at {state['head']}")
         return
-    code = "import os; from app import migrate; migrate.upgrade(os.environ['SPARK_MIGRATIONS_URL'])"
-    yield f'set -a; . {MIGRATIONS_ENV}; set +a; {python} -c "{code}"'
+    code = (
+        "import os; from app import migrate; "
+        "print(migrate.upgrade(os.environ['SPARK_MIGRATIONS_URL']).describe())"
+    )
+    yield (
+        f'set -a; . {MIGRATIONS_ENV}; set +a; out=$({python} -c "{code}" 2>&1); rc=$?; '
+        f'printf "%s\\n" "$out"; printf "%s\\n" "$out" | logger -t {MIGRATE_LOG_TAG}; exit $rc'
+    )
 
 
 @operation()
@@ -245,6 +264,7 @@ def app_release() -> dict:
                 env_file=OUTBOX_ENV,
                 publisher=host.data.app_outbox_publisher,
                 metrics_port=defaults.OUTBOX_METRICS_PORT,
+                dispatcher_name=outbox_name(host.name),
             )
         )
     if host.data.app_pgbouncer_exporter_enabled:
