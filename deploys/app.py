@@ -13,7 +13,7 @@ APP_RELEASES_KEPT releases stay for rollback.
 
 from __future__ import annotations
 
-from pyinfra import host, inventory
+from pyinfra import host, inventory, state
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
@@ -127,12 +127,38 @@ def migrated(release: str):
     )
 
 
+def _failed_earlier() -> list[str]:
+    """App hosts before this one on which the operation now running failed (with
+    `_serial=True` pyinfra runs it host by host, and goes on after a failure)."""
+    op_hash = host.executing_op_hash
+    failed = []
+    for other in inventory.get_group("app", []):
+        if other == host:
+            break
+        meta = getattr(state.ops.get(other, {}).get(op_hash), "operation_meta", None)
+        if meta is not None and meta.is_complete() and meta.did_error():
+            failed.append(other.name)
+    return failed
+
+
 @operation()
-def activated(release: str):
-    """Point `current` at the release and restart, gated on /readyz (spark-app-activate)."""
+def activated(release: str, restart_for=()):
+    """Point `current` at the release and restart, gated on /readyz (spark-app-activate);
+    with the release already current, restart gated the same way when an operation in
+    `restart_for` (settings, units) changed. Meant for `_serial=True`: app hosts switch one
+    at a time, each only once the one before it answers /readyz, and none after a host whose
+    switch failed (it switched that host back)."""
     link = host.get_fact(Link, path=defaults.APP_CURRENT_LINK) or {}
-    if link.get("link_target") == f"releases/{release}":
+    changed = [op for op in restart_for if op.is_complete() and op.did_change()]
+    if link.get("link_target") == f"releases/{release}" and not changed:
         host.noop(f"release {release} is current")
+        return
+    failed = _failed_earlier() if state.is_executing else []
+    if failed:
+        yield (
+            f"echo 'not switching to release {release}: it failed its health gate on "
+            f"{', '.join(failed)} (switched back there); fix it and deploy again' >&2; exit 1"
+        )
         return
     yield f"{ACTIVATE} {release}"
 
@@ -300,16 +326,17 @@ def app_switch(prepared: dict) -> None:
     """Migrate, switch `current` (gated on /readyz), keep services up, prune: after the db tier."""
     release, changed = prepared["release"], prepared["changed"]
     migrated(name=f"Migrate the schema to release {release}'s head", release=release)
-    switch = activated(name=f"Switch to release {release} (gated on /readyz)", release=release)
+    # One app host at a time, so the others keep serving while one restarts; a restart for
+    # changed settings goes through the same gate.
+    activated(
+        name=f"Switch to release {release} (gated on /readyz), one host at a time",
+        release=release,
+        restart_for=changed,
+        _serial=True,
+    )
     for unit in _services():
         systemd.service(
             name=f"Ensure {unit} is running and enabled", service=unit, running=True, enabled=True
-        )
-        systemd.service(
-            name=f"Restart {unit} for changed settings or unit",
-            service=unit,
-            restarted=True,
-            _if=[switch.did_not_change, lambda: any(op.did_change() for op in changed)],
         )
     systemd.service(
         name="Enable the hourly idempotency key expiry",
