@@ -37,6 +37,11 @@ CURL = """#!/bin/sh
 [ -e "$STUBS/ready-$(basename "$(readlink "$ROOT/current")")" ]
 """
 JOURNALCTL = "#!/bin/sh\necho 'journal lines'\n"
+# logger: what the script keeps in the journal, here in a file.
+LOGGER = """#!/bin/sh
+while [ "$1" != -- ]; do shift; done; shift
+echo "$*" >> "$STUBS/journal"
+"""
 
 
 @pytest.fixture
@@ -48,7 +53,8 @@ def host(tmp_path):
         (root / "releases" / release / ".installed").touch()
     (root / "current").symlink_to("releases/A")
     stubs.mkdir()
-    for name, text in (("systemctl", SYSTEMCTL), ("curl", CURL), ("journalctl", JOURNALCTL)):
+    stand_ins = {"systemctl": SYSTEMCTL, "curl": CURL, "journalctl": JOURNALCTL, "logger": LOGGER}
+    for name, text in stand_ins.items():
         (stubs / name).write_text(text)
         (stubs / name).chmod(0o755)
     script = tmp_path / "spark-app-activate"
@@ -129,6 +135,10 @@ def test_a_release_that_gets_ready_goes_live(host):
     assert host.restarts() == ["restart releases/B"]
     assert "release B is live" in result.stderr
     assert not (host.root / "releases/B/BAD").exists()
+    assert (host.stubs / "journal").read_text().splitlines() == [
+        "switching to release B from releases/A",
+        "release B is live",
+    ]
 
 
 def test_a_release_that_never_gets_ready_is_switched_back_and_marked_bad(host):
