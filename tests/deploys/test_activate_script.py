@@ -208,3 +208,38 @@ def test_the_ssh_session_gone_the_gate_still_decides(host):
     assert host.current() == "releases/A"
     assert host.restarts() == ["restart releases/B", "restart releases/A"]
     assert (host.root / "releases/B/BAD").exists()
+
+
+def test_the_serial_switch_stops_after_a_host_whose_switch_failed(monkeypatch):
+    """deploys.app.activated runs host by host (_serial): on each, it looks at the app hosts
+    before it, and a failed switch there (that host was switched back) stops the rollout."""
+    from types import SimpleNamespace
+
+    from deploys import app
+
+    def meta(error: bool | None):
+        complete = error is not None
+        return SimpleNamespace(
+            operation_meta=SimpleNamespace(
+                is_complete=lambda: complete, did_error=lambda: bool(error)
+            )
+        )
+
+    class Host:  # hashable, as pyinfra's hosts are
+        executing_op_hash = "op"
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    hosts = [Host(n) for n in ("app", "app2", "app3")]
+    monkeypatch.setattr(app, "inventory", SimpleNamespace(get_group=lambda *_: hosts))
+    monkeypatch.setattr(app, "state", SimpleNamespace(ops={hosts[0]: {"op": meta(True)}}))
+    monkeypatch.setattr(app, "host", hosts[2])
+    assert app._failed_earlier() == ["app"]
+    monkeypatch.setattr(app, "host", hosts[0])
+    assert app._failed_earlier() == []
+    monkeypatch.setattr(
+        app, "state", SimpleNamespace(ops={hosts[0]: {"op": meta(False)}, hosts[1]: {}})
+    )
+    monkeypatch.setattr(app, "host", hosts[2])
+    assert app._failed_earlier() == []
