@@ -128,15 +128,14 @@ def migrated(release: str):
 
 
 def _failed_earlier() -> list[str]:
-    """App hosts before this one on which the operation now running failed (with
-    `_serial=True` pyinfra runs it host by host, and goes on after a failure)."""
+    """Other app hosts on which the operation now running has already failed (with
+    `_serial=True` pyinfra runs it host by host, in its own order, and goes on after a
+    failure; a host it has not reached yet has no result)."""
     op_hash = host.executing_op_hash
     failed = []
     for other in inventory.get_group("app", []):
-        if other == host:
-            break
         meta = getattr(state.ops.get(other, {}).get(op_hash), "operation_meta", None)
-        if meta is not None and meta.is_complete() and meta.did_error():
+        if other != host and meta is not None and meta.is_complete() and meta.did_error():
             failed.append(other.name)
     return failed
 

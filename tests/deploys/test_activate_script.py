@@ -211,8 +211,8 @@ def test_the_ssh_session_gone_the_gate_still_decides(host):
 
 
 def test_the_serial_switch_stops_after_a_host_whose_switch_failed(monkeypatch):
-    """deploys.app.activated runs host by host (_serial): on each, it looks at the app hosts
-    before it, and a failed switch there (that host was switched back) stops the rollout."""
+    """deploys.app.activated runs host by host (_serial): on each, it looks at the other app
+    hosts, and a failed switch on one already done (switched back there) stops the rollout."""
     from types import SimpleNamespace
 
     from deploys import app
@@ -236,7 +236,9 @@ def test_the_serial_switch_stops_after_a_host_whose_switch_failed(monkeypatch):
     monkeypatch.setattr(app, "state", SimpleNamespace(ops={hosts[0]: {"op": meta(True)}}))
     monkeypatch.setattr(app, "host", hosts[2])
     assert app._failed_earlier() == ["app"]
-    monkeypatch.setattr(app, "host", hosts[0])
+    monkeypatch.setattr(app, "host", hosts[1])  # pyinfra's order need not be the inventory's
+    assert app._failed_earlier() == ["app"]
+    monkeypatch.setattr(app, "host", hosts[0])  # its own result is not an earlier one
     assert app._failed_earlier() == []
     monkeypatch.setattr(
         app, "state", SimpleNamespace(ops={hosts[0]: {"op": meta(False)}, hosts[1]: {}})
