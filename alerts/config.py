@@ -90,6 +90,24 @@ OUTBOX_DEAD_LETTERS_FOR = "5m"
 
 DOWN_FOR = "1m"
 
+# The app as its users see it. Not ready: the app's readiness check (what /readyz answers:
+# the database through pgBouncer within defaults.READY_CHECK_TIMEOUT_SECONDS) fails, as the
+# spark_app_ready gauge shows at every scrape. That check must finish inside Prometheus's
+# scrape_timeout (10 s by default). An app that does not answer its scrape at all is
+# SparkAppDown (up == 0, or the job absent), with the same one-minute window.
+APP_NOT_READY_FOR = "1m"
+# Server errors: the share of the users' requests an app instance answers with a 5xx. Probes
+# and scrapes are left out: /readyz answers 503 exactly when SparkAppNotReady holds, and the
+# load balancer's probes would otherwise dilute the share (or, when not ready, dominate it).
+APP_PROBE_ROUTES = ("/healthz", "/readyz", "/metrics")
+# A short rate window, so the alert starts and clears within a couple of minutes.
+APP_SERVER_ERRORS_WINDOW = "2m"
+APP_SERVER_ERROR_RATIO = 0.05
+# ...and at least this many 5xx per second (3 a minute): one 500 in a quiet minute is a large
+# share of very little, and not worth a page.
+APP_SERVER_ERRORS_MIN_PER_SECOND = 0.05
+APP_SERVER_ERRORS_FOR = "1m"
+
 # The drill runs weekly; a week and a day without a run counts as failed.
 RESTORE_DRILL_MAX_AGE_SECONDS = 8 * 24 * 3600
 RESTORE_DRILL_FOR = "10m"

@@ -100,6 +100,93 @@ def _down_cases(alert: str, component: str, up_metric: str | None, target: dict)
     return cases
 
 
+def _app_cases() -> list[Firing | Quiet]:
+    """SparkAppNotReady and SparkAppServerErrors: the app as its users see it."""
+    crit = c.SEVERITY_CRITICAL
+    ready = m.APP_READY
+    count = m.HTTP_REQUEST_DURATION + "_count"
+    orders = {**APP, "route": "/orders", "method": "POST"}
+    probe = {**APP, "route": "/readyz", "method": "GET"}
+    not_ready = (
+        f"SparkApp on {APP['instance']} has not been ready for more than {c.APP_NOT_READY_FOR}: "
+        "the database does not answer it through pgBouncer, and /readyz answers 503."
+    )
+    errors_tail = (
+        f"of its requests with a 5xx over {c.APP_SERVER_ERRORS_WINDOW} "
+        f"(threshold {c.APP_SERVER_ERROR_RATIO:.0%}, at least "
+        f"{rules.num(c.APP_SERVER_ERRORS_MIN_PER_SECOND)}/s; probes and scrapes not counted)."
+    )
+    return [
+        # SparkAppNotReady: the readiness gauge drops to 0 at 10m and stays there.
+        Firing(
+            "SparkAppNotReady",
+            "database unreachable",
+            (series(ready, APP, "1x9 0x50"),),
+            onset=10,
+            labels={"severity": crit, **APP},
+            description=not_ready,
+        ),
+        Quiet("SparkAppNotReady", "ready", (series(ready, APP, "1x60"),)),
+        # One scrape not ready, then ready again: pending at 10m, never firing at 11m.
+        Quiet(
+            "SparkAppNotReady", "one scrape not ready", (series(ready, APP, "1x9 0 1x50"),), at=11
+        ),
+        # A dead process has no gauge: SparkAppDown pages for it, this alert stays quiet.
+        Quiet(
+            "SparkAppNotReady",
+            "process down: SparkAppDown's case",
+            (series(m.SCRAPE_UP, APP, "1x9 0x50"),),
+            at=20,
+        ),
+        Quiet("SparkAppNotReady", "no data", (UNRELATED,)),
+        # SparkAppServerErrors: 4 orders/s succeed; from 10m 1/s more answers 503 (20%).
+        Firing(
+            "SparkAppServerErrors",
+            "one in five orders answers 503",
+            (
+                series(count, {**orders, "status": "201"}, "0+240x60"),
+                series(count, {**orders, "status": "503"}, "0x9 60+60x50"),
+            ),
+            onset=10,
+            labels={"severity": crit, **APP},
+            description=f"SparkApp on {APP['instance']} answered 20% {errors_tail}",
+        ),
+        Quiet(
+            "SparkAppServerErrors",
+            "one in fifty is below",
+            (
+                series(count, {**orders, "status": "201"}, "0+2940x60"),
+                series(count, {**orders, "status": "500"}, "0+60x60"),
+            ),
+        ),
+        # One 500 in a quiet minute is 14% of the traffic but under the rate floor.
+        Quiet(
+            "SparkAppServerErrors",
+            "a lone 500 in a quiet minute",
+            (
+                series(count, {**orders, "status": "201"}, "0+6x60"),
+                series(count, {**orders, "status": "500"}, "0x9 1x50"),
+            ),
+            at=11,
+        ),
+        # /readyz answering 503 is SparkAppNotReady's, not a user's request failing.
+        Quiet(
+            "SparkAppServerErrors",
+            "probes answering 503 are not counted",
+            (
+                series(count, {**orders, "status": "201"}, "0+240x60"),
+                series(count, {**probe, "status": "503"}, "0+240x60"),
+            ),
+        ),
+        Quiet(
+            "SparkAppServerErrors",
+            "no traffic (0/0)",
+            (series(count, {**orders, "status": "201"}, "0x60"),),
+        ),
+        Quiet("SparkAppServerErrors", "no data", (UNRELATED,)),
+    ]
+
+
 def scenarios() -> list[Firing | Quiet]:
     warn, crit = c.SEVERITY_WARNING, c.SEVERITY_CRITICAL
     blocks = m.RISK_BLOCKS
@@ -305,6 +392,7 @@ def scenarios() -> list[Firing | Quiet]:
         *_down_cases("PostgresDown", "Postgres", m.PG_UP, PG),
         *_down_cases("PgBouncerDown", "PgBouncer", m.PGBOUNCER_UP, PGB),
         *_down_cases("SparkAppDown", "SparkApp", None, APP),
+        *_app_cases(),
         *_down_cases("OutboxDispatcherDown", "OutboxDispatcher", None, OUTBOX),
         # RestoreDrillFailed: a failed drill, a drill too old, and no drill at all.
         Firing(

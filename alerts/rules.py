@@ -92,6 +92,22 @@ OUTBOX_OLDEST_AGE = (
     f"max without (instance) ({sel(m.OUTBOX_OLDEST_PENDING_AGE, c.OUTBOX_SELECTOR)})"
 )
 OUTBOX_DEAD = f"max without (instance) ({sel(m.OUTBOX_DEAD_LETTERS, c.OUTBOX_SELECTOR)})"
+APP_READY = sel(m.APP_READY, c.APP_SELECTOR)
+_USER_ROUTES = 'route!~"' + "|".join(c.APP_PROBE_ROUTES) + '"'
+
+
+def _app_requests(extra: str = "") -> str:
+    """Requests per second to the users' routes, per app instance."""
+    matchers = ", ".join(part for part in (_USER_ROUTES, extra) if part)
+    counts = sel(m.HTTP_REQUEST_DURATION + "_count", c.APP_SELECTOR, matchers)
+    return f"sum by (job, instance) (rate({counts}[{c.APP_SERVER_ERRORS_WINDOW}]))"
+
+
+APP_REQUEST_RATE = _app_requests()
+APP_SERVER_ERROR_RATE = _app_requests('status=~"5.."')
+# The share is 0, not missing, while an instance has traffic and has never answered a 5xx
+# (no 5xx series exists yet): so it shows on the dashboard and the live check sees it.
+APP_SERVER_ERROR_SHARE = f"({APP_SERVER_ERROR_RATE} or 0 * {APP_REQUEST_RATE}) / {APP_REQUEST_RATE}"
 DRILL_SUCCESS = sel(m.RESTORE_DRILL_LAST_SUCCESS, c.BACKUP_SELECTOR)
 DRILL_LAST_RUN = sel(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, c.BACKUP_SELECTOR)
 
@@ -251,6 +267,36 @@ ALERTS: tuple[Alert, ...] = (
     _down("Postgres", c.POSTGRES_SELECTOR, c.JOB_POSTGRES, m.PG_UP),
     _down("PgBouncer", c.PGBOUNCER_SELECTOR, c.JOB_PGBOUNCER, m.PGBOUNCER_UP),
     _down("SparkApp", c.APP_SELECTOR, c.JOB_APP),
+    Alert(
+        name="SparkAppNotReady",
+        expr=f"{APP_READY} == 0",
+        for_=c.APP_NOT_READY_FOR,
+        severity=c.SEVERITY_CRITICAL,
+        summary="The trading app is up but not ready: it cannot reach the database.",
+        description=(
+            "SparkApp on {{ $labels.instance }} has not been ready for more than "
+            f"{c.APP_NOT_READY_FOR}: the database does not answer it through pgBouncer, and "
+            "/readyz answers 503."
+        ),
+        signals=(APP_READY,),
+    ),
+    Alert(
+        name="SparkAppServerErrors",
+        expr=(
+            f"({APP_SERVER_ERROR_SHARE} > {num(c.APP_SERVER_ERROR_RATIO)})"
+            f" and ({APP_SERVER_ERROR_RATE} > {num(c.APP_SERVER_ERRORS_MIN_PER_SECOND)})"
+        ),
+        for_=c.APP_SERVER_ERRORS_FOR,
+        severity=c.SEVERITY_CRITICAL,
+        summary="The trading app answers a share of its requests with server errors (5xx).",
+        description=(
+            "SparkApp on {{ $labels.instance }} answered {{ $value | humanizePercentage }} "
+            f"of its requests with a 5xx over {c.APP_SERVER_ERRORS_WINDOW} "
+            f"(threshold {c.APP_SERVER_ERROR_RATIO:.0%}, at least "
+            f"{num(c.APP_SERVER_ERRORS_MIN_PER_SECOND)}/s; probes and scrapes not counted)."
+        ),
+        signals=(APP_SERVER_ERROR_SHARE, APP_REQUEST_RATE),
+    ),
     _down("OutboxDispatcher", c.OUTBOX_SELECTOR, c.JOB_OUTBOX),
     Alert(
         name="RestoreDrillFailed",

@@ -20,42 +20,24 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from app import csp_reports, idempotency, metrics, orders
+from app import vocabulary as vocab
 from app.config import Settings
+from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
 from app.http_metrics import HttpMetrics
+from app.readiness import Readiness
 from app.security import SecurityHeaders
-from app.validation import (
-    RequestError,
-    format_decimal,
-    parse_idempotency_key,
-    parse_order,
-    parse_uuid,
-)
+from app.validation import format_decimal, parse_idempotency_key, parse_order, parse_uuid
+from app.vocabulary import shown
 from sparkops import defaults
 
 log = logging.getLogger("spark.app")
 
-
-def error(exc: RequestError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, "body_too_large", f"body is larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, "body_too_large", f"body is larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+# On every 503 for an unreachable database: requests and /readyz alike.
+RETRY_AFTER_DB_UNAVAILABLE = {"retry-after": str(defaults.DB_UNAVAILABLE_RETRY_AFTER_SECONDS)}
 
 
 def require_json(request: Request) -> None:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/json":
+    if media_type(request) != "application/json":
         raise RequestError(
             415, "unsupported_media_type", "send the body as Content-Type: application/json"
         )
@@ -74,20 +56,21 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         timeout=settings.db_timeout_s,
     )
     metrics.APP_BUILD_INFO.labels(settings.release_id).set(1)
+    readiness = Readiness(pool)
 
     async def post_order(request: Request) -> Response:
         try:
-            key = parse_idempotency_key(request.headers.get("idempotency-key"))
+            key = parse_idempotency_key(request.headers.getlist("idempotency-key"))
         except RequestError as exc:
             metrics.IDEMPOTENCY_OUTCOMES.labels("invalid_key").inc()
-            return error(exc)
+            return error_response(exc)
         try:
             require_json(request)
             order = parse_order(
                 await read_body(request, settings.max_body_bytes), settings.instruments
             )
         except RequestError as exc:
-            return error(exc)
+            return error_response(exc)
         fingerprint = idempotency.request_hash("POST", "/orders", order.fingerprint_fields())
         async with pool.connection() as conn:
             claim = await idempotency.claim(
@@ -98,10 +81,10 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                     claim.body,
                     status_code=claim.status,
                     media_type="application/json",
-                    headers={"idempotent-replayed": "true"},
+                    headers={"idempotent-replayed": "true", **orders.stored_headers(claim)},
                 )
             if claim.outcome == "payload_mismatch":
-                return error(
+                return error_response(
                     RequestError(
                         422,
                         "idempotency_key_reused",
@@ -110,7 +93,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                     )
                 )
             if claim.outcome == "in_flight":
-                return error(
+                return error_response(
                     RequestError(
                         409,
                         "idempotency_key_in_flight",
@@ -126,10 +109,11 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                     conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
                 )
                 return Response(claim.body, status_code=claim.status or 409,
-                                media_type="application/json")  # fmt: skip
+                                media_type="application/json",
+                                headers=orders.stored_headers(claim))  # fmt: skip
             except RequestError as exc:
                 await idempotency.release(conn, key)
-                return error(exc)
+                return error_response(exc)
             except BaseException:
                 await _release_quietly(conn, key)
                 raise
@@ -143,23 +127,24 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         try:
             order_id = parse_uuid(request.path_params["order_id"], "order id")
         except RequestError as exc:
-            return error(exc)
+            return error_response(exc)
         async with pool.connection() as conn:
             cur = conn.cursor(row_factory=dict_row)
             row = await (
                 await cur.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
             ).fetchone()
         if row is None:
-            return error(RequestError(404, "not_found", f"no order {order_id}"))
+            return error_response(RequestError(404, "not_found", f"no order {order_id}"))
         return JSONResponse(_order_json(row))
 
     async def list_positions(request: Request) -> Response:
-        account_id = request.query_params.get("account_id")
-        status = request.query_params.get("status", "open")
-        if status not in ("open", "closed", "all"):
-            return error(RequestError(400, "invalid_field", "status must be open, closed or all"))
+        try:
+            account_id = _query_param(request, "account_id", vocab.ACCOUNT_ID)
+            status = _query_param(request, "status", vocab.POSITION_STATUS) or "open"
+        except RequestError as exc:
+            return error_response(exc)
         where, params = [], {}
-        if account_id:
+        if account_id is not None:
             where.append("account_id = %(account_id)s")
             params["account_id"] = account_id
         if status != "all":
@@ -178,13 +163,12 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         return JSONResponse({"status": "ok", "release": settings.release_id})
 
     async def readyz(request: Request) -> Response:
-        try:
-            async with pool.connection(timeout=2.0) as conn:
-                await conn.execute("SELECT 1")
-        except (psycopg.Error, TimeoutError, OSError) as exc:
+        reason = await readiness.check()
+        if reason:
             return JSONResponse(
-                {"status": "unavailable", "reason": f"database through pgBouncer: {exc}"},
+                {"status": "unavailable", "reason": reason},
                 status_code=503,
+                headers=RETRY_AFTER_DB_UNAVAILABLE,
             )
         return JSONResponse({"status": "ready", "release": settings.release_id})
 
@@ -192,6 +176,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         return JSONResponse({"release": settings.release_id})
 
     async def metrics_endpoint(request: Request) -> Response:
+        await readiness.check()  # the readiness gauge is what /readyz would answer now
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def csp_report(request: Request) -> Response:
@@ -199,7 +184,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             body = await read_body(request, settings.max_body_bytes)
             directives = csp_reports.parse(request.headers.get("content-type", ""), body)
         except RequestError as exc:
-            return error(exc)
+            return error_response(exc)
         for directive in directives:
             metrics.CSP_REPORTS.labels(directive).inc()
         return Response(status_code=204)
@@ -240,8 +225,28 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             PoolTimeout: _database_unavailable,
         },
     )
+    # No 307 from /positions/ to /positions: for an API it only adds a round trip (to a
+    # POST-only route, for /orders/), and Starlette builds the Location from the Host header.
+    starlette.router.redirect_slashes = False
     starlette.state.pool = pool
-    return SecurityHeaders(HttpMetrics(starlette, starlette.router), settings.hsts_max_age)
+    return SecurityHeaders(
+        HttpMetrics(EdgeGuard(starlette), starlette.router), settings.hsts_max_age
+    )
+
+
+def _query_param(request: Request, name: str, term: vocab.Term) -> str | None:
+    """An optional query parameter, given at most once and matching `term`."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise RequestError(
+            400, "invalid_query", f"give {name} at most once; got {len(values)}", field=name
+        )
+    if values and not term.matches(values[0]):
+        raise RequestError(
+            400, "invalid_query", f"{name} must be {term.spelled}; got {shown(values[0])}",
+            field=name,
+        )  # fmt: skip
+    return values[0] if values else None
 
 
 async def _release_quietly(conn, key: str) -> None:
@@ -252,13 +257,20 @@ async def _release_quietly(conn, key: str) -> None:
 
 
 async def _not_found(request: Request, exc) -> Response:
-    return JSONResponse({"error": "not_found", "message": f"no route {request.url.path}"}, 404)
+    return error_response(RequestError(404, "not_found", f"no route {shown(request.url.path)}"))
 
 
 async def _not_allowed(request: Request, exc) -> Response:
-    return JSONResponse(
-        {"error": "method_not_allowed", "message": f"{request.method} is not allowed here"}, 405
-    )
+    # RFC 9110: a 405 lists the methods the resource does support. Starlette's Route puts
+    # them in the exception's Allow header (a set: sorted here so the answer is stable).
+    allowed = sorted(m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m)
+    return error_response(
+        RequestError(
+            405, "method_not_allowed",
+            f"{request.method} is not allowed here; allowed: {', '.join(allowed)}",
+        ),
+        headers={"allow": ", ".join(allowed)},
+    )  # fmt: skip
 
 
 async def _database_unavailable(request: Request, exc) -> Response:
@@ -267,7 +279,7 @@ async def _database_unavailable(request: Request, exc) -> Response:
         {"error": "database_unavailable",
          "message": "the database is unreachable through pgBouncer; retry later"},
         status_code=503,
-        headers={"retry-after": "5"},
+        headers=RETRY_AFTER_DB_UNAVAILABLE,
     )  # fmt: skip
 
 

@@ -27,6 +27,8 @@ MONEY_OPERATIONS = f"{PREFIX}_money_operations_total"  # counter: kind
 POSITION_UNIQUE_VIOLATIONS = f"{PREFIX}_position_unique_violations_total"  # counter
 IDEMPOTENCY_KEYS_PURGED = f"{PREFIX}_idempotency_keys_purged_total"  # counter
 APP_BUILD_INFO = f"{PREFIX}_build_info"  # gauge=1: release
+# /readyz's answer, refreshed at each /metrics scrape: 1 ready, 0 not (database unreachable).
+APP_READY = f"{PREFIX}_app_ready"  # gauge 0/1
 
 # --- the outbox dispatcher ---------------------------------------------------------------
 OUTBOX_PENDING = f"{PREFIX}_outbox_pending_events"  # gauge

@@ -40,6 +40,11 @@ IDEMPOTENCY_KEYS_PURGED = Counter(
 APP_BUILD_INFO = Gauge(
     names.APP_BUILD_INFO, "The running release (value is always 1).", ["release"]
 )
+APP_READY = Gauge(
+    names.APP_READY,
+    "1 when the app is ready (the database answers through pgBouncer), 0 when not; "
+    "checked at each scrape, as /readyz checks it.",
+)
 
 # Every label value exists from the start, so rate() and the dashboard see zeros, not gaps.
 for _outcome in names.IDEMPOTENCY_OUTCOME_VALUES:

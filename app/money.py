@@ -25,7 +25,6 @@ Rules the whole module keeps:
 
 from __future__ import annotations
 
-import re
 import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from enum import StrEnum
 
 from app.metric_names import MONEY_OPERATION_KINDS
 from app.metrics import MONEY_OPERATIONS
+from app.vocabulary import SIGNED_DECIMAL as _PLAIN_DECIMAL
 
 MAX_INTEGER_DIGITS = 40
 MAX_DECIMAL_PLACES = 40
@@ -90,8 +90,7 @@ class Rounding(StrEnum):
 
 # --- input ---------------------------------------------------------------------------------
 
-# ASCII digits only, and fullmatch: `\d` admits other scripts' digits and `$` a trailing "\n".
-_PLAIN_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+# ASCII digits only, applied with fullmatch (app.vocabulary says why).
 _LIKE = 'a decimal string like "123.45"'
 
 

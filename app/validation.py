@@ -2,74 +2,26 @@
 
 Money arrives as decimal strings. A JSON number where money belongs (float, integer or
 exponent form) is refused rather than converted: once a float has touched a price, the
-digits the client meant are gone.
+digits the client meant are gone. What each field may hold is spelled once, in
+app.vocabulary; the JSON itself is parsed (depth-bounded, NUL and surrogates refused) by
+app.edge.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import uuid
 from dataclasses import dataclass
 from decimal import Context, Decimal
 from typing import Any
 
+from app import vocabulary as vocab
+from app.edge import JsonNumber, RequestError, parse_json
 from app.instruments import Instrument
-
-DECIMAL_STRING = re.compile(r"^\d{1,20}(\.\d{1,18})?$")
-ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-STRATEGY = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-# IETF httpapi Idempotency-Key: an sf-string; we also accept the bare token most clients send.
-IDEMPOTENCY_KEY = re.compile(r'^"?([A-Za-z0-9._:~+/=-]{8,128})"?$')
-
-
-class RequestError(ValueError):
-    """A client error: the HTTP status, a stable error code and a message for a person."""
-
-    def __init__(self, status: int, code: str, message: str, **extra: Any):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"error": self.code, "message": self.message, **self.extra}
-
-
-class _JsonNumber(str):
-    """A JSON number kept as its source text, so validation can name it and refuse it."""
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise RequestError(400, "malformed_json", f"field {key!r} appears twice")
-        obj[key] = value
-    return obj
-
-
-def _refuse_constant(name: str) -> Any:
-    raise RequestError(400, "malformed_json", f"{name} is not valid JSON")
+from app.vocabulary import Term, shown
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        text = raw.decode("utf-8")
-        value = json.loads(
-            text,
-            parse_float=_JsonNumber,
-            parse_int=_JsonNumber,
-            parse_constant=_refuse_constant,
-            object_pairs_hook=_no_duplicates,
-        )
-    except UnicodeDecodeError:
-        raise RequestError(400, "malformed_json", "body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise RequestError(
-            400, "malformed_json", f"body is not valid JSON: {exc.msg} at char {exc.pos}"
-        ) from None
+    value = parse_json(raw)
     if not isinstance(value, dict):
         raise RequestError(400, "malformed_json", "body must be a JSON object")
     return value
@@ -80,20 +32,20 @@ def decimal_field(body: dict[str, Any], name: str) -> Decimal:
     if name not in body:
         raise RequestError(400, "missing_field", f"{name} is required (a decimal string)")
     value = body[name]
-    if isinstance(value, _JsonNumber):
+    if isinstance(value, JsonNumber):
+        like = value.text if vocab.DECIMAL.matches(value.text) else "12.50"
         raise RequestError(
             400,
             "money_must_be_string",
-            f'{name} must be a decimal string like "{value}", not a JSON number: '
+            f'{name} must be a decimal string like "{like}", not a JSON number: '
             "numbers lose digits in transit",
             field=name,
         )
-    if not isinstance(value, str) or not DECIMAL_STRING.match(value):
+    if not vocab.DECIMAL.matches(value):
         raise RequestError(
             400,
             "invalid_decimal",
-            f'{name} must be a decimal string in plain notation like "12.50" '
-            f"(no sign, exponent or spaces; at most 18 decimals), got {value!r}",
+            f"{name} must be {vocab.DECIMAL.spelled}; got {shown(value)}",
             field=name,
         )
     result = Decimal(value)
@@ -102,15 +54,15 @@ def decimal_field(body: dict[str, Any], name: str) -> Decimal:
     return result
 
 
-def string_field(body: dict[str, Any], name: str, pattern: re.Pattern, *, required: bool = True):
+def string_field(body: dict[str, Any], name: str, term: Term, *, required: bool = True):
     value = body.get(name)
     if value is None:
         if required:
-            raise RequestError(400, "missing_field", f"{name} is required")
+            raise RequestError(400, "missing_field", f"{name} is required ({term.spelled})")
         return None
-    if not isinstance(value, str) or not pattern.match(value):
+    if not term.matches(value):
         raise RequestError(
-            400, "invalid_field", f"{name} must match {pattern.pattern}, got {value!r}", field=name
+            400, "invalid_field", f"{name} must be {term.spelled}; got {shown(value)}", field=name
         )
     return value
 
@@ -143,30 +95,28 @@ ORDER_FIELDS = {"account_id", "symbol", "side", "quantity", "price", "strategy",
 
 def parse_order(raw: bytes, instruments: dict[str, Instrument]) -> OrderRequest:
     body = parse_json_object(raw)
-    unknown = sorted(set(body) - ORDER_FIELDS)
-    if unknown:
-        raise RequestError(
-            400,
-            "unknown_fields",
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(ORDER_FIELDS))}",
-        )
-    account_id = string_field(body, "account_id", ACCOUNT_ID)
-    symbol = body.get("symbol")
-    if not isinstance(symbol, str):
-        raise RequestError(400, "missing_field", 'symbol is required, e.g. "BTCUSDT"')
+    _refuse_unknown_fields(body)
+    account_id = string_field(body, "account_id", vocab.ACCOUNT_ID)
+    symbol = string_field(body, "symbol", vocab.SYMBOL)
     if symbol not in instruments:
         raise RequestError(
             400,
             "unknown_symbol",
-            f"unknown symbol {symbol!r}; tradable: {', '.join(sorted(instruments))}",
+            f"unknown symbol {shown(symbol)}; tradable: {', '.join(sorted(instruments))}",
+            field="symbol",
         )
     side = body.get("side")
     if side not in ("buy", "sell"):
-        raise RequestError(400, "invalid_field", f'side must be "buy" or "sell", got {side!r}')
+        raise RequestError(
+            400, "invalid_field", f'side must be "buy" or "sell", got {shown(side)}', field="side"
+        )
     liquidity = body.get("liquidity", "taker")
     if liquidity not in ("maker", "taker"):
         raise RequestError(
-            400, "invalid_field", f'liquidity must be "maker" or "taker", got {liquidity!r}'
+            400,
+            "invalid_field",
+            f'liquidity must be "maker" or "taker", got {shown(liquidity)}',
+            field="liquidity",
         )
     quantity = decimal_field(body, "quantity")
     price = decimal_field(body, "price")
@@ -178,9 +128,28 @@ def parse_order(raw: bytes, instruments: dict[str, Instrument]) -> OrderRequest:
             400,
             "below_minimum",
             f"quantity {quantity} is below the minimum {instrument.min_quantity} for {symbol}",
+            field="quantity",
         )
-    strategy = string_field(body, "strategy", STRATEGY, required=False)
+    strategy = string_field(body, "strategy", vocab.STRATEGY, required=False)
     return OrderRequest(account_id, symbol, side, quantity, price, strategy, liquidity)
+
+
+def _refuse_unknown_fields(body: dict[str, Any]) -> None:
+    unknown = sorted(set(body) - ORDER_FIELDS)
+    if not unknown:
+        return
+    # Names are repeated back only when they look like field names ("pricee"); anything
+    # else a client sent as a name is counted, never echoed.
+    named = [name for name in unknown if vocab.FIELD_NAME.matches(name)][:10]
+    others = len(unknown) - len(named)
+    listed = ", ".join(named)
+    if others:
+        listed += f"{' and ' if named else ''}{others} other name(s) that are not field names"
+    raise RequestError(
+        400,
+        "unknown_fields",
+        f"unknown field(s): {listed}; allowed: {', '.join(sorted(ORDER_FIELDS))}",
+    )
 
 
 def _check_step(name: str, value: Decimal, step: Decimal, what: str) -> None:
@@ -195,30 +164,38 @@ def _check_step(name: str, value: Decimal, step: Decimal, what: str) -> None:
         )
 
 
-def parse_idempotency_key(header: str | None) -> str:
-    if header is None or header == "":
+def parse_idempotency_key(headers: list[str]) -> str:
+    """The key from the request's Idempotency-Key header lines (exactly one is allowed)."""
+    if len(headers) > 1:
+        raise RequestError(
+            400,
+            "idempotency_key_repeated",
+            f"send one Idempotency-Key header; this request has {len(headers)}",
+        )
+    if not headers or headers[0] == "":
         raise RequestError(
             400,
             "idempotency_key_missing",
-            "POST /orders needs an Idempotency-Key header (8-128 characters of "
-            "A-Z a-z 0-9 . _ : ~ + / = -; a UUID is a good choice)",
+            f"POST /orders needs an Idempotency-Key header ({vocab.IDEMPOTENCY_KEY.spelled})",
         )
-    match = IDEMPOTENCY_KEY.match(header.strip())
-    if not match:
+    # Only optional whitespace (SP, HTAB) around a field value; str.strip() takes more.
+    match = vocab.IDEMPOTENCY_KEY.pattern.fullmatch(headers[0].strip(" \t"))
+    if match is None:
         raise RequestError(
             400,
             "idempotency_key_malformed",
-            "Idempotency-Key must be 8-128 characters of A-Z a-z 0-9 . _ : ~ + / = - "
-            "(optionally in double quotes); a UUID is a good choice",
+            f"Idempotency-Key must be {vocab.IDEMPOTENCY_KEY.spelled}",
         )
-    return match.group(1)
+    return match.group(1) or match.group(2)
 
 
 def parse_uuid(value: str, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise RequestError(400, "invalid_id", f"{name} must be a UUID, got {value!r}") from None
+    # uuid.UUID() alone also takes braces, "urn:uuid:", no dashes, "_" and non-ASCII digits.
+    if not vocab.UUID.matches(value):
+        raise RequestError(
+            400, "invalid_id", f"{name} must be {vocab.UUID.spelled}, got {shown(value)}"
+        )
+    return uuid.UUID(value)
 
 
 # normalize() rounds to the context's precision; the default context has only 28 digits.

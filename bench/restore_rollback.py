@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runbooks import localapp, pitr, rollback, sites, wal
+from runbooks import localapp, pitr, restoring, rollback, sites, wal
 from runbooks.checklist import Run
 from runbooks.localdb import LocalBackedUpDb
 from sparkops import defaults
@@ -103,9 +103,13 @@ def restore_copy(
     scratch.service.options.update(RECOVERY_SETTINGS)
     run = Run("restore-bench", quiet=True)
     plan = pitr.prepare(
-        db.target, pitr.Request(kind=kind, value=value, dest=scratch, pause_bouncer=False), run
+        db.target,
+        pitr.Request(
+            kind=kind, value=value, dest=scratch, pause_bouncer=False, dest_own_parent=True
+        ),
+        run,
     )
-    pitr.execute(plan, run)
+    restoring.execute(plan, run)
     return run, scratch, str(workdir)
 
 

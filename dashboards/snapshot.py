@@ -9,7 +9,6 @@ import html
 import json
 import math
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import httpx
 
 from dashboards import build as dashboard_build
 from dashboards import panels
+from sparkops import programs
 
 WIDTH, HEIGHT = 620, 230
 LEFT, RIGHT, TOP, BOTTOM = 64, 64, 12, 26  # plot margins for the axis labels
@@ -305,9 +305,9 @@ def write_snapshot(prometheus_url: str, out: Path, minutes: int = 30) -> str:
 
 
 def screenshot(html_path: Path, png_path: Path, timeout: float = 90.0) -> None:
-    chromium = shutil.which("chromium")
+    chromium = programs.find("chromium")
     if chromium is None:
-        raise SnapshotError("chromium not found: install Debian's `chromium` package")
+        raise SnapshotError(programs.missing_message("chromium"))
     png_path.parent.mkdir(parents=True, exist_ok=True)
     args = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
             f"--screenshot={png_path.resolve()}", "--window-size=1400,2000",

@@ -113,13 +113,13 @@ def migrated(release: str):
     the deploy's output and to the host's journal (`journalctl -t spark-migrate`).
     """
     python = f"{release_dir(release)}/venv/bin/python"
-    state = host.get_fact(MigrationState, python=python, env_file=MIGRATIONS_ENV)
-    if state.get("head") and state.get("current") == state.get("head"):
-        host.noop(f"schema is at {state['head']}")
+    schema = host.get_fact(MigrationState, python=python, env_file=MIGRATIONS_ENV)
+    if schema.get("head") and schema.get("current") == schema.get("head"):
+        host.noop(f"schema is at {schema['head']}")
         return
     code = (
         "import os; from app import migrate; "
-        "print(migrate.upgrade(os.environ['SPARK_MIGRATIONS_URL']).describe())"
+        f"print(migrate.upgrade(os.environ['{defaults.MIGRATIONS_URL_ENV}']).describe())"
     )
     yield (
         f'set -a; . {MIGRATIONS_ENV}; set +a; out=$({python} -c "{code}" 2>&1); rc=$?; '

@@ -153,9 +153,10 @@ class MigrationState(FactBase):
     default = dict
 
     def command(self, python: str, env_file: str) -> str:
+        url = f"os.environ['{defaults.MIGRATIONS_URL_ENV}']"
         code = (
             "import os; from app import migrate; "
-            "print('current=' + str(migrate.current(os.environ['SPARK_MIGRATIONS_URL']))); "
+            f"print('current=' + str(migrate.current({url}))); "
             "print('head=' + migrate.head())"
         )
         return f'( set -a; . {env_file}; {python} -c "{code}" ) 2>/dev/null || true'

@@ -25,6 +25,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparkops import programs
 from sparkops.ephemeral.proc import free_port, port_open, stop_process
 from sparkops.wait import wait_until
 
@@ -107,6 +108,8 @@ class LabS3:
         return self.workdir / "pgbackrest_s3.json"
 
     def start(self, timeout: float = 30.0) -> LabS3:
+        for program in ("openssl", "stunnel4"):
+            programs.require(program)  # names the package instead of a FileNotFoundError
         self.workdir = Path(tempfile.mkdtemp(prefix="sparkops-lab-s3-"))
         try:
             self._start(timeout)

@@ -12,6 +12,8 @@ from typing import Any
 
 import jinja2
 
+from sparkops import defaults
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = REPO_ROOT / "templates"
 MANAGED_HEADER = "managed by Spark Ops - do not edit"
@@ -26,6 +28,9 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=False,
 )
+# Environment variable names the templates write and programs read, declared once in
+# sparkops/defaults.py: every template has them in its context.
+_env.globals.update(migrations_url_env=defaults.MIGRATIONS_URL_ENV)
 
 
 def render(template: str, **context: Any) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from lab import cgroup, config, host, image, net, proxy, ssh, state
 from lab.errors import LabError
+from sparkops import programs
 from sparkops.wait import DeadlineExceeded, wait_until
 
 SSH_READY_TIMEOUT_SECONDS = 60
@@ -22,7 +23,18 @@ SSH_READY_TIMEOUT_SECONDS = 60
 # 2: systemd in a pivot_root'ed root (PrivateUsers=true units work), a UTF-8 locale.
 LAB_FORMAT = 2
 HOST_NAME = re.compile(rf"^[a-z][a-z0-9]{{0,{config.HOST_NAME_MAX - 1}}}$")
-REQUIRED_TOOLS = ("ip", "unshare", "chroot", "mount", "tar", "ssh", "ssh-keygen")
+# What the lab runs on this machine; sparkops/programs.py says which package brings each.
+REQUIRED_TOOLS = (
+    "ip",
+    "unshare",
+    "chroot",
+    "mount",
+    "tar",
+    "ssh",
+    "ssh-keygen",
+    "debootstrap",
+    "apt-cacher-ng",
+)
 
 Log = Callable[[str], None]
 
@@ -38,6 +50,14 @@ class UpResult:
 def _require_root() -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root for namespaces, mounts and cgroups: run it as root")
+
+
+def check_machine() -> None:
+    """Root and every tool the lab runs here, or a LabError naming the packages to install."""
+    _require_root()
+    missing = [t for t in REQUIRED_TOOLS if programs.find(t) is None]
+    if missing:
+        raise LabError("; ".join(programs.missing_message(t) for t in missing))
 
 
 def _check_names(names: Sequence[str]) -> None:
@@ -68,11 +88,8 @@ def inventory_entry(h: dict[str, Any]) -> dict[str, Any]:
 
 def up(names: Sequence[str] = config.DEFAULT_HOSTS, log: Log = print) -> UpResult:
     """Bring up the lab with these hosts (groups: `config.host_groups`); idempotent."""
-    _require_root()
+    check_machine()
     _check_names(names)
-    missing = [t for t in REQUIRED_TOOLS if shutil.which(t) is None]
-    if missing:
-        raise LabError(f"missing tools: {', '.join(missing)} (see scripts/debian-packages.txt)")
     started = time.monotonic()
     with state.locked():
         lab_state = state.load()

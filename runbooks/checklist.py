@@ -3,13 +3,15 @@ verification, evidence, and a clear exit.
 
 Exit codes: 0 done and verified; 1 failed while acting or in verification (the message says
 what state things are in); 2 refused before any change (bad input, a precondition failed);
-3 not confirmed (nothing changed).
+3 not confirmed (nothing changed); 4 interrupted (SIGINT, SIGTERM or SIGHUP: the runbook's
+cleanup ran, and the message says what state things are in).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,8 @@ import click
 from runbooks.evidence import Evidence
 from runbooks.executor import Executor, Result
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_NOT_CONFIRMED = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_NOT_CONFIRMED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4
+INTERRUPTING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Refused(RuntimeError):
@@ -33,6 +36,36 @@ class Refused(RuntimeError):
 
 class StepFailed(RuntimeError):
     """A step failed after changes began; the message says what state things are in."""
+
+
+class Interrupted(BaseException):
+    """A signal asked the runbook to stop. A BaseException, so no `except Exception` on the
+    way swallows it; every `finally` (the runbook's cleanup) still runs."""
+
+    def __init__(self, signum: int):
+        self.signal = signal.Signals(signum).name
+        super().__init__(f"interrupted by {self.signal}")
+
+
+@contextlib.contextmanager
+def interruptible(say) -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP end the runbook through one path: the first raises
+    `Interrupted` where the runbook is; later ones arrive while its cleanup runs and are
+    only reported, so the cleanup is not cut short."""
+    seen: list[int] = []
+
+    def handler(signum, _frame):
+        seen.append(signum)
+        if len(seen) == 1:
+            raise Interrupted(signum)
+        say(f"{signal.Signals(signum).name} received: finishing the cleanup first")
+
+    previous = {sig: signal.signal(sig, handler) for sig in INTERRUPTING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 @dataclass
@@ -66,6 +99,10 @@ class Run:
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
     outcome: str = "planned"
     message: str = ""
+    # When the run does not end as planned: the state it leaves, in the operator's words, and
+    # the one command that undoes it (or finishes the job).
+    left: list[str] = field(default_factory=list)
+    undo: str | None = None
     _buffer: list[str] | None = None
 
     # --- output ---------------------------------------------------------------------------
@@ -91,6 +128,17 @@ class Run:
         if self._buffer is not None:
             self._buffer.append(text + "\n")
 
+    def leave(self, lines: list[str], undo: str | None = None) -> None:
+        self.left, self.undo = list(lines), undo
+
+    def say_left(self) -> None:
+        if self.left:
+            self.say("STATE LEFT:")
+            for line in self.left:
+                self.say(f"  - {line}")
+        if self.undo:
+            self.say(f"TO UNDO: {self.undo}")
+
     # --- plan -----------------------------------------------------------------------------
     def show_plan(self) -> None:
         text = "\n".join(self.plan)
@@ -109,8 +157,8 @@ class Run:
         try:
             yield
             ok = True
-        except Exception as exc:
-            detail = str(exc)
+        except BaseException as exc:
+            detail = str(exc) or type(exc).__name__
             raise
         finally:
             seconds = time.monotonic() - start
@@ -149,6 +197,8 @@ class Run:
             "steps": [asdict(s) for s in self.steps],
             "checks": [asdict(c) for c in self.checks],
             "facts": self.facts,
+            "state_after": self.left,
+            "undo": self.undo,
         }
 
     def finish(self, outcome: str, message: str = "") -> dict:
@@ -186,6 +236,11 @@ def summary_markdown(result: dict) -> str:
             f"| {s['number']} | {s['name']} | {s['seconds']:.2f} | "
             f"{'ok' if s['ok'] else 'FAILED'} |"
         )
+    if result.get("state_after") or result.get("undo"):
+        lines += ["", "## State left", ""]
+        lines += [f"- {line}" for line in result.get("state_after") or []]
+        if result.get("undo"):
+            lines += ["", f"To undo: `{result['undo']}`"]
     lines += ["", "## Verification", ""]
     for c in result["checks"]:
         lines.append(f"- {'PASS' if c['ok'] else 'FAIL'} {c['name']}: {c['detail']}")

@@ -1,9 +1,7 @@
 """PostgreSQL steps the restore, the restore point and the drill share: archiving the live
-WAL, preparing a data directory for a copy, waiting for recovery to end."""
+WAL, giving a copy its configuration files, waiting for recovery to end."""
 
 from __future__ import annotations
-
-from pathlib import PurePosixPath
 
 from runbooks.checklist import StepFailed
 from runbooks.target import DbTarget
@@ -48,20 +46,6 @@ def ensure_config_files(dest: DbTarget) -> None:
         '{ [ -e pg_hba.conf ] || echo "local all postgres peer" > pg_hba.conf; }'
     )
     dest.executor.run(["sh", "-c", script], user=dest.os_user)
-
-
-def make_data_dir(dest: DbTarget) -> None:
-    """The directory and, when it does not exist yet, its parent (the socket and the log go
-    there), owned by the PostgreSQL user; an existing parent is left as it is."""
-    parent = str(PurePosixPath(dest.data_dir).parent)
-    own = f"-m 700 -o {dest.os_user} -g {dest.os_user}"
-    dest.executor.run(
-        [
-            "sh",
-            "-c",
-            f"[ -d {parent} ] || install -d {own} {parent}; install -d {own} {dest.data_dir}",
-        ]
-    )
 
 
 def wait_for_promotion(dest: DbTarget, timeout: float) -> None:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 from app import metric_names
-from runbooks import checks, pitr
+from runbooks import checks, pitr, restoring
 from runbooks.checklist import Run, StepFailed
 from runbooks.executor import CommandFailed, Executor
 from runbooks.target import DbTarget
@@ -28,7 +28,6 @@ class Drill:
     metrics_path: str | None
     metrics_executor: Executor
     keep: bool = False
-    made_dir: str | None = None  # a directory the command created for the copy: removed too
 
 
 def prepare(
@@ -39,19 +38,29 @@ def prepare(
     metrics_path: str | None,
     metrics_executor: Executor,
     keep: bool = False,
-    made_dir: str | None = None,
+    own_parent: bool = False,
 ) -> Drill:
-    req = pitr.Request(kind="latest", dest=scratch, pause_bouncer=False)
+    """Plan a drill; refuses (before anything is made) a scratch directory that is, contains
+    or sits inside a data directory, is not empty, or a port in use (runbooks.scratch).
+    `own_parent`: the command made the scratch directory's parent for this run."""
+    req = pitr.Request(
+        kind="latest",
+        dest=scratch,
+        pause_bouncer=False,
+        dest_option="--scratch-dir",
+        dest_own_parent=own_parent,
+    )
     plan = pitr.prepare(source, req, run)
     run.plan = [
         *plan.lines,
         "  then:",
         "    - business invariants: " + "; ".join(checks.INVARIANTS),
-        f"    - {'keep' if keep else 'tear down'} the copy (stop, remove {scratch.data_dir})",
+        f"    - {'keep' if keep else 'tear down'} the copy (stop the server this run started, "
+        f"remove only what this run made under {scratch.data_dir})",
         f"    - metrics to {metrics_path or '(none: no textfile directory)'}",
     ]
     run.plan[0] = run.plan[0].replace("PITR restore plan", "Restore drill plan")
-    return Drill(plan, metrics_path, metrics_executor, keep, made_dir)
+    return Drill(plan, metrics_path, metrics_executor, keep)
 
 
 def execute(drill: Drill, run: Run) -> None:
@@ -59,15 +68,16 @@ def execute(drill: Drill, run: Run) -> None:
     scratch = drill.plan.dest
     error: Exception | None = None
     try:
-        pitr.execute(drill.plan, run)
+        restoring.execute(drill.plan, run, cleanup_copy=not drill.keep)
         with run.step("Business invariants"):
             checks.invariants(scratch, run)
     except (StepFailed, CommandFailed) as exc:
         error = exc
-    finally:
-        if not drill.keep:
-            with run.step("Tear down the copy"):
-                teardown(scratch, drill.made_dir)
+    finally:  # an interruption too: the copy goes, production was never the target
+        if not drill.keep and not _torn_down(run):
+            restoring.teardown_copy(drill.plan, run)
+            lines, undo = restoring.state_after(drill.plan, restoring.Progress())
+            run.leave(lines, undo)
     seconds = time.monotonic() - started
     copy = run.facts.get("copy_seconds") or 0.0
     replay = run.facts.get("replay_seconds") or 0.0
@@ -84,11 +94,8 @@ def execute(drill: Drill, run: Run) -> None:
         raise error
 
 
-def teardown(scratch: DbTarget, made_dir: str | None = None) -> None:
-    try:
-        scratch.service.stop()
-    finally:
-        scratch.executor.run(["rm", "-rf", scratch.data_dir, *([made_dir] if made_dir else [])])
+def _torn_down(run: Run) -> bool:
+    return any(s.name.startswith("Tear down the copy") for s in run.steps)
 
 
 def metrics_text(success: bool, seconds: float, now: float | None = None) -> str:

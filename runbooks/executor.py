@@ -4,18 +4,32 @@ Runbook logic talks only to an `Executor`, so the same restore runs against a th
 cluster in the tests and against a lab or production host. Environment values (passwords)
 are passed to the process, never shown: `display()` masks them, and only the masked form
 reaches logs and evidence.
+
+Every command is bounded where it runs, not only here: a local command runs in its own
+process group, killed as a whole when its deadline passes or the runbook is interrupted; a
+remote command runs under the host's own `timeout`, and is also ended when the SSH session
+that started it goes away, so a dropped connection or a killed runbook cannot leave a
+`PAUSE` or a `pgbackrest restore` running on the host.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pwd
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+EXIT_TIMED_OUT = 124  # as coreutils' timeout reports it
+KILL_AFTER_SECONDS = 5
+# This side waits this much longer than the command's deadline, so the host ends the command
+# itself (and says so) before this side gives up on the connection.
+LOCAL_GRACE_SECONDS = KILL_AFTER_SECONDS + 10
 
 
 @dataclass(frozen=True)
@@ -30,6 +44,10 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+    @property
+    def timed_out(self) -> bool:
+        return self.returncode == EXIT_TIMED_OUT
 
     def output(self) -> str:
         return (self.stdout + ("\n" if self.stdout and self.stderr else "") + self.stderr).strip()
@@ -54,6 +72,45 @@ def display(argv: list[str], env: dict[str, str] | None, user: str | None) -> st
     return shown
 
 
+def run_group(
+    argv: list[str], *, input: str | None, timeout: float, **popen
+) -> tuple[int, str, str]:
+    """Run `argv` in a process group of its own; on its deadline, or when this process is
+    interrupted (a signal handler raising), end the whole group: TERM, then KILL."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+        return proc.returncode, out, err
+    except subprocess.TimeoutExpired:
+        _end_group(proc)
+        out, err = proc.communicate()
+        return EXIT_TIMED_OUT, out, (err or "") + f"\ntimed out after {timeout:.0f}s"
+    except BaseException:
+        _end_group(proc)
+        raise
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, KILL_AFTER_SECONDS), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @dataclass
 class Executor:
     """Base: runs argv lists; subclasses say where."""
@@ -61,7 +118,7 @@ class Executor:
     name: str = "local"
     recorders: list[Recorder] = field(default_factory=list)
 
-    def _spawn(self, argv, *, user, env, input, timeout) -> subprocess.CompletedProcess:
+    def _spawn(self, argv, *, user, env, input, timeout) -> tuple[int, str, str]:
         raise NotImplementedError
 
     def run(
@@ -76,10 +133,7 @@ class Executor:
     ) -> Result:
         start = time.monotonic()
         try:
-            proc = self._spawn(argv, user=user, env=env, input=input, timeout=timeout)
-            rc, out, err = proc.returncode, proc.stdout, proc.stderr
-        except subprocess.TimeoutExpired:
-            rc, out, err = 124, "", f"timed out after {timeout:.0f}s"
+            rc, out, err = self._spawn(argv, user=user, env=env, input=input, timeout=timeout)
         except FileNotFoundError as exc:
             rc, out, err = 127, "", str(exc)
         result = Result(
@@ -121,16 +175,23 @@ class LocalExecutor(Executor):
             base = {"HOME": entry.pw_dir, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         else:
             base = dict(os.environ)
-        return subprocess.run(
-            argv,
-            env={**base, **(env or {})},
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            **kwargs,
-        )
+        return run_group(argv, input=input, timeout=timeout, env={**base, **(env or {})}, **kwargs)
+
+
+# The remote side of every SSH command: the command runs under the host's `timeout` (which
+# ends its whole process group), and a watcher ends it when the SSH session that started it
+# is gone ($PPID is sshd's session process: it exits when the connection drops).
+_REMOTE_WRAPPER = """\
+sparkops_session=$PPID
+{stdin_setup}
+timeout -k {kill_after} {seconds} {command} {stdin} &
+sparkops_cmd=$!
+( while kill -0 "$sparkops_session" 2>/dev/null && kill -0 "$sparkops_cmd" 2>/dev/null; do
+    sleep 1
+  done
+  kill -TERM "$sparkops_cmd" 2>/dev/null ) </dev/null >/dev/null 2>&1 &
+wait "$sparkops_cmd"
+"""
 
 
 @dataclass
@@ -152,6 +213,11 @@ class SshExecutor(Executor):
             "BatchMode=yes",
             "-o",
             f"ConnectTimeout={self.connect_timeout}",
+            # A host that stops answering is noticed in 15 s, not at the command's deadline.
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
             "-o",
             "LogLevel=ERROR",
             "-p",
@@ -168,39 +234,42 @@ class SshExecutor(Executor):
             ]
         return [*argv, f"{self.ssh_user}@{self.address}"]
 
-    def remote_command(self, argv, user, env) -> str:
+    def remote_command(
+        self, argv, user, env, timeout: float = 120.0, with_input: bool = False
+    ) -> str:
         command = " ".join(shlex.quote(a) for a in argv)
         if env:
             # Values go through the remote shell's environment, not the visible argv of ssh.
             exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-            command = f"export {exports}; {command}"
+            command = f"export {exports}; exec {command}"
         if user and user != "root":
             # From /: the login's home (/root) is not readable by the other user.
             command = f"runuser -u {shlex.quote(user)} -- sh -c {shlex.quote('cd / && ' + command)}"
+        elif env:
+            command = f"sh -c {shlex.quote(command)}"
         if self.sudo:
             command = f"sudo -n sh -c {shlex.quote(command)}"
-        return command
+        # A background command's stdin is /dev/null unless redirected: with `input`, the
+        # command reads the session's stdin (fd 3); the `sh -s` form has the script there.
+        return _REMOTE_WRAPPER.format(
+            kill_after=KILL_AFTER_SECONDS,
+            seconds=max(1, math.ceil(timeout)),
+            command=command,
+            stdin_setup="exec 3<&0" if with_input else ":",
+            stdin="<&3" if with_input else "</dev/null",
+        )
 
     def _spawn(self, argv, *, user, env, input, timeout):
-        # The script goes on stdin when no input is given, so secrets stay off ssh's argv.
-        script = self.remote_command(argv, user, env)
+        script = self.remote_command(argv, user, env, timeout, with_input=input is not None)
+        local_timeout = timeout + LOCAL_GRACE_SECONDS
         if input is None:
-            return subprocess.run(
-                [*self.ssh_argv(), "sh -s"],
-                input=script + "\n",
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
+            # The script goes on stdin, so secrets stay off every argv (ssh's and sshd's).
+            return run_group(
+                [*self.ssh_argv(), "sh -s"], input=script + "\n", timeout=local_timeout
             )
-        return subprocess.run(
-            [*self.ssh_argv(), script],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
+        if env:
+            raise ValueError("SshExecutor: env and input together would put env on argv")
+        return run_group([*self.ssh_argv(), script], input=input, timeout=local_timeout)
 
     def reachable(self) -> bool:
         return self.run(["true"], check=False, timeout=self.connect_timeout + 5).ok

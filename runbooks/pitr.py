@@ -1,8 +1,9 @@
 """Point-in-time restore with pgBackRest: in place on the db host, or onto another data
 directory / host so production stays untouched while the restore is inspected.
 
-`prepare()` reads everything and decides (the backup set, the bounds, the options) without
-changing anything; `execute()` acts, one timed step at a time.
+`prepare()` reads everything and decides (the backup set, the bounds, the options, that a
+copy's directory and port are free) without changing anything; `runbooks.restoring` acts,
+one timed step at a time.
 """
 
 from __future__ import annotations
@@ -10,19 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from runbooks import checks, wal
-from runbooks.checklist import Refused, Run, StepFailed
-from runbooks.dbsteps import (
-    archive_live_wal,
-    ensure_config_files,
-    make_data_dir,
-    wait_for_promotion,
-)
-from runbooks.executor import CommandFailed
+from runbooks import bouncer, checks, scratch, wal
+from runbooks.checklist import Refused, Run
 from runbooks.target import DbTarget
 from runbooks.wal import BackupSet, RepoInfo, format_lsn, parse_lsn
 from sparkops import defaults
-from sparkops.wait import DeadlineExceeded
 
 KINDS = ("time", "lsn", "name", "latest")
 PGBACKREST_TYPE = {"time": "time", "lsn": "lsn", "name": "name", "latest": "default"}
@@ -39,8 +32,15 @@ class Request:
     dest: DbTarget | None = None  # None: in place
     target_timeline: str | None = None
     pause_bouncer: bool = True
+    pause_wait: float = bouncer.DEFAULT_PAUSE_WAIT_SECONDS
+    disconnect_blockers: bool = False
     recovery_timeout: float = 3600.0
     archive_timeout: float = 2.0 * defaults.ARCHIVE_TIMEOUT_SECONDS
+    dest_option: str = "--to-data-dir"  # names the copy's directory in refusals
+    dest_own_parent: bool = False  # the command made the copy's parent (a temporary dir)
+    # What an operator runs to finish or undo an interrupted run (set by the command line).
+    rerun_command: str | None = None
+    resume_command: str | None = None
 
 
 @dataclass
@@ -57,10 +57,26 @@ class Plan:
     target_lsn: int | None = None
     options: list[str] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    place: scratch.ScratchPlace | None = None  # a copy's directory, as inspected
+    bouncer_paused_before: bool = False
 
     @property
     def in_place(self) -> bool:
         return self.request.dest is None
+
+    @property
+    def pauses_bouncer(self) -> bool:
+        return self.in_place and self.request.pause_bouncer and self.source.bouncer is not None
+
+    @property
+    def rerun_command(self) -> str:
+        return self.request.rerun_command or "the same sparkops command again"
+
+    @property
+    def resume_command(self) -> str:
+        return (
+            self.request.resume_command or f"sparkops pgbouncer resume --host {self.source.label}"
+        )
 
 
 def parse_time(text: str, now: datetime) -> datetime:
@@ -204,6 +220,18 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
     plan = Plan(
         req, source, dest, info, backup, primary_up, timeline, current_lsn, target_time, target_lsn
     )
+    if not plan.in_place:
+        same_host = dest.executor is source.executor
+        plan.place = scratch.inspect(
+            dest.executor,
+            dest.data_dir,
+            dest.port,
+            option=req.dest_option,
+            protected=(source.data_dir,) if same_host else (),
+            own_parent=req.dest_own_parent,
+        )
+    if plan.pauses_bouncer:
+        plan.bouncer_paused_before = bouncer.is_paused(source)
     plan.options = restore_options(plan)
     plan.lines = plan_lines(plan, now, bounds)
     run.plan = plan.lines
@@ -277,92 +305,32 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
         "  steps:",
     ]
     steps = []
-    if plan.in_place and req.pause_bouncer and src.bouncer:
-        steps.append(f"pause pgBouncer (PAUSE {src.bouncer.database})")
+    if plan.pauses_bouncer:
+        already = " (already paused now: an earlier run?)" if plan.bouncer_paused_before else ""
+        steps.append(
+            f"pause pgBouncer (PAUSE {src.bouncer.database}, at most {req.pause_wait:.0f} s; "
+            + (
+                "then end the transactions in the way"
+                if req.disconnect_blockers
+                else "else resume and refuse, naming the transactions in the way"
+            )
+            + f"){already}"
+        )
     if plan.primary_up:
         steps.append("archive the live WAL (commit marker, pg_switch_wal, wait for the archiver)")
     steps.append(
         f"stop PostgreSQL ({src.service.description})"
         if plan.in_place
-        else f"create {dest.data_dir} (must be empty)"
+        else f"create {dest.data_dir} (checked: new or empty, outside every data directory; "
+        f"port {dest.port} free)"
     )
     steps.append("pgbackrest restore " + " ".join(plan.options))
     steps.append(f"start PostgreSQL ({dest.service.description})")
     steps.append(f"wait for recovery to end (deadline {req.recovery_timeout:.0f} s)")
+    if plan.pauses_bouncer:
+        steps.append("resume pgBouncer (also on any failure or interruption)")
     steps.append(
         "verify: not in recovery, amcheck on the app's indexes, queries: " + ", ".join(req.checks)
     )
-    if plan.in_place and req.pause_bouncer and src.bouncer:
-        steps.append("resume pgBouncer")
     lines += [f"    {n}. {s}" for n, s in enumerate(steps, 1)]
     return lines
-
-
-# --- acting -------------------------------------------------------------------------------
-def execute(plan: Plan, run: Run) -> None:
-    req, src, dest = plan.request, plan.source, plan.dest
-    run.watch(src.executor, dest.executor)
-    paused = False
-    try:
-        if plan.in_place and req.pause_bouncer and src.bouncer:
-            with run.step("Pause pgBouncer"):
-                src.bouncer_admin(f"PAUSE {src.bouncer.database}")
-                paused = True
-        if plan.primary_up:
-            with run.step("Archive the live WAL"):
-                run.facts["lsn_sealed"] = archive_live_wal(src, req.archive_timeout)
-        if plan.in_place:
-            with run.step("Stop PostgreSQL"):
-                src.service.stop()
-        else:
-            with run.step("Create the restore's data directory"):
-                listing = dest.executor.run(["ls", "-A", dest.data_dir], check=False)
-                if listing.ok and listing.stdout.strip():
-                    raise StepFailed(f"{dest.data_dir} is not empty: remove it or pick another")
-                make_data_dir(dest)
-        with run.step("Restore (pgbackrest restore)"):
-            dest.pgbackrest("restore", *plan.options, timeout=24 * 3600)
-            ensure_config_files(dest)
-        with run.step("Start PostgreSQL"):
-            dest.service.start()
-        with run.step("Wait for recovery to end"):
-            wait_for_promotion(dest, req.recovery_timeout)
-    except (CommandFailed, StepFailed, DeadlineExceeded) as exc:
-        state = (
-            (
-                "PostgreSQL may be stopped or half restored; the same command can be run "
-                "again (--delta)"
-            )
-            if plan.in_place
-            else "production was not touched"
-        )
-        raise StepFailed(f"{exc}\n{state}") from exc
-    finally:
-        if paused:
-            with run.step("Resume pgBouncer"):
-                src.bouncer_admin(f"RESUME {src.bouncer.database}")
-
-    run.facts["copy_seconds"] = run.step_seconds("Restore (pgbackrest restore)")
-    run.facts["replay_seconds"] = round(
-        (run.step_seconds("Start PostgreSQL") or 0)
-        + (run.step_seconds("Wait for recovery to end") or 0),
-        3,
-    )
-    verify(plan, run)
-
-
-def verify(plan: Plan, run: Run) -> None:
-    dest = plan.dest
-    with run.step("Verify"):
-        state = dest.query_json(
-            "SELECT pg_current_wal_lsn()::text AS lsn, pg_is_in_recovery() AS recovery, "
-            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl"
-        )[0]
-        run.facts.update(lsn_after=state["lsn"], timeline_after=state["tl"])
-        run.check(
-            "recovery ended (not in recovery)",
-            not state["recovery"],
-            f"timeline {plan.timeline} -> {state['tl']}, WAL at {state['lsn']}",
-        )
-        checks.amcheck(dest, run)
-        checks.check_queries(dest, run, plan.request.checks)

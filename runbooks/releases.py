@@ -122,16 +122,25 @@ def healthy(app: AppTarget, release: str, timeout: float) -> tuple[bool, str]:
 
 def activate(app: AppTarget, release: str, run: Run, gate_timeout: float) -> bool:
     """Switch to `release` gated on health; on failure mark it BAD and go back. Returns
-    whether `release` is live; raises StepFailed when neither release is healthy."""
+    whether `release` is live; raises StepFailed when neither release is healthy.
+
+    Interrupted anywhere between the switch and a passed gate (a signal, a lost connection),
+    it goes back to the release it started from before the interruption goes on: `current`
+    never stays on a release that has not passed its gate."""
     origin = current_release(app)
     started = time.monotonic()
-    with run.step(f"Switch current to {release}"):
-        switch(app, release)
-    with run.step("Restart the app"):
-        app.service.restart()
-    with run.step(f"Health gate: /readyz and /version = {release}"):
-        ok, detail = healthy(app, release, gate_timeout)
-        run.note(detail)
+    try:
+        with run.step(f"Switch current to {release}"):
+            switch(app, release)
+        with run.step("Restart the app"):
+            app.service.restart()
+        with run.step(f"Health gate: /readyz and /version = {release}"):
+            ok, detail = healthy(app, release, gate_timeout)
+            run.note(detail)
+    except BaseException:
+        if origin and origin != release:
+            _return_after_interruption(app, origin, release, run, gate_timeout)
+        raise
     run.check(f"release {release} healthy", ok, detail)
     if ok:
         run.facts["switch_seconds"] = round(time.monotonic() - started, 3)
@@ -142,11 +151,7 @@ def activate(app: AppTarget, release: str, run: Run, gate_timeout: float) -> boo
         mark_bad(app, release, f"health gate failed: {detail}")
     if not origin or origin == release:
         raise StepFailed(f"release {release} is not healthy and there is no other to return to")
-    with run.step(f"Return to {origin}"):
-        switch(app, origin)
-        app.service.restart()
-        back, back_detail = healthy(app, origin, gate_timeout)
-        run.note(back_detail)
+    back, back_detail = _return_to(app, origin, run, gate_timeout)
     run.check(f"returned to {origin}", back, back_detail)
     if not back:
         raise StepFailed(
@@ -154,3 +159,39 @@ def activate(app: AppTarget, release: str, run: Run, gate_timeout: float) -> boo
             f"either ({back_detail}): the app is down, look at its log"
         )
     return False
+
+
+def _return_to(app: AppTarget, origin: str, run: Run, gate_timeout: float) -> tuple[bool, str]:
+    with run.step(f"Return to {origin}"):
+        switch(app, origin)
+        app.service.restart()
+        back, detail = healthy(app, origin, gate_timeout)
+        run.note(detail)
+    return back, detail
+
+
+def _return_after_interruption(
+    app: AppTarget, origin: str, release: str, run: Run, gate_timeout: float
+) -> None:
+    """The cleanup of an interrupted switch; records the state it leaves (run.left)."""
+    try:
+        back, detail = _return_to(app, origin, run, gate_timeout)
+    except Exception as exc:  # the host may be gone: say what is known and what to run
+        back, detail = False, f"could not return: {str(exc).splitlines()[0]}"
+    now = _ask_current(app)
+    lines = [
+        f"{app.label}: current -> {now or 'unknown (host did not answer)'}; "
+        f"{origin} healthy: {'yes' if back else 'NO'} ({detail})",
+        f"{release} was not verified: it is not live",
+    ]
+    undo = None
+    if not back or now != origin:
+        undo = f"sparkops rollback --to {origin} --host {app.label} --force --yes"
+    run.leave(run.left + lines, undo or run.undo)
+
+
+def _ask_current(app: AppTarget) -> str | None:
+    try:
+        return current_release(app)
+    except Exception:
+        return None

@@ -42,6 +42,13 @@ class ServiceControl:
     def log_tail(self) -> str:
         return ""
 
+    def start_command(self) -> str:
+        """What an operator types on the host to start it (printed in a state report)."""
+        raise NotImplementedError
+
+    def stop_command(self) -> str:
+        raise NotImplementedError
+
 
 @dataclass
 class SystemdService(ServiceControl):
@@ -71,6 +78,12 @@ class SystemdService(ServiceControl):
         return self.executor.run(
             ["journalctl", "-u", self.units[0], "-n", "20", "--no-pager"], check=False
         ).output()
+
+    def start_command(self) -> str:
+        return f"systemctl start {' '.join(self.units)}"
+
+    def stop_command(self) -> str:
+        return f"systemctl stop {' '.join(self.units)}"
 
 
 # pg_controldata's names for the settings a standby or recovering copy must not lower.
@@ -175,6 +188,18 @@ class PgCtlService(ServiceControl):
     def log_tail(self) -> str:
         return self.executor.run(["tail", "-n", "20", self.logfile], check=False).output()
 
+    def _as_user(self, action: str) -> str:
+        pg_ctl = f"{self.bindir}/pg_ctl -D {shlex.quote(self.datadir)}"
+        return f"runuser -u {self.user} -- {pg_ctl} {action}"
+
+    def start_command(self) -> str:
+        return self._as_user(
+            f"-l {shlex.quote(self.logfile)} -o {shlex.quote(self._opts(self.options))} start"
+        )
+
+    def stop_command(self) -> str:
+        return self._as_user("-m fast stop")
+
 
 @dataclass
 class ProcessService(ServiceControl):
@@ -246,6 +271,12 @@ class ProcessService(ServiceControl):
     def is_active(self) -> bool:
         pid = self.pid()
         return pid is not None and _alive(pid)
+
+    def start_command(self) -> str:
+        return " ".join(shlex.quote(a) for a in self.argv)
+
+    def stop_command(self) -> str:
+        return f"kill -TERM -- -$(cat {shlex.quote(str(self.pidfile))})"
 
     def log_tail(self) -> str:
         if not self.logfile or not Path(self.logfile).exists():

@@ -179,7 +179,7 @@ def _remote_db_revision(executor) -> Callable[[], str | None]:
     the migrations' connection (the app host is the one pg_hba lets in)."""
     code = (
         "import os; from app import migrate; "
-        "print(migrate.current(os.environ['SPARK_MIGRATIONS_URL']) or '')"
+        f"print(migrate.current(os.environ['{defaults.MIGRATIONS_URL_ENV}']) or '')"
     )
     script = (
         f"set -a; . {MIGRATIONS_ENV}; set +a; "

@@ -113,16 +113,44 @@ class DbTarget:
         )
 
     # --- pgBouncer ----------------------------------------------------------------------
-    def bouncer_admin(self, command: str) -> str:
+    def bouncer_admin(self, command: str, *, timeout: float = 30.0, check: bool = True):
+        """One admin console command; the Result (so a bounded PAUSE can be told apart)."""
+        return self.executor.run(
+            self._bouncer_psql("-t", "-c", command),
+            env={"PGPASSWORD": self._bouncer().password},
+            timeout=timeout,
+            check=check,
+        )
+
+    def bouncer_rows(self, command: str, *, timeout: float = 30.0) -> list[dict[str, str]]:
+        """A SHOW command's rows as dicts by column name."""
+        result = self.executor.run(
+            self._bouncer_psql("-F", "\t", "-P", "footer=off", "-c", command),
+            env={"PGPASSWORD": self._bouncer().password},
+            timeout=timeout,
+        )
+        lines = result.stdout.splitlines()
+        if not lines:
+            return []
+        header = lines[0].split("\t")
+        return [dict(zip(header, line.split("\t"), strict=False)) for line in lines[1:]]
+
+    def _bouncer(self) -> Bouncer:
         if self.bouncer is None:
             raise TargetError("no pgBouncer admin console configured for this target")
-        b = self.bouncer
-        result = self.executor.run(
-            ["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", command, b.conninfo()],
-            env={"PGPASSWORD": b.password},
-            timeout=120,
-        )
-        return result.stdout.strip()
+        return self.bouncer
+
+    def _bouncer_psql(self, *args: str) -> list[str]:
+        return [
+            "psql",
+            "-X",
+            "-A",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            *args,
+            self._bouncer().conninfo(),
+        ]
 
     def elsewhere(self, **changes) -> DbTarget:
         """A copy pointing at another data directory / port / service (restore --to-host)."""

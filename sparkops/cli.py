@@ -11,10 +11,18 @@ import pkgutil
 
 import click
 
+from runbooks.cli import ARGV_META
 from sparkops import __version__, commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Kept so a runbook can print the exact command that repeats or undoes it.
+        ctx.meta[ARGV_META] = list(args)
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sparkops")
 def main() -> None:
     """Spark Ops: deploy, monitor, restore and roll back the Spark Trading Platform.

@@ -65,6 +65,9 @@ APP_DB_POOL_SIZE = 10
 # for another to finish, then names the holder and fails.
 MIGRATION_LOCK_KEY = 0x737061726B6D6967
 MIGRATION_LOCK_WAIT_SECONDS = 600
+# The schema owner's connection (direct to PostgreSQL) for migrations: the variable the
+# deploy writes into /etc/spark-app/migrations.env and every reader takes it from.
+MIGRATIONS_URL_ENV = "SPARK_MIGRATIONS_URL"
 IDEMPOTENCY_KEY_TTL_HOURS = 48
 # An in-flight key whose request has not finished in this long is presumed abandoned (the
 # process died); a retry may take it over. The order and the key's completion commit in one
@@ -75,8 +78,9 @@ IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
 # ROLE_APP through pgBouncer), set on the role (ALTER ROLE ... SET, sparkops.dbroles) so no
 # code path can forget them. All stay well below IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS: a
 # request whose transaction is stuck is cut off long before a retry may take its key over.
-# - statement: the app's statements take milliseconds (an order is one pipelined
-#   transaction, the outbox runs single short statements, purges go in 5,000-row chunks);
+# - statement: the app's statements take milliseconds (an order is one transaction of three
+#   or four quick batches, the outbox runs single short statements, purges go in 5,000-row
+#   chunks);
 #   15 s leaves two orders of magnitude for a loaded machine and lock waits (it bounds those
 #   too), and still ends a runaway query before a client's own timeout makes it retry.
 # - idle in transaction: the app never waits on anything but PostgreSQL inside a
@@ -86,7 +90,15 @@ IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
 # No role-level lock_timeout: statement_timeout already bounds lock waits, and a shorter one
 # would turn ordinary contention on a hot position under load into failed orders.
 # PostgreSQL 15 has no bound on a whole transaction (transaction_timeout is PostgreSQL 17);
-# the app's transactions are single pipelines, so these two bound them in practice.
+# the app's transactions are a few back-to-back batches, so these two bound them in practice.
 APP_STATEMENT_TIMEOUT_SECONDS = 15
 APP_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 10
 MAX_REQUEST_BODY_BYTES = 16 * 1024
+# Readiness (/readyz and the readiness gauge): the database must answer `SELECT 1` through
+# pgBouncer within this long, or the app reports itself not ready.
+READY_CHECK_TIMEOUT_SECONDS = 2.0
+# Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
+DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+# Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
+# checked on the raw bytes before parsing, since Python's json recurses per level.
+MAX_JSON_DEPTH = 8

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import click
 
+from sparkops import programs
 from sparkops.generated import REPO_ROOT
 
 
@@ -40,10 +40,8 @@ def build_cmd() -> None:
 @command.command("test")
 def test_cmd() -> None:
     """Run `promtool check rules` and `promtool test rules` on the committed files."""
-    if shutil.which("promtool") is None:
-        raise click.ClickException(
-            "promtool not found: install Debian's `prometheus` package (scripts/bootstrap does)"
-        )
+    if programs.find("promtool") is None:
+        raise click.ClickException(programs.missing_message("promtool"))
     for args in promtool_runs():
         click.echo("$ " + " ".join(args))
         result = subprocess.run(args, check=False, capture_output=True, text=True, timeout=120)

@@ -41,15 +41,16 @@ def serve(host: str, port: int) -> None:
 
 
 @command.command("migrate")
-@click.option("--database-url", envvar="SPARK_MIGRATIONS_DATABASE_URL",
-              help="Direct to PostgreSQL as the schema owner (not through pgBouncer).")  # fmt: skip
+@click.option("--database-url", envvar=defaults.MIGRATIONS_URL_ENV,
+              help="Direct to PostgreSQL as the schema owner (not through pgBouncer); "
+                   f"defaults to {defaults.MIGRATIONS_URL_ENV}, as in migrations.env.")  # fmt: skip
 @click.option("--to", "revision", default="head", show_default=True)
 def migrate_cmd(database_url: str | None, revision: str) -> None:
     """Apply the schema migrations (Alembic) up to a revision."""
     from app import migrate
 
     if not database_url:
-        raise click.UsageError("give --database-url or set SPARK_MIGRATIONS_DATABASE_URL")
+        raise click.UsageError(f"give --database-url or set {defaults.MIGRATIONS_URL_ENV}")
     before = migrate.current(database_url)
     migrate.upgrade(database_url, revision)
     after = migrate.current(database_url)

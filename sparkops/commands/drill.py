@@ -19,7 +19,10 @@ from sparkops.ephemeral.proc import free_port, make_workdir
     "repository); default: a scratch directory on the db host.",
 )
 @click.option(
-    "--scratch-dir", default=None, help="The copy's data directory (must not exist or be empty)."
+    "--scratch-dir",
+    default=None,
+    help="The copy's data directory: new or empty, and not inside (or containing) any "
+    "cluster's data directory; refused otherwise, before anything is touched.",
 )
 @click.option(
     "--scratch-port",
@@ -64,10 +67,10 @@ def command(
         executor = source.executor
         if to_host and to_host != source.label:
             executor = sites.ssh_executor(to_host, sites.load_inventory(inventory))
-        data_dir, made = scratch_dir, None
+        data_dir, own_parent = scratch_dir, False
         if data_dir is None and target_file:
-            made = str(make_workdir("drill"))  # owned by the postgres user, removed after
-            data_dir = f"{made}/data"
+            # A temporary directory of this run's own (owned by the postgres user).
+            data_dir, own_parent = f"{make_workdir('drill')}/data", True
         elif data_dir is None:
             data_dir = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/drill"
         port = scratch_port or free_port()
@@ -83,7 +86,7 @@ def command(
             metrics_path=metrics,
             metrics_executor=source.executor,
             keep=keep,
-            made_dir=made,
+            own_parent=own_parent,
         )
 
     def act(run, prepared):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from runbooks import checks, pitr, sites
+from runbooks import bouncer, checks, pitr, restoring, sites
 from runbooks.checklist import Refused
-from runbooks.cli import conduct, db_target_options, runbook_options
+from runbooks.cli import conduct, db_target_options, invocation, runbook_options
 from sparkops import defaults
 from sparkops.ephemeral.proc import free_port
 
@@ -66,6 +66,20 @@ LSN_FACTS = ("lsn_before", "lsn_sealed", "lsn_after", "timeline_before", "timeli
     help="Seconds to wait for recovery to end.",
 )
 @click.option("--no-pause", is_flag=True, help="Do not pause pgBouncer around the restore.")
+@click.option(
+    "--pause-wait",
+    type=click.FloatRange(min=1),
+    default=bouncer.DEFAULT_PAUSE_WAIT_SECONDS,
+    show_default=True,
+    help="Seconds pgBouncer's PAUSE may wait for running transactions; then it is resumed "
+    "and the restore refuses, naming them.",
+)
+@click.option(
+    "--disconnect-blockers",
+    is_flag=True,
+    help="When PAUSE runs out of time, end the transactions in its way "
+    "(pg_terminate_backend: their clients get an error) and pause again.",
+)
 @runbook_options
 def command(
     at_time,
@@ -83,6 +97,8 @@ def command(
     target_timeline,
     recovery_timeout,
     no_pause,
+    pause_wait,
+    disconnect_blockers,
     dry_run,
     yes,
     json_output,
@@ -90,10 +106,14 @@ def command(
 ) -> None:
     """Restore the database to a time, an LSN, a restore point or the latest WAL.
 
-    Checks first (backup set, bounds, timeline, data-loss window) and prints the plan; then,
-    confirmed: pause pgBouncer, stop PostgreSQL, pgbackrest restore --delta, start, wait for
-    recovery to end, verify (amcheck, queries), resume pgBouncer. Evidence goes to
-    evidence/<timestamp>-restore/. Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed.
+    Checks first (backup set, bounds, timeline, data-loss window; for a copy, that its
+    directory and port are free) and prints the plan; then, confirmed: pause pgBouncer
+    (bounded by --pause-wait), stop PostgreSQL, pgbackrest restore --delta, start, wait for
+    recovery to end, resume pgBouncer, verify (amcheck, queries). A failure or a signal
+    (SIGINT, SIGTERM, SIGHUP) resumes pgBouncer, restarts PostgreSQL when nothing was restored
+    yet, and prints the state left and the one command that finishes or undoes it. Evidence
+    goes to evidence/<timestamp>-restore/. Exit codes: 0 done, 1 failed, 2 refused, 3 not
+    confirmed, 4 interrupted.
     """
     given = [
         (k, v)
@@ -125,7 +145,11 @@ def command(
             dest=dest,
             target_timeline=target_timeline,
             pause_bouncer=not no_pause,
+            pause_wait=pause_wait,
+            disconnect_blockers=disconnect_blockers,
             recovery_timeout=recovery_timeout,
+            rerun_command=invocation(),
+            resume_command=resume_command(host, inventory, target_file),
         )
         return pitr.prepare(source, req, run)
 
@@ -135,7 +159,7 @@ def command(
             text = plan.source.pgbackrest("info", check=False)
             run.evidence.write("pgbackrest-info.txt", text.output())
         try:
-            pitr.execute(plan, run)
+            restoring.execute(plan, run, cleanup_copy=True)
         finally:  # also after a failure: where the WAL was is what the operator needs next
             if run.evidence:
                 run.evidence.write_json("lsn.json", {k: run.facts.get(k) for k in LSN_FACTS})
@@ -150,3 +174,11 @@ def command(
         act=act,
         question="Restore now? This replaces the database's contents",
     )
+
+
+def resume_command(host: str, inventory, target_file) -> str:
+    """`sparkops pgbouncer resume` for the same target."""
+    where = f"--target-file {target_file}" if target_file else f"--host {host}"
+    if inventory and not target_file:
+        where += f" --inventory {inventory}"
+    return f"sparkops pgbouncer resume {where}"

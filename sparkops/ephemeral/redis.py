@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis
 
+from sparkops import programs
 from sparkops.ephemeral.proc import (
     free_port,
     make_workdir,
@@ -65,11 +66,7 @@ class RedisServer:
         return args
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        if shutil.which(REDIS_SERVER) is None:
-            raise RuntimeError(
-                "redis-server is not installed: `apt-get install redis-server` "
-                "(it is in scripts/debian-packages.txt; `make bootstrap` installs it)"
-            )
+        programs.require(REDIS_SERVER)
         if self.proc is not None and self.proc.poll() is None:
             return self
         if self.workdir is None:

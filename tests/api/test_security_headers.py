@@ -45,7 +45,9 @@ def assert_secure(response: httpx.Response) -> str:
     [("GET", "/", 200), ("GET", "/healthz", 200), ("GET", "/readyz", 200),
      ("GET", "/version", 200), ("GET", "/metrics", 200), ("GET", "/no/such/path", 404),
      ("DELETE", "/orders", 405), ("POST", "/orders", 400),
-     ("GET", "/orders/not-a-uuid", 400)],
+     ("GET", "/orders/not-a-uuid", 400), ("PATCH", "/healthz", 405),
+     ("GET", "/positions?account_id=%00", 400), ("GET", "/positions?status=open%0A", 400),
+     ("POST", "/csp-report", 415)],
 )  # fmt: skip
 def test_every_response_carries_the_headers(app_server, method, path, status):
     r = httpx.request(method, f"{app_server.url}{path}")

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from click.testing import CliRunner
 
+from app import migrate
+from deploys import app as app_deploy
+from deploys import support
+from sparkops import defaults
 from sparkops.cli import main
 
 
@@ -44,3 +52,31 @@ def test_missing_database_url_is_a_clear_usage_error():
     result = CliRunner().invoke(main, ["app", "purge-idempotency-keys"],
                                 env={"SPARK_DATABASE_URL": ""})  # fmt: skip
     assert result.exit_code == 2 and "SPARK_DATABASE_URL" in result.output
+
+
+def test_migrate_reads_the_env_file_the_deploy_writes(db_stack, tmp_path):
+    """migrations.env as the deploy renders it, sourced as the deploy and the runbooks source
+    it (`set -a; . file`), is enough for `sparkops app migrate`: the names agree."""
+    assert db_stack.pg is not None
+    url = (
+        f"postgresql://{defaults.ROLE_MIGRATIONS}:{db_stack.passwords.migrations}"
+        f"@{db_stack.pg.host}:{db_stack.pg.port}/{db_stack.dbname}"
+    )
+    text = support.render("app/migrations.env.j2", user=app_deploy.USER, migrations_url=url)
+    assignments = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert assignments == [f'{defaults.MIGRATIONS_URL_ENV}="{url}"']
+    env_file = tmp_path / "migrations.env"
+    env_file.write_text(text)
+    sparkops = str(Path(sys.executable).parent / "sparkops")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # nothing inherited: the file only
+    result = subprocess.run(
+        ["sh", "-c", 'set -a; . "$1"; set +a; exec "$2" app migrate', "sh", env_file, sparkops],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"schema: {migrate.head()} -> {migrate.head()}" in result.stdout
+
+
+def test_migrate_without_a_url_names_the_variable_migrations_env_sets():
+    result = CliRunner().invoke(main, ["app", "migrate"], env={defaults.MIGRATIONS_URL_ENV: ""})
+    assert result.exit_code == 2 and defaults.MIGRATIONS_URL_ENV in result.output

@@ -4,7 +4,6 @@ for the lab name, signed by the lab CA (what pgBackRest on the db host checks)."
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import ssl
 
@@ -12,11 +11,6 @@ import pytest
 
 from deploys import lab_s3
 from sparkops.ephemeral.proc import free_port
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("stunnel4") is None or shutil.which("openssl") is None,
-    reason="stunnel4 and openssl are in scripts/debian-packages.txt",
-)
 
 
 @pytest.fixture(scope="module")

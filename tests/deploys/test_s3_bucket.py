@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from deploys import s3_bucket
 from sparkops.ephemeral.proc import free_port
-
-moto_server = pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
     port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
         yield f"http://127.0.0.1:{port}"

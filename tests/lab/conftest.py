@@ -6,27 +6,32 @@ Tests outside tests/lab/ (the deploy tests) can reuse it with
 already up, shares it and leaves the teardown to the copy that brought it up. A lab that was
 up before the session (someone's own) is used and left up; to test beside it instead, run
 pytest with SPARKOPS_LAB_ID=1 (a second lab: its own bridge, subnet and directory).
+
+Nothing here skips because the machine lacks something: the suite runs as root in CI and
+scripts/bootstrap installs every tool the lab needs, so a lab test on a machine without root
+or a tool fails, naming what is missing (`pytest -m "not lab"` runs the rest without the lab).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from lab import config, control
+from lab.errors import LabError
+
+SHARE_LAB_ENV = "SPARKOPS_TESTS_SHARE_LAB"
 
 
-def lab_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "the lab needs root for namespaces"
-    for tool in ("debootstrap", "apt-cacher-ng", "unshare", "ip", "ssh"):
-        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
-            return f"{tool} is not installed (scripts/debian-packages.txt)"
-    return None
+def require_lab_machine() -> None:
+    """Fail (not skip) when this machine cannot run the lab: not root, or a tool missing."""
+    try:
+        control.check_machine()
+    except LabError as exc:
+        pytest.fail(f"{exc} (the tests that need no lab: pytest -m 'not lab')", pytrace=False)
 
 
 # Whether this session brought the lab up (and so may take it down and bring it back).
@@ -36,9 +41,7 @@ _session = {"owns_lab": False}
 @pytest.fixture(scope="session")
 def lab_hosts() -> Iterator[list[dict[str, Any]]]:
     """The lab's hosts as the inventory sees them: name, ip, groups, ssh user, key paths."""
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_lab_machine()
     result = control.up(config.DEFAULT_HOSTS, log=lambda _msg: None)
     _session["owns_lab"] = _session["owns_lab"] or not result.already_up
     try:
@@ -53,8 +56,17 @@ def owned_lab(lab_hosts):
     """For tests that take the lab down: only a lab this session brought up, never one that
     someone (a deploy in progress) had up before."""
     if not _session["owns_lab"]:
-        pytest.skip(
-            "a lab was up before this session: not taking someone's lab down "
-            "(SPARKOPS_LAB_ID=1 runs the tests in a second lab beside it)"
+        reason = (
+            "a lab was up before this session, and this test takes the lab down: "
+            "not taking someone's lab (a deploy in progress) down"
+        )
+        # A skip would let a run that never tested bringing the lab back count as passing,
+        # so it takes an explicit opt-out to skip; by default the test fails and says how.
+        if os.environ.get(SHARE_LAB_ENV) == "1":
+            pytest.skip(f"{reason} ({SHARE_LAB_ENV}=1)")
+        pytest.fail(
+            f"{reason}. Run the tests in a lab of their own beside it (SPARKOPS_LAB_ID=1), "
+            f"or set {SHARE_LAB_ENV}=1 to skip the tests that take the lab down",
+            pytrace=False,
         )
     return lab_hosts

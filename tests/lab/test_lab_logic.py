@@ -13,6 +13,7 @@ import pytest
 
 from lab import config, control, image, state
 from lab.errors import LabError
+from tests.lab.conftest import require_lab_machine
 
 INVENTORY = config.REPO_ROOT / "inventories" / "lab.py"
 
@@ -161,3 +162,27 @@ def test_a_bad_lab_id_is_refused():
     proc = _config_under("12")
     assert proc.returncode != 0
     assert "SPARKOPS_LAB_ID must be a digit 0-9, not '12'" in proc.stderr
+
+
+def test_the_lab_refuses_without_root(monkeypatch):
+    monkeypatch.setattr(control.os, "geteuid", lambda: 1000)
+    with pytest.raises(LabError, match="needs root"):
+        control.check_machine()
+
+
+def test_a_missing_lab_tool_is_named_with_its_package(monkeypatch):
+    monkeypatch.setattr(control.os, "geteuid", lambda: 0)
+    real_find = control.programs.find
+    monkeypatch.setattr(
+        control.programs, "find", lambda t: None if t == "debootstrap" else real_find(t)
+    )
+    with pytest.raises(LabError, match="Debian's debootstrap package") as caught:
+        control.check_machine()
+    assert "scripts/debian-packages.txt" in str(caught.value)
+
+
+def test_the_lab_tests_fail_rather_than_skip_on_a_machine_without_the_lab(monkeypatch):
+    """A skip would count as a pass; the fixture fails and says what is missing."""
+    monkeypatch.setattr(control.os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.fail.Exception, match=r"needs root.*not lab"):
+        require_lab_machine()

@@ -11,6 +11,7 @@ cover monitoring); when this session had the default lab up, it is brought back 
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ from deploys.app import ACTIVATE, MIGRATE_LOG_TAG, outbox_name
 from lab import config, control, ssh, state
 from sparkops import defaults
 from sparkops.wait import wait_until
-from tests.lab.conftest import _session, lab_unavailable
+from tests.lab.conftest import SHARE_LAB_ENV, _session, require_lab_machine
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -38,14 +39,21 @@ BAD = "0.0.0-two-hosts-never-ready"
 
 @pytest.fixture(scope="module")
 def two_app_lab() -> Iterator[list[dict[str, Any]]]:
-    reason = lab_unavailable()
-    if reason:
-        pytest.skip(reason)
+    require_lab_machine()
     up = state.read_hosts()
     if up is not None and not _session["owns_lab"]:
-        pytest.skip(
-            f"a lab (SPARKOPS_LAB_ID={config.LAB_ID}) was up before this session: not taking "
-            "someone's lab down; `sparkops lab down` it, or use another SPARKOPS_LAB_ID"
+        # As `owned_lab`: failing, unless explicitly told to skip, so a run that never
+        # tested this cannot pass for one that did.
+        reason = (
+            f"a lab (SPARKOPS_LAB_ID={config.LAB_ID}) was up before this session, and this "
+            f"module needs one of its own ({', '.join(HOSTS)}): not taking someone's lab down"
+        )
+        if os.environ.get(SHARE_LAB_ENV) == "1":
+            pytest.skip(f"{reason} ({SHARE_LAB_ENV}=1)")
+        pytest.fail(
+            f"{reason}. Run it in a lab of its own (another SPARKOPS_LAB_ID), or set "
+            f"{SHARE_LAB_ENV}=1 to skip it",
+            pytrace=False,
         )
     if up is not None:
         control.down(log=lambda _msg: None)  # this session's default lab; back at the end

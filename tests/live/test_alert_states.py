@@ -1,9 +1,13 @@
 """The generated rules in a real Prometheus: a target that stops answering puts its Down
-alert in pending, with the labels and annotations the rule file promises."""
+alert in pending, and an app that cannot reach its database puts SparkAppNotReady in
+pending, with the labels and annotations the rule file promises."""
 
 from __future__ import annotations
 
 from alerts import build, config, rules
+from app.config import Settings
+from sparkops import defaults
+from sparkops.ephemeral.appserver import AppServer
 from sparkops.ephemeral.proc import free_port
 from sparkops.ephemeral.prometheus import Prometheus, ScrapeTarget
 from sparkops.generated import REPO_ROOT
@@ -40,4 +44,47 @@ def test_unreachable_postgres_exporter_makes_postgres_down_pending():
     assert alert["annotations"]["description"] == (
         f"Postgres on {dead} has been down or unscrapable for more than {config.DOWN_FOR} "
         f"(job {config.JOB_POSTGRES})."
+    )
+
+
+def _alerts(prometheus, name: str) -> list[dict]:
+    alerts = prometheus.api("alerts")["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == name and "instance" in a["labels"]]
+
+
+def test_app_without_its_database_makes_not_ready_pending_while_its_scrapes_succeed():
+    dead = f"host=127.0.0.1 port={free_port()} dbname=spark user=x password=y connect_timeout=1"
+    settings = Settings(database_url=dead, release_id="r-not-ready", db_timeout_s=1.5)
+    # Each scrape runs the readiness check, which waits up to READY_CHECK_TIMEOUT_SECONDS for
+    # a connection: the scrape timeout (the interval, here) must leave room for it, as
+    # production's 10 s does.
+    interval = f"{int(defaults.READY_CHECK_TIMEOUT_SECONDS) + 2}s"
+    with (
+        AppServer(settings) as app,
+        Prometheus(
+            targets=[ScrapeTarget(config.JOB_APP, f"{app.host}:{app.port}")],
+            rule_files=[REPO_ROOT / build.RULES_PATH],
+            scrape_interval=interval,
+        ) as prometheus,
+    ):
+        (alert,) = wait_until(
+            lambda: _alerts(prometheus, "SparkAppNotReady"),
+            timeout=30,
+            what="SparkAppNotReady to be pending",
+        )
+        # The app answered its scrapes: this is not SparkAppDown's case.
+        assert _alerts(prometheus, "SparkAppDown") == []
+    instance = f"{app.host}:{app.port}"
+    assert alert["state"] == "pending"  # for: 1m has not passed yet
+    assert alert["labels"] == {
+        "alertname": "SparkAppNotReady",
+        "severity": config.SEVERITY_CRITICAL,
+        "instance": instance,
+        "job": config.JOB_APP,
+    }
+    expected = rules.by_name()["SparkAppNotReady"]
+    assert alert["annotations"]["runbook_url"] == expected.runbook_url
+    assert alert["annotations"]["description"] == (
+        f"SparkApp on {instance} has not been ready for more than {config.APP_NOT_READY_FOR}: "
+        "the database does not answer it through pgBouncer, and /readyz answers 503."
     )

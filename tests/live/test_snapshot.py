@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import re
-import shutil
 
-import pytest
 from click.testing import CliRunner
 
 from alerts import rules
@@ -54,7 +52,6 @@ def test_snapshot_refuses_unreachable_prometheus(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
 def test_snapshot_png_through_headless_chromium(live, tmp_path):
     out, png = tmp_path / "snapshot.html", tmp_path / "snapshot.png"
     _snapshot(live, out, "--png", str(png))

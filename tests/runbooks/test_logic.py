@@ -90,8 +90,11 @@ def test_secrets_stay_out_of_what_is_shown():
     shown = display(["psql", "-c", "PAUSE"], {"PGPASSWORD": "s3cret"}, None)
     assert "s3cret" not in shown and "PGPASSWORD=***" in shown
     ssh = SshExecutor(name="db", address="10.0.0.1")
-    command = ssh.remote_command(["psql", "-c", "PAUSE"], "postgres", {"PGPASSWORD": "s3cret"})
-    assert command.startswith("runuser -u postgres -- sh -c ")
+    command = ssh.remote_command(
+        ["psql", "-c", "PAUSE"], "postgres", {"PGPASSWORD": "s3cret"}, timeout=30
+    )
+    # Bounded on the host itself: the host's `timeout` runs the command as the other user.
+    assert "timeout -k 5 30 runuser -u postgres -- sh -c " in command
     # The secret travels in the script on ssh's stdin, never on ssh's own argv.
     assert "s3cret" not in " ".join(ssh.ssh_argv())
 
@@ -116,7 +119,9 @@ def test_inventory_hosts_groups_and_sudo(tmp_path):
     with pytest.raises(Refused, match="no monitor hosts"):
         found.group("monitor")
     ssh = SshExecutor(name="db-1", address="10.0.0.10", ssh_user="ops", sudo=True)
-    assert ssh.remote_command(["systemctl", "stop", "x"], None, None).startswith("sudo -n sh -c")
+    assert "timeout -k 5 120 sudo -n sh -c " in ssh.remote_command(
+        ["systemctl", "stop", "x"], None, None
+    )
 
 
 def test_recovery_minimums_come_from_the_copys_control_file():

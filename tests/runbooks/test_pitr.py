@@ -147,11 +147,17 @@ def test_a_failed_restore_says_so_resumes_pgbouncer_and_can_be_run_again(
                       "--target-timeline", "99", "--yes", "--json",
                       "--evidence-dir", str(tmp_path / "failed"))  # fmt: skip
     assert failed.exit_code == 1, failed.output
-    assert "FAILED" in failed.output and "can be run again" in failed.output
+    assert "FAILED" in failed.output and "STATE LEFT:" in failed.output
     result = result_json(failed)
     assert result["outcome"] == "failed"
     assert [s["name"] for s in result["steps"] if not s["ok"]] == ["Start PostgreSQL"]
-    assert result["steps"][-1]["name"] == "Resume pgBouncer" and result["steps"][-1]["ok"]
+    assert result["steps"][-1]["name"] == "Resume pgBouncer (cleanup)"
+    assert result["steps"][-1]["ok"]
+    assert "pgBouncer on local: not paused" in result["state_after"][0]
+    assert "partly or fully restored, running: NO" in result["state_after"][1]
+    # The one command that finishes the job is the same command, printed last.
+    assert result["undo"].startswith("sparkops restore --target-file")
+    assert failed.stderr.rstrip().splitlines()[-1].startswith("TO UNDO: sparkops restore")
     paused = {row[0]: row for row in backed_db.stack.bouncer.admin("SHOW DATABASES")}
     assert paused["spark"][-2] == 0  # SHOW DATABASES: ..., paused, disabled
     folder = next((tmp_path / "failed").iterdir())

@@ -47,7 +47,7 @@ def test_db_target_over_ssh(ssh, backed_db):
     target = dataclasses.replace(backed_db.target, executor=ssh, label="fake-host")
     assert target.psql("SELECT current_user") == "postgres"
     assert target.is_up()
-    assert "PgBouncer" in target.bouncer_admin("SHOW VERSION")
+    assert "PgBouncer" in target.bouncer_admin("SHOW VERSION").stdout
     assert '"name":"spark"' in target.pgbackrest("info", "--output=json").stdout
     run = Run("plan")
     plan = pitr.prepare(target, pitr.Request(kind="latest"), run)

@@ -25,6 +25,8 @@ REQUIRED = {
     "PostgresDown",
     "PgBouncerDown",
     "RestoreDrillFailed",
+    "SparkAppNotReady",
+    "SparkAppServerErrors",
 }
 
 
@@ -69,6 +71,7 @@ def test_thresholds_and_durations_come_from_config():
         "OutboxLagHigh": (c.OUTBOX_LAG_SECONDS, c.OUTBOX_LAG_FOR),
         "OutboxDeadLetters": (c.OUTBOX_DEAD_LETTERS_MAX, c.OUTBOX_DEAD_LETTERS_FOR),
         "RestoreDrillFailed": (c.RESTORE_DRILL_MAX_AGE_SECONDS, c.RESTORE_DRILL_FOR),
+        "SparkAppServerErrors": (c.APP_SERVER_ERROR_RATIO, c.APP_SERVER_ERRORS_FOR),
     }
     for name, (threshold, for_) in pairs.items():
         alert = alerts[name]
@@ -85,7 +88,9 @@ def test_no_data_is_not_silence_for_the_down_and_textfile_alerts():
 
 def test_metrics_in_expressions_are_declared_names():
     declared = {v for v in vars(metric_names).values() if isinstance(v, str)}
-    histogram_series = {f"{metric_names.HTTP_REQUEST_DURATION}_bucket"}
+    histogram_series = {
+        f"{metric_names.HTTP_REQUEST_DURATION}_{suffix}" for suffix in ("bucket", "count")
+    }
     for alert in rules.ALERTS:
         for ident in re.findall(r"([a-z_][a-z0-9_]*)\{", alert.expr):
             assert ident in declared | histogram_series, (alert.name, ident)
@@ -111,3 +116,18 @@ def test_every_alert_has_a_firing_and_a_quiet_promtool_case():
         kinds.setdefault(case.alert, set()).add(type(case).__name__)
     for alert in rules.ALERTS:
         assert kinds.get(alert.name) == {"Firing", "Quiet"}, alert.name
+
+
+def test_app_alerts_watch_the_readiness_gauge_and_the_users_5xx():
+    alerts = rules.by_name()
+    not_ready = alerts["SparkAppNotReady"]
+    assert not_ready.expr == f'{metric_names.APP_READY}{{job="{c.JOB_APP}"}} == 0'
+    assert not_ready.for_ == c.APP_NOT_READY_FOR
+    errors = alerts["SparkAppServerErrors"]
+    assert 'status=~"5.."' in errors.expr
+    assert f"> {rules.num(c.APP_SERVER_ERRORS_MIN_PER_SECOND)})" in errors.expr
+    # Probe routes are out of both sides of the share: /readyz's 503 is the other alert's.
+    for route in c.APP_PROBE_ROUTES:
+        assert errors.expr.count(route) == errors.expr.count("_count{")
+    assert f"[{c.APP_SERVER_ERRORS_WINDOW}]" in errors.expr
+    assert all(a.severity == c.SEVERITY_CRITICAL for a in (not_ready, errors))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
 from alerts import build, rules
+from sparkops import programs
 from sparkops.commands.alerts import promtool_runs
 from sparkops.generated import REPO_ROOT
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool missing: install Debian's prometheus"
-)
+
+@pytest.fixture(scope="module", autouse=True)
+def promtool_installed():
+    """A missing promtool fails these tests, naming its package, rather than skipping them."""
+    programs.require("promtool")
 
 
 @pytest.mark.parametrize("args", promtool_runs(), ids=lambda a: " ".join(a[:3]))

@@ -56,7 +56,7 @@ def test_formatting_round_trips_without_exponent(value):
      ("  spaced-key-1  ", "spaced-key-1")],
 )  # fmt: skip
 def test_idempotency_key_forms(header, key):
-    assert parse_idempotency_key(header) == key
+    assert parse_idempotency_key([header]) == key
 
 
 def test_csp_unknown_directive_is_bucketed_as_other():

@@ -1,0 +1,212 @@
+"""Carrying out a PITR plan (runbooks.pitr), one timed step at a time, and, when anything
+stops it (a failed step, a signal, a lost connection), undoing what can be undone and saying
+exactly what state is left and the one command that brings things back.
+
+What can be undone is undone at once: pgBouncer is resumed whenever a PAUSE was sent;
+PostgreSQL is started again when it was stopped but nothing was restored yet; a copy this
+run made is removed. What cannot (a data directory partly restored in place) is said, with
+the command that finishes the job: the same restore again (`--delta` makes it resumable).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from runbooks import bouncer, checks, scratch
+from runbooks.checklist import Run, StepFailed
+from runbooks.dbsteps import archive_live_wal, ensure_config_files, wait_for_promotion
+from runbooks.executor import CommandFailed, Executor, SshExecutor
+from runbooks.pitr import Plan
+from sparkops.wait import DeadlineExceeded
+
+
+@dataclass
+class Progress:
+    """How far the run got: the facts the cleanup and the state report rest on."""
+
+    pause_sent: bool = False
+    resumed: bool = False
+    pg_stopped: bool = False
+    restore_begun: bool = False
+    pg_started: bool = False
+    recovered: bool = False
+
+
+def execute(plan: Plan, run: Run, *, cleanup_copy: bool = True) -> None:
+    """Act on the plan; on any interruption clean up and report (run.left), then re-raise.
+
+    `cleanup_copy`: tear down a copy this run made when the restore fails (the drill tears
+    it down itself, after its checks)."""
+    run.watch(plan.source.executor, plan.dest.executor)
+    progress = Progress()
+    try:
+        _restore(plan, run, progress)
+        if progress.pause_sent:
+            with run.step("Resume pgBouncer"):
+                bouncer.resume(plan.source)
+                progress.resumed = True
+    except BaseException as exc:  # a signal or a bug too: the cleanup runs whatever stopped us
+        cleanup(plan, run, progress, remove_copy=cleanup_copy)
+        if isinstance(exc, (CommandFailed, StepFailed, DeadlineExceeded)):
+            raise StepFailed(str(exc)) from exc
+        raise
+    run.facts["copy_seconds"] = run.step_seconds("Restore (pgbackrest restore)")
+    run.facts["replay_seconds"] = round(
+        (run.step_seconds("Start PostgreSQL") or 0)
+        + (run.step_seconds("Wait for recovery to end") or 0),
+        3,
+    )
+    verify(plan, run)
+
+
+def _restore(plan: Plan, run: Run, progress: Progress) -> None:
+    req, src, dest = plan.request, plan.source, plan.dest
+    if plan.pauses_bouncer:
+        with run.step("Pause pgBouncer"):
+            progress.pause_sent = True  # before PAUSE: it takes effect even if we never hear back
+            bouncer.pause(src, run, wait=req.pause_wait, disconnect=req.disconnect_blockers)
+    if plan.primary_up:
+        with run.step("Archive the live WAL"):
+            run.facts["lsn_sealed"] = archive_live_wal(src, req.archive_timeout)
+    if plan.in_place:
+        with run.step("Stop PostgreSQL"):
+            progress.pg_stopped = True  # a stop cut short may still have stopped it
+            src.service.stop()
+    else:
+        with run.step("Create the restore's data directory"):
+            scratch.make(dest.executor, plan.place, dest.os_user)
+    with run.step("Restore (pgbackrest restore)"):
+        progress.restore_begun = True
+        if plan.place:
+            plan.place.wrote = True
+        dest.pgbackrest("restore", *plan.options, timeout=24 * 3600)
+        ensure_config_files(dest)
+    with run.step("Start PostgreSQL"):
+        progress.pg_started = True
+        dest.service.start()
+        if plan.place:
+            scratch.record_start(dest.executor, plan.place)
+    with run.step("Wait for recovery to end"):
+        wait_for_promotion(dest, req.recovery_timeout)
+        progress.recovered = True
+
+
+def cleanup(plan: Plan, run: Run, progress: Progress, *, remove_copy: bool) -> None:
+    """Undo what can be undone, each attempt in its own step; then record the state."""
+    src = plan.source
+    if progress.pause_sent and not progress.resumed:
+        _attempt(run, "Resume pgBouncer (cleanup)", lambda: bouncer.resume(src))
+    if plan.in_place and progress.pg_stopped and not progress.restore_begun:
+        _attempt(run, "Start PostgreSQL again (nothing was restored)", src.service.start)
+    if not plan.in_place and plan.place and remove_copy:
+        teardown_copy(plan, run)
+    run.leave(*state_after(plan, progress))
+
+
+def teardown_copy(plan: Plan, run: Run) -> None:
+    dest, place = plan.dest, plan.place
+
+    def undo() -> None:
+        for line in scratch.teardown(dest.executor, place, dest.service.stop):
+            run.note(line)
+
+    _attempt(run, "Tear down the copy (what this run made)", undo)
+
+
+def _attempt(run: Run, name: str, action) -> bool:
+    try:
+        with run.step(name):
+            action()
+        return True
+    except (CommandFailed, StepFailed, DeadlineExceeded) as exc:
+        run.say(f"    could not: {str(exc).splitlines()[0]}")
+        return False
+
+
+def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
+    """The state as the hosts report it now (not as this run believes), and the one command
+    that undoes it or finishes the job."""
+    src, dest = plan.source, plan.dest
+    lines: list[str] = []
+    undo: str | None = None
+    if plan.pauses_bouncer:
+        paused = _ask(lambda: bouncer.is_paused(src))
+        db = src.bouncer.database
+        if paused is False:
+            lines.append(f"pgBouncer on {src.label}: not paused ({db} accepts queries)")
+        else:
+            word = "PAUSED" if paused else "UNKNOWN (host did not answer; it may be paused)"
+            lines.append(f"pgBouncer on {src.label}: {word}: clients of {db} wait")
+            undo = plan.resume_command
+    if plan.in_place:
+        up = _ask(src.is_up)
+        if not progress.pg_stopped:
+            lines.append(f"PostgreSQL on {src.label}: not touched (running: {_word(up)})")
+        elif not progress.restore_begun:
+            lines.append(f"PostgreSQL on {src.label}: nothing was restored; running: {_word(up)}")
+            if up is not True and undo is None:
+                undo = on_host(src.executor, src.service.start_command())
+        else:
+            lines.append(
+                f"PostgreSQL on {src.label}: data directory {src.data_dir} partly or fully "
+                f"restored, running: {_word(up)}; the same command finishes the restore "
+                "(--delta reuses what was restored) once the cause is fixed; `--latest` "
+                "instead returns it to where it was (the live WAL was archived first)"
+            )
+            if not progress.recovered:
+                undo = plan.rerun_command  # it pauses and resumes pgBouncer itself
+    else:
+        lines.append(f"{src.label}: production was not touched (a copy was the target)")
+        place = plan.place
+        if place and (place.made_dir or place.made_parent or place.wrote):
+            left = _ask(lambda: dest.executor.exists(place.resolved))
+            if left is False:
+                lines.append(f"the copy's directory {place.resolved}: removed (this run made it)")
+            else:
+                lines.append(
+                    f"the copy's directory {place.resolved} on {dest.executor.name}: left "
+                    f"(exists: {_word(left)}); it holds only what this run restored"
+                )
+                undo = undo or on_host(
+                    dest.executor,
+                    f"{dest.service.stop_command()}; rm -rf {shlex.quote(place.resolved)}",
+                )
+    return lines, undo
+
+
+def _ask(probe):
+    try:
+        return bool(probe())
+    except (CommandFailed, StepFailed, DeadlineExceeded, OSError):
+        return None
+
+
+def _word(value: bool | None) -> str:
+    return {True: "yes", False: "NO", None: "unknown (no answer)"}[value]
+
+
+def on_host(executor: Executor, command: str) -> str:
+    """A shell command as an operator types it for that host."""
+    if isinstance(executor, SshExecutor):
+        login = f"{executor.ssh_user}@{executor.address}"
+        prefix = "sudo " if executor.sudo else ""
+        return f"ssh {login} {shlex.quote(prefix + command)}"
+    return command
+
+
+def verify(plan: Plan, run: Run) -> None:
+    dest = plan.dest
+    with run.step("Verify"):
+        state = dest.query_json(
+            "SELECT pg_current_wal_lsn()::text AS lsn, pg_is_in_recovery() AS recovery, "
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl"
+        )[0]
+        run.facts.update(lsn_after=state["lsn"], timeline_after=state["tl"])
+        run.check(
+            "recovery ended (not in recovery)",
+            not state["recovery"],
+            f"timeline {plan.timeline} -> {state['tl']}, WAL at {state['lsn']}",
+        )
+        checks.amcheck(dest, run)
+        checks.check_queries(dest, run, plan.request.checks)

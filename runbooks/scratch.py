@@ -1,0 +1,205 @@
+"""The place a restored copy goes (a drill's scratch copy, a restore onto a copy), checked
+before anything is made, and torn down knowing exactly what this run made.
+
+A scratch directory must not be, contain, or sit inside any cluster's data directory
+(symlinks resolved; a directory with `PG_VERSION` or `postmaster.pid` is a data directory,
+and so is the working directory of every running `postgres` process and every cluster Debian
+lists), must be empty or not exist yet, and its port must be free. The teardown stops only a
+server this run started (the pid it recorded) and removes only the files and directories
+this run created.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from runbooks.checklist import Refused, StepFailed
+from runbooks.executor import Executor
+
+# Deep enough to find base/<oid>/PG_VERSION under a cluster's parent directory
+# (/var/lib/postgresql/15 -> main/base/1/PG_VERSION), shallow enough to stay quick on /.
+SEARCH_DEPTH = 4
+
+_INSPECT = r"""
+d={dir}; port={port}
+r=$(realpath -m -- "$d")
+echo "resolved=$r"
+[ -e "$r" ] && echo exists=1
+[ -d "$r" ] && echo isdir=1
+[ -d "$r" ] && [ -n "$(ls -A -- "$r" 2>/dev/null | head -n 1)" ] && echo nonempty=1
+[ -d "$(dirname -- "$r")" ] && echo parent_exists=1
+[ -e "$r.log" ] && echo log_exists=1
+a="$r"
+while :; do
+  [ -e "$a/PG_VERSION" ] || [ -e "$a/postmaster.pid" ] && echo "inside=$a"
+  [ "$a" = / ] && break
+  a=$(dirname -- "$a")
+done
+[ -d "$r" ] && find "$r" -maxdepth {depth} \( -name PG_VERSION -o -name postmaster.pid \) \
+  -print 2>/dev/null | head -n 3 | sed 's/^/contains=/'
+for p in /proc/[0-9]*; do
+  [ "$(cat "$p/comm" 2>/dev/null)" = postgres ] && echo "running=$(readlink "$p/cwd")"
+done | sort -u
+command -v pg_lsclusters >/dev/null && pg_lsclusters -h 2>/dev/null |
+  while read -r _v _n _p _s _o dir _rest; do echo "cluster=$dir"; done
+ss -Hltn "sport = :$port" 2>/dev/null | head -n 1 | sed 's/^.*$/port_busy=1/'
+exit 0
+"""
+
+
+@dataclass
+class ScratchPlace:
+    """What was there before the run (from `inspect`) and what the run made since."""
+
+    requested: str
+    resolved: str
+    port: int
+    existed: bool = False
+    parent_existed: bool = True
+    log_existed: bool = False
+    own_parent: bool = False  # the command made the parent itself (a temporary directory)
+    made_parent: bool = False
+    made_dir: bool = False
+    wrote: bool = False  # a restore began writing into the directory
+    started_pid: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def parent(self) -> str:
+        return str(PurePosixPath(self.resolved).parent)
+
+    @property
+    def log(self) -> str:
+        return f"{self.resolved}.log"
+
+
+def _parse(text: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            found.setdefault(key.strip(), []).append(value.strip())
+    return found
+
+
+def _within(path: str, base: str) -> bool:
+    return path == base or path.startswith(base.rstrip("/") + "/")
+
+
+def inspect(
+    executor: Executor,
+    data_dir: str,
+    port: int,
+    *,
+    option: str,
+    protected: tuple[str, ...] = (),
+    own_parent: bool = False,
+) -> ScratchPlace:
+    """Refuse (before anything is made) a directory or port that is not free for a copy.
+
+    `option` names the command-line option in messages; `protected` adds data directories
+    the caller knows of on this host (the source's)."""
+    script = _INSPECT.format(dir=shlex.quote(data_dir), port=int(port), depth=SEARCH_DEPTH)
+    facts = _parse(executor.run(["sh", "-c", script], timeout=60).stdout)
+    resolved = facts.get("resolved", [data_dir])[0]
+    shown = data_dir if resolved == data_dir else f"{data_dir} (resolves to {resolved})"
+    hint = (
+        f"give {option} a new or empty directory outside every cluster's data directory, "
+        "e.g. /var/lib/postgresql/15/drill; nothing was touched"
+    )
+    clusters = sorted(
+        {c for c in facts.get("running", []) + facts.get("cluster", []) if c}
+        | {p for p in protected if p}
+    )
+    for cluster in clusters:
+        if _within(resolved, cluster):
+            what = "is" if resolved == cluster else "is inside"
+            raise Refused(f"{option} {shown} {what} the data directory {cluster}", hint)
+        if _within(cluster, resolved):
+            raise Refused(f"{option} {shown} contains the data directory {cluster}", hint)
+    for marker in facts.get("inside", []):
+        raise Refused(f"{option} {shown} is or sits inside a data directory ({marker})", hint)
+    for marker in facts.get("contains", []):
+        raise Refused(f"{option} {shown} contains a data directory ({marker})", hint)
+    if facts.get("exists") and not facts.get("isdir"):
+        raise Refused(f"{option} {shown} exists and is not a directory", hint)
+    if facts.get("nonempty"):
+        raise Refused(
+            f"{option} {shown} is not empty",
+            f"{hint}; if an earlier run left a copy there, look at it and remove it yourself",
+        )
+    if facts.get("port_busy"):
+        raise Refused(
+            f"port {port} is in use on {executor.name}",
+            "pick a free port for the copy (--scratch-port / --to-port); nothing was touched",
+        )
+    return ScratchPlace(
+        requested=data_dir,
+        resolved=resolved,
+        port=port,
+        existed=bool(facts.get("exists")),
+        parent_existed=bool(facts.get("parent_exists")),
+        log_existed=bool(facts.get("log_exists")),
+        own_parent=own_parent,
+    )
+
+
+def make(executor: Executor, place: ScratchPlace, os_user: str) -> None:
+    """Create the directory (and its parent when missing), recording what was made; refuses
+    a directory that filled up since it was inspected."""
+    own = f"-m 700 -o {os_user} -g {os_user}"
+    d, parent = shlex.quote(place.resolved), shlex.quote(place.parent)
+    if not place.parent_existed:
+        executor.run(["sh", "-c", f"[ ! -e {parent} ] && install -d {own} {parent}"])
+        place.made_parent = True
+    if place.existed:
+        listing = executor.run(["ls", "-A", place.resolved], check=False)
+        if not listing.ok or listing.stdout.strip():
+            raise StepFailed(f"{place.resolved} is no longer empty: it was not touched")
+        executor.run(["chown", f"{os_user}:{os_user}", place.resolved])
+        executor.run(["chmod", "700", place.resolved])
+    else:
+        executor.run(["sh", "-c", f"[ ! -e {d} ] && install -d {own} {d}"])
+        place.made_dir = True
+
+
+def record_start(executor: Executor, place: ScratchPlace) -> None:
+    """The postmaster pid this run started (its postmaster.pid), for the teardown."""
+    text = executor.read_text(f"{place.resolved}/postmaster.pid") or ""
+    first = text.split("\n", 1)[0].strip()
+    place.started_pid = int(first) if first.isdigit() else None
+
+
+def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
+    """Undo what this run made, and only that; returns what was done (for the evidence).
+
+    `stop` stops the copy's server; it is called only when the server running in the
+    directory is the one this run started."""
+    done: list[str] = []
+    if place.started_pid is not None:
+        text = executor.read_text(f"{place.resolved}/postmaster.pid") or ""
+        first = text.split("\n", 1)[0].strip()
+        if first == str(place.started_pid):
+            stop()
+            done.append(f"stopped the copy's server (pid {place.started_pid})")
+        elif first:
+            done.append(
+                f"left the server running in {place.resolved} (pid {first}): this run "
+                f"started pid {place.started_pid}"
+            )
+    if place.own_parent or place.made_parent:
+        executor.run(["rm", "-rf", "--", place.parent])
+        done.append(f"removed {place.parent} (made by this run)")
+        return done
+    if place.made_dir:
+        executor.run(["rm", "-rf", "--", place.resolved])
+        done.append(f"removed {place.resolved} (made by this run)")
+    elif place.wrote:
+        executor.run(["find", place.resolved, "-mindepth", "1", "-delete"])
+        done.append(f"emptied {place.resolved} (it was empty before this run)")
+    if not place.log_existed and (place.made_dir or place.wrote):
+        executor.run(["rm", "-f", "--", place.log])
+        done.append(f"removed {place.log}")
+    return done
