@@ -34,7 +34,8 @@ fi
 """
 # curl: /readyz answers when $STUBS/ready-<release now current> exists.
 CURL = """#!/bin/sh
-[ -e "$STUBS/ready-$(basename "$(readlink "$ROOT/current")")" ]
+current="$(readlink "$ROOT/current")"
+[ -e "$STUBS/ready-${current##*/}" ]
 """
 JOURNALCTL = "#!/bin/sh\necho 'journal lines'\n"
 # logger: what the script keeps in the journal, here in a file.
