@@ -3,10 +3,19 @@
 Alembic is the kept migration tool; this module only hands it a connection (psycopg 3
 through SQLAlchemy) and reads revisions, so the CLI, the deploy, the rollback gate and the
 tests share one entry point.
+
+An upgrade runs under a PostgreSQL advisory lock (sparkops.defaults.MIGRATION_LOCK_KEY),
+so two at once (a deploy to several app hosts) run one after the other: the second finds
+the schema at head and does nothing. The lock is held by a connection of its own that
+stays outside any transaction, and a waiter polls with pg_try_advisory_lock instead of
+blocking in pg_advisory_lock: a waiter blocked inside a statement holds a snapshot, and
+CREATE INDEX CONCURRENTLY (0002) waits for every older snapshot, so the holder's index
+build and the waiter would deadlock.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +27,34 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
+from sparkops import defaults
+from sparkops.wait import DeadlineExceeded, wait_until
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# How migration sessions show in pg_stat_activity (the lock holder among them).
+APPLICATION_NAME = "spark-migrate"
+
+
+class MigrationLockTimeout(RuntimeError):
+    """Another migration held the lock for longer than this one would wait."""
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    """What one upgrade did: the schema's revision before and after, and how long it waited
+    for another migration to finish."""
+
+    before: str | None
+    after: str | None
+    waited_seconds: float
+
+    def describe(self) -> str:
+        wait = ""
+        if self.waited_seconds:
+            wait = f" after waiting {self.waited_seconds:.1f}s for the migration lock"
+        if self.before == self.after:
+            return f"schema already at {self.after}{wait}"
+        return f"schema migrated from {self.before or '(empty)'} to {self.after}{wait}"
 
 
 def _config() -> Config:
@@ -30,24 +66,81 @@ def _config() -> Config:
 def _engine(conninfo: str):
     return create_engine(
         "postgresql+psycopg://",
-        creator=lambda: psycopg.connect(conninfo),
+        creator=lambda: psycopg.connect(conninfo, application_name=APPLICATION_NAME),
         poolclass=NullPool,
     )
 
 
-def upgrade(conninfo: str, revision: str = "head") -> None:
-    cfg = _config()
-    engine = _engine(conninfo)
+def _lock_holders(conn: psycopg.Connection) -> str:
+    rows = conn.execute(
+        "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local'),"
+        " extract(epoch FROM now() - a.backend_start)::int "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        (defaults.MIGRATION_LOCK_KEY >> 32, defaults.MIGRATION_LOCK_KEY & 0xFFFFFFFF),
+    ).fetchall()
+    return ", ".join(
+        f"pid {pid} ({app or 'no name'} from {addr}, {age}s)" for pid, app, addr, age in rows
+    )
+
+
+def _take_lock(conn: psycopg.Connection, wait_seconds: float) -> float:
+    """Hold the migration lock on `conn` (autocommit); return how long another migration
+    kept it (0.0 when it was free)."""
+    started = time.monotonic()
+    failed: list[psycopg.Error] = []
+    tries = []
+
+    def taken() -> bool:
+        tries.append(1)
+        try:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (defaults.MIGRATION_LOCK_KEY,))
+            return bool(row.fetchone()[0])
+        except psycopg.Error as exc:  # a lost connection is no reason to keep waiting
+            failed.append(exc)
+            return True
+
     try:
-        with engine.connect() as conn:
-            # Guard DDL: wait at most this long for a lock instead of queueing every writer
-            # behind an ALTER that cannot get its lock.
-            conn.exec_driver_sql("SET lock_timeout = '5s'")
-            conn.commit()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    finally:
-        engine.dispose()
+        wait_until(taken, timeout=wait_seconds, what="the migration lock", max_interval=0.5)
+        if failed:
+            raise failed[0]
+    except DeadlineExceeded:
+        raise MigrationLockTimeout(
+            f"another migration has held the migration lock for over {wait_seconds:.0f}s "
+            f"({_lock_holders(conn) or 'holder gone just now'}); nothing was changed. "
+            "Let it finish and run again; if it is stuck, end it with "
+            "SELECT pg_terminate_backend(<pid>) as a superuser."
+        ) from None
+    return time.monotonic() - started if len(tries) > 1 else 0.0
+
+
+def upgrade(
+    conninfo: str,
+    revision: str = "head",
+    *,
+    lock_wait_seconds: float = defaults.MIGRATION_LOCK_WAIT_SECONDS,
+) -> Upgraded:
+    """Upgrade to `revision` under the migration lock; what it did (see `Upgraded`)."""
+    with psycopg.connect(conninfo, autocommit=True, application_name=APPLICATION_NAME) as lock:
+        waited = _take_lock(lock, lock_wait_seconds)
+        # The lock goes with this connection: released when it closes, or when the process
+        # dies and PostgreSQL drops the session.
+        before = current(conninfo)
+        cfg = _config()
+        engine = _engine(conninfo)
+        try:
+            with engine.connect() as conn:
+                # Guard DDL: wait at most this long for a lock instead of queueing every
+                # writer behind an ALTER that cannot get its lock.
+                conn.exec_driver_sql("SET lock_timeout = '5s'")
+                conn.commit()
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+        finally:
+            engine.dispose()
+        return Upgraded(before, current(conninfo), waited)
 
 
 def current(conninfo: str) -> str | None:

@@ -13,7 +13,7 @@ APP_RELEASES_KEPT releases stay for rollback.
 
 from __future__ import annotations
 
-from pyinfra import host, inventory
+from pyinfra import host, inventory, state
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
@@ -32,6 +32,7 @@ PURGE_TIMER = "spark-idempotency-purge.timer"
 EXPORTER_ENV = f"{ETC}/pgbouncer-exporter.env"
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
 UPLOADS = f"{defaults.APP_ROOT}/uploads"
+MIGRATE_LOG_TAG = "spark-migrate"  # the journal's identifier for what `migrated` did
 
 DEFAULTS = {
     # Extra SPARK_* settings for the app (app/config.py), e.g. {"SPARK_DB_POOL_SIZE": "10"}.
@@ -46,6 +47,13 @@ DEFAULTS = {
     "app_outbox_settings": {},
     "app_pgbouncer_exporter_enabled": True,
 }
+
+
+def outbox_name(host_name: str) -> str:
+    """The outbox dispatcher's lease owner on one host: its own per host, since a dispatcher
+    starting or stopping under a name releases every lease held under that name (a second
+    host sharing it would lose its live leases, and publish alongside the first)."""
+    return f"spark-outbox@{host_name}"
 
 
 def release_dir(release: str) -> str:
@@ -98,22 +106,58 @@ def release_installed(release: str, tarball: str):
 
 @operation()
 def migrated(release: str):
-    """Upgrade the schema to the release's head, when the database is behind it."""
+    """Upgrade the schema to the release's head, when the database is behind it.
+
+    Every app host runs this at once; the upgrade's advisory lock (app.migrate) lets one
+    migrate while the others wait and then find the schema at head. What each did goes to
+    the deploy's output and to the host's journal (`journalctl -t spark-migrate`).
+    """
     python = f"{release_dir(release)}/venv/bin/python"
-    state = host.get_fact(MigrationState, python=python, env_file=MIGRATIONS_ENV)
-    if state.get("head") and state.get("current") == state.get("head"):
-        host.noop(f"schema is at {state['head']}")
+    schema = host.get_fact(MigrationState, python=python, env_file=MIGRATIONS_ENV)
+    if schema.get("head") and schema.get("current") == schema.get("head"):
+        host.noop(f"schema is at {schema['head']}")
         return
-    code = "import os; from app import migrate; migrate.upgrade(os.environ['SPARK_MIGRATIONS_URL'])"
-    yield f'set -a; . {MIGRATIONS_ENV}; set +a; {python} -c "{code}"'
+    code = (
+        "import os; from app import migrate; "
+        f"print(migrate.upgrade(os.environ['{defaults.MIGRATIONS_URL_ENV}']).describe())"
+    )
+    yield (
+        f'set -a; . {MIGRATIONS_ENV}; set +a; out=$({python} -c "{code}" 2>&1); rc=$?; '
+        f'printf "%s\\n" "$out"; printf "%s\\n" "$out" | logger -t {MIGRATE_LOG_TAG}; exit $rc'
+    )
+
+
+def _failed_earlier() -> list[str]:
+    """Other app hosts on which the operation now running has already failed (with
+    `_serial=True` pyinfra runs it host by host, in its own order, and goes on after a
+    failure; a host it has not reached yet has no result)."""
+    op_hash = host.executing_op_hash
+    failed = []
+    for other in inventory.get_group("app", []):
+        meta = getattr(state.ops.get(other, {}).get(op_hash), "operation_meta", None)
+        if other != host and meta is not None and meta.is_complete() and meta.did_error():
+            failed.append(other.name)
+    return failed
 
 
 @operation()
-def activated(release: str):
-    """Point `current` at the release and restart, gated on /readyz (spark-app-activate)."""
+def activated(release: str, restart_for=()):
+    """Point `current` at the release and restart, gated on /readyz (spark-app-activate);
+    with the release already current, restart gated the same way when an operation in
+    `restart_for` (settings, units) changed. Meant for `_serial=True`: app hosts switch one
+    at a time, each only once the one before it answers /readyz, and none after a host whose
+    switch failed (it switched that host back)."""
     link = host.get_fact(Link, path=defaults.APP_CURRENT_LINK) or {}
-    if link.get("link_target") == f"releases/{release}":
+    changed = [op for op in restart_for if op.is_complete() and op.did_change()]
+    if link.get("link_target") == f"releases/{release}" and not changed:
         host.noop(f"release {release} is current")
+        return
+    failed = _failed_earlier() if state.is_executing else []
+    if failed:
+        yield (
+            f"echo 'not switching to release {release}: it failed its health gate on "
+            f"{', '.join(failed)} (switched back there); fix it and deploy again' >&2; exit 1"
+        )
         return
     yield f"{ACTIVATE} {release}"
 
@@ -245,6 +289,7 @@ def app_release() -> dict:
                 env_file=OUTBOX_ENV,
                 publisher=host.data.app_outbox_publisher,
                 metrics_port=defaults.OUTBOX_METRICS_PORT,
+                dispatcher_name=outbox_name(host.name),
             )
         )
     if host.data.app_pgbouncer_exporter_enabled:
@@ -280,16 +325,17 @@ def app_switch(prepared: dict) -> None:
     """Migrate, switch `current` (gated on /readyz), keep services up, prune: after the db tier."""
     release, changed = prepared["release"], prepared["changed"]
     migrated(name=f"Migrate the schema to release {release}'s head", release=release)
-    switch = activated(name=f"Switch to release {release} (gated on /readyz)", release=release)
+    # One app host at a time, so the others keep serving while one restarts; a restart for
+    # changed settings goes through the same gate.
+    activated(
+        name=f"Switch to release {release} (gated on /readyz), one host at a time",
+        release=release,
+        restart_for=changed,
+        _serial=True,
+    )
     for unit in _services():
         systemd.service(
             name=f"Ensure {unit} is running and enabled", service=unit, running=True, enabled=True
-        )
-        systemd.service(
-            name=f"Restart {unit} for changed settings or unit",
-            service=unit,
-            restarted=True,
-            _if=[switch.did_not_change, lambda: any(op.did_change() for op in changed)],
         )
     systemd.service(
         name="Enable the hourly idempotency key expiry",

@@ -13,7 +13,7 @@ from pyinfra.api import FactBase
 from sparkops import defaults
 
 # Tags that start each line of the PostgreSQL state query, so one psql call answers all.
-_ROLE, _MEMBER, _DB, _COMMENT = "role", "member", "db", "comment"
+_ROLE, _MEMBER, _DB, _COMMENT, _SETTING = "role", "member", "db", "comment", "setting"
 
 
 def _as_postgres(command: str) -> str:
@@ -22,11 +22,14 @@ def _as_postgres(command: str) -> str:
 
 
 class PostgresState(FactBase):
-    """Roles' stored verifiers, pg_monitor membership, the database and its setup comment.
+    """Roles' stored verifiers and settings, pg_monitor membership, the database and its
+    setup comment.
 
     .. code:: python
 
         {"roles": {"spark_app": "SCRAM-SHA-256$4096:..."},  # "" when no password is set
+         # ALTER ROLE ... SET values for every database (pg_db_role_setting), as stored
+         "role_settings": {"spark_app": {"statement_timeout": "15s"}},
          "pg_monitor_members": ["spark_monitor"],
          "database_exists": True,
          "database_comment": "sparkops-privileges:..."}
@@ -38,10 +41,18 @@ class PostgresState(FactBase):
         return "psql"
 
     def command(self, roles: list[str], dbname: str = defaults.DATABASE_NAME) -> str:
+        return _as_postgres(f'psql -XAtq -d postgres -c "{self.query(roles, dbname)}"')
+
+    @staticmethod
+    def query(roles: list[str], dbname: str = defaults.DATABASE_NAME) -> str:
+        """The one query (tests run it against a real PostgreSQL and parse its rows)."""
         names = ", ".join(f"'{r}'" for r in roles)
-        query = (
+        return (
             f"SELECT '{_ROLE}|' || rolname || '|' || coalesce(rolpassword, '') FROM pg_authid "
             f"WHERE rolname IN ({names}) "
+            f"UNION ALL SELECT '{_SETTING}|' || r.rolname || '|' || c FROM pg_db_role_setting s "
+            "JOIN pg_roles r ON r.oid = s.setrole CROSS JOIN unnest(s.setconfig) c "
+            f"WHERE s.setdatabase = 0 AND r.rolname IN ({names}) "
             f"UNION ALL SELECT '{_MEMBER}|' || m.rolname FROM pg_auth_members a "
             "JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member "
             "WHERE r.rolname = 'pg_monitor' "
@@ -49,11 +60,11 @@ class PostgresState(FactBase):
             f"UNION ALL SELECT '{_COMMENT}|' || coalesce(shobj_description(oid, 'pg_database'), '')"
             f" FROM pg_database WHERE datname = '{dbname}'"
         )
-        return _as_postgres(f'psql -XAtq -d postgres -c "{query}"')
 
     def process(self, output: list[str]) -> dict:
         state: dict = {
             "roles": {},
+            "role_settings": {},
             "pg_monitor_members": [],
             "database_exists": False,
             "database_comment": "",
@@ -63,6 +74,10 @@ class PostgresState(FactBase):
             if tag == _ROLE:
                 name, _, verifier = rest.partition("|")
                 state["roles"][name] = verifier
+            elif tag == _SETTING:
+                name, _, setting = rest.partition("|")
+                key, _, value = setting.partition("=")
+                state["role_settings"].setdefault(name, {})[key] = value
             elif tag == _MEMBER:
                 state["pg_monitor_members"].append(rest)
             elif tag == _DB:

@@ -6,8 +6,10 @@ tests/deploys/test_templates.py checks they agree), with the host's paths and ad
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
 from deploys import secrets, support
@@ -15,6 +17,10 @@ from sparkops import defaults
 
 SERVICE = "pgbouncer.service"
 CONF_DIR = "/etc/pgbouncer"
+SOCKET_DIR = "/var/run/postgresql"
+# The admin password for one RECONNECT, in a libpq password file that lives only while psql
+# runs (root only): no password on a command line.
+ADMIN_PASSFILE = "/root/.sparkops-pgbouncer-admin.pgpass"
 AUTH_QUERY = "SELECT uname, phash FROM pgbouncer.user_lookup($1)"
 
 DEFAULTS = {
@@ -31,6 +37,9 @@ DEFAULTS = {
     "pgbouncer_default_pool_size": defaults.PGBOUNCER_DEFAULT_POOL_SIZE,
     "pgbouncer_max_client_conn": defaults.PGBOUNCER_MAX_CLIENT_CONN,
     "pgbouncer_query_wait_timeout": 30,
+    # Seconds a client may sit idle inside a transaction before pgBouncer disconnects it; a
+    # backstop above the app role's own bound (see sparkops.defaults).
+    "pgbouncer_idle_transaction_timeout": defaults.PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS,
     # Extra [pgbouncer] settings merged last (e.g. {"server_idle_timeout": 300}).
     "pgbouncer_settings": {},
 }
@@ -45,7 +54,7 @@ def settings(data, address: str) -> dict[str, str]:
     values = {
         "listen_addr": f"127.0.0.1,{address}",
         "listen_port": str(defaults.PGBOUNCER_PORT),
-        "unix_socket_dir": "/var/run/postgresql",
+        "unix_socket_dir": SOCKET_DIR,
         "auth_type": "scram-sha-256",
         "auth_file": f"{CONF_DIR}/userlist.txt",
         "auth_user": defaults.ROLE_PGBOUNCER_AUTH,
@@ -60,6 +69,7 @@ def settings(data, address: str) -> dict[str, str]:
         "ignore_startup_parameters": "extra_float_digits,options",
         "server_reset_query": "",
         "query_wait_timeout": str(data["pgbouncer_query_wait_timeout"]),
+        "idle_transaction_timeout": str(data["pgbouncer_idle_transaction_timeout"]),
     }
     values.update({k: str(v) for k, v in data.get("pgbouncer_settings", {}).items()})
     return values
@@ -79,12 +89,41 @@ def userlist_entries(creds: secrets.Secrets) -> list[tuple[str, str]]:
     ]
 
 
+def passfile_line(password: str) -> str:
+    """A libpq password file entry for the admin console (':' and '\\' escaped)."""
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    return (
+        f"*:{defaults.PGBOUNCER_PORT}:{defaults.PGBOUNCER_ADMIN_DB}:"
+        f"{defaults.ROLE_PGBOUNCER_ADMIN}:{escaped}\n"
+    )
+
+
+@operation()
+def servers_reconnected(environment: str):
+    """RECONNECT on pgBouncer's admin console: every server connection closes once its
+    client releases it, so the next ones start with the roles' new settings (ALTER ROLE ...
+    SET reaches new sessions only). No client is cut off; a stopped pgBouncer has nothing to
+    reconnect. Takes the environment, not the password, so no argument shows it."""
+    creds = secrets.load(environment)
+    yield from files.put._inner(
+        src=StringIO(passfile_line(creds["pgbouncer_admin"])), dest=ADMIN_PASSFILE, mode="600"
+    )
+    yield StringCommand(
+        f"systemctl is-active --quiet {SERVICE} || {{ rm -f {ADMIN_PASSFILE}; exit 0; }}; "
+        f"PGPASSFILE={ADMIN_PASSFILE} psql -XAtq -h {SOCKET_DIR} -p {defaults.PGBOUNCER_PORT} "
+        f"-U {defaults.ROLE_PGBOUNCER_ADMIN} -d {defaults.PGBOUNCER_ADMIN_DB} -c RECONNECT; "
+        f"rc=$?; rm -f {ADMIN_PASSFILE}; exit $rc"
+    )
+
+
 def _data() -> dict:
     return {key: host.data.get(key) for key in DEFAULTS}
 
 
 @deploy("pgBouncer", data_defaults=DEFAULTS)
-def pgbouncer() -> None:
+def pgbouncer(reconnect_for=()) -> None:
+    """`reconnect_for`: operations (the app role's settings) after whose change the server
+    connections are replaced, so no pooled session keeps the old settings."""
     creds = secrets.load(support.environment(host))
     address = support.address(host)
     apt.packages(name="Install pgBouncer", packages=["pgbouncer"], no_recommends=True)
@@ -132,4 +171,9 @@ def pgbouncer() -> None:
         service=SERVICE,
         reloaded=True,
         _if=[unit.did_not_change, lambda: ini.did_change() or userlist.did_change()],
+    )
+    servers_reconnected(
+        name="Reconnect pgBouncer's server connections for changed role settings",
+        environment=support.environment(host),
+        _if=lambda: any(op.did_change() for op in reconnect_for),
     )

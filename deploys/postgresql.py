@@ -130,13 +130,13 @@ def role_changes(state: dict, verifiers: dict[str, str], passwords: dict[str, st
     return {"create": create, "alter": alter}
 
 
-def _psql(sql_text: str, dbname: str = "postgres") -> StringCommand:
-    # The SQL carries verifiers: hidden in pyinfra's output, passed as one quoted argument.
+def _psql(sql_text: str, dbname: str = "postgres", *, hidden: bool = True) -> StringCommand:
+    # The SQL may carry verifiers: hidden in pyinfra's output, passed as one quoted argument.
     return StringCommand(
         "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d",
         dbname,
         "-c",
-        QuoteString(HiddenValue(sql_text)),
+        QuoteString(HiddenValue(sql_text) if hidden else sql_text),
     )
 
 
@@ -199,6 +199,19 @@ def roles(environment: str):
         host.noop("roles exist with the wanted passwords")
 
 
+@operation()
+def role_settings():
+    """Ensure the app role's sessions start with their statement and idle-in-transaction
+    bounds (sparkops.dbroles.role_settings), issuing nothing when pg_db_role_setting already
+    holds those values."""
+    state = host.get_fact(PostgresState, roles=list(ROLE_ORDER))
+    statements = dbroles.role_setting_statements(state.get("role_settings", {}))
+    if not statements:
+        host.noop("role settings are as wanted")
+        return
+    yield _psql(";\n".join(_sql(s) for s in statements), hidden=False)
+
+
 def privileges_marker(dbname: str) -> str:
     """A digest of the privilege SQL, stored as the database's comment: changed SQL reruns it."""
     text = "\n".join(_sql(s) for s in dbroles.privilege_statements(dbname))
@@ -222,7 +235,8 @@ def database(dbname: str = defaults.DATABASE_NAME):
 
 
 @deploy("PostgreSQL", data_defaults=DEFAULTS)
-def postgresql() -> None:
+def postgresql() -> dict:
+    """Returns {"role_settings": [op]}: pgBouncer reconnects its servers when it changed."""
     files.put(
         name="Create clusters with UTF-8 and data checksums",
         src=support.rendered("postgresql/createcluster.conf.j2"),
@@ -299,4 +313,6 @@ def postgresql() -> None:
         ],
     )
     roles(name="Ensure the app's roles and passwords", environment=support.environment(host))
+    settings_op = role_settings(name="Bound the app role's statements and idle transactions")
     database(name=f"Ensure database {defaults.DATABASE_NAME}, grants and amcheck")
+    return {"role_settings": [settings_op]}

@@ -20,9 +20,9 @@ common()
 barrier(name="Wait for every host's base packages", what="base packages are in")
 
 if "db" in host.groups:
-    postgresql()
+    database = postgresql()
     pgbackrest()
-    pgbouncer()
+    pgbouncer(reconnect_for=database["role_settings"])
     exporters()
 if "app" in host.groups:
     prepared = app_release()

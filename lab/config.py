@@ -43,6 +43,16 @@ CGROUP2_ROOT = Path("/sys/fs/cgroup/unified")
 
 # --- hosts --------------------------------------------------------------------------------
 DEFAULT_HOSTS = ("db", "app", "monitor")
+
+
+def host_groups(name: str) -> list[str]:
+    """A host is in the group of its name; a name that ends in digits is also in the group
+    of the name without them (app2 is in app2 and app), so `--hosts db,app,app2,monitor`
+    makes a lab with two app hosts."""
+    base = name.rstrip("0123456789")
+    return [name] if base in ("", name) else [name, base]
+
+
 SSH_USER = "root"
 HOST_TMPFS_SIZE = "4g"  # an upper bound; tmpfs only uses what is written
 

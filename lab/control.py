@@ -87,7 +87,7 @@ def inventory_entry(h: dict[str, Any]) -> dict[str, Any]:
 
 
 def up(names: Sequence[str] = config.DEFAULT_HOSTS, log: Log = print) -> UpResult:
-    """Bring up the lab with these hosts (each in the group of its name); idempotent."""
+    """Bring up the lab with these hosts (groups: `config.host_groups`); idempotent."""
     check_machine()
     _check_names(names)
     started = time.monotonic()
@@ -133,7 +133,7 @@ def _bring_up(
     addresses = {name: net.host_ip(i) for i, name in enumerate(names)}
     known: dict[tuple[str, str], str] = {}
     for name in names:
-        h = host.describe(name, addresses[name], [name])
+        h = host.describe(name, addresses[name], config.host_groups(name))
         lab_state["hosts"][name] = h
         state.save(lab_state)
         net.ensure_host_link(name, h["ip"])

@@ -6,7 +6,9 @@ tests run against the same least-privilege layout as production:
 - the migrations role owns the database and every table (DDL only through migrations);
 - the app role reads and writes rows, nothing else;
 - the pgBouncer auth role may only call the lookup function pgBouncer's auth_query uses;
-- the monitoring role has pg_monitor, for postgres_exporter.
+- the monitoring role has pg_monitor, for postgres_exporter;
+- the app role's sessions start with bounded statements and idle transactions
+  (`role_settings`), whatever connects as it (the app, the outbox dispatcher, the jobs).
 """
 
 from __future__ import annotations
@@ -51,6 +53,44 @@ def role_statements(passwords: RolePasswords) -> list[sql.Composable]:
     statements.append(
         sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(defaults.ROLE_MONITORING))
     )
+    return statements
+
+
+def role_settings() -> dict[str, dict[str, str]]:
+    """Per role, the settings each of its new sessions starts with (ALTER ROLE ... SET).
+
+    Values are spelled as pg_db_role_setting stores them, so a deploy can compare the two.
+    Only the app role is bounded: the migrations role builds indexes CONCURRENTLY and sets
+    its own lock_timeout (app.migrate); the others run no transactions of the app's.
+    """
+    return {
+        defaults.ROLE_APP: {
+            "statement_timeout": f"{defaults.APP_STATEMENT_TIMEOUT_SECONDS}s",
+            "idle_in_transaction_session_timeout": (
+                f"{defaults.APP_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS}s"
+            ),
+        }
+    }
+
+
+def role_setting_statements(
+    current: dict[str, dict[str, str]] | None = None,
+) -> list[sql.Composable]:
+    """ALTER ROLE ... SET for each wanted setting that `current` (role -> {name: value}, as
+    read from pg_db_role_setting for all databases) lacks or holds with another value; every
+    one of them when `current` is None. New sessions get the new value; pgBouncer's open
+    server connections keep theirs until they are replaced (server_lifetime)."""
+    statements: list[sql.Composable] = []
+    for role, wanted in role_settings().items():
+        have = (current or {}).get(role, {})
+        for name, value in wanted.items():
+            if current is not None and have.get(name) == value:
+                continue
+            statements.append(
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    sql.Identifier(role), sql.Identifier(name), sql.Literal(value)
+                )
+            )
     return statements
 
 

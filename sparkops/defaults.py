@@ -38,6 +38,12 @@ PGBOUNCER_POOL_MODE = "transaction"
 PGBOUNCER_DEFAULT_POOL_SIZE = 25
 PGBOUNCER_MAX_CLIENT_CONN = 2000
 PGBOUNCER_ADMIN_DB = "pgbouncer"
+# A client idle inside a transaction longer than this is disconnected by pgBouncer itself:
+# a backstop above the app role's own bound (APP_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS, which
+# PostgreSQL enforces and logs with the role's name, so it is the one that normally fires),
+# covering any role that lacks the setting. It is what keeps a restore's PAUSE, which waits
+# for every server connection to be released, from waiting on a stuck client for ever.
+PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS = 12
 
 # --- WAL archiving and backups -----------------------------------------------------------
 ARCHIVE_TIMEOUT_SECONDS = 60
@@ -52,6 +58,13 @@ APP_RELEASES_DIR = f"{APP_ROOT}/releases"
 APP_CURRENT_LINK = f"{APP_ROOT}/current"
 APP_RELEASES_KEPT = 5
 APP_DB_POOL_SIZE = 10
+# Schema migrations run under this PostgreSQL advisory lock (per database), so app hosts
+# that migrate at once (one deploy, several app hosts) run them one after the other and the
+# later ones find the schema at head. The ASCII of "sparkmig"; pg_locks shows it as
+# classid 1936744818, objid 1802332519. A migration waits at most MIGRATION_LOCK_WAIT_SECONDS
+# for another to finish, then names the holder and fails.
+MIGRATION_LOCK_KEY = 0x737061726B6D6967
+MIGRATION_LOCK_WAIT_SECONDS = 600
 # The schema owner's connection (direct to PostgreSQL) for migrations: the variable the
 # deploy writes into /etc/spark-app/migrations.env and every reader takes it from.
 MIGRATIONS_URL_ENV = "SPARK_MIGRATIONS_URL"
@@ -61,6 +74,25 @@ IDEMPOTENCY_KEY_TTL_HOURS = 48
 # transaction, so taking over cannot create a second order.
 IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = 60
 IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
+# Bounds on every session of the app role (the app and the outbox dispatcher both connect as
+# ROLE_APP through pgBouncer), set on the role (ALTER ROLE ... SET, sparkops.dbroles) so no
+# code path can forget them. All stay well below IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS: a
+# request whose transaction is stuck is cut off long before a retry may take its key over.
+# - statement: the app's statements take milliseconds (an order is one transaction of three
+#   or four quick batches, the outbox runs single short statements, purges go in 5,000-row
+#   chunks);
+#   15 s leaves two orders of magnitude for a loaded machine and lock waits (it bounds those
+#   too), and still ends a runaway query before a client's own timeout makes it retry.
+# - idle in transaction: the app never waits on anything but PostgreSQL inside a
+#   transaction, so a session idle in one for 10 s is a stuck or dead client holding locks
+#   and a pgBouncer server connection; PostgreSQL ends it, which frees the pool and lets a
+#   restore's PAUSE complete.
+# No role-level lock_timeout: statement_timeout already bounds lock waits, and a shorter one
+# would turn ordinary contention on a hot position under load into failed orders.
+# PostgreSQL 15 has no bound on a whole transaction (transaction_timeout is PostgreSQL 17);
+# the app's transactions are a few back-to-back batches, so these two bound them in practice.
+APP_STATEMENT_TIMEOUT_SECONDS = 15
+APP_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS = 10
 MAX_REQUEST_BODY_BYTES = 16 * 1024
 # Readiness (/readyz and the readiness gauge): the database must answer `SELECT 1` through
 # pgBouncer within this long, or the app reports itself not ready.

@@ -76,6 +76,7 @@ PACKAGES: dict[str, str] = {
     "readlink": "coreutils",
     "rm": "coreutils",
     "rmdir": "coreutils",
+    "sleep": "coreutils",
     "sync": "coreutils",
     "tail": "coreutils",
     "test": "coreutils",

@@ -33,7 +33,8 @@ def command() -> None:
     "--hosts",
     default=",".join(config.DEFAULT_HOSTS),
     show_default=True,
-    help="Comma-separated host names; each host is in the group of its name.",
+    help="Comma-separated host names; each host is in the group of its name, and one "
+    "whose name ends in digits also in the group without them (app2: app2 and app).",
 )
 def up_command(hosts: str) -> None:
     """Bring the lab up (idempotent) and print how to reach each host."""

@@ -67,6 +67,7 @@ class PgBouncer:
             "ignore_startup_parameters": "extra_float_digits,options",
             "server_reset_query": "",
             "query_wait_timeout": "30",
+            "idle_transaction_timeout": str(defaults.PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS),
         }
         settings.update(self.extra)
         db_line = (

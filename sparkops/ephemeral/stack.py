@@ -56,6 +56,8 @@ class DbStack:
         with psycopg.connect(self.pg.superuser_conninfo(), autocommit=True) as conn:
             for stmt in dbroles.role_statements(self.passwords):
                 conn.execute(stmt)
+            for stmt in dbroles.role_setting_statements():
+                conn.execute(stmt)
             if not conn.execute(dbroles.database_exists_sql(self.dbname)).fetchone():
                 conn.execute(dbroles.create_database_sql(self.dbname))
         with psycopg.connect(self.pg.superuser_conninfo(self.dbname), autocommit=True) as conn:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from deploys import facts, postgresql, secrets
+from deploys import facts, pgbouncer, postgresql, secrets
 from sparkops import defaults
 from sparkops.scram import make_verifier
 
@@ -16,12 +16,17 @@ def test_postgres_state_parses_roles_membership_and_database():
     output = [
         f"role|{defaults.ROLE_APP}|{verifier}",
         f"role|{defaults.ROLE_MONITORING}|",
+        f"setting|{defaults.ROLE_APP}|statement_timeout=15s",
+        f"setting|{defaults.ROLE_APP}|search_path=a=b",
         f"member|{defaults.ROLE_MONITORING}",
         f"db|{defaults.DATABASE_NAME}",
         "comment|sparkops-privileges:abc",
     ]
     state = facts.PostgresState().process(output)
     assert state["roles"] == {defaults.ROLE_APP: verifier, defaults.ROLE_MONITORING: ""}
+    assert state["role_settings"] == {
+        defaults.ROLE_APP: {"statement_timeout": "15s", "search_path": "a=b"}
+    }
     assert state["pg_monitor_members"] == [defaults.ROLE_MONITORING]
     assert state["database_exists"] is True
     assert state["database_comment"] == "sparkops-privileges:abc"
@@ -99,3 +104,11 @@ def test_secrets_are_generated_once_kept_private_and_overridable(tmp_path, monke
     path.chmod(0o644)
     with pytest.raises(secrets.SecretsError, match="chmod 600"):
         secrets.load("staging")
+
+
+def test_pgbouncer_admin_passfile_escapes_separators():
+    line = pgbouncer.passfile_line("a:b\\c")
+    assert line == (
+        f"*:{defaults.PGBOUNCER_PORT}:{defaults.PGBOUNCER_ADMIN_DB}:"
+        f"{defaults.ROLE_PGBOUNCER_ADMIN}:a\\:b\\\\c\n"
+    )

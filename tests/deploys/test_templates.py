@@ -342,3 +342,17 @@ def test_backup_metric_script_renders_to_valid_python():
     )
     compile(script, "backup-metric", "exec")
     assert 'STANZA = "spark"' in script
+
+
+def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
+    unit = support.render(
+        "app/spark-outbox.service.j2",
+        user="spark",
+        current="/opt/spark-app/current",
+        env_file="/etc/spark-app/outbox.env",
+        publisher="redis",
+        metrics_port=9310,
+        dispatcher_name=app.outbox_name("app2"),
+    )
+    assert "--name spark-outbox@app2 " in unit
+    assert "%N" not in unit  # the unit's name is the same on every host

@@ -112,6 +112,22 @@ def test_the_inventory_groups_hosts_with_their_ssh_data(monkeypatch, tmp_path):
     assert [h for h, _ in inventory["all"]] == ["db", "app", "monitor", "extra"]
 
 
+def test_a_numbered_host_joins_the_group_of_its_base_name(monkeypatch, tmp_path):
+    assert config.host_groups("app2") == ["app2", "app"]
+    assert config.host_groups("app") == ["app"]
+    assert config.host_groups("db10") == ["db10", "db"]
+    monkeypatch.setenv("SPARKOPS_LAB_DIR", str(tmp_path))
+    hosts = [
+        {"name": name, "ip": f"10.213.0.{10 + i}", "groups": config.host_groups(name),
+         "ssh_user": "root", "ssh_key": "k", "known_hosts": "kh"}
+        for i, name in enumerate(("db", "app", "app2", "monitor"))
+    ]  # fmt: skip
+    (tmp_path / "hosts.json").write_text(json.dumps(hosts))
+    inventory = runpy.run_path(str(INVENTORY))
+    assert [h for h, _ in inventory["app"]] == ["app", "app2"]
+    assert [h for h, _ in inventory["db"]] == ["db"]
+
+
 def test_the_inventory_without_a_lab_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARKOPS_LAB_DIR", str(tmp_path))
     with pytest.raises(SystemExit, match="no lab is up: run `sparkops lab up`"):

@@ -1,0 +1,248 @@
+"""spark-app-activate's logic, run here: the script rendered with a temporary root and
+stand-ins for `systemctl`, `curl` and `journalctl` on PATH (what they stand for is the host's
+systemd and the app's /readyz, exercised on the lab by tests/lab/test_two_app_hosts.py).
+
+The promise under test: `current` is never left on a release that did not answer /readyz,
+whether the gate fails, the script is interrupted (SIGTERM, SIGINT, SIGHUP) at any point,
+or the SSH session that ran it is gone (its output closed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploys import support
+from sparkops.wait import wait_until
+
+SERVICES = "spark-app.service spark-outbox.service"
+
+# systemctl: logs "restart <release current now>"; with $STUBS/slow-restart present, the
+# first restart after it appeared hangs (a unit slow to stop) until killed.
+SYSTEMCTL = """#!/bin/sh
+[ "$1" = restart ] || exit 0
+echo "restart $(readlink "$ROOT/current")" >> "$STUBS/systemctl.log"
+if [ -e "$STUBS/slow-restart" ]; then
+    rm -f "$STUBS/slow-restart"
+    echo $$ > "$STUBS/slow.pid"
+    exec sleep 60
+fi
+"""
+# curl: /readyz answers when $STUBS/ready-<release now current> exists.
+CURL = """#!/bin/sh
+current="$(readlink "$ROOT/current")"
+[ -e "$STUBS/ready-${current##*/}" ]
+"""
+JOURNALCTL = "#!/bin/sh\necho 'journal lines'\n"
+# logger: what the script keeps in the journal, here in a file.
+LOGGER = """#!/bin/sh
+while [ "$1" != -- ]; do shift; done; shift
+echo "$*" >> "$STUBS/journal"
+"""
+
+
+@pytest.fixture
+def host(tmp_path):
+    """A temporary app root with releases A (current) and B, the script, and the stubs."""
+    root, stubs = tmp_path / "root", tmp_path / "stubs"
+    for release in ("A", "B"):
+        (root / "releases" / release).mkdir(parents=True)
+        (root / "releases" / release / ".installed").touch()
+    (root / "current").symlink_to("releases/A")
+    stubs.mkdir()
+    stand_ins = {"systemctl": SYSTEMCTL, "curl": CURL, "journalctl": JOURNALCTL, "logger": LOGGER}
+    for name, text in stand_ins.items():
+        (stubs / name).write_text(text)
+        (stubs / name).chmod(0o755)
+    script = tmp_path / "spark-app-activate"
+    script.write_text(
+        support.render(
+            "app/spark-app-activate.sh.j2",
+            root=str(root),
+            current=str(root / "current"),
+            port=8000,
+            ready_timeout=30,
+            services=SERVICES,
+        )
+    )
+    script.chmod(0o755)
+    env = dict(os.environ, ROOT=str(root), STUBS=str(stubs), PATH=f"{stubs}:{os.environ['PATH']}")
+    host = Host(root, stubs, script, env)
+    yield host
+    host.cleanup()
+
+
+class Host:
+    def __init__(self, root: Path, stubs: Path, script: Path, env: dict) -> None:
+        self.root, self.stubs, self.script, self.env = root, stubs, script, env
+        self.procs: list[subprocess.Popen] = []
+
+    def current(self) -> str:
+        return os.readlink(self.root / "current")
+
+    def restarts(self) -> list[str]:
+        log = self.stubs / "systemctl.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def ready(self, release: str) -> None:
+        (self.stubs / f"ready-{release}").touch()
+
+    def run(self, release: str, timeout: str = "30") -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(self.script), release],
+            env={**self.env, "APP_READY_TIMEOUT": timeout},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def start(self, release: str, timeout: str = "30", **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen(
+            [str(self.script), release],
+            env={**self.env, "APP_READY_TIMEOUT": timeout},
+            text=True,
+            start_new_session=True,  # its own group: the cleanup ends what it left behind
+            **kwargs,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cleanup(self) -> None:
+        for proc in self.procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+        pidfile = self.stubs / "slow.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_a_release_that_gets_ready_goes_live(host):
+    host.ready("B")
+    result = host.run("B")
+    assert result.returncode == 0, result.stderr
+    assert host.current() == "releases/B"
+    assert host.restarts() == ["restart releases/B"]
+    assert "release B is live" in result.stderr
+    assert not (host.root / "releases/B/BAD").exists()
+    assert (host.stubs / "journal").read_text().splitlines() == [
+        "switching to release B from releases/A",
+        "release B is live",
+    ]
+
+
+def test_a_release_that_never_gets_ready_is_switched_back_and_marked_bad(host):
+    result = host.run("B", timeout="1")
+    assert result.returncode == 1
+    assert host.current() == "releases/A"
+    assert host.restarts() == ["restart releases/B", "restart releases/A"]
+    assert "switched back to releases/A" in result.stderr
+    assert (host.root / "releases/B/BAD").read_text().startswith("health gate failed")
+
+
+def test_the_current_release_is_restarted_through_the_gate_and_never_marked_bad(host):
+    host.ready("A")
+    assert host.run("A").returncode == 0
+    (host.stubs / "ready-A").unlink()
+    result = host.run("A", timeout="1")
+    assert result.returncode == 1
+    assert "check its settings" in result.stderr
+    assert host.current() == "releases/A"
+    assert host.restarts() == ["restart releases/A"] * 2
+    assert not (host.root / "releases/A/BAD").exists()
+
+
+def test_an_unknown_release_is_refused_and_nothing_changes(host):
+    result = host.run("C")
+    assert result.returncode == 2 and "release C is not installed" in result.stderr
+    assert host.current() == "releases/A" and host.restarts() == []
+
+
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
+)
+def test_interrupted_during_the_gate_switches_back(host, sig, code):
+    proc = host.start("B")  # B never answers /readyz
+    wait_until(lambda: host.restarts() == ["restart releases/B"], timeout=10, what="the switch")
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == code, err
+    assert host.current() == "releases/A"
+    assert host.restarts() == ["restart releases/B", "restart releases/A"]
+    assert "interrupted: switched back to releases/A" in err
+
+
+def test_interrupted_during_a_slow_restart_switches_back_at_once(host):
+    (host.stubs / "slow-restart").touch()
+    # To a file: the stuck restart keeps a pipe open after the script is gone.
+    errors = host.root.parent / "stderr"
+    with open(errors, "w") as out:
+        proc = host.start("B", stdout=out, stderr=out)
+    wait_until(lambda: (host.stubs / "slow.pid").exists(), timeout=10, what="the slow restart")
+    proc.send_signal(signal.SIGTERM)
+    # Not after the minute the stuck restart would take: the trap runs at once.
+    assert proc.wait(timeout=10) == 143, errors.read_text()
+    assert "interrupted: switched back to releases/A" in errors.read_text()
+    assert host.current() == "releases/A"
+    assert host.restarts()[-1] == "restart releases/A"
+
+
+def test_the_ssh_session_gone_the_gate_still_decides(host):
+    """No terminal, so no SIGHUP: the output pipes just close. The script must not die of
+    SIGPIPE half way (which would leave `current` on the release it was testing)."""
+    proc = host.start("B", timeout="2")
+    wait_until(lambda: host.restarts() == ["restart releases/B"], timeout=10, what="the switch")
+    proc.stdout.close()
+    proc.stderr.close()
+    assert proc.wait(timeout=20) == 1
+    assert host.current() == "releases/A"
+    assert host.restarts() == ["restart releases/B", "restart releases/A"]
+    assert (host.root / "releases/B/BAD").exists()
+
+
+def test_the_serial_switch_stops_after_a_host_whose_switch_failed(monkeypatch):
+    """deploys.app.activated runs host by host (_serial): on each, it looks at the other app
+    hosts, and a failed switch on one already done (switched back there) stops the rollout."""
+    from types import SimpleNamespace
+
+    from deploys import app
+
+    def meta(error: bool | None):
+        complete = error is not None
+        return SimpleNamespace(
+            operation_meta=SimpleNamespace(
+                is_complete=lambda: complete, did_error=lambda: bool(error)
+            )
+        )
+
+    class Host:  # hashable, as pyinfra's hosts are
+        executing_op_hash = "op"
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    hosts = [Host(n) for n in ("app", "app2", "app3")]
+    monkeypatch.setattr(app, "inventory", SimpleNamespace(get_group=lambda *_: hosts))
+    monkeypatch.setattr(app, "state", SimpleNamespace(ops={hosts[0]: {"op": meta(True)}}))
+    monkeypatch.setattr(app, "host", hosts[2])
+    assert app._failed_earlier() == ["app"]
+    monkeypatch.setattr(app, "host", hosts[1])  # pyinfra's order need not be the inventory's
+    assert app._failed_earlier() == ["app"]
+    monkeypatch.setattr(app, "host", hosts[0])  # its own result is not an earlier one
+    assert app._failed_earlier() == []
+    monkeypatch.setattr(
+        app, "state", SimpleNamespace(ops={hosts[0]: {"op": meta(False)}, hosts[1]: {}})
+    )
+    monkeypatch.setattr(app, "host", hosts[2])
+    assert app._failed_earlier() == []
