@@ -16,8 +16,18 @@ from dataclasses import dataclass
 from runbooks.checklist import Refused, Run, StepFailed
 from runbooks.executor import CommandFailed
 from runbooks.target import DbTarget
+from sparkops import defaults
 
-DEFAULT_PAUSE_WAIT_SECONDS = 10.0
+# Longer than the bounds on idle transactions (PostgreSQL's for the app role, pgBouncer's
+# for anyone), so a client that merely sits in a transaction is cut off by them and PAUSE
+# completes; what still holds it after this is a real, running transaction.
+DEFAULT_PAUSE_WAIT_SECONDS = float(
+    max(
+        defaults.APP_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS,
+        defaults.PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS,
+    )
+    + 3
+)
 RESUME_TIMEOUT_SECONDS = 30.0
 
 
