@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from deploys import release, runner
 from lab import config, control
 from lab.errors import LabError
+from tests.lab.stack import ACCOUNT, ROOT, by_group, on_host, psql, ready
 
 SHARE_LAB_ENV = "SPARKOPS_TESTS_SHARE_LAB"
 
@@ -70,3 +72,18 @@ def owned_lab(lab_hosts):
             pytrace=False,
         )
     return lab_hosts
+
+
+@pytest.fixture(scope="session")
+def deployed(lab_hosts):
+    """The deployed stack: a lab that already serves the app is used as it is (a redeploy
+    would build a new release from this tree, minutes); otherwise the site deploy runs."""
+    db, app = by_group(lab_hosts, "db"), by_group(lab_hosts, "app")
+    if not ready(app):
+        _release_id, tarball = release.selected()
+        result = runner.run_site(env={"SPARKOPS_RELEASE_TAR": str(tarball)})
+        assert result.returncode == 0 and result.errors == 0, result.output[-6000:]
+    current = on_host(app, f"readlink {ROOT}/current").strip().rsplit("/", 1)[-1]
+    psql(db, "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
+              f"VALUES ('{ACCOUNT}', 'E2E', 1000000, 1000000) ON CONFLICT DO NOTHING")  # fmt: skip
+    return {"hosts": lab_hosts, "release": current}

@@ -14,15 +14,15 @@ from sparkops import defaults, livecheck
 from sparkops.cli import main
 from sparkops.commands.demo import _traffic
 from sparkops.wait import wait_until
-from tests.lab.test_runbooks_e2e import ACCOUNT, _by_group, _orders, deployed  # noqa: F401
+from tests.lab.stack import ACCOUNT, by_group, orders
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 
-def test_every_panel_and_alert_expression_returns_series(deployed):  # noqa: F811
+def test_every_panel_and_alert_expression_returns_series(deployed):
     hosts = deployed["hosts"]
-    db, app, monitor = (_by_group(hosts, g) for g in ("db", "app", "monitor"))
-    _orders(app, 4)
+    db, app, monitor = (by_group(hosts, g) for g in ("db", "app", "monitor"))
+    orders(app, 4)
     _traffic(f"http://{app['ip']}:{defaults.APP_PORT}", account=ACCOUNT)
     drill = CliRunner().invoke(main, ["drill", "--host", db["name"], "--yes"])
     assert drill.exit_code == 0, drill.output

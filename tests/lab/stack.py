@@ -1,0 +1,79 @@
+"""The deployed lab stack as the lab tests drive it: hosts by group, commands over SSH, SQL on
+the db host, orders through the app, a ledger snapshot, and app releases to switch between.
+`deployed` (tests/lab/conftest.py) makes sure the site deploy has run."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from click.testing import CliRunner
+
+from lab import ssh
+from runbooks import checks
+from sparkops import defaults
+from sparkops.cli import main
+
+ACCOUNT = "runbook-e2e"
+ROOT = defaults.APP_ROOT
+
+
+def by_group(hosts, group):
+    return next(h for h in hosts if group in h["groups"])
+
+
+def on_host(h, command: str, timeout: float = 120) -> str:
+    proc = ssh.run(h["ip"], command, timeout=timeout)
+    assert proc.returncode == 0, f"{h['name']}: {command}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def psql(db, sql: str) -> str:
+    quoted = sql.replace('"', '\\"')
+    return on_host(
+        db, f'runuser -u postgres -- psql -XAtq -d {defaults.DATABASE_NAME} -c "{quoted}"'
+    )
+
+
+def sparkops(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def ready(app) -> bool:
+    try:
+        url = f"http://{app['ip']}:{defaults.APP_PORT}/readyz"
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def orders(app, count: int) -> list[str]:
+    ids = []
+    for n in range(count):
+        body = {"account_id": ACCOUNT, "symbol": "BTCUSDT", "side": "buy" if n % 2 else "sell",
+                "quantity": "0.01", "price": "65000.00"}  # fmt: skip
+        r = httpx.post(f"http://{app['ip']}:{defaults.APP_PORT}/orders", json=body,
+                       headers={"idempotency-key": str(uuid.uuid4())}, timeout=30)  # fmt: skip
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    return ids
+
+
+def snapshot(db) -> dict[str, str]:
+    return {name: psql(db, sql).strip() for name, sql in checks.DEFAULT_CHECKS.items()}
+
+
+def present(db, ids) -> set[str]:
+    listed = ",".join(f"'{i}'" for i in ids)
+    return set(psql(db, f"SELECT id FROM orders WHERE id IN ({listed})").split())
+
+
+def copy_release(app_host, source: str, name: str, extra_env: str = "") -> None:
+    """Another release on the app host: a copy of `source` with its own id (the same code)."""
+    on_host(app_host, f"set -e; cd {ROOT}/releases; rm -rf {name}; cp -a {source} {name}; "
+                   f"rm -f {name}/BAD; printf 'SPARK_RELEASE_ID={name}\\n{extra_env}' > "
+                   f"{name}/release.env; touch {name}/.installed")  # fmt: skip
+
+
+def version(app) -> str:
+    return httpx.get(f"http://{app['ip']}:{defaults.APP_PORT}/version", timeout=5).json()["release"]
