@@ -86,6 +86,8 @@ def _restore(plan: Plan, run: Run, progress: Progress) -> None:
             plan.place.wrote = True
         dest.pgbackrest("restore", *plan.options, timeout=24 * 3600)
         ensure_config_files(dest)
+        if plan.in_place:
+            dest.clear_archive_get_queue()
     with run.step("Start PostgreSQL"):
         progress.pg_started = True
         dest.service.start()

@@ -10,6 +10,7 @@ environment.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, replace
 
 from runbooks.executor import CommandFailed, Executor
@@ -120,6 +121,21 @@ class DbTarget:
             timeout=timeout,
             check=check,
         )
+
+    def clear_archive_get_queue(self) -> None:
+        """Empty the stanza's async archive-get queue (`<spool-path>/archive/<stanza>/in`).
+
+        Segments and status files left there by a recovery that was cut short make the next
+        recovery's archive-get wait out archive-timeout (60 s) for an async process that is
+        gone (pgBackRest issue #1357; its maintainer's advice: clean the spool after the
+        restore, before the start). Only for a stopped server's restore."""
+        config = self.pgbackrest_config or "/etc/pgbackrest/pgbackrest.conf"
+        script = (
+            f"spool=$(sed -n 's/^spool-path=//p' {shlex.quote(config)} | tail -n 1); "
+            "spool=${spool:-/var/spool/pgbackrest}; "
+            f'rm -rf -- "$spool/archive/{self.stanza}/in"'
+        )
+        self.executor.run(["sh", "-c", script], user=self.os_user)
 
     # --- pgBouncer ----------------------------------------------------------------------
     def bouncer_admin(self, command: str, *, timeout: float = 30.0, check: bool = True):

@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from runbooks import bouncer
+from sparkops import defaults
 from sparkops.ephemeral.proc import chown_to_service_user, make_workdir
 from tests.runbooks.conftest import ensure_account, result_json, sparkops, state, write_orders
 
@@ -182,3 +183,21 @@ def test_pgbouncer_resume_command_undoes_a_left_pause(backed_db, target_file, tm
 @pytest.fixture(autouse=True)
 def _scratch_parent_owned(tmp_path):
     chown_to_service_user(tmp_path)
+
+
+def test_an_idle_client_is_cut_off_and_the_default_pause_completes(
+    backed_db, ledger_app, stuck_client, target_file
+):
+    """The issue's outage: one app-role client idle in a transaction. PostgreSQL ends it at
+    the app role's idle-in-transaction bound, inside the default PAUSE wait, and the restore
+    goes on; pgBouncer is paused for about that long, never open-ended."""
+    ensure_account(backed_db)
+    run = sparkops("restore", "--target-file", str(target_file), "--latest", "--yes", "--json")
+    assert run.exit_code == 0, run.output
+    pause = next(s for s in result_json(run)["steps"] if s["name"] == "Pause pgBouncer")
+    assert pause["seconds"] > defaults.APP_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS - 1
+    assert pause["seconds"] < bouncer.DEFAULT_PAUSE_WAIT_SECONDS
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+        stuck_client.execute("SELECT 2")  # cut off by PostgreSQL, not by the runbook
+    assert not bouncer.is_paused(backed_db.target)
+    assert len(write_orders(ledger_app, "ledger-1", 1)) == 1
