@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test demo lint format bench build clean
+.PHONY: bootstrap test test-interruptions demo lint format bench build clean
 
 bootstrap:
 	./scripts/bootstrap
@@ -24,6 +24,11 @@ test: bootstrap
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/sparkops check-generated
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Every step of restore, drill and rollback interrupted on the lab by SIGTERM and by a dropped
+# SSH connection (about 40 minutes); `make test` runs the core of it.
+test-interruptions: bootstrap
+	$(VENV)/bin/pytest -m interruptions tests/lab/test_interruptions_lab.py $(PYTEST_ARGS)
 
 demo: bootstrap
 	$(VENV)/bin/sparkops demo

@@ -27,6 +27,29 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow]
 RESTORE_STEPS = 8  # pause, archive, stop, restore, start, wait, resume, verify
 DRILL_STEPS = 8  # archive, create, restore, start, wait, verify, invariants, tear down
 ROLLBACK_STEPS = 3  # switch, restart, health gate
+# `make test` interrupts these on the lab (the steps where a lost connection or a signal
+# matters most: PAUSE, the restore itself, the drill's copy, the app's restart); every step
+# of each runbook, both ways, is `make test-interruptions` (marker `interruptions`, about
+# 40 minutes on the lab), and every step by SIGTERM runs locally in
+# tests/runbooks/test_interruptions.py as part of `make test`.
+CORE = {
+    ("restore", 1, "ssh dropped"),
+    ("restore", 4, "SIGTERM"),
+    ("restore", 4, "ssh dropped"),
+    ("drill", 3, "ssh dropped"),
+    ("rollback", 2, "ssh dropped"),
+}
+
+
+def cases(runbook: str, steps: int) -> list:
+    return [
+        pytest.param(step, how, marks=() if (runbook, step, how) in CORE else INTERRUPTIONS)
+        for step in range(1, steps + 1)
+        for how in HOW
+    ]
+
+
+INTERRUPTIONS = pytest.mark.interruptions
 
 
 def _paused(db) -> bool:
@@ -73,8 +96,7 @@ def _settled(db, app, outcome) -> str:
     return recovered
 
 
-@pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("step", range(1, RESTORE_STEPS + 1))
+@pytest.mark.parametrize(("step", "how"), cases("restore", RESTORE_STEPS))
 def test_restore_interrupted_on_the_lab(deployed, step, how):
     db, app = by_group(deployed["hosts"], "db"), by_group(deployed["hosts"], "app")
     orders(app, 2)
@@ -93,8 +115,7 @@ def test_restore_interrupted_on_the_lab(deployed, step, how):
     assert orders(app, 1)
 
 
-@pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("step", range(1, DRILL_STEPS + 1))
+@pytest.mark.parametrize(("step", "how"), cases("drill", DRILL_STEPS))
 def test_drill_interrupted_on_the_lab(deployed, step, how):
     db = by_group(deployed["hosts"], "db")
     pid = on_host(db, "head -n 1 /var/lib/postgresql/15/main/postmaster.pid").strip()
@@ -127,8 +148,7 @@ def two_releases(deployed):
     assert version(app) == a
 
 
-@pytest.mark.parametrize("how", HOW)
-@pytest.mark.parametrize("step", range(1, ROLLBACK_STEPS + 1))
+@pytest.mark.parametrize(("step", "how"), cases("rollback", ROLLBACK_STEPS))
 def test_rollback_interrupted_on_the_lab(two_releases, step, how):
     app, a, b = two_releases
     words = ["rollback", "--host", app["name"], "--to", a, "--yes", "--gate-timeout", "60"]
