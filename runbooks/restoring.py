@@ -123,14 +123,17 @@ def teardown_copy(plan: Plan, run: Run) -> None:
         _attempt(run, "Tear down the copy (what this run made)", undo)
 
 
-def _attempt(run: Run, name: str, action) -> bool:
-    try:
-        with run.step(name):
-            action()
-        return True
-    except (CommandFailed, StepFailed, DeadlineExceeded) as exc:
-        run.say(f"    could not: {str(exc).splitlines()[0]}")
-        return False
+def _attempt(run: Run, name: str, action, tries: int = 2) -> bool:
+    """A cleanup action in a step of its own; tried again once, since what made the run
+    fail (a dropped connection) has often passed by the time the cleanup runs."""
+    for attempt in range(1, tries + 1):
+        try:
+            with run.step(name if attempt == 1 else f"{name}, again"):
+                action()
+            return True
+        except (CommandFailed, StepFailed, DeadlineExceeded) as exc:
+            run.say(f"    could not: {str(exc).splitlines()[0]}")
+    return False
 
 
 def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
@@ -157,6 +160,11 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
             lines.append(f"PostgreSQL on {src.label}: nothing was restored; now {role}")
             if up is not True and undo is None:
                 undo = on_host(src.executor, src.service.start_command())
+        elif progress.recovered:
+            lines.append(
+                f"PostgreSQL on {src.label}: restored to the target, recovery ended, now "
+                f"{role}; the verification did not finish (the evidence shows how far it got)"
+            )
         else:
             lines.append(
                 f"PostgreSQL on {src.label}: data directory {src.data_dir} partly or fully "
@@ -164,7 +172,7 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
                 "(--delta reuses what was restored); `--latest` instead returns it to where "
                 "it was (the live WAL was archived first)"
             )
-            if not progress.recovered and role != "running":
+            if role != "running":
                 undo = plan.rerun_command  # it pauses and resumes pgBouncer itself
     else:
         lines.append(f"{src.label}: production was not touched (a copy was the target)")
