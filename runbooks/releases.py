@@ -148,8 +148,9 @@ def activate(app: AppTarget, release: str, run: Run, gate_timeout: float) -> boo
     run.check(f"release {release} healthy", ok, detail)
     if ok:
         run.facts["switch_seconds"] = round(time.monotonic() - started, 3)
-        # A release that passes its gate is good again (a forced retry of a BAD one).
-        app.executor.run(["rm", "-f", f"{app.releases_dir}/{release}/{BAD_MARK}"])
+        # A release that passes its gate is good again (a forced retry of a BAD one); a stale
+        # mark left behind (the host did not answer) only makes rollbacks skip it.
+        app.executor.run(["rm", "-f", f"{app.releases_dir}/{release}/{BAD_MARK}"], check=False)
         return True
     with run.step(f"Mark {release} bad"):
         mark_bad(app, release, f"health gate failed: {detail}")

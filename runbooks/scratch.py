@@ -177,10 +177,18 @@ def make(executor: Executor, place: ScratchPlace, os_user: str) -> None:
         place.made_dir = True
 
 
+def _postmaster_pid(executor: Executor, place: ScratchPlace) -> str:
+    """The pid in the copy's postmaster.pid, "" when there is none. A command that fails
+    (a dropped connection) raises: "could not look" must never read as "nothing runs"."""
+    pidfile = shlex.quote(f"{place.resolved}/postmaster.pid")
+    script = f"if [ -e {pidfile} ]; then head -n 1 {pidfile}; else echo none; fi"
+    first = executor.run(["sh", "-c", script]).stdout.strip()
+    return "" if first == "none" else first
+
+
 def record_start(executor: Executor, place: ScratchPlace) -> None:
     """The postmaster pid this run started (its postmaster.pid), for the teardown."""
-    text = executor.read_text(f"{place.resolved}/postmaster.pid") or ""
-    first = text.split("\n", 1)[0].strip()
+    first = _postmaster_pid(executor, place)
     place.started_pid = int(first) if first.isdigit() else None
 
 
@@ -188,18 +196,19 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
     """Undo what this run made, and only that; returns what was done (for the evidence).
 
     `stop` stops the copy's server; it is called only when the server running in the
-    directory is the one this run started."""
+    directory is the one this run started. Safe to run again after a failure."""
     done: list[str] = []
     if place.started_pid is not None:
-        text = executor.read_text(f"{place.resolved}/postmaster.pid") or ""
-        first = text.split("\n", 1)[0].strip()
+        first = _postmaster_pid(executor, place)
         if first == str(place.started_pid):
             stop()
+            if _postmaster_pid(executor, place) == first:
+                raise StepFailed(f"the copy's server (pid {first}) is still running")
             done.append(f"stopped the copy's server (pid {place.started_pid})")
         elif first:
-            done.append(
-                f"left the server running in {place.resolved} (pid {first}): this run "
-                f"started pid {place.started_pid}"
+            raise StepFailed(
+                f"a server this run did not start runs in {place.resolved} (pid {first}; "
+                f"this run started {place.started_pid}): nothing removed"
             )
     if place.own_parent or place.made_parent:
         executor.run(["rm", "-rf", "--", place.parent])

@@ -18,7 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runbooks.executor import Executor
+from runbooks.executor import CommandFailed, Executor
 from sparkops import defaults
 from sparkops.wait import DeadlineExceeded, wait_until
 
@@ -70,9 +70,11 @@ class SystemdService(ServiceControl):
         self.executor.run(["systemctl", "restart", *self.units], timeout=self.timeout)
 
     def is_active(self) -> bool:
-        return self.executor.run(
-            ["systemctl", "is-active", "--quiet", self.units[0]], check=False
-        ).ok
+        result = self.executor.run(["systemctl", "is-active", self.units[0]], check=False)
+        state = result.stdout.strip()
+        if not result.ok and not state:  # no state printed: the command itself failed
+            raise CommandFailed(result)
+        return result.ok
 
     def log_tail(self) -> str:
         return self.executor.run(
@@ -181,9 +183,14 @@ class PgCtlService(ServiceControl):
         )
 
     def is_active(self) -> bool:
-        return self.executor.run(
+        result = self.executor.run(
             [f"{self.bindir}/pg_ctl", "-D", self.datadir, "status"], user=self.user, check=False
-        ).ok
+        )
+        # 0 running, 3 not running, 4 no data directory; anything else (a dropped connection)
+        # is not an answer, and "could not look" must never read as "not running".
+        if result.returncode not in (0, 3, 4):
+            raise CommandFailed(result)
+        return result.ok
 
     def log_tail(self) -> str:
         return self.executor.run(["tail", "-n", "20", self.logfile], check=False).output()
