@@ -6,10 +6,11 @@ S3, whose bucket is prepared from the machine running pyinfra (deploys/s3_bucket
 from __future__ import annotations
 
 import re
+import shlex
 
 from pyinfra import host
 from pyinfra.api import FunctionCommand, deploy, operation
-from pyinfra.facts.files import File
+from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
 from app import metric_names
@@ -20,6 +21,11 @@ from sparkops import defaults
 STANZA = defaults.PGBACKREST_STANZA
 CONF = "/etc/pgbackrest/pgbackrest.conf"
 SPOOL = "/var/spool/pgbackrest"
+# Which repository the archive last went to (type and location, no secrets): when it
+# changes, the new one's archive has a gap, so a full backup starts a chain it covers.
+REPO_MARKER = "/etc/pgbackrest/sparkops-repository"
+# The options that say where the repository is (not how it is reached or kept).
+REPO_LOCATION_KEYS = ("repo1-type", "repo1-path", "repo1-s3-bucket", "repo1-s3-endpoint")
 DATA_DIR = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
 BACKUP_KINDS = ("full", "diff")
 METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
@@ -116,14 +122,32 @@ def stanza_created(stanza: str = STANZA):
         host.noop(f"stanza {stanza} exists")
 
 
+def repository_identity(glob: dict[str, str]) -> str:
+    return " ".join(f"{k}={glob[k]}" for k in REPO_LOCATION_KEYS if k in glob)
+
+
 @operation()
-def first_full_backup(stanza: str = STANZA):
-    """Take a full backup when the repository holds none (then the timers take over)."""
+def full_backup_for_repository(identity: str, stanza: str = STANZA):
+    """Take a full backup when the repository holds none, or when the archive has just moved
+    to this repository from another (posix to S3 and back): the WAL archived elsewhere is
+    missing here, and a restore from an older backup would stop at that gap. Then the timers
+    take over."""
     info = host.get_fact(PgBackRestInfo, stanza=stanza)
-    if has_full_backup(info):
-        host.noop(f"stanza {stanza} has a full backup")
+    recorded = host.get_fact(FileContents, path=REPO_MARKER)
+    recorded = "\n".join(recorded).strip() if recorded else None
+    backup = _run_as_postgres(f"pgbackrest --stanza={stanza} --type=full backup")
+    record = f"printf '%s\\n' {shlex.quote(identity)} > {REPO_MARKER}"
+    if not has_full_backup(info):
+        yield backup
+        yield record
+    elif recorded is None:
+        # A host deployed before the marker existed: its archive has been going here.
+        yield record
+    elif recorded != identity:
+        yield backup
+        yield record
     else:
-        yield _run_as_postgres(f"pgbackrest --stanza={stanza} --type=full backup")
+        host.noop(f"stanza {stanza} has a full backup and the archive has not moved")
 
 
 @operation()
@@ -240,7 +264,10 @@ def pgbackrest() -> None:
         mode="640",
     )
     stanza_created(name=f"Create pgBackRest stanza {STANZA}")
-    first_full_backup(name="Take the first full backup")
+    full_backup_for_repository(
+        name="Take a full backup (the first, or after the repository moved)",
+        identity=repository_identity(glob),
+    )
     files.put(
         name="Install the backup-time metric script",
         src=support.rendered(

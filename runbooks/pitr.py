@@ -219,6 +219,10 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
         backup = newest
         bounds = "everything archived"
     assert backup is not None
+    if req.kind != "time":  # a gap before a time target makes recovery fail loudly by itself
+        if req.kind == "latest":
+            segments = wal.archived_segments(source)
+        refuse_archive_gap(source, backup, segments, target_lsn)
 
     dest = req.dest or source
     plan = Plan(
@@ -249,6 +253,53 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
         pgbackrest_options=plan.options,
     )
     return plan
+
+
+def refuse_archive_gap(
+    source: DbTarget, backup: BackupSet, segments: list[str], up_to: int | None
+) -> None:
+    """Refuse when WAL between the backup and the target is missing from the archive: the
+    restore would end at the gap and say nothing (seen after the repository was moved to
+    another store and back)."""
+    if not segments:
+        return  # no archived WAL at all: pgbackrest restore refuses the backup by itself
+    last = max(wal.segment_number(n) for n in segments)
+    if up_to is not None:
+        last = min(last, up_to // wal.SEGMENT_BYTES)
+    gaps = wal.archive_gaps(segments, backup.start_lsn // wal.SEGMENT_BYTES, last)
+    if not gaps:
+        return
+    first_missing = gaps[0][0]
+    missing = sum(end - start + 1 for start, end in gaps)
+    runs = ", ".join(
+        wal.segment_label(a) + (f"..{wal.segment_label(b)}" if b != a else "") for a, b in gaps[:3]
+    )
+    ends_at = format_lsn(first_missing * wal.SEGMENT_BYTES)
+    raise Refused(
+        f"the archive is missing {missing} WAL segment(s) after backup {backup.describe()}: "
+        f"{runs}{' and more' if len(gaps) > 3 else ''}. A restore from it would end at LSN "
+        f"{ends_at} and silently lose every later commit (WAL archived to another "
+        "repository meanwhile, or removed). Nothing was changed",
+        f"take a full backup now (`pgbackrest --stanza={source.stanza} --type=full backup` "
+        "as postgres on the db host) so the archive covers what follows, then restore from "
+        f"it; or restore to a point before the gap (--lsn earlier than {ends_at})",
+    )
+
+
+def expected_end_lsn(plan: Plan) -> int | None:
+    """The LSN recovery must reach for the restore to be what was asked: the target for an
+    LSN or a restore point; for --latest, where the server was when planned (its live WAL is
+    archived first) or the start of the last archived segment."""
+    req = plan.request
+    if req.kind in ("lsn", "name"):
+        return plan.target_lsn
+    if req.kind != "latest":
+        return None
+    if plan.current_lsn is not None:
+        return plan.current_lsn
+    if plan.info.archive_max:
+        return wal.segment_end_lsn(plan.info.archive_max) - wal.SEGMENT_BYTES
+    return None
 
 
 def restore_options(plan: Plan) -> list[str]:

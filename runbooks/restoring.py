@@ -13,11 +13,12 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from runbooks import bouncer, checks, scratch
+from runbooks import bouncer, checks, scratch, wal
 from runbooks.checklist import Run, StepFailed, shielded
 from runbooks.dbsteps import archive_live_wal, ensure_config_files, wait_for_promotion
 from runbooks.executor import CommandFailed, Executor, SshExecutor
-from runbooks.pitr import Plan
+from runbooks.pitr import Plan, expected_end_lsn
+from runbooks.wal import format_lsn
 from sparkops.wait import DeadlineExceeded
 
 
@@ -240,5 +241,30 @@ def verify(plan: Plan, run: Run) -> None:
             not state["recovery"],
             f"timeline {plan.timeline} -> {state['tl']}, WAL at {state['lsn']}",
         )
+        _check_recovery_end(plan, run, int(state["tl"]))
         checks.amcheck(dest, run)
         checks.check_queries(dest, run, plan.request.checks)
+
+
+def _check_recovery_end(plan: Plan, run: Run, timeline: int) -> None:
+    """Recovery ended where it had to: a restore that stopped early (WAL missing from the
+    archive) looks healthy otherwise, with every later commit gone."""
+    expected = expected_end_lsn(plan)
+    if expected is None:
+        return
+    history = plan.dest.psql(
+        f"SELECT pg_read_file('pg_wal/{timeline:08X}.history')", dbname="postgres"
+    )
+    ended = wal.history_switch_lsn(history)
+    run.facts["recovery_end_lsn"] = format_lsn(ended) if ended is not None else None
+    run.check(
+        "recovery reached the target",
+        ended is not None and ended >= expected,
+        f"ended at {format_lsn(ended) if ended is not None else '?'} (timeline {timeline}), "
+        f"needed {format_lsn(expected)}"
+        + (
+            ""
+            if ended is None or ended >= expected
+            else ": WAL is missing from the archive after that point; later commits are not here"
+        ),
+    )

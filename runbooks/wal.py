@@ -56,6 +56,54 @@ def segment_timeline(name: str) -> int:
     return int(name[:8], 16)
 
 
+# Segments per "xlogid" (the middle eight hex digits of a name): 4 GB of 16 MB segments.
+SEGMENTS_PER_ID = 0x100000000 // SEGMENT_BYTES
+
+
+def segment_number(name: str) -> int:
+    """The segment's position in the WAL stream, whatever its timeline."""
+    match = _SEGMENT.match(name)
+    if not match:
+        raise ValueError(f"{name!r} is not a WAL segment name")
+    return int(match.group(2), 16) * SEGMENTS_PER_ID + int(match.group(3), 16)
+
+
+def segment_label(number: int) -> str:
+    """A segment number as the last sixteen digits of its file name (timeline left out)."""
+    return f"{number // SEGMENTS_PER_ID:08X}{number % SEGMENTS_PER_ID:08X}"
+
+
+def archive_gaps(segments: list[str], first: int, last: int) -> list[tuple[int, int]]:
+    """Runs of segment numbers in [first, last] that no archived segment holds, on any
+    timeline (the switch segment of a new timeline is archived under the new one).
+
+    Recovery replays WAL until restore_command finds no next segment, and then ends as if
+    that were the end: a gap makes a restore to "everything archived" stop before it, and
+    every commit after the gap is silently missing from the result."""
+    have = {segment_number(n) for n in segments}
+    gaps: list[tuple[int, int]] = []
+    start = None
+    for number in range(first, last + 1):
+        if number not in have:
+            start = number if start is None else start
+        elif start is not None:
+            gaps.append((start, number - 1))
+            start = None
+    if start is not None:
+        gaps.append((start, last))
+    return gaps
+
+
+def history_switch_lsn(text: str) -> int | None:
+    """Where the newest timeline began, from its history file ("parent<TAB>LSN<TAB>reason"
+    lines): the point at which the recovery that made it ended."""
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        return None
+    fields = lines[-1].split()
+    return parse_lsn(fields[1]) if len(fields) >= 2 else None
+
+
 @dataclass(frozen=True)
 class BackupSet:
     label: str

@@ -142,3 +142,21 @@ def test_recovery_minimums_come_from_the_copys_control_file():
         "max_prepared_transactions": "0",
         "max_locks_per_transaction": "64",
     }
+
+
+def test_segment_numbers_and_archive_gaps():
+    assert wal.segment_number("000000010000000000000003") == 3
+    assert wal.segment_number("0000000200000001000000FF") == 0x1FF
+    assert wal.segment_label(0x100) == "0000000100000000"
+    names = ["000000010000000000000003", "000000010000000000000004",
+             "000000020000000000000005",  # the switch segment, under the new timeline
+             "000000020000000000000008"]  # fmt: skip
+    assert wal.archive_gaps(names, 3, 5) == []
+    assert wal.archive_gaps(names, 3, 8) == [(6, 7)]
+    assert wal.archive_gaps(names, 2, 9) == [(2, 2), (6, 7), (9, 9)]
+
+
+def test_history_switch_point():
+    text = "1\t0/3000000\tno recovery target specified\n\n2\t0/5000A28\tbefore 2026-12-02\n"
+    assert wal.history_switch_lsn(text) == 0x5000A28
+    assert wal.history_switch_lsn("") is None

@@ -11,7 +11,8 @@ import shutil
 import pytest
 
 from sparkops.ephemeral.proc import chown_to_service_user, make_workdir
-from tests.runbooks.conftest import ensure_account, sparkops, state, write_orders
+from sparkops.wait import wait_until
+from tests.runbooks.conftest import ensure_account, sparkops, state, superuser, write_orders
 
 FUTURE = "2099-01-01T00:00:00Z"
 
@@ -107,3 +108,59 @@ def test_no_at_the_prompt_changes_nothing(untouched, target_file, tmp_path):
 def test_restore_point_name_is_checked(untouched, target_file):
     run = sparkops("restore-point", "create", "bad name;", "--target-file", str(target_file))
     assert run.exit_code == 2 and "is not usable" in run.output
+
+
+def _archived_now(db) -> str:
+    """A segment with a transaction in it, switched out and archived; its name."""
+    with superuser(db) as conn:
+        conn.execute("SELECT txid_current()")
+        name = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()[0]
+
+        def archived() -> bool:
+            last = conn.execute("SELECT last_archived_wal FROM pg_stat_archiver").fetchone()[0]
+            return bool(last) and last[8:] >= name[8:]
+
+        wait_until(archived, timeout=60, what=f"{name} to be archived")
+    return name
+
+
+@pytest.mark.parametrize("command", ["restore", "drill"])
+def test_a_gap_in_the_archive_is_refused(untouched, backed_db, target_file, tmp_path, command):
+    """WAL missing between the newest backup and the archive's end (a repository moved away
+    and back): recovery would stop at the gap and lose every later commit without a word."""
+    names = [_archived_now(backed_db) for _ in range(3)]
+    archive = backed_db.workdir / "repo" / "archive"
+    [held] = [p for p in archive.rglob(f"{names[1]}-*") if p.is_file()]
+    moved = tmp_path / held.name
+    shutil.move(held, moved)
+    try:
+        words = ["--latest"] if command == "restore" else []
+        run = sparkops(command, "--target-file", str(target_file), *words, "--yes")
+        assert run.exit_code == 2, run.output
+        assert "the archive is missing 1 WAL segment(s)" in run.output, run.output
+        assert names[1][8:] in run.output and "--type=full backup" in run.output
+        assert "nothing was changed" in run.output
+    finally:
+        shutil.move(moved, held)
+
+
+def test_a_copy_that_stopped_at_a_gap_fails_its_verification(
+    untouched, backed_db, target_file, tmp_path, monkeypatch
+):
+    """Behind the plan's refusal, the verification: with the refusal taken away, the drill's
+    copy ends its recovery at the gap, and the check that recovery reached the target fails."""
+    from runbooks import pitr
+
+    monkeypatch.setattr(pitr, "refuse_archive_gap", lambda *args: None)
+    names = [_archived_now(backed_db) for _ in range(3)]
+    archive = backed_db.workdir / "repo" / "archive"
+    [held] = [p for p in archive.rglob(f"{names[1]}-*") if p.is_file()]
+    moved = tmp_path / held.name
+    shutil.move(held, moved)
+    try:
+        run = sparkops("drill", "--target-file", str(target_file), "--yes")
+        assert run.exit_code == 1, run.output
+        assert "FAIL recovery reached the target" in run.output, run.output
+        assert "WAL is missing from the archive" in run.output
+    finally:
+        shutil.move(moved, held)
