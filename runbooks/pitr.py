@@ -220,7 +220,7 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
         bounds = "everything archived"
     assert backup is not None
     if req.kind != "time":  # a gap before a time target makes recovery fail loudly by itself
-        if req.kind == "latest":
+        if req.kind != "name":  # the name's search has read them already
             segments = wal.archived_segments(source)
         refuse_archive_gap(source, backup, segments, target_lsn)
 
