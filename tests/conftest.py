@@ -85,3 +85,12 @@ def pytest_terminal_summary(terminalreporter):
     if TABLE.rows:
         terminalreporter.section("runbooks interrupted at each step")
         terminalreporter.write_line(TABLE.render())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Tests that take the lab down and bring it back (fixture `owned_lab`) run last: a lab
+    host's root is a tmpfs, so the hosts come back freshly made, without the deployed stack
+    that every later lab test (fixture `deployed`) relies on."""
+    last = [item for item in items if "owned_lab" in getattr(item, "fixturenames", ())]
+    if last:
+        items[:] = [item for item in items if item not in last] + last
