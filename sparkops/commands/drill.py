@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import click
 
 from runbooks import drill, sites
@@ -71,6 +74,7 @@ def command(
         if data_dir is None and target_file:
             # A temporary directory of this run's own (owned by the postgres user).
             data_dir, own_parent = f"{make_workdir('drill')}/data", True
+            made.append(data_dir)
         elif data_dir is None:
             data_dir = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/drill"
         port = scratch_port or free_port()
@@ -92,14 +96,21 @@ def command(
     def act(run, prepared):
         drill.execute(prepared, run)
 
-    conduct(
-        "drill",
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-        dry_run=dry_run,
-        yes=yes,
-        prepare=prepare,
-        act=act,
-        question="",
-        destructive=False,
-    )
+    made: list[str] = []  # a temporary parent this command made (local targets)
+    try:
+        conduct(
+            "drill",
+            json_output=json_output,
+            evidence_dir=evidence_dir,
+            dry_run=dry_run,
+            yes=yes,
+            prepare=prepare,
+            act=act,
+            question="",
+            destructive=False,
+        )
+    finally:
+        # Refused, dry run or kept: the teardown did not remove it; an empty one goes.
+        for parent in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(parent))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 
 import httpx
@@ -87,6 +88,7 @@ def test_drill_interrupted(backed_db, ledger_app, target_file, tmp_path, step):
     TABLE.add(outcome)
     again = subprocess.run([SPARKOPS, *words], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    shutil.rmtree(scratch.parent)  # this test's own directory
 
 
 @pytest.fixture

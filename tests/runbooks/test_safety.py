@@ -96,8 +96,9 @@ def test_drill_refuses_a_scratch_dir_that_is_not_its_own(
 
 
 def test_drill_refuses_a_port_in_use(untouched, backed_db, target_file, tmp_path):
-    run = _drill(target_file, str(make_workdir("drill-port")) + "/data",
-                 "--scratch-port", str(backed_db.stack.pg.port))  # fmt: skip
+    parent = make_workdir("drill-port")
+    run = _drill(target_file, f"{parent}/data", "--scratch-port", str(backed_db.stack.pg.port))
+    parent.rmdir()  # refused: nothing was made in it
     assert run.exit_code == 2, run.output
     assert f"port {backed_db.stack.pg.port} is in use" in run.output
 
