@@ -143,12 +143,21 @@ def test_a_release_that_gets_ready_goes_live(host):
 
 
 def test_a_release_that_never_gets_ready_is_switched_back_and_marked_bad(host):
+    host.ready("A")
     result = host.run("B", timeout="1")
     assert result.returncode == 1
     assert host.current() == "releases/A"
     assert host.restarts() == ["restart releases/B", "restart releases/A"]
-    assert "switched back to releases/A" in result.stderr
+    # It returns once the previous release answers again, and says so.
+    assert "switched back to releases/A (ready)" in result.stderr
     assert (host.root / "releases/B/BAD").read_text().startswith("health gate failed")
+
+
+def test_switched_back_to_a_release_that_does_not_answer_says_so(host):
+    result = host.run("B", timeout="1")
+    assert result.returncode == 1
+    assert host.current() == "releases/A"
+    assert "switched back to releases/A, but it is NOT ready after 1s" in result.stderr
 
 
 def test_the_current_release_is_restarted_through_the_gate_and_never_marked_bad(host):
