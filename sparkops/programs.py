@@ -33,6 +33,7 @@ PACKAGES: dict[str, str] = {
     "promtool": "prometheus",
     "prometheus-node-exporter": "prometheus-node-exporter",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
+    # The header smoke test's browser check and the dashboard snapshot's PNG.
     "chromium": "chromium",
     "wrk": "wrk",
     # The lab: images, namespaces, addresses, SSH, the apt proxy, the S3 endpoint.
@@ -51,6 +52,7 @@ PACKAGES: dict[str, str] = {
     "unshare": "util-linux",
     "getent": "libc-bin",
     "grep": "grep",
+    "sed": "sed",
     "find": "findutils",
     "tar": "tar",
     "dpkg": "dpkg",
@@ -63,6 +65,7 @@ PACKAGES: dict[str, str] = {
     "cp": "coreutils",
     "du": "coreutils",
     "env": "coreutils",
+    "head": "coreutils",
     "false": "coreutils",
     "id": "coreutils",
     "install": "coreutils",
