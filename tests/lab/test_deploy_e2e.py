@@ -185,6 +185,41 @@ def test_the_weekly_drill_runs_on_the_db_host_and_feeds_its_alert(deployed):
     assert answered(drill_alert.expr) == []
 
 
+def _validate(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    sparkops = str(Path(sys.executable).parent / "sparkops")
+    argv = [sparkops, "validate", "--evidence-dir", str(tmp_path), *args]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    (folder,) = tmp_path.glob("*-validate")
+    return r, folder
+
+
+def test_validate_passes_every_check_on_the_lab_and_leaves_the_evidence(deployed, tmp_path):
+    r, folder = _validate(tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = (folder / "validation_summary.md").read_text()
+    assert summary.startswith("# Validation: PASS") and "FAIL" not in summary
+    for name in ("position_unique_validation.log", "pitr_lsn_before.txt", "pitr_lsn_after.txt",
+                 "pgbouncer_stats.txt", "csp_smoke_headers.txt", "csp_smoke_browser.txt",
+                 "restore_drill.txt", "final_summary.txt"):  # fmt: skip
+        assert (folder / name).is_file(), name
+    assert "PASS restore drill" in r.stderr  # progress, as it runs
+    print(r.stdout.splitlines()[-1])  # the wall time, for the report
+
+
+def test_validate_with_prometheus_unreachable_fails_its_checks_and_runs_the_others(
+    deployed, tmp_path
+):
+    dead = "http://127.0.0.1:9"
+    r, folder = _validate(tmp_path, "--prometheus", dead, "--skip", "restore drill")
+    assert r.returncode == 1
+    final = (folder / "final_summary.txt").read_text()
+    assert "FAIL alert rules loaded" in final and "FAIL dashboard queries" in final
+    for name in ("position unique index", "pgbackrest check and info", "WAL switch archived",
+                 "pgBouncer pools and stats", "security headers"):  # fmt: skip
+        assert f"PASS {name}" in final, final
+    assert "restore drill" not in final
+
+
 def test_a_release_that_never_gets_ready_is_switched_back(deployed):
     """spark-app-activate on a release whose app cannot start: exit 1, `current` back on the
     good release, which answers /readyz again."""
