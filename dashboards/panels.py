@@ -122,6 +122,49 @@ def dashboard(*, uid: str, title: str, description: str, tags: list[str], panels
     )
 
 
+# The dashboard JSON schema version the output follows: that of Grafana's own models
+# (grafana-foundation-sdk, which a test loads the output with). grafanalib 0.7.1 writes 12,
+# which makes Grafana run every migration since on each load.
+SCHEMA_VERSION = 36
+# Keys grafanalib 0.7.1 writes from Grafana's pre-7 JSON model that the schema no longer has
+# (Grafana ignores them); dropped, with nulls for unset options, so Grafana's models read the
+# file and write back exactly the same JSON. A threshold's base step keeps its `value: null`
+# (the schema's -Infinity).
+_LEGACY_KEYS = {
+    "dashboard": {"__inputs", "rows", "hideControls", "sharedCrosshair"},
+    "panel": {"error", "editable", "hideTimeOverride"},
+    "target": {"target", "metric", "step", "query"},
+    "variable": {"useTags"},
+}
+
+
+def _without_nulls(value, key: str = ""):
+    if isinstance(value, dict):
+        return {k: _without_nulls(v, k) for k, v in value.items() if v is not None or k == "value"}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+def _schema_clean(data: dict) -> dict:
+    data = _without_nulls(data)
+    for key in _LEGACY_KEYS["dashboard"]:
+        data.pop(key, None)
+    data["schemaVersion"] = SCHEMA_VERSION
+    for panel in data.get("panels", []):
+        for key in _LEGACY_KEYS["panel"]:
+            panel.pop(key, None)
+        for target in panel.get("targets", []):
+            for key in _LEGACY_KEYS["target"]:
+                target.pop(key, None)
+    for variable in data.get("templating", {}).get("list", []):
+        for key in _LEGACY_KEYS["variable"]:
+            variable.pop(key, None)
+        variable.get("current", {}).pop("tags", None)
+    return data
+
+
 def to_json(dash: g.Dashboard) -> str:
     """Deterministic JSON: sorted keys, indent 2, trailing newline, so diffs are readable."""
-    return json.dumps(dash.to_json_data(), cls=DashboardEncoder, sort_keys=True, indent=2) + "\n"
+    data = json.loads(json.dumps(dash.to_json_data(), cls=DashboardEncoder))
+    return json.dumps(_schema_clean(data), sort_keys=True, indent=2) + "\n"

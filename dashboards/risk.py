@@ -28,7 +28,7 @@ def _outcome_rate(outcome: str) -> str:
 
 PANELS: tuple[Panel, ...] = (
     Panel(
-        title="Risk blocks by rule",
+        title="Risk blocks rate",
         description="Orders blocked per second by each pre-trade risk rule.",
         unit="ops",
         queries=(Query(rules.RISK_BLOCK_RATE, "{{rule}}"),),
@@ -51,7 +51,7 @@ PANELS: tuple[Panel, ...] = (
         right_unit="percentunit",
     ),
     Panel(
-        title="pgBouncer pool utilisation",
+        title="pgBouncer pool utilization",
         description=(
             "Server connections in use and clients waiting per pool (the line is the pool "
             "size); the oldest waiting client's wait on the right axis."
@@ -72,7 +72,7 @@ PANELS: tuple[Panel, ...] = (
         right_unit="s",
     ),
     Panel(
-        title="HTTP request duration p95 by route",
+        title="HTTP request duration (P95)",
         description="95th percentile of request duration per route template.",
         unit="s",
         queries=(Query(rules.HTTP_P95_BY_ROUTE, "{{route}}"),),
@@ -130,7 +130,7 @@ PANELS: tuple[Panel, ...] = (
         thresholds=((c.OUTBOX_LAG_SECONDS, WARN),),
     ),
     Panel(
-        title="Money-utility operations",
+        title="Money utils operations",
         description="Decimal money operations per second, by kind.",
         unit="ops",
         queries=(Query(f"sum by (kind) ({rate(m.MONEY_OPERATIONS, c.APP_SELECTOR)})", "{{kind}}"),),

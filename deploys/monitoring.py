@@ -12,6 +12,7 @@ Scrape jobs (names from alerts/config.py, which the rules select on):
 
 from __future__ import annotations
 
+from io import StringIO
 from pathlib import Path
 
 from pyinfra import host, inventory
@@ -20,7 +21,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
 from dashboards.build import GRAFANA_DASHBOARDS_DIR
-from deploys import secrets, support
+from deploys import alerting, secrets, support
 from deploys.common import service
 from sparkops import defaults
 
@@ -33,10 +34,11 @@ DASHBOARDS_SRC = support.REPO_ROOT / "dashboards" / "generated"
 DEFAULTS = {
     "monitoring_scrape_interval": "15s",
     "monitoring_retention": "15d",
-    # Shape: {"name": "ops-pager", "url": "https://pager.example/hook"}; alerts go to the
-    # first, critical ones to the one named in monitoring_critical_receiver.
+    # Receivers (Slack, PagerDuty, e-mail, webhook) and routes by severity: the shapes are
+    # in deploys/alerting.py. None: alerts are kept in Alertmanager but sent nowhere.
     "monitoring_alertmanager_receivers": [],
-    "monitoring_critical_receiver": None,
+    "monitoring_alertmanager_routes": [],
+    "monitoring_alertmanager_default_receiver": alerting.NULL_RECEIVER,
     # systemd [Service] settings over Debian's prometheus.service, e.g. {"PrivateUsers":
     # "false"} where systemd cannot make a user namespace (the lab, nested namespaces).
     "monitoring_prometheus_unit_overrides": {},
@@ -199,19 +201,8 @@ def monitoring() -> None:
         reload_on=[config, *rules],
         what="Prometheus",
     )
-    receivers = host.data.monitoring_alertmanager_receivers
-    am_config = files.put(
-        name="Configure Alertmanager",
-        src=support.rendered(
-            "monitoring/alertmanager.yml.j2",
-            receivers=receivers,
-            default_receiver=receivers[0]["name"] if receivers else '"null"',
-            critical_receiver=host.data.monitoring_critical_receiver,
-        ),
-        dest="/etc/prometheus/alertmanager.yml",
-        mode="644",
-    )
-    service("prometheus-alertmanager.service", reload_on=[am_config], what="Alertmanager")
+    am_config = alertmanager_config()
+    service("prometheus-alertmanager.service", reload_on=am_config, what="Alertmanager")
     dashboards = generated_files(DASHBOARDS_SRC, "*.json")
     if dashboards:
         files.directory(name=f"Create {DASHBOARDS_DIR}", path=DASHBOARDS_DIR, mode="755")
@@ -230,3 +221,52 @@ def monitoring() -> None:
             dest=GRAFANA_PROVISIONING,
             mode="644",
         )
+
+
+def alertmanager_config() -> list:
+    """Alertmanager's receivers and routes from group data, its secrets in files only it reads;
+    `amtool check-config` before the reload. Returns the operations a reload follows."""
+    receivers = host.data.monitoring_alertmanager_receivers
+    routes = host.data.monitoring_alertmanager_routes
+    default = host.data.monitoring_alertmanager_default_receiver
+    alerting.validate(receivers, routes, default)
+    needed = alerting.secret_files(receivers)
+    changed = []
+    if needed:
+        files.directory(
+            name=f"Create {alerting.SECRETS_DIR}",
+            path=alerting.SECRETS_DIR,
+            user="root",
+            group="prometheus",
+            mode="750",
+        )
+        environment = support.environment(host)
+        for secret in needed:
+            changed.append(
+                files.put(
+                    name=f"Install Alertmanager secret {secret.name}",
+                    src=StringIO(secrets.provided(environment, secret.name)),
+                    dest=secret.path,
+                    user="root",
+                    group="prometheus",
+                    mode="640",
+                )
+            )
+    config = files.put(
+        name="Configure Alertmanager",
+        src=support.rendered(
+            "monitoring/alertmanager.yml.j2",
+            receivers=receivers,
+            routes=alerting.child_routes(routes),
+            default_receiver=default,
+            secrets_dir=alerting.SECRETS_DIR,
+        ),
+        dest="/etc/prometheus/alertmanager.yml",
+        mode="644",
+    )
+    server.shell(
+        name="Check the Alertmanager configuration (amtool)",
+        commands=["amtool check-config /etc/prometheus/alertmanager.yml"],
+        _if=config.did_change,
+    )
+    return [config, *changed]

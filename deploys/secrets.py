@@ -104,6 +104,26 @@ def load(environment: str) -> Secrets:
     return Secrets(values)
 
 
+def provided(environment: str, name: str) -> str:
+    """A secret that comes from outside (a Slack webhook URL, a PagerDuty routing key, an SMTP
+    password): never generated, since a made-up value would only fail later and quietly.
+
+    `SPARKOPS_SECRET_<NAME>` wins over the environment's secrets file; neither: an error
+    saying where to put it.
+    """
+    override = os.environ.get(f"SPARKOPS_SECRET_{name.upper()}")
+    if override:
+        return override
+    path = secrets_path(environment)
+    value = _read(path).get(name)
+    if not value:
+        raise SecretsError(
+            f"secret {name!r} for environment {environment!r} is not set: add it to {path} "
+            f"(mode 600) or export SPARKOPS_SECRET_{name.upper()}"
+        )
+    return value
+
+
 def stable_verifier(user: str, password: str) -> str:
     """A SCRAM verifier whose salt derives from the secret, so re-rendering is byte-identical.
 

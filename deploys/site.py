@@ -11,6 +11,7 @@ from pyinfra import host
 
 from deploys.app import app_release, app_switch
 from deploys.common import barrier, common
+from deploys.drill import restore_drill
 from deploys.monitoring import exporters, monitoring, monitoring_packages
 from deploys.pgbackrest import pgbackrest
 from deploys.pgbouncer import pgbouncer
@@ -24,6 +25,7 @@ if "db" in host.groups:
     pgbackrest()
     pgbouncer(reconnect_for=database["role_settings"])
     exporters()
+    restore_drill()
 if "app" in host.groups:
     prepared = app_release()
 if "monitor" in host.groups:

@@ -33,7 +33,10 @@ PACKAGES: dict[str, str] = {
     "promtool": "prometheus",
     "prometheus-node-exporter": "prometheus-node-exporter",
     "prometheus-postgres-exporter": "prometheus-postgres-exporter",
+    # The header smoke test's browser check and the dashboard snapshot's PNG.
     "chromium": "chromium",
+    # Alertmanager's configuration checks (tests; the monitoring deploy runs it on the host).
+    "amtool": "prometheus-alertmanager",
     "wrk": "wrk",
     # The lab: images, namespaces, addresses, SSH, the apt proxy, the S3 endpoint.
     "apt-cacher-ng": "apt-cacher-ng",

@@ -9,6 +9,10 @@ import pathlib as _pathlib
 
 app_outbox_publisher = "console"
 
+# No drill on its own soon after the deploy: the lab's tests restore and drill on the db host
+# themselves, and start the drill unit when they test it.
+drill_first_run_after = None
+
 # systemd cannot give Prometheus a user namespace inside the lab host's namespaces (Debian's
 # unit sets PrivateUsers=true: the unit fails with 217/USER); real hosts keep the hardening.
 monitoring_prometheus_unit_overrides = {"PrivateUsers": "false"}

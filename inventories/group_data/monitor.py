@@ -3,8 +3,9 @@
 monitoring_scrape_interval = "15s"
 monitoring_retention = "15d"
 
-# Alertmanager receivers (webhooks), one dict each: {"name": ..., "url": ...}. Alerts go to
-# the first; severity=critical ones to monitoring_critical_receiver when set. None: alerts
-# are visible in Alertmanager but sent nowhere.
+# Alertmanager receivers (Slack, PagerDuty, e-mail, webhook) and routes by severity; shapes
+# and where their secrets come from: deploys/alerting.py. None (the lab): alerts are visible
+# in Alertmanager but sent nowhere. Production's are in production.py.
 monitoring_alertmanager_receivers = []
-monitoring_critical_receiver = None
+monitoring_alertmanager_routes = []
+monitoring_alertmanager_default_receiver = "null"

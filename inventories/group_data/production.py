@@ -17,7 +17,44 @@ pgbackrest_retention_full = 4
 app_outbox_publisher = "redis"
 app_outbox_settings = {"SPARK_OUTBOX_REDIS_URL": "redis://10.10.0.40:6379/0"}
 
+# Who hears about alerts (shapes: deploys/alerting.py). The Slack webhook URL, the PagerDuty
+# routing key and the SMTP password are secrets: `alertmanager_chat_slack`,
+# `alertmanager_pager_pagerduty`, `alertmanager_mail_email` in the production secrets file or
+# SPARKOPS_SECRET_ALERTMANAGER_... variables, never here.
 monitoring_alertmanager_receivers = [
-    {"name": "ops-pager", "url": "https://alerts.spark.internal/hooks/pager"},
+    {"name": "chat", "slack": {"channel": "#spark-ops-alerts"}},
+    {"name": "pager", "pagerduty": {}},
+    {
+        "name": "mail",
+        "email": {
+            "to": "spark-ops@spark-trading.internal",
+            "from": "alertmanager@spark-trading.internal",
+            "smarthost": "smtp.spark-trading.internal:587",
+            "auth_username": "alertmanager",
+        },
+    },
 ]
-monitoring_critical_receiver = "ops-pager"
+# Escalation by severity. critical: page at once (PagerDuty's escalation policy takes an
+# unacknowledged page to the next person) and post to chat; re-sent hourly while it fires,
+# which PagerDuty folds into the open incident. warning: chat and an e-mail ticket for
+# working hours, repeated twice a day at most. group_wait: 10 s before a page (related alerts
+# from one failure arrive together), 30 s for the rest; group_interval 5 m: a new alert in an
+# open group is told within 5 minutes.
+monitoring_alertmanager_routes = [
+    {
+        "severity": "critical",
+        "receivers": ["pager", "chat"],
+        "group_wait": "10s",
+        "group_interval": "5m",
+        "repeat_interval": "1h",
+    },
+    {
+        "severity": "warning",
+        "receivers": ["chat", "mail"],
+        "group_wait": "30s",
+        "group_interval": "5m",
+        "repeat_interval": "12h",
+    },
+]
+# An alert without a known severity still reaches a person.
+monitoring_alertmanager_default_receiver = "mail"

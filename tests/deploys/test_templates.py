@@ -295,25 +295,27 @@ def test_prometheus_config_scrapes_every_exporter_by_job():
 
 
 def test_alertmanager_config_is_valid_yaml_with_and_without_receivers():
-    plain = yaml.safe_load(
-        support.render(
+    from deploys import alerting
+
+    def render(receivers, routes, default):
+        alerting.validate(receivers, routes, default)
+        text = support.render(
             "monitoring/alertmanager.yml.j2",
-            receivers=[],
-            default_receiver='"null"',
-            critical_receiver=None,
+            receivers=receivers,
+            routes=alerting.child_routes(routes),
+            default_receiver=default,
+            secrets_dir=alerting.SECRETS_DIR,
         )
-    )
-    assert plain["route"]["receiver"] == "null"
-    hooks = [{"name": "ops", "url": "https://hooks.example/x"}]
-    paged = yaml.safe_load(
-        support.render(
-            "monitoring/alertmanager.yml.j2",
-            receivers=hooks,
-            default_receiver="ops",
-            critical_receiver="ops",
-        )
-    )
+        return yaml.safe_load(text)
+
+    plain = render([], [], "null")
+    assert plain["route"]["receiver"] == "null" and "routes" not in plain["route"]
+    hooks = [{"name": "ops", "webhook": {"url": "https://hooks.example/x"}}]
+    route = {"severity": "critical", "receivers": ["ops"], "group_wait": "10s",
+             "group_interval": "5m", "repeat_interval": "1h"}  # fmt: skip
+    paged = render(hooks, [route], "ops")
     assert paged["receivers"][1]["webhook_configs"][0]["url"] == "https://hooks.example/x"
+    assert paged["route"]["routes"][0]["matchers"] == ['severity="critical"']
 
 
 def test_inventories_hold_hosts_and_groups_only():

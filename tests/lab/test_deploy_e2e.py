@@ -9,11 +9,15 @@ release even while the working tree changes.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
+from alerts import rules
 from deploys import release, runner
 from lab import ssh
 from sparkops import defaults
@@ -128,6 +132,92 @@ def test_prometheus_reports_every_target_up(deployed):
     targets = wait_until(all_up, timeout=120, what="every Prometheus target to be up")
     jobs = {t["labels"]["job"] for t in targets}
     assert {"spark-app", "spark-outbox", "pgbouncer", "postgres", "node", "prometheus"} <= jobs
+
+
+def test_alertmanager_runs_the_deployed_configuration(deployed):
+    monitor = _by_group(deployed["hosts"], "monitor")
+    checked = _ssh(monitor, "amtool check-config /etc/prometheus/alertmanager.yml")
+    assert "SUCCESS" in checked and "1 inhibit rules" in checked
+    # The lab has no receivers: everything stays in Alertmanager.
+    routed = _ssh(
+        monitor,
+        "amtool config routes test --config.file=/etc/prometheus/alertmanager.yml "
+        "severity=critical alertname=PostgresDown",
+    )
+    assert routed.strip() == "null"
+    status = httpx.get(f"http://{monitor['ip']}:{defaults.ALERTMANAGER_PORT}/api/v2/status")
+    assert "inhibit_rules" in status.json()["config"]["original"]
+
+
+def test_the_header_smoke_test_passes_against_the_deployed_app(deployed):
+    app = _by_group(deployed["hosts"], "app")
+    url = f"http://{app['ip']}:{defaults.APP_PORT}"
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "sparkops"), "smoke-headers", "--base-url", url],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    # A lab address over plain http is made a secure context for the browser, and said so.
+    assert f"--unsafely-treat-insecure-origin-as-secure={url}" in r.stdout
+    assert "crossOriginIsolated=true, CSP violations=0" in r.stdout
+
+
+def test_the_weekly_drill_runs_on_the_db_host_and_feeds_its_alert(deployed):
+    """The timer the deploy installs starts the drill unit; its result reaches Prometheus
+    through node_exporter, and RestoreDrillFailed's expression is then empty."""
+    db, monitor = _by_group(deployed["hosts"], "db"), _by_group(deployed["hosts"], "monitor")
+    timers = _ssh(db, "systemctl list-timers --all --no-pager spark-restore-drill.timer")
+    assert "spark-restore-drill.service" in timers
+    assert _ssh(db, "systemctl is-enabled spark-restore-drill.timer").strip() == "enabled"
+    _ssh(db, "systemctl start spark-restore-drill.service", timeout=900)
+    metric = _ssh(db, f"cat {defaults.NODE_EXPORTER_TEXTFILE_DIR}/spark_restore_drill.prom")
+    assert "spark_restore_drill_last_success 1" in metric, metric
+    drill_alert = next(a for a in rules.ALERTS if a.name == "RestoreDrillFailed")
+    query = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/api/v1/query"
+
+    def answered(expr):
+        return httpx.get(query, params={"query": expr}, timeout=5).json()["data"]["result"]
+
+    wait_until(lambda: answered("spark_restore_drill_last_success == 1"), timeout=120,
+               what="the drill's result in Prometheus")  # fmt: skip
+    assert answered(drill_alert.expr) == []
+
+
+def _validate(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    sparkops = str(Path(sys.executable).parent / "sparkops")
+    argv = [sparkops, "validate", "--evidence-dir", str(tmp_path), *args]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    (folder,) = tmp_path.glob("*-validate")
+    return r, folder
+
+
+def test_validate_passes_every_check_on_the_lab_and_leaves_the_evidence(deployed, tmp_path):
+    r, folder = _validate(tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = (folder / "validation_summary.md").read_text()
+    assert summary.startswith("# Validation: PASS") and "FAIL" not in summary
+    for name in ("position_unique_validation.log", "pitr_lsn_before.txt", "pitr_lsn_after.txt",
+                 "pgbouncer_stats.txt", "csp_smoke_headers.txt", "csp_smoke_browser.txt",
+                 "restore_drill.txt", "final_summary.txt"):  # fmt: skip
+        assert (folder / name).is_file(), name
+    assert "PASS restore drill" in r.stderr  # progress, as it runs
+    print(r.stdout.splitlines()[-1])  # the wall time, for the report
+
+
+def test_validate_with_prometheus_unreachable_fails_its_checks_and_runs_the_others(
+    deployed, tmp_path
+):
+    dead = "http://127.0.0.1:9"
+    r, folder = _validate(tmp_path, "--prometheus", dead, "--skip", "restore drill")
+    assert r.returncode == 1
+    final = (folder / "final_summary.txt").read_text()
+    assert "FAIL alert rules loaded" in final and "FAIL dashboard queries" in final
+    for name in ("position unique index", "pgbackrest check and info", "WAL switch archived",
+                 "pgBouncer pools and stats", "security headers"):  # fmt: skip
+        assert f"PASS {name}" in final, final
+    assert "restore drill" not in final
 
 
 def test_a_release_that_never_gets_ready_is_switched_back(deployed):

@@ -9,7 +9,7 @@ from sparkops.ephemeral.prometheus import Prometheus
 from sparkops.livecheck import PANEL, Check
 from sparkops.wait import wait_until
 
-PGBOUNCER_PANEL = "pgBouncer pool utilisation"
+PGBOUNCER_PANEL = "pgBouncer pool utilization"
 
 
 def _settled(live):

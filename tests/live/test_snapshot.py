@@ -36,7 +36,7 @@ def test_snapshot_has_ten_panel_sections_with_charts(live, tmp_path):
     assert "<polyline" in by_title["Database size"]
     assert "<polyline" in by_title["WAL archiving status"]
     assert "<polyline" in by_title["CSP violations"]
-    assert "<polyline" in by_title["pgBouncer pool utilisation"]
+    assert "<polyline" in by_title["pgBouncer pool utilization"]
     assert not [title for title, body in by_title.items() if "no data" in body]
     # Self-contained: nothing for a browser to run or fetch.
     assert not re.search(r"<script|<link|<img|src=|href=|url\(", text)

@@ -14,15 +14,15 @@ from dashboards import build, panels, risk
 from sparkops.generated import REPO_ROOT
 
 EXPECTED_TITLES = [
-    "Risk blocks by rule",
+    "Risk blocks rate",
     "Idempotency conflicts",
-    "pgBouncer pool utilisation",
-    "HTTP request duration p95 by route",
+    "pgBouncer pool utilization",
+    "HTTP request duration (P95)",
     "CSP violations",
     "WAL archiving status",
     "Database size",
     "Outbox event lag",
-    "Money-utility operations",
+    "Money utils operations",
     "Position unique violations",
 ]
 
@@ -55,7 +55,7 @@ def test_datasource_variable_used_by_every_panel_and_target():
 
 def test_units_are_set():
     units = {p["title"]: p["fieldConfig"]["defaults"]["unit"] for p in _built()["panels"]}
-    assert units["HTTP request duration p95 by route"] == "s"
+    assert units["HTTP request duration (P95)"] == "s"
     assert units["Database size"] == "bytes"
     assert units["WAL archiving status"] == "s"
     assert all(units.values())
@@ -66,12 +66,12 @@ def test_thresholds_come_from_alert_config():
         p["title"]: [s["value"] for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]][1:]
         for p in _built()["panels"]
     }
-    assert steps["Risk blocks by rule"] == [c.RISK_BLOCK_RATE_PER_SECOND]
-    assert steps["HTTP request duration p95 by route"] == [c.HTTP_LATENCY_P95_SECONDS]
+    assert steps["Risk blocks rate"] == [c.RISK_BLOCK_RATE_PER_SECOND]
+    assert steps["HTTP request duration (P95)"] == [c.HTTP_LATENCY_P95_SECONDS]
     assert steps["CSP violations"] == [c.CSP_REPORTS_PER_SECOND]
     assert steps["WAL archiving status"] == [c.WAL_ARCHIVE_STALE_SECONDS]
     assert steps["Outbox event lag"] == [c.OUTBOX_LAG_SECONDS]
-    assert steps["pgBouncer pool utilisation"] == [c.PGBOUNCER_POOL_SIZE]
+    assert steps["pgBouncer pool utilization"] == [c.PGBOUNCER_POOL_SIZE]
 
 
 def test_right_axis_override_matches_its_legends():
