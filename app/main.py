@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from app import apikeys, csp_reports, idempotency, metrics, orders
+from app import apikeys, csp_reports, idempotency, metrics, orders, ratelimit
 from app import vocabulary as vocab
 from app.config import Settings
 from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
@@ -95,8 +95,11 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         fingerprint = idempotency.request_hash("POST", "/orders", order.fingerprint_fields())
         async with pool.connection() as conn:
             claim = await idempotency.claim(
-                conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
-            )
+                conn, key, fingerprint, settings.idempotency_in_flight_timeout_s,
+                rate=(api_key.id, api_key.rate_limit),
+            )  # fmt: skip
+            if claim.outcome == "rate_limited":
+                return error_response(ratelimit.refused())
             if claim.outcome == "replayed":
                 return Response(
                     claim.body,
@@ -154,6 +157,8 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         except RequestError as exc:
             return error_response(exc)
         async with pool.connection() as conn:
+            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
+                return error_response(ratelimit.refused())
             cur = conn.cursor(row_factory=dict_row)
             row = await (await cur.execute(_ORDER_OF_KEY, (api_key.id, order_id))).fetchone()
         if row is None:  # another key's order answers as one that does not exist
@@ -180,6 +185,8 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         params = {"key": api_key.id, "account_id": account_id, "status": status,
                   "after": cursor, "limit": limit + 1}  # fmt: skip
         async with pool.connection() as conn:
+            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
+                return error_response(ratelimit.refused())
             cur = conn.cursor(row_factory=dict_row)
             rows = await (await cur.execute(_POSITIONS_OF_KEY, params)).fetchall()
         if not rows:  # the key is not bound to this account: as if it did not exist

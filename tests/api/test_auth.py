@@ -3,6 +3,7 @@ what each order records. Keys are made and revoked with the real `sparkops app k
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -192,3 +193,55 @@ def test_each_order_records_its_key_client_and_request_id(db_stack, app_server, 
     assert row == (key_id, "127.0.0.1", request_id)
     other = httpx.get(f"{app_server.url}/healthz")
     assert len(other.headers["x-request-id"]) == 32 and other.headers["x-request-id"] != request_id
+
+
+def test_a_burst_over_the_limit_gets_429_across_two_processes(db_stack, app_server, app_conn):
+    """The limit is counted in PostgreSQL: two app processes share one key's budget."""
+    create_account(app_conn, "burst", "100000000")
+    limit = 5
+    _, auth = make_key(db_stack, "burst", rate_limit=limit)
+    body = {**ORDER, "account_id": "burst"}
+    other = AppServer(Settings(database_url=db_stack.app_conninfo(), db_timeout_s=60)).start()
+    before = metric_value(app_server, metric_names.RATE_LIMITED)
+    try:
+
+        async def burst():
+            async with httpx.AsyncClient(timeout=30, headers=auth) as client:
+                return await asyncio.gather(*(
+                    client.post(f"{server.url}/orders", json=body,
+                                headers={"idempotency-key": str(uuid.uuid4())})
+                    for server in (app_server, other) for _ in range(15)
+                ))  # fmt: skip
+
+        started = time.monotonic()
+        responses = asyncio.run(burst())
+        took = time.monotonic() - started
+    finally:
+        other.stop()
+    statuses = sorted(r.status_code for r in responses)
+    filled = statuses.count(201)
+    limited = [r for r in responses if r.status_code == 429]
+    # A fixed window: a burst that straddles a second boundary may get two windows' worth.
+    windows = int(took) + 2
+    assert 1 <= filled <= limit * windows and len(limited) == 30 - filled, statuses
+    assert all(r.headers["retry-after"] == "1" for r in limited)
+    assert all(r.json()["error"] == "rate_limited" for r in limited)
+    assert counts(app_conn)["orders"] == filled  # a refused request writes nothing
+    assert counts(app_conn)["idempotency_keys"] == filled
+    # The session's process counted its own refusals (the other process has its own).
+    assert metric_value(app_server, metric_names.RATE_LIMITED) >= before + 1
+    # The next window lets the key in again, reads included.
+    wait_until(lambda: post(app_server, auth, body).status_code == 201, timeout=5,
+               what="the next window")  # fmt: skip
+    r = httpx.get(f"{app_server.url}/positions?account_id=burst", headers=auth)
+    assert r.status_code in (200, 429)
+
+
+def test_reads_count_against_the_limit_too(db_stack, app_server, app_conn):
+    create_account(app_conn, "reader")
+    _, auth = make_key(db_stack, "reader", permissions=("read",), rate_limit=1)
+    url = f"{app_server.url}/positions?account_id=reader"
+    started = time.monotonic()
+    statuses = [httpx.get(url, headers=auth).status_code for _ in range(5)]
+    windows = int(time.monotonic() - started) + 2  # fixed one-second windows touched
+    assert statuses.count(200) <= windows and statuses.count(429) >= 5 - windows, statuses
