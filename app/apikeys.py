@@ -14,6 +14,7 @@ binding takes effect at once and costs no extra round trip.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -99,6 +100,10 @@ class KeyStore:
         self._max = max_entries
         self._clock = clock
         self._cache: dict[bytes, tuple[float, ApiKey | _Revoked | None]] = {}
+        # One read per key at a time: requests that miss while it runs wait for its answer.
+        # Without this, under load (requests queue for a pooled connection longer than the
+        # TTL) nearly every request missed and read the key itself.
+        self._reading: dict[bytes, asyncio.Future] = {}
 
     async def authenticate(self, authorization: list[str], permission: str) -> ApiKey:
         digest = secret_sha256(bearer_token(authorization))
@@ -120,6 +125,40 @@ class KeyStore:
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
+        reading = self._reading.get(digest)
+        if reading is not None:
+            try:
+                return await asyncio.shield(reading)
+            except asyncio.CancelledError:
+                if not reading.cancelled():
+                    raise  # this request itself was cancelled
+            except Exception:  # the other read failed: read for ourselves
+                pass
+        return await self._read(digest, now)
+
+    async def _read(self, digest: bytes, now: float) -> ApiKey | _Revoked | None:
+        reading = asyncio.get_running_loop().create_future()
+        self._reading[digest] = reading
+        try:
+            found = await self._query(digest)
+        except asyncio.CancelledError:
+            reading.cancel()
+            raise
+        except BaseException as exc:
+            reading.set_exception(exc)
+            reading.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        finally:
+            if self._reading.get(digest) is reading:
+                del self._reading[digest]
+        reading.set_result(found)
+        if self._ttl > 0:
+            if len(self._cache) >= self._max:
+                self._cache.clear()  # a flood of made-up keys must not grow memory
+            self._cache[digest] = (now + self._ttl, found)
+        return found
+
+    async def _query(self, digest: bytes) -> ApiKey | _Revoked | None:
         async with self._pool.connection() as conn:
             row = await (await conn.execute(_FIND, (digest,))).fetchone()
         found: ApiKey | _Revoked | None = None
@@ -128,10 +167,6 @@ class KeyStore:
             found = _Revoked(key_id) if revoked else ApiKey(
                 key_id, name, frozenset(permissions), rate_limit
             )  # fmt: skip
-        if self._ttl > 0:
-            if len(self._cache) >= self._max:
-                self._cache.clear()  # a flood of made-up keys must not grow memory
-            self._cache[digest] = (now + self._ttl, found)
         return found
 
 

@@ -43,17 +43,19 @@ ACCOUNTS = 50
 WRK_SCRIPT = textwrap.dedent(
     """
     counter = 0
+    secrets = {%(secrets)s}
     math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
     request = function()
       counter = counter + 1
-      local acct = "bench-" .. math.random(1, %(accounts)d)
+      local n = math.random(1, %(accounts)d)
+      local acct = "bench-" .. n
       local side = (math.random(2) == 1) and "buy" or "sell"
       local key = string.format("wrk-%%d-%%d-%%d", os.time(), math.random(1, 1000000000), counter)
       local body = string.format('{"account_id":"%%s","symbol":"BTCUSDT","side":"%%s",' ..
         '"quantity":"0.001","price":"65000.00"}', acct, side)
       return wrk.format("POST", "/orders",
         {["Content-Type"] = "application/json", ["Idempotency-Key"] = key,
-         ["Authorization"] = "Bearer %(secret)s"}, body)
+         ["Authorization"] = "Bearer " .. secrets[(n - 1) %% #secrets + 1]}, body)
     end
     """
 )
@@ -97,8 +99,9 @@ PGBENCH_SCRIPT = textwrap.dedent(
 )
 
 
-def seed(stack: DbStack) -> str:
-    """Accounts with an open position each, and a key for all of them; returns its secret."""
+def seed(stack: DbStack, keys: int = 1) -> list[str]:
+    """Accounts with an open position each, and `keys` API keys that share them out (key k
+    has accounts k, k + keys, ...); returns the keys' secrets."""
     with psycopg.connect(stack.app_conninfo(), autocommit=True, prepare_threshold=None) as c:
         c.execute("DELETE FROM outbox_events; DELETE FROM orders; DELETE FROM positions; "
                   "DELETE FROM idempotency_keys; DELETE FROM api_rate_windows; "
@@ -111,8 +114,10 @@ def seed(stack: DbStack) -> str:
                       "VALUES (%s, 'BTCUSDT', 1, 65000)", (f"bench-{i}",))  # fmt: skip
         accounts = [f"bench-{i}" for i in range(1, ACCOUNTS + 1)]
         # A rate limit the bench cannot reach: the limit's cost is measured, not its refusals.
-        _, secret = apikeys.create(c, "bench", accounts, ["read", "trade"], 10_000_000)
-    return secret
+        return [
+            apikeys.create(c, "bench", accounts[k::keys], ["read", "trade"], 10_000_000)[1]
+            for k in range(keys)
+        ]
 
 
 def run_app_bench(
@@ -120,7 +125,7 @@ def run_app_bench(
     seconds: int,
     connections: int,
     workdir: Path,
-    secret: str,
+    secrets: list[str],
     profile: Path | None = None,
     workers: int = 1,
     tree: Path | None = None,
@@ -145,7 +150,8 @@ def run_app_bench(
         wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=20,
                    what="the app to be ready")  # fmt: skip
         script = workdir / "orders.lua"
-        script.write_text(WRK_SCRIPT % {"accounts": ACCOUNTS, "secret": secret})
+        listed = ", ".join(f'"{s}"' for s in secrets)
+        script.write_text(WRK_SCRIPT % {"accounts": ACCOUNTS, "secrets": listed})
         spy = None
         if profile is not None:
             # py-spy samples the app process while wrk drives it: where does an order's CPU go?
@@ -202,6 +208,12 @@ def main() -> None:
         type=Path,
         help="a checkout without API keys: measure the cost of auth against it",
     )
+    parser.add_argument(
+        "--keys",
+        type=int,
+        default=1,
+        help="API keys sharing the accounts out (each has its own rate-limit row)",
+    )
     parser.add_argument("--rounds", type=int, default=2,
                         help="with --baseline-tree: alternating runs of each")  # fmt: skip
     args = parser.parse_args()
@@ -209,8 +221,8 @@ def main() -> None:
         if args.baseline_tree:
             compare_auth(stack, args, Path(tmp))
             return
-        secret = seed(stack)
-        app = run_app_bench(stack, args.seconds, args.connections, Path(tmp), secret,
+        secrets = seed(stack, args.keys)
+        app = run_app_bench(stack, args.seconds, args.connections, Path(tmp), secrets,
                             args.profile, args.app_workers)  # fmt: skip
         seed(stack)
         pgb = run_pgbench(stack, args.seconds, defaults.APP_DB_POOL_SIZE, Path(tmp))
@@ -232,8 +244,8 @@ def compare_auth(stack: DbStack, args, workdir: Path) -> None:
     runs: dict[str, list[float]] = {"baseline": [], "auth": []}
     for _ in range(args.rounds):
         for name, tree in (("baseline", args.baseline_tree.resolve()), ("auth", None)):
-            secret = seed(stack)
-            result = run_app_bench(stack, args.seconds, args.connections, workdir, secret,
+            secrets = seed(stack, args.keys)
+            result = run_app_bench(stack, args.seconds, args.connections, workdir, secrets,
                                    workers=args.app_workers, tree=tree)  # fmt: skip
             if result["errors"]:
                 raise SystemExit(f"{name}: {result['errors']} non-2xx answers\n{result['raw']}")
