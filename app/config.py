@@ -37,6 +37,8 @@ class Settings:
     max_body_bytes: int = defaults.MAX_REQUEST_BODY_BYTES
     idempotency_in_flight_timeout_s: int = defaults.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS
     hsts_max_age: int = 63072000  # two years, as the HSTS preload list asks
+    # How long a process trusts what it read about an API key (0: read it on every request).
+    api_key_cache_ttl_s: float = defaults.API_KEY_CACHE_TTL_SECONDS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -63,6 +65,7 @@ class Settings:
             db_pool_size=_int(env, "SPARK_DB_POOL_SIZE", defaults.APP_DB_POOL_SIZE),
             risk=risk,
             instruments=instruments,
+            api_key_cache_ttl_s=_cache_ttl(env, "SPARK_API_KEY_CACHE_TTL_SECONDS"),
         )
 
 
@@ -89,6 +92,19 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not an integer") from None
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def _cache_ttl(env: dict[str, str], name: str) -> float:
+    raw = env.get(name)
+    if raw is None:
+        return defaults.API_KEY_CACHE_TTL_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0 <= value <= 1:  # a revoked key must stop working within a second
+        raise ConfigError(f"{name}={raw!r} must be from 0 to 1 (seconds)")
     return value
 
 

@@ -36,6 +36,7 @@ class RequestError(ValueError):
         self.code = code
         self.message = message
         self.extra = extra
+        self.headers: dict[str, str] = {}  # sent with the answer (WWW-Authenticate, Retry-After)
 
     def body(self) -> dict[str, Any]:
         return {"error": self.code, "message": self.message, **self.extra}
@@ -45,6 +46,7 @@ def error_response(exc: RequestError, headers: dict[str, str] | None = None) -> 
     # ensure_ascii: a lone surrogate that slipped into a message is written as \ud800,
     # where Starlette's JSONResponse (UTF-8) would raise while answering.
     text = json.dumps(exc.body(), ensure_ascii=True, separators=(",", ":"))
+    headers = {**exc.headers, **(headers or {})}
     return Response(text, exc.status, headers, media_type="application/json")
 
 

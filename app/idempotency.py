@@ -22,9 +22,9 @@ from typing import Literal
 
 from psycopg import AsyncConnection
 
-from app import metrics
+from app import metrics, ratelimit
 
-Outcome = Literal["created", "replayed", "in_flight", "payload_mismatch"]
+Outcome = Literal["created", "replayed", "in_flight", "payload_mismatch", "rate_limited"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,17 @@ INSERT INTO idempotency_keys (key, request_hash, state)
 VALUES (%(key)s, %(hash)s, 'in_flight')
 ON CONFLICT (key) DO NOTHING
 RETURNING key
+"""
+# The first claim also counts the request against its API key's rate limit (app.ratelimit),
+# in the same statement: a request over the limit claims nothing.
+_CLAIM_COUNTED = f"""
+WITH {ratelimit.COUNT}, claimed AS (
+    INSERT INTO idempotency_keys (key, request_hash, state)
+    SELECT %(key)s, %(hash)s, 'in_flight' FROM rate WHERE used <= %(limit)s
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+)
+SELECT (SELECT used FROM rate), (SELECT count(*) FROM claimed)
 """
 _LOOK = """
 SELECT request_hash, state, response_status, response_body,
@@ -73,12 +84,23 @@ WHERE key IN (
 """
 
 
-async def claim(conn: AsyncConnection, key: str, fingerprint: str, timeout_s: int) -> Claim:
+async def claim(
+    conn: AsyncConnection, key: str, fingerprint: str, timeout_s: int,
+    rate: tuple[str, int] | None = None,
+) -> Claim:  # fmt: skip
     """Decide what this request may do with its key.
 
     `conn` is in autocommit mode: each statement is its own transaction, one round trip.
+    `rate` is (API key id, its limit per second): the request is counted against it first.
     """
     params = {"key": key, "hash": fingerprint, "timeout": timeout_s}
+    if rate is not None:
+        params.update(api_key_id=rate[0], limit=rate[1])
+        used, claimed = await (await conn.execute(_CLAIM_COUNTED, params)).fetchone()
+        if used > rate[1]:
+            return Claim("rate_limited")
+        if claimed:
+            return _count(Claim("created"))
     # Two rounds: the row may vanish between the INSERT and the SELECT (released by a
     # failed first request, or purged), in which case we try to claim it again.
     for _ in range(2):

@@ -7,6 +7,7 @@ Run: `uvicorn --factory app.main:create_app` or `sparkops app serve`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,12 +20,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from app import csp_reports, idempotency, metrics, orders
+from app import apikeys, csp_reports, idempotency, metrics, orders, ratelimit
 from app import vocabulary as vocab
 from app.config import Settings
 from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
 from app.http_metrics import HttpMetrics
 from app.readiness import Readiness
+from app.request_ids import RequestIds
 from app.security import SecurityHeaders
 from app.validation import format_decimal, parse_idempotency_key, parse_order, parse_uuid
 from app.vocabulary import shown
@@ -57,10 +59,24 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
     )
     metrics.APP_BUILD_INFO.labels(settings.release_id).set(1)
     readiness = Readiness(pool)
+    keys = apikeys.KeyStore(pool, settings.api_key_cache_ttl_s)
+
+    async def authenticate(request: Request, permission: str) -> apikeys.ApiKey:
+        try:
+            return await keys.authenticate(request.headers.getlist("authorization"), permission)
+        except apikeys.AuthError as exc:
+            log.info("refused %s %s from %s: %s (request %s)", request.method,
+                     request.url.path, _client_addr(request), exc.code,
+                     request.scope["state"]["request_id"])  # fmt: skip
+            raise
 
     async def post_order(request: Request) -> Response:
         try:
-            key = parse_idempotency_key(request.headers.getlist("idempotency-key"))
+            api_key = await authenticate(request, "trade")
+        except RequestError as exc:
+            return error_response(exc)
+        try:
+            client_key = parse_idempotency_key(request.headers.getlist("idempotency-key"))
         except RequestError as exc:
             metrics.IDEMPOTENCY_OUTCOMES.labels("invalid_key").inc()
             return error_response(exc)
@@ -71,11 +87,19 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             )
         except RequestError as exc:
             return error_response(exc)
+        # Idempotency keys are scoped to the API key that sent them (the same string from
+        # two API keys is two requests): the stored key is "<api key id>/<client's key>".
+        key = f"{api_key.id}/{client_key}"
+        audit = orders.Audit(api_key.id, _client_addr(request),
+                             request.scope["state"]["request_id"])  # fmt: skip
         fingerprint = idempotency.request_hash("POST", "/orders", order.fingerprint_fields())
         async with pool.connection() as conn:
             claim = await idempotency.claim(
-                conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
-            )
+                conn, key, fingerprint, settings.idempotency_in_flight_timeout_s,
+                rate=(api_key.id, api_key.rate_limit),
+            )  # fmt: skip
+            if claim.outcome == "rate_limited":
+                return error_response(ratelimit.refused())
             if claim.outcome == "replayed":
                 return Response(
                     claim.body,
@@ -103,7 +127,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                     headers={"retry-after": str(defaults.IDEMPOTENCY_RETRY_AFTER_SECONDS)},
                 )
             try:
-                result = await orders.place_order(conn, settings, order, key)
+                result = await orders.place_order(conn, settings, order, key, audit)
             except orders.KeyTakenOver:
                 claim = await idempotency.claim(
                     conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
@@ -118,6 +142,9 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                 await _release_quietly(conn, key)
                 raise
         headers = {"location": result.location} if result.location else {}
+        log.info("order %s: %s account=%s api_key=%s client=%s request=%s", result.status,
+                 result.location or "-", order.account_id, audit.api_key_id,
+                 audit.client_addr, audit.request_id)  # fmt: skip
         return Response(
             result.body, status_code=result.status, media_type="application/json",
             headers=headers,
@@ -125,39 +152,49 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
 
     async def get_order(request: Request) -> Response:
         try:
+            api_key = await authenticate(request, "read")
             order_id = parse_uuid(request.path_params["order_id"], "order id")
         except RequestError as exc:
             return error_response(exc)
         async with pool.connection() as conn:
+            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
+                return error_response(ratelimit.refused())
             cur = conn.cursor(row_factory=dict_row)
-            row = await (
-                await cur.execute("SELECT * FROM orders WHERE id = %s", (order_id,))
-            ).fetchone()
-        if row is None:
+            row = await (await cur.execute(_ORDER_OF_KEY, (api_key.id, order_id))).fetchone()
+        if row is None:  # another key's order answers as one that does not exist
             return error_response(RequestError(404, "not_found", f"no order {order_id}"))
         return JSONResponse(_order_json(row))
 
     async def list_positions(request: Request) -> Response:
         try:
+            api_key = await authenticate(request, "read")
             account_id = _query_param(request, "account_id", vocab.ACCOUNT_ID)
             status = _query_param(request, "status", vocab.POSITION_STATUS) or "open"
+            limit = int(_query_param(request, "limit", vocab.PAGE_LIMIT)
+                        or defaults.PAGE_SIZE_DEFAULT)  # fmt: skip
+            if limit > defaults.PAGE_SIZE_MAX:
+                raise RequestError(400, "invalid_query",
+                                   f"limit must be at most {defaults.PAGE_SIZE_MAX}; got {limit}",
+                                   field="limit")  # fmt: skip
+            cursor = int(_query_param(request, "cursor", vocab.CURSOR) or 0)
+            if account_id is None:
+                raise RequestError(400, "invalid_query", "give account_id: the account whose "
+                                   "positions to list", field="account_id")  # fmt: skip
         except RequestError as exc:
             return error_response(exc)
-        where, params = [], {}
-        if account_id is not None:
-            where.append("account_id = %(account_id)s")
-            params["account_id"] = account_id
-        if status != "all":
-            where.append("status = %(status)s")
-            params["status"] = status
-        sql = "SELECT * FROM positions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id LIMIT 1000"
+        params = {"key": api_key.id, "account_id": account_id, "status": status,
+                  "after": cursor, "limit": limit + 1}  # fmt: skip
         async with pool.connection() as conn:
+            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
+                return error_response(ratelimit.refused())
             cur = conn.cursor(row_factory=dict_row)
-            rows = await (await cur.execute(sql, params)).fetchall()
-        return JSONResponse({"positions": [_position_json(r) for r in rows]})
+            rows = await (await cur.execute(_POSITIONS_OF_KEY, params)).fetchall()
+        if not rows:  # the key is not bound to this account: as if it did not exist
+            return error_response(RequestError(404, "not_found", f"no account {account_id}"))
+        rows = [r for r in rows if r["id"] is not None]
+        page, more = rows[:limit], len(rows) > limit
+        return JSONResponse({"positions": [_position_json(r) for r in page],
+                             "next_cursor": str(page[-1]["id"]) if more else None})  # fmt: skip
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "release": settings.release_id})
@@ -230,8 +267,38 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
     starlette.router.redirect_slashes = False
     starlette.state.pool = pool
     return SecurityHeaders(
-        HttpMetrics(EdgeGuard(starlette), starlette.router), settings.hsts_max_age
+        RequestIds(HttpMetrics(EdgeGuard(starlette), starlette.router)), settings.hsts_max_age
     )
+
+
+# An order or a page of positions only through a key bound to its account.
+_ORDER_OF_KEY = """
+SELECT o.* FROM orders o
+JOIN api_key_accounts b ON b.account_id = o.account_id AND b.api_key_id = %s::uuid
+WHERE o.id = %s
+"""
+# One row with NULLs when the account is the key's but the page is empty; none when it is not.
+_POSITIONS_OF_KEY = """
+SELECT p.* FROM api_key_accounts b
+LEFT JOIN LATERAL (
+    SELECT * FROM positions
+    WHERE account_id = b.account_id AND id > %(after)s
+      AND (%(status)s = 'all' OR status = %(status)s)
+    ORDER BY id LIMIT %(limit)s
+) AS p ON true
+WHERE b.api_key_id = %(key)s::uuid AND b.account_id = %(account_id)s
+"""
+
+
+def _client_addr(request: Request) -> str | None:
+    """The client's address as uvicorn saw it (behind HAProxy: from X-Forwarded-For, which
+    uvicorn takes only from the proxies in --forwarded-allow-ips)."""
+    if request.client is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(request.client.host))
+    except ValueError:
+        return None
 
 
 def _query_param(request: Request, name: str, term: vocab.Term) -> str | None:

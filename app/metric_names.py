@@ -22,6 +22,8 @@ HTTP_REQUESTS_IN_FLIGHT = f"{PREFIX}_http_requests_in_flight"  # gauge
 IDEMPOTENCY_OUTCOMES = f"{PREFIX}_idempotency_requests_total"  # counter: outcome
 RISK_BLOCKS = f"{PREFIX}_risk_blocks_total"  # counter: rule
 ORDERS_ACCEPTED = f"{PREFIX}_orders_accepted_total"  # counter: side
+AUTH_FAILURES = f"{PREFIX}_api_auth_failures_total"  # counter: reason
+RATE_LIMITED = f"{PREFIX}_api_rate_limited_total"  # counter (429 answers)
 CSP_REPORTS = f"{PREFIX}_csp_reports_total"  # counter: directive
 MONEY_OPERATIONS = f"{PREFIX}_money_operations_total"  # counter: kind
 POSITION_UNIQUE_VIOLATIONS = f"{PREFIX}_position_unique_violations_total"  # counter
@@ -56,6 +58,13 @@ IDEMPOTENCY_OUTCOME_VALUES = (
     "in_flight",  # first request still running: 409 + Retry-After
     "payload_mismatch",  # key reused with another payload: 422
     "invalid_key",  # missing or malformed key: 400
+)
+AUTH_FAILURE_REASONS = (
+    "missing",  # no Authorization header: 401
+    "malformed",  # not Bearer, not a key's shape, or two headers: 401
+    "unknown",  # no such key: 401
+    "revoked",  # a revoked key: 401
+    "forbidden",  # the key lacks the permission: 403
 )
 RISK_RULES = ("kill_switch", "max_notional", "max_position", "price_band")
 MONEY_OPERATION_KINDS = (

@@ -26,6 +26,12 @@ IDEMPOTENCY_OUTCOMES = Counter(
 )
 RISK_BLOCKS = Counter(names.RISK_BLOCKS, "Orders blocked by a pre-trade risk rule.", ["rule"])
 ORDERS_ACCEPTED = Counter(names.ORDERS_ACCEPTED, "Orders accepted and filled.", ["side"])
+AUTH_FAILURES = Counter(
+    names.AUTH_FAILURES, "Requests refused for their API key (401/403), by reason.", ["reason"]
+)
+RATE_LIMITED = Counter(
+    names.RATE_LIMITED, "Requests refused with 429: their API key was over its rate limit."
+)
 CSP_REPORTS = Counter(
     names.CSP_REPORTS, "Content-Security-Policy violation reports received.", ["directive"]
 )
@@ -49,6 +55,8 @@ APP_READY = Gauge(
 # Every label value exists from the start, so rate() and the dashboard see zeros, not gaps.
 for _outcome in names.IDEMPOTENCY_OUTCOME_VALUES:
     IDEMPOTENCY_OUTCOMES.labels(_outcome)
+for _reason in names.AUTH_FAILURE_REASONS:
+    AUTH_FAILURES.labels(_reason)
 for _rule in names.RISK_RULES:
     RISK_BLOCKS.labels(_rule)
 for _kind in names.MONEY_OPERATION_KINDS:

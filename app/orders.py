@@ -30,13 +30,23 @@ POSITION_INDEX = "positions_one_open_per_account_symbol_strategy"
 
 
 @dataclass(frozen=True)
+class Audit:
+    """Who placed an order: written on the order row."""
+
+    api_key_id: str
+    client_addr: str | None
+    request_id: str
+
+
+@dataclass(frozen=True)
 class Response:
     status: int
     body: str  # JSON text, stored verbatim for replays
     location: str | None = None  # the created order's URL, for a 201
 
 
-# One round trip for everything the risk checks read: does the account exist, is trading
+# One round trip for everything the risk checks read: does the account exist (and is it one
+# the API key is bound to: another key's account reads as one that does not exist), is trading
 # halted (globally or for the symbol), the open position (locked for this transaction) and
 # the transaction's timestamp.
 _CONTEXT = """
@@ -46,7 +56,9 @@ SELECT a.id IS NOT NULL AS account_exists, now() AS tx_now,
         ORDER BY scope = 'global' DESC LIMIT 1) AS halted_by,
        p.id AS position_id, p.quantity, p.avg_entry_price, p.realized_pnl
 FROM (SELECT 1) AS one
-LEFT JOIN accounts a ON a.id = %(account_id)s
+LEFT JOIN accounts a ON a.id = %(account_id)s AND EXISTS (
+    SELECT 1 FROM api_key_accounts
+    WHERE api_key_id = %(api_key_id)s AND account_id = %(account_id)s)
 LEFT JOIN LATERAL (
     SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
     WHERE account_id = %(account_id)s AND symbol = %(symbol)s
@@ -68,9 +80,11 @@ WHERE id = %(id)s
 """
 _INSERT_ORDER = """
 INSERT INTO orders (id, account_id, symbol, side, strategy, quantity, price, notional,
-                    commission, liquidity, status, idempotency_key, created_at)
+                    commission, liquidity, status, idempotency_key, created_at,
+                    api_key_id, client_addr, request_id)
 VALUES (%(order_id)s, %(account_id)s, %(symbol)s, %(side)s, %(strategy)s, %(quantity)s,
-        %(price)s, %(notional)s, %(commission)s, %(liquidity)s, 'filled', %(key)s, now())
+        %(price)s, %(notional)s, %(commission)s, %(liquidity)s, 'filled', %(key)s, now(),
+        %(api_key_id)s, %(client_addr)s, %(request_id)s)
 """
 _CASH = "UPDATE accounts SET cash_balance = cash_balance + %(delta)s WHERE id = %(account_id)s"
 _OUTBOX = """
@@ -80,12 +94,12 @@ VALUES ('position', %(aggregate)s, 'order.filled', %(payload)s)
 
 
 async def place_order(
-    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str
+    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str, audit: Audit
 ) -> Response:
     """Run the order transaction; retry when a concurrent order opened the same position."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            return await _in_one_transaction(conn, settings, order, key)
+            return await _in_one_transaction(conn, settings, order, key, audit)
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name != POSITION_INDEX:
                 raise
@@ -99,7 +113,7 @@ async def place_order(
 
 
 async def _in_one_transaction(
-    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str
+    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str, audit: Audit
 ) -> Response:
     """The order's transaction as a few simple-protocol batches, each ending in one
     ReadyForQuery: `BEGIN; context`, then (for a new position) its INSERT, then every write
@@ -113,7 +127,7 @@ async def _in_one_transaction(
     """
     cur = AsyncClientCursor(conn, row_factory=dict_row)
     try:
-        response = await _place(cur, settings, order, key)
+        response = await _place(cur, settings, order, key, audit)
         await cur.execute("COMMIT")
         return response
     except BaseException:
@@ -129,7 +143,9 @@ def _last_set(cur: AsyncClientCursor) -> AsyncClientCursor:
     return cur
 
 
-async def _place(cur: AsyncClientCursor, settings: Settings, order: OrderRequest, key: str):
+async def _place(
+    cur: AsyncClientCursor, settings: Settings, order: OrderRequest, key: str, audit: Audit
+):
     instrument = settings.instruments[order.symbol]
     params = {
         "account_id": order.account_id,
@@ -137,11 +153,15 @@ async def _place(cur: AsyncClientCursor, settings: Settings, order: OrderRequest
         "strategy": order.strategy,
         "side": order.side,
         "key": key,
+        "api_key_id": audit.api_key_id,
     }
     await cur.execute("BEGIN; " + _CONTEXT, params)
     context = await _last_set(cur).fetchone()
     if not context["account_exists"]:
-        raise RequestError(422, "unknown_account", f"account {order.account_id!r} does not exist")
+        raise RequestError(
+            422, "unknown_account",
+            f"account {order.account_id!r} does not exist or is not one of this API key's",
+        )  # fmt: skip
     position = context if context["position_id"] is not None else None
     state = money.PositionState(
         quantity=position["quantity"] if position else Decimal(0),
@@ -208,7 +228,8 @@ async def _place(cur: AsyncClientCursor, settings: Settings, order: OrderRequest
     writes += [
         (_INSERT_ORDER, {**params, "order_id": order_id, "quantity": order.quantity,
                          "price": order.price, "notional": notional, "commission": fee,
-                         "liquidity": order.liquidity}),
+                         "liquidity": order.liquidity, "client_addr": audit.client_addr,
+                         "request_id": audit.request_id}),
         (_CASH, {**params, "delta": cash_delta}),
         (_OUTBOX, {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
                    "payload": _json({"order": body, "idempotency_key": key})}),

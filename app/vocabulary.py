@@ -51,6 +51,14 @@ UUID = _term(
     r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}",
     "a UUID like 0b0e8a54-5d3c-4b1e-9a57-3f1c2d4e5f60",
 )
+# An API key as sent: the prefix and 43 base64url characters (256 bits).
+API_KEY = _term(
+    r"spk_[A-Za-z0-9_-]{43}", "spk_ followed by 43 characters of A-Z a-z 0-9 _ - (an API key)"
+)
+KEY_NAME = _term(r"[A-Za-z0-9_.:-]{1,64}", "1-64 characters of A-Z a-z 0-9 _ . : -")
+# A page cursor of GET /positions: opaque to clients (it is the last position id seen).
+CURSOR = _term(r"[1-9][0-9]{0,18}", "a cursor from next_cursor")
+PAGE_LIMIT = _term(r"[1-9][0-9]{0,3}", "a whole number from 1 to 1000")
 POSITION_STATUS = _term(r"open|closed|all", "open, closed or all")
 CONTENT_LENGTH = _term(r"[0-9]{1,19}", "ASCII digits")
 # A field name worth repeating back to the client ("pricee"); anything else is only counted.

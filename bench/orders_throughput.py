@@ -5,7 +5,14 @@ talks to PostgreSQL through pgBouncer in transaction mode), then pgbench running
 two transactions (claim the idempotency key; the order transaction) through the same
 pgBouncer with as many clients as the app has pooled connections, then the ratio.
 
+The orders carry an API key bound to every bench account (made as `sparkops app keys
+create` makes one). With `--baseline-tree DIR` (a checkout of the release before API keys,
+e.g. `git worktree add /tmp/base 152c983`), the app of that tree is driven the same way
+against the same database, alternating runs, and the cost of authentication is printed as a
+ratio.
+
 Usage: .venv/bin/python bench/orders_throughput.py [--seconds 20] [--durable]
+       [--baseline-tree DIR] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +32,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app import apikeys
 from sparkops import defaults
 from sparkops.ephemeral.proc import free_port, stop_process
 from sparkops.ephemeral.stack import DbStack
@@ -34,16 +43,19 @@ ACCOUNTS = 50
 WRK_SCRIPT = textwrap.dedent(
     """
     counter = 0
+    secrets = {%(secrets)s}
     math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
     request = function()
       counter = counter + 1
-      local acct = "bench-" .. math.random(1, %(accounts)d)
+      local n = math.random(1, %(accounts)d)
+      local acct = "bench-" .. n
       local side = (math.random(2) == 1) and "buy" or "sell"
       local key = string.format("wrk-%%d-%%d-%%d", os.time(), math.random(1, 1000000000), counter)
       local body = string.format('{"account_id":"%%s","symbol":"BTCUSDT","side":"%%s",' ..
         '"quantity":"0.001","price":"65000.00"}', acct, side)
       return wrk.format("POST", "/orders",
-        {["Content-Type"] = "application/json", ["Idempotency-Key"] = key}, body)
+        {["Content-Type"] = "application/json", ["Idempotency-Key"] = key,
+         ["Authorization"] = "Bearer " .. secrets[(n - 1) %% #secrets + 1]}, body)
     end
     """
 )
@@ -87,15 +99,25 @@ PGBENCH_SCRIPT = textwrap.dedent(
 )
 
 
-def seed(stack: DbStack) -> None:
+def seed(stack: DbStack, keys: int = 1) -> list[str]:
+    """Accounts with an open position each, and `keys` API keys that share them out (key k
+    has accounts k, k + keys, ...); returns the keys' secrets."""
     with psycopg.connect(stack.app_conninfo(), autocommit=True, prepare_threshold=None) as c:
         c.execute("DELETE FROM outbox_events; DELETE FROM orders; DELETE FROM positions; "
-                  "DELETE FROM idempotency_keys; DELETE FROM accounts")  # fmt: skip
+                  "DELETE FROM idempotency_keys; DELETE FROM api_rate_windows; "
+                  "DELETE FROM api_key_accounts; DELETE FROM api_keys; "
+                  "DELETE FROM accounts")  # fmt: skip
         for i in range(1, ACCOUNTS + 1):
             c.execute("INSERT INTO accounts (id, name, opening_balance, cash_balance) "
                       "VALUES (%s, 'bench', 1000000, 1000000)", (f"bench-{i}",))  # fmt: skip
             c.execute("INSERT INTO positions (account_id, symbol, quantity, avg_entry_price) "
                       "VALUES (%s, 'BTCUSDT', 1, 65000)", (f"bench-{i}",))  # fmt: skip
+        accounts = [f"bench-{i}" for i in range(1, ACCOUNTS + 1)]
+        # A rate limit the bench cannot reach: the limit's cost is measured, not its refusals.
+        return [
+            apikeys.create(c, "bench", accounts[k::keys], ["read", "trade"], 10_000_000)[1]
+            for k in range(keys)
+        ]
 
 
 def run_app_bench(
@@ -103,9 +125,12 @@ def run_app_bench(
     seconds: int,
     connections: int,
     workdir: Path,
+    secrets: list[str],
     profile: Path | None = None,
     workers: int = 1,
+    tree: Path | None = None,
 ) -> dict:
+    """wrk against the app of this tree, or of `tree` (another checkout) when given."""
     port = free_port()
     env = {
         **os.environ,
@@ -118,14 +143,15 @@ def run_app_bench(
         [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
          "--no-access-log", "--workers", str(workers)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tree,
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=20,
                    what="the app to be ready")  # fmt: skip
         script = workdir / "orders.lua"
-        script.write_text(WRK_SCRIPT % {"accounts": ACCOUNTS})
+        listed = ", ".join(f'"{s}"' for s in secrets)
+        script.write_text(WRK_SCRIPT % {"accounts": ACCOUNTS, "secrets": listed})
         spy = None
         if profile is not None:
             # py-spy samples the app process while wrk drives it: where does an order's CPU go?
@@ -177,12 +203,27 @@ def main() -> None:
     parser.add_argument("--durable", action="store_true", help="fsync on (production-like)")
     parser.add_argument("--profile", type=Path, help="write a py-spy profile of the app here")
     parser.add_argument("--app-workers", type=int, default=1, help="uvicorn worker processes")
+    parser.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="a checkout without API keys: measure the cost of auth against it",
+    )
+    parser.add_argument(
+        "--keys",
+        type=int,
+        default=1,
+        help="API keys sharing the accounts out (each has its own rate-limit row)",
+    )
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="with --baseline-tree: alternating runs of each")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, DbStack(durable=args.durable) as stack:
-        seed(stack)
-        app = run_app_bench(
-            stack, args.seconds, args.connections, Path(tmp), args.profile, args.app_workers
-        )
+        if args.baseline_tree:
+            compare_auth(stack, args, Path(tmp))
+            return
+        secrets = seed(stack, args.keys)
+        app = run_app_bench(stack, args.seconds, args.connections, Path(tmp), secrets,
+                            args.profile, args.app_workers)  # fmt: skip
         seed(stack)
         pgb = run_pgbench(stack, args.seconds, defaults.APP_DB_POOL_SIZE, Path(tmp))
     print(f"machine: {os.cpu_count()} cores; durable={args.durable}; {args.seconds} s each")
@@ -195,6 +236,32 @@ def main() -> None:
         f"avg latency {pgb['latency_avg_ms']:.2f} ms ({defaults.APP_DB_POOL_SIZE} clients)"
     )
     print(f"ratio API / pgbench: {app['rps'] / pgb['tps']:.2f} (target >= 0.5)")
+
+
+def compare_auth(stack: DbStack, args, workdir: Path) -> None:
+    """The same orders against the baseline tree's app (no API keys; the header is ignored)
+    and this tree's, alternating, each on a freshly seeded database."""
+    runs: dict[str, list[float]] = {"baseline": [], "auth": []}
+    for _ in range(args.rounds):
+        for name, tree in (("baseline", args.baseline_tree.resolve()), ("auth", None)):
+            secrets = seed(stack, args.keys)
+            result = run_app_bench(stack, args.seconds, args.connections, workdir, secrets,
+                                   workers=args.app_workers, tree=tree)  # fmt: skip
+            if result["errors"]:
+                raise SystemExit(f"{name}: {result['errors']} non-2xx answers\n{result['raw']}")
+            runs[name].append(result["rps"])
+            print(f"{name:8} {result['rps']:.0f} orders/s, p50 {result['p50']}, "
+                  f"p99 {result['p99']}", flush=True)  # fmt: skip
+    base, auth = (sum(runs[n]) / len(runs[n]) for n in ("baseline", "auth"))
+    # Each round's two runs follow each other, so their ratio shares the machine's load; the
+    # median of those ratios is the figure least moved by other work on a shared machine.
+    ratios = [a / b for a, b in zip(runs["auth"], runs["baseline"], strict=True)]
+    median = statistics.median(ratios)
+    print(f"machine: {os.cpu_count()} cores; durable={args.durable}; {args.seconds} s per run, "
+          f"{args.rounds} round(s), baseline tree {args.baseline_tree}")  # fmt: skip
+    print(f"POST /orders: baseline {base:.0f}/s, with API keys {auth:.0f}/s (means); "
+          f"ratio per round {', '.join(f'{r:.3f}' for r in ratios)}; median {median:.3f} "
+          f"(cost of auth {100 * (1 - median):.1f} %, target < 5 %)")  # fmt: skip
 
 
 if __name__ == "__main__":

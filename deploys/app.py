@@ -24,7 +24,7 @@ from deploys.facts import DirectoryEntries, MigrationState
 from sparkops import defaults
 
 USER = "spark"
-ETC = "/etc/spark-app"
+ETC = defaults.APP_ETC_DIR
 APP_ENV = f"{ETC}/app.env"
 MIGRATIONS_ENV = f"{ETC}/migrations.env"
 OUTBOX_ENV = f"{ETC}/outbox.env"

@@ -54,6 +54,8 @@ NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 # --- the app -----------------------------------------------------------------------------
 APP_ROOT = "/opt/spark-app"
+# The app's settings on an app host (app.env holds SPARK_DATABASE_URL, read by the units).
+APP_ETC_DIR = "/etc/spark-app"
 APP_RELEASES_DIR = f"{APP_ROOT}/releases"
 APP_CURRENT_LINK = f"{APP_ROOT}/current"
 APP_RELEASES_KEPT = 5
@@ -74,6 +76,18 @@ IDEMPOTENCY_KEY_TTL_HOURS = 48
 # transaction, so taking over cannot create a second order.
 IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS = 60
 IDEMPOTENCY_RETRY_AFTER_SECONDS = 1
+# API keys (app/apikeys.py): `Authorization: Bearer spk_<43 base64url characters>` (256 random
+# bits). Each app process keeps what a key may do for at most this long, so a revoked key
+# stops working on every process within it (the issue asks for 1 s).
+API_KEY_PREFIX = "spk_"
+API_KEY_CACHE_TTL_SECONDS = 0.5
+API_KEY_CACHE_MAX_ENTRIES = 10_000
+# Requests per second per API key (counted in PostgreSQL, shared by every app process and
+# host), unless `sparkops app keys create --rate-limit` says otherwise.
+API_KEY_DEFAULT_RATE_LIMIT = 20
+# GET /positions pages: `limit` defaults to this and may not exceed the maximum.
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 1000
 # Bounds on every session of the app role (the app and the outbox dispatcher both connect as
 # ROLE_APP through pgBouncer), set on the role (ALTER ROLE ... SET, sparkops.dbroles) so no
 # code path can forget them. All stay well below IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS: a

@@ -66,6 +66,7 @@ PACKAGES: dict[str, str] = {
     "chroot": "coreutils",
     "cp": "coreutils",
     "du": "coreutils",
+    "head": "coreutils",
     "env": "coreutils",
     "head": "coreutils",
     "false": "coreutils",

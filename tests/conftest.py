@@ -7,19 +7,43 @@ before a test that writes. Tests reach the database as the app role through pgBo
 
 from __future__ import annotations
 
+import uuid
+
 import psycopg
 import pytest
 
+from app import apikeys
 from sparkops.ephemeral.stack import DbStack
 
+# Emptied before each test that writes, in this order (foreign keys). The session's test key
+# (below) is kept; other keys a test made are deleted.
 APP_TABLES = (
     "outbox_events",
     "idempotency_keys",
     "orders",
     "positions",
     "trading_halts",
+    "api_rate_windows",
+    "api_key_accounts",
+    "api_keys",
     "accounts",
 )
+
+# The API key the tests send: made for this session (its secret is never written anywhere but
+# in this process), with both permissions and a rate limit no test reaches; `create_account`
+# binds each account a test makes to it.
+TEST_KEY_ID = str(uuid.uuid4())
+TEST_KEY_SECRET = apikeys.new_secret()
+TEST_KEY_RATE_LIMIT = 1_000_000
+AUTH = {"authorization": f"Bearer {TEST_KEY_SECRET}"}
+
+
+def ensure_test_key(conn) -> None:
+    conn.execute(
+        "INSERT INTO api_keys (id, name, secret_sha256, permissions, rate_limit) "
+        "VALUES (%s, 'tests', %s, '{read,trade}', %s) ON CONFLICT (id) DO NOTHING",
+        (TEST_KEY_ID, apikeys.secret_sha256(TEST_KEY_SECRET), TEST_KEY_RATE_LIMIT),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +66,9 @@ def clean_db(db_stack):
     with connect_app(db_stack) as conn:
         # DELETE, not TRUNCATE: the app role has only row privileges, as in production.
         for table in APP_TABLES:
-            conn.execute(f"DELETE FROM {table}")
+            keep = " WHERE id <> %s" if table == "api_keys" else ""
+            conn.execute(f"DELETE FROM {table}{keep}", (TEST_KEY_ID,) if keep else None)
+        ensure_test_key(conn)
     return db_stack
 
 
@@ -63,6 +89,8 @@ def app_server(db_stack):
     settings = Settings(
         database_url=db_stack.app_conninfo(), release_id="test-release", db_timeout_s=60
     )
+    with connect_app(db_stack) as conn:
+        ensure_test_key(conn)
     server = AppServer(settings).start()
     try:
         yield server
@@ -71,9 +99,15 @@ def app_server(db_stack):
 
 
 def create_account(conn, account_id: str = "acct-1", balance: str = "100000") -> str:
+    """An account, bound to the session's test key (AUTH)."""
     conn.execute(
         "INSERT INTO accounts (id, name, opening_balance, cash_balance) VALUES (%s, %s, %s, %s)",
         (account_id, f"Account {account_id}", balance, balance),
+    )
+    ensure_test_key(conn)
+    conn.execute(
+        "INSERT INTO api_key_accounts (api_key_id, account_id) VALUES (%s, %s)",
+        (TEST_KEY_ID, account_id),
     )
     return account_id
 

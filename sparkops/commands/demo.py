@@ -39,11 +39,27 @@ def _host(hosts: list[dict], group: str) -> dict:
     raise click.ClickException(f"the lab has no {group} host")
 
 
-def _traffic(app_url: str, account: str = "demo") -> None:
+def _demo_key(account: str = "demo") -> str:
+    """A new API key for the demo account, made on the app host with `sparkops app keys
+    create` (its secret is printed once there and kept only in this process)."""
+    from sparkops.commands.app import keys_create_on_host, secret_in
+
+    cmd = keys_create_on_host("demo", [account], ["read", "trade"])
+    proc = subprocess.run(
+        [sys.executable, "-m", "sparkops.cli", "lab", "ssh", "app", "--", cmd],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise click.ClickException(f"could not create the demo API key: {proc.stderr.strip()}")
+    return secret_in(proc.stdout)
+
+
+def _traffic(app_url: str, secret: str, account: str = "demo") -> None:
     order = {"account_id": account, "symbol": "BTCUSDT", "side": "buy",
              "quantity": "0.01000", "price": "65000.00"}  # fmt: skip
     key = str(uuid.uuid4())
-    with httpx.Client(base_url=app_url, timeout=10) as client:
+    auth = {"authorization": f"Bearer {secret}"}
+    with httpx.Client(base_url=app_url, timeout=10, headers=auth) as client:
         shots = [
             ("order", lambda: client.post("/orders", json=order, headers={"idempotency-key": key})),
             ("same key again (replay)",
@@ -100,7 +116,7 @@ def command(skip_deploy: bool) -> None:
     wait_until(lambda: httpx.get(f"{app_url}/readyz", timeout=3).status_code == 200,
                timeout=60, what="the app's /readyz")  # fmt: skip
     _ensure_demo_account(db)
-    _traffic(app_url)
+    _traffic(app_url, _demo_key())
     _done(started)
     prometheus = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}"
     started = _step(f"Monitoring: Prometheus scrape targets at {prometheus}")

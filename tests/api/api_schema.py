@@ -22,6 +22,11 @@ _ERROR = {"description": "error", "content": {"application/json": {"schema": {
                    "field": {"type": "string"}},
 }}}}  # fmt: skip
 
+# Routes that touch data need an API key (`Authorization: Bearer spk_...`): 401 without a
+# valid one, 403 without the permission, 429 over the key's rate limit.
+_BEARER = {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+_AUTH_ERRORS = {s: _ERROR for s in ("401", "403", "429")}
+
 ORDER = {
     "type": "object",
     "required": ["account_id", "symbol", "side", "quantity", "price"],
@@ -56,6 +61,7 @@ CSP_REPORTING_API = {
 SCHEMA = {
     "openapi": "3.1.0",
     "info": {"title": "Spark trading app", "version": "test"},
+    "components": {"securitySchemes": _BEARER},
     "paths": {
         "/orders": {"post": {
             "operationId": "placeOrder",
@@ -64,24 +70,33 @@ SCHEMA = {
                                        "pattern": _pattern(vocab.IDEMPOTENCY_KEY)}}],
             "requestBody": {"required": True,
                             "content": {"application/json": {"schema": ORDER}}},
-            "responses": {"201": {"description": "filled"}, **{
+            "security": [{"bearerAuth": []}],
+            "responses": {"201": {"description": "filled"}, **_AUTH_ERRORS, **{
                 s: _ERROR for s in ("400", "409", "413", "415", "422")}},
         }},
         "/orders/{order_id}": {"get": {
             "operationId": "getOrder",
             "parameters": [{"name": "order_id", "in": "path", "required": True,
                             "schema": {"type": "string", "format": "uuid"}}],
-            "responses": {"200": {"description": "the order"}, "400": _ERROR, "404": _ERROR},
+            "security": [{"bearerAuth": []}],
+            "responses": {"200": {"description": "the order"}, "400": _ERROR, "404": _ERROR,
+                          **_AUTH_ERRORS},
         }},
         "/positions": {"get": {
             "operationId": "listPositions",
             "parameters": [
-                {"name": "account_id", "in": "query",
+                {"name": "account_id", "in": "query", "required": True,
                  "schema": {"type": "string", "pattern": _pattern(vocab.ACCOUNT_ID)}},
                 {"name": "status", "in": "query",
                  "schema": {"type": "string", "enum": ["open", "closed", "all"]}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "string", "pattern": _pattern(vocab.PAGE_LIMIT)}},
+                {"name": "cursor", "in": "query",
+                 "schema": {"type": "string", "pattern": _pattern(vocab.CURSOR)}},
             ],
-            "responses": {"200": {"description": "positions"}, "400": _ERROR},
+            "security": [{"bearerAuth": []}],
+            "responses": {"200": {"description": "a page of positions"}, "400": _ERROR,
+                          "404": _ERROR, **_AUTH_ERRORS},
         }},
         "/csp-report": {"post": {
             "operationId": "reportCspViolation",

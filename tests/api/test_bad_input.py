@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.api.test_orders import ORDER, counts
-from tests.conftest import create_account
+from tests.conftest import AUTH, create_account
 
 NOTHING = {"orders": 0, "outbox_events": 0, "positions": 0, "idempotency_keys": 0}
 
@@ -18,7 +18,7 @@ def send(server, raw: bytes | str, content_type="application/json", key=None):
     return httpx.post(
         f"{server.url}/orders",
         content=raw,
-        headers={"content-type": content_type, "idempotency-key": key or str(uuid.uuid4())},
+        headers={**AUTH, "content-type": content_type, "idempotency-key": key or str(uuid.uuid4())},
         timeout=10,
     )
 
@@ -94,7 +94,7 @@ def test_oversized_chunked_body_without_length_gets_413(app_server, app_conn):
     r = httpx.post(
         f"{app_server.url}/orders",
         content=chunks(),
-        headers={"content-type": "application/json", "idempotency-key": str(uuid.uuid4())},
+        headers={**AUTH, "content-type": "application/json", "idempotency-key": str(uuid.uuid4())},
     )
     assert r.status_code == 413
     assert counts(app_conn) == NOTHING
@@ -119,5 +119,5 @@ def test_unknown_account_releases_the_key_for_a_retry(app_server, app_conn):
                          ("/positions?status=maybe", 400)]
 )  # fmt: skip
 def test_bad_reads_get_clear_errors(app_server, path, status):
-    r = httpx.get(f"{app_server.url}{path}")
+    r = httpx.get(f"{app_server.url}{path}", headers=AUTH)
     assert r.status_code == status and r.json()["message"]

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from app.csp_reports import KNOWN_DIRECTIVES
 from app.instruments import DEFAULT_INSTRUMENTS
 from tests.api.api_schema import ORDER, SCHEMA, statuses
-from tests.conftest import create_account
+from tests.conftest import AUTH, create_account
 
 EXAMPLES = 1200  # one request each; the test asserts at least MIN_REQUESTS went out
 MIN_REQUESTS = 1000
@@ -188,13 +188,33 @@ def key_headers(draw) -> list[tuple[str, bytes]]:
     return [("idempotency-key", key.encode("latin-1")) for key in keys]
 
 
+@st.composite
+def auth_headers(draw) -> list[tuple[str, bytes]]:
+    """Mostly the test key, so the request gets further; then none, a made-up key of the
+    right shape, another scheme, garbage, and two headers."""
+    choice = draw(st.integers(0, 19))
+    if choice <= 14:
+        values = [AUTH["authorization"]]
+    elif choice == 15:
+        values = []
+    elif choice == 16:
+        values = ["Bearer spk_" + draw(st.from_regex(r"[A-Za-z0-9_-]{43}", fullmatch=True))]
+    elif choice == 17:
+        values = [draw(st.sampled_from(["Basic dXNlcjpwYXNz", "Bearer", "bearer  x", "Token x"]))]
+    elif choice == 18:
+        values = [draw(SENDABLE)]
+    else:
+        values = [AUTH["authorization"]] * 2
+    return [("authorization", v.encode("latin-1")) for v in values]
+
+
 CONTENT_TYPES = ["application/json", "application/json; charset=utf-8", "APPLICATION/JSON",
                  "text/plain", "application/csp-report", "application/reports+json"]  # fmt: skip
 
 
 @st.composite
 def post_order(draw) -> Call:
-    headers = draw(key_headers())
+    headers = draw(auth_headers()) + draw(key_headers())
     if draw(st.integers(0, 9)) > 0:
         headers.append(("content-type", b"application/json"))
     else:
@@ -211,17 +231,19 @@ def get_order(draw, created: list[str]) -> Call:
         order_id = str(draw(st.uuids()))
     else:
         order_id = percent(draw(url_text.filter(bool) | mangled(st.uuids().map(str))))
-    return Call("GET", "/orders/{order_id}", f"/orders/{order_id}")
+    return Call("GET", "/orders/{order_id}", f"/orders/{order_id}", draw(auth_headers()))
 
 
 @st.composite
 def get_positions(draw) -> Call:
-    names = st.sampled_from(["account_id", "status"]) | url_text
-    values = (st.sampled_from([*ACCOUNTS, "open", "closed", "all"]) | url_text
+    names = st.sampled_from(["account_id", "account_id", "status", "limit", "cursor"]) | url_text
+    values = (st.sampled_from([*ACCOUNTS, "open", "closed", "all", "1", "2", "1000", "1001"])
+              | url_text
               | mangled(st.sampled_from(ACCOUNTS)))  # fmt: skip
     pairs = draw(st.lists(st.tuples(names, values), max_size=3))
     query = "&".join(f"{percent(n)}={percent(v)}" for n, v in pairs)
-    return Call("GET", "/positions", "/positions" + (f"?{query}" if query else ""))
+    path = "/positions" + (f"?{query}" if query else "")
+    return Call("GET", "/positions", path, draw(auth_headers()))
 
 
 @st.composite
@@ -245,7 +267,8 @@ def csp_report(draw) -> Call:
 def wrong_method(draw) -> Call:
     template = draw(st.sampled_from(sorted(SCHEMA["paths"])))
     path = template.replace("{order_id}", str(uuid.uuid4()))
-    return Call(draw(st.sampled_from(["PUT", "PATCH", "DELETE", "GET", "POST"])), template, path)
+    method = draw(st.sampled_from(["PUT", "PATCH", "DELETE", "GET", "POST"]))
+    return Call(method, template, path, draw(auth_headers()))
 
 
 def calls(created: list[str]) -> st.SearchStrategy[Call]:
@@ -311,8 +334,12 @@ def positions_query_conforms(call: Call) -> bool:
     pairs = parse_qsl(call.path.partition("?")[2], keep_blank_values=True)
     params = {p["name"]: p["schema"] for p in SCHEMA["paths"]["/positions"]["get"]["parameters"]}
     given_ = Counter(name for name, _ in pairs)
-    return all(given_[name] <= 1 for name in params) and all(
-        _matches(params[name], value) for name, value in pairs if name in params
+    required = [p["name"] for p in SCHEMA["paths"]["/positions"]["get"]["parameters"]
+                if p.get("required")]  # fmt: skip
+    return (
+        all(given_[name] == 1 for name in required)
+        and all(given_[name] <= 1 for name in params)
+        and all(_matches(params[name], value) for name, value in pairs if name in params)
     )
 
 
@@ -323,7 +350,13 @@ def check(call: Call, headers, r: httpx.Response, before: dict, after: dict) -> 
         assert order_conforms(call, headers), ("accepted against the document", call)
     if call.template == "/positions" and call.method == "GET" and r.status_code == 200:
         assert positions_query_conforms(call), ("accepted against the document", call)
+    if r.status_code < 300 and SCHEMA["paths"][call.template].get(call.method.lower(), {}).get(
+        "security"
+    ):
+        sent = [v for n, v in headers if n == "authorization"]
+        assert sent == [AUTH["authorization"].encode()], ("answered without the key", call)
     assert "content-security-policy" in r.headers and r.headers["x-content-type-options"]
+    assert len(r.headers["x-request-id"]) == 32, call
     if r.status_code >= 400:
         assert r.headers["content-type"] == "application/json", call
         assert r.content.isascii(), (call, r.content[:300])

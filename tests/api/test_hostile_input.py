@@ -16,7 +16,7 @@ from sparkops import defaults
 from tests.api.test_bad_input import NOTHING, body_with, send
 from tests.api.test_orders import ORDER, counts, post
 from tests.api.test_security_headers import assert_secure
-from tests.conftest import create_account
+from tests.conftest import AUTH, create_account
 
 DEEP = "[" * 1000 + "]" * 1000  # 2 KB: Python's json raised RecursionError on it
 
@@ -35,7 +35,7 @@ def refused(r: httpx.Response, status: int, code: str) -> dict:
 
 # 1. NUL in a query parameter reached PostgreSQL: psycopg.DataError, 500.
 def test_nul_in_a_query_parameter_is_refused_naming_it(app_server, app_conn):
-    r = httpx.get(f"{app_server.url}/positions?account_id=%00abc")
+    r = httpx.get(f"{app_server.url}/positions?account_id=%00abc", headers=AUTH)
     body = refused(r, 400, "forbidden_character")
     assert body["field"] == "query parameter account_id"
     assert "NUL" in body["message"]
@@ -43,7 +43,7 @@ def test_nul_in_a_query_parameter_is_refused_naming_it(app_server, app_conn):
 
 def test_nul_in_any_query_parameter_of_any_route_is_refused(app_server):
     for path in ("/healthz?x=a%00", f"/orders/{uuid.uuid4()}?%00=1"):
-        refused(httpx.get(f"{app_server.url}{path}"), 400, "forbidden_character")
+        refused(httpx.get(f"{app_server.url}{path}", headers=AUTH), 400, "forbidden_character")
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,8 @@ def test_nul_in_any_query_parameter_of_any_route_is_refused(app_server):
      ("status=open%0A", "status")],
 )  # fmt: skip
 def test_positions_query_uses_the_vocabulary(app_server, query, field):
-    body = refused(httpx.get(f"{app_server.url}/positions?{query}"), 400, "invalid_query")
+    r = httpx.get(f"{app_server.url}/positions?{query}", headers=AUTH)
+    body = refused(r, 400, "invalid_query")
     assert body["field"] == field
 
 
@@ -155,7 +156,7 @@ def test_account_id_with_a_newline_is_a_400_not_an_unknown_account(app_server, a
 
 # 7. 405 without Allow (RFC 9110 requires it), on every route the app has.
 def test_every_405_carries_allow(app_server):
-    routes = app_server.server.config.app.app.router.routes  # SecurityHeaders > HttpMetrics
+    routes = app_server.server.config.app.app.app.router.routes  # Security > Ids > Metrics
     assert len(routes) >= 9
     for route in routes:
         path = route.path.replace("{order_id}", str(uuid.uuid4()))
@@ -218,6 +219,7 @@ def test_two_idempotency_keys_are_refused(app_server, app_conn):
     create_account(app_conn)
     headers = [
         ("content-type", "application/json"),
+        *AUTH.items(),
         ("idempotency-key", str(uuid.uuid4())),
         ("idempotency-key", str(uuid.uuid4())),
     ]
@@ -236,7 +238,7 @@ def test_two_idempotency_keys_are_refused(app_server, app_conn):
 def test_malformed_keys_are_refused(app_server, app_conn, key):
     create_account(app_conn)
     r = httpx.post(f"{app_server.url}/orders", content=json.dumps(ORDER).encode(),
-                   headers={"content-type": "application/json",
+                   headers={**AUTH, "content-type": "application/json",
                             "idempotency-key": key.encode("latin-1")})  # fmt: skip
     refused(r, 400, "idempotency_key_malformed")
     assert counts(app_conn) == NOTHING
@@ -248,4 +250,4 @@ def test_malformed_keys_are_refused(app_server, app_conn, key):
     ids=["arabic-indic", "braces", "no-dashes", "urn"],
 )
 def test_order_ids_are_plain_uuids(app_server, order_id):
-    refused(httpx.get(f"{app_server.url}/orders/{order_id}"), 400, "invalid_id")
+    refused(httpx.get(f"{app_server.url}/orders/{order_id}", headers=AUTH), 400, "invalid_id")

@@ -11,14 +11,14 @@ import pytest
 
 from app import idempotency
 from app.validation import OrderRequest
-from tests.conftest import create_account
+from tests.conftest import AUTH, TEST_KEY_ID, create_account
 
 ORDER = {"account_id": "acct-1", "symbol": "BTCUSDT", "side": "buy",
          "quantity": "0.01000", "price": "65000.00"}  # fmt: skip
 
 
 def post(server, body, key=None, **kw):
-    headers = {"idempotency-key": key or str(uuid.uuid4())}
+    headers = {**AUTH, "idempotency-key": key or str(uuid.uuid4())}
     return httpx.post(f"{server.url}/orders", json=body, headers=headers, timeout=30, **kw)
 
 
@@ -45,7 +45,7 @@ def test_order_is_filled_with_position_cash_and_outbox_event(app_server, app_con
     assert cash == Decimal("100000") - Decimal("650.65")
     event = app_conn.execute("SELECT event_type, payload FROM outbox_events").fetchone()
     assert event[0] == "order.filled" and event[1]["order"]["id"] == body["id"]
-    got = httpx.get(f"{app_server.url}/orders/{body['id']}").json()
+    got = httpx.get(f"{app_server.url}/orders/{body['id']}", headers=AUTH).json()
     assert got["price"] == "65000" and got["status"] == "filled"
 
 
@@ -57,9 +57,10 @@ def test_buy_then_sell_closes_position_and_realises_pnl(app_server, app_conn):
     assert r.status_code == 201, r.text
     position = r.json()["position"]
     assert position["status"] == "closed" and position["realized_pnl"] == "1"
-    open_positions = httpx.get(f"{app_server.url}/positions?account_id=acct-1").json()
-    assert open_positions["positions"] == []
-    closed = httpx.get(f"{app_server.url}/positions?status=closed").json()["positions"]
+    url = f"{app_server.url}/positions?account_id=acct-1"
+    open_positions = httpx.get(url, headers=AUTH).json()
+    assert open_positions == {"positions": [], "next_cursor": None}
+    closed = httpx.get(f"{url}&status=closed", headers=AUTH).json()["positions"]
     assert len(closed) == 1 and closed[0]["realized_pnl"] == "1"
 
 
@@ -97,7 +98,7 @@ def test_in_flight_key_gets_409_with_retry_after(app_server, app_conn):
     key = str(uuid.uuid4())
     app_conn.execute(
         "INSERT INTO idempotency_keys (key, request_hash, state) VALUES (%s, %s, 'in_flight')",
-        (key, _fingerprint(ORDER)),
+        (f"{TEST_KEY_ID}/{key}", _fingerprint(ORDER)),
     )
     r = post(app_server, ORDER, key)
     assert r.status_code == 409
@@ -111,7 +112,7 @@ def test_abandoned_in_flight_key_is_taken_over(app_server, app_conn):
     app_conn.execute(
         "INSERT INTO idempotency_keys (key, request_hash, state, locked_at) "
         "VALUES (%s, %s, 'in_flight', now() - interval '10 minutes')",
-        (key, _fingerprint(ORDER)),
+        (f"{TEST_KEY_ID}/{key}", _fingerprint(ORDER)),
     )
     assert post(app_server, ORDER, key).status_code == 201
     assert counts(app_conn)["orders"] == 1
@@ -124,7 +125,7 @@ def test_abandoned_in_flight_key_is_taken_over(app_server, app_conn):
 )  # fmt: skip
 def test_missing_or_malformed_key_gets_400_and_writes_nothing(app_server, app_conn, header, code):
     create_account(app_conn)
-    headers = {} if header is None else {"idempotency-key": header}
+    headers = AUTH if header is None else {**AUTH, "idempotency-key": header}
     r = httpx.post(f"{app_server.url}/orders", json=ORDER, headers=headers)
     assert r.status_code == 400 and r.json()["error"] == code
     assert counts(app_conn) == {"orders": 0, "outbox_events": 0, "positions": 0,
@@ -145,7 +146,7 @@ def test_thousand_concurrent_requests_with_one_key_make_one_order(app_server, ap
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=app_server.url, limits=limits, timeout=60) as c:
             return await asyncio.gather(
-                *(c.post("/orders", json=ORDER, headers={"idempotency-key": key})
+                *(c.post("/orders", json=ORDER, headers={**AUTH, "idempotency-key": key})
                   for _ in range(1000))
             )  # fmt: skip
 
@@ -173,7 +174,7 @@ def test_concurrent_keys_reused_with_different_bodies_get_422(app_server, app_co
         async with httpx.AsyncClient(base_url=app_server.url, timeout=60) as c:
             return await asyncio.gather(
                 *(c.post("/orders", json={**ORDER, "quantity": f"0.0{i}"},
-                         headers={"idempotency-key": key}) for i in range(2, 10))
+                         headers={**AUTH, "idempotency-key": key}) for i in range(2, 10))
             )  # fmt: skip
 
     assert {r.status_code for r in asyncio.run(storm())} == {422}
@@ -188,7 +189,8 @@ def test_concurrent_orders_opening_one_position_all_land_on_it(app_server, app_c
     async def race():
         async with httpx.AsyncClient(base_url=app_server.url, timeout=60) as c:
             return await asyncio.gather(
-                *(c.post("/orders", json=order, headers={"idempotency-key": str(uuid.uuid4())})
+                *(c.post("/orders", json=order,
+                         headers={**AUTH, "idempotency-key": str(uuid.uuid4())})
                   for _ in range(8))
             )  # fmt: skip
 

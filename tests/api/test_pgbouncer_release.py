@@ -17,7 +17,7 @@ import httpx
 
 from sparkops import defaults
 from sparkops.wait import DeadlineExceeded, wait_until
-from tests.conftest import create_account
+from tests.conftest import AUTH, create_account
 
 ORDERS = 300
 
@@ -40,7 +40,7 @@ def test_no_server_stays_linked_after_an_order(app_server, app_conn, db_stack):
             "price": ("65000.00", "3000.00")[n % 2],
         }
         r = httpx.post(f"{app_server.url}/orders", json=body, timeout=30,
-                       headers={"idempotency-key": str(uuid.uuid4())})  # fmt: skip
+                       headers={**AUTH, "idempotency-key": str(uuid.uuid4())})  # fmt: skip
         assert r.status_code in (201, 422), r.text
         try:
             wait_until(lambda: not _linked(db_stack), timeout=2, what="servers released")

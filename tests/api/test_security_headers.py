@@ -17,6 +17,7 @@ from app.config import Settings
 from app.security import SecurityHeaders
 from sparkops.ephemeral.appserver import AppServer
 from sparkops.ephemeral.proc import free_port
+from tests.conftest import AUTH
 
 EXPECTED = {
     "cross-origin-embedder-policy": "require-corp",
@@ -50,7 +51,7 @@ def assert_secure(response: httpx.Response) -> str:
      ("POST", "/csp-report", 415)],
 )  # fmt: skip
 def test_every_response_carries_the_headers(app_server, method, path, status):
-    r = httpx.request(method, f"{app_server.url}{path}")
+    r = httpx.request(method, f"{app_server.url}{path}", headers=AUTH)
     assert r.status_code == status
     assert_secure(r)
 
@@ -90,7 +91,7 @@ def test_database_down_gives_503_with_headers_and_readyz_says_why(db_stack):
             f"{server.url}/orders",
             json={"account_id": "a", "symbol": "BTCUSDT", "side": "buy",
                   "quantity": "0.01", "price": "65000.00"},
-            headers={"idempotency-key": str(uuid.uuid4())}, timeout=10,
+            headers={**AUTH, "idempotency-key": str(uuid.uuid4())}, timeout=10,
         )  # fmt: skip
         assert r.status_code == 503 and r.json()["error"] == "database_unavailable"
         assert r.headers["retry-after"]
@@ -130,7 +131,7 @@ def test_malformed_csp_report_is_refused(app_server):
 
 
 def test_http_duration_is_labelled_by_route_template(app_server):
-    httpx.get(f"{app_server.url}/orders/{uuid.uuid4()}")
+    httpx.get(f"{app_server.url}/orders/{uuid.uuid4()}", headers=AUTH)
     value = metric_value(
         app_server, f"{metric_names.HTTP_REQUEST_DURATION}_count",
         route="/orders/{order_id}", method="GET", status="404",

@@ -13,6 +13,7 @@ from lab import ssh
 from runbooks import checks
 from sparkops import defaults
 from sparkops.cli import main
+from sparkops.commands.app import keys_create_on_host, secret_in
 
 ACCOUNT = "runbook-e2e"
 ROOT = defaults.APP_ROOT
@@ -47,16 +48,37 @@ def ready(app) -> bool:
         return False
 
 
+# API keys for ACCOUNT by app host address, made on the host with `sparkops app keys create`.
+_KEYS: dict[str, str] = {}
+
+
+def api_key(app) -> str:
+    if app["ip"] not in _KEYS:
+        made = on_host(app, keys_create_on_host("lab-tests", [ACCOUNT], ["read", "trade"], 1000))
+        _KEYS[app["ip"]] = secret_in(made)
+    return _KEYS[app["ip"]]
+
+
 def orders(app, count: int) -> list[str]:
     ids = []
     for n in range(count):
         body = {"account_id": ACCOUNT, "symbol": "BTCUSDT", "side": "buy" if n % 2 else "sell",
                 "quantity": "0.01", "price": "65000.00"}  # fmt: skip
-        r = httpx.post(f"http://{app['ip']}:{defaults.APP_PORT}/orders", json=body,
-                       headers={"idempotency-key": str(uuid.uuid4())}, timeout=30)  # fmt: skip
+        key = str(uuid.uuid4())
+        r = _post_order(app, body, key)
+        if r.status_code == 401:
+            # A restore took the database back to before the key was made: make another.
+            _KEYS.pop(app["ip"], None)
+            r = _post_order(app, body, key)
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     return ids
+
+
+def _post_order(app, body: dict, key: str) -> httpx.Response:
+    headers = {"authorization": f"Bearer {api_key(app)}", "idempotency-key": key}
+    return httpx.post(f"http://{app['ip']}:{defaults.APP_PORT}/orders", json=body,
+                      headers=headers, timeout=30)  # fmt: skip
 
 
 def snapshot(db) -> dict[str, str]:

@@ -21,6 +21,7 @@ from alerts import rules
 from deploys import release, runner
 from lab import ssh
 from sparkops import defaults
+from sparkops.commands.app import keys_create_on_host, secret_in
 from sparkops.wait import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -83,10 +84,11 @@ def test_an_order_through_the_api_is_in_postgresql(deployed):
         "quantity": "0.01",
         "price": "65000.00",
     }
+    secret = secret_in(_ssh(app, keys_create_on_host("e2e", [ACCOUNT], ["read", "trade"])))
     r = httpx.post(
         f"http://{app['ip']}:{defaults.APP_PORT}/orders",
         json=order,
-        headers={"idempotency-key": str(uuid.uuid4())},
+        headers={"authorization": f"Bearer {secret}", "idempotency-key": str(uuid.uuid4())},
         timeout=30,
     )
     assert r.status_code == 201, r.text

@@ -14,7 +14,7 @@ from sparkops import defaults, livecheck
 from sparkops.cli import main
 from sparkops.commands.demo import _traffic
 from sparkops.wait import wait_until
-from tests.lab.stack import ACCOUNT, by_group, orders
+from tests.lab.stack import ACCOUNT, api_key, by_group, orders
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -23,7 +23,7 @@ def test_every_panel_and_alert_expression_returns_series(deployed):
     hosts = deployed["hosts"]
     db, app, monitor = (by_group(hosts, g) for g in ("db", "app", "monitor"))
     orders(app, 4)
-    _traffic(f"http://{app['ip']}:{defaults.APP_PORT}", account=ACCOUNT)
+    _traffic(f"http://{app['ip']}:{defaults.APP_PORT}", api_key(app), account=ACCOUNT)
     drill = CliRunner().invoke(main, ["drill", "--host", db["name"], "--yes"])
     assert drill.exit_code == 0, drill.output
     prometheus = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}"

@@ -25,6 +25,7 @@ from deploys import release, runner
 from deploys.app import ACTIVATE, MIGRATE_LOG_TAG, outbox_name
 from lab import config, control, ssh, state
 from sparkops import defaults
+from sparkops.commands.app import keys_create_on_host, secret_in
 from sparkops.wait import wait_until
 from tests.lab.conftest import SHARE_LAB_ENV, _session, require_lab_machine
 
@@ -158,6 +159,8 @@ def test_each_app_hosts_dispatcher_has_its_own_lease_owner(deployed):
         "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
         f"VALUES ('{ACCOUNT}', 'Two hosts', 100000, 100000) ON CONFLICT DO NOTHING",
     )
+    made = _ssh(_host(hosts, "app"), keys_create_on_host("two-hosts", [ACCOUNT], ["trade"]))
+    auth = {"authorization": f"Bearer {secret_in(made)}"}
     orders = []
     for name in ("app", "app2"):
         h = _host(hosts, name)
@@ -165,8 +168,9 @@ def test_each_app_hosts_dispatcher_has_its_own_lease_owner(deployed):
         assert f"outbox dispatcher {outbox_name(name)} publishing" in log, name
         body = {"account_id": ACCOUNT, "symbol": "BTCUSDT", "side": "buy",
                 "quantity": "0.01", "price": "65000.00"}  # fmt: skip
+        headers = {**auth, "idempotency-key": str(uuid.uuid4())}
         r = httpx.post(f"http://{h['ip']}:{defaults.APP_PORT}/orders", json=body,
-                       headers={"idempotency-key": str(uuid.uuid4())}, timeout=30)  # fmt: skip
+                       headers=headers, timeout=30)  # fmt: skip
         assert r.status_code == 201, r.text
         orders.append(r.json()["id"])
     listed = ",".join(f"'{o}'" for o in orders)

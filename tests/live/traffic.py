@@ -10,7 +10,7 @@ from decimal import Decimal
 import httpx
 import psycopg
 
-from app import idempotency
+from app import apikeys, idempotency
 from app.validation import OrderRequest
 
 ACCOUNT = "acct-live"
@@ -30,8 +30,8 @@ def _request_hash(body: dict) -> str:
     return idempotency.request_hash("POST", "/orders", order.fingerprint_fields())
 
 
-async def _race(base_url: str, body: dict, count: int) -> list[int]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+async def _race(base_url: str, auth: dict, body: dict, count: int) -> list[int]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=auth) as client:
         headers = [{"idempotency-key": str(uuid.uuid4())} for _ in range(count)]
         responses = await asyncio.gather(
             *(client.post("/orders", json=body, headers=h) for h in headers)
@@ -47,18 +47,20 @@ def drive(app_url: str, app_conninfo: str) -> dict[str, int]:
             "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
             (ACCOUNT, "Live check", "1000000", "1000000"),
         )
+        key_id, secret = apikeys.create(conn, "live-traffic", [ACCOUNT], ["read", "trade"], 1000)
         in_flight_key = str(uuid.uuid4())
         conn.execute(
             "INSERT INTO idempotency_keys (key, request_hash, state) VALUES (%s, %s, 'in_flight')",
-            (in_flight_key, _request_hash(ORDER)),
+            (f"{key_id}/{in_flight_key}", _request_hash(ORDER)),
         )
+    auth = {"authorization": f"Bearer {secret}"}
     seen: dict[str, int] = {}
 
     def expect(kind: str, response: httpx.Response, status: int) -> None:
         assert response.status_code == status, (kind, response.status_code, response.text)
         seen[kind] = seen.get(kind, 0) + 1
 
-    with httpx.Client(base_url=app_url, timeout=30) as client:
+    with httpx.Client(base_url=app_url, timeout=30, headers=auth) as client:
         for _ in range(5):
             expect("filled", _post(client, ORDER), 201)
         key = str(uuid.uuid4())
@@ -76,6 +78,6 @@ def drive(app_url: str, app_conninfo: str) -> dict[str, int]:
         expect("health", client.get("/healthz"), 200)
     # Concurrent first orders for one (account, symbol): all but one race the unique index.
     race = {**ORDER, "symbol": "ETHUSDT", "price": "3000.00", "quantity": "0.1"}
-    statuses = asyncio.run(_race(app_url, race, 8))
+    statuses = asyncio.run(_race(app_url, auth, race, 8))
     seen["race_filled"] = statuses.count(201)
     return seen

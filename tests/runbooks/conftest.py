@@ -18,6 +18,7 @@ from runbooks import checks, sites
 from runbooks.localdb import LocalBackedUpDb
 from sparkops.cli import main
 from sparkops.wait import wait_until
+from tests.conftest import AUTH, TEST_KEY_ID, ensure_test_key
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 
@@ -63,6 +64,13 @@ def ensure_account(db: LocalBackedUpDb, account: str = "ledger-1") -> str:
             "VALUES (%s, %s, 1000000, 1000000) ON CONFLICT DO NOTHING",
             (account, account),
         )
+        # The session's test key may use it (tests.conftest.AUTH).
+        ensure_test_key(conn)
+        conn.execute(
+            "INSERT INTO api_key_accounts (api_key_id, account_id) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (TEST_KEY_ID, account),
+        )
     return account
 
 
@@ -73,8 +81,8 @@ def write_orders(server, account: str, count: int) -> list[str]:
         body = {"account_id": account, "symbol": SYMBOLS[n % 2],
                 "side": "buy" if n % 4 < 2 else "sell", "quantity": "0.01",
                 "price": "65000.00" if n % 2 == 0 else "3000.00"}  # fmt: skip
-        r = httpx.post(f"{server.url}/orders", json=body,
-                       headers={"idempotency-key": str(uuid.uuid4())}, timeout=30)  # fmt: skip
+        headers = {**AUTH, "idempotency-key": str(uuid.uuid4())}
+        r = httpx.post(f"{server.url}/orders", json=body, headers=headers, timeout=30)
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
     return ids
