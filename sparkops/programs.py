@@ -68,7 +68,6 @@ PACKAGES: dict[str, str] = {
     "du": "coreutils",
     "head": "coreutils",
     "env": "coreutils",
-    "head": "coreutils",
     "false": "coreutils",
     "id": "coreutils",
     "install": "coreutils",
