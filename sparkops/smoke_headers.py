@@ -2,7 +2,8 @@
 
 Three parts, each reported as PASS/FAIL with what is wrong:
 
-- **headers**: every route the app serves, and its error answers (404, 405, 415, 422), is
+- **headers**: every route the app serves, and its error answers (401 without an API key,
+  404, 405, 415), is
   requested once; each answer must carry the headers below, and every CSP nonce must be
   new (a cached or hard-coded nonce is as good as `'unsafe-inline'`);
 - **inventory**: the resources the HTML pages reference (scripts, styles, images, frames,
@@ -58,7 +59,8 @@ def probes() -> list[Probe]:
         Probe("GET", "/metrics", "/metrics"),
         Probe("GET", "/positions?account_id=smoke", "/positions"),
         Probe("GET", f"/orders/{uuid.uuid4()}", "/orders/{order_id}"),
-        # 422: an order for an account that does not exist (nothing is written but the key).
+        # Without an API key the data routes answer 401 (nothing is written): an error answer
+        # whose headers count like the others.
         Probe("POST", "/orders", "/orders", None, _ORDER, (*_JSON, ("idempotency-key", key))),
         Probe("POST", "/csp-report", "/csp-report", None, b"x", (("content-type", "text/plain"),)),
         Probe("GET", f"/no-such-page-{uuid.uuid4().hex[:8]}", "", 404),
