@@ -45,6 +45,11 @@ echo "$*" >> "$STUBS/journal"
 """
 
 
+def _default_signals() -> None:
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.fixture
 def host(tmp_path):
     """A temporary app root with releases A (current) and B, the script, and the stubs."""
@@ -108,6 +113,9 @@ class Host:
             env={**self.env, "APP_READY_TIMEOUT": timeout},
             text=True,
             start_new_session=True,  # its own group: the cleanup ends what it left behind
+            # A shell cannot trap a signal ignored when it started (POSIX), and a test run
+            # under nohup ignores SIGHUP: the script gets the dispositions a host gives it.
+            preexec_fn=_default_signals,
             **kwargs,
         )
         self.procs.append(proc)
