@@ -137,14 +137,12 @@ def full_backup_for_repository(identity: str, stanza: str = STANZA):
     recorded = "\n".join(recorded).strip() if recorded else None
     backup = _run_as_postgres(f"pgbackrest --stanza={stanza} --type=full backup")
     record = f"printf '%s\\n' {shlex.quote(identity)} > {REPO_MARKER}"
-    if not has_full_backup(info):
+    moved = recorded is not None and recorded != identity
+    if not has_full_backup(info) or moved:
         yield backup
         yield record
     elif recorded is None:
         # A host deployed before the marker existed: its archive has been going here.
-        yield record
-    elif recorded != identity:
-        yield backup
         yield record
     else:
         host.noop(f"stanza {stanza} has a full backup and the archive has not moved")

@@ -5,6 +5,7 @@ nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -124,24 +125,32 @@ def _archived_now(db) -> str:
     return name
 
 
-@pytest.mark.parametrize("command", ["restore", "drill"])
-def test_a_gap_in_the_archive_is_refused(untouched, backed_db, target_file, tmp_path, command):
-    """WAL missing between the newest backup and the archive's end (a repository moved away
-    and back): recovery would stop at the gap and lose every later commit without a word."""
-    names = [_archived_now(backed_db) for _ in range(3)]
-    archive = backed_db.workdir / "repo" / "archive"
+@contextlib.contextmanager
+def _segment_missing(db, tmp_path):
+    """The middle one of three freshly archived segments moved out of the repository (a gap
+    after the newest backup) for the block; its name is yielded, and it is put back after."""
+    names = [_archived_now(db) for _ in range(3)]
+    archive = db.workdir / "repo" / "archive"
     [held] = [p for p in archive.rglob(f"{names[1]}-*") if p.is_file()]
     moved = tmp_path / held.name
     shutil.move(held, moved)
     try:
+        yield names[1]
+    finally:
+        shutil.move(moved, held)
+
+
+@pytest.mark.parametrize("command", ["restore", "drill"])
+def test_a_gap_in_the_archive_is_refused(untouched, backed_db, target_file, tmp_path, command):
+    """WAL missing between the newest backup and the archive's end (a repository moved away
+    and back): recovery would stop at the gap and lose every later commit without a word."""
+    with _segment_missing(backed_db, tmp_path) as missing:
         words = ["--latest"] if command == "restore" else []
         run = sparkops(command, "--target-file", str(target_file), *words, "--yes")
         assert run.exit_code == 2, run.output
         assert "the archive is missing 1 WAL segment(s)" in run.output, run.output
-        assert names[1][8:] in run.output and "--type=full backup" in run.output
+        assert missing[8:] in run.output and "--type=full backup" in run.output
         assert "nothing was changed" in run.output
-    finally:
-        shutil.move(moved, held)
 
 
 def test_a_copy_that_stopped_at_a_gap_fails_its_verification(
@@ -152,15 +161,8 @@ def test_a_copy_that_stopped_at_a_gap_fails_its_verification(
     from runbooks import pitr
 
     monkeypatch.setattr(pitr, "refuse_archive_gap", lambda *args: None)
-    names = [_archived_now(backed_db) for _ in range(3)]
-    archive = backed_db.workdir / "repo" / "archive"
-    [held] = [p for p in archive.rglob(f"{names[1]}-*") if p.is_file()]
-    moved = tmp_path / held.name
-    shutil.move(held, moved)
-    try:
+    with _segment_missing(backed_db, tmp_path):
         run = sparkops("drill", "--target-file", str(target_file), "--yes")
         assert run.exit_code == 1, run.output
         assert "FAIL recovery reached the target" in run.output, run.output
         assert "WAL is missing from the archive" in run.output
-    finally:
-        shutil.move(moved, held)
