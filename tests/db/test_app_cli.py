@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from app import migrate
 from deploys import app as app_deploy
 from deploys import support
-from sparkops import defaults
-from sparkops.cli import main
+from sparkops import defaults, envvars
+from sparkops_cli.main import main
 
 
 def run(*args, env=None):
@@ -31,9 +31,12 @@ def test_purge_deletes_only_expired_keys(app_conn, clean_db):
     )
     env = {"SPARK_DATABASE_URL": clean_db.app_conninfo()}
     dry = run("app", "purge-idempotency-keys", "--dry-run", env=env)
-    assert "would delete 7" in dry.output
+    assert "would delete 7" in dry.output and "nothing was changed" in dry.output
     assert app_conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 8
-    result = run("app", "purge-idempotency-keys", env=env)
+    declined = CliRunner().invoke(main, ["app", "purge-idempotency-keys"], env=env, input="n\n")
+    assert declined.exit_code == 3 and "not confirmed" in declined.output
+    assert app_conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 8
+    result = run("app", "purge-idempotency-keys", "--yes", env=env)
     assert result.exit_code == 0 and "deleted 7" in result.output
     keys = app_conn.execute("SELECT key FROM idempotency_keys").fetchall()
     assert keys == [("new-key-1",)]
@@ -64,7 +67,7 @@ def test_migrate_reads_the_env_file_the_deploy_writes(db_stack, tmp_path):
     )
     text = support.render("app/migrations.env.j2", user=app_deploy.USER, migrations_url=url)
     assignments = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert assignments == [f'{defaults.MIGRATIONS_URL_ENV}="{url}"']
+    assert assignments == [f'{envvars.MIGRATIONS_URL}="{url}"']
     env_file = tmp_path / "migrations.env"
     env_file.write_text(text)
     sparkops = str(Path(sys.executable).parent / "sparkops")
@@ -78,5 +81,5 @@ def test_migrate_reads_the_env_file_the_deploy_writes(db_stack, tmp_path):
 
 
 def test_migrate_without_a_url_names_the_variable_migrations_env_sets():
-    result = CliRunner().invoke(main, ["app", "migrate"], env={defaults.MIGRATIONS_URL_ENV: ""})
-    assert result.exit_code == 2 and defaults.MIGRATIONS_URL_ENV in result.output
+    result = CliRunner().invoke(main, ["app", "migrate"], env={envvars.MIGRATIONS_URL: ""})
+    assert result.exit_code == 2 and envvars.MIGRATIONS_URL in result.output
