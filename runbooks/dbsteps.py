@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from runbooks.checklist import StepFailed
 from runbooks.target import DbTarget
-from sparkops.wait import DeadlineExceeded, wait_until
+from sparkops.wait import DeadlineExceeded, StopWaiting, wait_until
 
 
 def archive_live_wal(source: DbTarget, timeout: float) -> str:
@@ -49,14 +49,17 @@ def ensure_config_files(dest: DbTarget) -> None:
 
 
 def wait_for_promotion(dest: DbTarget, timeout: float) -> None:
+    """Until recovery ends; at once when PostgreSQL has stopped (a PANIC in recovery, a
+    missing WAL file it gave up on), not at the end of a recovery timeout of an hour."""
+
     def promoted() -> bool:
         if not dest.service.is_active():
-            raise StepFailed("PostgreSQL stopped during recovery:\n" + dest.service.log_tail())
+            raise StopWaiting("PostgreSQL stopped during recovery:\n" + dest.service.log_tail())
         return dest.psql("SELECT pg_is_in_recovery()", dbname="postgres") == "f"
 
     try:
         wait_until(promoted, timeout=timeout, what="recovery to end", interval=0.2)
+    except StopWaiting as exc:
+        raise StepFailed(str(exc)) from None
     except DeadlineExceeded as exc:
-        if isinstance(exc.__cause__, StepFailed):
-            raise exc.__cause__ from None
         raise StepFailed(f"{exc}; PostgreSQL log:\n{dest.service.log_tail()}") from exc

@@ -8,6 +8,7 @@ one timed step at a time.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -317,7 +318,20 @@ def restore_options(plan: Plan) -> list[str]:
         options.append(f"--target-timeline={req.target_timeline}")
     if not plan.in_place:
         # The copy must not push its own WAL into production's archive.
-        options += [f"--pg1-path={plan.dest.data_dir}", "--archive-mode=off"]
+        # A copy fetches WAL synchronously: an asynchronous archive-get shares the stanza's
+        # archive lock and spool with the live cluster's archive-push on the same host, and
+        # when the push holds the lock the get waits out archive-timeout (60 s) and reports
+        # the segment missing, so recovery took an older timeline's segment and PANICked
+        # (seen in a drill beside a busy cluster).
+        # (pgBackRest takes restore_command from --recovery-option over its own.)
+        get = plan.dest.pgbackrest_argv(
+            "archive-get", f"--pg1-path={plan.dest.data_dir}", "--archive-async=n"
+        )
+        options += [
+            f"--pg1-path={plan.dest.data_dir}",
+            "--archive-mode=off",
+            "--recovery-option=restore_command=" + shlex.join(get) + ' %f "%p"',
+        ]
     return options
 
 

@@ -13,6 +13,12 @@ class DeadlineExceeded(TimeoutError):
     """The condition did not hold before the deadline."""
 
 
+class StopWaiting(Exception):
+    """Raised by a probe when the condition can no longer become true (the process it waits
+    for has died): `wait_until` ends at once and lets it through, instead of polling on to
+    the deadline."""
+
+
 def wait_until(
     probe: Callable[[], T],
     *,
@@ -24,7 +30,7 @@ def wait_until(
     """Call `probe` until it returns a truthy value or raises nothing; return that value.
 
     Exceptions from `probe` count as "not yet"; the last one is chained onto the timeout so
-    the caller sees why the condition never held.
+    the caller sees why the condition never held. `StopWaiting` ends the wait at once.
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -35,6 +41,8 @@ def wait_until(
             if value:
                 return value
             last_error = None
+        except StopWaiting:
+            raise
         except Exception as exc:  # the probe's failure is the "not yet" signal
             last_error = exc
         if time.monotonic() >= deadline:

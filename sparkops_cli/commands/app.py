@@ -10,7 +10,10 @@ import shlex
 import click
 import psycopg
 
+from runbooks.checklist import Refused
+from runbooks.conduct import Runbook
 from sparkops import defaults, envvars, layout
+from sparkops_cli.conduct import finish, runbook_options
 
 
 def _database_url(value: str | None) -> str:
@@ -69,30 +72,52 @@ def migrate_cmd(database_url: str | None, revision: str) -> None:
 @click.option("--database-url", help=f"Defaults to {envvars.DATABASE_URL} (through pgBouncer).")
 @click.option("--older-than-hours", default=defaults.IDEMPOTENCY_KEY_TTL_HOURS, type=int,
               show_default=True)  # fmt: skip
-@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
-def purge(database_url: str | None, older_than_hours: int, dry_run: bool) -> None:
-    """Delete idempotency keys past their expiry (meant for a timer, hourly)."""
+@runbook_options
+def purge(
+    database_url: str | None, older_than_hours: int, dry_run, yes, json_output, evidence_dir
+) -> None:
+    """Delete idempotency keys past their expiry (the deploy's hourly timer runs it with
+    --yes). Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed."""
     from app import idempotency
 
     if older_than_hours < 1:
         raise click.BadParameter("must be at least 1", param_hint="--older-than-hours")
     url = _database_url(database_url)
 
-    async def run() -> int:
+    async def count() -> int:
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
         async with conn:
-            if dry_run:
-                cur = await conn.execute(
-                    "SELECT count(*) FROM idempotency_keys "
-                    "WHERE created_at < now() - make_interval(hours => %s)",
-                    (older_than_hours,),
-                )
-                return (await cur.fetchone())[0]
+            cur = await conn.execute(
+                "SELECT count(*) FROM idempotency_keys "
+                "WHERE created_at < now() - make_interval(hours => %s)",
+                (older_than_hours,),
+            )
+            return (await cur.fetchone())[0]
+
+    async def delete() -> int:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
+        async with conn:
             return await idempotency.purge_expired(conn, older_than_hours)
 
-    count = asyncio.run(run())
-    verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {count} idempotency key(s) older than {older_than_hours} h")
+    def prepare(run):
+        try:
+            planned = asyncio.run(count())
+        except psycopg.OperationalError as exc:
+            raise Refused(f"cannot reach the database: {exc}".strip(),
+                          f"check --database-url / {envvars.DATABASE_URL}") from None  # fmt: skip
+        run.facts["planned"] = planned
+        run.plan = [f"would delete {planned} idempotency key(s) older than {older_than_hours} h"]
+        return planned
+
+    def act(run, planned):
+        deleted = asyncio.run(delete())
+        run.facts["deleted"] = deleted
+        run.say(f"deleted {deleted} idempotency key(s) older than {older_than_hours} h")
+
+    # Routine (hourly) work: no evidence folder per run; the journal keeps its output.
+    book = Runbook("purge-idempotency-keys", prepare, act, question="Delete them?",
+                   keeps_evidence=False)  # fmt: skip
+    finish(book, dry_run=dry_run, yes=yes, json_output=json_output, evidence_dir=evidence_dir)
 
 
 @command.command("halt")

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 import click
 
-from runbooks import drill, sites
+from runbooks import flows
 from sparkops import defaults, layout
-from sparkops.localhost import free_port, make_workdir
-from sparkops_cli.conduct import conduct, db_target_options, runbook_options
+from sparkops_cli.conduct import db_target_options, finish, runbook_options
 
 
 @click.command("drill")
@@ -65,52 +61,18 @@ def command(
     Exit codes: 0 passed, 1 failed (the failing check is named), 2 refused.
     """
 
-    def prepare(run):
-        source = sites.db_target(host, inventory, target_file, stanza)
-        executor = source.executor
-        if to_host and to_host != source.label:
-            executor = sites.ssh_executor(to_host, sites.load_inventory(inventory))
-        data_dir, own_parent = scratch_dir, False
-        if data_dir is None and target_file:
-            # A temporary directory of this run's own (owned by the postgres user).
-            data_dir, own_parent = f"{make_workdir('drill')}/data", True
-            made.append(data_dir)
-        elif data_dir is None:
-            data_dir = layout.DRILL_SCRATCH_DIR
-        port = scratch_port or free_port()
-        scratch = sites.scratch_target(
-            source, data_dir, port, executor, label=to_host or f"{source.label}-drill"
-        )
-        metrics = metrics_file or drill.default_metrics_path(source.executor)
-        # Metrics go where node_exporter runs: the db host.
-        return drill.prepare(
-            source,
-            scratch,
-            run,
-            metrics_path=metrics,
-            metrics_executor=source.executor,
-            keep=keep,
-            own_parent=own_parent,
-        )
-
-    def act(run, prepared):
-        drill.execute(prepared, run)
-
-    made: list[str] = []  # a temporary parent this command made (local targets)
-    try:
-        conduct(
-            "drill",
-            json_output=json_output,
-            evidence_dir=evidence_dir,
-            dry_run=dry_run,
-            yes=yes,
-            prepare=prepare,
-            act=act,
-            question="",
-            destructive=False,
-        )
-    finally:
-        # Refused, dry run or kept: the teardown did not remove it; an empty one goes.
-        for parent in made:
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.dirname(parent))
+    order = flows.DrillOrder(
+        where=flows.DbWhere(host, inventory, target_file, stanza),
+        to_host=to_host,
+        scratch_dir=scratch_dir,
+        scratch_port=scratch_port,
+        metrics_file=metrics_file,
+        keep=keep,
+    )
+    finish(
+        flows.drill_runbook(order),
+        dry_run=dry_run,
+        yes=yes,
+        json_output=json_output,
+        evidence_dir=evidence_dir,
+    )

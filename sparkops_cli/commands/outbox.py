@@ -14,7 +14,10 @@ from psycopg_pool import PoolTimeout
 from app.outbox import settings
 from app.outbox.settings import DispatcherSettings
 from app.outbox.store import OutboxStore, app_pool
+from runbooks.checklist import Refused
+from runbooks.conduct import Runbook
 from sparkops import defaults, envvars
+from sparkops_cli.conduct import finish, runbook_options
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -268,62 +271,106 @@ def status(database_url: str, error_limit: int) -> None:
     callback=_duration,
     help="Delete delivered events delivered longer ago than this (e.g. 7d, 12h).",
 )
-@click.option("--dry-run", is_flag=True, help="Print the plan only.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def purge(database_url: str, older_than: float, dry_run: bool, yes: bool) -> None:
-    """Delete delivered outbox events older than a duration (pending and dead are kept)."""
-    plan = asyncio.run(_with_store(database_url, lambda s: s.purge_plan(older_than)))
-    window = (
-        f" (delivered between {plan.oldest:%Y-%m-%d %H:%M:%S} and {plan.newest:%Y-%m-%d %H:%M:%S})"
-        if plan.events
-        else ""
-    )
-    click.echo(
-        f"plan: delete {plan.events} delivered outbox event(s) delivered more than "
-        f"{older_than:.0f}s ago{window}; pending and dead-lettered events are not touched"
-    )
-    if dry_run or plan.events == 0:
-        click.echo("dry run: nothing deleted" if dry_run else "nothing to delete")
-        return
-    if not yes and not click.confirm("Delete them?", default=False):
-        click.echo("aborted: nothing deleted")
-        raise SystemExit(1)
+@runbook_options
+def purge(database_url: str, older_than: float, dry_run, yes, json_output, evidence_dir) -> None:
+    """Delete delivered outbox events older than a duration (pending and dead are kept).
 
-    async def work(store: OutboxStore):
-        return await store.purge(older_than, chunk=settings.PURGE_CHUNK, max_chunks=1_000_000)
+    Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed."""
+    check_database_url(database_url)
 
-    deleted = asyncio.run(_with_store(database_url, work))
-    click.echo(f"deleted {deleted} delivered outbox event(s)")
+    def prepare(run):
+        plan = _refusing(lambda: asyncio.run(
+            _with_store(database_url, lambda s: s.purge_plan(older_than))))  # fmt: skip
+        window = (
+            f" (delivered between {plan.oldest:%Y-%m-%d %H:%M:%S} and "
+            f"{plan.newest:%Y-%m-%d %H:%M:%S})"
+            if plan.events
+            else ""
+        )
+        run.plan = [
+            f"plan: delete {plan.events} delivered outbox event(s) delivered more than "
+            f"{older_than:.0f}s ago{window}; pending and dead-lettered events are not touched"
+        ]
+        run.facts["planned"] = plan.events
+        return plan
+
+    def act(run, plan):
+        if plan.events == 0:
+            run.say("nothing to delete")
+            return
+
+        async def work(store: OutboxStore):
+            return await store.purge(older_than, chunk=settings.PURGE_CHUNK, max_chunks=1_000_000)
+
+        with run.step("Delete the delivered events"):
+            deleted = asyncio.run(_with_store(database_url, work))
+        run.facts["deleted"] = deleted
+        run.say(f"deleted {deleted} delivered outbox event(s)")
+
+    finish(
+        Runbook("outbox-purge", prepare, act, question="Delete them?"),
+        dry_run=dry_run,
+        yes=yes,
+        json_output=json_output,
+        evidence_dir=evidence_dir,
+    )
 
 
 @command.command("requeue")
 @database_url_option
 @click.option("--event-id", "event_ids", multiple=True, help="A dead event to requeue (repeat).")
 @click.option("--all", "requeue_all", is_flag=True, help="Requeue every dead-lettered event.")
-@click.option("--dry-run", is_flag=True, help="Print the plan only.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def requeue(database_url: str, event_ids, requeue_all: bool, dry_run: bool, yes: bool) -> None:
+@runbook_options
+def requeue(
+    database_url: str, event_ids, requeue_all: bool, dry_run, yes, json_output, evidence_dir
+) -> None:
     """Put dead-lettered events back in the queue with fresh attempts (after fixing the cause);
-    their aggregates' later events follow them."""
+    their aggregates' later events follow them.
+
+    Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed."""
     if bool(event_ids) == requeue_all:
         raise click.UsageError("name the events with --event-id (repeatable) or pass --all")
+    check_database_url(database_url)
     selected = None if requeue_all else list(event_ids)
-    rows = asyncio.run(_with_store(database_url, lambda s: s.dead_letters(selected)))
-    if selected:
-        unknown = set(selected) - {row[0] for row in rows}
-        if unknown:
-            raise click.UsageError(
-                f"not dead-lettered (or unknown): {', '.join(sorted(unknown))}; nothing changed. "
-                "`sparkops outbox status` lists the errors; dead events have status 'dead'."
+
+    def prepare(run):
+        rows = _refusing(lambda: asyncio.run(
+            _with_store(database_url, lambda s: s.dead_letters(selected))))  # fmt: skip
+        if selected:
+            unknown = set(selected) - {row[0] for row in rows}
+            if unknown:
+                raise Refused(
+                    f"not dead-lettered (or unknown): {', '.join(sorted(unknown))}",
+                    "`sparkops outbox status` lists the errors; dead events have status 'dead'",
+                )
+        run.plan = [f"plan: requeue {len(rows)} dead-lettered event(s) with fresh attempts"]
+        for event_id, agg_type, agg_id, event_type, attempts, error in rows:
+            run.plan.append(
+                f"  {event_id} {agg_type}/{agg_id} {event_type} attempts={attempts}: {error}"
             )
-    click.echo(f"plan: requeue {len(rows)} dead-lettered event(s) with fresh attempts")
-    for event_id, agg_type, agg_id, event_type, attempts, error in rows:
-        click.echo(f"  {event_id} {agg_type}/{agg_id} {event_type} attempts={attempts}: {error}")
-    if dry_run or not rows:
-        click.echo("dry run: nothing changed" if dry_run else "nothing to requeue")
-        return
-    if not yes and not click.confirm("Requeue them?", default=False):
-        click.echo("aborted: nothing changed")
-        raise SystemExit(1)
-    count = asyncio.run(_with_store(database_url, lambda s: s.requeue_dead(selected)))
-    click.echo(f"requeued {count} event(s)")
+        return rows
+
+    def act(run, rows):
+        if not rows:
+            run.say("nothing to requeue")
+            return
+        with run.step("Requeue the dead letters"):
+            count = asyncio.run(_with_store(database_url, lambda s: s.requeue_dead(selected)))
+        run.facts["requeued"] = count
+        run.say(f"requeued {count} event(s)")
+
+    finish(
+        Runbook("outbox-requeue", prepare, act, question="Requeue them?"),
+        dry_run=dry_run,
+        yes=yes,
+        json_output=json_output,
+        evidence_dir=evidence_dir,
+    )
+
+
+def _refusing(read):
+    """A read in the plan phase: a database that does not answer refuses (nothing changed)."""
+    try:
+        return read()
+    except click.ClickException as exc:
+        raise Refused(exc.message, "check --database-url and that pgBouncer runs") from None

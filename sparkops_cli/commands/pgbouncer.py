@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import click
 
-from runbooks import bouncer, sites
+from runbooks import bouncer, flows
 from runbooks.checklist import Refused
-from sparkops_cli.conduct import conduct, db_target_options, runbook_options
+from sparkops_cli.conduct import db_target_options, finish, runbook_options
 
 
 @click.group("pgbouncer")
@@ -18,22 +18,12 @@ def command() -> None:
     """pgBouncer on a db host: is it paused, and resume it."""
 
 
-def _target(host, inventory, target_file, stanza):
-    target = sites.db_target(host, inventory, target_file, stanza)
-    if target.bouncer is None:
-        raise Refused(
-            f"no pgBouncer admin console is known for {target.label}",
-            "deploy pgBouncer there first (its admin password comes from the deploy's secrets)",
-        )
-    return target
-
-
 @command.command("status")
 @db_target_options("The db host whose pgBouncer to ask.")
 def status(host, inventory, target_file, stanza) -> None:
     """Print whether pgBouncer has the database paused (exit 0 not paused, 1 paused)."""
     try:
-        target = _target(host, inventory, target_file, stanza)
+        target = flows.bouncer_target(flows.DbWhere(host, inventory, target_file, stanza))
     except Refused as exc:
         raise click.ClickException(f"{exc} ({exc.hint})") from None
     paused = bouncer.is_paused(target)
@@ -48,32 +38,10 @@ def status(host, inventory, target_file, stanza) -> None:
 def resume(host, inventory, target_file, stanza, dry_run, yes, json_output, evidence_dir) -> None:
     """RESUME the database in pgBouncer when it is paused (a no-op otherwise), verified."""
 
-    def prepare(run):
-        target = _target(host, inventory, target_file, stanza)
-        paused = bouncer.is_paused(target)
-        run.facts["paused_before"] = paused
-        run.plan = [
-            f"pgBouncer on {target.label}: {target.bouncer.database} is "
-            f"{'PAUSED' if paused else 'not paused'}",
-            "  steps:",
-            f"    1. {'RESUME ' + target.bouncer.database if paused else 'nothing to do'}",
-        ]
-        return target
-
-    def act(run, target):
-        run.watch(target.executor)
-        with run.step("Resume pgBouncer"):
-            bouncer.resume(target)
-        run.check("not paused", not bouncer.is_paused(target), target.bouncer.database)
-
-    conduct(
-        "pgbouncer-resume",
-        json_output=json_output,
-        evidence_dir=evidence_dir,
+    finish(
+        flows.bouncer_resume_runbook(flows.DbWhere(host, inventory, target_file, stanza)),
         dry_run=dry_run,
         yes=yes,
-        prepare=prepare,
-        act=act,
-        question="",
-        destructive=False,
+        json_output=json_output,
+        evidence_dir=evidence_dir,
     )

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import click
 
-from runbooks import bouncer, checks, pitr, restoring, sites
-from runbooks.checklist import Refused
-from sparkops import defaults, layout
-from sparkops.localhost import free_port
-from sparkops_cli.conduct import conduct, db_target_options, invocation, runbook_options
-
-LSN_FACTS = ("lsn_before", "lsn_sealed", "lsn_after", "timeline_before", "timeline_after")
+from runbooks import bouncer, flows
+from sparkops import defaults
+from sparkops_cli.conduct import db_target_options, finish, invocation, runbook_options
 
 
 @click.command("restore")
@@ -123,62 +119,25 @@ def command(
     if len(given) != 1:
         raise click.UsageError("give exactly one of --time, --lsn, --restore-point, --latest")
     kind, value = given[0]
-
-    def prepare(run):
-        source = sites.db_target(host, inventory, target_file, stanza)
-        dest = None
-        if to_host or to_data_dir:
-            if to_host and to_host != source.label and target_file:
-                raise Refused("--to-host with --target-file", "use --to-data-dir locally")
-            executor = source.executor
-            if to_host and to_host != source.label:
-                executor = sites.ssh_executor(to_host, sites.load_inventory(inventory))
-            port = to_port or free_port()
-            data_dir = to_data_dir or layout.RESTORE_SCRATCH_DIR
-            dest = sites.scratch_target(
-                source, data_dir, port, executor, label=to_host or f"{source.label}-copy"
-            )
-        req = pitr.Request(
-            kind=kind,
-            value=None if kind == "latest" else value,
-            checks=checks.named_queries(check_sql),
-            dest=dest,
-            target_timeline=target_timeline,
-            pause_bouncer=not no_pause,
-            pause_wait=pause_wait,
-            disconnect_blockers=disconnect_blockers,
-            recovery_timeout=recovery_timeout,
-            rerun_command=invocation(),
-            resume_command=resume_command(host, inventory, target_file),
-        )
-        return pitr.prepare(source, req, run)
-
-    def act(run, plan):
-        if run.evidence:
-            run.evidence.write_json("pgbackrest-info.json", plan.info.raw)
-            text = plan.source.pgbackrest("info", check=False)
-            run.evidence.write("pgbackrest-info.txt", text.output())
-        try:
-            restoring.execute(plan, run, cleanup_copy=True)
-        finally:  # also after a failure: where the WAL was is what the operator needs next
-            if run.evidence:
-                run.evidence.write_json("lsn.json", {k: run.facts.get(k) for k in LSN_FACTS})
-
-    conduct(
-        "restore",
-        json_output=json_output,
-        evidence_dir=evidence_dir,
+    order = flows.RestoreOrder(
+        kind=kind,
+        value=None if kind == "latest" else value,
+        where=flows.DbWhere(host, inventory, target_file, stanza),
+        to_host=to_host,
+        to_data_dir=to_data_dir,
+        to_port=to_port,
+        check_sql=tuple(check_sql),
+        target_timeline=target_timeline,
+        recovery_timeout=recovery_timeout,
+        pause_bouncer=not no_pause,
+        pause_wait=pause_wait,
+        disconnect_blockers=disconnect_blockers,
+        rerun_command=invocation(),
+    )
+    finish(
+        flows.restore(order),
         dry_run=dry_run,
         yes=yes,
-        prepare=prepare,
-        act=act,
-        question="Restore now? This replaces the database's contents",
+        json_output=json_output,
+        evidence_dir=evidence_dir,
     )
-
-
-def resume_command(host: str, inventory, target_file) -> str:
-    """`sparkops pgbouncer resume` for the same target."""
-    where = f"--target-file {target_file}" if target_file else f"--host {host}"
-    if inventory and not target_file:
-        where += f" --inventory {inventory}"
-    return f"sparkops pgbouncer resume {where}"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from runbooks import restore_point, sites
+from runbooks import flows
 from sparkops import defaults
-from sparkops_cli.conduct import conduct, db_target_options, runbook_options
+from sparkops_cli.conduct import db_target_options, finish, runbook_options
 
 
 @click.group("restore-point")
@@ -38,25 +38,11 @@ def create(
     evidence_dir,
 ) -> None:
     """Create restore point NAME and archive it; prints its LSN."""
-    state = {}
-
-    def prepare(run):
-        target = sites.db_target(host, inventory, target_file, stanza)
-        state["target"] = target
-        return restore_point.prepare(target, name, run)
-
-    def act(run, prepared):
-        lsn = restore_point.create(state["target"], prepared, run, archive_timeout)
-        run.say(f"restore point {prepared} at {lsn}")
-
-    conduct(
-        "restore-point",
-        json_output=json_output,
-        evidence_dir=evidence_dir,
+    finish(
+        flows.restore_point_runbook(name, flows.DbWhere(host, inventory, target_file, stanza),
+                                    archive_timeout),
         dry_run=dry_run,
         yes=yes,
-        prepare=prepare,
-        act=act,
-        question="",
-        destructive=False,
-    )
+        json_output=json_output,
+        evidence_dir=evidence_dir,
+    )  # fmt: skip

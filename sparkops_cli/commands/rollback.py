@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import click
 
-from runbooks import releases, rollback, sites
-from runbooks.checklist import StepFailed
-from sparkops_cli.conduct import conduct, runbook_options
+from runbooks import flows, releases
+from sparkops_cli.conduct import finish, runbook_options
 
 
 @click.command("rollback")
@@ -69,49 +67,18 @@ def command(
     the starting release), 2 refused, 3 not confirmed.
     """
 
-    def prepare(run):
-        if target_file:
-            apps = [sites.app_target_from_file(target_file)]
-            apps[0].command_args = f"--target-file {shlex.quote(str(target_file))}"
-        else:
-            found = sites.load_inventory(inventory)
-            names = hosts or [h.name for h in found.group("app")]
-            apps = [sites.app_target_for_host(name, found) for name in names]
-            for app in apps:
-                app.command_args = f"--host {shlex.quote(app.label)}" + (
-                    f" --inventory {shlex.quote(str(inventory))}" if inventory else ""
-                )
-        # Every host's preconditions before any host changes.
-        plans = [rollback.prepare(app, wanted, force, gate_timeout) for app in apps]
-        run.plan = [line for plan in plans for line in plan.lines]
-        rollback.record(plans, run)
-        return plans
-
-    def act(run, plans):
-        done = []
-        try:
-            for plan in plans:
-                if not rollback.execute(plan, run):
-                    raise StepFailed(
-                        f"{plan.target.name} failed its health gate on {plan.app.label}: marked "
-                        f"BAD, back on {plan.origin}"
-                        + (f"; already rolled back: {', '.join(done)}" if done else "")
-                    )
-                done.append(plan.app.label)
-                run.say(
-                    f"{plan.app.label}: release {plan.target.name} is live "
-                    f"({plan.facts.get('rollback_seconds')} s from switch to healthy)"
-                )
-        finally:
-            rollback.record(plans, run)
-
-    conduct(
-        "rollback",
-        json_output=json_output,
-        evidence_dir=evidence_dir,
+    order = flows.RollbackOrder(
+        wanted=wanted,
+        force=force,
+        hosts=tuple(hosts),
+        inventory=inventory,
+        target_file=target_file,
+        gate_timeout=gate_timeout,
+    )
+    finish(
+        flows.rollback_runbook(order),
         dry_run=dry_run,
         yes=yes,
-        prepare=prepare,
-        act=act,
-        question="Roll back now?",
+        json_output=json_output,
+        evidence_dir=evidence_dir,
     )

@@ -7,7 +7,9 @@ pgBouncer, which the restore paused and resumed."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 
 import psycopg
 import pytest
@@ -128,6 +130,15 @@ def test_restore_onto_a_copy_leaves_production_alone(backed_db, ledger_app, targ
         assert result["facts"]["check_values"] == before
         assert backed_db.stack.pg.pid() == pid and snapshot(backed_db) == before
         assert "--archive-mode=off" in result["facts"]["pgbackrest_options"]
+        # The copy fetches WAL without the live cluster's archive lock and spool: pgBackRest
+        # carried the option into the copy's restore_command.
+        owner = "postgres" if os.geteuid() == 0 else None
+        auto = subprocess.run(["cat", f"{copy_dir}/postgresql.auto.conf"], capture_output=True,
+                              text=True, check=True, user=owner)  # fmt: skip
+        [command] = [
+            line for line in auto.stdout.splitlines() if line.startswith("restore_command")
+        ]
+        assert "--archive-async=n" in command and "archive-get" in command
     finally:
         from runbooks.executor import LocalExecutor
         from runbooks.services import PgCtlService
