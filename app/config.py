@@ -39,6 +39,8 @@ class Settings:
     hsts_max_age: int = 63072000  # two years, as the HSTS preload list asks
     # How long a process trusts what it read about an API key (0: read it on every request).
     api_key_cache_ttl_s: float = defaults.API_KEY_CACHE_TTL_SECONDS
+    # Requests per second per client address (app.ratelimit).
+    client_rate_limit: int = defaults.CLIENT_RATE_LIMIT
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -66,6 +68,7 @@ class Settings:
             risk=risk,
             instruments=instruments,
             api_key_cache_ttl_s=_cache_ttl(env, "SPARK_API_KEY_CACHE_TTL_SECONDS"),
+            client_rate_limit=_int(env, "SPARK_CLIENT_RATE_LIMIT", defaults.CLIENT_RATE_LIMIT),
         )
 
 

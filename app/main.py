@@ -68,7 +68,17 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             log.info("refused %s %s from %s: %s (request %s)", request.method,
                      request.url.path, _client_addr(request), exc.code,
                      request.scope["state"]["request_id"])  # fmt: skip
+            # A refused key still counts against its address: guessing keys is throttled.
+            async with pool.connection() as conn:
+                client = ratelimit.client_of(_client_addr(request))
+                if not await ratelimit.hit_client(conn, client, settings.client_rate_limit):
+                    raise ratelimit.refused("client_addr") from None
             raise
+
+    def budget(request: Request, api_key: apikeys.ApiKey) -> ratelimit.Budget:
+        return ratelimit.Budget(api_key.id, api_key.rate_limit,
+                                ratelimit.client_of(_client_addr(request)),
+                                settings.client_rate_limit)  # fmt: skip
 
     async def post_order(request: Request) -> Response:
         try:
@@ -96,10 +106,10 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         async with pool.connection() as conn:
             claim = await idempotency.claim(
                 conn, key, fingerprint, settings.idempotency_in_flight_timeout_s,
-                rate=(api_key.id, api_key.rate_limit),
+                rate=budget(request, api_key),
             )  # fmt: skip
             if claim.outcome == "rate_limited":
-                return error_response(ratelimit.refused())
+                return error_response(ratelimit.refused(claim.limit))
             if claim.outcome == "replayed":
                 return Response(
                     claim.body,
@@ -157,8 +167,8 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         except RequestError as exc:
             return error_response(exc)
         async with pool.connection() as conn:
-            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
-                return error_response(ratelimit.refused())
+            if passed := await ratelimit.hit(conn, budget(request, api_key)):
+                return error_response(ratelimit.refused(passed))
             cur = conn.cursor(row_factory=dict_row)
             row = await (await cur.execute(_ORDER_OF_KEY, (api_key.id, order_id))).fetchone()
         if row is None:  # another key's order answers as one that does not exist
@@ -185,8 +195,8 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         params = {"key": api_key.id, "account_id": account_id, "status": status,
                   "after": cursor, "limit": limit + 1}  # fmt: skip
         async with pool.connection() as conn:
-            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
-                return error_response(ratelimit.refused())
+            if passed := await ratelimit.hit(conn, budget(request, api_key)):
+                return error_response(ratelimit.refused(passed))
             cur = conn.cursor(row_factory=dict_row)
             rows = await (await cur.execute(_POSITIONS_OF_KEY, params)).fetchall()
         if not rows:  # the key is not bound to this account: as if it did not exist

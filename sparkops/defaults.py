@@ -85,6 +85,11 @@ API_KEY_CACHE_MAX_ENTRIES = 10_000
 # Requests per second per API key (counted in PostgreSQL, shared by every app process and
 # host), unless `sparkops app keys create --rate-limit` says otherwise.
 API_KEY_DEFAULT_RATE_LIMIT = 20
+# Requests per second per client address (an IPv6 client: per /64), over every app process
+# and host, on the routes that touch data, whether or not the key is valid (app.ratelimit).
+# Above a key's limit: several keys may share an address (a desk behind NAT). The app's
+# SPARK_CLIENT_RATE_LIMIT overrides it.
+CLIENT_RATE_LIMIT = 200
 # GET /positions pages: `limit` defaults to this and may not exceed the maximum.
 PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1000

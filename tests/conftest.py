@@ -24,6 +24,7 @@ APP_TABLES = (
     "positions",
     "trading_halts",
     "api_rate_windows",
+    "client_rate_windows",
     "api_key_accounts",
     "api_keys",
     "accounts",
@@ -86,8 +87,13 @@ def app_server(db_stack):
 
     # The storm tests queue 1,000 requests on the pool; on a loaded 2-core CI machine the
     # wait for a connection can pass the production default (5 s, then 503).
+    # Every test request comes from 127.0.0.1: the per-address limit is out of reach here
+    # (tests/api/test_client_rate_limit.py runs servers of its own with a low one).
     settings = Settings(
-        database_url=db_stack.app_conninfo(), release_id="test-release", db_timeout_s=60
+        database_url=db_stack.app_conninfo(),
+        release_id="test-release",
+        db_timeout_s=60,
+        client_rate_limit=TEST_KEY_RATE_LIMIT,
     )
     with connect_app(db_stack) as conn:
         ensure_test_key(conn)

@@ -71,8 +71,9 @@ def migrate_cmd(database_url: str | None, revision: str) -> None:
               show_default=True)  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 def purge(database_url: str | None, older_than_hours: int, dry_run: bool) -> None:
-    """Delete idempotency keys past their expiry (meant for a timer, hourly)."""
-    from app import idempotency
+    """Delete idempotency keys past their expiry, and the rate-limit windows of clients not
+    seen for a minute (meant for a timer, hourly)."""
+    from app import idempotency, ratelimit
 
     if older_than_hours < 1:
         raise click.BadParameter("must be at least 1", param_hint="--older-than-hours")
@@ -87,12 +88,16 @@ def purge(database_url: str | None, older_than_hours: int, dry_run: bool) -> Non
                     "WHERE created_at < now() - make_interval(hours => %s)",
                     (older_than_hours,),
                 )
-                return (await cur.fetchone())[0]
-            return await idempotency.purge_expired(conn, older_than_hours)
+                return (await cur.fetchone())[0], 0
+            # The per-client rate-limit windows of clients gone quiet go with them.
+            return (await idempotency.purge_expired(conn, older_than_hours),
+                    await ratelimit.purge_clients(conn))  # fmt: skip
 
-    count = asyncio.run(run())
+    count, clients = asyncio.run(run())
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {count} idempotency key(s) older than {older_than_hours} h")
+    if not dry_run:
+        click.echo(f"deleted {clients} idle client rate-limit window(s)")
 
 
 @command.command("halt")

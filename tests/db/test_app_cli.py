@@ -29,6 +29,10 @@ def test_purge_deletes_only_expired_keys(app_conn, clean_db):
         "INSERT INTO idempotency_keys (key, request_hash, state) VALUES ('new-key-1', 'h', "
         "'in_flight')"
     )
+    app_conn.execute(
+        "INSERT INTO client_rate_windows (client, window_start, used) VALUES "
+        "('192.0.2.1', now() - interval '2 minutes', 3), ('192.0.2.2', now(), 1)"
+    )
     env = {"SPARK_DATABASE_URL": clean_db.app_conninfo()}
     dry = run("app", "purge-idempotency-keys", "--dry-run", env=env)
     assert "would delete 7" in dry.output
@@ -37,6 +41,9 @@ def test_purge_deletes_only_expired_keys(app_conn, clean_db):
     assert result.exit_code == 0 and "deleted 7" in result.output
     keys = app_conn.execute("SELECT key FROM idempotency_keys").fetchall()
     assert keys == [("new-key-1",)]
+    assert "deleted 1 idle client rate-limit window(s)" in result.output
+    clients = app_conn.execute("SELECT client FROM client_rate_windows").fetchall()
+    assert clients == [("192.0.2.2",)]
 
 
 def test_halt_and_resume(app_conn, clean_db):
