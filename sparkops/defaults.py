@@ -30,6 +30,9 @@ ROLE_APP = "spark_app"
 ROLE_MIGRATIONS = "spark_owner"
 ROLE_PGBOUNCER_AUTH = "pgbouncer_auth"
 ROLE_MONITORING = "spark_monitor"
+# Writes the kill switch (trading_halts), which the app role may only read: a NOLOGIN role
+# that the schema owner and operators' own login roles are members of (`SET ROLE`).
+ROLE_OPERATOR = "spark_operator"
 ROLE_PGBOUNCER_ADMIN = "pgbouncer_admin"
 ROLE_PGBOUNCER_STATS = "pgbouncer_stats"
 
