@@ -25,6 +25,7 @@ from app import vocabulary as vocab
 from app.config import Settings
 from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
 from app.http_metrics import HttpMetrics
+from app.readiness import PUBLIC_REASON as PUBLIC_NOT_READY
 from app.readiness import Readiness
 from app.request_ids import RequestIds
 from app.security import SecurityHeaders
@@ -210,10 +211,9 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         return JSONResponse({"status": "ok", "release": settings.release_id})
 
     async def readyz(request: Request) -> Response:
-        reason = await readiness.check()
-        if reason:
+        if await readiness.check():  # the reason is in the log, not in a public answer
             return JSONResponse(
-                {"status": "unavailable", "reason": reason},
+                {"status": "unavailable", "reason": PUBLIC_NOT_READY},
                 status_code=503,
                 headers=RETRY_AFTER_DB_UNAVAILABLE,
             )
