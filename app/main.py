@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 
 import psycopg
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
@@ -25,6 +24,7 @@ from app import vocabulary as vocab
 from app.config import Settings
 from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
 from app.http_metrics import HttpMetrics
+from app.metrics_server import MetricsServer
 from app.readiness import PUBLIC_REASON as PUBLIC_NOT_READY
 from app.readiness import Readiness
 from app.request_ids import RequestIds
@@ -222,10 +222,6 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
     async def version(request: Request) -> Response:
         return JSONResponse({"release": settings.release_id})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        await readiness.check()  # the readiness gauge is what /readyz would answer now
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     async def csp_report(request: Request) -> Response:
         try:
             body = await read_body(request, settings.max_body_bytes)
@@ -245,9 +241,19 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         # Open without waiting: the app must start (and answer /readyz with 503) while
         # the database is still down.
         await pool.open(wait=False)
+        # /metrics on its own port; each scrape first runs the readiness check, so the
+        # readiness gauge is what /readyz would answer now.
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port,
+                                           readiness.check)  # fmt: skip
         try:
+            if metrics_server is not None:
+                metrics_server.start()
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.stop()
             await pool.close()
 
     routes = [
@@ -258,7 +264,6 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/version", version),
-        Route("/metrics", metrics_endpoint),
         Route("/csp-report", csp_report, methods=["POST"]),
     ]
     starlette = Starlette(
@@ -404,7 +409,7 @@ _INDEX = """<!doctype html>
 <style nonce="{nonce}">body{{font-family:sans-serif;margin:2em}}</style></head>
 <body><h1>Spark trading app</h1><p>Release <code>{release}</code>.
 See <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>,
-<a href="/version">/version</a>, <a href="/metrics">/metrics</a>.</p>
+<a href="/version">/version</a>.</p>
 <script nonce="{nonce}">document.title += " (" + location.host + ")";</script>
 </body></html>
 """

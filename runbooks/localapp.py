@@ -40,7 +40,8 @@ def app_target(stack: DbStack, workdir: Path) -> tuple[Path, AppTarget]:
             ],
             "pidfile": str(workdir / "app.pid"),
             "logfile": str(workdir / "app.log"),
-            "env": {"SPARK_DATABASE_URL": stack.app_conninfo()},
+            # No /metrics port: it would be one fixed port for every such app on the machine.
+            "env": {"SPARK_DATABASE_URL": stack.app_conninfo(), "SPARK_METRICS_PORT": "0"},
         },
     }
     path = workdir / "app.json"

@@ -11,6 +11,8 @@ from __future__ import annotations
 POSTGRES_PORT = 5432
 PGBOUNCER_PORT = 6432
 APP_PORT = 8000
+# The app's /metrics, bound to the host's private address (the public APP_PORT answers 404).
+APP_METRICS_PORT = 9311
 REDIS_PORT = 6379
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093

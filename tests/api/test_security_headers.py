@@ -44,7 +44,7 @@ def assert_secure(response: httpx.Response) -> str:
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [("GET", "/", 200), ("GET", "/healthz", 200), ("GET", "/readyz", 200),
-     ("GET", "/version", 200), ("GET", "/metrics", 200), ("GET", "/no/such/path", 404),
+     ("GET", "/version", 200), ("GET", "/metrics", 404), ("GET", "/no/such/path", 404),
      ("DELETE", "/orders", 405), ("POST", "/orders", 400),
      ("GET", "/orders/not-a-uuid", 400), ("PATCH", "/healthz", 405),
      ("GET", "/positions?account_id=%00", 400), ("GET", "/positions?status=open%0A", 400),
@@ -103,7 +103,7 @@ def test_database_down_gives_503_with_headers_and_the_log_says_why(db_stack, cap
 
 
 def metric_value(server, name: str, **labels) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
+    text = httpx.get(server.metrics_url).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
