@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from app import apikeys, csp_reports, idempotency, metrics, orders, ratelimit
+from app import apikeys, csp_reports, idempotency, metrics, openapi, orders, ratelimit
 from app import vocabulary as vocab
 from app.config import Settings
 from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
@@ -232,6 +232,11 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             metrics.CSP_REPORTS.labels(directive).inc()
         return Response(status_code=204)
 
+    openapi_text = openapi.render()  # the document committed as docs/openapi.json
+
+    async def openapi_document(request: Request) -> Response:
+        return Response(openapi_text, media_type="application/json")
+
     async def index(request: Request) -> Response:
         nonce = request.scope["state"]["csp_nonce"]
         return HTMLResponse(_INDEX.format(nonce=nonce, release=settings.release_id))
@@ -265,6 +270,7 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         Route("/readyz", readyz),
         Route("/version", version),
         Route("/csp-report", csp_report, methods=["POST"]),
+        Route(openapi.PATH, openapi_document),
     ]
     starlette = Starlette(
         routes=routes,
@@ -409,7 +415,7 @@ _INDEX = """<!doctype html>
 <style nonce="{nonce}">body{{font-family:sans-serif;margin:2em}}</style></head>
 <body><h1>Spark trading app</h1><p>Release <code>{release}</code>.
 See <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>,
-<a href="/version">/version</a>.</p>
+<a href="/version">/version</a>, <a href="/openapi.json">/openapi.json</a>.</p>
 <script nonce="{nonce}">document.title += " (" + location.host + ")";</script>
 </body></html>
 """

@@ -24,7 +24,7 @@ class Artefact:
 
 
 # Modules that register artefacts when imported; each exposes `ARTEFACTS: list[Artefact]`.
-PROVIDERS: tuple[str, ...] = ("dashboards.build", "alerts.build")
+PROVIDERS: tuple[str, ...] = ("dashboards.build", "alerts.build", "app.openapi_build")
 
 
 def artefacts() -> list[Artefact]:

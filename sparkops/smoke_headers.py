@@ -56,6 +56,7 @@ def probes() -> list[Probe]:
         Probe("GET", "/healthz", "/healthz"),
         Probe("GET", "/readyz", "/readyz"),
         Probe("GET", "/version", "/version"),
+        Probe("GET", "/openapi.json", "/openapi.json"),
         # /metrics is on its own port, on the private address: the public one answers 404.
         Probe("GET", "/metrics", "", 404),
         Probe("GET", "/positions?account_id=smoke", "/positions"),

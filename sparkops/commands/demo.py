@@ -139,7 +139,7 @@ def command(skip_deploy: bool) -> None:
     click.echo("    " + "\n    ".join(lines[-3:]))
     _done(started)
     click.secho("\nWhere to look", bold=True)
-    click.echo(f"  app:         {app_url}/  (/healthz /readyz /version)")
+    click.echo(f"  app:         {app_url}/  (/healthz /readyz /version /openapi.json)")
     click.echo(f"  app metrics: http://{app['ip']}:{defaults.APP_METRICS_PORT}/metrics")
     click.echo(f"  Prometheus:  http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/targets")
     click.echo(f"  pgBouncer:   {db['ip']}:{defaults.PGBOUNCER_PORT}")
