@@ -109,20 +109,22 @@ SCHEMAS = {
                             "description": "give it as `cursor` for the next page; null: last"},
         },
     },
+    # What browsers send, read leniently (app.csp_reports): only the directive is kept, a
+    # directive of another type counts as "other", and other report types in a batch are
+    # skipped.
     "CspLegacyReport": {
         "type": "object", "required": ["csp-report"],
-        "properties": {"csp-report": {"type": "object", "properties": {
-            "violated-directive": {"type": "string"}, "effective-directive": {"type": "string"},
-            "blocked-uri": {"type": "string"},
-        }}},
+        "properties": {"csp-report": {
+            "type": "object",
+            "description": "effective-directive or violated-directive names the directive",
+        }},
     },
     "CspReports": {
-        "type": "array", "maxItems": 100,
-        "items": {"type": "object", "required": ["type", "body"], "properties": {
-            "type": {"type": "string", "enum": ["csp-violation"]},
-            "body": {"type": "object",
-                     "properties": {"effectiveDirective": {"type": "string"}}},
-        }},
+        "type": "array", "minItems": 1,
+        "description": "Reporting API reports; only the first 100 are read, and at least "
+                       "one of them must be a csp-violation",
+        "contains": {"type": "object", "required": ["type"],
+                     "properties": {"type": {"const": "csp-violation"}}},
     },
     "Health": {
         "type": "object", "required": ["status", "release"],
@@ -271,6 +273,8 @@ PATHS = {
         "requestBody": {"required": True, "content": {
             "application/csp-report": {"schema": _ref("CspLegacyReport")},
             "application/reports+json": {"schema": _ref("CspReports")},
+            "application/json": {"schema": {"anyOf": [_ref("CspLegacyReport"),
+                                                      _ref("CspReports")]}},
         }},
         "responses": {"204": {"description": "counted", "headers": _headers()}, **_BAD,
                       "413": _ref("TooLarge", "responses"),
