@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alerts import promtool_cases, rules
-from sparkops.generated import Artefact
+from sparkops.artefacts import Artefact
 
 RULES_PATH = "alerts/generated/spark-ops.rules.yml"
 TESTS_PATH = "alerts/tests/spark-ops.rules.test.yml"

@@ -17,7 +17,7 @@ import yaml
 
 from alerts import config as c
 from alerts import rules
-from app import metric_names as m
+from sparkops import metric_names as m
 
 RULES_RELATIVE = "../generated/spark-ops.rules.yml"  # promtool resolves it from the test file
 

@@ -1,9 +1,9 @@
-"""The Prometheus alert rules, built from `alerts.config` and `app.metric_names`.
+"""The Prometheus alert rules, built from `alerts.config` and `sparkops.metric_names`.
 
 Each alert carries `severity`, a fixed `summary`, a templated `description` and a
 `runbook_url` derived from its name. `signals` are the expressions behind the alert without
 its threshold: on a healthy system the alert expression returns nothing, so the live check
-(`sparkops.livecheck`) runs the signals to prove the alert watches series that exist.
+(`signoff.livecheck`) runs the signals to prove the alert watches series that exist.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from alerts import config as c
-from app import metric_names as m
+from sparkops import metric_names as m
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from app.instruments import DEFAULT_INSTRUMENTS, Instrument
-from sparkops import defaults
+from sparkops import defaults, envvars
 
 
 class ConfigError(ValueError):
@@ -49,32 +49,32 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        url = env.get("SPARK_DATABASE_URL", "").strip()
+        url = env.get(envvars.DATABASE_URL, "").strip()
         if not url:
             raise ConfigError(
-                "SPARK_DATABASE_URL is not set: point it at pgBouncer, e.g. "
+                f"{envvars.DATABASE_URL} is not set: point it at pgBouncer, e.g. "
                 "'host=127.0.0.1 port=6432 dbname=spark user=spark_app password=...'"
             )
         risk = RiskLimits(
-            max_notional=_decimal(env, "SPARK_RISK_MAX_NOTIONAL", RiskLimits.max_notional),
-            max_position=_decimal(env, "SPARK_RISK_MAX_POSITION", RiskLimits.max_position),
-            price_band=_decimal(env, "SPARK_RISK_PRICE_BAND", RiskLimits.price_band),
+            max_notional=_decimal(env, envvars.RISK_MAX_NOTIONAL, RiskLimits.max_notional),
+            max_position=_decimal(env, envvars.RISK_MAX_POSITION, RiskLimits.max_position),
+            price_band=_decimal(env, envvars.RISK_PRICE_BAND, RiskLimits.price_band),
         )
         instruments = dict(DEFAULT_INSTRUMENTS)
-        for symbol, price in _reference_prices(env.get("SPARK_REFERENCE_PRICES", "")).items():
+        for symbol, price in _reference_prices(env.get(envvars.REFERENCE_PRICES, "")).items():
             if symbol not in instruments:
-                raise ConfigError(f"SPARK_REFERENCE_PRICES names unknown symbol {symbol!r}")
+                raise ConfigError(f"{envvars.REFERENCE_PRICES} names unknown symbol {symbol!r}")
             instruments[symbol] = dataclasses.replace(instruments[symbol], reference_price=price)
         return cls(
             database_url=url,
-            release_id=env.get("SPARK_RELEASE_ID", "dev"),
-            db_pool_size=_int(env, "SPARK_DB_POOL_SIZE", defaults.APP_DB_POOL_SIZE),
+            release_id=env.get(envvars.RELEASE_ID, "dev"),
+            db_pool_size=_int(env, envvars.DB_POOL_SIZE, defaults.APP_DB_POOL_SIZE),
             risk=risk,
             instruments=instruments,
-            api_key_cache_ttl_s=_cache_ttl(env, "SPARK_API_KEY_CACHE_TTL_SECONDS"),
-            client_rate_limit=_int(env, "SPARK_CLIENT_RATE_LIMIT", defaults.CLIENT_RATE_LIMIT),
-            metrics_host=env.get("SPARK_METRICS_HOST", "127.0.0.1").strip() or "127.0.0.1",
-            metrics_port=_port(env, "SPARK_METRICS_PORT", defaults.APP_METRICS_PORT),
+            api_key_cache_ttl_s=_cache_ttl(env, envvars.API_KEY_CACHE_TTL_SECONDS),
+            client_rate_limit=_int(env, envvars.CLIENT_RATE_LIMIT, defaults.CLIENT_RATE_LIMIT),
+            metrics_host=env.get(envvars.METRICS_HOST, "127.0.0.1").strip() or "127.0.0.1",
+            metrics_port=_port(env, envvars.METRICS_PORT, defaults.APP_METRICS_PORT),
         )
 
 
@@ -131,7 +131,7 @@ def _reference_prices(raw: str) -> dict[str, Decimal]:
     for item in filter(None, (p.strip() for p in raw.split(","))):
         symbol, sep, price = item.partition("=")
         if not sep:
-            raise ConfigError(f"SPARK_REFERENCE_PRICES item {item!r} is not SYMBOL=PRICE")
-        name = f"SPARK_REFERENCE_PRICES[{symbol.strip()}]"
+            raise ConfigError(f"{envvars.REFERENCE_PRICES} item {item!r} is not SYMBOL=PRICE")
+        name = f"{envvars.REFERENCE_PRICES}[{symbol.strip()}]"
         prices[symbol.strip()] = _decimal({name: price.strip()}, name, Decimal(0))
     return prices

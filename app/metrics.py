@@ -1,4 +1,4 @@
-"""The app's Prometheus collectors, built from the names in `app.metric_names`.
+"""The app's Prometheus collectors, built from the names in `sparkops.metric_names`.
 
 Label values come from bounded sets; collectors that are hit on hot paths are pre-bound to
 their children at import, so an increment costs one atomic add, not a label lookup.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from app import metric_names as names
+from sparkops import metric_names as names
 
 # Latency buckets around what an order takes through pgBouncer (a few ms) up to timeouts.
 HTTP_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -2,8 +2,9 @@
 
 Rules the whole module keeps:
 
-- Every money or quantity argument goes through `to_decimal`, so a float anywhere is refused
-  with the argument's name and binary rounding never reaches a price or a balance.
+- Every money or quantity argument goes through `to_decimal` (app/decimals.py), so a float
+  anywhere is refused with the argument's name and binary rounding never reaches a price or
+  a balance.
 - Inputs are bounded (at most `MAX_INTEGER_DIGITS` digits before the point and
   `MAX_DECIMAL_PLACES` after it). Arithmetic runs in a local context of `PRECISION` digits
   with `Inexact` trapped: within those bounds sums, differences and products are exact, and
@@ -33,28 +34,27 @@ from decimal import (
     Context,
     Decimal,
     DivisionByZero,
-    Inexact,
     InvalidOperation,
     Overflow,
     localcontext,
 )
 from enum import StrEnum
 
-from app.metric_names import MONEY_OPERATION_KINDS
-from app.metrics import MONEY_OPERATIONS
-from app.vocabulary import SIGNED_DECIMAL as _PLAIN_DECIMAL
-
-MAX_INTEGER_DIGITS = 40
-MAX_DECIMAL_PLACES = 40
-STORAGE_PLACES = 18
-# Bounded inputs have at most 80 digits, so products of two have at most 160: 200 is exact.
-PRECISION = 200
-
-_EXACT = Context(
-    prec=PRECISION,
-    rounding=ROUND_HALF_EVEN,
-    traps=[InvalidOperation, DivisionByZero, Overflow, Inexact],
+from app.decimals import (  # noqa: F401  (the bounds are part of this module's API too)
+    EXACT,
+    MAX_DECIMAL_PLACES,
+    MAX_INTEGER_DIGITS,
+    PRECISION,
+    decimal_string,
+    to_decimal,
 )
+from app.decimals import choice as _choice
+from app.decimals import positive as _positive
+from app.metrics import MONEY_OPERATIONS
+from sparkops.metric_names import MONEY_OPERATION_KINDS
+
+STORAGE_PLACES = 18
+_EXACT = EXACT
 # Rounding to a quantum is the one place the module means to round: the same context
 # without the Inexact trap, used only by `bankers_round`.
 _ROUNDER = Context(
@@ -88,74 +88,6 @@ class Rounding(StrEnum):
     HALF_EVEN = "half_even"  # nearest; ties to the even multiple (banker's rounding)
 
 
-# --- input ---------------------------------------------------------------------------------
-
-# ASCII digits only, applied with fullmatch (app.vocabulary says why).
-_LIKE = 'a decimal string like "123.45"'
-
-
-def to_decimal(value, name: str) -> Decimal:
-    """Return `value` as a finite `Decimal`, or refuse it with an error naming `name`.
-
-    Accepted: `Decimal`, `int` (not `bool`), and `str` in plain notation (`-?digits[.digits]`).
-    Refused with `TypeError`: float, bool, None and any other type. Refused with `ValueError`:
-    NaN and infinities, strings in exponent notation or with spaces, "+", or a bare ".",
-    and values beyond the bounds (`MAX_INTEGER_DIGITS`, `MAX_DECIMAL_PLACES`).
-    """
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"{name} must be a finite number, got Decimal {value}")
-        result = value
-    elif isinstance(value, str):
-        if _PLAIN_DECIMAL.fullmatch(value) is None:
-            raise ValueError(
-                f"{name} must be {_LIKE} (digits, an optional leading '-' and one '.'; "
-                f"no exponent, spaces or '+'), got {reprlib.repr(value)}"
-            )
-        result = Decimal(value)
-    elif isinstance(value, bool):
-        raise TypeError(f"{name} must be {_LIKE} or an int, got bool {value}")
-    elif isinstance(value, int):
-        result = Decimal(value)
-    elif isinstance(value, float):
-        raise TypeError(
-            f"{name} must be {_LIKE}, got float {value!r}: a float cannot hold most decimal "
-            "amounts exactly, so send the amount as a string"
-        )
-    else:
-        raise TypeError(
-            f"{name} must be {_LIKE}, a Decimal or an int, "
-            f"got {type(value).__name__} {reprlib.repr(value)}"
-        )
-    exponent = result.as_tuple().exponent
-    if exponent < -MAX_DECIMAL_PLACES:
-        raise ValueError(
-            f"{name} has {-exponent} decimal places; at most {MAX_DECIMAL_PLACES} are accepted"
-        )
-    if result.adjusted() >= MAX_INTEGER_DIGITS:
-        raise ValueError(
-            f"{name} has {result.adjusted() + 1} digits before the decimal point; "
-            f"at most {MAX_INTEGER_DIGITS} are accepted"
-        )
-    if exponent > 0:  # Decimal("1E+2") -> 100: no result ever carries a positive exponent
-        result = result.quantize(_ONE, context=_EXACT)
-    return result
-
-
-def decimal_string(value: Decimal) -> str:
-    """`value` in plain notation ("0.00000001", never "1E-8"): the form JSON and SQL carry."""
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise TypeError(f"decimal_string needs a finite Decimal, got {reprlib.repr(value)}")
-    return format(value, "f")
-
-
-def _positive(value, name: str) -> Decimal:
-    result = to_decimal(value, name)
-    if result <= 0:
-        raise ValueError(f"{name} must be greater than 0, got {result}")
-    return result
-
-
 def _rounding(rounding) -> Rounding:
     if rounding.__class__ is Rounding:
         return rounding
@@ -166,12 +98,6 @@ def _rounding(rounding) -> Rounding:
         raise ValueError(
             f"rounding must be a Rounding or one of {choices}; got {reprlib.repr(rounding)}"
         ) from None
-
-
-def _choice(value, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {reprlib.repr(value)}")
-    return value
 
 
 # --- alignment and rounding ----------------------------------------------------------------

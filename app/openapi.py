@@ -14,8 +14,8 @@ import json
 
 from app import vocabulary as vocab
 from app.instruments import DEFAULT_INSTRUMENTS
-from app.metric_names import RATE_LIMITS
 from sparkops import defaults
+from sparkops.metric_names import RATE_LIMITS
 
 API_VERSION = "1"
 PATH = "/openapi.json"

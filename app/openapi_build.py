@@ -4,7 +4,7 @@ the dashboards and alert rules (`sparkops check-generated`)."""
 from __future__ import annotations
 
 from app import openapi
-from sparkops.generated import Artefact
+from sparkops.artefacts import Artefact
 
 OPENAPI_PATH = "docs/openapi.json"
 ARTEFACTS: list[Artefact] = [

@@ -5,7 +5,7 @@ Why our own: Debian's prometheus-pgbouncer-exporter 1.7 crashes against pgBounce
 (KeyError 'total_requests': it expects columns that 1.18 renamed), and PyPI's
 pgbouncer-exporter 2.1.2 pins a psycopg2 that does not build on Python 3.11. This one reads
 columns by name from the cursor description (a column pgBouncer adds or drops is ignored or
-reported as absent, never a crash), publishes the names in app/metric_names.py that the
+reported as absent, never a crash), publishes the names in sparkops/metric_names.py that the
 dashboard and the alerts use, and ships in the app's release (psycopg and prometheus_client
 are already its dependencies).
 
@@ -25,10 +25,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from app import metric_names as names
-from sparkops import defaults
+from sparkops import defaults, envvars
+from sparkops import metric_names as names
 
-DSN_ENV = "PGBOUNCER_EXPORTER_DSN"
+DSN_ENV = envvars.PGBOUNCER_EXPORTER_DSN
 
 # SHOW POOLS column -> (metric name, help)
 POOL_GAUGES = {

@@ -14,7 +14,7 @@ from app.config import RiskLimits
 
 @dataclass(frozen=True)
 class RiskBlock:
-    rule: str  # one of app.metric_names.RISK_RULES
+    rule: str  # one of sparkops.metric_names.RISK_RULES
     message: str
 
 

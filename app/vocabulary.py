@@ -85,7 +85,10 @@ def forbidden_character(text: str) -> str | None:
 def shown(value: object, limit: int = SHOWN_LIMIT) -> str:
     """`value` for a message: Python's ascii() form, at most about `limit` characters."""
     if isinstance(value, str) and len(value) > limit:
-        return ascii(value[:limit]) + f" (cut; {len(value)} characters)"
+        # ascii() may make each character up to 10 long (\U0001f600): bound the form too.
+        head = ascii(value[:limit])
+        head = head if len(head) <= limit else head[:limit] + "..."
+        return head + f" (cut; {len(value)} characters)"
     text = ascii(value)
     return text if len(text) <= limit else text[:limit] + "... (cut)"
 

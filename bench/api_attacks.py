@@ -27,9 +27,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sparkops.ephemeral.proc import free_port, stop_process
-from sparkops.ephemeral.stack import DbStack
 from sparkops.wait import wait_until
+from testkit.proc import free_port, stop_process
+from testkit.stack import DbStack
 
 ORDER = {"symbol": "BTCUSDT", "side": "buy", "quantity": "0.01", "price": "65000.00"}
 BURST = 40
@@ -43,7 +43,7 @@ GUESSES = 400
 
 def cli(dsn: str, *args: str) -> str:
     env = {**os.environ, "SPARK_DATABASE_URL": dsn}
-    out = subprocess.run([sys.executable, "-m", "sparkops.cli", "app", "keys", *args],
+    out = subprocess.run([sys.executable, "-m", "sparkops_cli.main", "app", "keys", *args],
                          env=env, capture_output=True, text=True, check=True)  # fmt: skip
     return out.stdout
 

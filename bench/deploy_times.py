@@ -20,8 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deploys import release, runner  # noqa: E402
+from deploys import release  # noqa: E402
 from lab import config, control  # noqa: E402
+from testkit import pyinfra_runner as runner  # noqa: E402
 
 REDEPLOY_TARGET_SECONDS = 15.0
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from prometheus_client import REGISTRY
 
 from app import money
-from app.metric_names import MONEY_OPERATIONS
 from app.money import FeeSchedule, PositionState, Rounding
+from sparkops.metric_names import MONEY_OPERATIONS
 
 D = Decimal
 SCHEDULE = FeeSchedule(maker_rate=D("0.0008"), taker_rate=D("0.0010"), minimum_fee=D("0.01"))

@@ -33,10 +33,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import apikeys
-from sparkops import defaults
-from sparkops.ephemeral.proc import free_port, stop_process
-from sparkops.ephemeral.stack import DbStack
+from sparkops import defaults, layout
 from sparkops.wait import wait_until
+from testkit.proc import free_port, stop_process
+from testkit.stack import DbStack
 
 ACCOUNTS = 50
 
@@ -184,7 +184,7 @@ def run_pgbench(stack: DbStack, seconds: int, clients: int, workdir: Path) -> di
     bouncer = stack.bouncer
     env = {**os.environ, "PGPASSWORD": stack.passwords.app}
     out = subprocess.run(
-        [f"{defaults.POSTGRES_BINDIR}/pgbench", "-n", "-M", "simple", "-f", str(script),
+        [f"{layout.POSTGRES_BINDIR}/pgbench", "-n", "-M", "simple", "-f", str(script),
          "-c", str(clients), "-j", "1", "-T", str(seconds), "-r",
          "-h", bouncer.host, "-p", str(bouncer.port), "-U", defaults.ROLE_APP,
          defaults.DATABASE_NAME],

@@ -36,10 +36,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.outbox import settings
-from sparkops.ephemeral.proc import stop_process
-from sparkops.ephemeral.redis import RedisServer
-from sparkops.ephemeral.stack import DbStack
 from sparkops.wait import wait_until
+from testkit.proc import stop_process
+from testkit.redis import RedisServer
+from testkit.stack import DbStack
 
 STREAM = settings.REDIS_STREAM
 RATIO_TARGET = 0.5
@@ -87,7 +87,7 @@ def start_dispatchers(
         log = open(logdir / f"dispatcher-{n}.log", "ab")  # noqa: SIM115 - the child owns it
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", "from sparkops.cli import main; main()",
+                [sys.executable, "-c", "from sparkops_cli.main import main; main()",
                  "outbox", "run", "--database-url", stack.app_conninfo(),
                  "--redis-url", redis.url, "--metrics-port", "0", "--log-level", "WARNING",
                  "--batch-size", str(batch_size)],

@@ -28,11 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runbooks import localapp, pitr, restoring, rollback, sites, wal
+from runbooks import flows, sites, wal
 from runbooks.checklist import Run
-from runbooks.localdb import LocalBackedUpDb
-from sparkops import defaults
-from sparkops.ephemeral.proc import free_port, make_workdir
+from runbooks.conduct import Options, conduct
+from sparkops import defaults, layout
+from testkit import localapp
+from testkit.localdb import LocalBackedUpDb
+from testkit.proc import free_port, make_workdir
 
 ROLLBACK_TARGET_SECONDS = 10.0
 RESTORE_RATIO_TARGET = 1.5
@@ -42,7 +44,7 @@ RECOVERY_SETTINGS = {"shared_buffers": "1GB", "max_wal_size": "4GB"}
 def pgbench(db: LocalBackedUpDb, *args: str, timeout: float) -> str:
     t = db.target
     result = t.executor.run(
-        [f"{defaults.POSTGRES_BINDIR}/pgbench", "-h", t.socket_dir, "-p", str(t.port), *args,
+        [f"{layout.POSTGRES_BINDIR}/pgbench", "-h", t.socket_dir, "-p", str(t.port), *args,
          "bench"],
         user="postgres", timeout=timeout,
     )  # fmt: skip
@@ -93,24 +95,34 @@ def raw_copy_seconds(source: str) -> float:
     return seconds
 
 
+# The runbooks run as `sparkops` runs them (runbooks.flows through runbooks.conduct), quietly
+# and without a prompt; their evidence goes to a temporary directory.
+QUIET = Options(yes=True, quiet=True, command="bench/restore_rollback.py")
+
+
 def restore_copy(
     db: LocalBackedUpDb, kind: str = "latest", value: str | None = None
 ) -> tuple[Run, sites.DbTarget, str]:
     workdir = make_workdir("bench-restore")
-    scratch = sites.scratch_target(db.target, f"{workdir}/data", free_port(), label="bench-copy")
-    # Recovery-friendly sizing for the copy: replay dirties pages faster than a small buffer
-    # pool can take, and restartpoints every max_wal_size would write them out mid-replay.
-    scratch.service.options.update(RECOVERY_SETTINGS)
-    run = Run("restore-bench", quiet=True)
-    plan = pitr.prepare(
-        db.target,
-        pitr.Request(
-            kind=kind, value=value, dest=scratch, pause_bouncer=False, dest_own_parent=True
-        ),
-        run,
+    data_dir, port = f"{workdir}/data", free_port()
+    order = flows.RestoreOrder(
+        kind=kind,
+        value=value,
+        where=flows.DbWhere(resolved=db.target),
+        to_data_dir=data_dir,
+        to_port=port,
+        pause_bouncer=False,
+        # Recovery-friendly sizing for the copy: replay dirties pages faster than a small
+        # buffer pool can take, and restartpoints every max_wal_size would write them out.
+        copy_settings=RECOVERY_SETTINGS,
     )
-    restoring.execute(plan, run)
-    return run, scratch, str(workdir)
+    evidence = Path(tempfile.mkdtemp(prefix="sparkops-bench-evidence-"))
+    outcome = conduct(flows.restore(order), Options(**{**vars(QUIET), "evidence_dir": evidence}))
+    shutil.rmtree(evidence, ignore_errors=True)
+    if outcome.code != 0:
+        raise RuntimeError(f"restore {kind} failed: {outcome.result.get('message')}")
+    scratch = sites.scratch_target(db.target, data_dir, port, label="bench-copy")
+    return outcome.run, scratch, str(workdir)
 
 
 def dir_bytes(path: str) -> int:
@@ -120,16 +132,16 @@ def dir_bytes(path: str) -> int:
 
 def rollback_seconds(db: LocalBackedUpDb) -> float:
     workdir = Path(tempfile.mkdtemp(prefix="sparkops-bench-app-"))
-    _spec, app = localapp.app_target(db.stack, workdir)
+    spec, app = localapp.app_target(db.stack, workdir)
     try:
         localapp.install(app_root(app), "A", age=100)
         localapp.install(app_root(app), "B", age=50)
         localapp.start_on(app, "B")
-        run = Run("rollback-bench", quiet=True)
+        options = Options(**{**vars(QUIET), "evidence_dir": workdir / "evidence"})
         start = time.monotonic()
-        plan = rollback.prepare(app, None, False)
-        if not rollback.execute(plan, run):
-            raise RuntimeError("rollback to A failed its health gate")
+        outcome = conduct(flows.rollback_runbook(flows.RollbackOrder(target_file=spec)), options)
+        if outcome.code != 0:
+            raise RuntimeError(f"rollback to A failed: {outcome.result.get('message')}")
         return time.monotonic() - start
     finally:
         app.service.stop()

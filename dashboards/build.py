@@ -10,7 +10,7 @@ from __future__ import annotations
 import yaml
 
 from dashboards import panels, risk
-from sparkops.generated import Artefact
+from sparkops.artefacts import Artefact
 
 GENERATED_DIR = "dashboards/generated"
 PROVISIONING_PATH = f"{GENERATED_DIR}/provisioning.yaml"

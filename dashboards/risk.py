@@ -1,7 +1,7 @@
 """The risk / idempotency / PITR dashboard: ten panels for the platform's safety features.
 
 Expressions shared with an alert are imported from `alerts.rules`, thresholds from
-`alerts.config`, metric names from `app.metric_names`; so the panel that shows a quantity
+`alerts.config`, metric names from `sparkops.metric_names`; so the panel that shows a quantity
 and the alert that fires on it cannot drift apart.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from alerts import config as c
 from alerts import rules
 from alerts.rules import rate, sel
-from app import metric_names as m
 from dashboards.panels import Panel, Query
 from dashboards.panels import dashboard as build_dashboard
+from sparkops import metric_names as m
 
 UID = "spark-risk-idempotency-pitr"
 TITLE = "Spark: risk, idempotency and PITR"

@@ -10,7 +10,7 @@ Receivers (`monitoring_alertmanager_receivers`), one dict each: a `name` and one
 
 Secret values never sit in the repository or the inventory: each is read from the
 environment's secrets (`SPARKOPS_SECRET_ALERTMANAGER_<RECEIVER>_<KIND>` or the secrets file,
-deploys/secrets.py) and written to a file only Alertmanager reads, which the configuration
+sparkops/secrets.py) and written to a file only Alertmanager reads, which the configuration
 names (`api_url_file`, `routing_key_file`, `auth_password_file`).
 
 Routes (`monitoring_alertmanager_routes`), in order, one dict per severity: `severity`,

@@ -19,19 +19,19 @@ from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
 
 from deploys import release as release_build
-from deploys import secrets, support
+from deploys import support
 from deploys.facts import DirectoryEntries, MigrationState
-from sparkops import defaults
+from sparkops import defaults, envvars, layout, secrets
 
-USER = "spark"
-ETC = defaults.APP_ETC_DIR
-APP_ENV = f"{ETC}/app.env"
-MIGRATIONS_ENV = f"{ETC}/migrations.env"
-OUTBOX_ENV = f"{ETC}/outbox.env"
+USER = layout.APP_USER
+ETC = layout.APP_ETC_DIR
+APP_ENV = layout.APP_ENV_FILE
+MIGRATIONS_ENV = layout.MIGRATIONS_ENV_FILE
+OUTBOX_ENV = layout.OUTBOX_ENV_FILE
 PURGE_TIMER = "spark-idempotency-purge.timer"
-EXPORTER_ENV = f"{ETC}/pgbouncer-exporter.env"
+EXPORTER_ENV = layout.EXPORTER_ENV_FILE
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
-UPLOADS = f"{defaults.APP_ROOT}/uploads"
+UPLOADS = f"{layout.APP_ROOT}/uploads"
 MIGRATE_LOG_TAG = "spark-migrate"  # the journal's identifier for what `migrated` did
 
 DEFAULTS = {
@@ -57,7 +57,7 @@ def outbox_name(host_name: str) -> str:
 
 
 def release_dir(release: str) -> str:
-    return f"{defaults.APP_RELEASES_DIR}/{release}"
+    return f"{layout.APP_RELEASES_DIR}/{release}"
 
 
 def database_urls(db_address: str, creds: secrets.Secrets) -> dict[str, str]:
@@ -96,7 +96,7 @@ def release_installed(release: str, tarball: str):
         f"{target}/venv/bin/pip install --quiet --no-index --find-links {target}/wheelhouse "
         f"{release_build.PROJECT}; "
         f"rm -rf {target}/wheelhouse {upload}; "
-        f"echo SPARK_RELEASE_ID={release} > {target}/release.env; "
+        f"echo {envvars.RELEASE_ID}={release} > {target}/{layout.RELEASE_ENV_FILE_NAME}; "
         # The schema head this release expects: the rollback's schema gate reads it.
         f"{target}/venv/bin/python -c 'from app import migrate; print(migrate.head())' "
         f"> {target}/SCHEMA_HEAD; "
@@ -119,7 +119,7 @@ def migrated(release: str):
         return
     code = (
         "import os; from app import migrate; "
-        f"print(migrate.upgrade(os.environ['{defaults.MIGRATIONS_URL_ENV}']).describe())"
+        f"print(migrate.upgrade(os.environ['{envvars.MIGRATIONS_URL}']).describe())"
     )
     yield (
         f'set -a; . {MIGRATIONS_ENV}; set +a; out=$({python} -c "{code}" 2>&1); rc=$?; '
@@ -147,7 +147,7 @@ def activated(release: str, restart_for=()):
     `restart_for` (settings, units) changed. Meant for `_serial=True`: app hosts switch one
     at a time, each only once the one before it answers /readyz, and none after a host whose
     switch failed (it switched that host back)."""
-    link = host.get_fact(Link, path=defaults.APP_CURRENT_LINK) or {}
+    link = host.get_fact(Link, path=layout.APP_CURRENT_LINK) or {}
     changed = [op for op in restart_for if op.is_complete() and op.did_change()]
     if link.get("link_target") == f"releases/{release}" and not changed:
         host.noop(f"release {release} is current")
@@ -165,15 +165,15 @@ def activated(release: str, restart_for=()):
 @operation()
 def old_releases_removed(keep: int):
     """Remove releases beyond the newest `keep` (the current one always stays)."""
-    names = host.get_fact(DirectoryEntries, path=defaults.APP_RELEASES_DIR)
-    link = host.get_fact(Link, path=defaults.APP_CURRENT_LINK) or {}
+    names = host.get_fact(DirectoryEntries, path=layout.APP_RELEASES_DIR)
+    link = host.get_fact(Link, path=layout.APP_CURRENT_LINK) or {}
     current = (link.get("link_target") or "").removeprefix("releases/") or None
     doomed = releases_to_remove(names, current, keep)
     if not doomed:
         host.noop(f"{len(names)} releases, at most {keep} kept")
         return
     for name in doomed:
-        yield f"rm -rf {defaults.APP_RELEASES_DIR}/{name}"
+        yield f"rm -rf {layout.APP_RELEASES_DIR}/{name}"
 
 
 def _put_env(name: str, template: str, dest: str, mode: str, group: str, **context):
@@ -191,7 +191,7 @@ def _put_unit(unit: str, **context):
     return files.put(
         name=f"Install the {unit} unit",
         src=support.rendered(
-            f"app/{unit}.j2", user=USER, current=defaults.APP_CURRENT_LINK, **context
+            f"app/{unit}.j2", user=USER, current=layout.APP_CURRENT_LINK, **context
         ),
         dest=f"/etc/systemd/system/{unit}",
         mode="644",
@@ -214,12 +214,12 @@ def app_release() -> dict:
         name=f"Ensure the {USER} system user",
         user=USER,
         system=True,
-        home=defaults.APP_ROOT,
+        home=layout.APP_ROOT,
         shell="/usr/sbin/nologin",
         # The app root belongs to root (the app must not rewrite its own code).
         ensure_home=False,
     )
-    for path in (defaults.APP_ROOT, defaults.APP_RELEASES_DIR):
+    for path in (layout.APP_ROOT, layout.APP_RELEASES_DIR):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="755")
     files.directory(name=f"Create {ETC}", path=ETC, user="root", group=USER, mode="750")
     env_ops = [
@@ -247,8 +247,8 @@ def app_release() -> dict:
         name="Install spark-app-activate (health-gated switch)",
         src=support.rendered(
             "app/spark-app-activate.sh.j2",
-            root=defaults.APP_ROOT,
-            current=defaults.APP_CURRENT_LINK,
+            root=layout.APP_ROOT,
+            current=layout.APP_CURRENT_LINK,
             port=defaults.APP_PORT,
             ready_timeout=host.data.app_ready_timeout,
             services=" ".join(_services()),
@@ -258,7 +258,7 @@ def app_release() -> dict:
     )
     units = [
         _put_unit(
-            "spark-app.service",
+            layout.APP_SERVICE,
             env_file=APP_ENV,
             listen_host=host.data.app_listen_host,
             port=defaults.APP_PORT,
@@ -287,7 +287,7 @@ def app_release() -> dict:
         )
         units.append(
             _put_unit(
-                "spark-outbox.service",
+                layout.OUTBOX_SERVICE,
                 env_file=OUTBOX_ENV,
                 publisher=host.data.app_outbox_publisher,
                 metrics_port=defaults.OUTBOX_METRICS_PORT,
@@ -307,7 +307,7 @@ def app_release() -> dict:
         )
         units.append(
             _put_unit(
-                "spark-pgbouncer-exporter.service",
+                layout.EXPORTER_SERVICE,
                 env_file=EXPORTER_ENV,
                 listen_host=host.data.app_listen_host,
                 port=defaults.PGBOUNCER_EXPORTER_PORT,
@@ -352,9 +352,9 @@ def app_switch(prepared: dict) -> None:
 
 
 def _services() -> list[str]:
-    units = ["spark-app.service"]
+    units = [layout.APP_SERVICE]
     if host.data.app_outbox_enabled:
-        units.append("spark-outbox.service")
+        units.append(layout.OUTBOX_SERVICE)
     if host.data.app_pgbouncer_exporter_enabled:
-        units.append("spark-pgbouncer-exporter.service")
+        units.append(layout.EXPORTER_SERVICE)
     return units

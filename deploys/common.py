@@ -21,8 +21,9 @@ DEFAULTS = {
     "common_packages": ["ca-certificates", "curl", "python3", "python3-venv"],
     # An apt proxy (e.g. "http://10.0.0.1:3142"), or None for direct mirror access.
     "common_apt_proxy": None,
-    # apt-get update when the package lists are older than this (seconds).
-    "common_apt_cache_seconds": 3600,
+    # apt-get update only when the package lists are older than this (seconds): a redeploy
+    # inside this window changes nothing.
+    "common_apt_cache_seconds": 6 * 3600,
 }
 
 

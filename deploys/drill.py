@@ -25,13 +25,12 @@ from deploys import release as release_build
 from deploys import support
 from deploys.app import release_dir, release_installed
 from deploys.pgbackrest import CONF, DATA_DIR, STANZA
-from runbooks.drill import METRICS_FILE_NAME
-from sparkops import defaults
+from sparkops import defaults, layout
 
 ETC = "/etc/spark-drill"
 TARGET_FILE = f"{ETC}/target.json"
 EVIDENCE_DIR = "/var/lib/spark-drill/evidence"
-SCRATCH_DIR = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/drill"
+SCRATCH_DIR = layout.DRILL_SCRATCH_DIR
 SERVICE = "spark-restore-drill.service"
 TIMER = "spark-restore-drill.timer"
 
@@ -50,8 +49,8 @@ def target_spec() -> dict:
     """The production cluster as `sparkops drill --target-file` reads it (runbooks/sites.py)."""
     return {
         "data_dir": DATA_DIR,
-        "logfile": f"/var/log/postgresql/postgresql-{defaults.POSTGRES_VERSION}-main.log",
-        "socket_dir": "/var/run/postgresql",
+        "logfile": layout.POSTGRES_LOG_FILE,
+        "socket_dir": layout.SOCKET_DIR,
         "port": defaults.POSTGRES_PORT,
         "dbname": defaults.DATABASE_NAME,
         "pgbackrest_config": CONF,
@@ -63,7 +62,7 @@ def target_spec() -> dict:
 @deploy("Restore drill", data_defaults=DEFAULTS)
 def restore_drill() -> None:
     release, tarball = release_build.selected()
-    for path in (defaults.APP_ROOT, defaults.APP_RELEASES_DIR):
+    for path in (layout.APP_ROOT, layout.APP_RELEASES_DIR):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="755")
     release_installed(name=f"Install release {release} for the drill", release=release,
                       tarball=str(tarball))  # fmt: skip
@@ -83,7 +82,7 @@ def restore_drill() -> None:
             target_file=TARGET_FILE,
             scratch_dir=SCRATCH_DIR,
             scratch_port=host.data.drill_scratch_port,
-            metrics_file=f"{defaults.NODE_EXPORTER_TEXTFILE_DIR}/{METRICS_FILE_NAME}",
+            metrics_file=f"{layout.DRILL_METRICS_FILE}",
             evidence_dir=EVIDENCE_DIR,
             timeout=host.data.drill_timeout,
         ),

@@ -10,7 +10,7 @@ import json
 
 from pyinfra.api import FactBase
 
-from sparkops import defaults
+from sparkops import defaults, envvars
 
 # Tags that start each line of the PostgreSQL state query, so one psql call answers all.
 _ROLE, _MEMBER, _DB, _COMMENT, _SETTING = "role", "member", "db", "comment", "setting"
@@ -153,7 +153,7 @@ class MigrationState(FactBase):
     default = dict
 
     def command(self, python: str, env_file: str) -> str:
-        url = f"os.environ['{defaults.MIGRATIONS_URL_ENV}']"
+        url = f"os.environ['{envvars.MIGRATIONS_URL}']"
         code = (
             "import os; from app import migrate; "
             f"print('current=' + str(migrate.current({url}))); "

@@ -21,9 +21,9 @@ from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
 from dashboards.build import GRAFANA_DASHBOARDS_DIR
-from deploys import alerting, secrets, support
+from deploys import alerting, support
 from deploys.common import service
-from sparkops import defaults
+from sparkops import defaults, layout, secrets
 
 RULES_DIR = "/etc/prometheus/rules"
 DASHBOARDS_DIR = GRAFANA_DASHBOARDS_DIR
@@ -117,7 +117,7 @@ def exporters() -> None:
         src=support.rendered(
             "monitoring/node-exporter.default.j2",
             port=defaults.NODE_EXPORTER_PORT,
-            textfile_dir=defaults.NODE_EXPORTER_TEXTFILE_DIR,
+            textfile_dir=layout.NODE_EXPORTER_TEXTFILE_DIR,
         ),
         dest="/etc/default/prometheus-node-exporter",
         mode="644",

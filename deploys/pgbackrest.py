@@ -13,23 +13,22 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
-from app import metric_names
-from deploys import s3_bucket, secrets, support
+from deploys import s3_bucket, support
 from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
-from sparkops import defaults
+from sparkops import defaults, layout, metric_names, secrets
 
 STANZA = defaults.PGBACKREST_STANZA
-CONF = "/etc/pgbackrest/pgbackrest.conf"
+CONF = layout.PGBACKREST_CONF
 SPOOL = "/var/spool/pgbackrest"
 # Which repository the archive last went to (type and location, no secrets): when it
 # changes, the new one's archive has a gap, so a full backup starts a chain it covers.
-REPO_MARKER = "/etc/pgbackrest/sparkops-repository"
+REPO_MARKER = layout.PGBACKREST_REPO_MARKER
 # The options that say where the repository is (not how it is reached or kept).
 REPO_LOCATION_KEYS = ("repo1-type", "repo1-path", "repo1-s3-bucket", "repo1-s3-endpoint")
-DATA_DIR = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
+DATA_DIR = layout.POSTGRES_DATA_DIR
 BACKUP_KINDS = ("full", "diff")
 METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
-METRIC_FILE = f"{defaults.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
+METRIC_FILE = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
 
 DEFAULTS = {
     "pgbackrest_repo_type": "posix",  # or "s3"
@@ -71,7 +70,7 @@ def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
         if missing:
             raise ConfigError(f"pgbackrest_s3 lacks {sorted(missing)} for repo type s3")
         if creds is None:
-            raise ConfigError("repo type s3 needs the S3 keys from deploys/secrets.py")
+            raise ConfigError("repo type s3 needs the S3 keys from sparkops/secrets.py")
         glob.update(
             {
                 "repo1-s3-bucket": s3["bucket"],
@@ -103,7 +102,7 @@ def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
     stanza = {
         "pg1-path": DATA_DIR,
         "pg1-port": str(defaults.POSTGRES_PORT),
-        "pg1-socket-path": "/var/run/postgresql",
+        "pg1-socket-path": layout.SOCKET_DIR,
     }
     return glob, stanza
 
@@ -271,7 +270,7 @@ def pgbackrest() -> None:
         src=support.rendered(
             "pgbackrest/backup-metric.py.j2",
             stanza=STANZA,
-            textfile_dir=defaults.NODE_EXPORTER_TEXTFILE_DIR,
+            textfile_dir=layout.NODE_EXPORTER_TEXTFILE_DIR,
             metric=metric_names.PGBACKREST_LAST_BACKUP_TIMESTAMP,
         ),
         dest=METRIC_SCRIPT,

@@ -1,6 +1,6 @@
 """pgBouncer on the db hosts: transaction pooling in front of PostgreSQL, SCRAM via auth_query.
 
-The [pgbouncer] settings are the same as the test fixture's (sparkops/ephemeral/pgbouncer.py;
+The [pgbouncer] settings are the same as the test fixture's (testkit/pgbouncer.py;
 tests/deploys/test_templates.py checks they agree), with the host's paths and addresses.
 """
 
@@ -12,12 +12,12 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import secrets, support
-from sparkops import defaults
+from deploys import support
+from sparkops import defaults, layout, secrets
 
-SERVICE = "pgbouncer.service"
-CONF_DIR = "/etc/pgbouncer"
-SOCKET_DIR = "/var/run/postgresql"
+SERVICE = layout.PGBOUNCER_SERVICE
+CONF_DIR = layout.PGBOUNCER_CONF_DIR
+SOCKET_DIR = layout.SOCKET_DIR
 # The admin password for one RECONNECT, in a libpq password file that lives only while psql
 # runs (root only): no password on a command line.
 ADMIN_PASSFILE = "/root/.sparkops-pgbouncer-admin.pgpass"
@@ -65,7 +65,7 @@ def settings(data, address: str) -> dict[str, str]:
         "admin_users": defaults.ROLE_PGBOUNCER_ADMIN,
         "stats_users": defaults.ROLE_PGBOUNCER_STATS,
         "pidfile": "/run/pgbouncer/pgbouncer.pid",
-        "logfile": "/var/log/postgresql/pgbouncer.log",
+        "logfile": layout.PGBOUNCER_LOG_FILE,
         "ignore_startup_parameters": "extra_float_digits,options",
         "server_reset_query": "",
         "query_wait_timeout": str(data["pgbouncer_query_wait_timeout"]),

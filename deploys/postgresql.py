@@ -13,14 +13,14 @@ from pyinfra import host, inventory
 from pyinfra.api import HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import secrets, support
+from deploys import support
 from deploys.facts import PostgresState
-from sparkops import dbroles, defaults
+from sparkops import dbroles, defaults, layout, secrets
 from sparkops.scram import verifier_matches
 
 VERSION = defaults.POSTGRES_VERSION
-CONF_DIR = f"/etc/postgresql/{VERSION}/main"
-SERVICE = f"postgresql@{VERSION}-main.service"
+CONF_DIR = layout.POSTGRES_CONF_DIR
+SERVICE = layout.POSTGRES_SERVICE
 # Changing one of these only takes effect after a restart (PostgreSQL's "postmaster" context).
 RESTART_SETTINGS = frozenset(
     {
@@ -40,13 +40,44 @@ SCRAM = "scram-sha-256"
 
 DEFAULTS = {
     "postgresql_packages": [f"postgresql-{VERSION}", f"postgresql-client-{VERSION}"],
-    # Extra settings merged over the ones the deploy derives (listen address, archiving).
-    "postgresql_settings": {},
-    # Shape: {"type": "host", "database": "spark", "user": "spark_app",
-    #         "address": "127.0.0.1/32" | "group:app" (each host of that group, /32),
-    #         "method": "scram-sha-256"}
+    # Settings merged over the ones the deploy derives (listen address, WAL archiving, SCRAM):
+    # {name: value}; strings are quoted for postgresql.conf, booleans become on/off.
+    "postgresql_settings": {
+        "max_connections": 200,
+        "shared_buffers": "256MB",
+        "log_min_duration_statement": "500ms",
+        "log_line_prefix": "%m [%p] %q%u@%d ",
+    },
+    # pg_hba.conf, one dict per line. Shape: {"type": "host", "database": "spark",
+    #   "user": "spark_app", "address": "127.0.0.1/32" | "group:app" (each host of that
+    #   group, /32), "method": "scram-sha-256"}. Only scram-sha-256, plus peer for the local
+    #   postgres superuser.
     "postgresql_hba_rules": [
         {"type": "local", "database": "all", "user": "postgres", "method": "peer"},
+        # pgBouncer (same host) for the app role, and its auth_query lookup.
+        {
+            "type": "host",
+            "database": defaults.DATABASE_NAME,
+            "user": f"{defaults.ROLE_APP},{defaults.ROLE_PGBOUNCER_AUTH}",
+            "address": "127.0.0.1/32",
+            "method": SCRAM,
+        },
+        # postgres_exporter (same host).
+        {
+            "type": "host",
+            "database": defaults.DATABASE_NAME,
+            "user": defaults.ROLE_MONITORING,
+            "address": "127.0.0.1/32",
+            "method": SCRAM,
+        },
+        # Migrations run from the app hosts, direct to PostgreSQL as the owner.
+        {
+            "type": "host",
+            "database": defaults.DATABASE_NAME,
+            "user": defaults.ROLE_MIGRATIONS,
+            "address": "group:app",
+            "method": SCRAM,
+        },
     ],
 }
 

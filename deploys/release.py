@@ -6,6 +6,14 @@ constraints.txt pins, built here with pip (which can reach PyPI) and installed o
 with `pip install --no-index --find-links`. The release id is a digest of the sources that
 go into the wheel, so an unchanged tree is the same release and a redeploy changes nothing.
 Built releases are cached under ~/.cache/sparkops/releases/<id>/.
+
+What ships is what the hosts run, nothing else (docs/layering.md): the foundation
+(`sparkops`), the app, the runbooks (the db host's weekly drill) and the command line the units
+call (`sparkops outbox run`, `sparkops app purge-idempotency-keys`, `sparkops drill`). The lab,
+the dashboards and alerts builders, the sign-off checks, the deploys and the test kit stay on
+the control machine, and so do their dependencies (pyproject's `control` extra: pyinfra,
+grafanalib, boto3, jinja2, pyyaml). The README is not part of the release: editing it changes
+no release id, so it restarts nothing.
 """
 
 from __future__ import annotations
@@ -26,9 +34,11 @@ from packaging.utils import canonicalize_name
 
 from deploys.support import REPO_ROOT
 
-# What the wheel is built from (pyproject's package list, plus the build inputs).
-SOURCE_DIRS = ("app", "sparkops", "dashboards", "alerts", "runbooks", "lab")
-SOURCE_FILES = ("pyproject.toml", "constraints.txt", "README.md")
+# What the wheel is built from: the packages the hosts run, plus the build inputs.
+SOURCE_DIRS = ("sparkops", "app", "runbooks", "sparkops_cli")
+SOURCE_FILES = ("pyproject.toml", "constraints.txt")
+# pyproject names a readme; the release's wheel gets this one line instead of README.md.
+RELEASE_README = "Spark Ops: the app release (app, foundation, runbooks, command line).\n"
 PROJECT = "spark-ops"
 # The hosts' Python: Debian 12's python3 (3.11.2). Dependencies are resolved for it, so
 # markers such as python_full_version < "3.11.3" pull what an older 3.11 needs (an extra
@@ -93,6 +103,7 @@ def build(release: str | None = None, root: Path = REPO_ROOT, *, timeout: float 
             dest = src / path.relative_to(root)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dest)
+        (src / "README.md").write_text(RELEASE_README)
         wheelhouse = work / "wheelhouse"
         pip = [sys.executable, "-m", "pip"]
         # The project's own wheel (pure Python), then its dependencies as the hosts need them.

@@ -12,13 +12,11 @@ from typing import Any
 
 import jinja2
 
-from sparkops import defaults
+from sparkops import envvars, layout, secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES_DIR = REPO_ROOT / "templates"
 MANAGED_HEADER = "managed by Spark Ops - do not edit"
-# The inventory files' names: pyinfra puts every host of inventories/<name>.py in group <name>.
-ENVIRONMENTS = ("lab", "staging", "production")
 
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
@@ -28,9 +26,10 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
     autoescape=False,
 )
-# Environment variable names the templates write and programs read, declared once in
-# sparkops/defaults.py: every template has them in its context.
-_env.globals.update(migrations_url_env=defaults.MIGRATIONS_URL_ENV)
+# Environment variable names (sparkops/envvars.py) and the host layout (sparkops/layout.py)
+# are in every template's context, so a template never spells a name a program reads:
+# {{ env.DATABASE_URL }}, {{ layout.APP_SERVICE }}.
+_env.globals.update(env=envvars, layout=layout)
 
 
 def render(template: str, **context: Any) -> str:
@@ -64,11 +63,5 @@ def first_in_group(inventory, group: str):
 
 
 def environment(host) -> str:
-    """Which inventory this run uses: names the secrets file (see deploys/secrets.py)."""
-    explicit = host.data.get("sparkops_environment")
-    if explicit:
-        return str(explicit)
-    for name in ENVIRONMENTS:
-        if name in host.groups:
-            return name
-    return "default"
+    """Which inventory this run uses: names the secrets file (see sparkops/secrets.py)."""
+    return secrets.environment_name(host.groups, host.data.get(secrets.ENVIRONMENT_KEY))

@@ -12,14 +12,11 @@ import shlex
 import time
 from dataclasses import dataclass
 
-from app import metric_names
 from runbooks import checks, pitr, restoring
 from runbooks.checklist import Run, StepFailed, shielded
 from runbooks.executor import CommandFailed, Executor
 from runbooks.target import DbTarget
-from sparkops import defaults
-
-METRICS_FILE_NAME = "spark_restore_drill.prom"
+from sparkops import layout, metric_names
 
 
 @dataclass
@@ -121,5 +118,5 @@ def write_metrics(executor: Executor, path: str, success: bool, seconds: float) 
 
 
 def default_metrics_path(executor: Executor) -> str | None:
-    directory = defaults.NODE_EXPORTER_TEXTFILE_DIR
-    return f"{directory}/{METRICS_FILE_NAME}" if executor.exists(directory) else None
+    directory = layout.NODE_EXPORTER_TEXTFILE_DIR
+    return f"{directory}/{layout.DRILL_METRICS_FILE_NAME}" if executor.exists(directory) else None

@@ -3,7 +3,7 @@
 
 The default is the lab's inventory (which reads what `sparkops lab up` wrote); staging and
 production are the same kind of file. The inventory's file name is its environment: it
-names the deploy's secrets file (deploys/secrets.py).
+names the deploy's secrets file (sparkops/secrets.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runbooks.checklist import Refused
+from sparkops import secrets
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = REPO_ROOT / "inventories" / "lab.py"
@@ -27,6 +28,7 @@ class Host:
     key: Path | None
     known_hosts: Path | None
     groups: frozenset[str] = field(default_factory=frozenset)
+    environment: str | None = None  # host data sparkops_environment, when set
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,10 @@ class Inventory:
 
     @property
     def environment(self) -> str:
-        return self.path.stem
+        """The secrets' environment, by the deploys' rule (sparkops.secrets.environment_name):
+        the inventory file's name is a group of every host, as pyinfra makes it."""
+        explicit = next((h.environment for h in self.hosts if h.environment), None)
+        return secrets.environment_name({self.path.stem}, explicit)
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
@@ -44,7 +49,7 @@ class Inventory:
                 return host
         known = ", ".join(h.name for h in self.hosts) or "none"
         raise Refused(
-            f"unknown host {name!r}: the {self.environment} inventory ({self.path}) has {known}",
+            f"unknown host {name!r}: the {self.path.stem} inventory ({self.path}) has {known}",
             "pass one of those names with --host",
         )
 
@@ -52,7 +57,7 @@ class Inventory:
         found = [h for h in self.hosts if name in h.groups]
         if not found:
             raise Refused(
-                f"the {self.environment} inventory ({self.path}) has no {name} hosts",
+                f"the {self.path.stem} inventory ({self.path}) has no {name} hosts",
                 "add them to the inventory or name one with --host",
             )
         return found
@@ -86,6 +91,7 @@ def load(path: Path | None = None) -> Inventory:
                     known.key,
                     known.known_hosts,
                     known.groups | {group},
+                    known.environment,
                 )
     return Inventory(path, tuple(hosts.values()))
 
@@ -98,4 +104,5 @@ def _host(name: str, data: dict) -> Host:
         ssh_user=str(data.get("ssh_user") or os.environ.get("USER") or "root"),
         key=Path(key) if key else None,
         known_hosts=Path(known) if known else None,
+        environment=data.get(secrets.ENVIRONMENT_KEY),
     )

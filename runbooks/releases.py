@@ -20,7 +20,7 @@ import httpx
 from runbooks.checklist import Run, StepFailed, shielded
 from runbooks.executor import Executor
 from runbooks.services import ServiceControl
-from sparkops import defaults
+from sparkops import layout
 from sparkops.wait import DeadlineExceeded, wait_until
 
 BAD_MARK = "BAD"
@@ -42,7 +42,7 @@ class AppTarget:
     service: ServiceControl
     base_url: str  # where /readyz and /version answer, as reached from here
     db_revision: Callable[[], str | None]  # the database's schema revision
-    root: str = defaults.APP_ROOT
+    root: str = layout.APP_ROOT
     label: str = "app"
     # How a `sparkops` command names this target (--host NAME [--inventory F], or
     # --target-file F): printed in the command that undoes an interrupted switch.

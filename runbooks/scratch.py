@@ -17,6 +17,7 @@ from pathlib import PurePosixPath
 
 from runbooks.checklist import Refused, StepFailed
 from runbooks.executor import Executor
+from sparkops import layout
 
 # Deep enough to find base/<oid>/PG_VERSION under a cluster's parent directory
 # (/var/lib/postgresql/15 -> main/base/1/PG_VERSION), shallow enough to stay quick on /.
@@ -113,7 +114,7 @@ def inspect(
     shown = data_dir if resolved == data_dir else f"{data_dir} (resolves to {resolved})"
     hint = (
         f"give {option} a new or empty directory outside every cluster's data directory, "
-        "e.g. /var/lib/postgresql/15/drill; nothing was touched"
+        f"e.g. {layout.DRILL_SCRATCH_DIR}; nothing was touched"
     )
     clusters = sorted(
         {c for c in facts.get("running", []) + facts.get("cluster", []) if c}
@@ -140,7 +141,7 @@ def inspect(
         raise Refused(
             f"{option} {shown}: the PostgreSQL user ({os_user}) cannot reach {where}",
             f"pick a directory {os_user} can reach (every parent searchable), e.g. "
-            "/var/lib/postgresql/15/drill; nothing was touched",
+            f"{layout.DRILL_SCRATCH_DIR}; nothing was touched",
         )
     if facts.get("port_busy"):
         raise Refused(

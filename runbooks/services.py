@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runbooks.executor import CommandFailed, Executor
-from sparkops import defaults
+from sparkops import layout
 from sparkops.wait import DeadlineExceeded, wait_until
 
 
@@ -117,7 +117,7 @@ class PgCtlService(ServiceControl):
     logfile: str
     options: dict[str, str] = field(default_factory=dict)
     user: str = "postgres"
-    bindir: str = defaults.POSTGRES_BINDIR
+    bindir: str = layout.POSTGRES_BINDIR
     timeout: float = 600.0
 
     @property

@@ -19,11 +19,7 @@ from runbooks.inventory import load as load_inventory
 from runbooks.releases import AppTarget
 from runbooks.services import PgCtlService, ProcessService, SystemdService
 from runbooks.target import Bouncer, DbTarget
-from sparkops import defaults
-
-DB_DATA_DIR = f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
-DB_SERVICE = f"postgresql@{defaults.POSTGRES_VERSION}-main.service"
-APP_SERVICES = ("spark-app.service", "spark-outbox.service", "spark-pgbouncer-exporter.service")
+from sparkops import defaults, envvars, layout, secrets
 
 
 def ssh_executor(name: str, inventory: Inventory | None = None) -> SshExecutor:
@@ -46,22 +42,8 @@ def ssh_executor(name: str, inventory: Inventory | None = None) -> SshExecutor:
     return executor
 
 
-def _deploy_secrets():
-    """deploys.secrets (where the deploy keeps the lab's passwords): the deploys are not an
-    installed package, they live next to this one in the repository."""
-    try:
-        from deploys import secrets
-    except ModuleNotFoundError:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        from deploys import secrets
-    return secrets
-
-
 def deployed_bouncer(environment: str) -> Bouncer | None:
     """pgBouncer's admin console on the db host, with the password the deploy generated."""
-    secrets = _deploy_secrets()
     if not secrets.secrets_path(environment).exists():
         return None  # the deploy has not run here: there is no pgBouncer to pause
     password = secrets.load(environment)["pgbouncer_admin"]
@@ -73,8 +55,8 @@ def db_target_for_host(name: str, stanza: str, inventory: Inventory | None = Non
     executor = ssh_executor(name, inventory)
     return DbTarget(
         executor=executor,
-        data_dir=DB_DATA_DIR,
-        service=SystemdService(executor, (DB_SERVICE,)),
+        data_dir=layout.POSTGRES_DATA_DIR,
+        service=SystemdService(executor, (layout.POSTGRES_SERVICE,)),
         stanza=stanza,
         bouncer=deployed_bouncer(inventory.environment),
         label=name,
@@ -171,7 +153,6 @@ def scratch_target(
 
 
 # --- app hosts ----------------------------------------------------------------------------
-MIGRATIONS_ENV = "/etc/spark-app/migrations.env"
 
 
 def _remote_db_revision(executor) -> Callable[[], str | None]:
@@ -179,11 +160,11 @@ def _remote_db_revision(executor) -> Callable[[], str | None]:
     the migrations' connection (the app host is the one pg_hba lets in)."""
     code = (
         "import os; from app import migrate; "
-        f"print(migrate.current(os.environ['{defaults.MIGRATIONS_URL_ENV}']) or '')"
+        f"print(migrate.current(os.environ['{envvars.MIGRATIONS_URL}']) or '')"
     )
     script = (
-        f"set -a; . {MIGRATIONS_ENV}; set +a; "
-        f'{defaults.APP_CURRENT_LINK}/venv/bin/python -c "{code}"'
+        f"set -a; . {layout.MIGRATIONS_ENV_FILE}; set +a; "
+        f'{layout.APP_CURRENT_LINK}/venv/bin/python -c "{code}"'
     )
 
     def revision() -> str | None:
@@ -219,7 +200,7 @@ def app_target_for_host(name: str, inventory: Inventory | None = None) -> AppTar
     executor = ssh_executor(name, inventory)
     return AppTarget(
         executor=executor,
-        service=SystemdService(executor, installed_units(executor, APP_SERVICES)),
+        service=SystemdService(executor, installed_units(executor, layout.APP_SERVICES)),
         base_url=f"http://{inventory.host(name).address}:{defaults.APP_PORT}",
         db_revision=_remote_db_revision(executor),
         label=name,
@@ -240,7 +221,7 @@ def app_target_from_file(path: Path) -> AppTarget:
         argv=svc["argv"],
         pidfile=Path(svc["pidfile"]),
         env=svc.get("env", {}),
-        env_files=[Path(root) / "current" / "release.env"],
+        env_files=[Path(root) / "current" / layout.RELEASE_ENV_FILE_NAME],
         logfile=Path(svc["logfile"]) if svc.get("logfile") else None,
         description=f"local process (pid file {svc['pidfile']})",
     )

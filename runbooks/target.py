@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 from runbooks.executor import CommandFailed, Executor
 from runbooks.services import ServiceControl
-from sparkops import defaults
+from sparkops import defaults, layout
 
 
 class TargetError(RuntimeError):
@@ -44,11 +44,11 @@ class DbTarget:
     executor: Executor
     data_dir: str
     service: ServiceControl
-    socket_dir: str = "/var/run/postgresql"
+    socket_dir: str = layout.SOCKET_DIR
     port: int = defaults.POSTGRES_PORT
     dbname: str = defaults.DATABASE_NAME
     os_user: str = "postgres"
-    bindir: str = defaults.POSTGRES_BINDIR
+    bindir: str = layout.POSTGRES_BINDIR
     pgbackrest_config: str | None = None  # None: pgBackRest's default /etc/pgbackrest/...
     stanza: str = defaults.PGBACKREST_STANZA
     bouncer: Bouncer | None = None
@@ -129,7 +129,7 @@ class DbTarget:
         recovery's archive-get wait out archive-timeout (60 s) for an async process that is
         gone (pgBackRest issue #1357; its maintainer's advice: clean the spool after the
         restore, before the start). Only for a stopped server's restore."""
-        config = self.pgbackrest_config or "/etc/pgbackrest/pgbackrest.conf"
+        config = self.pgbackrest_config or layout.PGBACKREST_CONF
         script = (
             f"spool=$(sed -n 's/^spool-path=//p' {shlex.quote(config)} | tail -n 1); "
             "spool=${spool:-/var/spool/pgbackrest}; "

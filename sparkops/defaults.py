@@ -1,4 +1,4 @@
-"""Ports, paths, users and sizes, declared once.
+"""Ports, names, users, sizes and bounds, declared once (host paths: sparkops/layout.py).
 
 The deploys, the templates, the app, the dashboards, the alerts, the lab and the tests read
 these names; nothing else spells a port or a path. Group data in `inventories/group_data/`
@@ -24,7 +24,6 @@ APP_METRICS_PATH = "/metrics"
 
 # --- PostgreSQL --------------------------------------------------------------------------
 POSTGRES_VERSION = 15
-POSTGRES_BINDIR = f"/usr/lib/postgresql/{POSTGRES_VERSION}/bin"
 DATABASE_NAME = "spark"
 # Roles, least privilege each: the app reads and writes rows; the migrations role owns the
 # schema; pgBouncer's auth_query runs as the auth role; the exporter reads statistics.
@@ -53,16 +52,8 @@ PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS = 12
 # --- WAL archiving and backups -----------------------------------------------------------
 ARCHIVE_TIMEOUT_SECONDS = 60
 PGBACKREST_STANZA = "spark"
-# node_exporter's textfile collector directory (Debian's default): the backup job and the
-# restore drill write their .prom files here, atomically (temporary file, then rename).
-NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 # --- the app -----------------------------------------------------------------------------
-APP_ROOT = "/opt/spark-app"
-# The app's settings on an app host (app.env holds SPARK_DATABASE_URL, read by the units).
-APP_ETC_DIR = "/etc/spark-app"
-APP_RELEASES_DIR = f"{APP_ROOT}/releases"
-APP_CURRENT_LINK = f"{APP_ROOT}/current"
 APP_RELEASES_KEPT = 5
 APP_DB_POOL_SIZE = 10
 # Schema migrations run under this PostgreSQL advisory lock (per database), so app hosts
@@ -72,9 +63,6 @@ APP_DB_POOL_SIZE = 10
 # for another to finish, then names the holder and fails.
 MIGRATION_LOCK_KEY = 0x737061726B6D6967
 MIGRATION_LOCK_WAIT_SECONDS = 600
-# The schema owner's connection (direct to PostgreSQL) for migrations: the variable the
-# deploy writes into /etc/spark-app/migrations.env and every reader takes it from.
-MIGRATIONS_URL_ENV = "SPARK_MIGRATIONS_URL"
 IDEMPOTENCY_KEY_TTL_HOURS = 48
 # An in-flight key whose request has not finished in this long is presumed abandoned (the
 # process died); a retry may take it over. The order and the key's completion commit in one

@@ -1,7 +1,7 @@
 """The programs the code runs on this machine, each with the Debian package it comes from.
 
-"This machine" is where the tests, their fixtures (sparkops/ephemeral/), the lab (lab/), the
-runbooks' local executor, deploys/lab_s3.py and the benchmarks run. scripts/debian-packages.txt
+"This machine" is where the tests, their fixtures (testkit/), the lab (lab/), the
+runbooks' local executor, testkit/lab_s3.py and the benchmarks run. scripts/debian-packages.txt
 lists every package named here and scripts/bootstrap installs it;
 tests/unit/test_debian_packages.py finds the programs in the source, fails when one is not in
 `PACKAGES` or its package is not listed, and checks each pairing with `dpkg -S`.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from sparkops import defaults
+from sparkops import layout
 
 PACKAGE_LIST = "scripts/debian-packages.txt"
 
@@ -98,7 +98,7 @@ ON_HOSTS_ONLY: dict[str, str] = {
 
 # Where programs live on Debian besides PATH: sbin for a non-root PATH, and PostgreSQL's
 # versioned directory (the code calls its binaries by full path).
-SEARCH_DIRS = ("/usr/sbin", "/sbin", defaults.POSTGRES_BINDIR)
+SEARCH_DIRS = ("/usr/sbin", "/sbin", layout.POSTGRES_BINDIR)
 
 
 class ProgramMissing(RuntimeError):

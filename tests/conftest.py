@@ -14,7 +14,7 @@ import pytest
 
 from app import apikeys
 from sparkops import defaults
-from sparkops.ephemeral.stack import DbStack
+from testkit.stack import DbStack
 
 # Emptied before each test that writes, in this order (foreign keys). The session's test key
 # (below) is kept; other keys a test made are deleted.
@@ -94,7 +94,7 @@ def app_conn(clean_db):
 def app_server(db_stack):
     """The app on a real uvicorn, talking to PostgreSQL through the test pgBouncer."""
     from app.config import Settings
-    from sparkops.ephemeral.appserver import AppServer
+    from testkit.appserver import AppServer
 
     # The storm tests queue 1,000 requests on the pool; on a loaded 2-core CI machine the
     # wait for a connection can pass the production default (5 s, then 503).

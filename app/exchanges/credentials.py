@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from sparkops import layout
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -57,7 +59,7 @@ def load_secret(name: str, environ: Mapping[str, str] | None = None) -> Secret:
     if path.is_relative_to(REPO_ROOT):
         raise ValueError(
             f"{name}_FILE points inside the repository ({path}): keep secrets outside it, "
-            "e.g. under /etc/spark-app/"
+            f"e.g. under {layout.APP_ETC_DIR}/"
         )
     try:
         text = path.read_text().strip()

@@ -1,4 +1,4 @@
-"""Prometheus collectors of the exchange clients, built from the names in app.metric_names.
+"""Prometheus collectors of the exchange clients, built from the names in sparkops.metric_names.
 
 Label values come from bounded sets (exchanges, their endpoints, outcomes, statuses) and
 are created at import, so the dashboard sees zeros, not gaps.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from app import metric_names as names
 from app.exchanges import settings
+from sparkops import metric_names as names
 
 EXCHANGES = (settings.BINANCE, settings.BTCTURK)
 ENDPOINTS = {

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from app.decimals import to_decimal
 from app.exchanges.errors import MalformedResponse
-from app.money import to_decimal
 
 
 def load_json(exchange: str, text: str, content_type: str, *, decimals: bool = False) -> Any:

@@ -6,6 +6,8 @@ these names. Values that vary by environment are constructor arguments defaultin
 
 from __future__ import annotations
 
+from sparkops import envvars
+
 # --- exchange names (also the `exchange` label value of every exchange metric) ------------
 BINANCE = "binance"
 BTCTURK = "btcturk"
@@ -41,5 +43,5 @@ CLIENT_ORDER_ID_HASH_CHARS = 32  # hex characters of SHA-256: 128 bits, 36 chara
 BTCTURK_ORDER_BOOK_MAX_LIMIT = 1000
 
 # --- secrets: environment variables (value) or *_FILE variables (path outside the repo) ---
-BINANCE_API_KEY_ENV = "SPARK_BINANCE_API_KEY"
-BINANCE_API_SECRET_ENV = "SPARK_BINANCE_API_SECRET"
+BINANCE_API_KEY_ENV = envvars.BINANCE_API_KEY
+BINANCE_API_SECRET_ENV = envvars.BINANCE_API_SECRET

@@ -1,4 +1,4 @@
-"""The outbox dispatcher's Prometheus collectors, built from the names in `app.metric_names`.
+"""The outbox dispatcher's Prometheus collectors, built from the names in `sparkops.metric_names`.
 
 The gauges describe the table (every dispatcher reports the same values; aggregate them
 with max, not sum); the counters and the histogram describe this process's work.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from app import metric_names as names
 from app.outbox import settings
+from sparkops import metric_names as names
 
 # A pipelined XADD round takes about a millisecond; a webhook, tens to hundreds.
 PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparkops import envvars
+
 # --- claiming ----------------------------------------------------------------------------
 BATCH_SIZE = 1000  # events per claim, at most
 # Events of one aggregate taken in one claim (published strictly one after the other).
@@ -45,11 +47,11 @@ WEBHOOK_SIGNATURE_HEADER = "X-Spark-Signature"
 WEBHOOK_EVENT_ID_HEADER = "X-Spark-Event-Id"
 
 # --- environment variables (the systemd unit sets these; secrets come from files) --------
-ENV_DATABASE_URL = "SPARK_OUTBOX_DATABASE_URL"
-ENV_REDIS_URL = "SPARK_OUTBOX_REDIS_URL"
-ENV_WEBHOOK_URL = "SPARK_OUTBOX_WEBHOOK_URL"
-ENV_WEBHOOK_SECRET = "SPARK_OUTBOX_WEBHOOK_SECRET"
-ENV_WEBHOOK_SECRET_FILE = "SPARK_OUTBOX_WEBHOOK_SECRET_FILE"
+ENV_DATABASE_URL = envvars.OUTBOX_DATABASE_URL
+ENV_REDIS_URL = envvars.OUTBOX_REDIS_URL
+ENV_WEBHOOK_URL = envvars.OUTBOX_WEBHOOK_URL
+ENV_WEBHOOK_SECRET = envvars.OUTBOX_WEBHOOK_SECRET
+ENV_WEBHOOK_SECRET_FILE = envvars.OUTBOX_WEBHOOK_SECRET_FILE
 
 
 @dataclass(frozen=True)

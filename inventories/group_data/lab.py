@@ -18,7 +18,7 @@ drill_first_run_after = None
 monitoring_prometheus_unit_overrides = {"PrivateUsers": "false"}
 
 # pgBackRest's repository: the posix default, or the lab's S3 endpoint (moto behind stunnel
-# on this machine, deploys/lab_s3.py) when SPARKOPS_LAB_S3 names its data file.
+# on this machine, testkit/lab_s3.py) when SPARKOPS_LAB_S3 names its data file.
 if _os.environ.get("SPARKOPS_LAB_S3"):
     pgbackrest_repo_type = "s3"
     pgbackrest_repo_path = "/spark"

@@ -4,6 +4,8 @@ Backups go to S3 (the bucket is prepared by the deploy: versioning, encryption, 
 the keys come from SPARKOPS_SECRET_S3_ACCESS_KEY / SPARKOPS_SECRET_S3_SECRET_KEY.
 """
 
+from sparkops import envvars
+
 pgbackrest_repo_type = "s3"
 pgbackrest_repo_path = "/spark"
 pgbackrest_s3 = {
@@ -14,8 +16,7 @@ pgbackrest_s3 = {
 }
 pgbackrest_retention_full = 4
 
-app_outbox_publisher = "redis"
-app_outbox_settings = {"SPARK_OUTBOX_REDIS_URL": "redis://10.10.0.40:6379/0"}
+app_outbox_settings = {envvars.OUTBOX_REDIS_URL: "redis://10.10.0.40:6379/0"}
 
 # Who hears about alerts (shapes: deploys/alerting.py). The Slack webhook URL, the PagerDuty
 # routing key and the SMTP password are secrets: `alertmanager_chat_slack`,

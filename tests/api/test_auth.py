@@ -11,12 +11,13 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from app import apikeys, metric_names
+from app import apikeys
 from app.config import Settings
-from sparkops.cli import main
-from sparkops.commands.app import secret_in
-from sparkops.ephemeral.appserver import AppServer
+from sparkops import metric_names
 from sparkops.wait import wait_until
+from sparkops_cli.commands.app import secret_in
+from sparkops_cli.main import main
+from testkit.appserver import AppServer
 from tests.api.test_orders import ORDER, counts
 from tests.api.test_security_headers import metric_value
 from tests.conftest import AUTH, create_account

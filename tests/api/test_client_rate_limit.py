@@ -11,10 +11,10 @@ import uuid
 import httpx
 import pytest
 
-from app import metric_names
 from app.config import Settings
-from sparkops.ephemeral.appserver import AppServer
+from sparkops import metric_names
 from sparkops.wait import wait_until
+from testkit.appserver import AppServer
 from tests.api.test_auth import make_key
 from tests.api.test_orders import ORDER, counts
 from tests.api.test_security_headers import metric_value

@@ -7,9 +7,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metric_names
 from app.config import ConfigError, Settings
-from sparkops import defaults
+from sparkops import defaults, metric_names
 
 
 def test_the_public_port_answers_404_for_metrics(app_server):

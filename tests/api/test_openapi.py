@@ -17,9 +17,9 @@ from app.config import Settings
 from app.instruments import DEFAULT_INSTRUMENTS
 from app.openapi_build import OPENAPI_PATH
 from app.validation import parse_order
-from sparkops.ephemeral.appserver import AppServer
-from sparkops.ephemeral.proc import free_port
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
+from testkit.appserver import AppServer
+from testkit.proc import free_port
 from tests.api.openapi_check import problems
 from tests.api.test_auth import make_key
 from tests.api.test_orders import ORDER, post

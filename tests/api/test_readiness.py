@@ -10,12 +10,11 @@ import time
 import httpx
 import pytest
 
-from app import metric_names
 from app.config import Settings
-from sparkops import defaults
-from sparkops.ephemeral.appserver import AppServer
-from sparkops.ephemeral.stack import DbStack
+from sparkops import defaults, metric_names
 from sparkops.wait import wait_until
+from testkit.appserver import AppServer
+from testkit.stack import DbStack
 from tests.api.test_security_headers import assert_secure, metric_value
 
 RETRY_AFTER = str(defaults.DB_UNAVAILABLE_RETRY_AFTER_SECONDS)

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from app import metric_names
+from sparkops import metric_names
 from tests.api.test_orders import ORDER, counts, post
 from tests.api.test_security_headers import metric_value
 from tests.conftest import connect_operator, create_account

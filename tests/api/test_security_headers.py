@@ -12,11 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from app import metric_names
 from app.config import Settings
 from app.security import SecurityHeaders
-from sparkops.ephemeral.appserver import AppServer
-from sparkops.ephemeral.proc import free_port
+from sparkops import metric_names
+from testkit.appserver import AppServer
+from testkit.proc import free_port
 from tests.conftest import AUTH
 
 EXPECTED = {

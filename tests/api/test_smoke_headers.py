@@ -21,9 +21,9 @@ from starlette.routing import Route
 from app.config import Settings
 from app.main import create_app
 from app.security import SecurityHeaders
-from sparkops import smoke_headers
-from sparkops.ephemeral.proc import free_port
+from signoff import smoke_headers
 from sparkops.wait import wait_until
+from testkit.proc import free_port
 
 SPARKOPS = str(Path(sys.executable).parent / "sparkops")
 Headers = list[tuple[bytes, bytes]]

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from app import migrate
 from deploys import app as app_deploy
 from deploys import support
-from sparkops import defaults
-from sparkops.cli import main
+from sparkops import defaults, envvars
+from sparkops_cli.main import main
 
 
 def run(*args, env=None):
@@ -36,9 +36,12 @@ def test_purge_deletes_only_expired_keys(app_conn, clean_db):
     )
     env = {"SPARK_DATABASE_URL": clean_db.app_conninfo()}
     dry = run("app", "purge-idempotency-keys", "--dry-run", env=env)
-    assert "would delete 7" in dry.output
+    assert "would delete 7" in dry.output and "nothing was changed" in dry.output
     assert app_conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 8
-    result = run("app", "purge-idempotency-keys", env=env)
+    declined = CliRunner().invoke(main, ["app", "purge-idempotency-keys"], env=env, input="n\n")
+    assert declined.exit_code == 3 and "not confirmed" in declined.output
+    assert app_conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 8
+    result = run("app", "purge-idempotency-keys", "--yes", env=env)
     assert result.exit_code == 0 and "deleted 7" in result.output
     keys = app_conn.execute("SELECT key FROM idempotency_keys").fetchall()
     assert keys == [("new-key-1",)]
@@ -50,7 +53,7 @@ def test_purge_deletes_only_expired_keys(app_conn, clean_db):
 def test_halt_and_resume_record_who_and_when(app_conn, clean_db):
     """Through the owner's connection (as migrations.env gives it), acting as the operator
     role; the log says who halted and who resumed, and when."""
-    env = {defaults.MIGRATIONS_URL_ENV: clean_db.owner_conninfo(), "USER": "alice"}
+    env = {envvars.MIGRATIONS_URL: clean_db.owner_conninfo(), "USER": "alice"}
     halted = run("app", "halt", "global", "--reason", "drill", env=env)
     assert halted.exit_code == 0 and "halted for global by alice at " in halted.output
     assert app_conn.execute("SELECT reason, halted_by FROM trading_halts").fetchone() == (
@@ -75,15 +78,15 @@ def test_halt_and_resume_record_who_and_when(app_conn, clean_db):
 def test_the_app_role_cannot_halt_or_resume(app_conn, clean_db):
     """With the app's own connection (SPARK_DATABASE_URL, through pgBouncer) the commands
     refuse clearly and change nothing."""
-    env = {defaults.MIGRATIONS_URL_ENV: clean_db.app_conninfo(), "USER": "mallory"}
+    env = {envvars.MIGRATIONS_URL: clean_db.app_conninfo(), "USER": "mallory"}
     for args in (["halt", "global", "--reason", "x"], ["resume", "global"]):
         r = CliRunner().invoke(main, ["app", *args], env=env)
         assert r.exit_code == 1 and f"may not act as {defaults.ROLE_OPERATOR}" in r.output
         assert "nothing changed" in r.output
     assert app_conn.execute("SELECT count(*) FROM trading_halts").fetchone()[0] == 0
     nobody = CliRunner().invoke(main, ["app", "halt", "global", "--reason", "x"],
-                                env={defaults.MIGRATIONS_URL_ENV: "", "USER": "alice"})  # fmt: skip
-    assert nobody.exit_code == 2 and defaults.MIGRATIONS_URL_ENV in nobody.output
+                                env={envvars.MIGRATIONS_URL: "", "USER": "alice"})  # fmt: skip
+    assert nobody.exit_code == 2 and envvars.MIGRATIONS_URL in nobody.output
 
 
 def test_missing_database_url_is_a_clear_usage_error():
@@ -102,7 +105,7 @@ def test_migrate_reads_the_env_file_the_deploy_writes(db_stack, tmp_path):
     )
     text = support.render("app/migrations.env.j2", user=app_deploy.USER, migrations_url=url)
     assignments = [line for line in text.splitlines() if line and not line.startswith("#")]
-    assert assignments == [f'{defaults.MIGRATIONS_URL_ENV}="{url}"']
+    assert assignments == [f'{envvars.MIGRATIONS_URL}="{url}"']
     env_file = tmp_path / "migrations.env"
     env_file.write_text(text)
     sparkops = str(Path(sys.executable).parent / "sparkops")
@@ -116,5 +119,5 @@ def test_migrate_reads_the_env_file_the_deploy_writes(db_stack, tmp_path):
 
 
 def test_migrate_without_a_url_names_the_variable_migrations_env_sets():
-    result = CliRunner().invoke(main, ["app", "migrate"], env={defaults.MIGRATIONS_URL_ENV: ""})
-    assert result.exit_code == 2 and defaults.MIGRATIONS_URL_ENV in result.output
+    result = CliRunner().invoke(main, ["app", "migrate"], env={envvars.MIGRATIONS_URL: ""})
+    assert result.exit_code == 2 and envvars.MIGRATIONS_URL in result.output

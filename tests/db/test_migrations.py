@@ -11,8 +11,8 @@ import pytest
 
 from app import migrate
 from sparkops import dbroles, defaults
-from sparkops.ephemeral.postgres import conninfo
 from sparkops.wait import wait_until
+from testkit.postgres import conninfo
 
 INDEX = "positions_one_open_per_account_symbol_strategy"
 

@@ -17,8 +17,8 @@ import pytest
 from deploys.facts import PostgresState
 from deploys.postgresql import ROLE_ORDER
 from sparkops import dbroles, defaults
-from sparkops.ephemeral.stack import DbStack
 from sparkops.wait import wait_until
+from testkit.stack import DbStack
 from tests.conftest import connect_app
 
 IDLE = defaults.APP_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS

@@ -11,10 +11,14 @@ import subprocess
 import pytest
 
 from alerts import rules
-from deploys import alerting, secrets, support
+from deploys import alerting, monitoring, support
+from sparkops import secrets
 
 PRODUCTION = runpy.run_path(str(support.REPO_ROOT / "inventories/group_data/production.py"))
-MONITOR = runpy.run_path(str(support.REPO_ROOT / "inventories/group_data/monitor.py"))
+MONITOR = {
+    **monitoring.DEFAULTS,
+    **runpy.run_path(str(support.REPO_ROOT / "inventories/group_data/monitor.py")),
+}
 EXPECTED = {"critical": "pager,chat", "warning": "chat,mail", "": "mail"}
 
 

@@ -11,7 +11,7 @@ import shlex
 from alerts import config as alert_config
 from deploys import drill, support
 from runbooks import sites
-from sparkops.cli import main
+from sparkops_cli.main import main
 from tests.docs import mentions
 
 DAY_SECONDS = 24 * 3600

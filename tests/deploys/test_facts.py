@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from deploys import facts, pgbouncer, postgresql, secrets
-from sparkops import defaults
+from deploys import facts, pgbouncer, postgresql
+from sparkops import defaults, secrets
 from sparkops.scram import make_verifier
 
 

@@ -1,4 +1,4 @@
-"""deploys/lab_s3.py on loopback: moto behind stunnel4 answers S3 over TLS with a certificate
+"""testkit/lab_s3.py on loopback: moto behind stunnel4 answers S3 over TLS with a certificate
 for the lab name, signed by the lab CA (what pgBackRest on the db host checks)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import ssl
 
 import pytest
 
-from deploys import lab_s3
-from sparkops.ephemeral.proc import free_port
+from testkit import lab_s3
+from testkit.proc import free_port
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import metric_names as names
 from app import pgbouncer_exporter
 from sparkops import defaults
-from sparkops.ephemeral.proc import free_port
+from sparkops import metric_names as names
+from testkit.proc import free_port
 from tests.conftest import connect_app
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deploys import pgbouncer, release, runner, support
+from deploys import pgbouncer, release, support
+from testkit import pyinfra_runner as runner
 
 
 def _tree(root: Path) -> Path:
@@ -81,3 +82,20 @@ def test_a_new_pgbouncer_listen_address_changes_the_unit_drop_in():
     other = support.render("pgbouncer/override.conf.j2", listen=pgbouncer.listen("10.0.0.99"))
     assert one != other  # -> the deploy restarts pgBouncer instead of reloading it
     assert "RuntimeDirectory=pgbouncer" in one
+
+
+def test_a_readme_edit_or_a_control_plane_change_is_not_a_new_release(tmp_path):
+    """The release id digests what ships (deploys/release.py SOURCE_DIRS), nothing else: the
+    README, the lab, the dashboards or the deploys change no app host."""
+    root = _tree(tmp_path / "src")
+    (root / "README.md").write_text("# Spark Ops\n")
+    for top in ("lab", "dashboards", "deploys", "testkit"):
+        (root / top).mkdir()
+        (root / top / "x.py").write_text("X = 1\n")
+    first = release.release_id(root)
+    (root / "README.md").write_text("# Spark Ops, reworded\n")
+    for top in ("lab", "dashboards", "deploys", "testkit"):
+        (root / top / "x.py").write_text("X = 2\n")
+    assert release.release_id(root) == first
+    (root / "app" / "main.py").write_text("print('v2')\n")
+    assert release.release_id(root) != first

@@ -6,7 +6,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from deploys import s3_bucket
-from sparkops.ephemeral.proc import free_port
+from testkit.proc import free_port
 
 
 @pytest.fixture(scope="module")

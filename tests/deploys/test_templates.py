@@ -10,17 +10,21 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from deploys import app, monitoring, pgbackrest, pgbouncer, postgresql, secrets, support
-from deploys.secrets import Secrets
-from sparkops import defaults
-from sparkops.ephemeral.pgbouncer import PgBouncer
+from deploys import app, monitoring, pgbackrest, pgbouncer, postgresql, support
+from sparkops import defaults, layout, secrets
+from sparkops.secrets import Secrets
+from testkit.pgbouncer import PgBouncer
 
 GROUP_DATA = support.REPO_ROOT / "inventories" / "group_data"
 CREDS = Secrets({name: f"pw-{name}" for name in secrets.NAMES})
 
 
 def group_data(*groups: str) -> dict:
+    """What a host of these groups sees, as pyinfra merges it: the deploys' defaults, then
+    group data (which holds only what differs from them)."""
     data: dict = {}
+    for deploy in (app, monitoring, pgbackrest, pgbouncer, postgresql):
+        data.update(deploy.DEFAULTS)
     for group in ("all", *groups):
         data.update(
             {
@@ -121,8 +125,8 @@ def test_pgbouncer_ini_is_valid_with_pools_from_group_data():
     ini = _pgbouncer_ini(data)
     db_line = ini["databases"][defaults.DATABASE_NAME]
     assert f"port={defaults.POSTGRES_PORT}" in db_line
-    assert f"pool_size={defaults.PGBOUNCER_DEFAULT_POOL_SIZE}" in db_line
     section = ini["pgbouncer"]
+    assert section["default_pool_size"] == str(defaults.PGBOUNCER_DEFAULT_POOL_SIZE)
     assert section["auth_type"] == "scram-sha-256"
     assert section["auth_query"] == "SELECT uname, phash FROM pgbouncer.user_lookup($1)"
     assert section["pool_mode"] == "transaction"
@@ -229,8 +233,8 @@ def test_app_units_run_the_current_release():
     assert "EnvironmentFile=/opt/spark-app/current/release.env" in unit
     script = support.render(
         "app/spark-app-activate.sh.j2",
-        root=defaults.APP_ROOT,
-        current=defaults.APP_CURRENT_LINK,
+        root=layout.APP_ROOT,
+        current=layout.APP_CURRENT_LINK,
         port=defaults.APP_PORT,
         ready_timeout=60,
         services="spark-app.service",
@@ -267,7 +271,7 @@ def test_idempotency_keys_expire_through_an_hourly_timer():
     )
     assert (
         "ExecStart=/opt/spark-app/current/venv/bin/sparkops app purge-idempotency-keys "
-        f"--older-than-hours {defaults.IDEMPOTENCY_KEY_TTL_HOURS}"
+        f"--older-than-hours {defaults.IDEMPOTENCY_KEY_TTL_HOURS} --yes"
     ) in unit
     assert "EnvironmentFile=/etc/spark-app/app.env" in unit and "Type=oneshot" in unit
     assert "OnCalendar=hourly" in support.render("app/spark-idempotency-purge.timer.j2")
@@ -357,7 +361,7 @@ def test_backup_metric_script_renders_to_valid_python():
     script = support.render(
         "pgbackrest/backup-metric.py.j2",
         stanza="spark",
-        textfile_dir=defaults.NODE_EXPORTER_TEXTFILE_DIR,
+        textfile_dir=layout.NODE_EXPORTER_TEXTFILE_DIR,
         metric="pgbackrest_backup_last_completion_timestamp_seconds",
     )
     compile(script, "backup-metric", "exec")

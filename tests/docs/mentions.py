@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
 
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.S | re.M)
 INLINE = re.compile(r"`([^`]+)`")

@@ -12,8 +12,8 @@ import pytest
 
 from alerts import rules
 from dashboards import build, risk
-from sparkops.cli import main
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
+from sparkops_cli.main import main
 from tests.docs import mentions
 from tests.unit.test_dashboards import EXPECTED_TITLES
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from dashboards import risk
-from sparkops.cli import main
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
+from sparkops_cli.main import main
 from tests.docs import mentions
 
 WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.yml"))

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from deploys import release, runner
+from deploys import release
 from lab import config, control
 from lab.errors import LabError
+from testkit import pyinfra_runner as runner
 from tests.lab.stack import ACCOUNT, ROOT, by_group, on_host, psql, ready
 
 SHARE_LAB_ENV = "SPARKOPS_TESTS_SHARE_LAB"

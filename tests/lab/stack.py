@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 from lab import ssh
 from runbooks import checks
-from sparkops import defaults
-from sparkops.cli import main
-from sparkops.commands.app import keys_create_on_host, secret_in
+from sparkops import defaults, layout
+from sparkops_cli.commands.app import keys_create_on_host, secret_in
+from sparkops_cli.main import main
 
 ACCOUNT = "runbook-e2e"
-ROOT = defaults.APP_ROOT
+ROOT = layout.APP_ROOT
 
 
 def by_group(hosts, group):

@@ -18,11 +18,12 @@ import httpx
 import pytest
 
 from alerts import rules
-from deploys import release, runner
+from deploys import release
 from lab import ssh
-from sparkops import defaults
-from sparkops.commands.app import keys_create_on_host, secret_in
+from sparkops import defaults, layout
 from sparkops.wait import wait_until
+from sparkops_cli.commands.app import keys_create_on_host, secret_in
+from testkit import pyinfra_runner as runner
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -211,7 +212,7 @@ def test_the_weekly_drill_runs_on_the_db_host_and_feeds_its_alert(deployed):
     assert "spark-restore-drill.service" in timers
     assert _ssh(db, "systemctl is-enabled spark-restore-drill.timer").strip() == "enabled"
     _ssh(db, "systemctl start spark-restore-drill.service", timeout=900)
-    metric = _ssh(db, f"cat {defaults.NODE_EXPORTER_TEXTFILE_DIR}/spark_restore_drill.prom")
+    metric = _ssh(db, f"cat {layout.NODE_EXPORTER_TEXTFILE_DIR}/spark_restore_drill.prom")
     assert "spark_restore_drill_last_success 1" in metric, metric
     drill_alert = next(a for a in rules.ALERTS if a.name == "RestoreDrillFailed")
     query = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/api/v1/query"

@@ -1,5 +1,5 @@
 """pgBackRest with an S3 repository on the lab: moto behind stunnel on this machine
-(deploys/lab_s3.py), the bucket prepared by the deploy, WAL and a full backup in it, and a
+(testkit/lab_s3.py), the bucket prepared by the deploy, WAL and a full backup in it, and a
 second run that changes nothing. Afterwards the lab is redeployed with its posix default.
 """
 
@@ -11,11 +11,13 @@ import time
 
 import pytest
 
-from deploys import lab_s3, release, runner, s3_bucket, secrets
+from deploys import release, s3_bucket
 from lab import config as lab_config
 from lab import ssh
-from sparkops import defaults
+from sparkops import defaults, secrets
 from sparkops.wait import wait_until
+from testkit import lab_s3
+from testkit import pyinfra_runner as runner
 from tests.interruptions import SPARKOPS
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from lab import cgroup, config, control, host, net, ssh, state
-from sparkops.commands.lab import command as lab_command
 from sparkops.wait import wait_until
+from sparkops_cli.commands.lab import command as lab_command
 
 pytestmark = pytest.mark.lab
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from sparkops import defaults, livecheck
-from sparkops.cli import main
-from sparkops.commands.demo import _traffic
+from signoff import livecheck
+from sparkops import defaults
 from sparkops.wait import wait_until
+from sparkops_cli.commands.demo import _traffic
+from sparkops_cli.main import main
 from tests.lab.stack import ACCOUNT, api_key, by_group, orders
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]

@@ -11,10 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app import metric_names
 from lab import ssh
-from runbooks import drill
-from sparkops import defaults
+from sparkops import layout, metric_names
 from tests.lab.stack import (
     ROOT,
     by_group,
@@ -69,7 +67,7 @@ def test_drill_on_the_db_host_passes_and_publishes_its_metric(deployed, tmp_path
     run = sparkops("drill", "--host", db["name"], "--yes", "--json",
                     "--evidence-dir", str(tmp_path / "ev"))  # fmt: skip
     assert run.exit_code == 0, run.output
-    metrics = on_host(db, f"cat {defaults.NODE_EXPORTER_TEXTFILE_DIR}/{drill.METRICS_FILE_NAME}")
+    metrics = on_host(db, f"cat {layout.DRILL_METRICS_FILE}")
     assert f"{metric_names.RESTORE_DRILL_LAST_SUCCESS} 1" in metrics
     assert psql(db, "SELECT count(*) FROM orders").strip() != "0"  # production untouched
 

@@ -21,18 +21,19 @@ import httpx
 import pytest
 
 from app import migrate
-from deploys import release, runner
+from deploys import release
 from deploys.app import ACTIVATE, MIGRATE_LOG_TAG, outbox_name
 from lab import config, control, ssh, state
-from sparkops import defaults
-from sparkops.commands.app import keys_create_on_host, secret_in
+from sparkops import defaults, layout
 from sparkops.wait import wait_until
+from sparkops_cli.commands.app import keys_create_on_host, secret_in
+from testkit import pyinfra_runner as runner
 from tests.lab.conftest import SHARE_LAB_ENV, _session, require_lab_machine
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
 HOSTS = ("db", "app", "app2")
-ROOT = defaults.APP_ROOT
+ROOT = layout.APP_ROOT
 ACCOUNT = "two-hosts"
 ACTIVATE_TAG = "spark-app-activate"  # the script's journal identifier
 BAD = "0.0.0-two-hosts-never-ready"

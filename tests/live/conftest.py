@@ -25,23 +25,24 @@ import pytest
 
 from alerts import build as alert_build
 from alerts import config
-from app import metric_names as m
 from app import pgbouncer_exporter as pgbouncer_exporter_module
 from app.config import Settings
 from app.outbox import settings as outbox_settings
-from sparkops import defaults, livecheck
-from sparkops.ephemeral.appserver import AppServer
-from sparkops.ephemeral.postgres import conninfo
-from sparkops.ephemeral.proc import free_port, stop_process
-from sparkops.ephemeral.prometheus import (
+from signoff import livecheck
+from sparkops import defaults
+from sparkops import metric_names as m
+from sparkops.artefacts import REPO_ROOT
+from sparkops.wait import DeadlineExceeded, wait_until
+from testkit.appserver import AppServer
+from testkit.postgres import conninfo
+from testkit.proc import free_port, stop_process
+from testkit.prometheus import (
     NodeExporter,
     PostgresExporter,
     Prometheus,
     ScrapeTarget,
 )
-from sparkops.ephemeral.stack import DbStack
-from sparkops.generated import REPO_ROOT
-from sparkops.wait import DeadlineExceeded, wait_until
+from testkit.stack import DbStack
 from tests.live import traffic
 
 # WAL archiving as the PostgreSQL deploy sets it up, with an archive_command that always

@@ -7,11 +7,11 @@ from __future__ import annotations
 from alerts import build, config, rules
 from app.config import Settings
 from sparkops import defaults
-from sparkops.ephemeral.appserver import AppServer
-from sparkops.ephemeral.proc import free_port
-from sparkops.ephemeral.prometheus import Prometheus, ScrapeTarget
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
 from sparkops.wait import wait_until
+from testkit.appserver import AppServer
+from testkit.proc import free_port
+from testkit.prometheus import Prometheus, ScrapeTarget
 
 
 def test_unreachable_postgres_exporter_makes_postgres_down_pending():

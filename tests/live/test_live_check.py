@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from alerts import config, rules
-from app import metric_names as m
-from sparkops import livecheck
-from sparkops.ephemeral.prometheus import Prometheus
-from sparkops.livecheck import PANEL, Check
+from signoff import livecheck
+from signoff.livecheck import PANEL, Check
+from sparkops import metric_names as m
 from sparkops.wait import wait_until
+from testkit.prometheus import Prometheus
 
 PGBOUNCER_PANEL = "pgBouncer pool utilization"
 
@@ -120,7 +120,7 @@ def test_prometheus_loaded_every_rule_and_absent_catches_unscraped_jobs(live):
 def test_livecheck_command_passes_here_and_fails_on_an_empty_prometheus(live):
     from click.testing import CliRunner
 
-    from sparkops.cli import main
+    from sparkops_cli.main import main
 
     # Default: every job the dashboard and the alerts read is required.
     ok = CliRunner().invoke(main, ["dashboards", "livecheck", "--prometheus", live.prometheus.url])

@@ -7,8 +7,8 @@ import re
 from click.testing import CliRunner
 
 from alerts import rules
-from sparkops.cli import main
 from sparkops.wait import wait_until
+from sparkops_cli.main import main
 
 
 def _snapshot(live, out, *extra) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sparkops.ephemeral.redis import RedisServer
+from testkit.redis import RedisServer
 
 
 @pytest.fixture(scope="session")

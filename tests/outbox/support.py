@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.outbox import settings
 from app.outbox.dispatcher import Dispatcher
 from app.outbox.store import OutboxStore, app_pool
-from sparkops.ephemeral.stack import DbStack
 from sparkops.wait import wait_until
+from testkit.stack import DbStack
 
 STREAM = settings.REDIS_STREAM
 
@@ -103,7 +103,7 @@ def check_stream(entries: list[dict[str, str]], inserted: list[Inserted]) -> Str
 
 def dispatcher_command(stack: DbStack, redis_url: str, name: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-c", "from sparkops.cli import main; main()",
+        sys.executable, "-c", "from sparkops_cli.main import main; main()",
         "outbox", "run",
         "--database-url", stack.app_conninfo(),
         "--publisher", "redis",

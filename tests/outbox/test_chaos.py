@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from app.metric_names import OUTBOX_OLDEST_PENDING_AGE, OUTBOX_RETRIED
-from sparkops.ephemeral.proc import free_port, stop_process
-from sparkops.ephemeral.redis import RedisServer
+from sparkops.metric_names import OUTBOX_OLDEST_PENDING_AGE, OUTBOX_RETRIED
 from sparkops.wait import wait_until
+from testkit.proc import free_port, stop_process
+from testkit.redis import RedisServer
 from tests.conftest import connect_app
 from tests.outbox.support import (
     STREAM,

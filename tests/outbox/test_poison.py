@@ -3,9 +3,9 @@ aggregate's later events; every other aggregate keeps flowing."""
 
 from __future__ import annotations
 
-from app.metric_names import OUTBOX_DEAD_LETTERED, OUTBOX_DEAD_LETTERS, OUTBOX_RETRIED
 from app.outbox.publishers import Publisher, PublishError, RedisStreamPublisher
 from app.outbox.settings import DispatcherSettings
+from sparkops.metric_names import OUTBOX_DEAD_LETTERED, OUTBOX_DEAD_LETTERS, OUTBOX_RETRIED
 from sparkops.wait import wait_until
 from tests.conftest import connect_app
 from tests.outbox.support import DispatcherThread, check_stream, insert_events, read_stream

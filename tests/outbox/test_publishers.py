@@ -27,7 +27,7 @@ from app.outbox.publishers import (
 )
 from app.outbox.settings import DispatcherSettings
 from app.outbox.store import OutboxEvent
-from sparkops.commands.outbox import parse_duration
+from sparkops_cli.commands.outbox import parse_duration
 
 SECRET = b"test-only-secret"
 PAYLOAD = '{"price": "12345.678901234567890123", "qty": "0.00000001"}'

@@ -11,7 +11,7 @@ from app.outbox.dispatcher import Dispatcher
 from app.outbox.publishers import ConsolePublisher
 from app.outbox.settings import DispatcherSettings
 from app.outbox.store import OutboxStore, app_pool
-from sparkops.commands.outbox import command as outbox_cli
+from sparkops_cli.commands.outbox import command as outbox_cli
 from tests.conftest import connect_app
 from tests.outbox.support import insert_events, outbox_counts
 
@@ -74,9 +74,10 @@ def test_purge_command_plans_confirms_and_deletes(clean_db):
         assert bad.exit_code == 2 and "is not a duration" in bad.output
         dry = runner.invoke(outbox_cli, ["purge", *url, "--older-than", "7d", "--dry-run"])
         assert dry.exit_code == 0, dry.output
-        assert "plan: delete 5 delivered" in dry.output and "nothing deleted" in dry.output
+        assert "plan: delete 5 delivered" in dry.output and "nothing was changed" in dry.output
+        # The runbooks' convention: not confirmed is exit 3 and changes nothing.
         declined = runner.invoke(outbox_cli, ["purge", *url, "--older-than", "7d"], input="n\n")
-        assert declined.exit_code == 1 and "aborted" in declined.output
+        assert declined.exit_code == 3 and "not confirmed" in declined.output
         assert remaining(conn) == everything
 
         done = runner.invoke(outbox_cli, ["purge", *url, "--older-than", "7d", "--yes"])
@@ -111,6 +112,7 @@ def test_requeue_command_puts_dead_letters_back(clean_db):
             outbox_cli, ["requeue", *url, "--event-id", sorted(kinds["old_pending"])[0], "--yes"]
         )
         assert wrong.exit_code == 2 and "not dead-lettered" in wrong.output
+        assert "nothing was changed" in wrong.output
         dry = runner.invoke(outbox_cli, ["requeue", *url, "--all", "--dry-run"])
         assert dry.exit_code == 0 and "plan: requeue 5 dead-lettered" in dry.output
         assert outbox_counts(conn)["dead"] == 5

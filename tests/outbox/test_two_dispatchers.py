@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from app.metric_names import OUTBOX_PUBLISHED as PUBLISHED
-from sparkops.ephemeral.proc import free_port, stop_process
+from sparkops.metric_names import OUTBOX_PUBLISHED as PUBLISHED
 from sparkops.wait import wait_until
+from testkit.proc import free_port, stop_process
 from tests.conftest import connect_app
 from tests.outbox.support import (
     check_stream,

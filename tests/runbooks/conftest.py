@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from runbooks import checks, sites
-from runbooks.localdb import LocalBackedUpDb
-from sparkops.cli import main
 from sparkops.wait import wait_until
+from sparkops_cli.main import main
+from testkit.localdb import LocalBackedUpDb
 from tests.conftest import AUTH, TEST_KEY_ID, ensure_test_key
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -36,7 +36,7 @@ def backed_db():
 def ledger_app(backed_db):
     """The app through the test pgBouncer: its pooled client connections outlive restores."""
     from app.config import Settings
-    from sparkops.ephemeral.appserver import AppServer
+    from testkit.appserver import AppServer
 
     settings = Settings(database_url=backed_db.stack.app_conninfo(), release_id="ledger")
     server = AppServer(settings).start()

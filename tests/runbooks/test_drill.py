@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from app import metric_names
+from sparkops import metric_names
 from tests.runbooks.conftest import ensure_account, result_json, sparkops, superuser, write_orders
 
 

@@ -17,9 +17,10 @@ import subprocess
 import httpx
 import pytest
 
-from runbooks import bouncer, localapp, releases
+from runbooks import bouncer, releases
 from runbooks.checklist import EXIT_INTERRUPTED
-from sparkops.ephemeral.proc import make_workdir
+from testkit import localapp
+from testkit.proc import make_workdir
 from tests.interruptions import SPARKOPS, TABLE, interrupt
 from tests.runbooks.conftest import ensure_account, snapshot, write_orders
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from app import metric_names
 from runbooks import checks, drill, pitr, wal
 from runbooks.checklist import Refused
 from runbooks.executor import SshExecutor, display
+from sparkops import metric_names
 
 NOW = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
 

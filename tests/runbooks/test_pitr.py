@@ -12,7 +12,7 @@ import shutil
 import psycopg
 import pytest
 
-from sparkops.ephemeral.proc import make_workdir
+from testkit.proc import make_workdir
 from tests.runbooks.conftest import (
     after_oldest_backup,
     ensure_account,

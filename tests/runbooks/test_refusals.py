@@ -11,8 +11,8 @@ import shutil
 
 import pytest
 
-from sparkops.ephemeral.proc import chown_to_service_user, make_workdir
 from sparkops.wait import wait_until
+from testkit.proc import chown_to_service_user, make_workdir
 from tests.runbooks.conftest import ensure_account, sparkops, state, superuser, write_orders
 
 FUTURE = "2099-01-01T00:00:00Z"

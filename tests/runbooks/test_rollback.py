@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from app import migrate
-from runbooks import localapp, releases, rollback
+from runbooks import releases, rollback
 from runbooks.checklist import Refused, Run
 from runbooks.releases import Release
+from testkit import localapp
 from tests.runbooks.conftest import result_json, sparkops
 
 GATE = "5"

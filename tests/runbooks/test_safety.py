@@ -21,7 +21,7 @@ import pytest
 
 from runbooks import bouncer
 from sparkops import defaults
-from sparkops.ephemeral.proc import chown_to_service_user, make_workdir
+from testkit.proc import chown_to_service_user, make_workdir
 from tests.runbooks.conftest import ensure_account, result_json, sparkops, state, write_orders
 
 

@@ -8,8 +8,8 @@ import yaml
 
 from alerts import build, promtool_cases, rules
 from alerts import config as c
-from app import metric_names
-from sparkops.generated import REPO_ROOT
+from sparkops import metric_names
+from sparkops.artefacts import REPO_ROOT
 
 REQUIRED = {
     "RiskBlockRateHigh",
@@ -100,7 +100,7 @@ def test_metric_names_in_docs_are_declared():
     declared = {v for v in vars(metric_names).values() if isinstance(v, str)}
     text = (REPO_ROOT / c.RUNBOOK_DOC).read_text()
     for token in re.findall(r"`((?:spark|pgbackrest)_[a-z0-9_]+)`", text):
-        assert token in declared, f"docs/alerts.md names {token}, not in app.metric_names"
+        assert token in declared, f"docs/alerts.md names {token}, not in sparkops.metric_names"
 
 
 def test_generated_rule_file_is_deterministic_yaml():

@@ -9,8 +9,8 @@ import yaml
 
 from alerts import build, rules
 from sparkops import programs
-from sparkops.commands.alerts import promtool_runs
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
+from sparkops_cli.commands.alerts import promtool_runs
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -15,7 +15,7 @@ from grafana_foundation_sdk.models import common, prometheus, timeseries
 from grafana_foundation_sdk.models.dashboard import Dashboard, Panel
 
 from dashboards import build, panels
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
 
 register_default_plugins()
 

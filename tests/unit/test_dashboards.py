@@ -9,9 +9,9 @@ import re
 import yaml
 
 from alerts import config as c
-from app import metric_names
 from dashboards import build, panels, risk
-from sparkops.generated import REPO_ROOT
+from sparkops import metric_names
+from sparkops.artefacts import REPO_ROOT
 
 EXPECTED_TITLES = [
     "Risk blocks rate",

@@ -11,20 +11,21 @@ import textwrap
 from pathlib import Path
 
 from sparkops import programs
-from sparkops.generated import REPO_ROOT
+from sparkops.artefacts import REPO_ROOT
 from tests.unit.program_scan import scan, scan_source
 
 # Where code that runs on this machine lives: the tests and their fixtures, the lab, the
-# runbooks (their local executor runs the same argv as the ssh one), the lab's S3 endpoint,
-# the release build, the pyinfra runner, the dashboard snapshot, the CLI, the benchmarks.
+# runbooks (their local executor runs the same argv as the ssh one), the test kit (lab S3,
+# the pyinfra runner), the release build, the dashboard snapshot, the CLI, the benchmarks.
 SCANNED = (
     "tests",
     "sparkops",
+    "sparkops_cli",
+    "signoff",
+    "testkit",
     "lab",
     "runbooks",
-    "deploys/lab_s3.py",
     "deploys/release.py",
-    "deploys/runner.py",
     "dashboards",
     "alerts",
     "app",

@@ -16,7 +16,6 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from app import metric_names as names
 from app.exchanges.base import ExchangeHttp
 from app.exchanges.binance import BinanceClient, client_order_id, sign
 from app.exchanges.circuit import CircuitBreaker
@@ -32,6 +31,7 @@ from app.exchanges.errors import (
     SignatureError,
     UnknownSymbol,
 )
+from sparkops import metric_names as names
 
 API_KEY = "fake-api-key-abcdef"
 API_SECRET = "fake-secret-0123456789"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from app import metric_names as names
 from app.exchanges.circuit import CircuitBreaker, State
 from app.exchanges.errors import CircuitOpen
+from sparkops import metric_names as names
 
 
 class Clock:

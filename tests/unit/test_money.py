@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from app import money
-from app.metric_names import MONEY_OPERATION_KINDS, MONEY_OPERATIONS
 from app.money import (
     FeeSchedule,
     PositionState,
@@ -29,6 +28,7 @@ from app.money import (
     unrealized_pnl,
     weighted_average_price,
 )
+from sparkops.metric_names import MONEY_OPERATION_KINDS, MONEY_OPERATIONS
 
 # Expected values are computed with Fraction: Decimal arithmetic in a test would run in the
 # global context (28 digits) and round, which is the very thing app.money avoids.

@@ -10,7 +10,7 @@ def test_verifier_round_trip():
 
 def test_fixed_salt_is_deterministic():
     # Agreement with PostgreSQL's own verifiers is checked against a real server in
-    # tests/db/test_roles.py.
+    # tests/db/test_scram_agreement.py.
     verifier = make_verifier("postgres", salt=b"saltsaltsaltsalt")
     assert verifier_matches(verifier, "postgres")
     assert verifier == make_verifier("postgres", salt=b"saltsaltsaltsalt")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from sparkops import validate
-from sparkops.cli import main
+from signoff import validate
+from sparkops_cli.main import main
 
 
 def test_an_unknown_check_to_skip_is_refused_naming_the_checks(tmp_path):

@@ -1,0 +1,276 @@
+"""Each db and app runbook as one `Runbook` (runbooks/conduct.py): target resolution, multi-host
+sequencing, preconditions and the work, with no command line in sight. `sparkops restore`,
+`drill`, `rollback`, `restore-point create` and `pgbouncer resume` parse their options into
+an order and hand the result to `conduct`; the benchmark builds the same orders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runbooks import bouncer, checks, drill, pitr, restore_point, restoring, rollback, sites
+from runbooks.checklist import Refused, StepFailed
+from runbooks.conduct import Runbook
+from sparkops import defaults, layout
+from sparkops.localhost import free_port, make_workdir
+
+LSN_FACTS = ("lsn_before", "lsn_sealed", "lsn_after", "timeline_before", "timeline_after")
+
+
+@dataclass
+class DbWhere:
+    """Where a db runbook acts: a host of an inventory, or a local target file."""
+
+    host: str = "db"
+    inventory: Path | None = None
+    target_file: Path | None = None
+    stanza: str | None = None
+    # A target already in hand (the benchmark's throwaway cluster) instead of the above.
+    resolved: sites.DbTarget | None = None
+
+    def target(self) -> sites.DbTarget:
+        if self.resolved is not None:
+            return self.resolved
+        return sites.db_target(self.host, self.inventory, self.target_file, self.stanza)
+
+    def options(self) -> str:
+        """The same target as command-line options (for the command that undoes a run)."""
+        if self.target_file:
+            return f"--target-file {shlex.quote(str(self.target_file))}"
+        where = f"--host {shlex.quote(self.host)}"
+        if self.inventory:
+            where += f" --inventory {shlex.quote(str(self.inventory))}"
+        return where
+
+
+# --- restore ----------------------------------------------------------------------------
+@dataclass
+class RestoreOrder:
+    kind: str  # time | lsn | name | latest
+    value: str | None
+    where: DbWhere = field(default_factory=DbWhere)
+    to_host: str | None = None
+    to_data_dir: str | None = None
+    to_port: int = defaults.POSTGRES_PORT + 1  # 0: any free port (a local copy)
+    check_sql: tuple[str, ...] = ()
+    target_timeline: str | None = None
+    recovery_timeout: float = 3600
+    pause_bouncer: bool = True
+    pause_wait: float = bouncer.DEFAULT_PAUSE_WAIT_SECONDS
+    disconnect_blockers: bool = False
+    rerun_command: str = ""
+    # Settings for the copy's PostgreSQL while it replays (the benchmark sizes it for replay).
+    copy_settings: dict[str, str] = field(default_factory=dict)
+
+
+def restore(order: RestoreOrder) -> Runbook:
+    def prepare(run):
+        source = order.where.target()
+        dest = None
+        if order.to_host or order.to_data_dir:
+            if order.to_host and order.to_host != source.label and order.where.target_file:
+                raise Refused("--to-host with --target-file", "use --to-data-dir locally")
+            executor = source.executor
+            if order.to_host and order.to_host != source.label:
+                executor = sites.ssh_executor(
+                    order.to_host, sites.load_inventory(order.where.inventory)
+                )
+            port = order.to_port or free_port()
+            data_dir = order.to_data_dir or layout.RESTORE_SCRATCH_DIR
+            dest = sites.scratch_target(
+                source, data_dir, port, executor, label=order.to_host or f"{source.label}-copy"
+            )
+            dest.service.options.update(order.copy_settings)
+        req = pitr.Request(
+            kind=order.kind,
+            value=None if order.kind == "latest" else order.value,
+            checks=checks.named_queries(order.check_sql),
+            dest=dest,
+            target_timeline=order.target_timeline,
+            pause_bouncer=order.pause_bouncer,
+            pause_wait=order.pause_wait,
+            disconnect_blockers=order.disconnect_blockers,
+            recovery_timeout=order.recovery_timeout,
+            rerun_command=order.rerun_command,
+            resume_command=f"sparkops pgbouncer resume {order.where.options()}",
+        )
+        return pitr.prepare(source, req, run)
+
+    def act(run, plan):
+        if run.evidence:
+            run.evidence.write_json("pgbackrest-info.json", plan.info.raw)
+            text = plan.source.pgbackrest("info", check=False)
+            run.evidence.write("pgbackrest-info.txt", text.output())
+        try:
+            restoring.execute(plan, run, cleanup_copy=True)
+        finally:  # also after a failure: where the WAL was is what the operator needs next
+            if run.evidence:
+                run.evidence.write_json("lsn.json", {k: run.facts.get(k) for k in LSN_FACTS})
+
+    return Runbook(
+        "restore", prepare, act, question="Restore now? This replaces the database's contents"
+    )
+
+
+# --- drill ------------------------------------------------------------------------------
+@dataclass
+class DrillOrder:
+    where: DbWhere = field(default_factory=DbWhere)
+    to_host: str | None = None
+    scratch_dir: str | None = None
+    scratch_port: int = defaults.POSTGRES_PORT + 2  # 0: any free port (locally)
+    metrics_file: str | None = None
+    keep: bool = False
+
+
+def drill_runbook(order: DrillOrder) -> Runbook:
+    made: list[str] = []  # a temporary parent this run made (local targets)
+
+    def prepare(run):
+        source = order.where.target()
+        executor = source.executor
+        if order.to_host and order.to_host != source.label:
+            executor = sites.ssh_executor(
+                order.to_host, sites.load_inventory(order.where.inventory)
+            )
+        data_dir, own_parent = order.scratch_dir, False
+        if data_dir is None and order.where.target_file:
+            # A temporary directory of this run's own (owned by the postgres user).
+            data_dir, own_parent = f"{make_workdir('drill')}/data", True
+            made.append(data_dir)
+        elif data_dir is None:
+            data_dir = layout.DRILL_SCRATCH_DIR
+        port = order.scratch_port or free_port()
+        scratch = sites.scratch_target(
+            source, data_dir, port, executor, label=order.to_host or f"{source.label}-drill"
+        )
+        metrics = order.metrics_file or drill.default_metrics_path(source.executor)
+        # Metrics go where node_exporter runs: the db host.
+        return drill.prepare(
+            source,
+            scratch,
+            run,
+            metrics_path=metrics,
+            metrics_executor=source.executor,
+            keep=order.keep,
+            own_parent=own_parent,
+        )
+
+    def cleanup() -> None:
+        # Refused, dry run or kept: the teardown did not remove it; an empty one goes.
+        for parent in made:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.dirname(parent))
+
+    return Runbook(
+        "drill",
+        prepare,
+        lambda run, prepared: drill.execute(prepared, run),
+        question="",
+        destructive=False,
+        cleanup=cleanup,
+    )
+
+
+# --- restore point ----------------------------------------------------------------------
+def restore_point_runbook(name: str, where: DbWhere, archive_timeout: float) -> Runbook:
+    state: dict = {}
+
+    def prepare(run):
+        state["target"] = where.target()
+        return restore_point.prepare(state["target"], name, run)
+
+    def act(run, prepared):
+        lsn = restore_point.create(state["target"], prepared, run, archive_timeout)
+        run.say(f"restore point {prepared} at {lsn}")
+
+    return Runbook("restore-point", prepare, act, question="", destructive=False)
+
+
+# --- pgBouncer --------------------------------------------------------------------------
+def bouncer_target(where: DbWhere) -> sites.DbTarget:
+    target = where.target()
+    if target.bouncer is None:
+        raise Refused(
+            f"no pgBouncer admin console is known for {target.label}",
+            "deploy pgBouncer there first (its admin password comes from the deploy's secrets)",
+        )
+    return target
+
+
+def bouncer_resume_runbook(where: DbWhere) -> Runbook:
+    def prepare(run):
+        target = bouncer_target(where)
+        paused = bouncer.is_paused(target)
+        run.facts["paused_before"] = paused
+        run.plan = [
+            f"pgBouncer on {target.label}: {target.bouncer.database} is "
+            f"{'PAUSED' if paused else 'not paused'}",
+            "  steps:",
+            f"    1. {'RESUME ' + target.bouncer.database if paused else 'nothing to do'}",
+        ]
+        return target
+
+    def act(run, target):
+        run.watch(target.executor)
+        with run.step("Resume pgBouncer"):
+            bouncer.resume(target)
+        run.check("not paused", not bouncer.is_paused(target), target.bouncer.database)
+
+    return Runbook("pgbouncer-resume", prepare, act, question="", destructive=False)
+
+
+# --- rollback ---------------------------------------------------------------------------
+@dataclass
+class RollbackOrder:
+    wanted: str | None = None  # a release; default: the previous one not marked BAD
+    force: bool = False
+    hosts: tuple[str, ...] = ()  # default: every host of the app group, in turn
+    inventory: Path | None = None
+    target_file: Path | None = None
+    gate_timeout: float | None = None
+
+
+def rollback_runbook(order: RollbackOrder) -> Runbook:
+    def prepare(run):
+        if order.target_file:
+            apps = [sites.app_target_from_file(order.target_file)]
+            apps[0].command_args = f"--target-file {shlex.quote(str(order.target_file))}"
+        else:
+            found = sites.load_inventory(order.inventory)
+            names = order.hosts or [h.name for h in found.group("app")]
+            apps = [sites.app_target_for_host(name, found) for name in names]
+            for app in apps:
+                app.command_args = f"--host {shlex.quote(app.label)}" + (
+                    f" --inventory {shlex.quote(str(order.inventory))}" if order.inventory else ""
+                )
+        # Every host's preconditions before any host changes.
+        gate = {} if order.gate_timeout is None else {"gate_timeout": order.gate_timeout}
+        plans = [rollback.prepare(app, order.wanted, order.force, **gate) for app in apps]
+        run.plan = [line for plan in plans for line in plan.lines]
+        rollback.record(plans, run)
+        return plans
+
+    def act(run, plans):
+        done = []
+        try:
+            for plan in plans:
+                if not rollback.execute(plan, run):
+                    raise StepFailed(
+                        f"{plan.target.name} failed its health gate on {plan.app.label}: marked "
+                        f"BAD, back on {plan.origin}"
+                        + (f"; already rolled back: {', '.join(done)}" if done else "")
+                    )
+                done.append(plan.app.label)
+                run.say(
+                    f"{plan.app.label}: release {plan.target.name} is live "
+                    f"({plan.facts.get('rollback_seconds')} s from switch to healthy)"
+                )
+        finally:
+            rollback.record(plans, run)
+
+    return Runbook("rollback", prepare, act, question="Roll back now?")

@@ -1,0 +1,225 @@
+"""The release sign-off checklist against a deployed environment (`sparkops validate`).
+
+Each check runs whatever the others did, writes its evidence file(s) under the run's
+folder (the seed's names where the seed had one) and returns PASS or FAIL with a message;
+the summary (`validation_summary.md`, `final_summary.txt`) lists them with their seconds.
+docs/validation-checklist.md is the same list by hand.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from alerts import rules
+from runbooks.executor import CommandFailed
+from runbooks.target import DbTarget
+from signoff import livecheck
+from sparkops import defaults, layout
+
+POSITION_INDEX = "positions_one_open_per_account_symbol_strategy"
+WAL_ARCHIVE_DEADLINE_SECONDS = defaults.ARCHIVE_TIMEOUT_SECONDS + 30
+DRILL_SERVICE = "spark-restore-drill.service"
+DRILL_METRICS = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/spark_restore_drill.prom"
+
+
+@dataclass
+class Context:
+    db: DbTarget
+    app_url: str
+    prometheus_url: str
+    folder: Path
+
+
+@dataclass
+class Outcome:
+    name: str
+    ok: bool
+    message: str
+    seconds: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+
+class Failed(Exception):
+    """A check's verdict: what is wrong, in one sentence."""
+
+
+def _write(ctx: Context, name: str, text: str) -> str:
+    (ctx.folder / name).write_text(text if text.endswith("\n") else text + "\n")
+    return name
+
+
+def check_position_index(ctx: Context) -> tuple[str, list[str]]:
+    sql = (
+        "SELECT pg_get_indexdef(i.indexrelid), i.indisvalid FROM pg_index i "
+        f"JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = '{POSITION_INDEX}'"
+    )
+    out = ctx.db.psql(sql, timeout=60)
+    files = [_write(ctx, "position_unique_validation.log", f"$ {sql}\n{out}")]
+    if not out.strip():
+        raise Failed(f"index {POSITION_INDEX} is missing: one open position is not enforced")
+    definition, valid = out.strip().rsplit("|", 1)
+    if "UNIQUE" not in definition or "NULLS NOT DISTINCT" not in definition:
+        raise Failed(f"{POSITION_INDEX} is not UNIQUE NULLS NOT DISTINCT: {definition}")
+    if valid != "t":
+        raise Failed(f"{POSITION_INDEX} is INVALID (a failed concurrent build): rebuild it")
+    return "unique, NULLS NOT DISTINCT, valid", files
+
+
+def check_pgbackrest(ctx: Context) -> tuple[str, list[str]]:
+    checked = ctx.db.pgbackrest("check", timeout=300, check=False)
+    info = ctx.db.pgbackrest("info", timeout=120, check=False)
+    files = [
+        _write(ctx, "pgbackrest_check.txt", checked.stdout + checked.stderr),
+        _write(ctx, "pgbackrest_info.txt", info.stdout + info.stderr),
+    ]
+    if not checked.ok:
+        raise Failed(f"pgbackrest check exited {checked.returncode}: {checked.stderr[-300:]}")
+    if not info.ok or "status: ok" not in info.stdout:
+        raise Failed("pgbackrest info does not say status: ok")
+    return "check passed, repository status ok", files
+
+
+def check_wal_archived(ctx: Context) -> tuple[str, list[str]]:
+    before = ctx.db.psql("SELECT pg_current_wal_lsn(), pg_walfile_name(pg_current_wal_lsn())")
+    files = [_write(ctx, "pitr_lsn_before.txt", before)]
+    segment = before.strip().split("|")[1]
+    ctx.db.psql("SELECT pg_switch_wal()")
+    started = time.monotonic()
+    deadline = started + WAL_ARCHIVE_DEADLINE_SECONDS
+    query = "SELECT coalesce(last_archived_wal, ''), pg_current_wal_lsn() FROM pg_stat_archiver"
+    while True:
+        after = ctx.db.psql(query)
+        archived = after.strip().split("|")[0]
+        if archived >= segment or time.monotonic() > deadline:
+            break
+        time.sleep(1)  # polling the archiver until the deadline above
+    files.append(_write(ctx, "pitr_lsn_after.txt", after))
+    if archived < segment:
+        raise Failed(
+            f"segment {segment} not archived within {WAL_ARCHIVE_DEADLINE_SECONDS}s "
+            f"(last archived: {archived or 'none'})"
+        )
+    return f"{segment} archived in {time.monotonic() - started:.1f}s", files
+
+
+def check_pgbouncer(ctx: Context) -> tuple[str, list[str]]:
+    text = []
+    rows = {}
+    for command in ("SHOW POOLS", "SHOW STATS"):
+        rows[command] = ctx.db.bouncer_rows(command)
+        text.append(f"== {command}")
+        text += ["\t".join(f"{k}={v}" for k, v in r.items()) for r in rows[command]]
+    files = [_write(ctx, "pgbouncer_stats.txt", "\n".join(text))]
+    pools = [r for r in rows["SHOW POOLS"] if r.get("database") == defaults.DATABASE_NAME]
+    if not pools:
+        raise Failed(f"pgBouncer has no pool for database {defaults.DATABASE_NAME}")
+    waiting = sum(int(r.get("cl_waiting", "0") or 0) for r in pools)
+    if waiting:
+        raise Failed(f"{waiting} client(s) waiting for a server connection")
+    return f"{len(pools)} pool(s), no client waiting", files
+
+
+def check_headers(ctx: Context) -> tuple[str, list[str]]:
+    sparkops = str(Path(sys.executable).parent / "sparkops")
+    argv = [sparkops, "smoke-headers", "--base-url", ctx.app_url, "--evidence-dir", str(ctx.folder)]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    files = [f"csp_smoke_{n}.txt" for n in ("headers", "inventory", "browser")]
+    files = [f for f in files if (ctx.folder / f).exists()]
+    if r.returncode != 0:
+        raise Failed((r.stderr.strip().splitlines() or ["smoke-headers failed"])[-1][:300])
+    return "headers, inventory and browser pass", files
+
+
+def check_alert_rules(ctx: Context) -> tuple[str, list[str]]:
+    body = httpx.get(f"{ctx.prometheus_url}/api/v1/rules", timeout=15).json()
+    loaded = {r["name"] for g in body["data"]["groups"] for r in g["rules"]}
+    files = [_write(ctx, "alert_rules.txt", "\n".join(sorted(loaded)))]
+    missing = sorted({a.name for a in rules.ALERTS} - loaded)
+    if missing:
+        raise Failed(f"Prometheus has not loaded {', '.join(missing)}")
+    return f"{len(rules.ALERTS)} alert rules loaded", files
+
+
+def check_dashboard(ctx: Context) -> tuple[str, list[str]]:
+    checks = livecheck.dashboard_checks()
+    results = livecheck.run(ctx.prometheus_url, checks)
+    files = [_write(ctx, "dashboard_livecheck.txt", livecheck.format_table(results))]
+    # A labelled counter nothing has incremented yet (no CSP report on a fresh deploy) has
+    # no series: a query must answer, not necessarily return something.
+    bad = [r for r in results if not r.parsed or r.error]
+    if bad:
+        first = bad[0]
+        raise Failed(
+            f'{len(bad)} panel queries fail, e.g. panel "{first.check.source}": {first.error}'
+        )
+    with_series = sum(1 for r in results if r.series)
+    return f"{len(results)} panel queries answer ({with_series} with series)", files
+
+
+def check_drill(ctx: Context) -> tuple[str, list[str]]:
+    run = ctx.db.executor.run(["systemctl", "start", DRILL_SERVICE], timeout=3600, check=False)
+    metrics = ctx.db.executor.read_text(DRILL_METRICS) or ""
+    files = [_write(ctx, "restore_drill.txt", f"{run.shown}: exit {run.returncode}\n{metrics}")]
+    if not run.ok:
+        raise Failed(f"{DRILL_SERVICE} failed: journalctl -u {DRILL_SERVICE} on the db host")
+    if "spark_restore_drill_last_success 1" not in metrics:
+        raise Failed("the drill did not publish a success")
+    return "restore drill passed", files
+
+
+CHECKS: tuple[tuple[str, Callable[[Context], tuple[str, list[str]]]], ...] = (
+    ("position unique index", check_position_index),
+    ("pgbackrest check and info", check_pgbackrest),
+    ("WAL switch archived", check_wal_archived),
+    ("pgBouncer pools and stats", check_pgbouncer),
+    ("security headers", check_headers),
+    ("alert rules loaded", check_alert_rules),
+    ("dashboard queries", check_dashboard),
+    ("restore drill", check_drill),
+)
+
+
+def run_all(ctx: Context, skip: set[str], progress: Callable[[str], None]) -> list[Outcome]:
+    outcomes = []
+    for name, check in CHECKS:
+        if name in skip:
+            continue
+        progress(f"... {name}")
+        started = time.monotonic()
+        try:
+            message, files = check(ctx)
+            outcome = Outcome(name, True, message, files=files)
+        except (Failed, CommandFailed, httpx.HTTPError, OSError, ValueError) as exc:
+            outcome = Outcome(name, False, str(exc).strip().splitlines()[0][:400])
+        outcome.seconds = time.monotonic() - started
+        progress(
+            f"{'PASS' if outcome.ok else 'FAIL'} {name} ({outcome.seconds:.1f}s): {outcome.message}"
+        )
+        outcomes.append(outcome)
+    return outcomes
+
+
+def write_summary(ctx: Context, outcomes: list[Outcome], total: float) -> None:
+    verdict = "PASS" if all(o.ok for o in outcomes) else "FAIL"
+    rows = [f"| {o.name} | {'PASS' if o.ok else 'FAIL'} | {o.seconds:.1f} | {o.message} | "
+            f"{', '.join(o.files)} |" for o in outcomes]  # fmt: skip
+    md = [
+        f"# Validation: {verdict}",
+        "",
+        f"App {ctx.app_url}, Prometheus {ctx.prometheus_url}, db {ctx.db.label}; "
+        f"{total:.1f}s in all.",
+        "",
+        "| check | result | seconds | what | evidence |",
+        "| --- | --- | --- | --- | --- |",
+        *rows,
+    ]
+    _write(ctx, "validation_summary.md", "\n".join(md))
+    lines = [f"{'PASS' if o.ok else 'FAIL'} {o.name}: {o.message}" for o in outcomes]
+    _write(ctx, "final_summary.txt", "\n".join([f"{verdict} ({total:.1f}s)", *lines]))

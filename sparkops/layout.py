@@ -1,0 +1,62 @@
+"""The hosts' layout: every path, unit name and env file a deploy writes and a runbook reads.
+
+The deploys (deploys/), the runbooks (runbooks/), the command line and the templates (which
+receive these names through their context, deploys/support.py) all read them from here, so
+a runbook can never look for a file where the deploy did not put it. Debian's own layout
+(postgresql-common, pgbouncer, pgbackrest) is named here too, because the runbooks act on it.
+"""
+
+from __future__ import annotations
+
+from sparkops.defaults import POSTGRES_VERSION
+
+# --- PostgreSQL: Debian's postgresql-common cluster "<version>/main" ---------------------
+POSTGRES_BINDIR = f"/usr/lib/postgresql/{POSTGRES_VERSION}/bin"
+POSTGRES_CLUSTER = "main"
+POSTGRES_DATA_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/{POSTGRES_CLUSTER}"
+POSTGRES_CONF_DIR = f"/etc/postgresql/{POSTGRES_VERSION}/{POSTGRES_CLUSTER}"
+POSTGRES_SERVICE = f"postgresql@{POSTGRES_VERSION}-{POSTGRES_CLUSTER}.service"
+POSTGRES_LOG_FILE = f"/var/log/postgresql/postgresql-{POSTGRES_VERSION}-{POSTGRES_CLUSTER}.log"
+# The Unix socket directory PostgreSQL and pgBouncer share (Debian's default).
+SOCKET_DIR = "/var/run/postgresql"
+# Scratch clusters beside the real one (same filesystem, owned by postgres): the restore
+# drill's copy and `sparkops restore --to-data-dir`'s default.
+DRILL_SCRATCH_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/drill"
+RESTORE_SCRATCH_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/restore"
+
+# --- pgBouncer ---------------------------------------------------------------------------
+PGBOUNCER_SERVICE = "pgbouncer.service"
+PGBOUNCER_CONF_DIR = "/etc/pgbouncer"
+PGBOUNCER_LOG_FILE = "/var/log/postgresql/pgbouncer.log"
+
+# --- pgBackRest --------------------------------------------------------------------------
+PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
+# Which repository the archive last went to (deploys/pgbackrest.py).
+PGBACKREST_REPO_MARKER = "/etc/pgbackrest/sparkops-repository"
+
+# --- node_exporter's textfile collector (Debian's default directory) ---------------------
+# The backup job and the restore drill write their .prom files here, atomically.
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+DRILL_METRICS_FILE_NAME = "spark_restore_drill.prom"
+DRILL_METRICS_FILE = f"{NODE_EXPORTER_TEXTFILE_DIR}/{DRILL_METRICS_FILE_NAME}"
+
+# --- the app hosts -----------------------------------------------------------------------
+APP_USER = "spark"
+APP_ROOT = "/opt/spark-app"
+APP_RELEASES_DIR = f"{APP_ROOT}/releases"
+APP_CURRENT_LINK = f"{APP_ROOT}/current"
+# In each release directory: the release id the units read (SPARK_RELEASE_ID), the schema
+# head it was built with, and the marks the activation script and the rollback leave.
+RELEASE_ENV_FILE_NAME = "release.env"
+# The app's settings: app.env (SPARK_DATABASE_URL through pgBouncer, read by the units),
+# migrations.env (the schema owner, direct), the outbox's and the exporter's own.
+APP_ETC_DIR = "/etc/spark-app"
+APP_ENV_FILE = f"{APP_ETC_DIR}/app.env"
+MIGRATIONS_ENV_FILE = f"{APP_ETC_DIR}/migrations.env"
+OUTBOX_ENV_FILE = f"{APP_ETC_DIR}/outbox.env"
+EXPORTER_ENV_FILE = f"{APP_ETC_DIR}/pgbouncer-exporter.env"
+APP_SERVICE = "spark-app.service"
+OUTBOX_SERVICE = "spark-outbox.service"
+EXPORTER_SERVICE = "spark-pgbouncer-exporter.service"
+# The app's own unit first: a runbook requires it, the others are optional in the deploy.
+APP_SERVICES = (APP_SERVICE, OUTBOX_SERVICE, EXPORTER_SERVICE)

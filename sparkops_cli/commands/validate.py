@@ -1,0 +1,73 @@
+"""`sparkops validate`: the release sign-off checklist against a deployed environment."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from sparkops import defaults
+
+
+@click.command("validate")
+@click.option("--inventory", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The pyinfra inventory [inventories/lab.py].")  # fmt: skip
+@click.option("--db-host", default="db", show_default=True, help="The db host's name.")
+@click.option("--app-host", default="app", show_default=True,
+              help="An app host's name (its :8000 is --app-url's default).")  # fmt: skip
+@click.option("--monitor-host", default="monitor", show_default=True,
+              help="The monitor host's name (its Prometheus: --prometheus's default).")  # fmt: skip
+@click.option("--app-url", default=None, metavar="URL",
+              help="Where the app answers (the front end when there is one).")  # fmt: skip
+@click.option("--prometheus", "prometheus_url", default=None, metavar="URL",
+              help="Prometheus's base URL.")  # fmt: skip
+@click.option("--skip", multiple=True, metavar="CHECK",
+              help="Leave out a check by name (repeatable): --skip 'restore drill'.")  # fmt: skip
+@click.option("--evidence-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the run's folder goes (default: <repo>/evidence).")  # fmt: skip
+def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url, skip,
+            evidence_dir) -> None:  # fmt: skip
+    """Run the sign-off checklist (docs/validation-checklist.md): the position index, pgBackRest
+    check and info, a WAL switch archived in time, pgBouncer's pools, the security headers,
+    the alert rules loaded, the dashboard's queries, a restore drill. Every check runs; each
+    writes its evidence to evidence/<timestamp>-validate/ with validation_summary.md. Exit 0
+    when all pass, 1 when any fails."""
+    from runbooks import sites
+    from runbooks.checklist import Refused
+    from runbooks.inventory import load as load_inventory
+    from signoff import validate
+    from sparkops_cli import generated
+
+    names = {name for name, _ in validate.CHECKS}
+    unknown = set(skip) - names
+    if unknown:
+        raise click.BadParameter(
+            f"{sorted(unknown)}; checks are {sorted(names)}", param_hint="--skip"
+        )
+    try:
+        inv = load_inventory(inventory)
+        app_url = app_url or f"http://{inv.host(app_host).address}:{defaults.APP_PORT}"
+        prometheus_url = prometheus_url or (
+            f"http://{inv.host(monitor_host).address}:{defaults.PROMETHEUS_PORT}"
+        )
+        db = sites.db_target_for_host(db_host, defaults.PGBACKREST_STANZA, inv)
+    except Refused as exc:
+        raise click.ClickException(str(exc)) from exc
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = (evidence_dir or generated.REPO_ROOT / "evidence") / f"{stamp}-validate"
+    folder.mkdir(parents=True)
+    ctx = validate.Context(db, app_url.rstrip("/"), prometheus_url.rstrip("/"), folder)
+    started = time.monotonic()
+    outcomes = validate.run_all(ctx, set(skip), lambda line: click.echo(line, err=True))
+    total = time.monotonic() - started
+    validate.write_summary(ctx, outcomes, total)
+    failed = [o for o in outcomes if not o.ok]
+    click.echo(f"evidence: {folder}")
+    if failed:
+        raise click.ClickException(
+            f"validate: {len(failed)} of {len(outcomes)} checks failed ({total:.0f}s): "
+            + "; ".join(o.name for o in failed)
+        )
+    click.echo(f"validate: all {len(outcomes)} checks passed in {total:.0f}s")
