@@ -20,7 +20,7 @@ import pytest
 from alerts import rules
 from deploys import release
 from lab import ssh
-from sparkops import defaults, layout
+from sparkops import defaults, envvars, layout
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
 from testkit import pyinfra_runner as runner
@@ -91,8 +91,8 @@ def test_the_operator_halts_and_resumes_and_the_app_role_cannot(deployed):
     operator role and the log names who; the app's own connection (app.env) is refused."""
     hosts = deployed["hosts"]
     app, db = _by_group(hosts, "app"), _by_group(hosts, "db")
-    sparkops = f"{defaults.APP_CURRENT_LINK}/venv/bin/sparkops"
-    as_owner = f"set -a; . {defaults.APP_ETC_DIR}/migrations.env; set +a; {sparkops} app"
+    sparkops = f"{layout.APP_CURRENT_LINK}/venv/bin/sparkops"
+    as_owner = f"set -a; . {layout.MIGRATIONS_ENV_FILE}; set +a; {sparkops} app"
     halted = _ssh(app, f"{as_owner} halt ETHUSDT --reason lab-drill --operator e2e-alice")
     assert "halted for ETHUSDT by e2e-alice" in halted
     resumed = _ssh(app, f"{as_owner} resume ETHUSDT --operator e2e-bob")
@@ -100,8 +100,8 @@ def test_the_operator_halts_and_resumes_and_the_app_role_cannot(deployed):
     log = _psql(db, "SELECT action || ':' || operator FROM trading_halt_log "
                     "WHERE reason = 'lab-drill' ORDER BY id")  # fmt: skip
     assert log.split() == ["halt:e2e-alice", "resume:e2e-bob"]
-    as_app = (f"set -a; . {defaults.APP_ETC_DIR}/app.env; set +a; "
-              f"SPARK_MIGRATIONS_URL=\"$SPARK_DATABASE_URL\" {sparkops} app")  # fmt: skip
+    as_app = (f"set -a; . {layout.APP_ENV_FILE}; set +a; "
+              f"{envvars.MIGRATIONS_URL}=\"${envvars.DATABASE_URL}\" {sparkops} app")  # fmt: skip
     refused = ssh.run(app["ip"], f"{as_app} halt global --reason x --operator mallory", timeout=60)
     assert refused.returncode == 1 and "may not act as" in refused.stdout + refused.stderr
     assert _psql(db, "SELECT count(*) FROM trading_halts").strip() == "0"
