@@ -39,6 +39,12 @@ class Settings:
     hsts_max_age: int = 63072000  # two years, as the HSTS preload list asks
     # How long a process trusts what it read about an API key (0: read it on every request).
     api_key_cache_ttl_s: float = defaults.API_KEY_CACHE_TTL_SECONDS
+    # Requests per second per client address (app.ratelimit).
+    client_rate_limit: int = defaults.CLIENT_RATE_LIMIT
+    # /metrics on a port of its own (app.metrics_server), on the host's private address
+    # (the deploy sets it); 0 serves no metrics (several workers on one host, a benchmark).
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = defaults.APP_METRICS_PORT
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -66,6 +72,9 @@ class Settings:
             risk=risk,
             instruments=instruments,
             api_key_cache_ttl_s=_cache_ttl(env, envvars.API_KEY_CACHE_TTL_SECONDS),
+            client_rate_limit=_int(env, envvars.CLIENT_RATE_LIMIT, defaults.CLIENT_RATE_LIMIT),
+            metrics_host=env.get(envvars.METRICS_HOST, "127.0.0.1").strip() or "127.0.0.1",
+            metrics_port=_port(env, envvars.METRICS_PORT, defaults.APP_METRICS_PORT),
         )
 
 
@@ -93,6 +102,15 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be positive")
     return value
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    if not raw.strip().isdigit() or int(raw) > 65535:
+        raise ConfigError(f"{name}={raw!r} must be a port number (0 turns it off)")
+    return int(raw)
 
 
 def _cache_ttl(env: dict[str, str], name: str) -> float:

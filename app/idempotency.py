@@ -30,6 +30,7 @@ Outcome = Literal["created", "replayed", "in_flight", "payload_mismatch", "rate_
 @dataclass(frozen=True)
 class Claim:
     outcome: Outcome
+    limit: str | None = None  # for rate_limited: which limit (app.ratelimit.over)
     status: int | None = None  # for replayed
     body: str | None = None  # for replayed
 
@@ -45,16 +46,16 @@ VALUES (%(key)s, %(hash)s, 'in_flight')
 ON CONFLICT (key) DO NOTHING
 RETURNING key
 """
-# The first claim also counts the request against its API key's rate limit (app.ratelimit),
-# in the same statement: a request over the limit claims nothing.
+# The first claim also counts the request against its API key's and its client's rate
+# limits (app.ratelimit), in the same statement: a request over either claims nothing.
 _CLAIM_COUNTED = f"""
 WITH {ratelimit.COUNT}, claimed AS (
     INSERT INTO idempotency_keys (key, request_hash, state)
-    SELECT %(key)s, %(hash)s, 'in_flight' FROM rate WHERE used <= %(limit)s
+    SELECT %(key)s, %(hash)s, 'in_flight' WHERE {ratelimit.WITHIN}
     ON CONFLICT (key) DO NOTHING
     RETURNING key
 )
-SELECT (SELECT used FROM rate), (SELECT count(*) FROM claimed)
+SELECT {ratelimit.USED}, (SELECT count(*) FROM claimed)
 """
 _LOOK = """
 SELECT request_hash, state, response_status, response_body,
@@ -86,19 +87,20 @@ WHERE key IN (
 
 async def claim(
     conn: AsyncConnection, key: str, fingerprint: str, timeout_s: int,
-    rate: tuple[str, int] | None = None,
+    rate: ratelimit.Budget | None = None,
 ) -> Claim:  # fmt: skip
     """Decide what this request may do with its key.
 
     `conn` is in autocommit mode: each statement is its own transaction, one round trip.
-    `rate` is (API key id, its limit per second): the request is counted against it first.
+    `rate`: the request is counted against its key's and client's limits first.
     """
     params = {"key": key, "hash": fingerprint, "timeout": timeout_s}
     if rate is not None:
-        params.update(api_key_id=rate[0], limit=rate[1])
-        used, claimed = await (await conn.execute(_CLAIM_COUNTED, params)).fetchone()
-        if used > rate[1]:
-            return Claim("rate_limited")
+        params.update(rate.params())
+        used, client_used, claimed = await (await conn.execute(_CLAIM_COUNTED, params)).fetchone()
+        limit = ratelimit.over(used, rate.limit, client_used, rate.client_limit)
+        if limit is not None:
+            return Claim("rate_limited", limit=limit)
         if claimed:
             return _count(Claim("created"))
     # Two rounds: the row may vanish between the INSERT and the SELECT (released by a

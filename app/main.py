@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 
 import psycopg
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.applications import Starlette
@@ -20,11 +19,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from app import apikeys, csp_reports, idempotency, metrics, orders, ratelimit
+from app import apikeys, csp_reports, idempotency, metrics, openapi, orders, ratelimit
 from app import vocabulary as vocab
 from app.config import Settings
 from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
 from app.http_metrics import HttpMetrics
+from app.metrics_server import MetricsServer
+from app.readiness import PUBLIC_REASON as PUBLIC_NOT_READY
 from app.readiness import Readiness
 from app.request_ids import RequestIds
 from app.security import SecurityHeaders
@@ -68,7 +69,17 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             log.info("refused %s %s from %s: %s (request %s)", request.method,
                      request.url.path, _client_addr(request), exc.code,
                      request.scope["state"]["request_id"])  # fmt: skip
+            # A refused key still counts against its address: guessing keys is throttled.
+            async with pool.connection() as conn:
+                client = ratelimit.client_of(_client_addr(request))
+                if not await ratelimit.hit_client(conn, client, settings.client_rate_limit):
+                    raise ratelimit.refused("client_addr") from None
             raise
+
+    def budget(request: Request, api_key: apikeys.ApiKey) -> ratelimit.Budget:
+        return ratelimit.Budget(api_key.id, api_key.rate_limit,
+                                ratelimit.client_of(_client_addr(request)),
+                                settings.client_rate_limit)  # fmt: skip
 
     async def post_order(request: Request) -> Response:
         try:
@@ -96,10 +107,10 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         async with pool.connection() as conn:
             claim = await idempotency.claim(
                 conn, key, fingerprint, settings.idempotency_in_flight_timeout_s,
-                rate=(api_key.id, api_key.rate_limit),
+                rate=budget(request, api_key),
             )  # fmt: skip
             if claim.outcome == "rate_limited":
-                return error_response(ratelimit.refused())
+                return error_response(ratelimit.refused(claim.limit))
             if claim.outcome == "replayed":
                 return Response(
                     claim.body,
@@ -157,8 +168,8 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         except RequestError as exc:
             return error_response(exc)
         async with pool.connection() as conn:
-            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
-                return error_response(ratelimit.refused())
+            if passed := await ratelimit.hit(conn, budget(request, api_key)):
+                return error_response(ratelimit.refused(passed))
             cur = conn.cursor(row_factory=dict_row)
             row = await (await cur.execute(_ORDER_OF_KEY, (api_key.id, order_id))).fetchone()
         if row is None:  # another key's order answers as one that does not exist
@@ -185,8 +196,8 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         params = {"key": api_key.id, "account_id": account_id, "status": status,
                   "after": cursor, "limit": limit + 1}  # fmt: skip
         async with pool.connection() as conn:
-            if not await ratelimit.allowed(conn, api_key.id, api_key.rate_limit):
-                return error_response(ratelimit.refused())
+            if passed := await ratelimit.hit(conn, budget(request, api_key)):
+                return error_response(ratelimit.refused(passed))
             cur = conn.cursor(row_factory=dict_row)
             rows = await (await cur.execute(_POSITIONS_OF_KEY, params)).fetchall()
         if not rows:  # the key is not bound to this account: as if it did not exist
@@ -200,10 +211,9 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         return JSONResponse({"status": "ok", "release": settings.release_id})
 
     async def readyz(request: Request) -> Response:
-        reason = await readiness.check()
-        if reason:
+        if await readiness.check():  # the reason is in the log, not in a public answer
             return JSONResponse(
-                {"status": "unavailable", "reason": reason},
+                {"status": "unavailable", "reason": PUBLIC_NOT_READY},
                 status_code=503,
                 headers=RETRY_AFTER_DB_UNAVAILABLE,
             )
@@ -211,10 +221,6 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
 
     async def version(request: Request) -> Response:
         return JSONResponse({"release": settings.release_id})
-
-    async def metrics_endpoint(request: Request) -> Response:
-        await readiness.check()  # the readiness gauge is what /readyz would answer now
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     async def csp_report(request: Request) -> Response:
         try:
@@ -226,6 +232,11 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             metrics.CSP_REPORTS.labels(directive).inc()
         return Response(status_code=204)
 
+    openapi_text = openapi.render()  # the document committed as docs/openapi.json
+
+    async def openapi_document(request: Request) -> Response:
+        return Response(openapi_text, media_type="application/json")
+
     async def index(request: Request) -> Response:
         nonce = request.scope["state"]["csp_nonce"]
         return HTMLResponse(_INDEX.format(nonce=nonce, release=settings.release_id))
@@ -235,9 +246,19 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         # Open without waiting: the app must start (and answer /readyz with 503) while
         # the database is still down.
         await pool.open(wait=False)
+        # /metrics on its own port; each scrape first runs the readiness check, so the
+        # readiness gauge is what /readyz would answer now.
+        metrics_server = None
+        if settings.metrics_port:
+            metrics_server = MetricsServer(settings.metrics_host, settings.metrics_port,
+                                           readiness.check)  # fmt: skip
         try:
+            if metrics_server is not None:
+                metrics_server.start()
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.stop()
             await pool.close()
 
     routes = [
@@ -248,8 +269,8 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/version", version),
-        Route("/metrics", metrics_endpoint),
         Route("/csp-report", csp_report, methods=["POST"]),
+        Route(openapi.PATH, openapi_document),
     ]
     starlette = Starlette(
         routes=routes,
@@ -394,7 +415,7 @@ _INDEX = """<!doctype html>
 <style nonce="{nonce}">body{{font-family:sans-serif;margin:2em}}</style></head>
 <body><h1>Spark trading app</h1><p>Release <code>{release}</code>.
 See <a href="/healthz">/healthz</a>, <a href="/readyz">/readyz</a>,
-<a href="/version">/version</a>, <a href="/metrics">/metrics</a>.</p>
+<a href="/version">/version</a>, <a href="/openapi.json">/openapi.json</a>.</p>
 <script nonce="{nonce}">document.title += " (" + location.host + ")";</script>
 </body></html>
 """

@@ -30,7 +30,9 @@ AUTH_FAILURES = Counter(
     names.AUTH_FAILURES, "Requests refused for their API key (401/403), by reason.", ["reason"]
 )
 RATE_LIMITED = Counter(
-    names.RATE_LIMITED, "Requests refused with 429: their API key was over its rate limit."
+    names.RATE_LIMITED,
+    "Requests refused with 429, by the limit they passed: their API key's or their address's.",
+    ["limit"],
 )
 CSP_REPORTS = Counter(
     names.CSP_REPORTS, "Content-Security-Policy violation reports received.", ["directive"]
@@ -61,5 +63,7 @@ for _rule in names.RISK_RULES:
     RISK_BLOCKS.labels(_rule)
 for _kind in names.MONEY_OPERATION_KINDS:
     MONEY_OPERATIONS.labels(_kind)
+for _limit in names.RATE_LIMITS:
+    RATE_LIMITED.labels(_limit)
 for _side in ("buy", "sell"):
     ORDERS_ACCEPTED.labels(_side)

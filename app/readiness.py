@@ -11,17 +11,26 @@ The deadline bounds the whole check, not only the wait for a pooled connection: 
 connection that hangs (pgBouncer PAUSEd, a network black hole) makes the check answer
 "not ready" on time, and the hanging query is cancelled so the next check starts afresh.
 Concurrent callers share the one query in flight.
+
+`/readyz` is public (the load balancer probes it through the same port as clients), so it
+answers only "not ready"; the reason (which may name hosts, ports and server errors) goes to
+the app's log, once each time it changes, and to whoever can read the private metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from app import metrics
 from sparkops import defaults
+
+log = logging.getLogger("spark.readiness")
+# What /readyz tells the public when the app is not ready; the reason is logged.
+PUBLIC_REASON = "not ready"
 
 
 class Readiness:
@@ -31,6 +40,7 @@ class Readiness:
         self.pool = pool
         self.timeout = timeout
         self._in_flight: asyncio.Task[str | None] | None = None
+        self._last: str | None = None  # the last state logged: None ready, else the reason
 
     async def check(self) -> str | None:
         """None when ready, else why not; the readiness gauge follows either way."""
@@ -50,7 +60,19 @@ class Readiness:
                 raise  # this request itself is being cancelled
             reason = self._no_answer()  # another caller gave up on the shared query
         metrics.APP_READY.set(0 if reason else 1)
+        self._log_change(reason)
         return reason
+
+    def _log_change(self, reason: str | None) -> None:
+        """Log each change of state once, not every probe (the load balancer probes every
+        few seconds)."""
+        if reason == self._last:
+            return
+        if reason:
+            log.warning("not ready: %s", reason)
+        else:
+            log.warning("ready again (was not ready: %s)", self._last)
+        self._last = reason
 
     def _no_answer(self) -> str:
         return (

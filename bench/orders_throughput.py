@@ -137,6 +137,8 @@ def run_app_bench(
         "SPARK_DATABASE_URL": stack.app_conninfo(),
         "SPARK_RELEASE_ID": "bench",
         "SPARK_RISK_MAX_POSITION": "1000000",
+        "SPARK_CLIENT_RATE_LIMIT": "1000000",  # wrk sends everything from 127.0.0.1
+        "SPARK_METRICS_PORT": "0",  # one fixed port: taken by the first of several workers
         "SPARK_DB_POOL_SIZE": str(defaults.APP_DB_POOL_SIZE),
     }
     app = subprocess.Popen(

@@ -230,6 +230,8 @@ def app_release() -> dict:
             "640",
             USER,
             database_url=urls["app"],
+            metrics_host=support.address(host),
+            metrics_port=defaults.APP_METRICS_PORT,
             extra=host.data.app_settings,
         ),
     ]

@@ -2,7 +2,7 @@
 with the generated alert rules and dashboard files when they exist.
 
 Scrape jobs (names from alerts/config.py, which the rules select on):
-  spark-app     the app's /metrics (app hosts)
+  spark-app     the app's /metrics (app hosts, APP_METRICS_PORT on the private address)
   spark-outbox  the outbox dispatcher's /metrics (app hosts; OutboxDispatcherDown selects it)
   pgbouncer   app/pgbouncer_exporter.py (app hosts; see docs/deploys.md for why ours)
   postgres    postgres_exporter (db hosts)
@@ -55,7 +55,8 @@ def scrape_jobs(inventory_, app_data) -> list[dict]:
     jobs = [
         {"name": "prometheus", "targets": targets("monitor", defaults.PROMETHEUS_PORT)},
         {"name": "alertmanager", "targets": targets("monitor", defaults.ALERTMANAGER_PORT)},
-        {"name": alert_config.JOB_APP, "targets": targets("app", defaults.APP_PORT)},
+        # The app's /metrics is on its own port, on the private address (never APP_PORT).
+        {"name": alert_config.JOB_APP, "targets": targets("app", defaults.APP_METRICS_PORT)},
         {
             "name": alert_config.JOB_POSTGRES,
             "targets": targets("db", defaults.POSTGRES_EXPORTER_PORT),

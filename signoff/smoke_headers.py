@@ -56,7 +56,9 @@ def probes() -> list[Probe]:
         Probe("GET", "/healthz", "/healthz"),
         Probe("GET", "/readyz", "/readyz"),
         Probe("GET", "/version", "/version"),
-        Probe("GET", "/metrics", "/metrics"),
+        Probe("GET", "/openapi.json", "/openapi.json"),
+        # /metrics is on its own port, on the private address: the public one answers 404.
+        Probe("GET", "/metrics", "", 404),
         Probe("GET", "/positions?account_id=smoke", "/positions"),
         Probe("GET", f"/orders/{uuid.uuid4()}", "/orders/{order_id}"),
         # Without an API key the data routes answer 401 (nothing is written): an error answer

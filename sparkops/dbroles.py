@@ -7,6 +7,9 @@ tests run against the same least-privilege layout as production:
 - the app role reads and writes rows, nothing else;
 - the pgBouncer auth role may only call the lookup function pgBouncer's auth_query uses;
 - the monitoring role has pg_monitor, for postgres_exporter;
+- the operator role (NOLOGIN) alone writes the kill switch; the schema owner is a member, so
+  `sparkops app halt|resume` with the owner's connection act as it (`SET ROLE`), and a
+  person's own login role can be granted it (`GRANT spark_operator TO alice`);
 - the app role's sessions start with bounded statements and idle transactions
   (`role_settings`), whatever connects as it (the app, the outbox dispatcher, the jobs).
 """
@@ -109,6 +112,7 @@ def privilege_statements(dbname: str = defaults.DATABASE_NAME) -> list[sql.Compo
     owner = sql.Identifier(defaults.ROLE_MIGRATIONS)
     app = sql.Identifier(defaults.ROLE_APP)
     auth = sql.Identifier(defaults.ROLE_PGBOUNCER_AUTH)
+    operator = sql.Identifier(defaults.ROLE_OPERATOR)
     return [
         sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(dbname)),
         sql.SQL("GRANT CONNECT ON DATABASE {} TO {}, {}, {}").format(
@@ -125,6 +129,13 @@ def privilege_statements(dbname: str = defaults.DATABASE_NAME) -> list[sql.Compo
             "ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA public "
             "GRANT USAGE, SELECT ON SEQUENCES TO {}"
         ).format(owner, app),
+        # The kill switch's writer (its table privileges come with migration 0013).
+        sql.SQL(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {lit}) THEN "
+            "CREATE ROLE {ident} NOLOGIN; END IF; END$$"
+        ).format(lit=sql.Literal(defaults.ROLE_OPERATOR), ident=operator),
+        sql.SQL("GRANT {} TO {}").format(operator, owner),
+        sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(operator),
         sql.SQL("CREATE EXTENSION IF NOT EXISTS amcheck"),
         # pgBouncer's auth_query: a SECURITY DEFINER lookup owned by the superuser, so the
         # auth role never reads pg_authid itself.

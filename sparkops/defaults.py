@@ -11,6 +11,8 @@ from __future__ import annotations
 POSTGRES_PORT = 5432
 PGBOUNCER_PORT = 6432
 APP_PORT = 8000
+# The app's /metrics, bound to the host's private address (the public APP_PORT answers 404).
+APP_METRICS_PORT = 9311
 REDIS_PORT = 6379
 PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
@@ -29,6 +31,9 @@ ROLE_APP = "spark_app"
 ROLE_MIGRATIONS = "spark_owner"
 ROLE_PGBOUNCER_AUTH = "pgbouncer_auth"
 ROLE_MONITORING = "spark_monitor"
+# Writes the kill switch (trading_halts), which the app role may only read: a NOLOGIN role
+# that the schema owner and operators' own login roles are members of (`SET ROLE`).
+ROLE_OPERATOR = "spark_operator"
 ROLE_PGBOUNCER_ADMIN = "pgbouncer_admin"
 ROLE_PGBOUNCER_STATS = "pgbouncer_stats"
 
@@ -73,6 +78,11 @@ API_KEY_CACHE_MAX_ENTRIES = 10_000
 # Requests per second per API key (counted in PostgreSQL, shared by every app process and
 # host), unless `sparkops app keys create --rate-limit` says otherwise.
 API_KEY_DEFAULT_RATE_LIMIT = 20
+# Requests per second per client address (an IPv6 client: per /64), over every app process
+# and host, on the routes that touch data, whether or not the key is valid (app.ratelimit).
+# Above a key's limit: several keys may share an address (a desk behind NAT). The app's
+# SPARK_CLIENT_RATE_LIMIT overrides it.
+CLIENT_RATE_LIMIT = 200
 # GET /positions pages: `limit` defaults to this and may not exceed the maximum.
 PAGE_SIZE_DEFAULT = 100
 PAGE_SIZE_MAX = 1000

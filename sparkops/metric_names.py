@@ -23,7 +23,7 @@ IDEMPOTENCY_OUTCOMES = f"{PREFIX}_idempotency_requests_total"  # counter: outcom
 RISK_BLOCKS = f"{PREFIX}_risk_blocks_total"  # counter: rule
 ORDERS_ACCEPTED = f"{PREFIX}_orders_accepted_total"  # counter: side
 AUTH_FAILURES = f"{PREFIX}_api_auth_failures_total"  # counter: reason
-RATE_LIMITED = f"{PREFIX}_api_rate_limited_total"  # counter (429 answers)
+RATE_LIMITED = f"{PREFIX}_api_rate_limited_total"  # counter (429 answers): limit
 CSP_REPORTS = f"{PREFIX}_csp_reports_total"  # counter: directive
 MONEY_OPERATIONS = f"{PREFIX}_money_operations_total"  # counter: kind
 POSITION_UNIQUE_VIOLATIONS = f"{PREFIX}_position_unique_violations_total"  # counter
@@ -65,6 +65,10 @@ AUTH_FAILURE_REASONS = (
     "unknown",  # no such key: 401
     "revoked",  # a revoked key: 401
     "forbidden",  # the key lacks the permission: 403
+)
+RATE_LIMITS = (
+    "api_key",  # the request's API key was over its limit: 429
+    "client_addr",  # the request's client address was over its limit: 429
 )
 RISK_RULES = ("kill_switch", "max_notional", "max_position", "price_band")
 MONEY_OPERATION_KINDS = (

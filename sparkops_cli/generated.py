@@ -14,7 +14,7 @@ from pathlib import Path
 from sparkops.artefacts import REPO_ROOT, Artefact
 
 # Modules that register artefacts when imported; each exposes `ARTEFACTS: list[Artefact]`.
-PROVIDERS: tuple[str, ...] = ("dashboards.build", "alerts.build")
+PROVIDERS: tuple[str, ...] = ("dashboards.build", "alerts.build", "app.openapi_build")
 
 
 def artefacts() -> list[Artefact]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -25,8 +26,21 @@ class AppServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str:
+        """host:port of the app's /metrics, a port of its own (the public one answers 404)."""
+        return f"{self.settings.metrics_host}:{self.settings.metrics_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.metrics_address}/metrics"
+
     def start(self, timeout: float = 20.0) -> AppServer:
         self.port = self.port or free_port(self.host)
+        if self.settings.metrics_port:  # a free one: several servers run side by side
+            self.settings = dataclasses.replace(
+                self.settings, metrics_host=self.host, metrics_port=free_port(self.host)
+            )
         config = uvicorn.Config(
             create_app(self.settings),
             host=self.host,

@@ -41,7 +41,8 @@ def app_target(stack: DbStack, workdir: Path) -> tuple[Path, AppTarget]:
             ],
             "pidfile": str(workdir / "app.pid"),
             "logfile": str(workdir / "app.log"),
-            "env": {envvars.DATABASE_URL: stack.app_conninfo()},
+            # No /metrics port: it would be one fixed port for every such app on the machine.
+            "env": {envvars.DATABASE_URL: stack.app_conninfo(), envvars.METRICS_PORT: "0"},
         },
     }
     path = workdir / "app.json"

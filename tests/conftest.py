@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from app import apikeys
+from sparkops import defaults
 from testkit.stack import DbStack
 
 # Emptied before each test that writes, in this order (foreign keys). The session's test key
@@ -22,8 +23,8 @@ APP_TABLES = (
     "idempotency_keys",
     "orders",
     "positions",
-    "trading_halts",
     "api_rate_windows",
+    "client_rate_windows",
     "api_key_accounts",
     "api_keys",
     "accounts",
@@ -61,8 +62,19 @@ def connect_app(stack: DbStack, **kwargs) -> psycopg.Connection:
     return psycopg.connect(stack.app_conninfo(), prepare_threshold=None, **kwargs)
 
 
+def connect_operator(stack: DbStack, operator: str = "tests") -> psycopg.Connection:
+    """Direct to PostgreSQL as the schema owner acting as the operator role, the one role
+    that writes the kill switch (trading_halts), with `operator` as who acted."""
+    conn = psycopg.connect(stack.owner_conninfo(), autocommit=True)
+    conn.execute(f"SET ROLE {defaults.ROLE_OPERATOR}")
+    conn.execute("SELECT set_config('spark.operator', %s, false)", (operator,))
+    return conn
+
+
 @pytest.fixture
 def clean_db(db_stack):
+    with connect_operator(db_stack) as conn:
+        conn.execute("DELETE FROM trading_halts")  # the app role may only read it
     with connect_app(db_stack) as conn:
         # DELETE, not TRUNCATE: the app role has only row privileges, as in production.
         for table in APP_TABLES:
@@ -86,8 +98,13 @@ def app_server(db_stack):
 
     # The storm tests queue 1,000 requests on the pool; on a loaded 2-core CI machine the
     # wait for a connection can pass the production default (5 s, then 503).
+    # Every test request comes from 127.0.0.1: the per-address limit is out of reach here
+    # (tests/api/test_client_rate_limit.py runs servers of its own with a low one).
     settings = Settings(
-        database_url=db_stack.app_conninfo(), release_id="test-release", db_timeout_s=60
+        database_url=db_stack.app_conninfo(),
+        release_id="test-release",
+        db_timeout_s=60,
+        client_rate_limit=TEST_KEY_RATE_LIMIT,
     )
     with connect_app(db_stack) as conn:
         ensure_test_key(conn)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shlex
+from collections.abc import Iterator
 
 import click
 import psycopg
+from psycopg import sql
 
 from runbooks.checklist import Refused
 from runbooks.conduct import Runbook
@@ -76,9 +79,10 @@ def migrate_cmd(database_url: str | None, revision: str) -> None:
 def purge(
     database_url: str | None, older_than_hours: int, dry_run, yes, json_output, evidence_dir
 ) -> None:
-    """Delete idempotency keys past their expiry (the deploy's hourly timer runs it with
-    --yes). Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed."""
-    from app import idempotency
+    """Delete idempotency keys past their expiry, and the rate-limit windows of clients not
+    seen for a minute (the deploy's hourly timer runs it with --yes). Exit codes: 0 done,
+    1 failed, 2 refused, 3 not confirmed."""
+    from app import idempotency, ratelimit
 
     if older_than_hours < 1:
         raise click.BadParameter("must be at least 1", param_hint="--older-than-hours")
@@ -94,10 +98,12 @@ def purge(
             )
             return (await cur.fetchone())[0]
 
-    async def delete() -> int:
+    async def delete() -> tuple[int, int]:
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
         async with conn:
-            return await idempotency.purge_expired(conn, older_than_hours)
+            # The per-client rate-limit windows of clients gone quiet go with them.
+            return (await idempotency.purge_expired(conn, older_than_hours),
+                    await ratelimit.purge_clients(conn))  # fmt: skip
 
     def prepare(run):
         try:
@@ -110,9 +116,10 @@ def purge(
         return planned
 
     def act(run, planned):
-        deleted = asyncio.run(delete())
-        run.facts["deleted"] = deleted
+        deleted, clients = asyncio.run(delete())
+        run.facts["deleted"], run.facts["client_windows_deleted"] = deleted, clients
         run.say(f"deleted {deleted} idempotency key(s) older than {older_than_hours} h")
+        run.say(f"deleted {clients} idle client rate-limit window(s)")
 
     # Routine (hourly) work: no evidence folder per run; the journal keeps its output.
     book = Runbook("purge-idempotency-keys", prepare, act, question="Delete them?",
@@ -120,33 +127,107 @@ def purge(
     finish(book, dry_run=dry_run, yes=yes, json_output=json_output, evidence_dir=evidence_dir)
 
 
+def _operator_name(value: str | None) -> str:
+    name = (value or os.environ.get("USER") or "").strip()
+    if not name:
+        raise click.UsageError("give --operator NAME (who is acting), or set USER")
+    return name
+
+
+@contextlib.contextmanager
+def _as_operator(database_url: str | None, operator: str | None) -> Iterator[psycopg.Connection]:
+    """A transaction acting as the operator role, with `operator` recorded as who acted; the
+    connection's own role must be a member of it (the schema owner is)."""
+    url = database_url or os.environ.get(envvars.MIGRATIONS_URL)
+    if not url:
+        raise click.UsageError(
+            f"give --database-url or set {envvars.MIGRATIONS_URL}: a role that may act "
+            f"as {defaults.ROLE_OPERATOR} (the app's own role may not write the kill switch)"
+        )
+    with psycopg.connect(url, prepare_threshold=None) as conn, conn.transaction():
+        try:
+            conn.execute(
+                sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(defaults.ROLE_OPERATOR))
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            raise click.ClickException(
+                f"role {conn.info.user!r} may not act as {defaults.ROLE_OPERATOR}: connect as "
+                f"the schema owner ({envvars.MIGRATIONS_URL}) or as a role granted "
+                f"{defaults.ROLE_OPERATOR}; nothing changed"
+            ) from None
+        if operator is not None:
+            conn.execute("SELECT set_config('spark.operator', %s, true)", (operator,))
+        yield conn
+
+
+_OPERATOR_HELP = "Who is acting, recorded in trading_halt_log (default: $USER)."
+_OPERATOR_URL_HELP = (
+    f"A role that may act as {defaults.ROLE_OPERATOR}; defaults to "
+    f"{envvars.MIGRATIONS_URL} (the schema owner, as in migrations.env)."
+)
+
+
 @command.command("halt")
 @click.argument("scope")
 @click.option("--reason", required=True, help="Shown to clients whose orders are refused.")
-@click.option("--database-url", help=f"Defaults to {envvars.DATABASE_URL}.")
-def halt(scope: str, reason: str, database_url: str | None) -> None:
+@click.option("--operator", help=_OPERATOR_HELP)
+@click.option("--database-url", help=_OPERATOR_URL_HELP)
+def halt(scope: str, reason: str, operator: str | None, database_url: str | None) -> None:
     """Engage the kill switch: SCOPE is 'global' or a symbol such as BTCUSDT."""
-    with psycopg.connect(_database_url(database_url), autocommit=True,
-                         prepare_threshold=None) as conn:  # fmt: skip
-        conn.execute(
-            "INSERT INTO trading_halts (scope, reason) VALUES (%s, %s) "
-            "ON CONFLICT (scope) DO UPDATE SET reason = EXCLUDED.reason",
-            (scope, reason),
-        )
-    click.echo(f"trading halted for {scope}: {reason}")
+    who = _operator_name(operator)
+    if not reason.strip():
+        raise click.BadParameter("give the reason clients will see", param_hint="--reason")
+    with _as_operator(database_url, who) as conn:
+        at = conn.execute(
+            "INSERT INTO trading_halts (scope, reason, halted_by) VALUES (%s, %s, %s) "
+            "ON CONFLICT (scope) DO UPDATE SET reason = EXCLUDED.reason, "
+            "halted_by = EXCLUDED.halted_by RETURNING now()",
+            (scope, reason, who),
+        ).fetchone()[0]
+    click.echo(f"trading halted for {scope} by {who} at {at.isoformat()}: {reason}")
 
 
 @command.command("resume")
 @click.argument("scope")
-@click.option("--database-url", help=f"Defaults to {envvars.DATABASE_URL}.")
-def resume(scope: str, database_url: str | None) -> None:
+@click.option("--operator", help=_OPERATOR_HELP)
+@click.option("--database-url", help=_OPERATOR_URL_HELP)
+def resume(scope: str, operator: str | None, database_url: str | None) -> None:
     """Release the kill switch for SCOPE."""
-    with psycopg.connect(_database_url(database_url), autocommit=True,
-                         prepare_threshold=None) as conn:  # fmt: skip
-        deleted = conn.execute("DELETE FROM trading_halts WHERE scope = %s", (scope,)).rowcount
-    if not deleted:
+    who = _operator_name(operator)
+    with _as_operator(database_url, who) as conn:
+        row = conn.execute(
+            "DELETE FROM trading_halts WHERE scope = %s "
+            "RETURNING reason, halted_by, created_at, now()", (scope,)
+        ).fetchone()  # fmt: skip
+    if row is None:
         raise click.ClickException(f"no halt for {scope!r}; nothing changed")
-    click.echo(f"trading resumed for {scope}")
+    reason, halted_by, halted_at, at = row
+    click.echo(f"trading resumed for {scope} by {who} at {at.isoformat()} (halted by "
+               f"{halted_by or 'unknown'} at {halted_at.isoformat()}: {reason})")  # fmt: skip
+
+
+@command.command("halts")
+@click.option("--last", default=20, show_default=True, type=click.IntRange(1, 10_000),
+              help="How many log entries to show.")  # fmt: skip
+@click.option("--database-url", help=_OPERATOR_URL_HELP)
+def halts(last: int, database_url: str | None) -> None:
+    """The halts in force and the latest halts and resumes: who, when, why."""
+    with _as_operator(database_url, None) as conn:
+        current = conn.execute(
+            "SELECT scope, reason, halted_by, created_at FROM trading_halts ORDER BY scope"
+        ).fetchall()
+        log = conn.execute(
+            "SELECT at, action, scope, operator, db_role, reason FROM trading_halt_log "
+            "ORDER BY id DESC LIMIT %s", (last,)
+        ).fetchall()  # fmt: skip
+    click.echo("in force:" if current else "in force: none")
+    for scope, reason, by, at in current:
+        click.echo(f"  {scope}  since {at.isoformat()}  by {by or 'unknown'}: {reason}")
+    click.echo("log (newest first):")
+    for at, action, scope, operator, db_role, reason in log:
+        click.echo(
+            f"  {at.isoformat()}  {action:<6}  {scope}  by {operator} (as {db_role}): {reason}"
+        )
 
 
 @command.group("keys")

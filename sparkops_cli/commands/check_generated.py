@@ -10,7 +10,8 @@ from sparkops_cli import generated
 @click.command("check-generated")
 @click.option("--write", is_flag=True, help="Rebuild every generated file instead of checking.")
 def command(write: bool) -> None:
-    """Check that committed dashboards and alert rules match what the code builds."""
+    """Check that committed dashboards, alert rules and the OpenAPI document match what the
+    code builds."""
     if write:
         for path in generated.write_all():
             click.echo(f"wrote {path.relative_to(generated.REPO_ROOT)}")

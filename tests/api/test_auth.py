@@ -203,7 +203,7 @@ def test_a_burst_over_the_limit_gets_429_across_two_processes(db_stack, app_serv
     _, auth = make_key(db_stack, "burst", rate_limit=limit)
     body = {**ORDER, "account_id": "burst"}
     other = AppServer(Settings(database_url=db_stack.app_conninfo(), db_timeout_s=60)).start()
-    before = metric_value(app_server, metric_names.RATE_LIMITED)
+    before = metric_value(app_server, metric_names.RATE_LIMITED, limit="api_key")
     try:
 
         async def burst():
@@ -230,7 +230,7 @@ def test_a_burst_over_the_limit_gets_429_across_two_processes(db_stack, app_serv
     assert counts(app_conn)["orders"] == filled  # a refused request writes nothing
     assert counts(app_conn)["idempotency_keys"] == filled
     # The session's process counted its own refusals (the other process has its own).
-    assert metric_value(app_server, metric_names.RATE_LIMITED) >= before + 1
+    assert metric_value(app_server, metric_names.RATE_LIMITED, limit="api_key") >= before + 1
     # The next window lets the key in again, reads included.
     wait_until(lambda: post(app_server, auth, body).status_code == 201, timeout=5,
                what="the next window")  # fmt: skip

@@ -3,7 +3,8 @@
 Requests are drawn from the OpenAPI document in api_schema.py: valid ones, and hostile
 ones (deep nesting, huge and non-ASCII numbers, NUL, lone surrogates, unknown fields,
 wrong types, oversized keys and bodies, repeated headers, wrong methods and media types).
-Every answer must be a status the document lists for the operation (so never a 5xx), carry
+Every answer must be a status the document lists for the operation (so never a 5xx), keep
+to the document's headers and body for that status (tests/api/openapi_check.py), carry
 the security headers and, when it is an error, say what was wrong in ASCII JSON; and each
 request must change exactly the rows its answer implies: a rejected request writes none.
 """
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from app.csp_reports import KNOWN_DIRECTIVES
 from app.instruments import DEFAULT_INSTRUMENTS
 from tests.api.api_schema import ORDER, SCHEMA, statuses
+from tests.api.openapi_check import problems
 from tests.conftest import AUTH, create_account
 
 EXAMPLES = 1200  # one request each; the test asserts at least MIN_REQUESTS went out
@@ -346,6 +348,8 @@ def positions_query_conforms(call: Call) -> bool:
 def check(call: Call, headers, r: httpx.Response, before: dict, after: dict) -> None:
     allowed = statuses(call.template, call.method)
     assert r.status_code in allowed, (call, r.status_code, r.text[:300])
+    broken = problems(call.template, call.method, r)
+    assert not broken, (call, r.status_code, r.text[:300], broken)
     if call.template == "/orders" and call.method == "POST" and r.status_code == 201:
         assert order_conforms(call, headers), ("accepted against the document", call)
     if call.template == "/positions" and call.method == "GET" and r.status_code == 200:
@@ -389,6 +393,7 @@ def test_fuzz_the_api_through_pgbouncer(app_server, app_conn, record_property):
         stats["requests"] += 1
         stats[f"{r.status_code}"] += 1
         stats["5xx"] += r.status_code >= 500
+        stats["schema_violations"] += bool(problems(call.template, call.method, r))
         if r.status_code >= 400 and r.headers.get("content-type") == "application/json":
             stats[f"{r.status_code} {r.json().get('error')}"] += 1
         if r.status_code == 201 and "idempotent-replayed" not in r.headers:
@@ -402,10 +407,12 @@ def test_fuzz_the_api_through_pgbouncer(app_server, app_conn, record_property):
         seconds = time.monotonic() - started
         by_status = {k: v for k, v in sorted(stats.items()) if k.isdigit()}
         errors = {k: v for k, v in sorted(stats.items()) if " " in k}
-        print(f"\nfuzz: {stats['requests']} requests, {stats['5xx']} 5xx, {seconds:.1f} s, "
+        print(f"\nfuzz: {stats['requests']} requests, {stats['5xx']} 5xx, "
+              f"{stats['schema_violations']} schema violations, {seconds:.1f} s, "
               f"by status {by_status}\nfuzz errors: {errors}")  # fmt: skip
         record_property("fuzz_requests", stats["requests"])  # in the JUnit XML too
         record_property("fuzz_5xx", stats["5xx"])
-    assert stats["5xx"] == 0
+        record_property("fuzz_schema_violations", stats["schema_violations"])
+    assert stats["5xx"] == 0 and stats["schema_violations"] == 0
     assert stats["requests"] >= MIN_REQUESTS
     assert stats["201"] > 0 and stats["400"] > 0  # the run reached both sides

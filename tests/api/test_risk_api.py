@@ -9,7 +9,7 @@ import pytest
 from sparkops import metric_names
 from tests.api.test_orders import ORDER, counts, post
 from tests.api.test_security_headers import metric_value
-from tests.conftest import create_account
+from tests.conftest import connect_operator, create_account
 
 
 @pytest.mark.parametrize(
@@ -33,16 +33,17 @@ def test_blocked_order_names_rule_and_fills_nothing(app_server, app_conn, change
     assert again.status_code == 422 and again.headers["idempotent-replayed"] == "true"
 
 
-def test_kill_switch_halts_globally_and_per_symbol(app_server, app_conn):
+def test_kill_switch_halts_globally_and_per_symbol(db_stack, app_server, app_conn):
     create_account(app_conn)
-    app_conn.execute("INSERT INTO trading_halts (scope, reason) VALUES ('ETHUSDT', 'incident')")
-    eth = {**ORDER, "symbol": "ETHUSDT", "price": "3000.00", "quantity": "0.1"}
-    r = post(app_server, eth)
-    assert r.status_code == 422 and r.json()["rule"] == "kill_switch"
-    assert "incident" in r.json()["message"]
-    assert post(app_server, ORDER).status_code == 201  # BTC still trades
-    app_conn.execute("INSERT INTO trading_halts (scope, reason) VALUES ('global', 'all stop')")
-    assert post(app_server, ORDER).json()["rule"] == "kill_switch"
-    app_conn.execute("DELETE FROM trading_halts")
+    with connect_operator(db_stack) as operator:
+        operator.execute("INSERT INTO trading_halts (scope, reason) VALUES ('ETHUSDT', 'incident')")
+        eth = {**ORDER, "symbol": "ETHUSDT", "price": "3000.00", "quantity": "0.1"}
+        r = post(app_server, eth)
+        assert r.status_code == 422 and r.json()["rule"] == "kill_switch"
+        assert "incident" in r.json()["message"]
+        assert post(app_server, ORDER).status_code == 201  # BTC still trades
+        operator.execute("INSERT INTO trading_halts (scope, reason) VALUES ('global', 'all stop')")
+        assert post(app_server, ORDER).json()["rule"] == "kill_switch"
+        operator.execute("DELETE FROM trading_halts")
     assert post(app_server, ORDER).status_code == 201
     assert counts(app_conn)["orders"] == 2

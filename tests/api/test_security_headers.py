@@ -44,7 +44,7 @@ def assert_secure(response: httpx.Response) -> str:
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [("GET", "/", 200), ("GET", "/healthz", 200), ("GET", "/readyz", 200),
-     ("GET", "/version", 200), ("GET", "/metrics", 200), ("GET", "/no/such/path", 404),
+     ("GET", "/version", 200), ("GET", "/metrics", 404), ("GET", "/no/such/path", 404),
      ("DELETE", "/orders", 405), ("POST", "/orders", 400),
      ("GET", "/orders/not-a-uuid", 400), ("PATCH", "/healthz", 405),
      ("GET", "/positions?account_id=%00", 400), ("GET", "/positions?status=open%0A", 400),
@@ -80,12 +80,15 @@ def test_unhandled_error_response_still_carries_the_headers():
     assert_secure(r)
 
 
-def test_database_down_gives_503_with_headers_and_readyz_says_why(db_stack):
+def test_database_down_gives_503_with_headers_and_the_log_says_why(db_stack, caplog):
     dead = f"host=127.0.0.1 port={free_port()} dbname=spark user=x password=y connect_timeout=1"
     settings = Settings(database_url=dead, release_id="r-dead", db_timeout_s=1.5)
     with AppServer(settings) as server:
         ready = httpx.get(f"{server.url}/readyz", timeout=10)
-        assert ready.status_code == 503 and "pgBouncer" in ready.json()["reason"]
+        assert ready.status_code == 503 and ready.json()["reason"] == "not ready"
+        assert ready.json() == {"status": "unavailable", "reason": "not ready"}
+        assert any("pgBouncer" in r.getMessage() for r in caplog.records
+                   if r.name == "spark.readiness")  # fmt: skip
         assert_secure(ready)
         r = httpx.post(
             f"{server.url}/orders",
@@ -100,7 +103,7 @@ def test_database_down_gives_503_with_headers_and_readyz_says_why(db_stack):
 
 
 def metric_value(server, name: str, **labels) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
+    text = httpx.get(server.metrics_url).text
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 from click.testing import CliRunner
 
 from app import migrate
@@ -29,6 +30,10 @@ def test_purge_deletes_only_expired_keys(app_conn, clean_db):
         "INSERT INTO idempotency_keys (key, request_hash, state) VALUES ('new-key-1', 'h', "
         "'in_flight')"
     )
+    app_conn.execute(
+        "INSERT INTO client_rate_windows (client, window_start, used) VALUES "
+        "('192.0.2.1', now() - interval '2 minutes', 3), ('192.0.2.2', now(), 1)"
+    )
     env = {"SPARK_DATABASE_URL": clean_db.app_conninfo()}
     dry = run("app", "purge-idempotency-keys", "--dry-run", env=env)
     assert "would delete 7" in dry.output and "nothing was changed" in dry.output
@@ -40,15 +45,48 @@ def test_purge_deletes_only_expired_keys(app_conn, clean_db):
     assert result.exit_code == 0 and "deleted 7" in result.output
     keys = app_conn.execute("SELECT key FROM idempotency_keys").fetchall()
     assert keys == [("new-key-1",)]
+    assert "deleted 1 idle client rate-limit window(s)" in result.output
+    clients = app_conn.execute("SELECT client FROM client_rate_windows").fetchall()
+    assert clients == [("192.0.2.2",)]
 
 
-def test_halt_and_resume(app_conn, clean_db):
-    env = {"SPARK_DATABASE_URL": clean_db.app_conninfo()}
-    assert run("app", "halt", "global", "--reason", "drill", env=env).exit_code == 0
-    assert app_conn.execute("SELECT reason FROM trading_halts").fetchone() == ("drill",)
-    assert run("app", "resume", "global", env=env).exit_code == 0
+def test_halt_and_resume_record_who_and_when(app_conn, clean_db):
+    """Through the owner's connection (as migrations.env gives it), acting as the operator
+    role; the log says who halted and who resumed, and when."""
+    env = {envvars.MIGRATIONS_URL: clean_db.owner_conninfo(), "USER": "alice"}
+    halted = run("app", "halt", "global", "--reason", "drill", env=env)
+    assert halted.exit_code == 0 and "halted for global by alice at " in halted.output
+    assert app_conn.execute("SELECT reason, halted_by FROM trading_halts").fetchone() == (
+        "drill", "alice")  # fmt: skip
+    resumed = run("app", "resume", "global", "--operator", "bob", env=env)
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed for global by bob at " in resumed.output
+    assert "(halted by alice at " in resumed.output
     again = CliRunner().invoke(main, ["app", "resume", "global"], env=env)
     assert again.exit_code == 1 and "nothing changed" in again.output
+    with psycopg.connect(clean_db.owner_conninfo()) as owner:
+        log = owner.execute(
+            "SELECT action, operator, db_role, reason, at > now() - interval '1 minute' "
+            "FROM trading_halt_log WHERE scope = 'global' ORDER BY id DESC LIMIT 2"
+        ).fetchall()
+    assert log == [("resume", "bob", defaults.ROLE_MIGRATIONS, "drill", True),
+                   ("halt", "alice", defaults.ROLE_MIGRATIONS, "drill", True)]  # fmt: skip
+    shown = run("app", "halts", env=env)
+    assert "in force: none" in shown.output and "resume  global  by bob" in shown.output
+
+
+def test_the_app_role_cannot_halt_or_resume(app_conn, clean_db):
+    """With the app's own connection (SPARK_DATABASE_URL, through pgBouncer) the commands
+    refuse clearly and change nothing."""
+    env = {envvars.MIGRATIONS_URL: clean_db.app_conninfo(), "USER": "mallory"}
+    for args in (["halt", "global", "--reason", "x"], ["resume", "global"]):
+        r = CliRunner().invoke(main, ["app", *args], env=env)
+        assert r.exit_code == 1 and f"may not act as {defaults.ROLE_OPERATOR}" in r.output
+        assert "nothing changed" in r.output
+    assert app_conn.execute("SELECT count(*) FROM trading_halts").fetchone()[0] == 0
+    nobody = CliRunner().invoke(main, ["app", "halt", "global", "--reason", "x"],
+                                env={envvars.MIGRATIONS_URL: "", "USER": "alice"})  # fmt: skip
+    assert nobody.exit_code == 2 and envvars.MIGRATIONS_URL in nobody.output
 
 
 def test_missing_database_url_is_a_clear_usage_error():

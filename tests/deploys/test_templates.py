@@ -245,6 +245,22 @@ def test_app_units_run_the_current_release():
     assert f"127.0.0.1:{defaults.APP_PORT}/readyz" in script
 
 
+def test_app_env_binds_metrics_to_the_private_address():
+    """The names the template writes are the ones app.config reads."""
+    from app.config import Settings
+
+    text = support.render("app/app.env.j2", user="spark", database_url="host=db",
+                          metrics_host="10.0.0.21", metrics_port=defaults.APP_METRICS_PORT,
+                          extra={})  # fmt: skip
+    env = dict(
+        (name, value.strip('"'))
+        for name, _, value in (line.partition("=") for line in text.splitlines())
+        if name and not name.startswith("#")
+    )
+    settings = Settings.from_env(env)
+    assert (settings.metrics_host, settings.metrics_port) == ("10.0.0.21", 9311)
+
+
 def test_idempotency_keys_expire_through_an_hourly_timer():
     unit = support.render(
         "app/spark-idempotency-purge.service.j2",
@@ -288,7 +304,9 @@ def test_prometheus_config_scrapes_every_exporter_by_job():
     )
     config = yaml.safe_load(text)
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
-    assert targets["spark-app"] == ["10.0.0.11:8000", "10.0.0.21:8000"]
+    # the app's metrics port, not the public one (which answers 404 for /metrics)
+    assert targets["spark-app"] == ["10.0.0.11:9311", "10.0.0.21:9311"]
+    assert defaults.APP_METRICS_PORT == 9311
     # the dispatcher is its own job: OutboxDispatcherDown selects job="spark-outbox"
     assert targets["spark-outbox"] == ["10.0.0.11:9310", "10.0.0.21:9310"]
     assert targets["pgbouncer"] == ["10.0.0.11:9127", "10.0.0.21:9127"]

@@ -20,7 +20,7 @@ import pytest
 from alerts import rules
 from deploys import release
 from lab import ssh
-from sparkops import defaults, layout
+from sparkops import defaults, envvars, layout
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
 from testkit import pyinfra_runner as runner
@@ -68,6 +68,43 @@ def test_app_is_ready_through_pgbouncer_from_another_host(deployed):
     ready = json.loads(body)
     assert ready["status"] == "ready"
     assert ready["release"] == deployed["release"]
+
+
+def test_metrics_only_on_the_private_metrics_port(deployed):
+    """The monitor host reads the app's metrics on APP_METRICS_PORT at the app host's private
+    address; the public port answers 404 for /metrics, and loopback has no metrics port."""
+    hosts = deployed["hosts"]
+    app, monitor = _by_group(hosts, "app"), _by_group(hosts, "monitor")
+    metrics = _ssh(monitor, f"curl -fsS --max-time 10 "
+                            f"http://{app['ip']}:{defaults.APP_METRICS_PORT}/metrics")  # fmt: skip
+    assert "spark_app_ready 1.0" in metrics
+    public = _ssh(monitor, "curl -s -o /dev/null -w '%{http_code}' --max-time 5 "
+                           f"http://{app['ip']}:{defaults.APP_PORT}/metrics")  # fmt: skip
+    assert public == "404"
+    local = f"http://127.0.0.1:{defaults.APP_METRICS_PORT}/metrics"
+    loopback = ssh.run(app["ip"], f"curl -fsS --max-time 3 {local}")
+    assert loopback.returncode != 0  # bound to the private address only
+
+
+def test_the_operator_halts_and_resumes_and_the_app_role_cannot(deployed):
+    """On the deployed hosts: the schema owner's connection (migrations.env) acts as the
+    operator role and the log names who; the app's own connection (app.env) is refused."""
+    hosts = deployed["hosts"]
+    app, db = _by_group(hosts, "app"), _by_group(hosts, "db")
+    sparkops = f"{layout.APP_CURRENT_LINK}/venv/bin/sparkops"
+    as_owner = f"set -a; . {layout.MIGRATIONS_ENV_FILE}; set +a; {sparkops} app"
+    halted = _ssh(app, f"{as_owner} halt ETHUSDT --reason lab-drill --operator e2e-alice")
+    assert "halted for ETHUSDT by e2e-alice" in halted
+    resumed = _ssh(app, f"{as_owner} resume ETHUSDT --operator e2e-bob")
+    assert "resumed for ETHUSDT by e2e-bob" in resumed
+    log = _psql(db, "SELECT action || ':' || operator FROM trading_halt_log "
+                    "WHERE reason = 'lab-drill' ORDER BY id")  # fmt: skip
+    assert log.split() == ["halt:e2e-alice", "resume:e2e-bob"]
+    as_app = (f"set -a; . {layout.APP_ENV_FILE}; set +a; "
+              f"{envvars.MIGRATIONS_URL}=\"${envvars.DATABASE_URL}\" {sparkops} app")  # fmt: skip
+    refused = ssh.run(app["ip"], f"{as_app} halt global --reason x --operator mallory", timeout=60)
+    assert refused.returncode == 1 and "may not act as" in refused.stdout + refused.stderr
+    assert _psql(db, "SELECT count(*) FROM trading_halts").strip() == "0"
 
 
 def test_an_order_through_the_api_is_in_postgresql(deployed):

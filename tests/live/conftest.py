@@ -195,7 +195,7 @@ def live(
         ScrapeTarget(config.JOB_NODE, node_exporter),
         ScrapeTarget(config.JOB_POSTGRES, postgres_exporter.address),
         ScrapeTarget(config.JOB_PGBOUNCER, pgbouncer_exporter),
-        ScrapeTarget(config.JOB_APP, f"{live_app.host}:{live_app.port}"),
+        ScrapeTarget(config.JOB_APP, live_app.metrics_address),
         ScrapeTarget(config.JOB_OUTBOX, outbox_dispatcher),
     ]
     prometheus = Prometheus(

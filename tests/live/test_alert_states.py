@@ -62,7 +62,7 @@ def test_app_without_its_database_makes_not_ready_pending_while_its_scrapes_succ
     with (
         AppServer(settings) as app,
         Prometheus(
-            targets=[ScrapeTarget(config.JOB_APP, f"{app.host}:{app.port}")],
+            targets=[ScrapeTarget(config.JOB_APP, app.metrics_address)],
             rule_files=[REPO_ROOT / build.RULES_PATH],
             scrape_interval=interval,
         ) as prometheus,
@@ -74,7 +74,7 @@ def test_app_without_its_database_makes_not_ready_pending_while_its_scrapes_succ
         )
         # The app answered its scrapes: this is not SparkAppDown's case.
         assert _alerts(prometheus, "SparkAppDown") == []
-    instance = f"{app.host}:{app.port}"
+    instance = app.metrics_address  # Prometheus scrapes the app's metrics port
     assert alert["state"] == "pending"  # for: 1m has not passed yet
     assert alert["labels"] == {
         "alertname": "SparkAppNotReady",
