@@ -100,6 +100,10 @@ class Proxy:
         except OSError:
             _reset(writer)  # the upstream refused: the client sees its connection reset
             return
+        if self._server is None:  # disabled while this connection was being set up
+            writer.close()
+            up_writer.close()
+            return
         conn = Connection(self, reader, writer, up_reader, up_writer)
         self.connections.add(conn)
         try:
