@@ -111,6 +111,11 @@ MAX_REQUEST_BODY_BYTES = 16 * 1024
 # Readiness (/readyz and the readiness gauge): the database must answer `SELECT 1` through
 # pgBouncer within this long, or the app reports itself not ready.
 READY_CHECK_TIMEOUT_SECONDS = 2.0
+# A request's whole time on the database (the wait for a pooled connection included): past
+# it the client gets 503 + Retry-After, and the work is cancelled behind the answer. Without
+# it a black-holed database connection hangs a request until TCP gives up (minutes); the
+# chaos scenarios (tests/chaos) hold every answer to it.
+APP_REQUEST_TIMEOUT_SECONDS = 10.0
 # Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 # Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);

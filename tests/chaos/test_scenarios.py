@@ -1,0 +1,44 @@
+"""The chaos scenarios of issue 13 against the real app, pgBouncer and PostgreSQL, with the
+fault proxy on the database hops (chaos.scenarios has the experiments; here: expectations).
+
+Every scenario: no acknowledged order lost, none written twice, none half written; every
+answer within the request budget (never a hung request), sheds answered 503 with
+Retry-After; recovered by itself after healing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chaos import scenarios
+from chaos.load import Tally
+from chaos.report import render
+
+pytestmark = pytest.mark.chaos
+
+
+def check_common(tally: Tally) -> None:
+    print("\n" + render([tally]))
+    assert tally.lost == 0, f"{tally.lost} acknowledged orders lost"
+    assert tally.duplicates == 0, f"{tally.duplicates} orders written twice"
+    assert tally.half_written == [], tally.half_written[:5]
+    assert tally.recovered, "no recovery within the deadline after healing"
+    assert tally.max_latency_s <= scenarios.LATENCY_BOUND_S, tally.statuses
+    assert tally.shed_without_retry_after == 0
+    assert tally.errors == 0, tally.statuses
+
+
+def test_slow_database():
+    tally = scenarios.slow_database()
+    check_common(tally)
+    assert tally.shed > 0  # the over-budget phase was answered 503, not waited out
+    assert tally.readyz.max_latency_s <= scenarios.SETTINGS.request_timeout_s
+
+
+def test_partition():
+    tally = scenarios.partition()
+    check_common(tally)
+    assert tally.shed > 0
+    assert 503 in tally.readyz.statuses
+    assert any("no answer within" in r for r in tally.readyz.reasons), tally.readyz.reasons
+    assert tally.readyz.no_retry_after == 0
