@@ -220,6 +220,10 @@ class ChaosServer:
             if self._server is not None:
                 self._server.close()
             await self.api.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:  # the connections' pumps and watchers
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
 
         if self._thread.is_alive():
             self._call(shut())

@@ -54,6 +54,7 @@ class Tally:
     notes: list[str] = field(default_factory=list)
     readyz: object = None  # the scenario's /readyz probe, when it ran one
     over_budget: tuple[int, int] = (0, 0)  # (ok, shed) in a phase beyond the budget
+    saturation: tuple[float, float] = (0.0, 0.0)  # (longest pgBouncer wait, alert threshold)
 
     def record(self, seconds: float, status: int | None, headers=None) -> None:
         self.sent += 1

@@ -95,6 +95,12 @@ class Proxy:
             await asyncio.wait_for(self._changed.wait(), timeout)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The top of a connection's task: cancelled when the server stops, it ends quietly
+        # (asyncio's stream server would report a cancelled handler as an error).
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(reader, writer)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.upstream_addr)
         except OSError:

@@ -157,3 +157,120 @@ def partition() -> Tally:
         _probe_notes(tally, probe)
 
     return run("2 partition (black hole)", fault)
+
+
+def lossy_link() -> Tally:
+    """4. Packet loss between app and pgBouncer, as TCP shows it to the endpoints.
+
+    No iptables `statistic` or netem outside a network namespace, so the loss is emulated by
+    its effects, each on a random fraction of connections (Toxiproxy's toxicity): a quarter
+    of the connections see retransmission delays (200 +- 200 ms per segment), every request
+    is cut into small segments, and a few connections die (reset after 1 s or 3 s) or stall
+    and are then closed (the black hole a lost FIN/ACK leaves)."""
+
+    def fault(stack: ChaosStack, tally: Tally) -> None:
+        p = stack.to_bouncer
+        toxics = [
+            p.add("latency", "downstream", 0.25, "retransmit_down", latency=200, jitter=200),
+            p.add("latency", "upstream", 0.25, "retransmit_up", latency=200, jitter=200),
+            p.add(
+                "slicer", "upstream", 1.0, "segments", average_size=64, size_variation=32, delay=200
+            ),
+            p.add("reset_peer", "downstream", 0.1, "reset_1s", timeout=1000),
+            p.add("reset_peer", "downstream", 0.1, "reset_3s", timeout=3000),
+            p.add("timeout", "downstream", 0.05, "stall_2s", timeout=2000),
+        ]
+        hold(10)
+        for name in toxics:
+            p.remove(name)
+
+    return run("4 lossy link (emulated)", fault)
+
+
+POOL_EXHAUSTION_POOL = 3
+POOL_EXHAUSTION_WAIT_S = 3  # pgBouncer's query_wait_timeout in this scenario
+SLOW_CLIENTS = 6
+SLOW_QUERY_S = 4
+
+
+def pool_exhaustion() -> Tally:
+    """5. More slow clients than pgBouncer's pool: the app's queries queue in pgBouncer,
+    which ends a wait at query_wait_timeout; the app answers 503 within its budget."""
+    from alerts import config as alert_config
+    from app import metric_names
+    from app.pgbouncer_exporter import PgBouncerCollector
+
+    def fault(stack: ChaosStack, tally: Tally) -> None:
+        stop = threading.Event()
+        bouncer = stack.db.bouncer
+        stats_dsn = bouncer.conninfo(bouncer.stats_user, bouncer.stats_password)
+        collector = PgBouncerCollector(stats_dsn.replace(f"dbname={stack.db.dbname}",
+                                                         "dbname=pgbouncer"))  # fmt: skip
+        worst_wait = 0.0
+
+        def slow_client() -> None:
+            for _ in range(100):  # bounded; the stop event ends it long before
+                if stop.is_set():
+                    return
+                try:
+                    with stack.direct() as conn:
+                        conn.execute(f"SELECT pg_sleep({SLOW_QUERY_S})")
+                except Exception:  # queued past query_wait_timeout, or the like: again
+                    pass
+
+        threads = [threading.Thread(target=slow_client, daemon=True) for _ in range(SLOW_CLIENTS)]
+        for t in threads:
+            t.start()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                for family in collector.collect():
+                    if family.name == metric_names.PGBOUNCER_CLIENT_MAXWAIT:
+                        worst_wait = max([worst_wait, *(s.value for s in family.samples)])
+                hold(0.25)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=SLOW_QUERY_S + POOL_EXHAUSTION_WAIT_S + 5)
+        tally.saturation = (worst_wait, alert_config.PGBOUNCER_MAX_WAIT_SECONDS)
+        tally.notes.append(
+            f"pgBouncer pool {POOL_EXHAUSTION_POOL}, {SLOW_CLIENTS} clients running "
+            f"pg_sleep({SLOW_QUERY_S}): longest client wait {worst_wait:.2f}s (PgBouncerPool"
+            f"Saturation fires above {alert_config.PGBOUNCER_MAX_WAIT_SECONDS:g}s)"
+        )
+
+    return run(
+        "5 pool exhaustion",
+        fault,
+        pool_size=POOL_EXHAUSTION_POOL,
+        bouncer_extra={"query_wait_timeout": str(POOL_EXHAUSTION_WAIT_S)},
+    )
+
+
+def restarts() -> Tally:
+    """8. PostgreSQL restarted, then pgBouncer restarted, under load (each down 2 s)."""
+
+    def fault(stack: ChaosStack, tally: Tally) -> None:
+        pg = stack.db.pg
+        pg.stop("fast")
+        down = time.monotonic()
+        hold(2)
+        pg.start()
+        wait_until(lambda: tally.last_ack_at > down + 2, timeout=RECOVERY_TIMEOUT_S,
+                   what="orders again after the PostgreSQL restart")  # fmt: skip
+        tally.notes.append(f"PostgreSQL restart: orders again {tally.last_ack_at - down:.2f}s "
+                           "after it went down (2 s of that down)")  # fmt: skip
+        bouncer = stack.db.bouncer
+        bouncer.remove()
+        down = time.monotonic()
+        hold(2)
+        bouncer.start()
+        wait_until(lambda: tally.last_ack_at > down + 2, timeout=RECOVERY_TIMEOUT_S,
+                   what="orders again after the pgBouncer restart")  # fmt: skip
+        tally.notes.append(f"pgBouncer restart: orders again {tally.last_ack_at - down:.2f}s "
+                           "after it went down (2 s of that down)")  # fmt: skip
+
+    return run("8 restarts under load", fault)
+
+
+ALL = (slow_database, partition, lossy_link, pool_exhaustion, restarts)

@@ -42,3 +42,20 @@ def test_partition():
     assert 503 in tally.readyz.statuses
     assert any("no answer within" in r for r in tally.readyz.reasons), tally.readyz.reasons
     assert tally.readyz.no_retry_after == 0
+
+
+def test_lossy_link():
+    check_common(scenarios.lossy_link())
+
+
+def test_pool_exhaustion():
+    tally = scenarios.pool_exhaustion()
+    check_common(tally)
+    assert tally.shed > 0  # the app shed instead of queueing past its budget
+    worst_wait, threshold = tally.saturation
+    assert worst_wait > threshold  # PgBouncerPoolSaturation's expression holds
+    assert worst_wait <= scenarios.POOL_EXHAUSTION_WAIT_S + 1.5  # bounded by query_wait_timeout
+
+
+def test_restarts_under_load():
+    check_common(scenarios.restarts())
