@@ -85,9 +85,12 @@ def app_server(db_stack):
     from sparkops.ephemeral.appserver import AppServer
 
     # The storm tests queue 1,000 requests on the pool; on a loaded 2-core CI machine the
-    # wait for a connection can pass the production default (5 s, then 503).
+    # wait for a connection can pass the production defaults (5 s, then 503; 10 s in all).
     settings = Settings(
-        database_url=db_stack.app_conninfo(), release_id="test-release", db_timeout_s=60
+        database_url=db_stack.app_conninfo(),
+        release_id="test-release",
+        db_timeout_s=60,
+        request_timeout_s=90,
     )
     with connect_app(db_stack) as conn:
         ensure_test_key(conn)
