@@ -51,9 +51,12 @@ class Tally:
     half_written: list[str] = field(default_factory=list)
     recovered: bool | None = None
     recover_s: float | None = None
+    recover_override: float | None = None  # a scenario's own measure of recovery
     notes: list[str] = field(default_factory=list)
     readyz: object = None  # the scenario's /readyz probe, when it ran one
     over_budget: tuple[int, int] = (0, 0)  # (ok, shed) in a phase beyond the budget
+    outbox_missing: int | None = None  # order events never published (run with an outbox)
+    outbox_survived: bool | None = None
     saturation: tuple[float, float] = (0.0, 0.0)  # (longest pgBouncer wait, alert threshold)
 
     def record(self, seconds: float, status: int | None, headers=None) -> None:

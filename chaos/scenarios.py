@@ -101,6 +101,8 @@ def run(name: str, fault: Callable[[ChaosStack, Tally], None], *, settings: Sett
                 wait_until(lambda: tally.last_ack_at > healed and ready(stack),
                            timeout=RECOVERY_TIMEOUT_S, what="recovery")  # fmt: skip
                 tally.recovered, tally.recover_s = True, time.monotonic() - healed
+                if tally.recover_override is not None:
+                    tally.recover_s = tally.recover_override
             except TimeoutError:
                 tally.recovered = False
             # A little more load after recovery, so retries of the fault's orders finish.
@@ -109,6 +111,13 @@ def run(name: str, fault: Callable[[ChaosStack, Tally], None], *, settings: Sett
                        what="orders after recovery")  # fmt: skip
         with stack.direct() as conn:
             audit(conn, client, tally)
+            if stack.outbox is not None:
+                tally.outbox_survived = stack.outbox.alive()
+                tally.outbox_missing = stack.outbox.missing(conn, client.key_id)
+                tally.notes.append(
+                    f"outbox: dispatcher survived: {tally.outbox_survived}, "
+                    f"order events not published: {tally.outbox_missing}"
+                )
     return tally
 
 
@@ -156,7 +165,7 @@ def partition() -> Tally:
             hold(8)
         _probe_notes(tally, probe)
 
-    return run("2 partition (black hole)", fault)
+    return run("2 partition (black hole)", fault, with_outbox=True)
 
 
 def lossy_link() -> Tally:
@@ -248,29 +257,29 @@ def pool_exhaustion() -> Tally:
 
 
 def restarts() -> Tally:
-    """8. PostgreSQL restarted, then pgBouncer restarted, under load (each down 2 s)."""
+    """8. PostgreSQL restarted, then pgBouncer restarted, under load (each down 2 s).
+
+    Time to recover: from the restarted server being back to an order acknowledged again
+    (the worse of the two), not from the end of the fault as in the other scenarios."""
 
     def fault(stack: ChaosStack, tally: Tally) -> None:
-        pg = stack.db.pg
-        pg.stop("fast")
-        down = time.monotonic()
-        hold(2)
-        pg.start()
-        wait_until(lambda: tally.last_ack_at > down + 2, timeout=RECOVERY_TIMEOUT_S,
-                   what="orders again after the PostgreSQL restart")  # fmt: skip
-        tally.notes.append(f"PostgreSQL restart: orders again {tally.last_ack_at - down:.2f}s "
-                           "after it went down (2 s of that down)")  # fmt: skip
-        bouncer = stack.db.bouncer
-        bouncer.remove()
-        down = time.monotonic()
-        hold(2)
-        bouncer.start()
-        wait_until(lambda: tally.last_ack_at > down + 2, timeout=RECOVERY_TIMEOUT_S,
-                   what="orders again after the pgBouncer restart")  # fmt: skip
-        tally.notes.append(f"pgBouncer restart: orders again {tally.last_ack_at - down:.2f}s "
-                           "after it went down (2 s of that down)")  # fmt: skip
+        recoveries = []
+        for name, server in (("PostgreSQL", stack.db.pg), ("pgBouncer", stack.db.bouncer)):
+            if server is stack.db.pg:
+                server.stop("fast")
+            else:
+                server.remove()
+            hold(2)
+            server.start()
+            back = time.monotonic()
+            wait_until(lambda b=back: tally.last_ack_at > b, timeout=RECOVERY_TIMEOUT_S,
+                       what=f"orders again after the {name} restart")  # fmt: skip
+            recoveries.append(tally.last_ack_at - back)
+            tally.notes.append(f"{name} down 2 s: orders again {recoveries[-1]:.2f}s after "
+                               "it was back")  # fmt: skip
+        tally.recover_override = max(recoveries)
 
-    return run("8 restarts under load", fault)
+    return run("8 restarts under load", fault, with_outbox=True)
 
 
 ALL = (slow_database, partition, lossy_link, pool_exhaustion, restarts)

@@ -17,6 +17,7 @@ import psycopg
 from app.config import Settings
 from chaos.api import ChaosServer
 from chaos.client import ProxyHandle, Toxiproxy
+from chaos.outbox import Outbox
 from sparkops import defaults
 from sparkops.ephemeral.appserver import AppServer
 from sparkops.ephemeral.pgbouncer import PgBouncer
@@ -29,6 +30,8 @@ class ChaosStack:
     settings: Settings  # the app's; database_url is replaced by the proxied one
     pool_size: int = defaults.PGBOUNCER_DEFAULT_POOL_SIZE
     bouncer_extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    with_outbox: bool = False  # a dispatcher on the proxied hop, publishing to Redis
+    outbox: Outbox | None = None
     db: DbStack | None = None
     chaos: ChaosServer | None = None
     toxiproxy: Toxiproxy | None = None
@@ -64,6 +67,9 @@ class ChaosStack:
         url = conninfo(self.to_bouncer.host, self.to_bouncer.port, defaults.ROLE_APP,
                        self.db.passwords.app, self.db.dbname)  # fmt: skip
         self.app = AppServer(dataclasses.replace(self.settings, database_url=url)).start()
+        if self.with_outbox:
+            self.outbox = Outbox(url)
+            self.outbox.start()
 
     def direct(self) -> psycopg.Connection:
         """As the app role through pgBouncer, past the proxies: the checks' own view."""
@@ -74,6 +80,9 @@ class ChaosStack:
         self.toxiproxy.reset()
 
     def stop(self) -> None:
+        if self.outbox is not None:
+            self.outbox.stop()
+            self.outbox = None
         if self.app is not None:
             self.app.stop()
             self.app = None

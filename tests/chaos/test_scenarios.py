@@ -26,6 +26,9 @@ def check_common(tally: Tally) -> None:
     assert tally.max_latency_s <= scenarios.LATENCY_BOUND_S, tally.statuses
     assert tally.shed_without_retry_after == 0
     assert tally.errors == 0, tally.statuses
+    if tally.outbox_missing is not None:  # the scenario ran the outbox dispatcher too
+        assert tally.outbox_survived
+        assert tally.outbox_missing == 0
 
 
 def test_slow_database():
