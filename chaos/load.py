@@ -58,6 +58,7 @@ class Tally:
     outbox_missing: int | None = None  # order events never published (run with an outbox)
     outbox_survived: bool | None = None
     saturation: tuple[float, float] = (0.0, 0.0)  # (longest pgBouncer wait, alert threshold)
+    saturation_fired: bool = False  # PgBouncerPoolSaturation's expression held on Prometheus
 
     def record(self, seconds: float, status: int | None, headers=None) -> None:
         self.sent += 1

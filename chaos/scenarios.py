@@ -17,9 +17,14 @@ from dataclasses import dataclass
 
 import httpx
 
+from alerts import config as alert_config
+from alerts import rules as alert_rules
+from app import pgbouncer_exporter
 from app.config import Settings
 from chaos.load import Client, OrderLoad, Tally, audit
 from chaos.stack import ChaosStack
+from sparkops.ephemeral.proc import free_port
+from sparkops.ephemeral.prometheus import Prometheus, ScrapeTarget
 from sparkops.wait import wait_until
 
 # The app's timeouts in these runs: shorter than production's so a run takes seconds.
@@ -204,18 +209,20 @@ SLOW_QUERY_S = 4
 
 def pool_exhaustion() -> Tally:
     """5. More slow clients than pgBouncer's pool: the app's queries queue in pgBouncer,
-    which ends a wait at query_wait_timeout; the app answers 503 within its budget."""
-    from alerts import config as alert_config
-    from app import metric_names
-    from app.pgbouncer_exporter import PgBouncerCollector
+    which ends a wait at query_wait_timeout; the app answers 503 within its budget. Our
+    pgBouncer exporter is scraped by a throwaway Prometheus, which evaluates
+    PgBouncerPoolSaturation's own expression during the fault."""
+    alert = alert_rules.by_name()["PgBouncerPoolSaturation"]
 
     def fault(stack: ChaosStack, tally: Tally) -> None:
         stop = threading.Event()
         bouncer = stack.db.bouncer
-        stats_dsn = bouncer.conninfo(bouncer.stats_user, bouncer.stats_password)
-        collector = PgBouncerCollector(stats_dsn.replace(f"dbname={stack.db.dbname}",
-                                                         "dbname=pgbouncer"))  # fmt: skip
-        worst_wait = 0.0
+        stats_dsn = bouncer.conninfo(bouncer.stats_user, bouncer.stats_password).replace(
+            f"dbname={stack.db.dbname}", "dbname=pgbouncer"
+        )
+        port = free_port()
+        exporter, _ = pgbouncer_exporter.serve(stats_dsn, "127.0.0.1", port)
+        target = ScrapeTarget(alert_config.JOB_PGBOUNCER, f"127.0.0.1:{port}")
 
         def slow_client() -> None:
             for _ in range(100):  # bounded; the stop event ends it long before
@@ -227,25 +234,30 @@ def pool_exhaustion() -> Tally:
                 except Exception:  # queued past query_wait_timeout, or the like: again
                     pass
 
+        worst, fired = 0.0, False
         threads = [threading.Thread(target=slow_client, daemon=True) for _ in range(SLOW_CLIENTS)]
-        for t in threads:
-            t.start()
         try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                for family in collector.collect():
-                    if family.name == metric_names.PGBOUNCER_CLIENT_MAXWAIT:
-                        worst_wait = max([worst_wait, *(s.value for s in family.samples)])
-                hold(0.25)
+            with Prometheus(targets=[target]) as prometheus:
+                for t in threads:
+                    t.start()
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    result = prometheus.query(alert.expr).get("data", {}).get("result", [])
+                    for series in result:
+                        fired, worst = True, max(worst, float(series["value"][1]))
+                    hold(0.5)
         finally:
             stop.set()
             for t in threads:
                 t.join(timeout=SLOW_QUERY_S + POOL_EXHAUSTION_WAIT_S + 5)
-        tally.saturation = (worst_wait, alert_config.PGBOUNCER_MAX_WAIT_SECONDS)
+            exporter.shutdown()
+        tally.saturation = (worst, alert_config.PGBOUNCER_MAX_WAIT_SECONDS)
+        tally.saturation_fired = fired
         tally.notes.append(
             f"pgBouncer pool {POOL_EXHAUSTION_POOL}, {SLOW_CLIENTS} clients running "
-            f"pg_sleep({SLOW_QUERY_S}): longest client wait {worst_wait:.2f}s (PgBouncerPool"
-            f"Saturation fires above {alert_config.PGBOUNCER_MAX_WAIT_SECONDS:g}s)"
+            f"pg_sleep({SLOW_QUERY_S}): PgBouncerPoolSaturation's expression true on "
+            f"Prometheus: {fired}, longest wait it saw {worst:.2f}s (threshold "
+            f"{alert_config.PGBOUNCER_MAX_WAIT_SECONDS:g}s)"
         )
 
     return run(
