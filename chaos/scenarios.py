@@ -103,8 +103,11 @@ def run(name: str, fault: Callable[[ChaosStack, Tally], None], *, settings: Sett
             stack.heal()
             healed = time.monotonic()
             try:
-                wait_until(lambda: tally.last_ack_at > healed and ready(stack),
-                           timeout=RECOVERY_TIMEOUT_S, what="recovery")  # fmt: skip
+                wait_until(lambda: ready(stack), timeout=RECOVERY_TIMEOUT_S, what="ready")
+                tally.notes.append(f"/readyz 200 again {time.monotonic() - healed:.2f}s after "
+                                   "healing")  # fmt: skip
+                wait_until(lambda: tally.last_ack_at > healed, timeout=RECOVERY_TIMEOUT_S,
+                           what="an order acknowledged after healing")  # fmt: skip
                 tally.recovered, tally.recover_s = True, time.monotonic() - healed
                 if tally.recover_override is not None:
                     tally.recover_s = tally.recover_override
@@ -162,12 +165,17 @@ def slow_database() -> Tally:
 
 
 def partition() -> Tally:
-    """2. The db host black-holed (no RST, no FIN: packets vanish) for 8 s, then healed."""
+    """2. The db host black-holed (no RST, no FIN: packets vanish) for 8 s, then healed;
+    then the same between pgBouncer and PostgreSQL for 6 s (pgBouncer's server connections
+    hang, the app's queries with them)."""
 
     def fault(stack: ChaosStack, tally: Tally) -> None:
-        with Probe(stack.app.url) as probe, stack.to_bouncer.toxic("timeout", streams=BOTH,
-                                                                   timeout=0):  # fmt: skip
-            hold(8)
+        with Probe(stack.app.url) as probe:
+            with stack.to_bouncer.toxic("timeout", streams=BOTH, timeout=0):
+                hold(8)
+            wait_until(lambda: ready(stack), timeout=RECOVERY_TIMEOUT_S, what="ready between")
+            with stack.to_postgres.toxic("timeout", streams=BOTH, timeout=0):
+                hold(6)
         _probe_notes(tally, probe)
 
     return run("2 partition (black hole)", fault, with_outbox=True)
