@@ -19,6 +19,7 @@ PGBOUNCER_EXPORTER_PORT = 9127
 OUTBOX_METRICS_PORT = 9310  # the outbox dispatcher's /metrics
 NODE_EXPORTER_PORT = 9100  # node_exporter on the db hosts (textfile: backup, drill metrics)
 APP_METRICS_PATH = "/metrics"
+TOXIPROXY_API_PORT = 8474  # Toxiproxy's own default; chaos.api serves its API there too
 
 # --- PostgreSQL --------------------------------------------------------------------------
 POSTGRES_VERSION = 15

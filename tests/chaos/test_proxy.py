@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
 
@@ -12,6 +14,7 @@ import pytest
 
 from chaos.api import ChaosServer
 from chaos.client import Toxiproxy, ToxiproxyError
+from sparkops.ephemeral.proc import free_port
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -223,3 +226,19 @@ def test_disable_refuses_connections_and_enable_listens_again(proxy):
     proxy.set_enabled(True)
     with connect(proxy) as sock:
         assert round_trip(sock) < 0.1
+
+
+def test_the_server_runs_on_its_own_and_stops_on_sigterm(echo):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "chaos", "--port", str(port)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert f"127.0.0.1:{port}" in proc.stdout.readline()
+        api = Toxiproxy(f"http://127.0.0.1:{port}")
+        handle = api.create("standalone", echo)
+        with connect(handle) as sock:
+            assert round_trip(sock) < 0.5
+        api.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
