@@ -85,6 +85,14 @@ async def until_accepted(call, seconds: float):
             await asyncio.sleep(0.05)
 
 
+async def half_open(breaker: CircuitBreaker) -> None:
+    """Poll until the cool-down has turned the open circuit half-open (bounded)."""
+    deadline = time.monotonic() + COOL_DOWN_S + 2
+    while breaker.state is not State.HALF_OPEN:
+        assert breaker.state is State.OPEN and time.monotonic() < deadline, breaker
+        await asyncio.sleep(0.02)
+
+
 def test_429_the_client_waits_as_told_and_is_never_banned(binance):
     fake, proxy = binance
     limited_before = sample(metric_names.EXCHANGE_RATE_LIMITED, status="429")
@@ -211,13 +219,13 @@ def test_breaker_opens_half_opens_and_closes_and_its_state_is_a_metric(binance):
             with pytest.raises(CircuitOpen):
                 await client.ticker_price("BTCUSDT")
             assert fake.requests == seen  # refused without touching the network
-            await asyncio.sleep(COOL_DOWN_S)  # the cool-down itself
-            assert client.breaker.state is State.HALF_OPEN and sample(gauge) == State.HALF_OPEN
+            await half_open(client.breaker)
+            assert sample(gauge) == State.HALF_OPEN
             with pytest.raises(ExchangeUnavailable):  # the trial fails: open again
                 await client.ticker_price("BTCUSDT")
             assert client.breaker.state is State.OPEN
             proxy.remove(toxic)
-            await asyncio.sleep(COOL_DOWN_S)
+            await half_open(client.breaker)
             price = await client.ticker_price("BTCUSDT")  # the trial succeeds
             return price, client.breaker.state, sample(gauge)
 
