@@ -19,11 +19,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chaos import scenarios
+from chaos.exchange_run import rate_limits_and_breaker
 from chaos.report import render
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = {f.__name__: f for f in scenarios.ALL}
+    names = {f.__name__: f for f in (*scenarios.ALL, rate_limits_and_breaker)}
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=sorted(names), help="run only these")
     args = parser.parse_args(argv)

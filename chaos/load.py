@@ -46,6 +46,8 @@ class Tally:
     abandoned: set[str] = field(default_factory=set)  # never acknowledged by the end
     sent_keys: set[str] = field(default_factory=set)
     last_ack_at: float = 0.0
+    ack_times: list[float] = field(default_factory=list)  # kept by the exchange run
+    early_calls: int | None = None  # exchange run: calls before Retry-After had passed
     lost: int | None = None
     duplicates: int | None = None
     half_written: list[str] = field(default_factory=list)

@@ -29,7 +29,9 @@ from app.exchanges.credentials import Secret
 from app.exchanges.errors import CircuitOpen, ExchangeUnavailable, IpBanned, RateLimited
 from chaos.api import ChaosServer
 from chaos.client import Toxiproxy
+from chaos.exchange_run import rate_limits_and_breaker
 from chaos.fake_binance import FakeBinance
+from chaos.report import render
 
 pytestmark = pytest.mark.chaos
 
@@ -232,3 +234,12 @@ def test_breaker_opens_half_opens_and_closes_and_its_state_is_a_metric(binance):
     price, state, value = asyncio.run(go())
     assert price.symbol == "BTCUSDT"
     assert state is State.CLOSED and value == State.CLOSED
+
+
+def test_orders_through_429_418_and_a_black_hole_are_placed_once_each():
+    tally = rate_limits_and_breaker()
+    print("\n" + render([tally]))
+    assert tally.lost == 0 and tally.duplicates == 0 and not tally.abandoned
+    assert tally.early_calls == 0  # never called before Retry-After had passed
+    assert tally.recovered  # the breaker opened in the black hole and closed after it
+    assert tally.max_latency_s < 2 * TIMEOUT_S + 1  # the call and its lookup, each bounded
