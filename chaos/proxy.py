@@ -194,19 +194,24 @@ class Connection:
             # The black hole: nothing passes while the toxic is on (the watcher closes the
             # connection after its timeout, if it has one); held data goes on once removed.
             await self.proxy.wait_changed(None)
-        toxics = {t.type: t.attributes for t in self.active(stream)}
-        if "latency" in toxics:
-            lat, jitter = toxics["latency"]["latency"], toxics["latency"]["jitter"]
-            delay = lat + random.uniform(-jitter, jitter)
-            if delay > 0:
-                await asyncio.sleep(delay / 1000)
+        # Several toxics of one type chain as in Toxiproxy: latencies add up, the lowest
+        # rate and the smallest limit win, the last slicer cuts.
+        by_type: dict[str, list[dict]] = {}
+        for toxic in self.active(stream):
+            by_type.setdefault(toxic.type, []).append(toxic.attributes)
+        delay = sum(a["latency"] + random.uniform(-a["jitter"], a["jitter"])
+                    for a in by_type.get("latency", []))  # fmt: skip
+        if delay > 0:
+            await asyncio.sleep(delay / 1000)
         keep_open = True
-        if "limit_data" in toxics:
-            room = max(0, toxics["limit_data"]["bytes"] - self.sent[stream])
+        for limit in by_type.get("limit_data", []):
+            room = max(0, limit["bytes"] - self.sent[stream])
             if len(data) >= room:
                 data, keep_open = data[:room], False
-        rate = toxics.get("bandwidth", {}).get("rate", 0) * 1024  # bytes per second
-        for piece, pause in _slices(data, toxics.get("slicer"), max_size=int(rate / 10)):
+        rates = [a["rate"] for a in by_type.get("bandwidth", []) if a["rate"]]
+        rate = min(rates) * 1024 if rates else 0  # bytes per second
+        slicer = by_type["slicer"][-1] if "slicer" in by_type else None
+        for piece, pause in _slices(data, slicer, max_size=int(rate / 10)):
             if rate:  # each piece waits its time on the wire before it goes
                 await asyncio.sleep(len(piece) / rate)
             writer.write(piece)

@@ -111,6 +111,14 @@ def test_latency_adds_its_delay_to_every_round_trip(proxy):
     assert after < 0.05  # removed: the connection already open is fast again
 
 
+def test_two_latency_toxics_add_up(proxy):
+    proxy.add("latency", "downstream", name="first", latency=60)
+    proxy.add("latency", "upstream", name="second", latency=50)
+    proxy.add("latency", "upstream", name="third", latency=40)
+    with connect(proxy) as sock:
+        assert round_trip(sock) >= 0.15
+
+
 def test_jitter_spreads_the_delay_around_the_latency(proxy):
     with connect(proxy) as sock, proxy.toxic("latency", streams=("upstream",),
                                              latency=100, jitter=80):  # fmt: skip
