@@ -52,6 +52,8 @@ class Proxy:
         self.enabled = enabled
         self.toxics: dict[str, Toxic] = {}
         self.connections: set[Connection] = set()
+        self.accepted = 0  # connections, and how they ended by a toxic: for a run's notes
+        self.ended_by: dict[str, int] = {"reset_peer": 0, "timeout": 0, "limit_data": 0}
         self._server: asyncio.Server | None = None
         self._changed = asyncio.Event()
 
@@ -111,6 +113,7 @@ class Proxy:
             up_writer.close()
             return
         conn = Connection(self, reader, writer, up_reader, up_writer)
+        self.accepted += 1
         self.connections.add(conn)
         try:
             await conn.run()
@@ -208,6 +211,7 @@ class Connection:
             room = max(0, limit["bytes"] - self.sent[stream])
             if len(data) >= room:
                 data, keep_open = data[:room], False
+                self.proxy.ended_by["limit_data"] += 1
         rates = [a["rate"] for a in by_type.get("bandwidth", []) if a["rate"]]
         rate = min(rates) * 1024 if rates else 0  # bytes per second
         slicer = by_type["slicer"][-1] if "slicer" in by_type else None
@@ -240,6 +244,7 @@ class Connection:
                         continue  # a black hole for as long as it is on
                     due = self.seen.setdefault(id(toxic), (toxic, now))[1] + wait
                     if due <= now:
+                        self.proxy.ended_by[toxic.type] += 1
                         self.close(reset=toxic.type == "reset_peer")
                         return
                     next_due = due if next_due is None else min(next_due, due)

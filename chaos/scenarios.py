@@ -187,8 +187,9 @@ def lossy_link() -> Tally:
     No iptables `statistic` or netem outside a network namespace, so the loss is emulated by
     its effects, each on a random fraction of connections (Toxiproxy's toxicity): a quarter
     of the connections see retransmission delays (200 +- 200 ms per segment), every request
-    is cut into small segments, and a few connections die (reset after 1 s or 3 s) or stall
-    and are then closed (the black hole a lost FIN/ACK leaves)."""
+    is cut into small segments, and many die: a quarter reset after 1 s, a quarter after 3 s
+    (as a stack gives up on a lost segment), a tenth stall and are closed after 2 s (the
+    black hole a lost FIN/ACK leaves). Each new connection draws again."""
 
     def fault(stack: ChaosStack, tally: Tally) -> None:
         p = stack.to_bouncer
@@ -198,13 +199,19 @@ def lossy_link() -> Tally:
             p.add(
                 "slicer", "upstream", 1.0, "segments", average_size=64, size_variation=32, delay=200
             ),
-            p.add("reset_peer", "downstream", 0.1, "reset_1s", timeout=1000),
-            p.add("reset_peer", "downstream", 0.1, "reset_3s", timeout=3000),
-            p.add("timeout", "downstream", 0.05, "stall_2s", timeout=2000),
+            p.add("reset_peer", "downstream", 0.25, "reset_1s", timeout=1000),
+            p.add("reset_peer", "downstream", 0.25, "reset_3s", timeout=3000),
+            p.add("timeout", "downstream", 0.1, "stall_2s", timeout=2000),
         ]
+        proxy = stack.chaos.api.proxies[p.name] if stack.chaos else None  # ours, not Toxiproxy
+        accepted = proxy.accepted if proxy else 0
         hold(10)
         for name in toxics:
             p.remove(name)
+        if proxy is not None:
+            tally.notes.append(f"{proxy.accepted - accepted} new connections in the fault; "
+                               f"ended by reset: {proxy.ended_by['reset_peer']}, by stall "
+                               f"and close: {proxy.ended_by['timeout']}")  # fmt: skip
 
     return run("4 lossy link (emulated)", fault)
 
