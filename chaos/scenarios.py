@@ -187,9 +187,10 @@ def lossy_link() -> Tally:
     No iptables `statistic` or netem outside a network namespace, so the loss is emulated by
     its effects, each on a random fraction of connections (Toxiproxy's toxicity): a quarter
     of the connections see retransmission delays (200 +- 200 ms per segment), every request
-    is cut into small segments, and many die: a quarter reset after 1 s, a quarter after 3 s
-    (as a stack gives up on a lost segment), a tenth stall and are closed after 2 s (the
-    black hole a lost FIN/ACK leaves). Each new connection draws again."""
+    is cut into small segments, and many die: a quarter reset after 1 s, another quarter after
+    3 s, 5 s and 7 s (as a stack gives up on a lost segment; a connection lives through the
+    10 s with a chance of 0.32), a tenth stall and are closed after 2 s (the black hole a
+    lost FIN/ACK leaves). Each new connection draws again."""
 
     def fault(stack: ChaosStack, tally: Tally) -> None:
         p = stack.to_bouncer
@@ -199,8 +200,10 @@ def lossy_link() -> Tally:
             p.add(
                 "slicer", "upstream", 1.0, "segments", average_size=64, size_variation=32, delay=200
             ),
-            p.add("reset_peer", "downstream", 0.25, "reset_1s", timeout=1000),
-            p.add("reset_peer", "downstream", 0.25, "reset_3s", timeout=3000),
+            *(
+                p.add("reset_peer", "downstream", 0.25, f"reset_{t}s", timeout=t * 1000)
+                for t in (1, 3, 5, 7)
+            ),
             p.add("timeout", "downstream", 0.1, "stall_2s", timeout=2000),
         ]
         proxy = stack.chaos.api.proxies[p.name] if stack.chaos else None  # ours, not Toxiproxy
