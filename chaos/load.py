@@ -47,6 +47,7 @@ class Tally:
     sent_keys: set[str] = field(default_factory=set)
     last_ack_at: float = 0.0
     ack_times: list[float] = field(default_factory=list)  # kept by the exchange run
+    transport_errors: list[str] = field(default_factory=list)  # the first few, for notes
     early_calls: int | None = None  # exchange run: calls before Retry-After had passed
     lost: int | None = None
     duplicates: int | None = None
@@ -169,8 +170,11 @@ class OrderLoad:
             start = time.monotonic()
             try:
                 answer = await http.post("/orders", json=body, headers={"idempotency-key": key})
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 self._record(time.monotonic() - start, None)
+                took = time.monotonic() - start
+                if len(self.tally.transport_errors) < 5:
+                    self.tally.transport_errors.append(f"{exc!r} after {took:.2f}s")
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
                 continue
             self._record(time.monotonic() - start, answer.status_code, answer.headers)

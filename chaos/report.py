@@ -31,4 +31,9 @@ def render(tallies: list[Tally]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = [f"  {t.scenario}: {note}" for t in tallies for note in t.notes]
+    notes += [
+        f"  {t.scenario}: answers {dict(t.statuses)} {'; '.join(t.transport_errors)}"
+        for t in tallies
+        if t.errors
+    ]
     return "\n".join(lines + (["notes:", *notes] if notes else []))

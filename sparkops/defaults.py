@@ -123,6 +123,11 @@ READY_CHECK_TIMEOUT_SECONDS = 2.0
 APP_REQUEST_TIMEOUT_SECONDS = 10.0
 # Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+# uvicorn closes an idle keep-alive connection after this long. Longer than the Retry-After
+# above: with uvicorn's default (5 s, equal to it) a client that waited exactly as told sent
+# its retry as the server closed the connection, and read a reset (1 in 2 chaos runs of the
+# partition scenario, tests/chaos).
+APP_KEEP_ALIVE_SECONDS = DB_UNAVAILABLE_RETRY_AFTER_SECONDS + 5
 # Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
 # checked on the raw bytes before parsing, since Python's json recurses per level.
 MAX_JSON_DEPTH = 8
