@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test test-interruptions test-contract test-chaos resilience-report coverage demo lint format bench build clean
+.PHONY: bootstrap test test-interruptions test-contract test-chaos chaos-report resilience-report coverage demo lint format bench build clean
 
 bootstrap:
 	./scripts/bootstrap
@@ -37,6 +37,10 @@ test-contract: bootstrap
 # The tests that inject failures (killed dispatchers, stopped services).
 test-chaos: bootstrap
 	$(VENV)/bin/pytest -p no:cacheprovider -m chaos $(PYTEST_ARGS)
+
+# The chaos scenarios (slow, black-holed, lossy, saturated, restarted database) as a table.
+chaos-report: bootstrap
+	$(PY) bench/chaos_report.py
 
 # Resilience figures for people: the chaos tests as JUnit XML and the restore/rollback
 # benchmark (a smaller database than bench's default) in build/resilience/.

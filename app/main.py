@@ -6,10 +6,11 @@ Run: `uvicorn --factory app.main:create_app` or `sparkops app serve`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import psycopg
 from psycopg.rows import dict_row
@@ -263,9 +264,9 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
 
     routes = [
         Route("/", index),
-        Route("/orders", post_order, methods=["POST"]),
-        Route("/orders/{order_id}", get_order, methods=["GET"]),
-        Route("/positions", list_positions, methods=["GET"]),
+        Route("/orders", within_budget(post_order, settings), methods=["POST"]),
+        Route("/orders/{order_id}", within_budget(get_order, settings), methods=["GET"]),
+        Route("/positions", within_budget(list_positions, settings), methods=["GET"]),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/version", version),
@@ -290,6 +291,48 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
     return SecurityHeaders(
         RequestIds(HttpMetrics(EdgeGuard(starlette), starlette.router)), settings.hsts_max_age
     )
+
+
+def within_budget(
+    handler: Callable[[Request], Awaitable[Response]], settings: Settings
+) -> Callable[[Request], Awaitable[Response]]:
+    """The handler, answered 503 + Retry-After once it has run `settings.request_timeout_s`.
+
+    The handler runs as a task of its own and is cancelled behind the answer: psycopg then
+    cancels the query on the server and, if that gets no reply (a black hole), closes the
+    connection; that takes up to ten more seconds, which the client no longer waits for.
+    An order cut off so is either committed whole or not at all; the client's retry with the
+    same Idempotency-Key replays it, or places it once the key's in-flight timeout passes.
+    """
+
+    async def guarded(request: Request) -> Response:
+        task = asyncio.ensure_future(handler(request))
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), settings.request_timeout_s)
+        except TimeoutError:
+            task.cancel()
+            task.add_done_callback(_retrieve)
+            log.warning("over budget on %s %s after %gs: answered 503 (request %s)",
+                        request.method, request.url.path, settings.request_timeout_s,
+                        request.scope["state"]["request_id"])  # fmt: skip
+            return JSONResponse(
+                {"error": "database_unavailable",
+                 "message": f"no answer from the database within {settings.request_timeout_s:g}s;"
+                            " retry later (orders: with the same Idempotency-Key)"},
+                status_code=503,
+                headers=RETRY_AFTER_DB_UNAVAILABLE,
+            )  # fmt: skip
+        except asyncio.CancelledError:
+            task.cancel()  # the client went away: so does the work
+            raise
+
+    return guarded
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Consume a cut-off handler's outcome, so asyncio does not report it as never retrieved."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("cut-off request ended with %r", task.exception())
 
 
 # An order or a page of positions only through a key bound to its account.

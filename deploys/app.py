@@ -262,6 +262,7 @@ def app_release() -> dict:
             env_file=APP_ENV,
             listen_host=host.data.app_listen_host,
             port=defaults.APP_PORT,
+            keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
         )
     ]
     # Keys expire after IDEMPOTENCY_KEY_TTL_HOURS; a timer deletes them (the app never does).

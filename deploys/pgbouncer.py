@@ -70,6 +70,7 @@ def settings(data, address: str) -> dict[str, str]:
         "server_reset_query": "",
         "query_wait_timeout": str(data["pgbouncer_query_wait_timeout"]),
         "idle_transaction_timeout": str(data["pgbouncer_idle_transaction_timeout"]),
+        "server_login_retry": str(defaults.PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS),
     }
     values.update({k: str(v) for k, v in data.get("pgbouncer_settings", {}).items()})
     return values

@@ -21,6 +21,7 @@ PGBOUNCER_EXPORTER_PORT = 9127
 OUTBOX_METRICS_PORT = 9310  # the outbox dispatcher's /metrics
 NODE_EXPORTER_PORT = 9100  # node_exporter on the db hosts (textfile: backup, drill metrics)
 APP_METRICS_PATH = "/metrics"
+TOXIPROXY_API_PORT = 8474  # Toxiproxy's own default; chaos.api serves its API there too
 
 # --- PostgreSQL --------------------------------------------------------------------------
 POSTGRES_VERSION = 15
@@ -48,6 +49,10 @@ PGBOUNCER_ADMIN_DB = "pgbouncer"
 # covering any role that lacks the setting. It is what keeps a restore's PAUSE, which waits
 # for every server connection to be released, from waiting on a stuck client for ever.
 PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS = 12
+# After a failed connect or login to PostgreSQL, pgBouncer waits this long before trying again
+# (its default, 15 s, kept orders failing for 15.6 s after a 2 s PostgreSQL restart in the
+# chaos run; with 1 s they flowed again 2.3 s after it went down: tests/chaos).
+PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS = 1
 
 # --- WAL archiving and backups -----------------------------------------------------------
 ARCHIVE_TIMEOUT_SECONDS = 60
@@ -109,8 +114,18 @@ MAX_REQUEST_BODY_BYTES = 16 * 1024
 # Readiness (/readyz and the readiness gauge): the database must answer `SELECT 1` through
 # pgBouncer within this long, or the app reports itself not ready.
 READY_CHECK_TIMEOUT_SECONDS = 2.0
+# A request's whole time on the database (the wait for a pooled connection included): past
+# it the client gets 503 + Retry-After, and the work is cancelled behind the answer. Without
+# it a black-holed database connection hangs a request until TCP gives up (minutes); the
+# chaos scenarios (tests/chaos) hold every answer to it.
+APP_REQUEST_TIMEOUT_SECONDS = 10.0
 # Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+# uvicorn closes an idle keep-alive connection after this long. Longer than the Retry-After
+# above: with uvicorn's default (5 s, equal to it) a client that waited exactly as told sent
+# its retry as the server closed the connection, and read a reset (1 in 2 chaos runs of the
+# partition scenario, tests/chaos).
+APP_KEEP_ALIVE_SECONDS = DB_UNAVAILABLE_RETRY_AFTER_SECONDS + 5
 # Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
 # checked on the raw bytes before parsing, since Python's json recurses per level.
 MAX_JSON_DEPTH = 8

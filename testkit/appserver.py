@@ -10,6 +10,7 @@ import uvicorn
 
 from app.config import Settings
 from app.main import create_app
+from sparkops import defaults
 from sparkops.wait import wait_until
 from testkit.proc import free_port
 
@@ -49,6 +50,7 @@ class AppServer:
             lifespan="on",
             backlog=4096,
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

@@ -68,6 +68,7 @@ class PgBouncer:
             "server_reset_query": "",
             "query_wait_timeout": "30",
             "idle_transaction_timeout": str(defaults.PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS),
+            "server_login_retry": str(defaults.PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS),
         }
         settings.update(self.extra)
         db_line = (

@@ -97,7 +97,7 @@ def app_server(db_stack):
     from testkit.appserver import AppServer
 
     # The storm tests queue 1,000 requests on the pool; on a loaded 2-core CI machine the
-    # wait for a connection can pass the production default (5 s, then 503).
+    # wait for a connection can pass the production defaults (5 s, then 503; 10 s in all).
     # Every test request comes from 127.0.0.1: the per-address limit is out of reach here
     # (tests/api/test_client_rate_limit.py runs servers of its own with a low one).
     settings = Settings(
@@ -105,6 +105,7 @@ def app_server(db_stack):
         release_id="test-release",
         db_timeout_s=60,
         client_rate_limit=TEST_KEY_RATE_LIMIT,
+        request_timeout_s=90,
     )
     with connect_app(db_stack) as conn:
         ensure_test_key(conn)

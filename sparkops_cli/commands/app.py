@@ -51,7 +51,14 @@ def serve(host: str, port: int) -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("spark").addHandler(handler)
     logging.getLogger("spark").setLevel(logging.INFO)
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=True, lifespan="on")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        lifespan="on",
+        timeout_keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
+    )
 
 
 @command.command("migrate")

@@ -86,7 +86,9 @@ def test_revoke_plans_asks_and_every_process_refuses_the_key_within_a_second(
     create_account(app_conn)
     key_id, auth = make_key(db_stack, "acct-1")
     # A second app process (its own key cache) beside the session's.
-    other = AppServer(Settings(database_url=db_stack.app_conninfo(), db_timeout_s=60)).start()
+    other = AppServer(
+        Settings(database_url=db_stack.app_conninfo(), db_timeout_s=60, request_timeout_s=90)
+    ).start()
     try:
         servers = [app_server, other]
         for server in servers:
@@ -202,7 +204,9 @@ def test_a_burst_over_the_limit_gets_429_across_two_processes(db_stack, app_serv
     limit = 5
     _, auth = make_key(db_stack, "burst", rate_limit=limit)
     body = {**ORDER, "account_id": "burst"}
-    other = AppServer(Settings(database_url=db_stack.app_conninfo(), db_timeout_s=60)).start()
+    other = AppServer(
+        Settings(database_url=db_stack.app_conninfo(), db_timeout_s=60, request_timeout_s=90)
+    ).start()
     before = metric_value(app_server, metric_names.RATE_LIMITED, limit="api_key")
     try:
 

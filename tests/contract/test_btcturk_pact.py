@@ -13,8 +13,9 @@ from decimal import Decimal
 import pytest
 from pact import Pact, match
 
+from app.exchanges import settings
 from app.exchanges.btcturk import BtcTurkClient
-from app.exchanges.errors import UnknownSymbol
+from app.exchanges.errors import RateLimited, UnknownSymbol
 from tests.contract.wire import body_text, decimal_string, json_number
 
 JSON = "application/json"
@@ -112,3 +113,30 @@ def test_unknown_pair(btcturk_pact):
     )
     with pytest.raises(UnknownSymbol, match="Pair not found"):
         run(btcturk_pact, lambda c: c.ticker("NOPETRY"))
+
+
+def test_rate_limited_backs_off_without_calling_again(btcturk_pact):
+    # BTCTurk's 429 promises no Retry-After: the client backs off its own default, and a
+    # second call inside it is refused locally (Pact fails on any request not declared).
+    (
+        btcturk_pact.upon_receiving("a request for the ticker while rate limited")
+        .given("the request limit for this IP is exceeded")
+        .with_request("GET", "/api/v2/ticker")
+        .with_query_parameter("pairSymbol", "BTCUSDT")
+        .will_respond_with(429)
+    )
+
+    async def twice(client):
+        errors = []
+        for _ in range(2):
+            try:
+                await client.ticker("BTCUSDT")
+            except RateLimited as exc:
+                errors.append(exc)
+        return errors
+
+    first, second = run(btcturk_pact, twice)
+    assert first.status == 429
+    assert first.retry_after == settings.BTCTURK_DEFAULT_RETRY_AFTER_SECONDS
+    assert second.status is None  # refused by the client's gate: never sent
+    assert 0 < second.retry_after <= first.retry_after

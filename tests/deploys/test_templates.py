@@ -227,8 +227,10 @@ def test_app_units_run_the_current_release():
         env_file="/etc/spark-app/app.env",
         listen_host="0.0.0.0",
         port=defaults.APP_PORT,
+        keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
     )
     assert "--factory app.main:create_app" in unit
+    assert f"--timeout-keep-alive {defaults.APP_KEEP_ALIVE_SECONDS}" in unit
     assert f"--port {defaults.APP_PORT}" in unit
     assert "EnvironmentFile=/opt/spark-app/current/release.env" in unit
     script = support.render(

@@ -27,9 +27,10 @@ ALLOWED: dict[str, set[str]] = {
     "signoff": {"sparkops", "app", "alerts", "dashboards", "runbooks"},
     "sparkops_cli": {"sparkops", "app", "alerts", "dashboards", "lab", "runbooks", "signoff"},
     "testkit": {"sparkops", "app", "alerts", "dashboards", "lab", "runbooks", "deploys"},
+    "chaos": {"sparkops", "app", "alerts", "testkit"},
     "bench": {
         "sparkops", "app", "alerts", "dashboards", "lab", "runbooks", "deploys", "signoff",
-        "sparkops_cli", "testkit",
+        "sparkops_cli", "testkit", "chaos",
     },
 }  # fmt: skip
 PACKAGES = set(ALLOWED) | {"tests"}
