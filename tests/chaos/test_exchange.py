@@ -22,7 +22,6 @@ from decimal import Decimal
 import pytest
 from prometheus_client import REGISTRY
 
-from app import metric_names
 from app.exchanges.binance import BinanceClient, client_order_id
 from app.exchanges.circuit import CircuitBreaker, State
 from app.exchanges.credentials import Secret
@@ -32,6 +31,7 @@ from chaos.client import Toxiproxy
 from chaos.exchange_run import rate_limits_and_breaker
 from chaos.fake_binance import FakeBinance
 from chaos.report import render
+from sparkops import metric_names
 
 pytestmark = pytest.mark.chaos
 
