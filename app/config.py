@@ -76,6 +76,7 @@ class Settings:
             client_rate_limit=_int(env, envvars.CLIENT_RATE_LIMIT, defaults.CLIENT_RATE_LIMIT),
             metrics_host=env.get(envvars.METRICS_HOST, "127.0.0.1").strip() or "127.0.0.1",
             metrics_port=_port(env, envvars.METRICS_PORT, defaults.APP_METRICS_PORT),
+            request_timeout_s=_budget(env, envvars.REQUEST_TIMEOUT_SECONDS),
         )
 
 
@@ -112,6 +113,21 @@ def _port(env: dict[str, str], name: str, default: int) -> int:
     if not raw.strip().isdigit() or int(raw) > 65535:
         raise ConfigError(f"{name}={raw!r} must be a port number (0 turns it off)")
     return int(raw)
+
+
+def _budget(env: dict[str, str], name: str) -> float:
+    """The request budget in seconds: long enough for a pooled connection and a query,
+    short enough that a client is answered before it gives up (at most two minutes)."""
+    raw = env.get(name)
+    if raw is None:
+        return defaults.APP_REQUEST_TIMEOUT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of seconds") from None
+    if not 0.5 <= value <= 120:
+        raise ConfigError(f"{name}={raw!r} must be from 0.5 to 120 (seconds)")
+    return value
 
 
 def _cache_ttl(env: dict[str, str], name: str) -> float:

@@ -20,6 +20,8 @@ CLIENT_RATE_LIMIT = "SPARK_CLIENT_RATE_LIMIT"
 # The app's /metrics: its own port, on the host's private address (app.env).
 METRICS_HOST = "SPARK_METRICS_HOST"
 METRICS_PORT = "SPARK_METRICS_PORT"
+# The whole of a database-backed request, then 503 + Retry-After (app/main.py).
+REQUEST_TIMEOUT_SECONDS = "SPARK_REQUEST_TIMEOUT_SECONDS"
 # The schema owner's connection, direct to PostgreSQL, for migrations only (migrations.env).
 MIGRATIONS_URL = "SPARK_MIGRATIONS_URL"
 
