@@ -9,6 +9,7 @@ docs/validation-checklist.md is the same list by hand.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -268,7 +269,11 @@ def check_money(ctx: Context) -> tuple[str, list[str]]:
     argv = [sys.executable, "-m", "pytest", MONEY_TESTS, "-q", "-p", "no:cacheprovider",
             *(f"--cov={m}" for m in MONEY_MODULES), "--cov-report=term-missing",
             f"--cov-fail-under={MONEY_COVERAGE_MIN}"]  # fmt: skip
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=ctx.repo_root)
+    # Coverage's data file goes with the evidence, not into the repository.
+    env = {**os.environ, "COVERAGE_FILE": str(ctx.folder / ".coverage")}
+    r = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, cwd=ctx.repo_root, env=env
+    )
     shown = f"$ {' '.join(argv[2:])}\n{r.stdout}{r.stderr}"
     files = [_write(ctx, "money_test_coverage.txt", shown)]
     found = [m for m in (t.search(r.stdout) for t in _TOTALS) if m]

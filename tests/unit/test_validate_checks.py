@@ -27,6 +27,7 @@ def test_the_money_suite_passes_with_its_coverage_and_leaves_the_seed_file(tmp_p
     assert "--cov=app.money --cov=app.decimals" in text and "passed" in text
     figure = float(re.search(r"coverage ([\d.]+)%", message).group(1))
     assert validate.MONEY_COVERAGE_MIN <= figure <= 100
+    assert (tmp_path / ".coverage").is_file()  # its data with the evidence, not in the repo
 
 
 def test_a_suite_that_covers_too_little_fails_naming_the_figure(tmp_path):
