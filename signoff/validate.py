@@ -114,7 +114,10 @@ def check_wal_archived(ctx: Context) -> tuple[str, list[str]]:
     ctx.db.psql("SELECT pg_switch_wal()")
     started = time.monotonic()
     deadline = started + WAL_ARCHIVE_DEADLINE_SECONDS
-    query = "SELECT coalesce(last_archived_wal, ''), pg_current_wal_lsn() FROM pg_stat_archiver"
+    query = (
+        "SELECT coalesce(last_archived_wal, ''), pg_current_wal_lsn(), failed_count, "
+        "coalesce(last_failed_wal, '') FROM pg_stat_archiver"
+    )
     while True:
         after = ctx.db.psql(query)
         archived = after.strip().split("|")[0]
@@ -123,9 +126,16 @@ def check_wal_archived(ctx: Context) -> tuple[str, list[str]]:
         time.sleep(1)  # polling the archiver until the deadline above
     files.append(_write(ctx, "pitr_lsn_after.txt", after))
     if archived < segment:
+        failed_count, last_failed = after.strip().split("|")[2:4]
+        failing = (
+            f"; the archiver failed {failed_count} time(s), last on {last_failed}: "
+            "see archive_command and the PostgreSQL log"
+            if last_failed
+            else ""
+        )
         raise Failed(
             f"segment {segment} not archived within {WAL_ARCHIVE_DEADLINE_SECONDS}s "
-            f"(last archived: {archived or 'none'})"
+            f"(last archived: {archived or 'none'}{failing})"
         )
     took = time.monotonic() - started
     ctx.measured.setdefault("wal_archive_seconds", []).append(took)
@@ -136,7 +146,15 @@ def check_pgbouncer(ctx: Context) -> tuple[str, list[str]]:
     text = []
     rows = {}
     for command in ("SHOW POOLS", "SHOW STATS"):
-        rows[command] = ctx.db.bouncer_rows(command)
+        try:
+            rows[command] = ctx.db.bouncer_rows(command)
+        except CommandFailed as exc:
+            _write(ctx, "pgbouncer_stats.txt", str(exc))
+            said = error_line(exc.result.output())
+            raise Failed(
+                f"pgBouncer's admin console on {ctx.db.label} does not answer {command}: "
+                f"{said.strip()} (is {layout.PGBOUNCER_SERVICE} running?)"
+            ) from exc
         text.append(f"== {command}")
         text += ["\t".join(f"{k}={v}" for k, v in r.items()) for r in rows[command]]
     files = [_write(ctx, "pgbouncer_stats.txt", "\n".join(text))]
@@ -300,6 +318,13 @@ CHECKS: tuple[tuple[str, Callable[[Context], tuple[str, list[str]]]], ...] = (
     ("dashboard queries", check_dashboard),
     ("restore drill", check_drill),
 )
+
+
+def error_line(output: str) -> str:
+    """The line of a program's output that says what went wrong (psql's `error:` line)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no answer"])[0][:300]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -104,9 +104,8 @@ class _HostKeys:
         run = self._run(keys_create_on_host("sparkops-validate", [validate.SIGNOFF_ACCOUNT],
                                             ["read", "trade"]))  # fmt: skip
         if not run.ok:
-            raise validate.Failed(
-                f"could not make an API key on {self.app_host}: {run.stderr.strip()[-300:]}"
-            )
+            said = validate.error_line(run.stderr or f"exit {run.returncode}")
+            raise validate.Failed(f"could not make an API key on {self.app_host}: {said}")
         for line in run.stdout.splitlines():
             if line.startswith("key id: "):
                 self.made.append(line.removeprefix("key id: ").strip())
