@@ -1,7 +1,8 @@
 """The validation run as one HTML page (`report.html` in the evidence folder): the checks'
-table and three plots drawn as inline SVG here (no script, no network: a reviewer opens the
-file as it is): WAL archive lag and request latency over the last hour from Prometheus's
-history, and the run's timeline with the restore drill in it.
+table and plots drawn as inline SVG here (no script, no network: a reviewer opens the file
+as it is): WAL archive lag, request latency and the restore drill's duration over the last
+hour from Prometheus's history, the idempotency check's requests, and the run's timeline
+with the restore drill in it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ WAL_LAG_QUERY = f"max({metric_names.PG_ARCHIVER_LAST_ARCHIVE_AGE})"
 LATENCY_QUERY = (
     f"histogram_quantile(0.95, sum by (le) (rate({metric_names.HTTP_REQUEST_DURATION}_bucket[5m])))"
 )
+DRILL_QUERY = f"max({metric_names.RESTORE_DRILL_DURATION})"
 WIDTH, HEIGHT, PAD = 640, 220, 64
 
 
@@ -134,7 +136,7 @@ def _text(x: float, y: float, text: str, anchor: str = "start") -> str:
 
 
 def render(ctx: Context, outcomes: list[Outcome], total: float,
-           wal: Series, latency: Series) -> str:  # fmt: skip
+           wal: Series, latency: Series, drill: Series | None = None) -> str:  # fmt: skip
     verdict = "PASS" if all(o.ok for o in outcomes) else "FAIL"
     rows = "".join(
         f"<tr><td>{html.escape(o.name)}</td><td class={'pass' if o.ok else 'fail'}>"
@@ -169,6 +171,9 @@ This run's WAL switch was archived in: {wal_note or "not measured"}.</p>
 <p>Each check from start to end; the restore drill restores the latest backup onto a scratch
 copy and checks it.</p>
 {timeline(outcomes, total)}
+<p>The restore drill's duration as Prometheus recorded it ({html.escape(DRILL_QUERY)}), last
+hour; a step is a drill that ended:</p>
+{line_chart("Restore drill duration", "s", drill or Series([], "not asked"))}
 </body></html>
 """
 
@@ -176,5 +181,7 @@ copy and checks it.</p>
 def write(ctx: Context, outcomes: list[Outcome], total: float) -> str:
     wal = range_query(ctx.prometheus_url, WAL_LAG_QUERY)
     latency = range_query(ctx.prometheus_url, LATENCY_QUERY)
-    (ctx.folder / "report.html").write_text(render(ctx, outcomes, total, wal, latency))
+    drill = range_query(ctx.prometheus_url, DRILL_QUERY)
+    page = render(ctx, outcomes, total, wal, latency, drill)
+    (ctx.folder / "report.html").write_text(page)
     return "report.html"

@@ -209,7 +209,7 @@ def test_validate_passes_every_check_on_the_lab_and_leaves_the_evidence(deployed
         assert (folder / name).is_file(), name
     assert "idempotent-replayed: true" in (folder / "idempotency_duplicate.log").read_text()
     assert "HTTP 422" in (folder / "idempotency_mismatch.log").read_text()
-    assert (folder / "report.html").read_text().count("<svg") == 4
+    assert (folder / "report.html").read_text().count("<svg") == 5
     assert "PASS restore drill" in r.stderr  # progress, as it runs
     print(r.stdout.splitlines()[-1])  # the wall time, for the report
 

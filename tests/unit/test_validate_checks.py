@@ -88,10 +88,11 @@ def test_the_report_draws_its_plots_inline_without_scripts_or_network(tmp_path):
     wal = report.Series([(-60.0, 10.0), (-30.0, 40.0), (0.0, 2.0)])
     latency = report.Series([], "no series")
     page = report.render(ctx, outcomes, 4.0, wal, latency)
-    assert page.count("<svg") == 4 and "<script" not in page
+    assert page.count("<svg") == 5 and "<script" not in page
     assert not re.search(r'(src|href)="https?:', page)
     assert "Validation: <span class=fail>FAIL</span>" in page
     assert "no data: no series" in page and "<polyline" in page
+    assert "no data: not asked" in page  # the drill's plot, when no series was given
     assert "last 2 s, max 40" in page and "9 ms" in page
 
 
