@@ -79,9 +79,9 @@ def test_watch_follows_the_window_over_a_recorded_history(tmp_path):
 
             after = {f.name: f for f in watch.evaluate(prometheus.url, "5m")}
             before = watch.evaluate(prometheus.url, "5s", at=healthy_until)
-            argv = ["watch", "--since", "5m", "--prometheus", prometheus.url,
-                    "--evidence-dir", str(tmp_path)]  # fmt: skip
-            r = CliRunner().invoke(main, argv)
+            r = CliRunner().invoke(main, ["watch", "--since", "5m", "--prometheus",
+                                          prometheus.url, "--evidence-dir", str(tmp_path)],
+                                   )  # fmt: skip
     assert watch.verdict(before) == watch.GO, before  # the window is honoured
     assert {name: f.verdict for name, f in after.items()} == {
         "alerts fired": watch.NO_GO, "server errors": watch.NO_GO,
