@@ -8,9 +8,13 @@ docs/validation-checklist.md is the same list by hand.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +27,20 @@ from runbooks.target import DbTarget
 from signoff import livecheck
 from sparkops import defaults, layout
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 POSITION_INDEX = "positions_one_open_per_account_symbol_strategy"
 WAL_ARCHIVE_DEADLINE_SECONDS = defaults.ARCHIVE_TIMEOUT_SECONDS + 30
 DRILL_SERVICE = "spark-restore-drill.service"
 DRILL_METRICS = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/spark_restore_drill.prom"
+# The account the idempotency sequence trades on: its own, so its orders never mix with a
+# desk's (created when missing; one small order per run).
+SIGNOFF_ACCOUNT = "sparkops-signoff"
+SIGNOFF_ORDER = {"account_id": SIGNOFF_ACCOUNT, "symbol": "BTCUSDT", "side": "buy",
+                 "quantity": "0.00100", "price": "65000.00"}  # fmt: skip
+# The money suite and the coverage it must reach (the seed's target).
+MONEY_TESTS = "tests/unit/test_money.py"
+MONEY_MODULES = ("app.money", "app.decimals")
+MONEY_COVERAGE_MIN = 95
 
 
 @dataclass
@@ -35,6 +49,12 @@ class Context:
     app_url: str
     prometheus_url: str
     folder: Path
+    # Makes an API key for SIGNOFF_ACCOUNT with trade permission and returns its secret
+    # (the command line makes it on an app host); None: the idempotency check fails, saying so.
+    api_key: Callable[[], str] | None = None
+    repo_root: Path = REPO_ROOT
+    # What checks measured for the report (request latencies, the WAL switch's seconds).
+    measured: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,6 +64,7 @@ class Outcome:
     message: str
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
+    started: float = 0.0  # seconds after the run began
 
 
 class Failed(Exception):
@@ -93,7 +114,10 @@ def check_wal_archived(ctx: Context) -> tuple[str, list[str]]:
     ctx.db.psql("SELECT pg_switch_wal()")
     started = time.monotonic()
     deadline = started + WAL_ARCHIVE_DEADLINE_SECONDS
-    query = "SELECT coalesce(last_archived_wal, ''), pg_current_wal_lsn() FROM pg_stat_archiver"
+    query = (
+        "SELECT coalesce(last_archived_wal, ''), pg_current_wal_lsn(), failed_count, "
+        "coalesce(last_failed_wal, '') FROM pg_stat_archiver"
+    )
     while True:
         after = ctx.db.psql(query)
         archived = after.strip().split("|")[0]
@@ -102,18 +126,35 @@ def check_wal_archived(ctx: Context) -> tuple[str, list[str]]:
         time.sleep(1)  # polling the archiver until the deadline above
     files.append(_write(ctx, "pitr_lsn_after.txt", after))
     if archived < segment:
+        failed_count, last_failed = after.strip().split("|")[2:4]
+        failing = (
+            f"; the archiver failed {failed_count} time(s), last on {last_failed}: "
+            "see archive_command and the PostgreSQL log"
+            if last_failed
+            else ""
+        )
         raise Failed(
             f"segment {segment} not archived within {WAL_ARCHIVE_DEADLINE_SECONDS}s "
-            f"(last archived: {archived or 'none'})"
+            f"(last archived: {archived or 'none'}{failing})"
         )
-    return f"{segment} archived in {time.monotonic() - started:.1f}s", files
+    took = time.monotonic() - started
+    ctx.measured.setdefault("wal_archive_seconds", []).append(took)
+    return f"{segment} archived in {took:.1f}s", files
 
 
 def check_pgbouncer(ctx: Context) -> tuple[str, list[str]]:
     text = []
     rows = {}
     for command in ("SHOW POOLS", "SHOW STATS"):
-        rows[command] = ctx.db.bouncer_rows(command)
+        try:
+            rows[command] = ctx.db.bouncer_rows(command)
+        except CommandFailed as exc:
+            _write(ctx, "pgbouncer_stats.txt", str(exc))
+            said = error_line(exc.result.output())
+            raise Failed(
+                f"pgBouncer's admin console on {ctx.db.label} does not answer {command}: "
+                f"{said.strip()} (is {layout.PGBOUNCER_SERVICE} running?)"
+            ) from exc
         text.append(f"== {command}")
         text += ["\t".join(f"{k}={v}" for k, v in r.items()) for r in rows[command]]
     files = [_write(ctx, "pgbouncer_stats.txt", "\n".join(text))]
@@ -174,8 +215,101 @@ def check_drill(ctx: Context) -> tuple[str, list[str]]:
     return "restore drill passed", files
 
 
+def _exchange(
+    client: httpx.Client, body: dict, key: str, ctx: Context
+) -> tuple[httpx.Response, str]:
+    started = time.monotonic()
+    r = client.post("/orders", json=body, headers={"idempotency-key": key})
+    ctx.measured.setdefault("request_seconds", []).append(time.monotonic() - started)
+    shown = "\n".join(
+        [f"POST {ctx.app_url}/orders", f"Idempotency-Key: {key}", json.dumps(body), "",
+         f"HTTP {r.status_code}", *(f"{k}: {v}" for k, v in r.headers.items()), "", r.text]
+    )  # fmt: skip
+    return r, shown
+
+
+def check_idempotency(ctx: Context) -> tuple[str, list[str]]:
+    """The seed's sequence: an order with a new Idempotency-Key (201), the same request again
+    (the stored answer, replayed), the same key with another body (422, nothing placed)."""
+    if ctx.api_key is None:
+        raise Failed("no API key to place the test order with (give --app-host)")
+    ctx.db.psql(
+        "INSERT INTO accounts (id, name, opening_balance, cash_balance) VALUES "
+        f"('{SIGNOFF_ACCOUNT}', 'Release sign-off', 100000, 100000) ON CONFLICT (id) DO NOTHING",
+        timeout=60,
+    )
+    secret = ctx.api_key()
+    key = str(uuid.uuid4())
+    files = []
+    auth = {"authorization": f"Bearer {secret}"}
+    with httpx.Client(base_url=ctx.app_url, timeout=30, headers=auth) as client:
+        first, shown = _exchange(client, SIGNOFF_ORDER, key, ctx)
+        files.append(_write(ctx, "idempotency_first.log", shown))
+        if first.status_code != 201:
+            raise Failed(
+                f"the first order answered {first.status_code}, not 201: {first.text[:200]}"
+            )
+        duplicate, shown = _exchange(client, SIGNOFF_ORDER, key, ctx)
+        files.append(_write(ctx, "idempotency_duplicate.log", shown))
+        other = {**SIGNOFF_ORDER, "quantity": "0.00200"}
+        mismatch, shown = _exchange(client, other, key, ctx)
+        files.append(_write(ctx, "idempotency_mismatch.log", shown))
+    order_id = first.json().get("id")
+    if duplicate.status_code != 201 or duplicate.headers.get("idempotent-replayed") != "true":
+        raise Failed(
+            f"the duplicate answered {duplicate.status_code} without idempotent-replayed: true "
+            "(a second order may have been placed)"
+        )
+    if duplicate.json().get("id") != order_id:
+        raise Failed(f"the duplicate names order {duplicate.json().get('id')}, not {order_id}")
+    if mismatch.status_code != 422 or "idempotency_key_reused" not in mismatch.text:
+        raise Failed(
+            f"the same key with another body answered {mismatch.status_code}, "
+            f"not 422 idempotency_key_reused"
+        )
+    placed = ctx.db.psql(f"SELECT count(*) FROM orders WHERE id = '{order_id}'", timeout=60).strip()
+    if placed != "1":
+        raise Failed(f"order {order_id} is in the database {placed} time(s), not once")
+    return f"201, replayed (same order {order_id}), mismatch 422", files
+
+
+# pytest-cov's exact figure (printed with --cov-fail-under), else the table's rounded TOTAL.
+_TOTALS = (
+    re.compile(r"Total coverage: (\d+(?:\.\d+)?)%"),
+    re.compile(r"^TOTAL\s.*?(\d+(?:\.\d+)?)%\s*$", re.MULTILINE),
+)
+
+
+def check_money(ctx: Context) -> tuple[str, list[str]]:
+    """The money suite, with the coverage of the money modules (pass at MONEY_COVERAGE_MIN)."""
+    if not (ctx.repo_root / MONEY_TESTS).is_file():
+        raise Failed(f"no {MONEY_TESTS} under {ctx.repo_root}: run validate from the repository")
+    argv = [sys.executable, "-m", "pytest", MONEY_TESTS, "-q", "-p", "no:cacheprovider",
+            *(f"--cov={m}" for m in MONEY_MODULES), "--cov-report=term-missing",
+            f"--cov-fail-under={MONEY_COVERAGE_MIN}"]  # fmt: skip
+    # Coverage's data file goes with the evidence, not into the repository.
+    env = {**os.environ, "COVERAGE_FILE": str(ctx.folder / ".coverage")}
+    r = subprocess.run(
+        argv, capture_output=True, text=True, timeout=600, cwd=ctx.repo_root, env=env
+    )
+    shown = f"$ {' '.join(argv[2:])}\n{r.stdout}{r.stderr}"
+    files = [_write(ctx, "money_test_coverage.txt", shown)]
+    found = [m for m in (t.search(r.stdout) for t in _TOTALS) if m]
+    coverage = float(found[0].group(1)) if found else None
+    if coverage is None:
+        raise Failed(f"the money suite exited {r.returncode} and printed no coverage total")
+    if coverage < MONEY_COVERAGE_MIN:
+        raise Failed(f"money coverage {coverage:g}% is under {MONEY_COVERAGE_MIN}%")
+    if r.returncode != 0:
+        last = (r.stdout.strip().splitlines() or ["?"])[-1]
+        raise Failed(f"the money suite failed: {last}")
+    return f"money suite passed, coverage {coverage:g}%", files
+
+
 CHECKS: tuple[tuple[str, Callable[[Context], tuple[str, list[str]]]], ...] = (
     ("position unique index", check_position_index),
+    ("idempotency sequence", check_idempotency),
+    ("money suite coverage", check_money),
     ("pgbackrest check and info", check_pgbackrest),
     ("WAL switch archived", check_wal_archived),
     ("pgBouncer pools and stats", check_pgbouncer),
@@ -186,8 +320,20 @@ CHECKS: tuple[tuple[str, Callable[[Context], tuple[str, list[str]]]], ...] = (
 )
 
 
+def error_line(output: str) -> str:
+    """The line of a program's output that says what went wrong (psql's `error:` line)."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no answer"])[0][:300]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+
+
 def run_all(ctx: Context, skip: set[str], progress: Callable[[str], None]) -> list[Outcome]:
     outcomes = []
+    began = time.monotonic()
     for name, check in CHECKS:
         if name in skip:
             continue
@@ -197,8 +343,11 @@ def run_all(ctx: Context, skip: set[str], progress: Callable[[str], None]) -> li
             message, files = check(ctx)
             outcome = Outcome(name, True, message, files=files)
         except (Failed, CommandFailed, httpx.HTTPError, OSError, ValueError) as exc:
-            outcome = Outcome(name, False, str(exc).strip().splitlines()[0][:400])
+            outcome = Outcome(name, False, _first_line(exc))
+        except Exception as exc:  # one check's surprise must not stop the others
+            outcome = Outcome(name, False, f"{type(exc).__name__}: {_first_line(exc)}")
         outcome.seconds = time.monotonic() - started
+        outcome.started = started - began
         progress(
             f"{'PASS' if outcome.ok else 'FAIL'} {name} ({outcome.seconds:.1f}s): {outcome.message}"
         )

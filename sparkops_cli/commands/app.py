@@ -253,9 +253,18 @@ def keys_create_on_host(name: str, accounts: list[str], permissions: list[str],
     args = [f"--name {shlex.quote(name)}", f"--rate-limit {int(rate_limit)}"]
     args += [f"--account {shlex.quote(a)}" for a in accounts]
     args += [f"--permission {shlex.quote(p)}" for p in permissions]
+    return _on_host(f"app keys create {' '.join(args)}")
+
+
+def keys_revoke_on_host(key_id: str) -> str:
+    """The shell command that revokes a key on an app host (see keys_create_on_host)."""
+    return _on_host(f"app keys revoke {shlex.quote(key_id)} --yes")
+
+
+def _on_host(args: str) -> str:
     sparkops = f"{layout.APP_CURRENT_LINK}/venv/bin/sparkops"
     env = f"{layout.APP_ETC_DIR}/app.env"
-    return f"set -a; . {env}; set +a; {sparkops} app keys create {' '.join(args)}"
+    return f"set -a; . {env}; set +a; {sparkops} {args}"
 
 
 def secret_in(output: str) -> str:

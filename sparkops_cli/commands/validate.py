@@ -29,15 +29,17 @@ from sparkops import defaults
               help="Where the run's folder goes (default: <repo>/evidence).")  # fmt: skip
 def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url, skip,
             evidence_dir) -> None:  # fmt: skip
-    """Run the sign-off checklist (docs/validation-checklist.md): the position index, pgBackRest
-    check and info, a WAL switch archived in time, pgBouncer's pools, the security headers,
-    the alert rules loaded, the dashboard's queries, a restore drill. Every check runs; each
-    writes its evidence to evidence/<timestamp>-validate/ with validation_summary.md. Exit 0
+    """Run the sign-off checklist (docs/validation-checklist.md): the position index, the
+    idempotency first/duplicate/mismatch sequence (an API key made on --app-host for its own
+    account, revoked after), the money suite's coverage, pgBackRest check and info, a WAL
+    switch archived in time, pgBouncer's pools, the security headers, the alert rules loaded,
+    the dashboard's queries, a restore drill. Every check runs; each writes its evidence to
+    evidence/<timestamp>-validate/ with validation_summary.md and report.html (plots). Exit 0
     when all pass, 1 when any fails."""
     from runbooks import sites
     from runbooks.checklist import Refused
     from runbooks.inventory import load as load_inventory
-    from signoff import validate
+    from signoff import report, validate
     from sparkops_cli import generated
 
     names = {name for name, _ in validate.CHECKS}
@@ -58,11 +60,17 @@ def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url,
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = (evidence_dir or generated.REPO_ROOT / "evidence") / f"{stamp}-validate"
     folder.mkdir(parents=True)
-    ctx = validate.Context(db, app_url.rstrip("/"), prometheus_url.rstrip("/"), folder)
+    keys = _HostKeys(app_host, inv)
+    ctx = validate.Context(db, app_url.rstrip("/"), prometheus_url.rstrip("/"), folder,
+                           api_key=keys.make)  # fmt: skip
     started = time.monotonic()
-    outcomes = validate.run_all(ctx, set(skip), lambda line: click.echo(line, err=True))
+    try:
+        outcomes = validate.run_all(ctx, set(skip), lambda line: click.echo(line, err=True))
+    finally:
+        keys.revoke_all()
     total = time.monotonic() - started
     validate.write_summary(ctx, outcomes, total)
+    report.write(ctx, outcomes, total)
     failed = [o for o in outcomes if not o.ok]
     click.echo(f"evidence: {folder}")
     if failed:
@@ -71,3 +79,43 @@ def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url,
             + "; ".join(o.name for o in failed)
         )
     click.echo(f"validate: all {len(outcomes)} checks passed in {total:.0f}s")
+
+
+class _HostKeys:
+    """API keys for the idempotency check, made on an app host with `sparkops app keys create`
+    (the app's own settings) and revoked there when the run ends."""
+
+    def __init__(self, app_host: str, inventory) -> None:
+        self.app_host, self.inventory = app_host, inventory
+        self.made: list[str] = []
+        self._executor = None
+
+    def _run(self, command: str):
+        from runbooks import sites
+
+        if self._executor is None:
+            self._executor = sites.ssh_executor(self.app_host, self.inventory)
+        return self._executor.run(["sh", "-c", command], timeout=120, check=False)
+
+    def make(self) -> str:
+        from signoff import validate
+        from sparkops_cli.commands.app import keys_create_on_host, secret_in
+
+        run = self._run(keys_create_on_host("sparkops-validate", [validate.SIGNOFF_ACCOUNT],
+                                            ["read", "trade"]))  # fmt: skip
+        if not run.ok:
+            said = validate.error_line(run.stderr or f"exit {run.returncode}")
+            raise validate.Failed(f"could not make an API key on {self.app_host}: {said}")
+        for line in run.stdout.splitlines():
+            if line.startswith("key id: "):
+                self.made.append(line.removeprefix("key id: ").strip())
+        return secret_in(run.stdout)
+
+    def revoke_all(self) -> None:
+        from sparkops_cli.commands.app import keys_revoke_on_host
+
+        for key_id in self.made:
+            run = self._run(keys_revoke_on_host(key_id))
+            if not run.ok:
+                click.echo(f"could not revoke API key {key_id} on {self.app_host}: "
+                           f"{run.stderr.strip()[-200:]}", err=True)  # fmt: skip

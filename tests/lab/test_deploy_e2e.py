@@ -238,10 +238,15 @@ def test_validate_passes_every_check_on_the_lab_and_leaves_the_evidence(deployed
     assert r.returncode == 0, r.stdout + r.stderr
     summary = (folder / "validation_summary.md").read_text()
     assert summary.startswith("# Validation: PASS") and "FAIL" not in summary
-    for name in ("position_unique_validation.log", "pitr_lsn_before.txt", "pitr_lsn_after.txt",
+    for name in ("position_unique_validation.log", "idempotency_first.log",
+                 "idempotency_duplicate.log", "idempotency_mismatch.log",
+                 "money_test_coverage.txt", "pitr_lsn_before.txt", "pitr_lsn_after.txt",
                  "pgbouncer_stats.txt", "csp_smoke_headers.txt", "csp_smoke_browser.txt",
-                 "restore_drill.txt", "final_summary.txt"):  # fmt: skip
+                 "restore_drill.txt", "final_summary.txt", "report.html"):  # fmt: skip
         assert (folder / name).is_file(), name
+    assert "idempotent-replayed: true" in (folder / "idempotency_duplicate.log").read_text()
+    assert "HTTP 422" in (folder / "idempotency_mismatch.log").read_text()
+    assert (folder / "report.html").read_text().count("<svg") == 5
     assert "PASS restore drill" in r.stderr  # progress, as it runs
     print(r.stdout.splitlines()[-1])  # the wall time, for the report
 
@@ -254,7 +259,8 @@ def test_validate_with_prometheus_unreachable_fails_its_checks_and_runs_the_othe
     assert r.returncode == 1
     final = (folder / "final_summary.txt").read_text()
     assert "FAIL alert rules loaded" in final and "FAIL dashboard queries" in final
-    for name in ("position unique index", "pgbackrest check and info", "WAL switch archived",
+    for name in ("position unique index", "idempotency sequence", "money suite coverage",
+                 "pgbackrest check and info", "WAL switch archived",
                  "pgBouncer pools and stats", "security headers"):  # fmt: skip
         assert f"PASS {name}" in final, final
     assert "restore drill" not in final

@@ -28,4 +28,4 @@ def test_a_missing_inventory_is_refused_and_nothing_is_written(tmp_path):
 
 def test_the_checks_have_distinct_names():
     names = [name for name, _ in validate.CHECKS]
-    assert len(names) == len(set(names)) == 8
+    assert len(names) == len(set(names)) == 10
