@@ -68,6 +68,9 @@ CSP_VIOLATIONS_FOR = "15m"
 # Share of POST /orders answered 409 (in flight) or 422 (payload mismatch).
 IDEMPOTENCY_CONFLICT_OUTCOMES = ("in_flight", "payload_mismatch")
 IDEMPOTENCY_CONFLICT_RATIO = 0.05
+# ...and at least this many conflicts per second (3 a minute): on a quiet system one retried
+# request (or `sparkops validate`'s deliberate mismatch) is a large share of very little.
+IDEMPOTENCY_CONFLICTS_MIN_PER_SECOND = 0.05
 IDEMPOTENCY_CONFLICT_FOR = "10m"
 
 # The archiver retries a failing segment every minute, so failures keep rising while the

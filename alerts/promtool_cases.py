@@ -275,9 +275,21 @@ def scenarios() -> list[Firing | Quiet]:
                 series(idem, {**APP, "outcome": "in_flight"}, "0+6x60"),
                 series(idem, {**APP, "outcome": "payload_mismatch"}, "0+6x60"),
             ),
-            onset=1,
+            # From 2m: the rate floor needs two samples inside its window (the share does not).
+            onset=2,
             labels={"severity": warn},
-            description="16.67% of POST /orders end in an idempotency conflict (threshold 5%).",
+            description=(
+                "16.67% of POST /orders end in an idempotency conflict (threshold 5%, at "
+                "least 0.05/s)."
+            ),
+        ),
+        Quiet(
+            "IdempotencyConflictRateHigh",
+            "a quiet system: one conflict in three requests, 1 a minute",
+            (
+                series(idem, {**APP, "outcome": "created"}, "0+2x60"),
+                series(idem, {**APP, "outcome": "payload_mismatch"}, "0+1x60"),
+            ),
         ),
         Quiet(
             "IdempotencyConflictRateHigh",

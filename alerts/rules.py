@@ -79,9 +79,9 @@ HTTP_P95_BY_ROUTE = (
 )
 CSP_RATE = f"sum by (directive) ({rate(m.CSP_REPORTS, c.APP_SELECTOR)})"
 _CONFLICTS = 'outcome=~"' + "|".join(c.IDEMPOTENCY_CONFLICT_OUTCOMES) + '"'
+IDEMPOTENCY_CONFLICT_RATE = f"sum({rate(m.IDEMPOTENCY_OUTCOMES, c.APP_SELECTOR, _CONFLICTS)})"
 IDEMPOTENCY_CONFLICT_SHARE = (
-    f"sum({rate(m.IDEMPOTENCY_OUTCOMES, c.APP_SELECTOR, _CONFLICTS)})"
-    f" / sum({rate(m.IDEMPOTENCY_OUTCOMES, c.APP_SELECTOR)})"
+    f"{IDEMPOTENCY_CONFLICT_RATE} / sum({rate(m.IDEMPOTENCY_OUTCOMES, c.APP_SELECTOR)})"
 )
 WAL_FAILED = sel(m.PG_ARCHIVER_FAILED, c.POSTGRES_SELECTOR)
 WAL_ARCHIVED = sel(m.PG_ARCHIVER_ARCHIVED, c.POSTGRES_SELECTOR)
@@ -187,13 +187,17 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         name="IdempotencyConflictRateHigh",
-        expr=f"({IDEMPOTENCY_CONFLICT_SHARE}) > {num(c.IDEMPOTENCY_CONFLICT_RATIO)}",
+        expr=(
+            f"(({IDEMPOTENCY_CONFLICT_SHARE}) > {num(c.IDEMPOTENCY_CONFLICT_RATIO)})"
+            f" and ({IDEMPOTENCY_CONFLICT_RATE} > {num(c.IDEMPOTENCY_CONFLICTS_MIN_PER_SECOND)})"
+        ),
         for_=c.IDEMPOTENCY_CONFLICT_FOR,
         severity=c.SEVERITY_WARNING,
         summary="Many order requests reuse an idempotency key (409 in flight or 422 mismatch).",
         description=(
             "{{ $value | humanizePercentage }} of POST /orders end in an idempotency "
-            f"conflict (threshold {c.IDEMPOTENCY_CONFLICT_RATIO:.0%})."
+            f"conflict (threshold {c.IDEMPOTENCY_CONFLICT_RATIO:.0%}, at least "
+            f"{num(c.IDEMPOTENCY_CONFLICTS_MIN_PER_SECOND)}/s)."
         ),
         signals=(IDEMPOTENCY_CONFLICT_SHARE,),
     ),
