@@ -106,6 +106,12 @@ class ExchangeHttp:
                 endpoint, "unavailable" if isinstance(exc, ExchangeUnavailable) else "malformed"
             )
             raise
+        except IpBanned as exc:
+            # A ban: the exchange refuses us for retry_after; the breaker opens for as long,
+            # so its gauge says the exchange is unusable, not merely slow.
+            self.breaker.trip(exc.retry_after)
+            count(self.exchange, endpoint, "rate_limited").inc()
+            raise
         except RateLimited:
             self.breaker.record_success()  # it answered; back-off is the gate's business
             count(self.exchange, endpoint, "rate_limited").inc()

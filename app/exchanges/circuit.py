@@ -85,6 +85,14 @@ class CircuitBreaker:
             self._opened_at = self._clock()
             self._set(State.OPEN)
 
+    def trip(self, seconds: float) -> None:
+        """Open at once, for the longer of `seconds` and the cool-down: the exchange has
+        banned us (418) and every call before the ban ends would only lengthen it. The state
+        (the gauge) tells the app's operators the exchange is unusable for now."""
+        self._trial_in_flight = False
+        self._opened_at = self._clock() + max(seconds, self.cool_down) - self.cool_down
+        self._set(State.OPEN)
+
     def release(self) -> None:
         """The admitted call ended without a verdict (cancelled): free the trial slot."""
         self._trial_in_flight = False

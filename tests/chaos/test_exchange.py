@@ -80,7 +80,7 @@ async def until_accepted(call, seconds: float):
     while True:
         try:
             return await call(), refused
-        except RateLimited:
+        except (RateLimited, CircuitOpen):
             refused += 1
             if time.monotonic() > deadline:
                 raise
@@ -125,13 +125,15 @@ def test_418_ban_is_honoured_too(binance):
             fake.ban_next(1)
             with pytest.raises(IpBanned) as banned:
                 await client.ticker_price("BTCUSDT")
+            opened = client.breaker.state
             _, refused = await until_accepted(lambda: client.ticker_price("BTCUSDT"), 5)
-            return banned.value, refused, client.breaker.state
+            return banned.value, opened, refused, client.breaker.state
 
-    banned, refused, state = asyncio.run(go())
+    banned, opened, refused, state = asyncio.run(go())
     assert banned.status == 418 and banned.retry_after == 1
+    assert opened is State.OPEN  # a ban opens the breaker (its gauge: the exchange is down)
     assert refused > 5 and fake.during_backoff == 0
-    assert state is State.CLOSED
+    assert state is State.CLOSED  # the first call after the ban was the trial, and passed
 
 
 def test_an_order_refused_with_429_is_placed_once_after_the_back_off(binance):

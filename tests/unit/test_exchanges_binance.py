@@ -305,6 +305,20 @@ def test_418_is_an_ip_ban(fake, clock):
         names.EXCHANGE_RATE_LIMITED, {"exchange": "binance", "status": "418"}
     )
     assert after == before + 1
+    # The ban opens the breaker for its length: the exchange is unusable, not slow.
+    assert client.breaker.state.name == "OPEN"
+    clock.now += 599
+    assert client.breaker.state.name == "OPEN"
+    clock.now += 2
+    assert client.breaker.state.name == "HALF_OPEN"
+
+
+def test_a_429_does_not_open_the_breaker(fake, clock):
+    client = make_client(fake, clock)
+    fake.ticker_replies = [reply(429, {"code": -1003, "msg": "Too many."}, {"Retry-After": "5"})]
+    with pytest.raises(RateLimited):
+        run(client.ticker_price("BTCUSDT"))
+    assert client.breaker.state.name == "CLOSED"  # it answered; the rate gate waits
 
 
 def test_used_weight_near_the_limit_slows_the_next_request(fake, clock):
