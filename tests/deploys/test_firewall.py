@@ -137,9 +137,16 @@ def test_the_ruleset_loads_twice_in_real_nftables(tmp_path):
     assert nft and unshare, "nft and unshare come from scripts/debian-packages.txt"
     path = tmp_path / "nftables.conf"
     path.write_text(firewall.ruleset(_flows(["db", "app", "monitor"])))
-    script = f"{nft} -f {path} && {nft} -f {path} && {nft} list table inet {firewall.TABLE}"
+    # Without /etc/protocols, as on a minimal host (the lab's): no name nft must resolve.
+    script = (
+        f"mount --bind /dev/null /etc/protocols && {nft} -f {path} && {nft} -f {path} && "
+        f"{nft} list table inet {firewall.TABLE}"
+    )
     proc = subprocess.run(
-        [unshare, "--net", "sh", "-c", script], capture_output=True, text=True, timeout=30
+        [unshare, "--net", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(f"tcp dport {defaults.PGBOUNCER_PORT} accept") == 1
