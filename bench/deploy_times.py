@@ -5,6 +5,7 @@ one fact (`pyinfra inventories/lab.py fact server.Hostname`).
 
     .venv/bin/python bench/deploy_times.py            # takes the lab down and up first
     .venv/bin/python bench/deploy_times.py --reuse    # time a redeploy of the running lab only
+    .venv/bin/python bench/deploy_times.py --data firewall_enabled=False   # without a part
 
 Figures only; the lab is left up (take it down with `sparkops lab down`).
 """
@@ -31,7 +32,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reuse", action="store_true", help="skip the fresh deploy")
     parser.add_argument("--redeploys", type=int, default=3, help="no-change runs to time")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="pyinfra --data override for every run (e.g. firewall_enabled=False)",
+    )
     args = parser.parse_args()
+    extra = tuple(arg for item in args.data for arg in ("--data", item))
 
     release_id, tarball = release.selected()  # built before timing: not part of a deploy
     env = {"SPARKOPS_RELEASE_TAR": str(tarball)}
@@ -40,14 +49,14 @@ def main() -> int:
         control.down(log=lambda _m: None)
         up = control.up(config.DEFAULT_HOSTS, log=lambda _m: None)
         print(f"lab up (3 hosts): {up.seconds:.1f} s")
-        fresh = runner.run_site(env=env)
+        fresh = runner.run_site(env=env, extra_args=extra)
         if fresh.returncode != 0:
             print(fresh.output[-4000:], file=sys.stderr)
             return 1
         print(f"fresh full deploy: {fresh.seconds:.1f} s, {fresh.changed} changed operations")
     times = []
     for _ in range(args.redeploys):
-        again = runner.run_site(env=env)
+        again = runner.run_site(env=env, extra_args=extra)
         if again.returncode != 0:
             print(again.output[-4000:], file=sys.stderr)
             return 1

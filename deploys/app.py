@@ -291,6 +291,7 @@ def app_release() -> dict:
                 layout.OUTBOX_SERVICE,
                 env_file=OUTBOX_ENV,
                 publisher=host.data.app_outbox_publisher,
+                metrics_host=support.address(host),
                 metrics_port=defaults.OUTBOX_METRICS_PORT,
                 dispatcher_name=outbox_name(host.name),
             )
@@ -310,7 +311,8 @@ def app_release() -> dict:
             _put_unit(
                 layout.EXPORTER_SERVICE,
                 env_file=EXPORTER_ENV,
-                listen_host=host.data.app_listen_host,
+                # Scraped by the monitor host over the private network only.
+                listen_host=support.address(host),
                 port=defaults.PGBOUNCER_EXPORTER_PORT,
             )
         )

@@ -43,6 +43,7 @@ DEFAULTS = {
     # "false"} where systemd cannot make a user namespace (the lab, nested namespaces).
     "monitoring_prometheus_unit_overrides": {},
 }
+ALERTMANAGER_DEFAULTS = "/etc/default/prometheus-alertmanager"
 PROMETHEUS_DROP_IN = "/etc/systemd/system/prometheus.service.d/sparkops.conf"
 
 
@@ -104,7 +105,10 @@ def exporters() -> None:
     pg_env = files.put(
         name="Configure postgres_exporter",
         src=support.rendered(
-            "monitoring/postgres-exporter.default.j2", dsn=dsn, port=defaults.POSTGRES_EXPORTER_PORT
+            "monitoring/postgres-exporter.default.j2",
+            dsn=dsn,
+            address=support.address(host),
+            port=defaults.POSTGRES_EXPORTER_PORT,
         ),
         dest="/etc/default/prometheus-postgres-exporter",
         user="root",
@@ -116,6 +120,7 @@ def exporters() -> None:
         name="Configure node_exporter (textfile collector)",
         src=support.rendered(
             "monitoring/node-exporter.default.j2",
+            address=support.address(host),
             port=defaults.NODE_EXPORTER_PORT,
             textfile_dir=layout.NODE_EXPORTER_TEXTFILE_DIR,
         ),
@@ -166,7 +171,10 @@ def monitoring() -> None:
     args = files.put(
         name="Set Prometheus retention",
         src=support.rendered(
-            "monitoring/prometheus.default.j2", retention=host.data.monitoring_retention
+            "monitoring/prometheus.default.j2",
+            address=support.address(host),
+            port=defaults.PROMETHEUS_PORT,
+            retention=host.data.monitoring_retention,
         ),
         dest="/etc/default/prometheus",
         mode="644",
@@ -203,7 +211,22 @@ def monitoring() -> None:
         what="Prometheus",
     )
     am_config = alertmanager_config()
-    service("prometheus-alertmanager.service", reload_on=am_config, what="Alertmanager")
+    am_args = files.put(
+        name="Set Alertmanager's listen address (no cluster port on a single node)",
+        src=support.rendered(
+            "monitoring/alertmanager.default.j2",
+            address=support.address(host),
+            port=defaults.ALERTMANAGER_PORT,
+        ),
+        dest=ALERTMANAGER_DEFAULTS,
+        mode="644",
+    )
+    service(
+        "prometheus-alertmanager.service",
+        changed=[am_args],
+        reload_on=am_config,
+        what="Alertmanager",
+    )
     dashboards = generated_files(DASHBOARDS_SRC, "*.json")
     if dashboards:
         files.directory(name=f"Create {DASHBOARDS_DIR}", path=DASHBOARDS_DIR, mode="755")

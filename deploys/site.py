@@ -12,12 +12,14 @@ from pyinfra import host
 from deploys.app import app_release, app_switch
 from deploys.common import barrier, common
 from deploys.drill import restore_drill
+from deploys.firewall import firewall
 from deploys.monitoring import exporters, monitoring, monitoring_packages
 from deploys.pgbackrest import pgbackrest
 from deploys.pgbouncer import pgbouncer
 from deploys.postgresql import postgresql
 
 common()
+firewall()
 barrier(name="Wait for every host's base packages", what="base packages are in")
 
 if "db" in host.groups:

@@ -8,6 +8,7 @@ may override the values that vary by environment (pool sizes, retention), starti
 from __future__ import annotations
 
 # --- ports -------------------------------------------------------------------------------
+SSH_PORT = 22  # the deploys' and runbooks' way in; the firewall admits the control machine
 POSTGRES_PORT = 5432
 PGBOUNCER_PORT = 6432
 APP_PORT = 8000

@@ -38,6 +38,8 @@ PACKAGES: dict[str, str] = {
     # Alertmanager's configuration checks (tests; the monitoring deploy runs it on the host).
     "amtool": "prometheus-alertmanager",
     "wrk": "wrk",
+    # The firewall's ruleset, loaded in a throwaway network namespace (tests/deploys).
+    "nft": "nftables",
     # The lab: images, namespaces, addresses, SSH, the apt proxy, the S3 endpoint.
     "apt-cacher-ng": "apt-cacher-ng",
     "apt-config": "apt",

@@ -7,6 +7,8 @@ import json as _json
 import os as _os
 import pathlib as _pathlib
 
+from lab import config as _lab_config
+
 app_outbox_publisher = "console"
 
 # No drill on its own soon after the deploy: the lab's tests restore and drill on the db host
@@ -23,3 +25,8 @@ if _os.environ.get("SPARKOPS_LAB_S3"):
     pgbackrest_repo_type = "s3"
     pgbackrest_repo_path = "/spark"
     pgbackrest_s3 = _json.loads(_pathlib.Path(_os.environ["SPARKOPS_LAB_S3"]).read_text())
+
+# The firewall (deploys/firewall.py): this machine, on the lab bridge, is the control machine
+# (SSH, Prometheus, Alertmanager) and the app's only client (the tests' orders).
+firewall_control_addresses = [_lab_config.BRIDGE_IP]
+firewall_app_clients = [_lab_config.BRIDGE_IP]

@@ -59,3 +59,9 @@ monitoring_alertmanager_routes = [
 ]
 # An alert without a known severity still reaches a person.
 monitoring_alertmanager_default_receiver = "mail"
+
+# The firewall (deploys/firewall.py): the bastion that runs deploys and runbooks and from which
+# operators reach Prometheus and Alertmanager. The app port stays open to any address (the
+# load balancer passes clients' addresses through); name the balancers in
+# firewall_app_clients when it does not.
+firewall_control_addresses = ["10.10.0.5"]

@@ -12,10 +12,10 @@ import types
 
 import pytest
 
-from deploys import app, common, drill, monitoring, pgbackrest, pgbouncer, postgresql
+from deploys import app, common, drill, firewall, monitoring, pgbackrest, pgbouncer, postgresql
 from sparkops.artefacts import REPO_ROOT
 
-DEPLOYS = (app, common, drill, monitoring, pgbackrest, pgbouncer, postgresql)
+DEPLOYS = (app, common, drill, firewall, monitoring, pgbackrest, pgbouncer, postgresql)
 GROUP_DATA = sorted((REPO_ROOT / "inventories" / "group_data").glob("*.py"))
 
 

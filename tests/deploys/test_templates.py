@@ -377,8 +377,10 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
         current="/opt/spark-app/current",
         env_file="/etc/spark-app/outbox.env",
         publisher="redis",
+        metrics_host="10.0.0.11",
         metrics_port=9310,
         dispatcher_name=app.outbox_name("app2"),
     )
     assert "--name spark-outbox@app2 " in unit
+    assert "--metrics-host 10.0.0.11 --metrics-port 9310" in unit  # private address only
     assert "%N" not in unit  # the unit's name is the same on every host

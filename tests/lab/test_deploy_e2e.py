@@ -62,9 +62,10 @@ def test_second_run_changes_nothing_on_any_host(deployed):
 
 
 def test_app_is_ready_through_pgbouncer_from_another_host(deployed):
-    hosts = deployed["hosts"]
-    app, monitor = _by_group(hosts, "app"), _by_group(hosts, "monitor")
-    body = _ssh(monitor, f"curl -fsS --max-time 5 http://{app['ip']}:{defaults.APP_PORT}/readyz")
+    """From this machine, the lab's client (the firewall admits the app port from the clients
+    only: tests/lab/test_firewall_lab.py)."""
+    app = _by_group(deployed["hosts"], "app")
+    body = httpx.get(f"http://{app['ip']}:{defaults.APP_PORT}/readyz", timeout=5).text
     ready = json.loads(body)
     assert ready["status"] == "ready"
     assert ready["release"] == deployed["release"]
@@ -72,15 +73,16 @@ def test_app_is_ready_through_pgbouncer_from_another_host(deployed):
 
 def test_metrics_only_on_the_private_metrics_port(deployed):
     """The monitor host reads the app's metrics on APP_METRICS_PORT at the app host's private
-    address; the public port answers 404 for /metrics, and loopback has no metrics port."""
+    address; the public port answers a client 404 for /metrics, and loopback has no metrics
+    port."""
     hosts = deployed["hosts"]
     app, monitor = _by_group(hosts, "app"), _by_group(hosts, "monitor")
     metrics = _ssh(monitor, f"curl -fsS --max-time 10 "
                             f"http://{app['ip']}:{defaults.APP_METRICS_PORT}/metrics")  # fmt: skip
     assert "spark_app_ready 1.0" in metrics
-    public = _ssh(monitor, "curl -s -o /dev/null -w '%{http_code}' --max-time 5 "
-                           f"http://{app['ip']}:{defaults.APP_PORT}/metrics")  # fmt: skip
-    assert public == "404"
+    # The public port, as a client (this machine; the firewall admits only clients there).
+    public = httpx.get(f"http://{app['ip']}:{defaults.APP_PORT}/metrics", timeout=5)
+    assert public.status_code == 404
     local = f"http://127.0.0.1:{defaults.APP_METRICS_PORT}/metrics"
     loopback = ssh.run(app["ip"], f"curl -fsS --max-time 3 {local}")
     assert loopback.returncode != 0  # bound to the private address only
