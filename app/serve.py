@@ -14,9 +14,9 @@ meanwhile wait in the socket's backlog for the next process.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 
-import uvicorn.main
 from uvicorn.server import Server
 
 from sparkops import defaults
@@ -31,8 +31,10 @@ class GracefulServer(Server):
 
 
 def main() -> None:
-    uvicorn.main.Server = GracefulServer  # the class uvicorn.main.run() instantiates
-    uvicorn.main.main()
+    # The module (`uvicorn.main` as an attribute is the command, which the package exports).
+    cli = importlib.import_module("uvicorn.main")
+    cli.Server = GracefulServer  # the class its run() instantiates
+    cli.main()
 
 
 if __name__ == "__main__":
