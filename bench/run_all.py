@@ -25,6 +25,7 @@ LOCAL = {
     "outbox_throughput": ["--events", "20000"],
     "api_attacks": [],
     "restore_rollback": ["--scale", "10", "--load-seconds", "20"],
+    "zero_downtime": [],
 }
 LAB = {
     "lab_updown": ["--rounds", "1"],

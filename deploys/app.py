@@ -7,8 +7,9 @@
 A release is built here (deploys/release.py), uploaded as a wheelhouse and installed into its
 own venv; migrations run (as the schema owner, direct to PostgreSQL) before the switch; the
 switch renames a temporary link over `current`, restarts the app and waits for /readyz, and
-switches back when the new release does not get ready (spark-app-activate). The last
-APP_RELEASES_KEPT releases stay for rollback.
+switches back when the new release does not get ready (spark-app-activate). The app listens on
+the socket spark-app.socket holds (socket activation), so its restarts refuse no connection.
+The last APP_RELEASES_KEPT releases stay for rollback.
 """
 
 from __future__ import annotations
@@ -257,13 +258,20 @@ def app_release() -> dict:
         mode="755",
     )
     units = [
+        # The socket outlives the service's restarts (socket activation): zero downtime on
+        # one host without a second instance or a local proxy (docs/zero-downtime.md).
+        _put_unit(
+            layout.APP_SOCKET,
+            listen_host=host.data.app_listen_host,
+            port=defaults.APP_PORT,
+            backlog=defaults.APP_LISTEN_BACKLOG,
+        ),
         _put_unit(
             layout.APP_SERVICE,
             env_file=APP_ENV,
-            listen_host=host.data.app_listen_host,
-            port=defaults.APP_PORT,
             keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
-        )
+            graceful_seconds=defaults.APP_GRACEFUL_SHUTDOWN_SECONDS,
+        ),
     ]
     # Keys expire after IDEMPOTENCY_KEY_TTL_HOURS; a timer deletes them (the app never does).
     units += [
@@ -338,7 +346,7 @@ def app_switch(prepared: dict) -> None:
         restart_for=changed,
         _serial=True,
     )
-    for unit in _services():
+    for unit in [layout.APP_SOCKET, *_services()]:
         systemd.service(
             name=f"Ensure {unit} is running and enabled", service=unit, running=True, enabled=True
         )

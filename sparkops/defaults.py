@@ -127,6 +127,17 @@ DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 # its retry as the server closed the connection, and read a reset (1 in 2 chaos runs of the
 # partition scenario, tests/chaos).
 APP_KEEP_ALIVE_SECONDS = DB_UNAVAILABLE_RETRY_AFTER_SECONDS + 5
+# On SIGTERM (a restart) uvicorn stops accepting, closes idle connections and lets requests
+# in flight finish for at most this long before it cancels them; longer than a request may
+# take (APP_REQUEST_TIMEOUT_SECONDS).
+APP_GRACEFUL_SHUTDOWN_SECONDS = 20
+# Between stopping accepting and closing idle connections, the old process waits this long for
+# the requests of connections it accepted just before (app/serve.py): without it, a restart
+# reset one of them now and then.
+APP_SHUTDOWN_ACCEPT_GRACE_SECONDS = 0.3
+# The listen backlog of the app's socket (spark-app.socket's Backlog=): connections that
+# arrive while the service restarts wait here, so it must hold a restart's worth of them.
+APP_LISTEN_BACKLOG = 4096
 # Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
 # checked on the raw bytes before parsing, since Python's json recurses per level.
 MAX_JSON_DEPTH = 8

@@ -56,6 +56,9 @@ MIGRATIONS_ENV_FILE = f"{APP_ETC_DIR}/migrations.env"
 OUTBOX_ENV_FILE = f"{APP_ETC_DIR}/outbox.env"
 EXPORTER_ENV_FILE = f"{APP_ETC_DIR}/pgbouncer-exporter.env"
 APP_SERVICE = "spark-app.service"
+# Owns the app's listening socket (systemd socket activation): it outlives a restart of
+# APP_SERVICE, which is started with it as fd 3, so a restart refuses no connection.
+APP_SOCKET = "spark-app.socket"
 OUTBOX_SERVICE = "spark-outbox.service"
 EXPORTER_SERVICE = "spark-pgbouncer-exporter.service"
 # The app's own unit first: a runbook requires it, the others are optional in the deploy.

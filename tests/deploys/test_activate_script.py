@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from deploys import support
+from sparkops import layout
 from sparkops.wait import wait_until
 
 SERVICES = "spark-app.service spark-outbox.service"
@@ -263,3 +264,34 @@ def test_the_serial_switch_stops_after_a_host_whose_switch_failed(monkeypatch):
     )
     monkeypatch.setattr(app, "host", hosts[2])
     assert app._failed_earlier() == []
+
+
+# systemctl that logs every call, and whose socket unit is inactive until started.
+SYSTEMCTL_SOCKET = f"""#!/bin/sh
+echo "$*" >> "$STUBS/calls.log"
+case "$1" in
+    is-active) [ -e "$STUBS/socket-active" ] ;;
+    start) [ "$2" = {layout.APP_SOCKET} ] && touch "$STUBS/socket-active"; exit 0 ;;
+    *) exit 0 ;;
+esac
+"""
+
+
+def test_the_first_switch_frees_the_port_for_the_socket_then_only_restarts(host):
+    """A host whose app bound the port itself: the old app stops before the socket takes the
+    port (else the socket cannot bind); once the socket is active, switches only restart
+    the services, never the socket."""
+    (host.stubs / "systemctl").write_text(SYSTEMCTL_SOCKET)
+    host.ready("B")
+    assert host.run("B").returncode == 0
+    calls = (host.stubs / "calls.log").read_text().splitlines()
+    restart = f"restart {SERVICES}"
+    stop, start = f"stop {layout.APP_SERVICE}", f"start {layout.APP_SOCKET}"
+    assert calls.index(stop) < calls.index(start) < calls.index(restart)
+    (host.stubs / "calls.log").unlink()
+    host.ready("A")
+    assert host.run("A").returncode == 0
+    calls = (host.stubs / "calls.log").read_text().splitlines()
+    assert restart in calls
+    assert not [c for c in calls if c.startswith(("stop", "start"))]
+    assert not [c for c in calls if layout.APP_SOCKET in c and not c.startswith("is-active")]

@@ -225,13 +225,24 @@ def test_app_units_run_the_current_release():
         user="spark",
         current="/opt/spark-app/current",
         env_file="/etc/spark-app/app.env",
-        listen_host="0.0.0.0",
-        port=defaults.APP_PORT,
         keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
+        graceful_seconds=defaults.APP_GRACEFUL_SHUTDOWN_SECONDS,
     )
     assert "--factory app.main:create_app" in unit
     assert f"--timeout-keep-alive {defaults.APP_KEEP_ALIVE_SECONDS}" in unit
-    assert f"--port {defaults.APP_PORT}" in unit
+    timeout = f"--timeout-graceful-shutdown {defaults.APP_GRACEFUL_SHUTDOWN_SECONDS}"
+    assert timeout in unit
+    # Socket activation: the app listens on the socket unit's fd 3, never binds the port.
+    assert "--fd 3" in unit and "--port" not in unit
+    assert f"Requires={layout.APP_SOCKET}" in unit
+    socket_unit = support.render(
+        f"app/{layout.APP_SOCKET}.j2",
+        listen_host="0.0.0.0",
+        port=defaults.APP_PORT,
+        backlog=defaults.APP_LISTEN_BACKLOG,
+    )
+    assert f"ListenStream=0.0.0.0:{defaults.APP_PORT}" in socket_unit
+    assert f"Backlog={defaults.APP_LISTEN_BACKLOG}" in socket_unit
     assert "EnvironmentFile=/opt/spark-app/current/release.env" in unit
     script = support.render(
         "app/spark-app-activate.sh.j2",
@@ -244,6 +255,9 @@ def test_app_units_run_the_current_release():
     assert 'mv -T "$root/current.tmp" "$root/current"' in script
     # a restart that fails must still reach the gate and the switch back (set -e)
     assert "systemctl restart spark-app.service || " in script
+    # restarts go to the service; the socket is only started (the first time), never restarted
+    assert f"systemctl start {layout.APP_SOCKET}" in script
+    assert f"restart {layout.APP_SOCKET}" not in script
     assert f"127.0.0.1:{defaults.APP_PORT}/readyz" in script
 
 

@@ -275,12 +275,12 @@ def test_a_release_that_never_gets_ready_is_switched_back(deployed):
     good = deployed["release"]
     bad = "0.0.0-never-ready"
     releases = "/opt/spark-app/releases"
-    # A copy of the good release whose uvicorn exits at once.
+    # A copy of the good release whose app exits at once (a setting it refuses at start).
     _ssh(
         app,
         f"rm -rf {releases}/{bad} && cp -a {releases}/{good} {releases}/{bad} && "
-        f"printf '#!/bin/sh\\nexit 3\\n' > {releases}/{bad}/venv/bin/uvicorn && "
-        f"echo SPARK_RELEASE_ID={bad} > {releases}/{bad}/release.env",
+        f"printf 'SPARK_RELEASE_ID={bad}\\n{envvars.DB_POOL_SIZE}=not-a-number\\n' "
+        f"> {releases}/{bad}/release.env",
     )
     try:
         proc = ssh.run(app["ip"], f"APP_READY_TIMEOUT=5 spark-app-activate {bad}", timeout=180)

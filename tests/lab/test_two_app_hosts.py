@@ -24,7 +24,7 @@ from app import migrate
 from deploys import release
 from deploys.app import ACTIVATE, MIGRATE_LOG_TAG, outbox_name
 from lab import config, control, ssh, state
-from sparkops import defaults, layout
+from sparkops import defaults, envvars, layout
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
 from testkit import pyinfra_runner as runner
@@ -190,8 +190,9 @@ def _never_ready_copy(app) -> None:
     good = f"{ROOT}/releases/{_ssh(app, f'readlink {ROOT}/current').strip().split('/')[-1]}"
     _ssh(app, f"set -e; rm -rf {ROOT}/releases/{BAD}; cp -a {good} {ROOT}/releases/{BAD}; "
               f"rm -f {ROOT}/releases/{BAD}/BAD; "
-              f"printf '#!/bin/sh\\nexit 3\\n' > {ROOT}/releases/{BAD}/venv/bin/uvicorn; "
-              f"echo SPARK_RELEASE_ID={BAD} > {ROOT}/releases/{BAD}/release.env")  # fmt: skip
+              # the app exits at start: a setting it refuses
+              f"printf 'SPARK_RELEASE_ID={BAD}\\n{envvars.DB_POOL_SIZE}=not-a-number\\n' "
+              f"> {ROOT}/releases/{BAD}/release.env")  # fmt: skip
 
 
 def _back_on_the_good_release(app, good: str) -> None:
