@@ -143,6 +143,9 @@ def pytest_collection_modifyitems(session, config, items):
     """Tests that take the lab down and bring it back (fixture `owned_lab`) run last: a lab
     host's root is a tmpfs, so the hosts come back freshly made, without the deployed stack
     that every later lab test (fixture `deployed`) relies on."""
-    last = [item for item in items if "owned_lab" in getattr(item, "fixturenames", ())]
+    # `two_app_lab` (tests/lab/test_two_app_hosts.py) takes the default lab down for a lab of
+    # its own and brings it back undeployed, like `owned_lab`.
+    takers = {"owned_lab", "two_app_lab"}
+    last = [item for item in items if takers & set(getattr(item, "fixturenames", ()))]
     if last:
         items[:] = [item for item in items if item not in last] + last

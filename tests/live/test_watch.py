@@ -65,7 +65,17 @@ def test_watch_follows_the_window_over_a_recorded_history(tmp_path):
             errors_q = f"sum(increase({m.HTTP_REQUEST_DURATION}_count[1m]))"
             wait_until(lambda: _vector(prometheus, errors_q), timeout=30,
                        what="two scrapes of the healthy stretch")  # fmt: skip
-            healthy = watch.evaluate(prometheus.url, "1m")
+            # Every flag GO over the healthy stretch (polled: on a loaded machine the first
+            # scrapes may not yet hold two samples of every series the flags read).
+            healthy = wait_until(
+                lambda: (
+                    (h := watch.evaluate(prometheus.url, "1m"))
+                    and all(f.verdict == watch.GO for f in h)
+                    and h
+                ),
+                timeout=30,
+                what="every flag GO over the healthy stretch",
+            )
             healthy_until = time.time()
             assert [(f.name, f.verdict) for f in healthy] == [(f.name, watch.GO) for f in healthy]
 
