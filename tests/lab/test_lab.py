@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from deploys import firewall
 from lab import cgroup, config, control, host, net, ssh, state
 from sparkops.wait import wait_until
 from sparkops_cli.commands.lab import command as lab_command
@@ -75,8 +76,29 @@ def test_host_keys_are_checked(lab_hosts, tmp_path):
     assert "host key" in proc.stderr.lower()
 
 
+def _open_probe_port(db) -> None:
+    """When the deploy's firewall is on the host (an earlier test deployed it), let the probe
+    through for this test only: the firewall drops every port the groups do not imply."""
+    _ssh(
+        db,
+        f"if nft list table inet {firewall.TABLE} >/dev/null 2>&1; then nft insert rule inet "
+        f"{firewall.TABLE} input tcp dport {PROBE_PORT} accept comment lab-probe; fi",
+    )
+
+
+def _close_probe_port(db) -> None:
+    # `nft -a` ends each rule with "# handle N": delete ours by its handle.
+    _ssh(
+        db,
+        f"nft -a list chain inet {firewall.TABLE} input 2>/dev/null | awk '/lab-probe/ "
+        f"{{print $NF}}' | while read h; do nft delete rule inet {firewall.TABLE} input "
+        "handle $h; done",
+    )
+
+
 def test_hosts_reach_each_other_over_the_bridge(lab_hosts):
     db, app = lab_hosts[0], lab_hosts[1]
+    _open_probe_port(db)
     started = _ssh(
         db,
         f"systemd-run --unit=lab-probe python3 -m http.server {PROBE_PORT} --bind {db['ip']}"
@@ -93,6 +115,7 @@ def test_hosts_reach_each_other_over_the_bridge(lab_hosts):
         assert fetched == "db"
     finally:
         _ssh(db, "systemctl stop lab-probe")
+        _close_probe_port(db)
 
 
 def test_hosts_reach_nothing_outside_the_lab(lab_hosts):
