@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def restore_copy(
         copy_settings=RECOVERY_SETTINGS,
     )
     evidence = Path(tempfile.mkdtemp(prefix="sparkops-bench-evidence-"))
-    outcome = conduct(flows.restore(order), Options(**{**vars(QUIET), "evidence_dir": evidence}))
+    outcome = conduct(flows.restore(order), replace(QUIET, evidence_dir=evidence))
     shutil.rmtree(evidence, ignore_errors=True)
     if outcome.code != 0:
         raise RuntimeError(f"restore {kind} failed: {outcome.result.get('message')}")
@@ -137,7 +138,7 @@ def rollback_seconds(db: LocalBackedUpDb) -> float:
         localapp.install(app_root(app), "A", age=100)
         localapp.install(app_root(app), "B", age=50)
         localapp.start_on(app, "B")
-        options = Options(**{**vars(QUIET), "evidence_dir": workdir / "evidence"})
+        options = replace(QUIET, evidence_dir=workdir / "evidence")
         start = time.monotonic()
         outcome = conduct(flows.rollback_runbook(flows.RollbackOrder(target_file=spec)), options)
         if outcome.code != 0:

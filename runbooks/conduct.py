@@ -90,11 +90,8 @@ def _conduct(book: Runbook, options: Options) -> Outcome:
                     "fix what the message names and run the same command again",
                 ) from exc
         except Refused as exc:
-            run.say(f"REFUSED: {exc}")
-            if exc.hint:
-                run.say(f"  what to do: {exc.hint}")
+            message = _say_refused(run, exc)
             run.say("  nothing was changed")
-            message = f"{exc} ({exc.hint})" if exc.hint else str(exc)
             return Outcome(EXIT_REFUSED, run.finish("refused", message), run)
         except Interrupted as exc:
             run.say(f"INTERRUPTED ({exc.signal}) while checking: nothing was changed")
@@ -122,10 +119,7 @@ def _conduct(book: Runbook, options: Options) -> Outcome:
         try:
             book.act(run, prepared)
         except Refused as exc:
-            run.say(f"REFUSED: {exc}")
-            if exc.hint:
-                run.say(f"  what to do: {exc.hint}")
-            run.finish("refused", f"{exc} ({exc.hint})" if exc.hint else str(exc))
+            run.finish("refused", _say_refused(run, exc))
             code = EXIT_REFUSED
         except (StepFailed, CommandFailed) as exc:
             run.say(f"FAILED: {exc}")
@@ -152,3 +146,11 @@ def _conduct(book: Runbook, options: Options) -> Outcome:
         if code != EXIT_OK:
             run.say_left()
         return Outcome(code, run.result(), run)
+
+
+def _say_refused(run: Run, exc: Refused) -> str:
+    """Print a refusal and what to do; the one-line message the result records."""
+    run.say(f"REFUSED: {exc}")
+    if exc.hint:
+        run.say(f"  what to do: {exc.hint}")
+    return f"{exc} ({exc.hint})" if exc.hint else str(exc)

@@ -4,6 +4,7 @@ code 0 done / 1 failed / 2 refused / 3 not confirmed / 4 interrupted, the JSON r
 
 from __future__ import annotations
 
+import functools
 import json
 import shlex
 import sys
@@ -22,6 +23,20 @@ ARGV_META = "sparkops.argv"
 
 
 def runbook_options(func: Callable) -> Callable:
+    """`--dry-run`, `--yes`, `--json`, `--evidence-dir`, handed to the command as one
+    `options` (runbooks.conduct.Options) for `finish`."""
+
+    @functools.wraps(func)
+    def command(*args, dry_run, yes, json_output, evidence_dir, **kwargs):
+        options = Options(
+            dry_run=dry_run,
+            yes=yes,
+            json_mode=json_output,
+            evidence_dir=evidence_dir,
+            command=invocation(),
+        )
+        return func(*args, options=options, **kwargs)
+
     for option in reversed(
         [
             click.option(
@@ -46,8 +61,8 @@ def runbook_options(func: Callable) -> Callable:
             ),
         ]
     ):
-        func = option(func)
-    return func
+        command = option(command)
+    return command
 
 
 def db_target_options(
@@ -88,24 +103,10 @@ def invocation() -> str:
     return "sparkops " + shlex.join(argv if argv is not None else sys.argv[1:])
 
 
-def finish(
-    book: Runbook,
-    *,
-    dry_run: bool,
-    yes: bool,
-    json_output: bool,
-    evidence_dir: Path | None,
-) -> NoReturn:
+def finish(book: Runbook, options: Options) -> NoReturn:
     """Run `book` the one way every state-changing command runs (runbooks.conduct), print
     the JSON result when asked, and exit with the runbook's code."""
-    options = Options(
-        dry_run=dry_run,
-        yes=yes,
-        json_mode=json_output,
-        evidence_dir=evidence_dir,
-        command=invocation(),
-    )
     outcome = conduct(book, options)
-    if json_output:
+    if options.json_mode:
         click.echo(json.dumps(outcome.result, indent=2, sort_keys=True, default=str))
     sys.exit(outcome.code)

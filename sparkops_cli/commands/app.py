@@ -83,9 +83,7 @@ def migrate_cmd(database_url: str | None, revision: str) -> None:
 @click.option("--older-than-hours", default=defaults.IDEMPOTENCY_KEY_TTL_HOURS, type=int,
               show_default=True)  # fmt: skip
 @runbook_options
-def purge(
-    database_url: str | None, older_than_hours: int, dry_run, yes, json_output, evidence_dir
-) -> None:
+def purge(database_url: str | None, older_than_hours: int, options) -> None:
     """Delete idempotency keys past their expiry, and the rate-limit windows of clients not
     seen for a minute (the deploy's hourly timer runs it with --yes). Exit codes: 0 done,
     1 failed, 2 refused, 3 not confirmed."""
@@ -131,7 +129,7 @@ def purge(
     # Routine (hourly) work: no evidence folder per run; the journal keeps its output.
     book = Runbook("purge-idempotency-keys", prepare, act, question="Delete them?",
                    keeps_evidence=False)  # fmt: skip
-    finish(book, dry_run=dry_run, yes=yes, json_output=json_output, evidence_dir=evidence_dir)
+    finish(book, options)
 
 
 def _operator_name(value: str | None) -> str:

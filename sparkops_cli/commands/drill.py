@@ -49,10 +49,7 @@ def command(
     scratch_port,
     metrics_file,
     keep,
-    dry_run,
-    yes,
-    json_output,
-    evidence_dir,
+    options,
 ) -> None:
     """Restore drill: latest backup + archived WAL onto a scratch copy, amcheck, checksums,
     business invariants (every order has its outbox event, no duplicate open positions,
@@ -69,10 +66,4 @@ def command(
         metrics_file=metrics_file,
         keep=keep,
     )
-    finish(
-        flows.drill_runbook(order),
-        dry_run=dry_run,
-        yes=yes,
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-    )
+    finish(flows.drill_runbook(order), options)

@@ -272,7 +272,7 @@ def status(database_url: str, error_limit: int) -> None:
     help="Delete delivered events delivered longer ago than this (e.g. 7d, 12h).",
 )
 @runbook_options
-def purge(database_url: str, older_than: float, dry_run, yes, json_output, evidence_dir) -> None:
+def purge(database_url: str, older_than: float, options) -> None:
     """Delete delivered outbox events older than a duration (pending and dead are kept).
 
     Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed."""
@@ -307,13 +307,7 @@ def purge(database_url: str, older_than: float, dry_run, yes, json_output, evide
         run.facts["deleted"] = deleted
         run.say(f"deleted {deleted} delivered outbox event(s)")
 
-    finish(
-        Runbook("outbox-purge", prepare, act, question="Delete them?"),
-        dry_run=dry_run,
-        yes=yes,
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-    )
+    finish(Runbook("outbox-purge", prepare, act, question="Delete them?"), options)
 
 
 @command.command("requeue")
@@ -321,9 +315,7 @@ def purge(database_url: str, older_than: float, dry_run, yes, json_output, evide
 @click.option("--event-id", "event_ids", multiple=True, help="A dead event to requeue (repeat).")
 @click.option("--all", "requeue_all", is_flag=True, help="Requeue every dead-lettered event.")
 @runbook_options
-def requeue(
-    database_url: str, event_ids, requeue_all: bool, dry_run, yes, json_output, evidence_dir
-) -> None:
+def requeue(database_url: str, event_ids, requeue_all: bool, options) -> None:
     """Put dead-lettered events back in the queue with fresh attempts (after fixing the cause);
     their aggregates' later events follow them.
 
@@ -359,13 +351,7 @@ def requeue(
         run.facts["requeued"] = count
         run.say(f"requeued {count} event(s)")
 
-    finish(
-        Runbook("outbox-requeue", prepare, act, question="Requeue them?"),
-        dry_run=dry_run,
-        yes=yes,
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-    )
+    finish(Runbook("outbox-requeue", prepare, act, question="Requeue them?"), options)
 
 
 def _refusing(read):

@@ -35,13 +35,8 @@ def status(host, inventory, target_file, stanza) -> None:
 @command.command("resume")
 @db_target_options("The db host whose pgBouncer to resume.")
 @runbook_options
-def resume(host, inventory, target_file, stanza, dry_run, yes, json_output, evidence_dir) -> None:
+def resume(host, inventory, target_file, stanza, options) -> None:
     """RESUME the database in pgBouncer when it is paused (a no-op otherwise), verified."""
 
-    finish(
-        flows.bouncer_resume_runbook(flows.DbWhere(host, inventory, target_file, stanza)),
-        dry_run=dry_run,
-        yes=yes,
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-    )
+    where = flows.DbWhere(host, inventory, target_file, stanza)
+    finish(flows.bouncer_resume_runbook(where), options)

@@ -95,10 +95,7 @@ def command(
     no_pause,
     pause_wait,
     disconnect_blockers,
-    dry_run,
-    yes,
-    json_output,
-    evidence_dir,
+    options,
 ) -> None:
     """Restore the database to a time, an LSN, a restore point or the latest WAL.
 
@@ -121,7 +118,7 @@ def command(
     kind, value = given[0]
     order = flows.RestoreOrder(
         kind=kind,
-        value=None if kind == "latest" else value,
+        value=value,
         where=flows.DbWhere(host, inventory, target_file, stanza),
         to_host=to_host,
         to_data_dir=to_data_dir,
@@ -134,10 +131,4 @@ def command(
         disconnect_blockers=disconnect_blockers,
         rerun_command=invocation(),
     )
-    finish(
-        flows.restore(order),
-        dry_run=dry_run,
-        yes=yes,
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-    )
+    finish(flows.restore(order), options)

@@ -32,17 +32,8 @@ def create(
     target_file,
     stanza,
     archive_timeout,
-    dry_run,
-    yes,
-    json_output,
-    evidence_dir,
+    options,
 ) -> None:
     """Create restore point NAME and archive it; prints its LSN."""
-    finish(
-        flows.restore_point_runbook(name, flows.DbWhere(host, inventory, target_file, stanza),
-                                    archive_timeout),
-        dry_run=dry_run,
-        yes=yes,
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-    )  # fmt: skip
+    where = flows.DbWhere(host, inventory, target_file, stanza)
+    finish(flows.restore_point_runbook(name, where, archive_timeout), options)

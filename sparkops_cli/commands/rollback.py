@@ -55,10 +55,7 @@ def command(
     inventory,
     target_file,
     gate_timeout,
-    dry_run,
-    yes,
-    json_output,
-    evidence_dir,
+    options,
 ) -> None:
     """Roll the app back: atomic switch of `current`, restart, health gate on /readyz and
     /version; returns to the release it started from (and marks the target BAD) when the gate
@@ -75,10 +72,4 @@ def command(
         target_file=target_file,
         gate_timeout=gate_timeout,
     )
-    finish(
-        flows.rollback_runbook(order),
-        dry_run=dry_run,
-        yes=yes,
-        json_output=json_output,
-        evidence_dir=evidence_dir,
-    )
+    finish(flows.rollback_runbook(order), options)
