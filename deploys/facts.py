@@ -168,3 +168,21 @@ class MigrationState(FactBase):
             if sep and key in ("current", "head"):
                 found[key] = None if value == "None" else value
         return found
+
+
+class PostgresInRecovery(FactBase):
+    """Whether the local PostgreSQL is a standby: True on a replica, False on a primary (or a
+    single host), None when it does not answer. Operations that write (roles, the database,
+    the pgBackRest stanza and its first backup) run only where this is False."""
+
+    default = lambda self: None  # noqa: E731  (pyinfra calls it)
+
+    def requires_command(self, *args, **kwargs) -> str:
+        return "psql"
+
+    def command(self) -> str:
+        return _as_postgres('psql -XAtq -d postgres -c "SELECT pg_is_in_recovery()" || true')
+
+    def process(self, output: list[str]) -> bool | None:
+        value = "".join(output).strip()
+        return {"t": True, "f": False}.get(value)

@@ -14,7 +14,7 @@ from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
 from deploys import s3_bucket, support
-from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
+from deploys.facts import PgBackRestInfo, PostgresInRecovery, has_full_backup, stanza_missing
 from sparkops import defaults, layout, metric_names, secrets
 
 STANZA = defaults.PGBACKREST_STANZA
@@ -114,6 +114,9 @@ def _run_as_postgres(command: str) -> str:
 @operation()
 def stanza_created(stanza: str = STANZA):
     """Create the stanza when `pgbackrest info` says it is missing."""
+    if host.get_fact(PostgresInRecovery):
+        host.noop("a replica of a Patroni cluster: the primary creates the stanza")
+        return
     info = host.get_fact(PgBackRestInfo, stanza=stanza)
     if stanza_missing(info):
         yield _run_as_postgres(f"pgbackrest --stanza={stanza} stanza-create")
@@ -131,6 +134,9 @@ def full_backup_for_repository(identity: str, stanza: str = STANZA):
     to this repository from another (posix to S3 and back): the WAL archived elsewhere is
     missing here, and a restore from an older backup would stop at that gap. Then the timers
     take over."""
+    if host.get_fact(PostgresInRecovery):
+        host.noop("a replica of a Patroni cluster: the primary takes the backups")
+        return
     info = host.get_fact(PgBackRestInfo, stanza=stanza)
     recorded = host.get_fact(FileContents, path=REPO_MARKER)
     recorded = "\n".join(recorded).strip() if recorded else None

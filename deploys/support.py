@@ -43,6 +43,11 @@ def rendered(template: str, **context: Any) -> StringIO:
     return StringIO(render(template, **context))
 
 
+def rendered_text(text: str) -> StringIO:
+    """Text already rendered (a template with computed content) as `files.put` uploads it."""
+    return StringIO(text)
+
+
 def address(host) -> str:
     """The address other hosts use to reach `host` (private network first)."""
     return str(host.data.get("private_address") or host.data.get("ssh_hostname") or host.name)

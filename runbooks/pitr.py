@@ -16,7 +16,7 @@ from runbooks import bouncer, checks, scratch, wal
 from runbooks.checklist import Refused, Run
 from runbooks.target import DbTarget
 from runbooks.wal import BackupSet, RepoInfo, format_lsn, parse_lsn
-from sparkops import defaults
+from sparkops import defaults, layout
 
 KINDS = ("time", "lsn", "name", "latest")
 PGBACKREST_TYPE = {"time": "time", "lsn": "lsn", "name": "name", "latest": "default"}
@@ -134,6 +134,13 @@ def _latest_before(backups: list[BackupSet], ok) -> BackupSet | None:
 def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = None) -> Plan:
     now = now or datetime.now(UTC)
     target_time, target_lsn = validate_request(req, now)
+    if req.dest is None and source.executor.exists(layout.PATRONI_CONFIG):
+        # Patroni would restart the stopped node, or promote a replica over the restored one.
+        raise Refused(
+            f"{source.label} is a node of a Patroni cluster ({layout.PATRONI_CONFIG} exists): "
+            "an in-place restore there is not supported yet (docs/ha.md)",
+            "restore to a copy (--to-data-dir or --to-host) and check it, or follow docs/ha.md",
+        )
     info = wal.read_info(source)
     if not info.backups:
         raise Refused(

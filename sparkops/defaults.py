@@ -23,6 +23,22 @@ OUTBOX_METRICS_PORT = 9310  # the outbox dispatcher's /metrics
 NODE_EXPORTER_PORT = 9100  # node_exporter on the db hosts (textfile: backup, drill metrics)
 APP_METRICS_PATH = "/metrics"
 TOXIPROXY_API_PORT = 8474  # Toxiproxy's own default; chaos.api serves its API there too
+# --- the high-availability cluster (Patroni + etcd; deploys/hacluster.py) -----------------
+PATRONI_REST_PORT = 8008  # Patroni's REST API: /primary, /replica health checks, /metrics
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+# The database route on each app host (HAProxy, loopback only): writes go to the pgBouncer
+# of the node Patroni says is primary; migrations reach that node's PostgreSQL directly.
+DB_ROUTE_PRIMARY_PORT = 5000
+DB_ROUTE_MIGRATIONS_PORT = 5001
+DB_ROUTE_REPLICAS_PORT = 5002
+PATRONI_SCOPE = "spark"  # the cluster's name in etcd (Patroni's `scope`)
+# Patroni's leader lease: a dead primary is replaced after at most TTL seconds.
+PATRONI_TTL_SECONDS = 20
+PATRONI_LOOP_WAIT_SECONDS = 5
+PATRONI_RETRY_TIMEOUT_SECONDS = 5
+# HAProxy's health check of Patroni's REST API on each node.
+DB_ROUTE_CHECK_INTERVAL_MS = 1000
 
 # --- PostgreSQL --------------------------------------------------------------------------
 POSTGRES_VERSION = 15

@@ -24,6 +24,19 @@ SOCKET_DIR = "/var/run/postgresql"
 DRILL_SCRATCH_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/drill"
 RESTORE_SCRATCH_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/restore"
 
+# --- the high-availability cluster: Debian's patroni and etcd-server packages -------------
+PATRONI_CONFIG = "/etc/patroni/config.yml"
+PATRONI_SERVICE = "patroni.service"
+PATRONI_PGPASS = "/var/lib/postgresql/.pgpass.patroni"  # Patroni writes it (replicas, rewind)
+ETCD_ENV_FILE = "/etc/default/etcd"  # Debian's etcd.service reads it (EnvironmentFile)
+ETCD_SERVICE = "etcd.service"
+ETCD_DATA_DIR = "/var/lib/etcd/spark"  # not Debian's default: the package's first start
+# (a single-member cluster on localhost) must not be the one our members join
+# The database route on each app host: a second HAProxy of its own (not haproxy.service,
+# which the load balancer tier owns).
+DB_ROUTE_CONFIG = "/etc/haproxy/spark-db-route.cfg"
+DB_ROUTE_SERVICE = "spark-db-route.service"
+
 # --- pgBouncer ---------------------------------------------------------------------------
 PGBOUNCER_SERVICE = "pgbouncer.service"
 PGBOUNCER_CONF_DIR = "/etc/pgbouncer"

@@ -38,6 +38,10 @@ PACKAGES: dict[str, str] = {
     # Alertmanager's configuration checks (tests; the monitoring deploy runs it on the host).
     "amtool": "prometheus-alertmanager",
     "wrk": "wrk",
+    # The Patroni cluster in the test kit (testkit/hacluster.py): etcd, Patroni, the route.
+    "etcd": "etcd-server",
+    "patroni": "patroni",
+    "haproxy": "haproxy",
     # The firewall's ruleset, loaded in a throwaway network namespace (tests/deploys).
     "nft": "nftables",
     # The lab: images, namespaces, addresses, SSH, the apt proxy, the S3 endpoint.

@@ -30,6 +30,11 @@ NAMES = (
     "pgbouncer_stats",
     "s3_access_key",
     "s3_secret_key",
+    # The Patroni cluster's own roles and its REST API (deploys/hacluster.py).
+    "patroni_superuser",
+    "patroni_replication",
+    "patroni_rewind",
+    "patroni_restapi",
 )
 
 

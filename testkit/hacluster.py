@@ -1,0 +1,372 @@
+"""A throwaway Patroni cluster on loopback: etcd, Patroni nodes owning PostgreSQL 15, and the
+database route (HAProxy), each a real Debian program run as the service user.
+
+The Patroni configuration is the deploy's own (deploys/hacluster.patroni_config), with only
+what a shared machine forces changed: every node on 127.0.0.1 with its own ports, data and
+socket directories in a scratch directory, and no WAL archiving (no pgBackRest repository
+here). The route's HAProxy configuration is the deploy's template, pointed at those ports.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import psycopg
+import yaml
+
+from deploys import dbroute, hacluster, postgresql
+from sparkops import layout
+from sparkops.wait import wait_until
+from testkit.proc import free_port, make_workdir, popen_as_service_user, stop_process, tail_file
+
+HOST = "127.0.0.1"
+# Short leases so tests fail over in seconds; the deploy's defaults are in hacluster.DEFAULTS.
+FAST = {"ha_ttl": 12, "ha_loop_wait": 2, "ha_retry_timeout": 5}
+SUPERUSER_PASSWORD = "kit-superuser"
+SECRETS = {
+    hacluster.SECRET_SUPERUSER: SUPERUSER_PASSWORD,
+    hacluster.SECRET_REPLICATION: "kit-replication",
+    hacluster.SECRET_REWIND: "kit-rewind",
+    hacluster.SECRET_RESTAPI: "kit-restapi",
+}
+
+
+@dataclass
+class Node:
+    name: str
+    pg_port: int
+    rest_port: int
+    workdir: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def rest(self) -> str:
+        return f"http://{HOST}:{self.rest_port}"
+
+    def state(self) -> dict:
+        with urllib.request.urlopen(f"{self.rest}/patroni", timeout=3) as answer:
+            return json.load(answer)
+
+    def postmaster_pid(self) -> int | None:
+        try:
+            return int((self.workdir / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def conninfo(self, dbname: str = "postgres") -> str:
+        return (
+            f"host={HOST} port={self.pg_port} user=postgres password={SUPERUSER_PASSWORD} "
+            f"dbname={dbname} connect_timeout=3"
+        )
+
+
+@dataclass
+class HACluster:
+    nodes_count: int = 2
+    settings: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    workdir: Path | None = None
+    etcd_port: int = 0
+    etcd_proc: subprocess.Popen | None = None
+    route_proc: subprocess.Popen | None = None
+    route_ports: dict[str, int] = field(default_factory=dict)
+    nodes: list[Node] = field(default_factory=list)
+
+    # --- start ----------------------------------------------------------------------------
+    def start(self, timeout: float = 120.0) -> HACluster:
+        self.workdir = make_workdir("hacluster")
+        try:
+            self._start_etcd()
+            for index in range(self.nodes_count):
+                self._add_node(f"n{index + 1}")
+            # The first node bootstraps alone, then the others clone it: as a deploy does.
+            self._start_node(self.nodes[0])
+            wait_until(lambda: self.leader(), timeout=timeout, what="a leader is elected")
+            for node in self.nodes[1:]:
+                self._start_node(node)
+            wait_until(self._all_streaming, timeout=timeout, what="every replica streams")
+            if {**hacluster.DEFAULTS, **self.data}["ha_synchronous_mode"]:
+                wait_until(
+                    self.sync_standby, timeout=timeout, what="a replica is the synchronous standby"
+                )
+            self._start_route()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_etcd(self) -> None:
+        assert self.workdir is not None
+        self.etcd_port = free_port()
+        peer = free_port()
+        log = open(self.workdir / "etcd.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self.etcd_proc = popen_as_service_user(
+            [
+                "etcd",
+                "--name=e1",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://{HOST}:{self.etcd_port}",
+                f"--advertise-client-urls=http://{HOST}:{self.etcd_port}",
+                f"--listen-peer-urls=http://{HOST}:{peer}",
+                f"--initial-advertise-peer-urls=http://{HOST}:{peer}",
+                f"--initial-cluster=e1=http://{HOST}:{peer}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(
+            lambda: _http_ok(f"http://{HOST}:{self.etcd_port}/health"),
+            timeout=30,
+            what="etcd answers healthy",
+        )
+
+    def _add_node(self, name: str) -> None:
+        assert self.workdir is not None
+        workdir = self.workdir / name
+        workdir.mkdir(mode=0o700)
+        os.chown(workdir, self.workdir.stat().st_uid, self.workdir.stat().st_gid)
+        self.nodes.append(Node(name, free_port(), free_port(), workdir))
+
+    def config(self, node: Node) -> dict:
+        """The deploy's Patroni configuration for `node`, moved onto this machine's ports."""
+        members = [hacluster.Member(n.name, HOST) for n in self.nodes]
+        settings = postgresql.derived_settings(HOST, {})
+        settings.update({"archive_mode": False, "archive_command": ""}, **self.settings)
+        settings.pop("archive_command")
+        rules = [
+            {"type": "local", "database": "all", "user": "postgres", "method": "peer"},
+            {
+                "type": "host",
+                "database": "all",
+                "user": "postgres",
+                "address": f"{HOST}/32",
+                "method": "scram-sha-256",
+            },
+        ]
+        data = {**hacluster.DEFAULTS, **FAST, **self.data}
+        config = hacluster.patroni_config(
+            hacluster.Member(node.name, HOST),
+            members,
+            [hacluster.Member("e1", HOST)],
+            settings=settings,
+            hba_rules=rules,
+            data=data,
+            secret=SECRETS.__getitem__,
+        )
+        # hacluster.check_topology wants an odd etcd; one member is odd, and enough here.
+        config["etcd3"] = {"hosts": [f"{HOST}:{self.etcd_port}"]}
+        config["restapi"]["listen"] = config["restapi"]["connect_address"] = (
+            f"{HOST}:{node.rest_port}"
+        )
+        pg = config["postgresql"]
+        pg["listen"] = pg["connect_address"] = f"{HOST}:{node.pg_port}"
+        pg["data_dir"] = str(node.workdir / "data")
+        pg["pgpass"] = str(node.workdir / "pgpass")
+        pg["parameters"]["unix_socket_directories"] = str(node.workdir)
+        return config
+
+    def _start_node(self, node: Node) -> None:
+        path = node.workdir / "patroni.yml"
+        path.write_text(yaml.safe_dump(self.config(node)))
+        path.chmod(0o600)
+        os.chown(path, node.workdir.stat().st_uid, node.workdir.stat().st_gid)
+        log = open(node.workdir / "patroni.log", "ab")  # noqa: SIM115 (the child keeps it)
+        node.proc = popen_as_service_user(
+            ["patroni", str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=node.workdir
+        )
+
+    def _start_route(self) -> None:
+        assert self.workdir is not None
+        self.route_ports = {"primary": free_port(), "replicas": free_port()}
+        members = [hacluster.Member(n.name, HOST) for n in self.nodes]
+        by_name = {n.name: n for n in self.nodes}
+        routes = []
+        for route in dbroute.routes(members):
+            if route.name not in self.route_ports:
+                continue
+            servers = tuple(
+                replace(s, port=by_name[s.name].pg_port, check_port=by_name[s.name].rest_port)
+                for s in route.servers
+            )
+            routes.append(replace(route, port=self.route_ports[route.name], servers=servers))
+        cfg = self.workdir / "db-route.cfg"
+        cfg.write_text(
+            dbroute.config_text(routes, admin_socket=str(self.workdir / "route.sock"), bind=HOST)
+        )
+        log = open(self.workdir / "route.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self.route_proc = popen_as_service_user(
+            ["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+        )
+        # HAProxy takes every server as up until its checks say otherwise: wait for them.
+        wait_until(self.route_settled, timeout=30, what="the route's checks agree with Patroni")
+
+    def route_status(self) -> dict[tuple[str, str], str]:
+        """{(route, node): "UP" | "DOWN" | ...} from HAProxy's runtime API (`show stat`)."""
+        assert self.workdir is not None
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(3)
+            sock.connect(str(self.workdir / "route.sock"))
+            sock.sendall(b"show stat\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        lines = b"".join(chunks).decode().splitlines()
+        header = lines[0].lstrip("# ").split(",")
+        status = {}
+        for line in lines[1:]:
+            row = dict(zip(header, line.split(","), strict=False))
+            if row.get("svname") not in (None, "FRONTEND", "BACKEND"):
+                status[(row["pxname"], row["svname"])] = row["status"]
+        return status
+
+    def route_settled(self) -> bool:
+        leader = self.leader()
+        if leader is None:
+            return False
+        status = self.route_status()
+        for (route, node), state in status.items():
+            wanted = (node == leader) == (route == "primary")
+            if wanted != (state == "UP"):
+                return False
+        return True
+
+    # --- state ----------------------------------------------------------------------------
+    def leader(self) -> str | None:
+        for node in self.nodes:
+            try:
+                state = node.state()
+            except OSError:
+                continue
+            if state.get("role") in ("master", "primary") and state.get("state") == "running":
+                return node.name
+        return None
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def _all_streaming(self) -> bool:
+        leader = self.leader()
+        replicas = [n for n in self.nodes if n.name != leader]
+        return bool(leader) and all(
+            n.proc is not None
+            and n.state().get("state") == "running"
+            and n.state().get("replication_state", "streaming") == "streaming"
+            for n in replicas
+        )
+
+    def sync_standby(self) -> str | None:
+        members = self.cluster().get("members", [])
+        return next((m["name"] for m in members if m.get("role") == "sync_standby"), None)
+
+    def route_conninfo(self, route: str = "primary", dbname: str = "postgres") -> str:
+        return (
+            f"host={HOST} port={self.route_ports[route]} user=postgres "
+            f"password={SUPERUSER_PASSWORD} dbname={dbname} connect_timeout=3"
+        )
+
+    def route_target(self, route: str = "primary") -> str | None:
+        """Which node a new connection through the route reaches (by its port), or None."""
+        try:
+            with psycopg.connect(self.route_conninfo(route), autocommit=True) as conn:
+                port = conn.execute("SHOW port").fetchone()[0]
+        except psycopg.Error:
+            return None
+        return next((n.name for n in self.nodes if str(n.pg_port) == str(port)), None)
+
+    def cluster(self) -> dict:
+        """Patroni's /cluster view from any node that answers."""
+        for node in self.nodes:
+            try:
+                with urllib.request.urlopen(f"{node.rest}/cluster", timeout=3) as answer:
+                    return json.load(answer)
+            except OSError:
+                continue
+        return {}
+
+    def switchover(self, candidate: str) -> None:
+        """Planned switchover through Patroni's REST API (authenticated, as patronictl does)."""
+        leader = self.leader()
+        body = json.dumps({"leader": leader, "candidate": candidate}).encode()
+        request = urllib.request.Request(
+            f"{self.node(leader).rest}/switchover", data=body, method="POST"
+        )
+        auth = f"{hacluster.PATRONI_RESTAPI_USER}:{SECRETS[hacluster.SECRET_RESTAPI]}"
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        request.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"switchover refused: {answer.status} {answer.read()!r}")
+
+    # --- faults ---------------------------------------------------------------------------
+    def kill_node(self, name: str) -> None:
+        """The node's host dies: Patroni and its PostgreSQL killed at once (SIGKILL), no
+        leader key released."""
+        node = self.node(name)
+        pg = node.postmaster_pid()
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait(timeout=10)
+        if pg:
+            try:
+                os.killpg(os.getpgid(pg), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def log_tail(self, name: str) -> str:
+        return tail_file(self.node(name).workdir, "patroni.log")
+
+    # --- stop -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        if self.route_proc is not None:
+            stop_process(self.route_proc)
+        for node in self.nodes:
+            if node.proc is not None:
+                stop_process(node.proc, timeout=30)
+            pg = node.postmaster_pid()
+            if pg and _alive(pg):
+                subprocess.run(
+                    [
+                        f"{layout.POSTGRES_BINDIR}/pg_ctl",
+                        "-D",
+                        str(node.workdir / "data"),
+                        "stop",
+                        "-m",
+                        "immediate",
+                    ],
+                    capture_output=True,
+                    check=False,
+                    user=node.workdir.stat().st_uid if os.geteuid() == 0 else None,
+                )
+        if self.etcd_proc is not None:
+            stop_process(self.etcd_proc)
+        if self.workdir is not None:
+            subprocess.run(["rm", "-rf", str(self.workdir)], check=False)
+
+    def __enter__(self) -> HACluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as answer:
+        return answer.status == 200
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
