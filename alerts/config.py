@@ -26,6 +26,10 @@ JOB_OUTBOX = "spark-outbox"
 # The restore drill and the pgBackRest backup timestamp are written as .prom files for
 # node_exporter's textfile collector on the database host (docs/alerts.md says how).
 JOB_NODE = "node"
+# A Patroni cluster (docs/ha.md): each node's REST API /metrics, each etcd member's /metrics.
+# A single-host inventory scrapes neither, and the cluster's alerts then stay silent.
+JOB_PATRONI = "patroni"
+JOB_ETCD = "etcd"
 
 APP_SELECTOR = f'job="{JOB_APP}"'
 OUTBOX_SELECTOR = f'job="{JOB_OUTBOX}"'
@@ -34,6 +38,8 @@ PGBOUNCER_SELECTOR = f'job="{JOB_PGBOUNCER}"'
 # Pools of real databases: pgBouncer's own admin console is listed as a pool too.
 PGBOUNCER_POOL_SELECTOR = f'{PGBOUNCER_SELECTOR}, database!="{defaults.PGBOUNCER_ADMIN_DB}"'
 BACKUP_SELECTOR = f'job="{JOB_NODE}"'
+PATRONI_SELECTOR = f'job="{JOB_PATRONI}"'
+ETCD_SELECTOR = f'job="{JOB_ETCD}"'
 # The dashboard's size panel shows the platform's database, not template0/1 or postgres.
 DATABASE_SELECTOR = f'datname="{defaults.DATABASE_NAME}"'
 
@@ -114,3 +120,19 @@ APP_SERVER_ERRORS_FOR = "1m"
 # The drill runs weekly; a week and a day without a run counts as failed.
 RESTORE_DRILL_MAX_AGE_SECONDS = 8 * 24 * 3600
 RESTORE_DRILL_FOR = "10m"
+
+# --- the Patroni cluster ------------------------------------------------------------------
+# No node is primary: writes fail. Patroni's lease (PATRONI_TTL_SECONDS) plus a promotion is
+# well under a minute, so a minute without a leader is a failover that did not happen.
+HA_NO_LEADER_FOR = "1m"
+# Bytes a replica's replayed WAL is behind the primary's; beyond maximum_lag_on_failover
+# (1 MiB) it cannot be promoted, beyond this it is worth a look.
+HA_REPLICATION_LAG_BYTES = 16 * 1024 * 1024
+HA_REPLICATION_LAG_FOR = "5m"
+# A failover or switchover moves the timeline; the alert stays while one happened this recently.
+HA_FAILOVER_WINDOW = "15m"
+HA_FAILOVER_FOR = "0m"
+# A replica that received no WAL while the primary wrote some: not streaming.
+HA_NOT_STREAMING_WINDOW = "5m"
+HA_NOT_STREAMING_FOR = "2m"
+ETCD_MEMBER_DOWN_FOR = "1m"

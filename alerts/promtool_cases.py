@@ -26,6 +26,9 @@ PG = {"job": c.JOB_POSTGRES, "instance": "db-1:9187"}
 PGB = {"job": c.JOB_PGBOUNCER, "instance": "db-1:9127"}
 NODE = {"job": c.JOB_NODE, "instance": "db-1:9100"}
 OUTBOX = {"job": c.JOB_OUTBOX, "instance": "app-1:9310"}
+PAT1 = {"job": c.JOB_PATRONI, "instance": "db-1:8008", "scope": "spark"}
+PAT2 = {"job": c.JOB_PATRONI, "instance": "db-2:8008", "scope": "spark"}
+ETCD1 = {"job": c.JOB_ETCD, "instance": "db-1:2379"}
 # Scenarios without any series of interest still need one input series.
 UNRELATED = ('up{job="unrelated", instance="elsewhere:1"}', "1x60")
 
@@ -445,7 +448,153 @@ def scenarios() -> list[Firing | Quiet]:
                 series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE, "0x60"),
             ),
         ),
+        *_ha_cases(),
     ]
+
+
+def _ha_cases() -> list[Firing | Quiet]:
+    """The Patroni cluster's alerts; each quiet on a single host, where no job exists."""
+    crit, warn = c.SEVERITY_CRITICAL, c.SEVERITY_WARNING
+    primary, up, replica = m.PATRONI_PRIMARY, m.SCRAPE_UP, m.PATRONI_REPLICA
+    no_leader = (
+        "The cluster has had 0 primaries (or nodes answering) for more than "
+        f"{c.HA_NO_LEADER_FOR}: orders cannot be written."
+    )
+    both_up = (series(up, PAT1, "1x60"), series(up, PAT2, "1x60"))
+    cases: list[Firing | Quiet] = [
+        Firing(
+            "PatroniNoLeader",
+            "primary lost, no replica promoted",
+            (*both_up, series(primary, PAT1, "1x9 0x50"), series(primary, PAT2, "0x60")),
+            onset=10,
+            labels={"severity": crit},
+            description=no_leader,
+        ),
+        Firing(
+            "PatroniNoLeader",
+            "no node answers",
+            (series(up, PAT1, "1x9 0x50"), series(up, PAT2, "1x9 0x50")),
+            onset=10,
+            labels={"severity": crit},
+            description=no_leader,
+        ),
+        # A failover inside the lease: one evaluation without a primary, then the replica.
+        Quiet(
+            "PatroniNoLeader",
+            "failover within a minute",
+            (*both_up, series(primary, PAT1, "1x9 0x50"), series(primary, PAT2, "0x10 1x49")),
+            at=11,
+        ),
+        Quiet("PatroniNoLeader", "single host: no cluster", (UNRELATED,)),
+    ]
+    lag_description = (
+        "Replica db-2:8008 is 20.98MiB behind the primary (threshold "
+        f"{c.HA_REPLICATION_LAG_BYTES} bytes); it is not promoted while it lags, and reads "
+        "from it are stale."
+    )
+    written = series(m.PATRONI_XLOG_LOCATION, PAT1, "0+1000000x60")
+    roles = (series(replica, PAT1, "0x60"), series(replica, PAT2, "1x60"))
+    cases += [
+        # The primary writes 1 MB a minute, the replica replays nothing: 16 MiB at 17 min.
+        Firing(
+            "PatroniReplicationLagHigh",
+            "replica stuck",
+            (
+                written,
+                *roles,
+                series(m.PATRONI_XLOG_REPLAYED, PAT1, "0x60"),
+                series(m.PATRONI_XLOG_REPLAYED, PAT2, "0x60"),
+            ),
+            onset=17,
+            labels={"severity": warn, **PAT2},
+            description=lag_description,
+        ),
+        Quiet(
+            "PatroniReplicationLagHigh",
+            "replica keeps up",
+            (written, *roles, series(m.PATRONI_XLOG_REPLAYED, PAT2, "0+1000000x60")),
+        ),
+    ]
+    timeline = m.PATRONI_TIMELINE
+    cases += [
+        Firing(
+            "PatroniFailoverHappened",
+            "the primary died, the replica took over",
+            (series(timeline, PAT1, "1x30"), series(timeline, PAT2, "1x30 2x29")),
+            onset=31,
+            labels={"severity": warn},
+            description=(
+                f"The cluster is on timeline 2, higher than {c.HA_FAILOVER_WINDOW} ago: a new "
+                "node is primary. If nobody ran a switchover, find out why the old primary was "
+                "lost and whether it rejoined (patronictl list)."
+            ),
+        ),
+        Quiet(
+            "PatroniFailoverHappened",
+            "a replica restarts",
+            (series(timeline, PAT1, "1x60"), series(timeline, PAT2, "1x20 0x3 1x36")),
+            at=25,
+        ),
+        Quiet("PatroniFailoverHappened", "no change", (series(timeline, PAT1, "1x60"),)),
+    ]
+    received = m.PATRONI_XLOG_RECEIVED
+    cases += [
+        # The replica's received position stops moving at 19 min while the primary writes.
+        Firing(
+            "PatroniReplicaNotStreaming",
+            "replication broken",
+            (
+                series(m.PATRONI_XLOG_LOCATION, PAT1, "0+1000x60"),
+                series(replica, PAT2, "1x60"),
+                series(received, PAT2, "0+1000x19 19000x40"),
+            ),
+            onset=24,
+            labels={"severity": crit, **PAT2},
+            description=(
+                f"Replica db-2:8008 received no WAL in {c.HA_NOT_STREAMING_WINDOW} while the "
+                "primary wrote some: with synchronous mode the primary has no standby to "
+                "confirm commits, and a failover now loses what this replica lacks."
+            ),
+        ),
+        Quiet(
+            "PatroniReplicaNotStreaming",
+            "an idle primary writes nothing",
+            (
+                series(m.PATRONI_XLOG_LOCATION, PAT1, "5000x60"),
+                series(replica, PAT2, "1x60"),
+                series(received, PAT2, "5000x60"),
+            ),
+        ),
+    ]
+    etcd_tail = (
+        f" has been down or without a leader for more than {c.ETCD_MEMBER_DOWN_FOR}; one more "
+        "member lost and Patroni cannot hold its leader key (writes stop)."
+    )
+    cases += [
+        Firing(
+            "EtcdMemberDown",
+            "member unreachable",
+            (series(up, ETCD1, "1x9 0x50"),),
+            onset=10,
+            labels={"severity": warn, **ETCD1},
+            description=f"etcd member on {ETCD1['instance']}{etcd_tail}",
+        ),
+        Firing(
+            "EtcdMemberDown",
+            "member without a leader (no quorum)",
+            (series(up, ETCD1, "1x60"), series(m.ETCD_HAS_LEADER, ETCD1, "1x9 0x50")),
+            onset=10,
+            labels={"severity": warn, **ETCD1},
+            description=f"etcd member on {ETCD1['instance']}{etcd_tail}",
+        ),
+        Quiet(
+            "EtcdMemberDown",
+            "healthy member",
+            (series(up, ETCD1, "1x60"), series(m.ETCD_HAS_LEADER, ETCD1, "1x60")),
+        ),
+        Quiet("EtcdMemberDown", "single host: no cluster", (UNRELATED,)),
+    ]
+    return cases
 
 
 def _test(case: Firing | Quiet) -> dict:

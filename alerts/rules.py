@@ -64,6 +64,10 @@ def rate(metric: str, selector: str, extra: str = "") -> str:
     return f"rate({sel(metric, selector, extra)}[{c.RATE_WINDOW}])"
 
 
+def _range_changes(selector: str, window: str) -> str:
+    return f"changes({selector}[{window}])"
+
+
 def _on_instance(what: str) -> str:
     return "{{ with $labels.instance }}" + what + " on {{ . }}{{ else }}" + what + "{{ end }}"
 
@@ -110,6 +114,27 @@ APP_SERVER_ERROR_RATE = _app_requests('status=~"5.."')
 APP_SERVER_ERROR_SHARE = f"({APP_SERVER_ERROR_RATE} or 0 * {APP_REQUEST_RATE}) / {APP_REQUEST_RATE}"
 DRILL_SUCCESS = sel(m.RESTORE_DRILL_LAST_SUCCESS, c.BACKUP_SELECTOR)
 DRILL_LAST_RUN = sel(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, c.BACKUP_SELECTOR)
+
+# The cluster (docs/ha.md). Every signal is empty on a single host: no job, no alert.
+HA_PRIMARIES = f"sum({sel(m.PATRONI_PRIMARY, c.PATRONI_SELECTOR)})"
+HA_NODES_UP = f"sum({sel(m.SCRAPE_UP, c.PATRONI_SELECTOR)})"
+HA_REPLICA_LAG = (
+    f"(scalar(max({sel(m.PATRONI_XLOG_LOCATION, c.PATRONI_SELECTOR)}))"
+    f" - {sel(m.PATRONI_XLOG_REPLAYED, c.PATRONI_SELECTOR)})"
+    f" and on (instance) ({sel(m.PATRONI_REPLICA, c.PATRONI_SELECTOR)} == 1)"
+)
+_TIMELINE = sel(m.PATRONI_TIMELINE, c.PATRONI_SELECTOR)
+# The highest timeline now against the highest one a window ago: a replica restarting (its
+# timeline briefly 0) moves neither.
+HA_TIMELINE_NOW = f"max({_TIMELINE})"
+HA_TIMELINE_MOVED = f"{HA_TIMELINE_NOW} > max({_TIMELINE} offset {c.HA_FAILOVER_WINDOW})"
+HA_RECEIVED_CHANGES = _range_changes(
+    sel(m.PATRONI_XLOG_RECEIVED, c.PATRONI_SELECTOR), c.HA_NOT_STREAMING_WINDOW
+)
+_PRIMARY_WAL = sel(m.PATRONI_XLOG_LOCATION, c.PATRONI_SELECTOR)
+HA_PRIMARY_WAL_CHANGES = f"max({_range_changes(_PRIMARY_WAL, c.HA_NOT_STREAMING_WINDOW)})"
+ETCD_UP = sel(m.SCRAPE_UP, c.ETCD_SELECTOR)
+ETCD_HAS_LEADER = sel(m.ETCD_HAS_LEADER, c.ETCD_SELECTOR)
 
 
 def _down(component: str, selector: str, job: str, up_metric: str | None = None) -> Alert:
@@ -320,6 +345,79 @@ ALERTS: tuple[Alert, ...] = (
         signals=(DRILL_SUCCESS, DRILL_LAST_RUN),
     ),
 )
+
+HA_ALERTS: tuple[Alert, ...] = (
+    Alert(
+        name="PatroniNoLeader",
+        expr=f"{HA_PRIMARIES} == 0 or {HA_NODES_UP} == 0",
+        for_=c.HA_NO_LEADER_FOR,
+        severity=c.SEVERITY_CRITICAL,
+        summary="The Patroni cluster has no primary: writes fail.",
+        description=(
+            "The cluster has had {{ $value }} primaries (or nodes answering) for more than "
+            f"{c.HA_NO_LEADER_FOR}: orders cannot be written."
+        ),
+        signals=(HA_PRIMARIES, HA_NODES_UP),
+    ),
+    Alert(
+        name="PatroniReplicationLagHigh",
+        expr=f"({HA_REPLICA_LAG}) > {c.HA_REPLICATION_LAG_BYTES}",
+        for_=c.HA_REPLICATION_LAG_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="A replica has replayed far less WAL than the primary has written.",
+        description=(
+            "Replica {{ $labels.instance }} is {{ $value | humanize1024 }}B behind the primary "
+            f"(threshold {c.HA_REPLICATION_LAG_BYTES} bytes); it is not promoted while "
+            "it lags, and reads from it are stale."
+        ),
+        signals=(HA_REPLICA_LAG,),
+    ),
+    Alert(
+        name="PatroniFailoverHappened",
+        expr=HA_TIMELINE_MOVED,
+        for_=c.HA_FAILOVER_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="The cluster changed primary (a failover or a switchover).",
+        description=(
+            "The cluster is on timeline {{ $value }}, higher than "
+            f"{c.HA_FAILOVER_WINDOW} ago: a new node is primary. If nobody ran a switchover, "
+            "find out why the old primary was lost and whether it rejoined (patronictl list)."
+        ),
+        signals=(HA_TIMELINE_NOW,),
+    ),
+    Alert(
+        name="PatroniReplicaNotStreaming",
+        expr=(
+            f"({sel(m.PATRONI_REPLICA, c.PATRONI_SELECTOR)} == 1)"
+            f" unless on (instance) ({HA_RECEIVED_CHANGES} > 0)"
+            f" and on () ({HA_PRIMARY_WAL_CHANGES} > 0)"
+        ),
+        for_=c.HA_NOT_STREAMING_FOR,
+        severity=c.SEVERITY_CRITICAL,
+        summary="A replica receives no WAL while the primary writes: it is not streaming.",
+        description=(
+            "Replica {{ $labels.instance }} received no WAL in "
+            f"{c.HA_NOT_STREAMING_WINDOW} while the primary wrote some: with synchronous "
+            "mode the primary has no standby to confirm commits, and a failover now loses "
+            "what this replica lacks."
+        ),
+        signals=(HA_RECEIVED_CHANGES, HA_PRIMARY_WAL_CHANGES),
+    ),
+    Alert(
+        name="EtcdMemberDown",
+        expr=f"{ETCD_UP} == 0 or {ETCD_HAS_LEADER} == 0",
+        for_=c.ETCD_MEMBER_DOWN_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="An etcd member is down or has no leader.",
+        description=(
+            _on_instance("etcd member")
+            + f" has been down or without a leader for more than {c.ETCD_MEMBER_DOWN_FOR}; "
+            "one more member lost and Patroni cannot hold its leader key (writes stop)."
+        ),
+        signals=(ETCD_UP, ETCD_HAS_LEADER),
+    ),
+)
+ALERTS = ALERTS + HA_ALERTS
 
 HEADER = (
     "# Generated by `sparkops alerts build` from alerts/config.py and alerts/rules.py.\n"

@@ -19,8 +19,8 @@ from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
 
+from deploys import dbroute, support
 from deploys import release as release_build
-from deploys import support
 from deploys.facts import DirectoryEntries, MigrationState
 from sparkops import defaults, envvars, layout, secrets
 
@@ -61,16 +61,26 @@ def release_dir(release: str) -> str:
     return f"{layout.APP_RELEASES_DIR}/{release}"
 
 
-def database_urls(db_address: str, creds: secrets.Secrets) -> dict[str, str]:
-    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console."""
+def database_urls(
+    db_address: str, creds: secrets.Secrets, *, cluster: bool = False
+) -> dict[str, str]:
+    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console.
+
+    On a Patroni cluster (`cluster`) each goes through this host's database route
+    (deploys/dbroute.py) to whichever node is primary, never to a node by address."""
     name = defaults.DATABASE_NAME
+    if cluster:
+        db_address = dbroute.BIND_ADDRESS
+        bouncer, direct = defaults.DB_ROUTE_PRIMARY_PORT, defaults.DB_ROUTE_MIGRATIONS_PORT
+    else:
+        bouncer, direct = defaults.PGBOUNCER_PORT, defaults.POSTGRES_PORT
     return {
         "app": f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
-        f"{db_address}:{defaults.PGBOUNCER_PORT}/{name}",
+        f"{db_address}:{bouncer}/{name}",
         "migrations": f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
-        f"{db_address}:{defaults.POSTGRES_PORT}/{name}",
+        f"{db_address}:{direct}/{name}",
         "exporter": f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
-        f"{db_address}:{defaults.PGBOUNCER_PORT}/{defaults.PGBOUNCER_ADMIN_DB}",
+        f"{db_address}:{bouncer}/{defaults.PGBOUNCER_ADMIN_DB}",
     }
 
 
@@ -207,7 +217,7 @@ def app_release() -> dict:
     """
     creds = secrets.load(support.environment(host))
     db_address = support.address(support.first_in_group(inventory, "db"))
-    urls = database_urls(db_address, creds)
+    urls = database_urls(db_address, creds, cluster=support.is_cluster(inventory))
     release, tarball_path = release_build.selected()
     tarball = str(tarball_path)
 

@@ -9,6 +9,9 @@ answers to connections the host opened (established/related) pass, outbound is n
     db hosts     app -> pgBouncer; app -> PostgreSQL (migrations: pg_hba's group:app rule
                  for the schema owner); monitor -> postgres_exporter, node_exporter
     monitor      control machine -> Prometheus, Alertmanager (operators, validate, watch)
+    a Patroni cluster (an etcd group): db <-> db PostgreSQL (replication, pg_rewind);
+                 db, app, monitor -> Patroni's REST API on the db hosts; db, etcd, monitor ->
+                 etcd's client port and etcd <-> etcd its peer port
 
 The pgBackRest repository is local (posix) or S3, which the db host reaches outbound, so it
 needs no inbound rule. Ports come from sparkops/defaults.py, addresses from the inventory.
@@ -107,6 +110,19 @@ def flows(groups, data, group_addresses) -> list[Flow]:
         result.append(Flow(defaults.POSTGRES_PORT, app, "PostgreSQL, the app's migrations"))
         result.append(Flow(defaults.POSTGRES_EXPORTER_PORT, monitor, "postgres_exporter"))
         result.append(Flow(defaults.NODE_EXPORTER_PORT, monitor, "node_exporter"))
+    # A Patroni cluster (an etcd group, deploys/hacluster.py): the nodes replicate and ask each
+    # other's REST API before a promotion; the app hosts' routes check it; etcd keeps quorum.
+    etcd = hosts("etcd") if list(group_addresses("etcd")) else ()
+    if etcd and "db" in groups:
+        db, app, monitor = hosts("db"), hosts("app"), hosts("monitor")
+        result.append(Flow(defaults.POSTGRES_PORT, db, "PostgreSQL replication between nodes"))
+        result.append(
+            Flow(defaults.PATRONI_REST_PORT, db + app + monitor, "Patroni's REST API (checks)")
+        )
+    if etcd and "etcd" in groups:
+        db, monitor = hosts("db"), hosts("monitor")
+        result.append(Flow(defaults.ETCD_CLIENT_PORT, db + etcd + monitor, "etcd's clients"))
+        result.append(Flow(defaults.ETCD_PEER_PORT, etcd, "etcd's peers"))
     if "monitor" in groups:
         result.append(Flow(defaults.PROMETHEUS_PORT, control, "Prometheus, for operators"))
         result.append(Flow(defaults.ALERTMANAGER_PORT, control, "Alertmanager, for operators"))

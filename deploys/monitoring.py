@@ -64,6 +64,14 @@ def scrape_jobs(inventory_, app_data) -> list[dict]:
         },
         {"name": alert_config.JOB_NODE, "targets": targets("db", defaults.NODE_EXPORTER_PORT)},
     ]
+    # A Patroni cluster (an etcd group): each node's REST API and each etcd member.
+    if support.group_addresses(inventory_, "etcd"):
+        jobs.append(
+            {"name": alert_config.JOB_PATRONI, "targets": targets("db", defaults.PATRONI_REST_PORT)}
+        )
+        jobs.append(
+            {"name": alert_config.JOB_ETCD, "targets": targets("etcd", defaults.ETCD_CLIENT_PORT)}
+        )
     # Group data may leave these unset: the app deploy's defaults (enabled) then apply.
     if app_data.get("app_outbox_enabled") is not False:
         jobs.append(

@@ -7,23 +7,35 @@ pyinfra alone would interleave hosts whose operations differ; the barriers
 venv, the monitoring packages) runs alongside the database tier.
 """
 
-from pyinfra import host
+from pyinfra import host, inventory
 
+from deploys import support
 from deploys.app import app_release, app_switch
 from deploys.common import barrier, common
+from deploys.dbroute import dbroute
 from deploys.drill import restore_drill
+from deploys.etcd import etcd
 from deploys.firewall import firewall
 from deploys.monitoring import exporters, monitoring, monitoring_packages
+from deploys.patroni import patroni
 from deploys.pgbackrest import pgbackrest
 from deploys.pgbouncer import pgbouncer
 from deploys.postgresql import postgresql
+
+# An inventory with an etcd group makes the db hosts a Patroni cluster (docs/ha.md).
+CLUSTER = support.is_cluster(inventory)
 
 common()
 firewall()
 barrier(name="Wait for every host's base packages", what="base packages are in")
 
+if CLUSTER:
+    if "etcd" in host.groups:
+        etcd()
+    barrier(name="Wait for the etcd members", what="etcd has a quorum")
+
 if "db" in host.groups:
-    database = postgresql()
+    database = patroni() if CLUSTER else postgresql()
     pgbackrest()
     pgbouncer(reconnect_for=database["role_settings"])
     exporters()
@@ -35,6 +47,8 @@ if "monitor" in host.groups:
 barrier(name="Wait for the database tier", what="PostgreSQL, pgBackRest, pgBouncer are up")
 
 if "app" in host.groups:
+    if CLUSTER:
+        dbroute()
     app_switch(prepared)
 barrier(name="Wait for the app tier", what="the app is up")
 

@@ -67,6 +67,13 @@ def first_in_group(inventory, group: str):
     return hosts[0]
 
 
+def is_cluster(inventory) -> bool:
+    """Does this inventory ask for a Patroni cluster (a non-empty etcd group)?"""
+    from deploys import hacluster  # support is imported by every deploy; keep this one lazy
+
+    return hacluster.is_cluster({name for name, hosts in inventory.groups.items() if hosts})
+
+
 def environment(host) -> str:
     """Which inventory this run uses: names the secrets file (see sparkops/secrets.py)."""
     return secrets.environment_name(host.groups, host.data.get(secrets.ENVIRONMENT_KEY))

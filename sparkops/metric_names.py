@@ -98,3 +98,15 @@ PGBOUNCER_SERVER_IDLE = "pgbouncer_pools_server_idle_connections"
 PGBOUNCER_CLIENT_MAXWAIT = "pgbouncer_pools_client_maxwait_seconds"
 PGBOUNCER_POOL_SIZE = "pgbouncer_databases_pool_size"
 PGBACKREST_LAST_BACKUP_TIMESTAMP = "pgbackrest_backup_last_completion_timestamp_seconds"
+
+# --- Patroni's REST API /metrics and etcd's (names as they publish them) -----------------
+PATRONI_PRIMARY = "patroni_primary"  # 1 on the node holding the leader key
+PATRONI_REPLICA = "patroni_replica"
+PATRONI_SYNC_STANDBY = "patroni_sync_standby"
+PATRONI_POSTGRES_RUNNING = "patroni_postgres_running"
+PATRONI_TIMELINE = "patroni_postgres_timeline"
+PATRONI_XLOG_LOCATION = "patroni_xlog_location"  # the primary's current WAL position
+PATRONI_XLOG_RECEIVED = "patroni_xlog_received_location"  # a replica's
+PATRONI_XLOG_REPLAYED = "patroni_xlog_replayed_location"
+ETCD_HAS_LEADER = "etcd_server_has_leader"
+ETCD_LEADER_CHANGES = "etcd_server_leader_changes_seen_total"
