@@ -41,3 +41,18 @@ all = [_entry(h) for h in _HOSTS]  # pyinfra's name for the group of every host
 db = _group("db")
 app = _group("app")
 monitor = _group("monitor")
+
+
+def _etcd_members():
+    """Hosts named etcd* when the lab has them; else, with two or more db hosts (a lab brought
+    up with `--hosts db,db2,app,monitor`), the db hosts and the monitor, as many as make an
+    odd count: the lab becomes a Patroni cluster (docs/ha.md). One db host: no etcd, no
+    cluster, the single-host deploy as before."""
+    named = _group("etcd")
+    if named or len(db) < 2:
+        return named
+    candidates = db + monitor
+    return candidates[: len(candidates) - (1 - len(candidates) % 2)]
+
+
+etcd = _etcd_members()

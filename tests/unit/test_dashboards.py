@@ -1,5 +1,6 @@
-"""Pure checks of the generated dashboard: ten panels, stable uid, datasource variable,
-units, thresholds agreeing with the alert config, deterministic JSON."""
+"""Pure checks of the generated dashboard: twelve panels (ten, and two for the cluster),
+stable uid, datasource variable, units, thresholds agreeing with the alert config,
+deterministic JSON."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ EXPECTED_TITLES = [
     "Outbox event lag",
     "Money utils operations",
     "Position unique violations",
+    "Cluster: primary and replicas",
+    "Cluster: replication lag",
 ]
 
 
@@ -31,13 +34,13 @@ def _built() -> dict:
     return json.loads(panels.to_json(risk.dashboard))
 
 
-def test_ten_panels_with_stable_ids_and_uid():
+def test_twelve_panels_with_stable_ids_and_uid():
     dash = _built()
     assert dash["uid"] == "spark-risk-idempotency-pitr"
     assert [p["title"] for p in dash["panels"]] == EXPECTED_TITLES
-    assert [p["id"] for p in dash["panels"]] == list(range(1, 11))
+    assert [p["id"] for p in dash["panels"]] == list(range(1, len(EXPECTED_TITLES) + 1))
     positions = {(p["gridPos"]["x"], p["gridPos"]["y"]) for p in dash["panels"]}
-    assert len(positions) == 10, "panels overlap"
+    assert len(positions) == len(EXPECTED_TITLES), "panels overlap"
 
 
 def test_datasource_variable_used_by_every_panel_and_target():
