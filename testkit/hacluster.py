@@ -10,11 +10,14 @@ here). The route's HAProxy configuration is the deploy's template, pointed at th
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import signal
 import socket
 import subprocess
+import threading
+import time
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -298,12 +301,29 @@ class HACluster:
         request = urllib.request.Request(
             f"{self.node(leader).rest}/switchover", data=body, method="POST"
         )
+        with urllib.request.urlopen(self._authorized(request), timeout=60) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"switchover refused: {answer.status} {answer.read()!r}")
+
+    def _authorized(self, request: urllib.request.Request) -> urllib.request.Request:
         auth = f"{hacluster.PATRONI_RESTAPI_USER}:{SECRETS[hacluster.SECRET_RESTAPI]}"
         request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
         request.add_header("Content-Type", "application/json")
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            if answer.status != 200:
-                raise RuntimeError(f"switchover refused: {answer.status} {answer.read()!r}")
+        return request
+
+    def set_synchronous(self, on: bool, timeout: float = 60.0) -> None:
+        """Patroni's synchronous_mode on or off for the running cluster (PATCH /config, as
+        `patronictl edit-config` does), waiting until the cluster reflects it."""
+        body = json.dumps({"synchronous_mode": on}).encode()
+        node = self.node(self.leader())
+        request = urllib.request.Request(f"{node.rest}/config", data=body, method="PATCH")
+        with urllib.request.urlopen(self._authorized(request), timeout=30):
+            pass
+        wait_until(
+            lambda: (self.sync_standby() is not None) == on,
+            timeout=timeout,
+            what=f"synchronous mode {'on' if on else 'off'}",
+        )
 
     # --- faults ---------------------------------------------------------------------------
     def kill_node(self, name: str) -> None:
@@ -370,3 +390,43 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class Writer:
+    """Inserts numbered rows through the route, a new connection each (as a pooled client
+    reconnects), and records which were acknowledged and which failed."""
+
+    def __init__(self, conninfo: str, limit: float = 120.0) -> None:
+        self.conninfo = conninfo
+        self.limit = limit
+        self.acked: list[int] = []
+        self.acked_at: list[float] = []  # time.monotonic() of each acknowledgement
+        self.failed: list[tuple[int, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    _ids = itertools.count(1)  # unique across writers: the module shares one table
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit  # bounded, whatever the caller does
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            n = next(self._ids)
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                    conn.execute("INSERT INTO acks (id) VALUES (%s)", (n,))
+                self.acked.append(n)
+                self.acked_at.append(time.monotonic())
+            except psycopg.Error:
+                self.failed.append((n, time.monotonic()))
+                self._stop.wait(0.05)
+
+    def __enter__(self) -> Writer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def acked_since(self, count: int) -> bool:
+        return len(self.acked) > count

@@ -7,15 +7,13 @@ switchover leaves a healthy cluster behind and the failover, which does not, run
 
 from __future__ import annotations
 
-import itertools
-import threading
 import time
 
 import psycopg
 import pytest
 
 from sparkops.wait import wait_until
-from testkit.hacluster import HACluster
+from testkit.hacluster import HACluster, Writer
 
 pytestmark = pytest.mark.chaos
 
@@ -26,43 +24,6 @@ def cluster():
         with psycopg.connect(kit.route_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         yield kit
-
-
-class Writer:
-    """Inserts numbered rows through the route, a new connection each (as a pooled client
-    reconnects), and records which were acknowledged and which failed."""
-
-    def __init__(self, conninfo: str) -> None:
-        self.conninfo = conninfo
-        self.acked: list[int] = []
-        self.failed: list[tuple[int, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    _ids = itertools.count(1)  # unique across writers: the module shares one table
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 120  # bounded, whatever the test does
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            n = next(self._ids)
-            try:
-                with psycopg.connect(self.conninfo, autocommit=True) as conn:
-                    conn.execute("INSERT INTO acks (id) VALUES (%s)", (n,))
-                self.acked.append(n)
-            except psycopg.Error:
-                self.failed.append((n, time.monotonic()))
-                self._stop.wait(0.05)
-
-    def __enter__(self) -> Writer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def acked_since(self, count: int) -> bool:
-        return len(self.acked) > count
 
 
 def _rows(kit: HACluster) -> set[int]:
