@@ -60,7 +60,7 @@ def etcd() -> None:
         packages=["etcd-server", "etcd-client"],
         no_recommends=True,
     )
-    systemd.service(
+    started = systemd.service(
         name="Ensure etcd is running and enabled",
         service=layout.ETCD_SERVICE,
         running=True,
@@ -70,6 +70,6 @@ def etcd() -> None:
         name="Restart etcd for its changed configuration",
         service=layout.ETCD_SERVICE,
         restarted=True,
-        _if=config.did_change,
+        _if=lambda: config.did_change() and not started.did_change(),
     )
     member_healthy(name="Wait until the etcd member is healthy")

@@ -119,7 +119,7 @@ def patroni() -> dict:
         group="postgres",
         mode="600",
     )
-    systemd.service(
+    started = systemd.service(
         name="Ensure Patroni is running and enabled",
         service=layout.PATRONI_SERVICE,
         running=True,
@@ -131,7 +131,8 @@ def patroni() -> dict:
         name="Reload Patroni for its changed configuration",
         service=layout.PATRONI_SERVICE,
         reloaded=True,
-        _if=config.did_change,
+        # Not right after starting it: a SIGHUP before Patroni has set its handlers kills it.
+        _if=lambda: config.did_change() and not started.did_change(),
     )
     node_ready(
         name="Wait until this node runs (primary, or replica streaming)",
