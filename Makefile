@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: bootstrap test test-interruptions test-contract test-chaos chaos-report resilience-report coverage demo lint format bench build clean
+.PHONY: bootstrap test test-interruptions test-ha-lab test-contract test-chaos chaos-report resilience-report coverage demo lint format bench build clean
 
 bootstrap:
 	./scripts/bootstrap
@@ -29,6 +29,11 @@ test: bootstrap
 # SSH connection (about 40 minutes); `make test` runs the core of it.
 test-interruptions: bootstrap
 	$(VENV)/bin/pytest -m interruptions tests/lab/test_interruptions_lab.py $(PYTEST_ARGS)
+
+# The site deploy on a Patroni cluster lab (db, db2, app, monitor) and a failover under
+# order traffic (docs/ha.md); the cluster itself is in make test (tests/ha).
+test-ha-lab: bootstrap
+	$(VENV)/bin/pytest -m ha_lab tests/lab/test_ha_lab.py $(PYTEST_ARGS)
 
 # The consumer pacts of the exchange APIs (written to pacts/; CI keeps them as artefacts).
 test-contract: bootstrap

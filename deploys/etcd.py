@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pyinfra import host, inventory
 from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 
 from deploys import hacluster, support
@@ -33,8 +34,13 @@ def environment_text(host_) -> str:
 
 @operation(is_idempotent=False)
 def member_healthy(timeout: int = MEMBER_READY_TIMEOUT_SECONDS):
-    """Wait (bounded) until this member answers healthy: it has joined a quorum."""
+    """Wait (bounded) until this member answers healthy: it has joined a quorum. Nothing to
+    do (no change reported) when it already is."""
     endpoint = f"http://127.0.0.1:{defaults.ETCD_CLIENT_PORT}"
+    check = f"ETCDCTL_API=3 etcdctl --endpoints={endpoint} endpoint health >/dev/null 2>&1"
+    if (host.get_fact(Command, f"{check} && echo healthy || true") or "").strip() == "healthy":
+        host.noop("the etcd member is healthy")
+        return
     yield StringCommand(
         f"deadline=$(( $(date +%s) + {int(timeout)} )); "
         f"until ETCDCTL_API=3 etcdctl --endpoints={endpoint} endpoint health >/dev/null 2>&1; "

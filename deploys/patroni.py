@@ -14,6 +14,7 @@ from __future__ import annotations
 import yaml
 from pyinfra import host, inventory
 from pyinfra.api import StringCommand, deploy, operation
+from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 
 from deploys import hacluster, postgresql, support
@@ -67,6 +68,10 @@ def node_ready(address: str, timeout: int = NODE_READY_TIMEOUT_SECONDS):
     """Wait (bounded) until Patroni says this node runs: the primary, or a streaming replica.
     A cloning replica can take minutes on a large database; the timeout says so."""
     probe = _PROBE.format(address=address, port=defaults.PATRONI_REST_PORT)
+    ran = host.get_fact(Command, f"python3 -c {_shell_quote(probe)} && echo running || true")
+    if (ran or "").strip() == "running":
+        host.noop("Patroni runs this node")
+        return
     yield StringCommand(
         f"deadline=$(( $(date +%s) + {int(timeout)} )); "
         f"until python3 -c {_shell_quote(probe)}; do "

@@ -156,6 +156,9 @@ def full_backup_for_repository(identity: str, stanza: str = STANZA):
 @operation()
 def backup_metric_published():
     """Write the textfile metric once after the first backup; the backup unit keeps it fresh."""
+    if host.get_fact(PostgresInRecovery):
+        host.noop("a replica of a Patroni cluster: the primary publishes its backups' time")
+        return
     if host.get_fact(File, path=METRIC_FILE):
         host.noop("the backup-time metric exists")
         return

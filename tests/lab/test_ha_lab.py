@@ -1,0 +1,197 @@
+"""The site deploy on a Patroni cluster lab (db, db2, app, monitor; etcd on db, db2, monitor):
+a second deploy changes nothing, the cluster has a leader and a synchronous standby, the app
+reaches the database only through its route, and when the primary's host dies (its
+namespace killed) under order traffic, orders succeed again on the other node and no
+acknowledged order is missing.
+
+Not in `make test` (about 8 minutes on 2 cores: four hosts, a cluster bootstrap and a
+failover); `make test-ha-lab` runs it. A lab of its own, like test_two_app_hosts.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from deploys import release
+from lab import config, control, ssh, state
+from sparkops import defaults, layout
+from sparkops.wait import wait_until
+from sparkops_cli.commands.app import keys_create_on_host, secret_in
+from testkit import pyinfra_runner as runner
+from tests.lab.conftest import SHARE_LAB_ENV, _session, require_lab_machine
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.ha_lab]
+
+HOSTS = ("db", "db2", "app", "monitor")
+ACCOUNT = "ha-lab"
+PATRONICTL = f"patronictl -c {layout.PATRONI_CONFIG}"
+
+
+@pytest.fixture(scope="module")
+def ha_lab() -> Iterator[list[dict[str, Any]]]:
+    require_lab_machine()
+    up = state.read_hosts()
+    if up is not None and not _session["owns_lab"]:
+        reason = (
+            f"a lab (SPARKOPS_LAB_ID={config.LAB_ID}) was up before this session, and this "
+            f"module needs one of its own ({', '.join(HOSTS)}): not taking someone's lab down"
+        )
+        if os.environ.get(SHARE_LAB_ENV) == "1":
+            pytest.skip(f"{reason} ({SHARE_LAB_ENV}=1)")
+        pytest.fail(f"{reason}. Run it with another SPARKOPS_LAB_ID", pytrace=False)
+    if up is not None:
+        control.down(log=lambda _msg: None)
+    result = control.up(HOSTS, log=lambda _msg: None)
+    try:
+        yield result.hosts
+    finally:
+        control.down(log=lambda _msg: None)
+        if up is not None:
+            control.up(config.DEFAULT_HOSTS, log=lambda _msg: None)
+
+
+def _host(hosts, name: str) -> dict[str, Any]:
+    return next(h for h in hosts if h["name"] == name)
+
+
+def _ssh(h, command: str, timeout: float = 120) -> str:
+    proc = ssh.run(h["ip"], command, timeout=timeout)
+    assert proc.returncode == 0, f"{h['name']}: {command}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def _members(h) -> dict[str, dict]:
+    return {m["Member"]: m for m in json.loads(_ssh(h, f"{PATRONICTL} list -f json"))}
+
+
+def _psql(h, sql: str) -> str:
+    quoted = sql.replace('"', '\\"')
+    return _ssh(h, f'runuser -u postgres -- psql -XAtq -d {defaults.DATABASE_NAME} -c "{quoted}"')
+
+
+@pytest.fixture(scope="module")
+def deployed(ha_lab):
+    _release_id, tarball = release.selected()
+    env = {"SPARKOPS_RELEASE_TAR": str(tarball)}
+    first = runner.run_site(env=env)
+    assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
+    second = runner.run_site(env=env)
+    print(f"\nfirst deploy {first.seconds:.0f}s, second {second.seconds:.0f}s")
+    return {"hosts": ha_lab, "second": second}
+
+
+def test_a_second_deploy_changes_nothing(deployed):
+    second = deployed["second"]
+    assert second.returncode == 0 and second.errors == 0, second.output[-4000:]
+    assert second.changed == 0, second.changed_operations()
+
+
+def test_the_cluster_has_a_leader_and_a_synchronous_standby(deployed):
+    members = _members(_host(deployed["hosts"], "db"))
+    roles = sorted(m["Role"] for m in members.values())
+    assert roles == ["Leader", "Sync Standby"], members
+    assert all(m["State"] in ("running", "streaming") for m in members.values()), members
+
+
+def test_the_app_reaches_the_database_only_through_its_route(deployed):
+    app = _host(deployed["hosts"], "app")
+    env = _ssh(app, f"cat {layout.APP_ENV_FILE} {layout.MIGRATIONS_ENV_FILE}")
+    assert f"@127.0.0.1:{defaults.DB_ROUTE_PRIMARY_PORT}/" in env
+    assert f"@127.0.0.1:{defaults.DB_ROUTE_MIGRATIONS_PORT}/" in env
+    for db in ("db", "db2"):
+        assert f"@{_host(deployed['hosts'], db)['ip']}:" not in env
+    ready = httpx.get(f"http://{app['ip']}:{defaults.APP_PORT}/readyz", timeout=5)
+    assert ready.status_code == 200, ready.text
+
+
+class OrderClient:
+    """POST /orders at a steady pace; records acknowledged order ids and failures."""
+
+    def __init__(self, url: str, secret: str) -> None:
+        self.url, self.secret = url, secret
+        self.acked: list[tuple[str, float]] = []
+        self.failed: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 300
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                order = {
+                    "account_id": ACCOUNT,
+                    "symbol": "BTCUSDT",
+                    "side": "buy",
+                    "quantity": "0.001",
+                    "price": "65000.00",
+                }
+                headers = {
+                    "authorization": f"Bearer {self.secret}",
+                    "idempotency-key": str(uuid.uuid4()),
+                }
+                try:
+                    r = client.post(self.url, json=order, headers=headers)
+                    if r.status_code == 201:
+                        self.acked.append((r.json()["id"], time.monotonic()))
+                    else:
+                        self.failed.append(time.monotonic())
+                except httpx.HTTPError:
+                    self.failed.append(time.monotonic())
+                self._stop.wait(0.1)
+
+    def __enter__(self) -> OrderClient:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+def test_the_primarys_host_dies_under_orders_and_none_acknowledged_is_lost(deployed):
+    hosts = deployed["hosts"]
+    app = _host(hosts, "app")
+    members = _members(_host(hosts, "db"))
+    leader = next(name for name, m in members.items() if m["Role"] == "Leader")
+    survivor = _host(hosts, "db2" if leader == "db" else "db")
+    _psql(
+        _host(hosts, leader),
+        "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
+        f"VALUES ('{ACCOUNT}', 'HA', 100000000, 100000000) ON CONFLICT DO NOTHING",
+    )
+    secret = secret_in(_ssh(app, keys_create_on_host("ha-lab", [ACCOUNT], ["read", "trade"])))
+    url = f"http://{app['ip']}:{defaults.APP_PORT}/orders"
+    with OrderClient(url, secret) as client:
+        wait_until(lambda: len(client.acked) >= 20, timeout=60, what="orders flow")
+        before = len(client.acked)
+        killed_at = time.monotonic()
+        state.kill(_host(hosts, leader).get("process"), what=f"lab host {leader}")
+        wait_until(
+            lambda: (
+                any(t > killed_at for _, t in client.acked[before:])
+                and len(client.acked) >= before + 20
+            ),
+            timeout=120,
+            what="orders succeed again after the primary's host died",
+        )
+    failed = [t for t in client.failed if t >= killed_at]
+    resumed = next(t for _, t in client.acked if t > max(failed, default=killed_at))
+    ids = ",".join(f"'{order_id}'" for order_id, _ in client.acked)
+    stored = int(_psql(survivor, f"SELECT count(*) FROM orders WHERE id IN ({ids})").strip())
+    print(
+        f"\nfailover: {len(client.acked)} orders acknowledged, {len(failed)} failed after the "
+        f"kill, orders resumed after {resumed - killed_at:.1f} s, "
+        f"{len(client.acked) - stored} acknowledged orders missing"
+    )
+    assert stored == len(client.acked), "acknowledged orders lost in the failover"
+    assert _members(survivor)[survivor["name"]]["Role"] == "Leader"
+    assert resumed - killed_at < 90
