@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy, operation
-from pyinfra.facts.server import Command
 from pyinfra.operations import apt, files, systemd
 
 from deploys import support
@@ -42,24 +41,10 @@ def barrier(what: str):
     yield  # a generator, as pyinfra operations are
 
 
-@operation()
-def not_failed(unit: str):
-    """Clear a unit's failed state, only when it has one. A package's postinst starts its
-    service before the deploy has configured it (postgres_exporter without a DSN): it fails
-    a few times in a second and systemd stops trying (start-limit-hit), so the `systemctl
-    start` that follows the configuration would be refused too."""
-    state = host.get_fact(Command, f"systemctl is-failed {unit} || true")
-    if (state or "").strip() == "failed":
-        yield f"systemctl reset-failed {unit}"
-    else:
-        host.noop(f"{unit} is not in a failed state")
-
-
 def service(unit: str, *, changed=(), reload_on=(), what: str | None = None) -> None:
     """Ensure `unit` runs and is enabled; restart it when an op in `changed` changed something,
     else reload it when an op in `reload_on` did. No change in, no restart out."""
     what = what or unit
-    not_failed(name=f"Clear a failed start of {what}", unit=unit)
     systemd.service(
         name=f"Ensure {what} is running and enabled", service=unit, running=True, enabled=True
     )
