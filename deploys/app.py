@@ -20,7 +20,7 @@ from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
 
 from deploys import release as release_build
-from deploys import support
+from deploys import support, tls
 from deploys.facts import DirectoryEntries, MigrationState
 from sparkops import defaults, envvars, layout, secrets
 
@@ -62,15 +62,24 @@ def release_dir(release: str) -> str:
 
 
 def database_urls(db_address: str, creds: secrets.Secrets) -> dict[str, str]:
-    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console."""
+    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console;
+    all verify-full against the environment's CA, migrations (PostgreSQL direct) also with
+    channel binding (pgBouncer does not offer it: deploys/pgbouncer.py)."""
     name = defaults.DATABASE_NAME
     return {
-        "app": f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
-        f"{db_address}:{defaults.PGBOUNCER_PORT}/{name}",
-        "migrations": f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
-        f"{db_address}:{defaults.POSTGRES_PORT}/{name}",
-        "exporter": f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
-        f"{db_address}:{defaults.PGBOUNCER_PORT}/{defaults.PGBOUNCER_ADMIN_DB}",
+        "app": tls.with_tls(
+            f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
+            f"{db_address}:{defaults.PGBOUNCER_PORT}/{name}"
+        ),
+        "migrations": tls.with_tls(
+            f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
+            f"{db_address}:{defaults.POSTGRES_PORT}/{name}",
+            channel_binding=True,
+        ),
+        "exporter": tls.with_tls(
+            f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
+            f"{db_address}:{defaults.PGBOUNCER_PORT}/{defaults.PGBOUNCER_ADMIN_DB}"
+        ),
     }
 
 

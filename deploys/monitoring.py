@@ -21,7 +21,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
 from dashboards.build import GRAFANA_DASHBOARDS_DIR
-from deploys import alerting, support
+from deploys import alerting, support, tls
 from deploys.common import service
 from sparkops import defaults, layout, secrets
 
@@ -100,8 +100,10 @@ def exporters() -> None:
     )
     dsn = (
         f"postgresql://{defaults.ROLE_MONITORING}:{creds['postgresql_monitoring']}@127.0.0.1:"
-        f"{defaults.POSTGRES_PORT}/{defaults.DATABASE_NAME}?sslmode=disable"
+        f"{defaults.POSTGRES_PORT}/{defaults.DATABASE_NAME}"
     )
+    # lib/pq (postgres_exporter) knows verify-full and sslrootcert, not channel_binding.
+    dsn = tls.with_tls(dsn)
     pg_env = files.put(
         name="Configure postgres_exporter",
         src=support.rendered(

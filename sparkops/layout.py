@@ -29,6 +29,21 @@ PGBOUNCER_SERVICE = "pgbouncer.service"
 PGBOUNCER_CONF_DIR = "/etc/pgbouncer"
 PGBOUNCER_LOG_FILE = "/var/log/postgresql/pgbouncer.log"
 
+# --- TLS inside (deploys/tls.py uploads what deploys/tlsca.py issues) -------------------
+# The environment's CA certificate, on every host: what clients verify servers against
+# (`sslrootcert`, pgBouncer's server_tls_ca_file, Prometheus' ca_file).
+TLS_CA_FILE = "/etc/ssl/sparkops/ca.crt"
+# Server certificates and keys (keys 0600, owned by the server's user).
+POSTGRES_TLS_CERT = f"{POSTGRES_CONF_DIR}/sparkops-server.crt"
+POSTGRES_TLS_KEY = f"{POSTGRES_CONF_DIR}/sparkops-server.key"
+PGBOUNCER_TLS_CERT = f"{PGBOUNCER_CONF_DIR}/sparkops-tls.crt"
+PGBOUNCER_TLS_KEY = f"{PGBOUNCER_CONF_DIR}/sparkops-tls.key"
+# Prometheus' and Alertmanager's web.config.file (TLS and basic auth) and their key pair.
+PROMETHEUS_WEB_CONFIG = "/etc/prometheus/web-config.yml"
+ALERTMANAGER_WEB_CONFIG = "/etc/prometheus/alertmanager-web-config.yml"
+MONITOR_TLS_CERT = "/etc/prometheus/sparkops-tls.crt"
+MONITOR_TLS_KEY = "/etc/prometheus/sparkops-tls.key"
+
 # --- pgBackRest --------------------------------------------------------------------------
 PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
 # Which repository the archive last went to (deploys/pgbackrest.py).
