@@ -43,6 +43,8 @@ PROMETHEUS_WEB_CONFIG = "/etc/prometheus/web-config.yml"
 ALERTMANAGER_WEB_CONFIG = "/etc/prometheus/alertmanager-web-config.yml"
 MONITOR_TLS_CERT = "/etc/prometheus/sparkops-tls.crt"
 MONITOR_TLS_KEY = "/etc/prometheus/sparkops-tls.key"
+# The basic-auth password Prometheus sends to itself and to Alertmanager (root:prometheus 0640).
+MONITOR_WEB_PASSWORD_FILE = "/etc/prometheus/sparkops-web-password"
 
 # --- pgBackRest --------------------------------------------------------------------------
 PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
@@ -69,6 +71,8 @@ APP_ETC_DIR = "/etc/spark-app"
 APP_ENV_FILE = f"{APP_ETC_DIR}/app.env"
 MIGRATIONS_ENV_FILE = f"{APP_ETC_DIR}/migrations.env"
 OUTBOX_ENV_FILE = f"{APP_ETC_DIR}/outbox.env"
+# Redis' password for the dispatcher, where Redis has one (production): 0640 root:spark.
+OUTBOX_REDIS_PASSWORD_FILE = f"{APP_ETC_DIR}/outbox-redis-password"
 EXPORTER_ENV_FILE = f"{APP_ETC_DIR}/pgbouncer-exporter.env"
 APP_SERVICE = "spark-app.service"
 # Owns the app's listening socket (systemd socket activation): it outlives a restart of

@@ -357,6 +357,7 @@ def test_prometheus_config_scrapes_every_exporter_by_job():
         alertmanagers=["10.0.0.12:9093"],
         rules_dir=monitoring.RULES_DIR,
         jobs=jobs,
+        web_auth={"ca_file": "/ca.crt", "username": "u", "password_file": "/pw"},
     )
     config = yaml.safe_load(text)
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
