@@ -17,7 +17,6 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import bcrypt
 import httpx
 
 from sparkops import secrets
@@ -52,6 +51,8 @@ def for_environment(environment: str) -> WebAccess:
 def stable_bcrypt(password: str) -> str:
     """The password's bcrypt hash with a salt derived from it, so a re-rendered
     web.config.file is byte-identical (a random salt would rewrite it on every deploy)."""
+    import bcrypt  # the control machine's (extra `control`), not in the app's release
+
     digest = hashlib.sha256(f"sparkops-web:{password}".encode()).digest()[:16]
     # bcrypt's base64 is base64's bit layout in another alphabet: 22 characters, 16 bytes.
     std = base64.b64encode(digest).rstrip(b"=")
