@@ -9,11 +9,13 @@ PostgreSQL is TLS too. Channel binding: PostgreSQL offers it, pgBouncer 1.18 doe
 from __future__ import annotations
 
 import shutil
+import signal
 
 import psycopg
 import pytest
 
 from sparkops import defaults
+from sparkops.wait import wait_until
 from testkit.postgres import conninfo
 from testkit.stack import DbStack
 from testkit.tls import make_tls_files
@@ -44,7 +46,7 @@ def _ssl_in_use(info: str) -> tuple[bool, str]:
 
 def test_postgresql_refuses_a_connection_without_tls(tls_stack):
     pg = tls_stack.pg
-    with pytest.raises(psycopg.OperationalError, match="no pg_hba.conf entry.*no encryption"):
+    with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry.*no encryption"):
         psycopg.connect(_app(tls_stack, pg.port, sslmode="disable"))
 
 
@@ -103,3 +105,38 @@ def test_pgbouncer_does_not_offer_channel_binding(tls_stack):
     info = tls_stack.app_conninfo() + " channel_binding=require"
     with pytest.raises(psycopg.OperationalError, match="channel binding"):
         psycopg.connect(info, connect_timeout=5)
+
+
+def test_pgbouncer_turns_tls_on_at_a_reload():
+    """An environment deployed before TLS inside gets it by a reload (the deploy reloads
+    pgBouncer when only pgbouncer.ini changed): after SIGHUP, clients without TLS are refused."""
+    with DbStack() as plain:
+        bouncer = plain.bouncer
+        info = plain.app_conninfo()
+        assert _ssl_in_use(info + " sslmode=disable")[0] is False
+        files = make_tls_files()
+        try:
+            bouncer.tls = files
+            ini = bouncer.workdir / "pgbouncer.ini"
+            ini.write_text(bouncer.render_ini())
+            # PostgreSQL is still without TLS: pgBouncer's verify-full would refuse it, so
+            # this reload turns on the client side only.
+            text = ini.read_text()
+            ini.write_text(
+                text.replace("server_tls_sslmode = verify-full", "server_tls_sslmode = disable")
+            )
+            bouncer.proc.send_signal(signal.SIGHUP)
+
+            def refuses_plain() -> bool:
+                try:
+                    psycopg.connect(info + " sslmode=disable", connect_timeout=3).close()
+                except psycopg.OperationalError as exc:
+                    return "SSL required" in str(exc)
+                return False
+
+            wait_until(refuses_plain, timeout=10, what="pgBouncer to require TLS after a reload")
+            verified = f"{info} sslmode=verify-full sslrootcert={files.ca}"
+            assert _ssl_in_use(verified)[0] is True
+        finally:
+            bouncer.tls = None
+            shutil.rmtree(files.workdir, ignore_errors=True)
