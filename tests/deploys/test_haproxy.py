@@ -8,6 +8,7 @@ import http.server
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -16,6 +17,9 @@ import httpx
 import pytest
 
 from deploys import haproxy, tlsca
+from runbooks.balancer import Balancers
+from runbooks.checklist import Run
+from runbooks.executor import LocalExecutor
 from sparkops import defaults, layout, lbruntime
 from sparkops.localhost import free_port
 from sparkops.wait import wait_until
@@ -255,3 +259,32 @@ def test_an_unknown_server_or_socket_is_a_clear_error(balancer, tmp_path, capsys
 
 def test_haproxy_is_installed_by_bootstrap():
     assert shutil.which("haproxy"), "scripts/debian-packages.txt lists haproxy"
+
+
+class _AsIfOnTheLb(LocalExecutor):
+    """This machine standing in for an lb host: the tool and the socket where the test put
+    them instead of where the deploy installs them (the command is otherwise unchanged)."""
+
+    def __init__(self, socket_path: str):
+        super().__init__(name="lb")
+        self.socket_path, self.seen = socket_path, []
+
+    def _spawn(self, argv, **kwargs):
+        self.seen.append(list(argv))
+        tool = [sys.executable, lbruntime.__file__]
+        argv = [self.socket_path if a == layout.HAPROXY_RUNTIME_SOCKET else a for a in argv]
+        return super()._spawn(tool + argv[1:] if argv[0] == layout.LB_SERVER_TOOL else argv,
+                              **kwargs)  # fmt: skip
+
+
+def test_the_runbooks_drain_a_host_around_its_switch_and_ready_it_after(balancer):
+    lb = _AsIfOnTheLb(balancer["socket"])
+    lbs, run = Balancers([lb]), Run("rollback", quiet=True)
+    with pytest.raises(RuntimeError, match="the switch failed"), lbs.drained("app2", run):
+        assert _who(balancer["url"]) == Counter({"app": 12})
+        raise RuntimeError("the switch failed")  # readied all the same
+    assert [a[:2] for a in lb.seen] == [[layout.LB_SERVER_TOOL, "drain"],
+                                        [layout.LB_SERVER_TOOL, "ready"]]  # fmt: skip
+    assert [c.ok for c in run.checks] == [True]
+    assert "app2" in run.facts["lb_drain_seconds"]
+    assert set(_who(balancer["url"])) == {"app", "app2"}
