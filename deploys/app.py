@@ -185,12 +185,15 @@ def _on(target, command: str) -> tuple[bool, str]:
     return ok, "\n".join(line.line for line in output)
 
 
-def _drained_switch(state_, app_host, command: str, balancers) -> bool:
+def _drained_switch(state, host, command: str, balancers) -> bool:
     """Drain this app host on every lb (new requests go to the others, those in flight
     finish), run the health-gated switch, then ready it again whatever the switch's outcome
     (a failed switch went back to the previous release and passed its gate; HAProxy's own
     check keeps a host that is not ready out). Runs on the control machine (a pyinfra
-    callback): the lb hosts' runtime API is a local socket there, reached over SSH."""
+    callback; pyinfra passes `state` and `host`, the app host, by these names): the lb
+    hosts' runtime API is a local socket there, reached over their SSH connections."""
+    del state  # unused, but its name is how pyinfra knows to pass the host
+    app_host = host
     for lb in balancers:
         ok, said = _on(lb, _lb_tool("drain", app_host.name))
         app_host.log(f"drain on {lb.name}: {said.strip()}")
