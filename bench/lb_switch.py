@@ -169,13 +169,16 @@ def figures(hosts: dict, rate: float, gate: float) -> None:
             f = facts[host]
             print(
                 f"  {host}: switch to healthy {f.get('rollback_seconds')} s, drain to serving "
-                f"through the lb {f.get('lb_serving_seconds')} s, live {f.get('live_release')}"
+                f"through the lb {f.get('lb_serving_seconds')} s, command start to serving "
+                f"{f.get('since_command_seconds')} s, live {f.get('live_release')}"
             )
-        first = facts[APPS[0]].get("lb_serving_seconds")
+        first = facts[APPS[0]].get("since_command_seconds")
+        last = facts[APPS[-1]].get("since_command_seconds")
         measured("failed deploy", url, context, secret, rate, switch("zdt-c", 1, APPS[:1]))
         print(
             f"rollback: {failed_rb} failed (target 0); command to the old release serving "
-            f"through the lb {first} s (first host; target <= 5 s), every host {whole:.2f} s"
+            f"through the lb {first} s (first host; target <= 5 s), {last} s (every host); "
+            f"the whole process {whole:.2f} s"
         )
     finally:
         for host in APPS:

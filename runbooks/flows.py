@@ -11,6 +11,7 @@ import os
 import shlex
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from runbooks import (
@@ -282,6 +283,9 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
                     live = rollback.execute(plan, run)
                 if lbs:  # from the drain to the release serving through the load balancers
                     plan.facts["lb_serving_seconds"] = round(time.monotonic() - started, 3)
+                # From the command's start (planning included) to this host serving.
+                since = datetime.now(UTC) - run.started
+                plan.facts["since_command_seconds"] = round(since.total_seconds(), 3)
                 if not live:
                     raise StepFailed(
                         f"{plan.target.name} failed its health gate on {plan.app.label}: marked "
