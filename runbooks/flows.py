@@ -10,6 +10,7 @@ import contextlib
 import os
 import shlex
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -237,6 +238,16 @@ def bouncer_resume_runbook(where: DbWhere) -> Runbook:
 
 
 # --- rollback ---------------------------------------------------------------------------
+def _each(read, items) -> list:
+    """`read` on every item at once (SSH round trips to several hosts that only read), in
+    order; the first item's error is raised."""
+    items = list(items)
+    if len(items) < 2:
+        return [read(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), 8)) as pool:
+        return list(pool.map(read, items))
+
+
 @dataclass
 class RollbackOrder:
     wanted: str | None = None  # a release; default: the previous one not marked BAD
@@ -256,17 +267,17 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
             apps[0].command_args = f"--target-file {shlex.quote(str(order.target_file))}"
         else:
             found = sites.load_inventory(order.inventory)
-            lbs = [sites.ssh_executor(h.name, found) for h in found.group("lb")]
+            lbs = _each(lambda h: sites.ssh_executor(h.name, found), found.group("lb"))
             held["balancers"] = balancer.Balancers(lbs) if lbs else None
             names = order.hosts or [h.name for h in found.group("app")]
-            apps = [sites.app_target_for_host(name, found) for name in names]
+            apps = _each(lambda name: sites.app_target_for_host(name, found), names)
             for app in apps:
                 app.command_args = f"--host {shlex.quote(app.label)}" + (
                     f" --inventory {shlex.quote(str(order.inventory))}" if order.inventory else ""
                 )
         # Every host's preconditions before any host changes.
         gate = {} if order.gate_timeout is None else {"gate_timeout": order.gate_timeout}
-        plans = [rollback.prepare(app, order.wanted, order.force, **gate) for app in apps]
+        plans = _each(lambda app: rollback.prepare(app, order.wanted, order.force, **gate), apps)
         lbs = held.get("balancers")
         run.plan = [line for plan in plans for line in plan.lines
                     + (lbs.lines(plan.app.label) if lbs else [])]  # fmt: skip

@@ -98,6 +98,15 @@ def find(servers: list[Server], backend: str, server: str) -> Server:
     raise RuntimeError_(f"HAProxy has no server {backend}/{server}")
 
 
+def others_up(servers: list[Server], backend: str, server: str) -> list[Server]:
+    """The backend's other servers that take requests (UP by their check, not drained)."""
+    return [
+        s
+        for s in servers
+        if s.backend == backend and s.name != server and s.status.split(" ")[0] == "UP"
+    ]
+
+
 def check_answer(command: str, answer: str) -> None:
     """`set server` answers nothing when it worked, a message when it did not."""
     if answer.strip():
@@ -159,7 +168,13 @@ def drain(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[bool, Server]:
-    """Stop new requests to the server, wait until none is in flight (by the deadline)."""
+    """Stop new requests to the server, wait until none is in flight (by the deadline).
+
+    Not when no other server of the backend is UP: HAProxy would answer 503 to every request
+    meanwhile (one app host: its socket held across the restart serves better); the server is
+    left as it is and the answer is (True, it, unchanged)."""
+    if not others_up(parse_stat(send(SHOW_STAT)), backend, server):
+        return True, status(send, backend, server)
     command = set_state(backend, server, "drain")
     check_answer(command, send(command))
     return _poll(send, backend, server, lambda s: s.sessions == 0, timeout, interval, clock, sleep)
@@ -218,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "status":
             ok, seen = True, status(send, args.backend, args.server)
         elif args.action == "drain":
+            if not others_up(parse_stat(send(SHOW_STAT)), args.backend, args.server):
+                print(f"{args.backend}/{args.server}: not drained, no other server is UP")
             ok, seen = drain(send, args.backend, args.server, args.timeout)
         else:
             ok, seen = ready(send, args.backend, args.server, args.timeout)

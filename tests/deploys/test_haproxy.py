@@ -86,7 +86,8 @@ def test_drain_waits_until_no_session_is_left():
     ok, seen = lbruntime.drain(fake, "app", "app2", timeout=5, clock=lambda: now[0],
                                sleep=lambda s: now.__setitem__(0, now[0] + s))  # fmt: skip
     assert ok and seen.sessions == 0
-    assert fake.sent == ["set server app/app2 state drain"] + ["show stat"] * 3
+    # another server is UP (app), so app2 is drained; then polled until 0
+    assert fake.sent == ["show stat", "set server app/app2 state drain", "show stat", "show stat"]
 
 
 def test_drain_gives_up_at_its_deadline():
@@ -95,7 +96,18 @@ def test_drain_gives_up_at_its_deadline():
                                clock=lambda: now[0],
                                sleep=lambda s: now.__setitem__(0, now[0] + s))  # fmt: skip
     assert not ok and seen.sessions == 3
-    assert len(fake.sent) == 1 + 5  # the command, then polls at 0, .25, .5, .75, 1.0
+    assert len(fake.sent) == 2 + 5  # the check, the command, polls at 0, .25, .5, .75, 1.0
+
+
+def test_the_only_server_up_is_not_drained():
+    """With no other server to take them, a drain would turn every request into a 503."""
+    fake = _FakeHAProxy([0])
+    alone = STAT.replace(
+        "app,app,0,0,2,3,,20,0,0,,0,,0,0,0,0,UP,", "app,app,0,0,2,3,,20,0,0,,0,,0,0,0,0,DOWN,"
+    )
+    ok, seen = lbruntime.drain(lambda c: fake(c) and alone, "app", "app2", timeout=1)
+    assert ok and seen.name == "app2"
+    assert not [c for c in fake.sent if c.startswith("set server")]
 
 
 # --- the deploy's configuration, checked by HAProxy itself --------------------------------
