@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -271,7 +272,8 @@ def _status(deployed, server: str) -> str:
 def _https(deployed) -> httpx.Client:
     ca = tlsca.tls_dir("lab") / tlsca.CA_CERT_FILE
     lb = _host(deployed["hosts"], "lb")
-    return httpx.Client(base_url=f"https://{lb['ip']}", verify=str(ca), timeout=10)
+    context = ssl.create_default_context(cafile=str(ca))
+    return httpx.Client(base_url=f"https://{lb['ip']}", verify=context, timeout=10)
 
 
 def test_the_lb_serves_https_with_the_ca_redirects_http_and_routes_to_both_hosts(deployed):
