@@ -6,12 +6,14 @@ it is up already), steady traffic from this machine through https://<lb>/ (defau
 requests/s, a new TLS connection each: half GET /readyz, half POST /orders with an API key)
 during:
 
-- deploy A->B:     the deploy's switch, host by host as deploys/app.py does it: drain the host
-                   on the lb (spark-lb-server), spark-app-activate B (gated on /readyz), ready
+- deploy A->B:     the real site deploy (pyinfra) of release B (this tree's release under
+                   another id): B installed on both app hosts, then the switch host by host,
+                   each drained on the lb around spark-app-activate (deploys/app.py)
 - rollback B->A:   `sparkops rollback --yes` (every app host in turn, drained the same way)
 - failed deploy:   A->C on the first host, C cannot reach its database (/readyz 503): the gate
                    fails, the script switches back to A, the host is readied; the deploy stops
-                   there (the other hosts are not switched)
+                   there (the other hosts are not switched). The same steps as the deploy's
+                   switch, run from here (a release tarball cannot carry a broken setting)
 
 and prints for each: requests, failed (connection errors, 5xx, timeouts), p99 latency of the
 requests started during the switch, switch time (command to done), and for the rollback the
@@ -27,11 +29,13 @@ Figures only; the releases it adds are removed at the end; a lab it brought up i
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import shlex
 import ssl
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +107,25 @@ def main() -> None:
             control.down(log=lambda _m: None)
 
 
+def renamed_release(current: str) -> tuple[str, Path]:
+    """This tree's release tarball under another id (its RELEASE file rewritten): a release B
+    the site deploy installs and switches to like any new one."""
+    _id, tarball = release.selected()
+    name = f"{current}-lbbench"
+    target = tarball.parent.parent / name / "release.tar"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as src, tarfile.open(target, "w") as dst:
+            for member in src.getmembers():
+                if member.name == "RELEASE":
+                    data = (name + "\n").encode()
+                    member.size = len(data)
+                    dst.addfile(member, io.BytesIO(data))
+                else:
+                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return name, target
+
+
 def figures(hosts: dict, rate: float, gate: float) -> None:
     root = layout.APP_ROOT
 
@@ -128,9 +151,7 @@ def figures(hosts: dict, rate: float, gate: float) -> None:
                         f"{name}/release.env; touch {name}/.installed")  # fmt: skip
         assert done.returncode == 0, done.stderr
 
-    for host in APPS:
-        copy(host, "zdt-b")
-        copy(host, "zdt-c", f"{envvars.DATABASE_URL}=postgresql://nobody@127.0.0.1:1/spark\\n")
+    release_b, tar_b = renamed_release(a)
     inventory = sites.load_inventory()
     lbs = balancer.Balancers([sites.ssh_executor("lb", inventory)])
     context = ssl.create_default_context(cafile=str(tlsca.tls_dir("lab") / tlsca.CA_CERT_FILE))
@@ -145,6 +166,10 @@ def figures(hosts: dict, rate: float, gate: float) -> None:
                 assert done.returncode == expect, f"{host}: {done.returncode} {done.stderr[-2000:]}"
 
         return go
+
+    def site_deploy() -> None:
+        done = runner.run_site(env={"SPARKOPS_RELEASE_TAR": str(tar_b)})
+        assert done.returncode == 0 and done.errors == 0, done.output[-4000:]
 
     def roll_back() -> dict:
         done = subprocess.run(
@@ -161,7 +186,7 @@ def figures(hosts: dict, rate: float, gate: float) -> None:
         f"health gate {gate:.0f} s; drain on the lb around each host's switch"
     )
     try:
-        measured("deploy A->B", url, context, secret, rate, switch("zdt-b", 0, APPS))
+        measured("deploy A->B", url, context, secret, rate, site_deploy)
         started = time.monotonic()
         failed_rb, facts = measured("rollback B->A", url, context, secret, rate, roll_back)
         whole = time.monotonic() - started - 2 * SETTLE_SECONDS
@@ -174,6 +199,9 @@ def figures(hosts: dict, rate: float, gate: float) -> None:
             )
         first = facts[APPS[0]].get("since_command_seconds")
         last = facts[APPS[-1]].get("since_command_seconds")
+        # Installed only now: else the rollback would take C for the release before B.
+        for host in APPS:
+            copy(host, "zdt-c", f"{envvars.DATABASE_URL}=postgresql://nobody@127.0.0.1:1/spark\\n")
         measured("failed deploy", url, context, secret, rate, switch("zdt-c", 1, APPS[:1]))
         print(
             f"rollback: {failed_rb} failed (target 0); command to the old release serving "
@@ -183,7 +211,7 @@ def figures(hosts: dict, rate: float, gate: float) -> None:
     finally:
         for host in APPS:
             on(host, f'[ "$(readlink {root}/current)" = releases/{a} ] || {ACTIVATE} {a}')
-            on(host, f"rm -rf {root}/releases/zdt-b {root}/releases/zdt-c")
+            on(host, f"rm -rf {root}/releases/{release_b} {root}/releases/zdt-c")
 
 
 if __name__ == "__main__":

@@ -180,8 +180,11 @@ def _lb_tool(action: str, server: str) -> str:
     return " ".join(shlex.quote(a) for a in [layout.LB_SERVER_TOOL, *args])
 
 
-def _on(target, command: str) -> tuple[bool, str]:
-    ok, output = target.run_shell_command(StringCommand(command))
+def _on(state, target, command: str) -> tuple[bool, str]:
+    # As the deploy's own operations run there: with sudo under `--sudo` (the runtime socket
+    # and spark-app-activate need root) unless the host's data says otherwise.
+    sudo = target.data.get("_sudo", state.config.SUDO)
+    ok, output = target.run_shell_command(StringCommand(command), _sudo=bool(sudo))
     return ok, "\n".join(line.line for line in output)
 
 
@@ -192,18 +195,17 @@ def _drained_switch(state, host, command: str, balancers) -> bool:
     check keeps a host that is not ready out). Runs on the control machine (a pyinfra
     callback; pyinfra passes `state` and `host`, the app host, by these names): the lb
     hosts' runtime API is a local socket there, reached over their SSH connections."""
-    del state  # unused, but its name is how pyinfra knows to pass the host
     app_host = host
     for lb in balancers:
-        ok, said = _on(lb, _lb_tool("drain", app_host.name))
+        ok, said = _on(state, lb, _lb_tool("drain", app_host.name))
         app_host.log(f"drain on {lb.name}: {said.strip()}")
         if not ok:  # in flight past the deadline: the switch goes on (graceful shutdown)
             app_host.log(f"drain on {lb.name} did not reach 0 sessions in time")
-    switched, said = _on(app_host, command)
+    switched, said = _on(state, app_host, command)
     app_host.log(said.strip())
     back_ok = True
     for lb in balancers:
-        ok, ready_said = _on(lb, _lb_tool("ready", app_host.name))
+        ok, ready_said = _on(state, lb, _lb_tool("ready", app_host.name))
         app_host.log(f"ready on {lb.name}: {ready_said.strip()}")
         back_ok = back_ok and ok
     if switched and not back_ok:
