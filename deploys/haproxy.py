@@ -18,6 +18,7 @@ host and readies it after its health gate: the deploy's switch (deploys/app.py) 
 
 from __future__ import annotations
 
+import re
 from io import StringIO
 from pathlib import Path
 
@@ -88,11 +89,18 @@ def certificate_bundle(host_) -> str:
     names = [host_.name, *(host_.data.get("haproxy_tls_names") or [])]
     issued = tlsca.issue(
         support.environment(host_),
-        CERT_NAME,
+        cert_name(host_.name, support.address(host_)),
         dns_names=list(dict.fromkeys(names)),
         ip_addresses=[support.address(host_)],
     )
     return issued.bundle_pem
+
+
+def cert_name(host_name: str, address: str) -> str:
+    """The CA's file name for one lb host's certificate: its own per host and address, so two
+    lb hosts (or two labs sharing the environment's CA) never reissue each other's."""
+    name = re.sub(r"[^a-z0-9.-]+", "-", f"{CERT_NAME}-{host_name}-{address}".lower())
+    return name[:63].rstrip(".-")
 
 
 @deploy("Load balancer (HAProxy)", data_defaults=DEFAULTS)

@@ -115,7 +115,10 @@ def test_the_only_server_up_is_not_drained():
 
 def test_the_deploys_configuration_passes_haproxy_check(tmp_path, monkeypatch):
     monkeypatch.setenv("SPARKOPS_SECRETS_DIR", str(tmp_path / "secrets"))
-    issued = tlsca.issue("lab", haproxy.CERT_NAME, dns_names=["lb"], ip_addresses=["10.0.0.30"])
+    name = haproxy.cert_name("lb", "10.0.0.30")
+    assert name == "lb-frontend-lb-10.0.0.30"
+    assert haproxy.cert_name("LB_1", "2001:db8::1") == "lb-frontend-lb-1-2001-db8-1"
+    issued = tlsca.issue("lab", name, dns_names=["lb"], ip_addresses=["10.0.0.30"])
     bundle = tmp_path / "frontend.pem"
     bundle.write_text(issued.bundle_pem)
     servers = [{"name": "app", "address": "10.0.0.11"}, {"name": "app2", "address": "10.0.0.21"}]
