@@ -30,6 +30,7 @@ LOCAL = {
 LAB = {
     "lab_updown": ["--rounds", "1"],
     "deploy_times": ["--redeploys", "2"],
+    "lb_switch": [],  # a lab of its own: db, app, app2, lb
 }
 
 

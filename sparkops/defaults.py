@@ -141,3 +141,19 @@ APP_LISTEN_BACKLOG = 4096
 # Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
 # checked on the raw bytes before parsing, since Python's json recurses per level.
 MAX_JSON_DEPTH = 8
+
+# --- the load balancer (HAProxy on the lb hosts, deploys/haproxy.py) -----------------------
+LB_HTTPS_PORT = 443
+LB_HTTP_PORT = 80  # redirects to HTTPS only
+LB_BACKEND = "app"  # HAProxy's backend of the app hosts; its servers are the hosts' names
+# A drain waits this long for an app host's requests in flight to finish (longer than a
+# request may take, APP_REQUEST_TIMEOUT_SECONDS), and a ready for HAProxy's check to find it UP.
+LB_DRAIN_TIMEOUT_SECONDS = 15.0
+LB_READY_TIMEOUT_SECONDS = 30.0
+# HAProxy's /readyz check of each app host: every LB_CHECK_INTER_MS, DOWN after LB_CHECK_FALL
+# failures, UP after LB_CHECK_RISE successes.
+LB_CHECK_INTER_MS = 1000
+LB_CHECK_FALL = 2
+LB_CHECK_RISE = 2
+# HSTS that HAProxy adds over HTTPS when the response has none (the app sends its own).
+LB_HSTS_MAX_AGE_SECONDS = 63072000

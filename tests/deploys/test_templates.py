@@ -439,3 +439,15 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
     assert "--name spark-outbox@app2 " in unit
     assert "--metrics-host 10.0.0.11 --metrics-port 9310" in unit  # private address only
     assert "%N" not in unit  # the unit's name is the same on every host
+
+
+def test_the_app_trusts_forwarded_addresses_from_the_load_balancers_only():
+    context = dict(user="spark", current="/opt/spark-app/current", env_file="/etc/x.env",
+                   keep_alive=1, graceful_seconds=2)  # fmt: skip
+    behind = support.render("app/spark-app.service.j2", forwarded_allow_ips="10.0.0.30", **context)
+    alone = support.render("app/spark-app.service.j2", forwarded_allow_ips="", **context)
+    start = [line for line in behind.splitlines() if line.startswith("ExecStart=")]
+    assert start[0].endswith(" --forwarded-allow-ips 10.0.0.30"), start
+    assert "\nRestart=on-failure\n" in behind and "\nRestart=on-failure\n" in alone
+    alone_start = [line for line in alone.splitlines() if line.startswith("ExecStart=")]
+    assert "--forwarded-allow-ips" not in alone_start[0]  # uvicorn's default: loopback only
