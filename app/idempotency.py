@@ -68,12 +68,8 @@ WHERE key = %(key)s AND state = 'in_flight'
   AND locked_at < now() - make_interval(secs => %(timeout)s)
 RETURNING key
 """
-COMPLETE = """
-UPDATE idempotency_keys
-SET state = 'completed', response_status = %(status)s, response_body = %(body)s,
-    completed_at = now()
-WHERE key = %(key)s AND state = 'in_flight'
-"""
+# The completion is the database function complete_idempotency_key (migration 0014), called
+# by app.orders in the order's transaction.
 _RELEASE = "DELETE FROM idempotency_keys WHERE key = %(key)s AND state = 'in_flight'"
 _PURGE = """
 DELETE FROM idempotency_keys

@@ -87,6 +87,10 @@ VALUES (%(order_id)s, %(account_id)s, %(symbol)s, %(side)s, %(strategy)s, %(quan
         %(api_key_id)s, %(client_addr)s, %(request_id)s)
 """
 _CASH = "UPDATE accounts SET cash_balance = cash_balance + %(delta)s WHERE id = %(account_id)s"
+# The key's completion, raising KEY_NOT_HELD when the key is not in flight any more
+# (migration 0014: the function and the SQLSTATE; tests/db/test_order_sql.py checks both).
+_COMPLETE = "SELECT complete_idempotency_key(%(key)s, %(status)s, %(body)s)"
+KEY_NOT_HELD = "SP001"
 _OUTBOX = """
 INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
 VALUES ('position', %(aggregate)s, 'order.filled', %(payload)s)
@@ -116,8 +120,8 @@ async def _in_one_transaction(
     conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str, audit: Audit
 ) -> Response:
     """The order's transaction as a few simple-protocol batches, each ending in one
-    ReadyForQuery: `BEGIN; context`, then (for a new position) its INSERT, then every write
-    and the key's completion, then COMMIT. Three round trips (four when opening a position).
+    ReadyForQuery: `BEGIN; context`, then (for a new position) its INSERT, then every write,
+    the key's completion and COMMIT. Two round trips (three when opening a position).
 
     Not pipeline mode: pgBouncer 1.18 (pipelining support came in 1.21) sometimes leaves
     the server linked to a client that finished a pipelined transaction: seen on about 4 %
@@ -127,9 +131,15 @@ async def _in_one_transaction(
     """
     cur = AsyncClientCursor(conn, row_factory=dict_row)
     try:
-        response = await _place(cur, settings, order, key, audit)
-        await cur.execute("COMMIT")
-        return response
+        return await _place(cur, settings, order, key, audit)
+    except psycopg.DatabaseError as exc:
+        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+            await conn.execute("ROLLBACK")
+        if exc.sqlstate == KEY_NOT_HELD:
+            # Our claim was taken over after the in-flight timeout and the other request
+            # finished first: ours is undone; the caller replays the stored response.
+            raise KeyTakenOver(key) from None
+        raise
     except BaseException:
         if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
             await conn.execute("ROLLBACK")
@@ -183,7 +193,7 @@ async def _place(
             422,
             _json({"error": "risk_blocked", "rule": block.rule, "message": block.message}),
         )
-        await cur.execute(idempotency.COMPLETE, {**params, **_stored(response)})
+        await cur.execute(_batch(cur, [(_COMPLETE, {**params, **_stored(response)})]) + "; COMMIT")
         return response
 
     notional = _EXACT.multiply(order.quantity, order.price)  # not the 28-digit default context
@@ -232,17 +242,12 @@ async def _place(
                          "request_id": audit.request_id}),
         (_CASH, {**params, "delta": cash_delta}),
         (_OUTBOX, {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
-                   "payload": _json({"order": body, "idempotency_key": key})}),
-        (idempotency.COMPLETE + " RETURNING key", {**params, **_stored(response)}),
+                   "payload": _event_payload(key, response.body)}),
+        (_COMPLETE, {**params, **_stored(response)}),
     ]  # fmt: skip
-    # Every write and the key's completion in one batch; COMMIT is the caller's next batch,
-    # sent only once the completion is seen (a key taken over rolls everything back).
-    await cur.execute(_batch(cur, writes))
-    completed = await _last_set(cur).fetchone()
-    if completed is None:
-        # Our claim was taken over after the in-flight timeout and the other request
-        # finished first: undo ours; the caller replays the stored response.
-        raise KeyTakenOver(key)
+    # Every write, the key's completion and COMMIT in one batch: a key no longer ours makes
+    # the completion raise (KEY_NOT_HELD), which skips the rest of the batch, COMMIT too.
+    await cur.execute(_batch(cur, writes) + "; COMMIT")
     metrics.ORDERS_ACCEPTED.labels(order.side).inc()
     return response
 
@@ -272,6 +277,11 @@ class KeyTakenOver(RuntimeError):
 
 def _stored(response: Response) -> dict:
     return {"status": response.status, "body": response.body}
+
+
+def _event_payload(key: str, body: str) -> str:
+    """`_json({"idempotency_key": key, "order": <body>})`, with the body encoded once."""
+    return f'{{"idempotency_key":{json.dumps(key)},"order":{body}}}'
 
 
 def _json(value) -> str:
