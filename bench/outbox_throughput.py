@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -118,6 +119,14 @@ def measure_throughput(stack, redis, args, logdir) -> float:
     with psycopg.connect(stack.owner_conninfo(), autocommit=True) as owner:
         owner.execute("ANALYZE outbox_events")
     procs = start_dispatchers(stack, redis, args.dispatchers, logdir, args.batch_size)
+    spy = None
+    if args.profile is not None:
+        # py-spy samples the first dispatcher while it drains: where does an event's CPU go?
+        spy = subprocess.Popen(
+            [str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(procs[0].pid),
+             "-f", "raw", "-o", str(args.profile), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
     try:
         wait_until(
             lambda: client.xlen(STREAM) >= args.events,
@@ -126,6 +135,9 @@ def measure_throughput(stack, redis, args, logdir) -> float:
             interval=0.2,
         )
     finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            spy.wait(timeout=30)
         for proc in procs:
             stop_process(proc)
     span = stream_time_span(client, args.events)
@@ -239,6 +251,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=settings.BATCH_SIZE)
     parser.add_argument("--rate", type=int, default=1000, help="steady inserts per second")
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument("--profile", type=Path, help="write a py-spy profile of a dispatcher")
     args = parser.parse_args()
 
     logdir = Path(tempfile.mkdtemp(prefix="sparkops-outbox-bench-"))
