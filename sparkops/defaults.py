@@ -62,6 +62,10 @@ PGBACKREST_STANZA = "spark"
 # --- the app -----------------------------------------------------------------------------
 APP_RELEASES_KEPT = 5
 APP_DB_POOL_SIZE = 10
+# uvicorn worker processes per app host. One: each process serves its own /metrics on
+# APP_METRICS_PORT (a second worker could not bind it), so more workers need per-process
+# metrics first; bench/orders_throughput.py --app-workers measures what they would give.
+APP_WORKERS = 1
 # Schema migrations run under this PostgreSQL advisory lock (per database), so app hosts
 # that migrate at once (one deploy, several app hosts) run them one after the other and the
 # later ones find the schema at head. The ASCII of "sparkmig"; pg_locks shows it as
