@@ -1,6 +1,13 @@
-"""pgBackRest on the db hosts: configuration, stanza, a first full backup, scheduled full and
-differential backups (systemd timers), retention; the repository is a local path (posix) or
-S3, whose bucket is prepared from the machine running pyinfra (deploys/s3_bucket.py).
+"""pgBackRest on the db hosts: configuration, stanza, a first full backup, scheduled full,
+differential and incremental backups (systemd timers), retention, repository encryption; the
+repository is a local path (posix) or S3, whose bucket is prepared from the machine running
+pyinfra (deploys/s3_bucket.py).
+
+Restore time is bounded by the schedule: a restore replays at most the WAL written since the
+newest backup, so the incremental interval bounds the WAL (docs/deploys.md, "Restore time").
+Restores in place fetch that WAL ahead of recovery (archive-async with a queue of
+`pgbackrest_archive_get_queue_max`, `process-max` in parallel); copies beside the live
+cluster fetch synchronously (runbooks/pitr.py restore_options).
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ REPO_MARKER = layout.PGBACKREST_REPO_MARKER
 # The options that say where the repository is (not how it is reached or kept).
 REPO_LOCATION_KEYS = ("repo1-type", "repo1-path", "repo1-s3-bucket", "repo1-s3-endpoint")
 DATA_DIR = layout.POSTGRES_DATA_DIR
-BACKUP_KINDS = ("full", "diff")
+BACKUP_KINDS = ("full", "diff", "incr")
+CIPHER_TYPE = "aes-256-cbc"
 METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
 METRIC_FILE = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
 
@@ -46,8 +54,21 @@ DEFAULTS = {
     "pgbackrest_io_timeout": 15,
     "pgbackrest_archive_async": True,
     "pgbackrest_process_max": 2,
+    # How much WAL an asynchronous archive-get keeps fetched ahead of recovery (pgBackRest's
+    # default is 128MiB: a few seconds of replay).
+    "pgbackrest_archive_get_queue_max": "1GiB",
+    # systemd OnCalendar per backup type. The incremental interval bounds the WAL a restore
+    # replays (the worst moment is just before the next backup): shorten it when the
+    # benchmark's replay rate says the WAL of one interval takes too long
+    # (bench/restore_rollback.py prints the budget). A timer that fires while another backup
+    # runs fails on pgBackRest's lock and the next one takes over.
     "pgbackrest_full_schedule": "Sun *-*-* 01:00:00",
     "pgbackrest_diff_schedule": "Mon..Sat *-*-* 01:00:00",
+    "pgbackrest_incr_schedule": "*-*-* *:30:00",
+    # Repository encryption (aes-256-cbc) with the generated pgbackrest_cipher_pass
+    # (sparkops/secrets.py), for new stanzas. An existing unencrypted stanza is refused, not
+    # switched (pgBackRest cannot mix): docs/deploys.md says how to migrate, or set False.
+    "pgbackrest_repo_cipher": True,
 }
 
 
@@ -64,6 +85,12 @@ def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
         "repo1-retention-full": str(data["pgbackrest_retention_full"]),
         "repo1-retention-diff": str(data["pgbackrest_retention_diff"]),
     }
+    if data["pgbackrest_repo_cipher"]:
+        if creds is None:
+            raise ConfigError("repository encryption needs pgbackrest_cipher_pass (secrets.py)")
+        # In this file only (mode 0640, postgres): never on a command line.
+        glob["repo1-cipher-type"] = CIPHER_TYPE
+        glob["repo1-cipher-pass"] = creds["pgbackrest_cipher_pass"]
     if repo_type == "s3":
         s3 = data["pgbackrest_s3"]
         missing = {"bucket", "endpoint", "region"} - set(s3)
@@ -98,7 +125,13 @@ def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
         }
     )
     if data["pgbackrest_archive_async"]:
-        glob.update({"archive-async": "y", "spool-path": SPOOL})
+        glob.update(
+            {
+                "archive-async": "y",
+                "spool-path": SPOOL,
+                "archive-get-queue-max": str(data["pgbackrest_archive_get_queue_max"]),
+            }
+        )
     stanza = {
         "pg1-path": DATA_DIR,
         "pg1-port": str(defaults.POSTGRES_PORT),
@@ -119,6 +152,35 @@ def stanza_created(stanza: str = STANZA):
         yield _run_as_postgres(f"pgbackrest --stanza={stanza} stanza-create")
     else:
         host.noop(f"stanza {stanza} exists")
+
+
+def cipher_refusal(info: dict, recorded_identity: str | None, glob: dict[str, str]) -> str | None:
+    """Why the deploy must not go on, or None: the configuration asks for an encrypted
+    repository where the stanza already exists unencrypted (or the reverse) at the same
+    location. pgBackRest cannot mix: with the new cipher options every command on that
+    stanza would fail, archiving included. A repository that moves gets a new stanza (and a
+    full backup), so a move is the way to migrate."""
+    wanted = glob.get("repo1-cipher-type", "none")
+    found = info.get("cipher")
+    if stanza_missing(info) or not found or found == wanted:
+        return None
+    if recorded_identity is not None and recorded_identity != repository_identity(glob):
+        return None  # moving to another repository: its stanza is created new
+    if wanted == "none":
+        return (
+            f"stanza {STANZA} at {repository_identity(glob)} is encrypted ({found}) and "
+            "pgbackrest_repo_cipher is False: set it back to True (the passphrase is "
+            "pgbackrest_cipher_pass in the environment's secrets file)"
+        )
+    return (
+        f"stanza {STANZA} at {repository_identity(glob)} exists unencrypted and pgBackRest "
+        f"cannot switch a stanza to {wanted}. Nothing was changed. Either keep it unencrypted "
+        "(pgbackrest_repo_cipher = False in group data), or migrate: point "
+        "pgbackrest_repo_path (or the S3 bucket) at a new, empty location and deploy; the "
+        "deploy creates an encrypted stanza there and takes a full backup, and the old "
+        "repository stays readable for restores of older points with the previous "
+        "configuration (docs/deploys.md, 'Encrypted repository')"
+    )
 
 
 def repository_identity(glob: dict[str, str]) -> str:
@@ -207,8 +269,17 @@ def _data() -> dict:
 def pgbackrest() -> None:
     data = _data()
     environment = support.environment(host)
-    creds = secrets.load(environment) if data["pgbackrest_repo_type"] == "s3" else None
+    creds = secrets.load(environment)
     glob, stanza = options(data, creds)
+    # Read before the new configuration is written: pgbackrest info with the old one.
+    recorded = host.get_fact(FileContents, path=REPO_MARKER)
+    refusal = cipher_refusal(
+        host.get_fact(PgBackRestInfo, stanza=STANZA),
+        "\n".join(recorded).strip() if recorded else None,
+        glob,
+    )
+    if refusal:
+        raise ConfigError(refusal)
     apt.packages(name="Install pgBackRest", packages=["pgbackrest"], no_recommends=True)
     if data["pgbackrest_repo_type"] == "s3":
         s3 = data["pgbackrest_s3"]

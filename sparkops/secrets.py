@@ -30,6 +30,10 @@ NAMES = (
     "pgbouncer_stats",
     "s3_access_key",
     "s3_secret_key",
+    # pgBackRest's repository passphrase (repo1-cipher-pass): only in pgbackrest.conf on the
+    # db hosts (0640 postgres). Lose it and the repository cannot be read: keep a copy of
+    # this file somewhere safe, apart from the backups.
+    "pgbackrest_cipher_pass",
 )
 
 
