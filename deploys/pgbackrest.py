@@ -20,7 +20,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
-from deploys import s3_bucket, support
+from deploys import s3_access, s3_bucket, support
 from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
 from sparkops import defaults, layout, metric_names, secrets
 
@@ -45,7 +45,10 @@ DEFAULTS = {
     #   "region": "eu-central-1", "port": 443, "ca_file": None, "wal_noncurrent_days": 14,
     #   optional: "ca_cert_src" (a local CA file to install as ca_file), "endpoint_address"
     #   (an /etc/hosts entry for endpoint), "controller_endpoint" (how this machine reaches
-    #   the store to prepare the bucket, when not as the hosts do)}
+    #   the store to prepare the bucket, when not as the hosts do), "tls_only" (default True:
+    #   a bucket policy refusing requests without TLS), "db_keys" ("iam", default: the db
+    #   hosts' keys made through IAM, limited to the repository; or "provided"),
+    #   "iam_endpoint" (IAM's URL when not AWS's)}
     "pgbackrest_s3": {},
     "pgbackrest_retention_full": 2,
     "pgbackrest_retention_diff": 6,
@@ -76,8 +79,11 @@ class ConfigError(ValueError):
     """pgBackRest group data the deploy cannot use."""
 
 
-def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
-    """([global], [stanza]) options from group data."""
+def options(
+    data, creds: secrets.Secrets | None, s3_keys: tuple[str, str] | None = None
+) -> tuple[dict, dict]:
+    """([global], [stanza]) options from group data; `s3_keys`: the db hosts' own S3 keys
+    (deploys/s3_access.py), never the deploy's bucket-administration keys."""
     repo_type = data["pgbackrest_repo_type"]
     glob: dict[str, str] = {
         "repo1-type": repo_type,
@@ -96,16 +102,16 @@ def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
         missing = {"bucket", "endpoint", "region"} - set(s3)
         if missing:
             raise ConfigError(f"pgbackrest_s3 lacks {sorted(missing)} for repo type s3")
-        if creds is None:
-            raise ConfigError("repo type s3 needs the S3 keys from sparkops/secrets.py")
+        if s3_keys is None:
+            raise ConfigError("repo type s3 needs the db hosts' S3 keys (deploys/s3_access.py)")
         glob.update(
             {
                 "repo1-s3-bucket": s3["bucket"],
                 "repo1-s3-endpoint": s3["endpoint"],
                 "repo1-s3-region": s3["region"],
                 "repo1-s3-uri-style": "path",
-                "repo1-s3-key": creds["s3_access_key"],
-                "repo1-s3-key-secret": creds["s3_secret_key"],
+                "repo1-s3-key": s3_keys[0],
+                "repo1-s3-key-secret": s3_keys[1],
             }
         )
         if s3.get("port"):
@@ -225,6 +231,7 @@ def _bucket_spec(data) -> s3_bucket.BucketSpec:
         region=s3["region"],
         repo_path=data["pgbackrest_repo_path"],
         wal_noncurrent_days=int(s3.get("wal_noncurrent_days", 14)),
+        tls_only=bool(s3.get("tls_only", True)),
     )
 
 
@@ -270,7 +277,14 @@ def pgbackrest() -> None:
     data = _data()
     environment = support.environment(host)
     creds = secrets.load(environment)
-    glob, stanza = options(data, creds)
+    s3_keys = None
+    if data["pgbackrest_repo_type"] == "s3":
+        # At plan time: the keys go into pgbackrest.conf. Made once (an IAM user limited to
+        # the repository), then read from the secrets file.
+        s3_keys = s3_access.db_keys(
+            environment, data["pgbackrest_s3"], data["pgbackrest_repo_path"]
+        )
+    glob, stanza = options(data, creds, s3_keys)
     # Read before the new configuration is written: pgbackrest info with the old one.
     recorded = host.get_fact(FileContents, path=REPO_MARKER)
     refusal = cipher_refusal(

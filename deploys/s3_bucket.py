@@ -16,9 +16,8 @@ so a second deploy changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import json
+from dataclasses import dataclass
 
 import boto3
 from botocore.client import Config

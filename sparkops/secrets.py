@@ -131,6 +131,26 @@ def load(environment: str) -> Secrets:
     return Secrets(values)
 
 
+def issued(environment: str, names: Iterable[str]) -> dict[str, str]:
+    """Secrets a service issued (access keys an IAM API made): never generated here. Those of
+    `names` that are set, `SPARKOPS_SECRET_<NAME>` over the file."""
+    stored = _read(secrets_path(environment))
+    found = {}
+    for name in names:
+        value = os.environ.get(f"SPARKOPS_SECRET_{name.upper()}") or stored.get(name)
+        if value:
+            found[name] = value
+    return found
+
+
+def remember(environment: str, values: dict[str, str]) -> None:
+    """Keep issued secrets in the environment's file (mode 0600) beside the generated ones."""
+    path = secrets_path(environment)
+    stored = _read(path)
+    stored.update(values)
+    _write(path, stored)
+
+
 def provided(environment: str, name: str) -> str:
     """A secret that comes from outside (a Slack webhook URL, a PagerDuty routing key, an SMTP
     password): never generated, since a made-up value would only fail later and quietly.

@@ -194,10 +194,12 @@ def test_pgbackrest_posix_and_s3_configurations():
             "ca_file": "/etc/ssl/lab-ca.crt",
         },
     }
-    glob, _ = pgbackrest.options(s3, CREDS)
+    glob, _ = pgbackrest.options(s3, CREDS, ("db-key", "db-secret"))
     assert glob["repo1-s3-bucket"] == "b"
     assert glob["repo1-s3-uri-style"] == "path"
-    assert glob["repo1-s3-key-secret"] == CREDS["s3_secret_key"]
+    # The db hosts' own keys, never the deploy's bucket-administration keys.
+    assert (glob["repo1-s3-key"], glob["repo1-s3-key-secret"]) == ("db-key", "db-secret")
+    assert CREDS["s3_secret_key"] not in glob.values()
     assert glob["repo1-storage-ca-file"] == "/etc/ssl/lab-ca.crt"
 
 
