@@ -13,6 +13,11 @@ per interval that keeps the ratio at the target (to set pgbackrest_incr_schedule
     SPARKOPS_LAB_ID=5 .venv/bin/python bench/restore_schedule_lab.py [--scale 70]
         [--interval-seconds 30]
 
+The lab hosts' root is a 4 GB tmpfs: the data directory, its raw copy and the repository
+must fit (scale 15 with 8 s intervals does; scale 70 does not), and both the copy and the
+reference run at memory speed, so this measures pgBackRest's and recovery's CPU cost more
+than a disk's.
+
 Brings the lab up and deploys it when it is not serving; leaves it up (with the bench
 database dropped); `sparkops lab down` takes it down.
 """
@@ -112,7 +117,8 @@ def main() -> int:
 
     on_db(db, "systemctl stop postgresql")
     source_bytes = int(on_db(db, f"du -sb {DATA_DIR}").split()[0])
-    raw = timed(lambda: on_db(db, f"rm -rf {RAW} && cp -a {DATA_DIR} {RAW} && sync -f {RAW}"))
+    on_db(db, f"rm -rf {RAW} && sync")  # what others left dirty is not the copy's to pay
+    raw = timed(lambda: on_db(db, f"cp -a {DATA_DIR} {RAW} && sync -f {RAW}"))
     on_db(db, f"rm -rf {RAW} && systemctl start postgresql")
     print(
         f"raw copy (cp -a + sync) of the data directory ({source_bytes / 1e9:.2f} GB): {raw:.1f} s"
