@@ -34,6 +34,8 @@ NAMES = (
     # db hosts (0640 postgres). Lose it and the repository cannot be read: keep a copy of
     # this file somewhere safe, apart from the backups.
     "pgbackrest_cipher_pass",
+    # Basic auth in front of Prometheus and Alertmanager (sparkops/webaccess.py).
+    "monitoring_web",
 )
 
 
