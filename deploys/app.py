@@ -14,15 +14,19 @@ The last APP_RELEASES_KEPT releases stay for rollback.
 
 from __future__ import annotations
 
+import shlex
+from io import StringIO
+
 from pyinfra import host, inventory, state
 from pyinfra.api import deploy, operation
+from pyinfra.api.command import FunctionCommand, StringCommand
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
 
-from deploys import dbroute, support
+from deploys import dbroute, support, tls
 from deploys import release as release_build
 from deploys.facts import DirectoryEntries, MigrationState
-from sparkops import defaults, envvars, layout, secrets
+from sparkops import defaults, envvars, layout, lbruntime, secrets
 
 USER = layout.APP_USER
 ETC = layout.APP_ETC_DIR
@@ -33,7 +37,10 @@ PURGE_TIMER = "spark-idempotency-purge.timer"
 EXPORTER_ENV = layout.EXPORTER_ENV_FILE
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
 UPLOADS = f"{layout.APP_ROOT}/uploads"
-MIGRATE_LOG_TAG = "spark-migrate"  # the journal's identifier for what `migrated` did
+MIGRATE_LOG_TAG = "spark-migrate"
+OUTBOX_REDIS_PASSWORD_SECRET = (
+    "outbox_redis_password"  # the journal's identifier for what `migrated` did
+)
 
 DEFAULTS = {
     # Extra SPARK_* settings for the app (app/config.py), e.g. {"SPARK_DB_POOL_SIZE": "10"}.
@@ -45,7 +52,12 @@ DEFAULTS = {
     "app_outbox_enabled": True,
     "app_outbox_publisher": "redis",  # redis | console | webhook
     # Extra SPARK_OUTBOX_* settings, e.g. {"SPARK_OUTBOX_REDIS_URL": "redis://10.0.0.5:6379/0"}.
+    # A webhook URL (SPARK_OUTBOX_WEBHOOK_URL) must be https://.
     "app_outbox_settings": {},
+    # True where Redis has a password (requirepass): the secret outbox_redis_password
+    # (SPARKOPS_SECRET_OUTBOX_REDIS_PASSWORD or the secrets file) goes to a 0640 file the
+    # dispatcher reads (SPARK_OUTBOX_REDIS_PASSWORD_FILE), never into its URL or argv.
+    "app_outbox_redis_password": False,
     "app_pgbouncer_exporter_enabled": True,
 }
 
@@ -57,6 +69,25 @@ def outbox_name(host_name: str) -> str:
     return f"spark-outbox@{host_name}"
 
 
+def outbox_extra_settings(extra: dict) -> dict:
+    """The dispatcher's extra settings from group data, checked: a webhook goes over https://
+    only (a clear error naming the key), a Redis password never inside the URL."""
+    url = str(extra.get(envvars.OUTBOX_WEBHOOK_URL, ""))
+    if url and not url.startswith("https://"):
+        raise ValueError(
+            f"app_outbox_settings[{envvars.OUTBOX_WEBHOOK_URL!r}] = {url!r}: webhooks go over "
+            "https:// only (events carry orders)"
+        )
+    redis_url = str(extra.get(envvars.OUTBOX_REDIS_URL, ""))
+    if "@" in redis_url:
+        raise ValueError(
+            f"app_outbox_settings[{envvars.OUTBOX_REDIS_URL!r}] holds credentials: set "
+            "app_outbox_redis_password = True and give the password as the secret "
+            f"{OUTBOX_REDIS_PASSWORD_SECRET} instead"
+        )
+    return dict(extra)
+
+
 def release_dir(release: str) -> str:
     return f"{layout.APP_RELEASES_DIR}/{release}"
 
@@ -64,10 +95,13 @@ def release_dir(release: str) -> str:
 def database_urls(
     db_address: str, creds: secrets.Secrets, *, cluster: bool = False
 ) -> dict[str, str]:
-    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console.
+    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console;
+    all verify-full against the environment's CA, migrations (PostgreSQL direct) also with
+    channel binding (pgBouncer does not offer it: deploys/pgbouncer.py).
 
     On a Patroni cluster (`cluster`) each goes through this host's database route
-    (deploys/dbroute.py) to whichever node is primary, never to a node by address."""
+    (deploys/dbroute.py) to whichever node is primary, never to a node by address; TLS passes
+    through the route, and every node's certificate also names 127.0.0.1 (deploys/tls.py)."""
     name = defaults.DATABASE_NAME
     if cluster:
         db_address = dbroute.BIND_ADDRESS
@@ -75,12 +109,19 @@ def database_urls(
     else:
         bouncer, direct = defaults.PGBOUNCER_PORT, defaults.POSTGRES_PORT
     return {
-        "app": f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
-        f"{db_address}:{bouncer}/{name}",
-        "migrations": f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
-        f"{db_address}:{direct}/{name}",
-        "exporter": f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
-        f"{db_address}:{bouncer}/{defaults.PGBOUNCER_ADMIN_DB}",
+        "app": tls.with_tls(
+            f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
+            f"{db_address}:{bouncer}/{name}"
+        ),
+        "migrations": tls.with_tls(
+            f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
+            f"{db_address}:{direct}/{name}",
+            channel_binding=True,
+        ),
+        "exporter": tls.with_tls(
+            f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
+            f"{db_address}:{bouncer}/{defaults.PGBOUNCER_ADMIN_DB}"
+        ),
     }
 
 
@@ -170,7 +211,54 @@ def activated(release: str, restart_for=()):
             f"{', '.join(failed)} (switched back there); fix it and deploy again' >&2; exit 1"
         )
         return
-    yield f"{ACTIVATE} {release}"
+    balancers = list(inventory.get_group("lb", []))
+    if not balancers:
+        yield f"{ACTIVATE} {release}"
+        return
+    # Behind load balancers: out of every lb's rotation first, back in after the gate.
+    yield FunctionCommand(_drained_switch, (f"{ACTIVATE} {release}", balancers), {})
+
+
+def _lb_tool(action: str, server: str) -> str:
+    timeout = defaults.LB_DRAIN_TIMEOUT_SECONDS if action == "drain" else (
+        defaults.LB_READY_TIMEOUT_SECONDS)  # fmt: skip
+    args = lbruntime.tool_args(
+        action, server, defaults.LB_BACKEND, layout.HAPROXY_RUNTIME_SOCKET, timeout
+    )
+    return " ".join(shlex.quote(a) for a in [layout.LB_SERVER_TOOL, *args])
+
+
+def _on(state, target, command: str) -> tuple[bool, str]:
+    # As the deploy's own operations run there: with sudo under `--sudo` (the runtime socket
+    # and spark-app-activate need root) unless the host's data says otherwise.
+    sudo = target.data.get("_sudo", state.config.SUDO)
+    ok, output = target.run_shell_command(StringCommand(command), _sudo=bool(sudo))
+    return ok, "\n".join(line.line for line in output)
+
+
+def _drained_switch(state, host, command: str, balancers) -> bool:
+    """Drain this app host on every lb (new requests go to the others, those in flight
+    finish), run the health-gated switch, then ready it again whatever the switch's outcome
+    (a failed switch went back to the previous release and passed its gate; HAProxy's own
+    check keeps a host that is not ready out). Runs on the control machine (a pyinfra
+    callback; pyinfra passes `state` and `host`, the app host, by these names): the lb
+    hosts' runtime API is a local socket there, reached over their SSH connections."""
+    app_host = host
+    for lb in balancers:
+        ok, said = _on(state, lb, _lb_tool("drain", app_host.name))
+        app_host.log(f"drain on {lb.name}: {said.strip()}")
+        if not ok:  # in flight past the deadline: the switch goes on (graceful shutdown)
+            app_host.log(f"drain on {lb.name} did not reach 0 sessions in time")
+    switched, said = _on(state, app_host, command)
+    app_host.log(said.strip())
+    back_ok = True
+    for lb in balancers:
+        ok, ready_said = _on(state, lb, _lb_tool("ready", app_host.name))
+        app_host.log(f"ready on {lb.name}: {ready_said.strip()}")
+        back_ok = back_ok and ok
+    if switched and not back_ok:
+        app_host.log("the switch passed its gate but a load balancer does not see it UP")
+    return switched and back_ok
 
 
 @operation()
@@ -279,6 +367,9 @@ def app_release() -> dict:
         _put_unit(
             layout.APP_SERVICE,
             env_file=APP_ENV,
+            # Behind HAProxy the client's address comes in X-Forwarded-For, trusted from the
+            # lb hosts only (the app's per-address rate limit counts clients, not the lb).
+            forwarded_allow_ips=",".join(support.group_addresses(inventory, "lb")),
             keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
             graceful_seconds=defaults.APP_GRACEFUL_SHUTDOWN_SECONDS,
         ),
@@ -293,6 +384,21 @@ def app_release() -> dict:
         _put_unit("spark-idempotency-purge.timer"),
     ]
     if host.data.app_outbox_enabled:
+        outbox_settings = outbox_extra_settings(host.data.app_outbox_settings)
+        if host.data.app_outbox_redis_password:
+            outbox_settings[envvars.OUTBOX_REDIS_PASSWORD_FILE] = layout.OUTBOX_REDIS_PASSWORD_FILE
+            env_ops.append(
+                files.put(
+                    name="Give the outbox dispatcher Redis' password",
+                    src=StringIO(
+                        secrets.provided(support.environment(host), OUTBOX_REDIS_PASSWORD_SECRET)
+                    ),
+                    dest=layout.OUTBOX_REDIS_PASSWORD_FILE,
+                    user="root",
+                    group=USER,
+                    mode="640",
+                )
+            )
         env_ops.append(
             _put_env(
                 "Write the outbox dispatcher's settings",
@@ -301,7 +407,7 @@ def app_release() -> dict:
                 "640",
                 USER,
                 database_url=urls["app"],
-                extra=host.data.app_outbox_settings,
+                extra=outbox_settings,
             )
         )
         units.append(

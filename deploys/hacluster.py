@@ -128,9 +128,11 @@ def hba_lines(app_rules: list[dict], db: Sequence[Member]) -> list[str]:
             lines.append(" ".join(fields) + f" {rule['method']}")
     for member in sorted(db, key=lambda m: m.name):
         peer = f"{member.address}/32"
-        lines.append(f"host replication {ROLE_REPLICATION} {peer} scram-sha-256")
+        # TLS as for every network client (deploys/tls.py): libpq's default sslmode=prefer
+        # makes Patroni's replication and pg_rewind connections use it.
+        lines.append(f"hostssl replication {ROLE_REPLICATION} {peer} scram-sha-256")
         # pg_rewind reads the new primary's files through an ordinary connection.
-        lines.append(f"host postgres {ROLE_REWIND} {peer} scram-sha-256")
+        lines.append(f"hostssl postgres {ROLE_REWIND} {peer} scram-sha-256")
     return lines
 
 

@@ -15,9 +15,9 @@ import yaml
 from pyinfra import host, inventory
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.facts.server import Command
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files, server, systemd
 
-from deploys import hacluster, postgresql, support
+from deploys import hacluster, postgresql, support, tls
 from deploys.facts import PostgresInRecovery
 from sparkops import defaults, layout, secrets
 
@@ -116,6 +116,13 @@ def patroni() -> dict:
         packages=[*host.data.postgresql_packages, "patroni", "python3-etcd"],
         no_recommends=True,
     )
+    key_pair = tls.key_pair(
+        "postgresql",
+        layout.POSTGRES_TLS_CERT,
+        layout.POSTGRES_TLS_KEY,
+        owner="postgres",
+        what="PostgreSQL",
+    )
     config = files.put(
         name="Configure Patroni",
         src=support.rendered_text(config_text(host)),
@@ -142,6 +149,11 @@ def patroni() -> dict:
     node_ready(
         name="Wait until this node runs (primary, or replica streaming)",
         address=support.address(host),
+    )
+    server.shell(
+        name="Reload PostgreSQL for its changed TLS key pair",
+        commands=["runuser -u postgres -- psql -XAtq -d postgres -c 'SELECT pg_reload_conf()'"],
+        _if=lambda: any(op.did_change() for op in key_pair) and not started.did_change(),
     )
     on_primary(
         name="Ensure the app's roles and passwords (on the primary)",

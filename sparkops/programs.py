@@ -27,6 +27,7 @@ PACKAGES: dict[str, str] = {
     "psql": "postgresql-client-15",
     "pgbackrest": "pgbackrest",
     "pgbouncer": "pgbouncer",
+    "haproxy": "haproxy",
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "prometheus": "prometheus",
@@ -38,10 +39,10 @@ PACKAGES: dict[str, str] = {
     # Alertmanager's configuration checks (tests; the monitoring deploy runs it on the host).
     "amtool": "prometheus-alertmanager",
     "wrk": "wrk",
-    # The Patroni cluster in the test kit (testkit/hacluster.py): etcd, Patroni, the route.
+    # The Patroni cluster in the test kit (testkit/hacluster.py): etcd, Patroni (the route's
+    # HAProxy is listed with the load balancer's).
     "etcd": "etcd-server",
     "patroni": "patroni",
-    "haproxy": "haproxy",
     # The firewall's ruleset, loaded in a throwaway network namespace (tests/deploys).
     "nft": "nftables",
     # The lab: images, namespaces, addresses, SSH, the apt proxy, the S3 endpoint.

@@ -13,6 +13,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -142,8 +143,10 @@ class HACluster:
         """The deploy's Patroni configuration for `node`, moved onto this machine's ports."""
         members = [hacluster.Member(n.name, HOST) for n in self.nodes]
         settings = postgresql.derived_settings(HOST, {})
-        settings.update({"archive_mode": False, "archive_command": ""}, **self.settings)
-        settings.pop("archive_command")
+        # No pgBackRest repository and no host certificates here: no archiving, no TLS.
+        settings.update({"archive_mode": False, "ssl": False}, **self.settings)
+        for name in ("archive_command", "ssl_cert_file", "ssl_key_file"):
+            settings.pop(name, None)
         rules = [
             {"type": "local", "database": "all", "user": "postgres", "method": "peer"},
             {
@@ -174,6 +177,9 @@ class HACluster:
         pg["data_dir"] = str(node.workdir / "data")
         pg["pgpass"] = str(node.workdir / "pgpass")
         pg["parameters"]["unix_socket_directories"] = str(node.workdir)
+        # Without TLS here, the deploy's hostssl lines would match no connection.
+        pg["pg_hba"] = [re.sub(r"^hostssl ", "host ", line) for line in pg["pg_hba"]]
+        config["bootstrap"]["pg_hba"] = pg["pg_hba"]
         return config
 
     def _start_node(self, node: Node) -> None:

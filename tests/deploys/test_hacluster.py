@@ -30,7 +30,7 @@ SECRETS = {
 APP_RULES = [
     {"type": "local", "database": "all", "user": "postgres", "method": "peer"},
     {
-        "type": "host",
+        "type": "hostssl",
         "database": "spark",
         "user": "spark_app",
         "address": "127.0.0.1/32",
@@ -91,6 +91,7 @@ def test_the_deploys_settings_pass_through_patroni():
     # Patroni owns these: given twice they would disagree.
     assert "listen_addresses" not in params and "port" not in params
     assert params["wal_log_hints"] == "on"
+    assert params["ssl"] == "on" and params["ssl_cert_file"] == layout.POSTGRES_TLS_CERT
     assert dcs["synchronous_mode"] is True
     assert dcs["ttl"] == defaults.PATRONI_TTL_SECONDS
     assert config["postgresql"]["listen"] == "127.0.0.1,10.9.0.10:5432"
@@ -103,12 +104,12 @@ def test_pg_hba_keeps_the_app_rules_and_adds_replication_between_the_nodes_only(
     lines = _config()["postgresql"]["pg_hba"]
     assert lines[:2] == [
         "local all postgres peer",
-        "host spark spark_app 127.0.0.1/32 scram-sha-256",
+        "hostssl spark spark_app 127.0.0.1/32 scram-sha-256",
     ]
     replication = [line for line in lines if " replication " in line]
     assert replication == [
-        "host replication replicator 10.9.0.10/32 scram-sha-256",
-        "host replication replicator 10.9.0.11/32 scram-sha-256",
+        "hostssl replication replicator 10.9.0.10/32 scram-sha-256",
+        "hostssl replication replicator 10.9.0.11/32 scram-sha-256",
     ]
     assert all(line.endswith(("scram-sha-256", "peer")) for line in lines)
 

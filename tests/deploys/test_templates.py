@@ -73,7 +73,8 @@ def test_pg_hba_is_scram_only_and_expands_groups():
         if words[0] == "local":
             assert words[2:] == ["postgres", "peer"]
         else:
-            assert words[-1] == "scram-sha-256", words
+            # TLS inside: every network rule is hostssl (a client without TLS matches none).
+            assert words[0] == "hostssl" and words[-1] == "scram-sha-256", words
     owner_rules = [w for w in lines if w[2] == defaults.ROLE_MIGRATIONS]
     assert [w[3] for w in owner_rules] == ["10.0.0.11/32", "10.0.0.21/32"]
 
@@ -86,6 +87,21 @@ def test_pg_hba_is_scram_only_and_expands_groups():
         {"type": "local", "database": "all", "user": "spark_app", "method": "peer"},
         {"type": "host", "database": "all", "user": "x", "method": "scram-sha-256"},
         {"type": "host", "user": "x", "address": "1.2.3.4/32", "method": "scram-sha-256"},
+        # Right method, but without TLS.
+        {
+            "type": "host",
+            "database": "all",
+            "user": "x",
+            "address": "1.2.3.4/32",
+            "method": "scram-sha-256",
+        },
+        {
+            "type": "hostnossl",
+            "database": "all",
+            "user": "x",
+            "address": "1.2.3.4/32",
+            "method": "scram-sha-256",
+        },
     ],
 )
 def test_pg_hba_refuses_weak_or_incomplete_rules(rule):
@@ -104,6 +120,11 @@ def test_postgresql_settings_archive_through_pgbackrest_and_split_by_restart():
     )
     assert reload["archive_timeout"] == str(defaults.ARCHIVE_TIMEOUT_SECONDS)
     assert reload["password_encryption"] == "'scram-sha-256'"
+    # TLS on, the deploy's key pair, TLS 1.3 at least (all reloadable).
+    assert reload["ssl"] == "on"
+    assert reload["ssl_cert_file"] == f"'{layout.POSTGRES_TLS_CERT}'"
+    assert reload["ssl_key_file"] == f"'{layout.POSTGRES_TLS_KEY}'"
+    assert reload["ssl_min_protocol_version"] == "'TLSv1.3'"
     text = support.render("postgresql/settings.conf.j2", settings=reload, purpose="x")
     assert "archive_command = 'pgbackrest --stanza=spark archive-push %p'" in text
 
@@ -135,20 +156,32 @@ def test_pgbouncer_ini_is_valid_with_pools_from_group_data():
     assert section["default_pool_size"] == str(defaults.PGBOUNCER_DEFAULT_POOL_SIZE)
 
 
+def test_pgbouncer_tls_both_ways():
+    tls = pgbouncer.tls_settings("/c.crt", "/c.key", "/ca.crt")
+    assert tls["client_tls_sslmode"] == "require"
+    assert (tls["client_tls_cert_file"], tls["client_tls_key_file"]) == ("/c.crt", "/c.key")
+    assert tls["server_tls_sslmode"] == "verify-full"
+    assert tls["server_tls_ca_file"] == "/ca.crt"
+    assert tls["client_tls_protocols"] == tls["server_tls_protocols"] == "tlsv1.3"
+
+
 def test_pgbouncer_settings_match_the_test_fixture(tmp_path):
     fixture = PgBouncer(
         upstream=SimpleNamespace(host="h", port=1),
         dbname="spark",
         auth_password="x",
         workdir=tmp_path,
+        tls=SimpleNamespace(cert="/c.crt", key="/c.key", ca="/ca.crt"),
     )
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(fixture.render_ini())
     fixture_keys = set(parser["pgbouncer"])
-    deploy_keys = set(pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10"))
-    assert fixture_keys == deploy_keys
+    deploy = {
+        **pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10"),
+        **pgbouncer.tls_settings("/c.crt", "/c.key", "/ca.crt"),
+    }
+    assert fixture_keys == set(deploy)
     paths = {"listen_addr", "listen_port", "unix_socket_dir", "auth_file", "pidfile", "logfile"}
-    deploy = pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10")
     for key in fixture_keys - paths:
         assert parser["pgbouncer"][key] == deploy[key], key
 
@@ -168,7 +201,7 @@ def test_pgbouncer_auth_file_plain_for_auth_user_scram_for_the_others():
 
 def test_pgbackrest_posix_and_s3_configurations():
     data = {**pgbackrest.DEFAULTS, **group_data("db")}
-    glob, stanza = pgbackrest.options(data, None)
+    glob, stanza = pgbackrest.options(data, CREDS)
     text = support.render(
         "pgbackrest/pgbackrest.conf.j2", stanza="spark", global_options=glob, stanza_options=stanza
     )
@@ -178,6 +211,9 @@ def test_pgbackrest_posix_and_s3_configurations():
     assert parser["global"]["repo1-retention-full"] == str(data["pgbackrest_retention_full"])
     assert 10 <= int(parser["global"]["io-timeout"]) <= 15
     assert parser["global"]["archive-async"] == "y"
+    assert parser["global"]["archive-get-queue-max"] == "1GiB"
+    assert parser["global"]["repo1-cipher-type"] == "aes-256-cbc"
+    assert parser["global"]["repo1-cipher-pass"] == CREDS["pgbackrest_cipher_pass"]
     assert parser["spark"]["pg1-path"] == f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
 
     s3 = {
@@ -191,10 +227,12 @@ def test_pgbackrest_posix_and_s3_configurations():
             "ca_file": "/etc/ssl/lab-ca.crt",
         },
     }
-    glob, _ = pgbackrest.options(s3, CREDS)
+    glob, _ = pgbackrest.options(s3, CREDS, ("db-key", "db-secret"))
     assert glob["repo1-s3-bucket"] == "b"
     assert glob["repo1-s3-uri-style"] == "path"
-    assert glob["repo1-s3-key-secret"] == CREDS["s3_secret_key"]
+    # The db hosts' own keys, never the deploy's bucket-administration keys.
+    assert (glob["repo1-s3-key"], glob["repo1-s3-key-secret"]) == ("db-key", "db-secret")
+    assert CREDS["s3_secret_key"] not in glob.values()
     assert glob["repo1-storage-ca-file"] == "/etc/ssl/lab-ca.crt"
 
 
@@ -210,6 +248,39 @@ def test_pgbackrest_bad_data_is_refused(change, message):
         pgbackrest.options({**pgbackrest.DEFAULTS, **change}, CREDS)
 
 
+def test_pgbackrest_encryption_can_be_turned_off_and_needs_the_passphrase():
+    glob, _ = pgbackrest.options({**pgbackrest.DEFAULTS, "pgbackrest_repo_cipher": False}, None)
+    assert not any(k.startswith("repo1-cipher") for k in glob)
+    with pytest.raises(pgbackrest.ConfigError, match="pgbackrest_cipher_pass"):
+        pgbackrest.options(pgbackrest.DEFAULTS, None)
+
+
+def _stanza(cipher: str) -> dict:
+    return {"status": {"code": 0, "message": "ok"}, "cipher": cipher, "backup": []}
+
+
+def test_an_existing_unencrypted_stanza_is_refused_not_switched():
+    glob, _ = pgbackrest.options(pgbackrest.DEFAULTS, CREDS)
+    here = pgbackrest.repository_identity(glob)
+    # New stanza, or already encrypted: go on.
+    assert pgbackrest.cipher_refusal({}, None, glob) is None
+    assert pgbackrest.cipher_refusal({"status": {"code": 1}}, None, glob) is None
+    assert pgbackrest.cipher_refusal(_stanza("aes-256-cbc"), here, glob) is None
+    # Unencrypted where the configuration asks for encryption: refused, saying how to go on.
+    refusal = pgbackrest.cipher_refusal(_stanza("none"), here, glob)
+    assert "exists unencrypted" in refusal and "pgbackrest_repo_cipher = False" in refusal
+    assert "new, empty location" in refusal and "Nothing was changed" in refusal
+    # The same, deployed before the repository marker existed.
+    assert pgbackrest.cipher_refusal(_stanza("none"), None, glob) == refusal
+    # The migration: the repository moves, its new stanza is created encrypted.
+    assert (
+        pgbackrest.cipher_refusal(_stanza("none"), "repo1-type=posix repo1-path=/old", glob) is None
+    )
+    # The reverse: turning encryption off on an encrypted stanza is refused too.
+    plain, _ = pgbackrest.options({**pgbackrest.DEFAULTS, "pgbackrest_repo_cipher": False}, None)
+    assert "is encrypted" in pgbackrest.cipher_refusal(_stanza("aes-256-cbc"), here, plain)
+
+
 def test_backup_units_and_timers():
     unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x")
     assert "ExecStart=/usr/bin/pgbackrest --stanza=spark --type=%i backup" in unit
@@ -217,6 +288,10 @@ def test_backup_units_and_timers():
     timer = support.render("pgbackrest/backup.timer.j2", kind="full", schedule="Sun 01:00")
     assert "Unit=pgbackrest-backup@full.service" in timer
     assert "OnCalendar=Sun 01:00" in timer
+    # Full, differential and incremental, each with a schedule in the defaults.
+    assert pgbackrest.BACKUP_KINDS == ("full", "diff", "incr")
+    for kind in pgbackrest.BACKUP_KINDS:
+        assert pgbackrest.DEFAULTS[f"pgbackrest_{kind}_schedule"]
 
 
 def test_app_units_run_the_current_release():
@@ -298,7 +373,14 @@ def test_app_database_urls_go_through_pgbouncer_except_migrations():
     assert f"@10.0.0.10:{defaults.PGBOUNCER_PORT}/{defaults.DATABASE_NAME}" in urls["app"]
     assert urls["app"].startswith(f"postgresql://{defaults.ROLE_APP}:")
     assert f"@10.0.0.10:{defaults.POSTGRES_PORT}/" in urls["migrations"]
-    assert urls["exporter"].endswith(f"/{defaults.PGBOUNCER_ADMIN_DB}")
+    assert f"/{defaults.PGBOUNCER_ADMIN_DB}?" in urls["exporter"]
+    # TLS inside: every client verifies the server's name against the environment's CA;
+    # migrations (PostgreSQL direct) also bind SCRAM to the TLS channel.
+    tls = f"sslmode=verify-full&sslrootcert={layout.TLS_CA_FILE}"
+    for name in ("app", "migrations", "exporter"):
+        assert urls[name].endswith(tls) or urls[name].endswith(tls + "&channel_binding=require")
+    assert urls["migrations"].endswith("&channel_binding=require")
+    assert "channel_binding" not in urls["app"] + urls["exporter"]
 
 
 def test_releases_to_remove_keeps_the_newest_and_the_current():
@@ -317,6 +399,7 @@ def test_prometheus_config_scrapes_every_exporter_by_job():
         alertmanagers=["10.0.0.12:9093"],
         rules_dir=monitoring.RULES_DIR,
         jobs=jobs,
+        web_auth={"ca_file": "/ca.crt", "username": "u", "password_file": "/pw"},
     )
     config = yaml.safe_load(text)
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
@@ -398,3 +481,15 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
     assert "--name spark-outbox@app2 " in unit
     assert "--metrics-host 10.0.0.11 --metrics-port 9310" in unit  # private address only
     assert "%N" not in unit  # the unit's name is the same on every host
+
+
+def test_the_app_trusts_forwarded_addresses_from_the_load_balancers_only():
+    context = dict(user="spark", current="/opt/spark-app/current", env_file="/etc/x.env",
+                   keep_alive=1, graceful_seconds=2)  # fmt: skip
+    behind = support.render("app/spark-app.service.j2", forwarded_allow_ips="10.0.0.30", **context)
+    alone = support.render("app/spark-app.service.j2", forwarded_allow_ips="", **context)
+    start = [line for line in behind.splitlines() if line.startswith("ExecStart=")]
+    assert start[0].endswith(" --forwarded-allow-ips 10.0.0.30"), start
+    assert "\nRestart=on-failure\n" in behind and "\nRestart=on-failure\n" in alone
+    alone_start = [line for line in alone.splitlines() if line.startswith("ExecStart=")]
+    assert "--forwarded-allow-ips" not in alone_start[0]  # uvicorn's default: loopback only

@@ -78,12 +78,18 @@ def _psql(h, sql: str) -> str:
     return _ssh(h, f'runuser -u postgres -- psql -XAtq -d {defaults.DATABASE_NAME} -c "{quoted}"')
 
 
+def _first_error(output: str) -> str:
+    """The deploy's output around its first error (the results table alone names no cause)."""
+    at = output.find("Error")
+    return output[max(0, at - 3000) : at + 1500] if at >= 0 else output[-6000:]
+
+
 @pytest.fixture(scope="module")
 def deployed(ha_lab):
     _release_id, tarball = release.selected()
     env = {"SPARKOPS_RELEASE_TAR": str(tarball)}
     first = runner.run_site(env=env)
-    assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
+    assert first.returncode == 0 and first.errors == 0, _first_error(first.output)
     second = runner.run_site(env=env)
     print(f"\nfirst deploy {first.seconds:.0f}s, second {second.seconds:.0f}s")
     return {"hosts": ha_lab, "second": second}
