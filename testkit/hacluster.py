@@ -20,6 +20,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -79,6 +80,11 @@ class HACluster:
     data: dict = field(default_factory=dict)
     workdir: Path | None = None
     etcd_port: int = 0
+    etcd_peer_port: int = 0
+    # How a node reaches etcd: HOST:port by default; a chaos test puts a fault proxy between
+    # each node and etcd (called with the node's name and etcd's address, returns the one
+    # the node is configured with).
+    etcd_address_for: Callable[[str, str], str] | None = None
     etcd_proc: subprocess.Popen | None = None
     route_proc: subprocess.Popen | None = None
     route_ports: dict[str, int] = field(default_factory=dict)
@@ -110,7 +116,13 @@ class HACluster:
     def _start_etcd(self) -> None:
         assert self.workdir is not None
         self.etcd_port = free_port()
-        peer = free_port()
+        self.etcd_peer_port = free_port()
+        self.start_etcd()
+
+    def start_etcd(self) -> None:
+        """Start etcd (again, after stop_etcd: same ports and data, as a member restarting)."""
+        assert self.workdir is not None
+        peer = self.etcd_peer_port
         log = open(self.workdir / "etcd.log", "ab")  # noqa: SIM115 (the child keeps it)
         self.etcd_proc = popen_as_service_user(
             [
@@ -168,7 +180,13 @@ class HACluster:
             secret=SECRETS.__getitem__,
         )
         # hacluster.check_topology wants an odd etcd; one member is odd, and enough here.
-        config["etcd3"] = {"hosts": [f"{HOST}:{self.etcd_port}"]}
+        etcd = f"{HOST}:{self.etcd_port}"
+        if self.etcd_address_for is not None:
+            etcd = self.etcd_address_for(node.name, etcd)
+        config["etcd3"] = {"hosts": [etcd]}
+        if self.etcd_address_for is not None:
+            # Else Patroni discovers etcd's advertised address and goes round the proxy.
+            config["etcd3"]["use_proxies"] = True
         config["restapi"]["listen"] = config["restapi"]["connect_address"] = (
             f"{HOST}:{node.rest_port}"
         )
@@ -331,7 +349,24 @@ class HACluster:
             what=f"synchronous mode {'on' if on else 'off'}",
         )
 
-    # --- faults ---------------------------------------------------------------------------
+    # --- faults ---
+    def stop_etcd(self) -> None:
+        """etcd gone: the cluster's only member, so its quorum is lost."""
+        if self.etcd_proc is not None:
+            stop_process(self.etcd_proc)
+            self.etcd_proc = None
+
+    def primaries(self) -> list[str]:
+        """Nodes whose REST API answers 200 to /primary right now (a split brain is two)."""
+        found = []
+        for node in self.nodes:
+            try:
+                if _http_ok(f"{node.rest}/primary"):
+                    found.append(node.name)
+            except OSError:
+                continue
+        return found
+
     def kill_node(self, name: str) -> None:
         """The node's host dies: Patroni and its PostgreSQL killed at once (SIGKILL), no
         leader key released."""
