@@ -163,6 +163,15 @@ class OrderClient:
         self._thread.join(timeout=30)
 
 
+def _kill_host(name: str) -> None:
+    """The host dies: its PID namespace's launcher SIGKILLed (the lab's state has its record;
+    `unshare --kill-child` takes every process of the host with it)."""
+    record = state.load()["hosts"][name].get("process")
+    assert state.is_alive(record), f"no live process recorded for lab host {name}: {record}"
+    state.kill(record, what=f"lab host {name}")
+    assert not state.is_alive(record)
+
+
 def test_the_primarys_host_dies_under_orders_and_none_acknowledged_is_lost(deployed):
     hosts = deployed["hosts"]
     app = _host(hosts, "app")
@@ -180,7 +189,7 @@ def test_the_primarys_host_dies_under_orders_and_none_acknowledged_is_lost(deplo
         wait_until(lambda: len(client.acked) >= 20, timeout=60, what="orders flow")
         before = len(client.acked)
         killed_at = time.monotonic()
-        state.kill(_host(hosts, leader).get("process"), what=f"lab host {leader}")
+        _kill_host(leader)
         wait_until(
             lambda: (
                 any(t > killed_at for _, t in client.acked[before:])
