@@ -13,7 +13,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
-from deploys import s3_bucket, support
+from deploys import hardening, s3_bucket, support
 from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
 from sparkops import defaults, layout, metric_names, secrets
 
@@ -28,6 +28,8 @@ REPO_LOCATION_KEYS = ("repo1-type", "repo1-path", "repo1-s3-bucket", "repo1-s3-e
 DATA_DIR = layout.POSTGRES_DATA_DIR
 BACKUP_KINDS = ("full", "diff")
 METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
+# A backup that hangs is ended (and fails) rather than holding back the next ones.
+BACKUP_TIMEOUT = "12h"
 METRIC_FILE = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
 
 DEFAULTS = {
@@ -280,7 +282,14 @@ def pgbackrest() -> None:
     unit = files.put(
         name="Install the pgBackRest backup unit",
         src=support.rendered(
-            "pgbackrest/backup@.service.j2", stanza=STANZA, metric_script=METRIC_SCRIPT
+            "pgbackrest/backup@.service.j2",
+            stanza=STANZA,
+            metric_script=METRIC_SCRIPT,
+            timeout=BACKUP_TIMEOUT,
+            hardening=hardening.backup_service(
+                data["pgbackrest_repo_path"] if data["pgbackrest_repo_type"] == "posix" else None,
+                SPOOL,
+            ),
         ),
         dest="/etc/systemd/system/pgbackrest-backup@.service",
         mode="644",

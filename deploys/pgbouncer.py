@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import support
+from deploys import hardening, support
 from sparkops import defaults, layout, secrets
 
 SERVICE = layout.PGBOUNCER_SERVICE
@@ -129,8 +129,12 @@ def pgbouncer(reconnect_for=()) -> None:
     address = support.address(host)
     apt.packages(name="Install pgBouncer", packages=["pgbouncer"], no_recommends=True)
     unit = files.put(
-        name="Give pgBouncer a runtime directory for its pidfile",
-        src=support.rendered("pgbouncer/override.conf.j2", listen=listen(address)),
+        name="Give pgBouncer a runtime directory for its pidfile and a sandbox",
+        src=support.rendered(
+            "pgbouncer/override.conf.j2",
+            listen=listen(address),
+            hardening=hardening.pgbouncer_service(),
+        ),
         dest="/etc/systemd/system/pgbouncer.service.d/sparkops.conf",
         mode="644",
     )
