@@ -21,7 +21,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
 from dashboards.build import GRAFANA_DASHBOARDS_DIR
-from deploys import alerting, support
+from deploys import alerting, secretfiles, support
 from deploys.common import service
 from sparkops import defaults, layout, secrets
 
@@ -102,7 +102,7 @@ def exporters() -> None:
         f"postgresql://{defaults.ROLE_MONITORING}:{creds['postgresql_monitoring']}@127.0.0.1:"
         f"{defaults.POSTGRES_PORT}/{defaults.DATABASE_NAME}?sslmode=disable"
     )
-    pg_env = files.put(
+    pg_env = secretfiles.secret_file(
         name="Configure postgres_exporter",
         src=support.rendered(
             "monitoring/postgres-exporter.default.j2",
@@ -267,7 +267,7 @@ def alertmanager_config() -> list:
         environment = support.environment(host)
         for secret in needed:
             changed.append(
-                files.put(
+                secretfiles.secret_file(
                     name=f"Install Alertmanager secret {secret.name}",
                     src=StringIO(secrets.provided(environment, secret.name)),
                     dest=secret.path,
@@ -286,7 +286,10 @@ def alertmanager_config() -> list:
             secrets_dir=alerting.SECRETS_DIR,
         ),
         dest="/etc/prometheus/alertmanager.yml",
-        mode="644",
+        # Receivers' addresses and routes: read by Alertmanager (group prometheus) only.
+        user="root",
+        group="prometheus",
+        mode="640",
     )
     server.shell(
         name="Check the Alertmanager configuration (amtool)",

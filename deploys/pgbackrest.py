@@ -13,7 +13,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
-from deploys import hardening, s3_bucket, support
+from deploys import hardening, s3_bucket, secretfiles, support
 from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
 from sparkops import defaults, layout, metric_names, secrets
 
@@ -249,7 +249,8 @@ def pgbackrest() -> None:
         group="postgres",
         mode="750",
     )
-    files.put(
+    # Holds the S3 keys (and the repository's passphrase): uploaded privately.
+    secretfiles.secret_file(
         name="Configure pgBackRest",
         src=support.rendered(
             "pgbackrest/pgbackrest.conf.j2",

@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import hardening, support
+from deploys import hardening, secretfiles, support
 from sparkops import defaults, layout, secrets
 
 SERVICE = layout.PGBOUNCER_SERVICE
@@ -106,8 +106,8 @@ def servers_reconnected(environment: str):
     SET reaches new sessions only). No client is cut off; a stopped pgBouncer has nothing to
     reconnect. Takes the environment, not the password, so no argument shows it."""
     creds = secrets.load(environment)
-    yield from files.put._inner(
-        src=StringIO(passfile_line(creds["pgbouncer_admin"])), dest=ADMIN_PASSFILE, mode="600"
+    yield from secretfiles.secret_file._inner(
+        src=StringIO(passfile_line(creds["pgbouncer_admin"])), dest=ADMIN_PASSFILE
     )
     yield StringCommand(
         f"systemctl is-active --quiet {SERVICE} || {{ rm -f {ADMIN_PASSFILE}; exit 0; }}; "
@@ -150,7 +150,7 @@ def pgbouncer(reconnect_for=()) -> None:
         group="postgres",
         mode="640",
     )
-    userlist = files.put(
+    userlist = secretfiles.secret_file(
         name="Configure pgBouncer's auth file",
         src=support.rendered("pgbouncer/userlist.txt.j2", entries=userlist_entries(creds)),
         dest=f"{CONF_DIR}/userlist.txt",
