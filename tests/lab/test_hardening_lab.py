@@ -1,0 +1,125 @@
+"""The sandboxed units on the lab's hosts (systemd 252 as PID 1, as on a server): each of our
+units scores below deploys/hardening.py's threshold as the running systemd sees it, the app's
+three services run as users of their own with no capabilities, and the oneshots do their
+work inside their sandbox. Then a deploy that has secrets to send (a role's password and the
+app's settings changed behind its back) runs while every process's argv is sampled on the db
+and app hosts: no secret is seen there, in the journal or in pyinfra's output."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from deploys import hardening, release
+from sparkops import defaults, layout, secrets
+from testkit import pyinfra_runner as runner
+from tests.lab.stack import by_group, on_host, psql
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+UNITS = {
+    "app": [*layout.APP_SERVICES, "spark-idempotency-purge.service"],
+    "db": [
+        layout.PGBOUNCER_SERVICE,
+        "pgbackrest-backup@incr.service",
+        "spark-restore-drill.service",
+    ],
+}
+SAMPLES = "/run/sparkops-ps-samples"
+STOP = "/run/sparkops-ps-stop"
+# Every process's argv, every 50 ms, for at most 30 minutes or until STOP exists.
+SAMPLER = (
+    f"rm -f {SAMPLES} {STOP}; nohup sh -c 'end=$(($(date +%s)+1800)); "
+    f"while [ ! -e {STOP} ] && [ $(date +%s) -lt $end ]; do ps -eo args >> {SAMPLES}; "
+    "sleep 0.05; done' >/dev/null 2>&1 &"
+)
+
+
+def _exposure(h, unit: str) -> float:
+    out = on_host(h, f"systemd-analyze security --no-pager {unit} 2>&1")
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", out)
+    assert found, out
+    return float(found.group(1))
+
+
+def test_every_unit_of_ours_scores_below_the_threshold_on_its_host(deployed):
+    scores = {}
+    for group, units in UNITS.items():
+        h = by_group(deployed["hosts"], group)
+        for unit in units:
+            scores[unit] = _exposure(h, unit)
+    too_exposed = {u: s for u, s in scores.items() if s > hardening.EXPOSURE_THRESHOLD}
+    assert not too_exposed, scores
+
+
+def test_the_app_services_run_as_users_of_their_own_without_capabilities(deployed):
+    app = by_group(deployed["hosts"], "app")
+    users = {}
+    for unit in layout.APP_SERVICES:
+        pid = on_host(app, f"systemctl show -p MainPID --value {unit}").strip()
+        assert pid not in ("", "0"), f"{unit} is not running"
+        status = dict(
+            line.split(":", 1) for line in on_host(app, f"cat /proc/{pid}/status").splitlines()
+        )
+        users[unit] = status["Uid"].split()[0]
+        assert status["CapEff"].strip() == "0" * 16, unit
+        assert status["CapBnd"].strip() == "0" * 16, unit
+        assert status["NoNewPrivs"].strip() == "1", unit
+        assert status["Seccomp"].strip() == "2", unit  # a filter
+    assert len(set(users.values())) == 3, users
+    # The env files are root's alone: no service user reads one (systemd hands each its own).
+    for user in (layout.APP_USER, layout.OUTBOX_USER, layout.EXPORTER_USER):
+        for env_file in (layout.APP_ENV_FILE, layout.OUTBOX_ENV_FILE, layout.EXPORTER_ENV_FILE):
+            denied = on_host(app, f"runuser -u {user} -- cat {env_file} >/dev/null 2>&1 || echo no")
+            assert denied.strip() == "no", f"{user} reads {env_file}"
+
+
+def test_the_oneshots_do_their_work_in_their_sandbox(deployed):
+    app, db = by_group(deployed["hosts"], "app"), by_group(deployed["hosts"], "db")
+    for h, unit in (
+        (app, "spark-idempotency-purge.service"),
+        (db, "pgbackrest-backup@incr.service"),
+    ):
+        on_host(h, f"systemctl start {unit}", timeout=600)  # a oneshot: returns when done
+        assert on_host(h, f"systemctl show -p Result --value {unit}").strip() == "success", unit
+
+
+def test_a_deploy_sending_secrets_shows_none_on_a_command_line(deployed):
+    hosts = deployed["hosts"]
+    db, app = by_group(hosts, "db"), by_group(hosts, "app")
+    creds = secrets.load(secrets.environment_name(["lab"]))
+    values = [creds[name] for name in secrets.NAMES if len(creds[name] or "") >= 8]
+    verifiers = [
+        secrets.stable_verifier(defaults.ROLE_APP, creds.role_passwords().app),
+        secrets.stable_verifier(defaults.ROLE_MIGRATIONS, creds.role_passwords().migrations),
+    ]
+    # Something to send: the app role's password and the app's settings file changed.
+    psql(db, f"ALTER ROLE {defaults.ROLE_APP} PASSWORD 'changed-behind-the-deploy'")
+    on_host(app, f"rm -f {layout.APP_ENV_FILE}")
+    since = on_host(db, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    for h in (db, app):
+        on_host(h, SAMPLER)
+    try:
+        _release_id, tarball = release.selected()
+        result = runner.run_site(env={"SPARKOPS_RELEASE_TAR": str(tarball)})
+    finally:
+        for h in (db, app):
+            on_host(h, f"touch {STOP}")
+    assert result.returncode == 0 and result.errors == 0, result.output[-6000:]
+    assert result.changed > 0
+    for h in (db, app):
+        lines = on_host(h, f"wc -l < {SAMPLES}").strip()
+        assert int(lines) > 100, f"{h['name']}: the sampler saw almost nothing ({lines} lines)"
+        for value in [*values, *verifiers]:
+            quoted = value.replace("'", "'\\''")
+            seen = on_host(h, f"grep -cF -- '{quoted}' {SAMPLES} || true").strip()
+            assert seen == "0", f"{h['name']}: a secret was on a command line ({seen} samples)"
+            journal = f"journalctl --since '{since}' --no-pager -q | grep -cF -- '{quoted}' || true"
+            assert on_host(h, journal).strip() == "0", f"{h['name']}: a secret in the journal"
+        on_host(h, f"rm -f {SAMPLES} {STOP}")
+    for value in [*values, *verifiers]:
+        assert value not in result.output
+    # The deploy put the password back: the app is ready through pgBouncer again.
+    role = psql(db, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{defaults.ROLE_APP}'")
+    assert role.strip() == verifiers[0]
