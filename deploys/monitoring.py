@@ -115,6 +115,13 @@ def exporters() -> None:
         group="prometheus",
         mode="640",
     )
+    server.shell(
+        name="Forget postgres_exporter's failed starts (it crash-loops until configured)",
+        # The package starts it with an empty DSN; its restarts (100 ms apart) can reach the
+        # start limit before the settings land, and the restart below would then be refused.
+        commands=["systemctl reset-failed prometheus-postgres-exporter.service"],
+        _if=pg_env.did_change,
+    )
     service("prometheus-postgres-exporter.service", changed=[pg_env], what="postgres_exporter")
     node_env = files.put(
         name="Configure node_exporter (textfile collector)",

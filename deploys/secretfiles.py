@@ -18,12 +18,14 @@ nothing (and an unchanged file with the wrong owner or mode gets only a chown an
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import shlex
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, operation
 from pyinfra.api.util import get_file_sha1
 from pyinfra.facts.files import File, Sha1File
+from pyinfra.operations import files
 
 # On root's /run (a tmpfs no other user may write to), so nobody can plant it first.
 STAGE_DIR = "/run/sparkops-stage"
@@ -51,6 +53,14 @@ def secret_file(src, dest: str, user: str = "root", group: str = "root", mode: s
     if same_content and same_attrs:
         host.noop(f"{dest} is as wanted")
         return
+    # As files.put does: the parent made (owned by user:group) when missing.
+    yield from files.directory._inner(
+        path=posixpath.dirname(dest),
+        user=user,
+        group=group,
+        _no_check_owner_mode=True,
+        _no_fail_on_link=True,
+    )
     target = shlex.quote(dest)
     yield (
         f"umask 077; [ -e {target} ] || : > {target}; "

@@ -10,7 +10,7 @@ from io import StringIO
 import pytest
 from pyinfra.api import FileUploadCommand, StringCommand
 from pyinfra.context import ctx_host
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.files import Directory, File, Sha1File
 
 from deploys import pgbouncer, postgresql, secretfiles
 from runbooks.executor import Executor
@@ -109,7 +109,8 @@ def test_a_secret_file_is_private_before_its_content_arrives():
             )
         )
     _assert_clean(texts, ["hunter2-long"])
-    make, stage = texts
+    parent, make, stage = texts[-3:]
+    assert "/etc/x" in parent  # made first when missing, as files.put does
     assert make.index("umask 077") < make.index("chown root:prometheus") < make.index("chmod 640")
     assert secretfiles.STAGE_DIR in stage and "-m 700" in stage
     (upload,) = uploads
@@ -121,6 +122,7 @@ def test_an_unchanged_secret_file_changes_nothing():
     from pyinfra.api.util import get_file_sha1
 
     facts = {
+        Directory: {"user": "root", "group": "root", "mode": 755},
         File: {"user": "root", "group": "root", "mode": 600},
         Sha1File: get_file_sha1(StringIO(content)),
     }
