@@ -15,7 +15,11 @@ no kernel knobs, hidden processes, native system calls of the @system-service se
   textfile metric): the capabilities to switch users and own files, the scratch cluster's
   directories; not PrivateUsers (it needs the host's users), not RemoveIPC (postgres' IPC is
   the real cluster's);
-- pgBouncer (Debian's unit, as postgres, through a drop-in): its log and socket directories.
+- pgBouncer (Debian's unit, as postgres, through a drop-in): its log and socket directories;
+- Prometheus, Alertmanager, node_exporter and postgres_exporter (Debian's units, as
+  prometheus, through drop-ins): their data directory; node_exporter sees the host's
+  processes and reads /home (its mount and file system metrics), and asks the kernel for
+  the network interfaces over netlink.
 
 tests/deploys/test_hardening.py runs `systemd-analyze security --offline=yes` on the rendered
 units and fails above EXPOSURE_THRESHOLD; the lab checks the loaded units the same way.
@@ -30,6 +34,15 @@ DEBIAN_PROMETHEUS_EXPOSURE = 4.0
 EXPOSURE_THRESHOLD = 3.0
 
 NETWORK_FAMILIES = "AF_UNIX AF_INET AF_INET6"
+# Debian's prometheus and prometheus-alertmanager keep their data here.
+PROMETHEUS_DATA_DIR = "/var/lib/prometheus"
+# Debian's units that get our sandbox as a drop-in (monitoring_service).
+MONITORING_UNITS = (
+    "prometheus.service",
+    "prometheus-alertmanager.service",
+    "prometheus-node-exporter.service",
+    "prometheus-postgres-exporter.service",
+)
 
 BASELINE = (
     "NoNewPrivileges=yes",
@@ -44,6 +57,7 @@ BASELINE = (
     "ProtectKernelModules=yes",
     "ProtectKernelLogs=yes",
     "ProtectControlGroups=yes",
+    "ProtectProc=invisible",
     "ProtectClock=yes",
     "ProtectHostname=yes",
     "RestrictNamespaces=yes",
@@ -54,6 +68,7 @@ BASELINE = (
     "SystemCallFilter=@system-service",
     "SystemCallErrorNumber=EPERM",
 )
+REPLACEABLE = frozenset({"ProtectProc", "ProtectHome", "ProtectClock"})
 # No capabilities at all: none of these services binds a port below 1024 (the app's socket
 # is bound by systemd) or touches another user's files.
 NO_CAPABILITIES = ("CapabilityBoundingSet=", "AmbientCapabilities=")
@@ -65,9 +80,11 @@ def _parent(path: str) -> str:
 
 def _lines(*, families: str, capabilities: tuple[str, ...], extra: tuple[str, ...] = (),
            read_write: tuple[str, ...] = ()) -> list[str]:  # fmt: skip
-    lines = [*BASELINE, f"RestrictAddressFamilies={families}", *capabilities, *extra]
-    if not any(line.startswith("ProtectProc=") for line in extra):
-        lines.append("ProtectProc=invisible")
+    # An extra line for a key of REPLACEABLE takes the baseline's place (systemd would let the
+    # later one win; the file then says one thing).
+    replaced = {line.partition("=")[0] for line in extra} & REPLACEABLE
+    baseline = [line for line in BASELINE if line.partition("=")[0] not in replaced]
+    lines = [*baseline, f"RestrictAddressFamilies={families}", *capabilities, *extra]
     if read_write:
         lines.append("ReadWritePaths=" + " ".join(read_write))
     return lines
@@ -147,3 +164,29 @@ def pgbouncer_service() -> list[str]:
         extra=("SystemCallFilter=~@privileged @resources", "MemoryDenyWriteExecute=yes"),
         read_write=(layout.SOCKET_DIR, _parent(layout.PGBOUNCER_LOG_FILE)),
     )
+
+
+def monitoring_service(unit: str) -> list[str]:
+    """A drop-in over Debian's Prometheus, Alertmanager, node_exporter or postgres_exporter
+    unit (Go programs, as the prometheus user): Prometheus and Alertmanager write their data
+    under /var/lib/prometheus; node_exporter reads the host (mounts through /proc/1, so
+    other processes stay visible; /home read-only, so its file system is measured; the
+    clock's state through adjtimex)."""
+    denied = "~@privileged @resources"
+    if unit == "prometheus-node-exporter.service":
+        denied = "~@resources"  # @privileged holds @clock: adjtimex (below)
+    extra: tuple[str, ...] = (f"SystemCallFilter={denied}", "MemoryDenyWriteExecute=yes")
+    writable: tuple[str, ...] = ()
+    if unit in ("prometheus.service", "prometheus-alertmanager.service"):
+        writable = (PROMETHEUS_DATA_DIR,)
+    families = NETWORK_FAMILIES
+    if unit == "prometheus-node-exporter.service":
+        # ProtectClock forbids adjtimex, which its timex collector calls (read only).
+        extra += (
+            "ProtectProc=default",
+            "ProtectHome=read-only",
+            "ProtectClock=no",
+            "SystemCallFilter=adjtimex",
+        )
+        families += " AF_NETLINK"  # its netdev collector reads the interfaces over netlink
+    return _lines(families=families, capabilities=NO_CAPABILITIES, extra=extra, read_write=writable)

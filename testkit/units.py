@@ -29,7 +29,8 @@ class Unit:
 
 
 def rendered_units() -> list[Unit]:
-    """Our units with the context the deploys give them (lab-like addresses)."""
+    """Our units with the context the deploys give them (lab-like addresses), and our drop-ins
+    over Debian's pgBouncer, Prometheus, Alertmanager and exporter units."""
     current = layout.APP_CURRENT_LINK
     common = {"current": current, "hardening": hardening.app_service()}
     units = [
@@ -117,6 +118,16 @@ def rendered_units() -> list[Unit]:
             drop_in_for=layout.PGBOUNCER_SERVICE,
         ),
     ]
+    for name in hardening.MONITORING_UNITS:
+        text = support.render(
+            "monitoring/unit-override.conf.j2",
+            unit=name,
+            hardening=hardening.monitoring_service(name),
+            settings={},
+            source="monitoring_prometheus_unit_overrides",
+            reason="",
+        )
+        units.append(Unit(name, text, drop_in_for=name))
     return units
 
 
