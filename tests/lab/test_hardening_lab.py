@@ -8,10 +8,14 @@ and app hosts: no secret is seen there, in the journal or in pyinfra's output.""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from deploys import hardening, release
+from deploys import hardening, release, secretfiles
+from deploys.support import REPO_ROOT
 from sparkops import defaults, layout, secrets
 from testkit import pyinfra_runner as runner
 from tests.lab.stack import by_group, on_host, psql
@@ -123,3 +127,83 @@ def test_a_deploy_sending_secrets_shows_none_on_a_command_line(deployed):
     # The deploy put the password back: the app is ready through pgBouncer again.
     role = psql(db, f"SELECT rolpassword FROM pg_authid WHERE rolname = '{defaults.ROLE_APP}'")
     assert role.strip() == verifiers[0]
+
+
+OPS_USER = "ops"
+SUDO_LOGIN = f"""set -e
+id {OPS_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {OPS_USER}
+echo '{OPS_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{OPS_USER}
+chmod 440 /etc/sudoers.d/{OPS_USER}
+install -d -m 700 -o {OPS_USER} -g {OPS_USER} /home/{OPS_USER}/.ssh
+install -m 600 -o {OPS_USER} -g {OPS_USER} /root/.ssh/authorized_keys /home/{OPS_USER}/.ssh/
+"""
+
+
+def _sudo_inventory(tmp_path, hosts) -> str:
+    """inventories/lab.py's hosts reached as a non-root login: the same file name (its stem
+    names the environment and the group whose data applies) beside the same group data."""
+    folder = tmp_path / "inventory"
+    folder.mkdir()
+    (folder / "group_data").symlink_to(REPO_ROOT / "inventories" / "group_data")
+    source = (REPO_ROOT / "inventories" / "lab.py").read_text()
+    patched = source.replace('"ssh_user": h["ssh_user"]', f'"ssh_user": "{OPS_USER}"')
+    assert patched != source, "inventories/lab.py no longer names ssh_user as expected"
+    (folder / "lab.py").write_text(patched)
+    return str(folder / "lab.py")
+
+
+def test_a_sudo_login_deploys_and_runs_a_runbook_with_no_secret_on_a_command_line(
+    deployed, tmp_path
+):
+    """Production's shape: a non-root login and `--sudo`. The deploy stages secret files in a
+    directory only the login enters and the runbook's pgBouncer password rides in the script
+    sudo reads on stdin: the samples of `ps`, the journal (sudo logs every command line it
+    runs) and the outputs hold no secret."""
+    hosts = deployed["hosts"]
+    db, app = by_group(hosts, "db"), by_group(hosts, "app")
+    for h in hosts:
+        on_host(h, SUDO_LOGIN)
+    inventory = _sudo_inventory(tmp_path, hosts)
+    creds = secrets.load(secrets.environment_name(["lab"]))
+    values = [creds[name] for name in secrets.NAMES if len(creds[name] or "") >= 8]
+    values.append(secrets.stable_verifier(defaults.ROLE_APP, creds.role_passwords().app))
+    psql(db, f"ALTER ROLE {defaults.ROLE_APP} PASSWORD 'changed-behind-the-deploy'")
+    on_host(app, f"rm -f {layout.APP_ENV_FILE}")
+    since = on_host(db, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    for h in (db, app):
+        on_host(h, SAMPLER)
+    try:
+        _release_id, tarball = release.selected()
+        result = runner.run_site(
+            inventory, env={"SPARKOPS_RELEASE_TAR": str(tarball)}, extra_args=("--sudo",)
+        )
+        status = subprocess.run(
+            [str(Path(sys.executable).parent / "sparkops"), "pgbouncer", "status",
+             "--inventory", inventory, "--host", "db"],
+            capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT,
+        )  # fmt: skip
+    finally:
+        for h in (db, app):
+            on_host(h, f"touch {STOP}")
+    assert result.returncode == 0 and result.errors == 0, result.output[-6000:]
+    assert result.changed > 0
+    assert status.returncode == 0, status.stdout + status.stderr  # 0: not paused
+    for h in (db, app):
+        # sudo logged the deploy's commands: the journal has them to scan.
+        sudo_lines = on_host(
+            h, f"journalctl --since '{since}' -q --no-pager | grep -c 'sudo' || true"
+        )
+        assert int(sudo_lines.strip()) > 0, f"{h['name']}: sudo logged nothing"
+        stage = on_host(
+            h, f"stat -c '%U %a' {secretfiles.STAGE_DIR} && ls -A {secretfiles.STAGE_DIR}"
+        )
+        assert stage.splitlines() == [f"{OPS_USER} 700"], stage  # the login's, and empty
+        for value in values:
+            quoted = value.replace("'", "'\\''")
+            seen = on_host(h, f"grep -cF -- '{quoted}' {SAMPLES} || true").strip()
+            assert seen == "0", f"{h['name']}: a secret was on a command line ({seen} samples)"
+            journal = f"journalctl --since '{since}' --no-pager -q | grep -cF -- '{quoted}' || true"
+            assert on_host(h, journal).strip() == "0", f"{h['name']}: a secret in the journal"
+        on_host(h, f"rm -f {SAMPLES} {STOP}")
+    for value in values:
+        assert value not in result.output and value not in status.stdout + status.stderr
