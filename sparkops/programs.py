@@ -38,6 +38,8 @@ PACKAGES: dict[str, str] = {
     # Alertmanager's configuration checks (tests; the monitoring deploy runs it on the host).
     "amtool": "prometheus-alertmanager",
     "wrk": "wrk",
+    # The units' exposure and syntax, offline on the rendered files (tests/deploys).
+    "systemd-analyze": "systemd",
     # The firewall's ruleset, loaded in a throwaway network namespace (tests/deploys).
     "nft": "nftables",
     # The lab: images, namespaces, addresses, SSH, the apt proxy, the S3 endpoint.
