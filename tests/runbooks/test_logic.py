@@ -186,3 +186,21 @@ def test_evidence_is_not_world_readable_whatever_the_umask(tmp_path):
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
         assert path.read_text() in ("plan\n", "out\n", "{}\n")
+
+
+def test_the_drills_metric_is_readable_by_node_exporter_under_a_strict_umask(tmp_path):
+    """The drill's unit runs with UMask=0077; node_exporter (another user) must read the file."""
+    import os
+    import stat
+
+    from runbooks.drill import write_metrics
+    from runbooks.executor import LocalExecutor
+
+    path = tmp_path / "spark_restore_drill.prom"
+    old = os.umask(0o077)
+    try:
+        write_metrics(LocalExecutor(), str(path), True, 3.5)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert "spark_restore_drill_last_success 1" in path.read_text()
