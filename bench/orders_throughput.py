@@ -11,8 +11,12 @@ e.g. `git worktree add /tmp/base 152c983`), the app of that tree is driven the s
 against the same database, alternating runs, and the cost of authentication is printed as a
 ratio.
 
+With `--tls`, PostgreSQL and pgBouncer run as deployed with TLS inside (hostssl only,
+pgBouncer TLS both ways, the app verify-full); with `--tls-ratio`, the orders run without TLS
+and with it, alternating, and the cost of TLS is printed as a ratio.
+
 Usage: .venv/bin/python bench/orders_throughput.py [--seconds 20] [--durable]
-       [--baseline-tree DIR] [--rounds 2]
+       [--baseline-tree DIR] [--rounds 2] [--tls | --tls-ratio]
 """
 
 from __future__ import annotations
@@ -218,8 +222,18 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=2,
                         help="with --baseline-tree: alternating runs of each")  # fmt: skip
+    parser.add_argument("--tls", action="store_true", help="TLS inside, as deployed")
+    parser.add_argument(
+        "--tls-ratio",
+        action="store_true",
+        help="orders without and with TLS, alternating: the cost of TLS",
+    )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, DbStack(durable=args.durable) as stack:
+    if args.tls_ratio:
+        compare_tls(args)
+        return
+    stack_of_run = DbStack(durable=args.durable, tls=args.tls)
+    with tempfile.TemporaryDirectory() as tmp, stack_of_run as stack:
         if args.baseline_tree:
             compare_auth(stack, args, Path(tmp))
             return
@@ -228,7 +242,8 @@ def main() -> None:
                             args.profile, args.app_workers)  # fmt: skip
         seed(stack)
         pgb = run_pgbench(stack, args.seconds, defaults.APP_DB_POOL_SIZE, Path(tmp))
-    print(f"machine: {os.cpu_count()} cores; durable={args.durable}; {args.seconds} s each")
+    print(f"machine: {os.cpu_count()} cores; durable={args.durable}; tls={args.tls}; "
+          f"{args.seconds} s each")  # fmt: skip
     print(f"API  POST /orders via pgBouncer: {app['rps']:.0f} orders/s, "
           f"p50 {app['p50']}, p99 {app['p99']}, non-2xx {app['errors']} "
           f"({args.connections} wrk connections, {args.app_workers} app worker(s), "
@@ -238,6 +253,32 @@ def main() -> None:
         f"avg latency {pgb['latency_avg_ms']:.2f} ms ({defaults.APP_DB_POOL_SIZE} clients)"
     )
     print(f"ratio API / pgbench: {app['rps'] / pgb['tps']:.2f} (target >= 0.5)")
+
+
+def compare_tls(args) -> None:
+    """The same orders on a stack without TLS and one with it (each its own PostgreSQL and
+    pgBouncer, freshly seeded), alternating; the median of the rounds' ratios."""
+    runs: dict[str, list[float]] = {"plain": [], "tls": []}
+    for _ in range(args.rounds):
+        for name in ("plain", "tls"):
+            stack_of_run = DbStack(durable=args.durable, tls=name == "tls")
+            with tempfile.TemporaryDirectory() as tmp, stack_of_run as stack:
+                secrets = seed(stack, args.keys)
+                result = run_app_bench(stack, args.seconds, args.connections, Path(tmp),
+                                       secrets, workers=args.app_workers)  # fmt: skip
+            if result["errors"]:
+                raise SystemExit(f"{name}: {result['errors']} non-2xx answers\n{result['raw']}")
+            runs[name].append(result["rps"])
+            print(f"{name:6} {result['rps']:.0f} orders/s, p50 {result['p50']}, "
+                  f"p99 {result['p99']}", flush=True)  # fmt: skip
+    ratios = [t / p for t, p in zip(runs["tls"], runs["plain"], strict=True)]
+    median = statistics.median(ratios)
+    plain, tls = (sum(runs[n]) / len(runs[n]) for n in ("plain", "tls"))
+    print(f"machine: {os.cpu_count()} cores; durable={args.durable}; {args.seconds} s per run, "
+          f"{args.rounds} round(s), {args.connections} wrk connections")  # fmt: skip
+    print(f"POST /orders: without TLS {plain:.0f}/s, with TLS inside {tls:.0f}/s (means); "
+          f"ratio TLS / plain per round {', '.join(f'{r:.3f}' for r in ratios)}; "
+          f"median {median:.3f} (cost of TLS {100 * (1 - median):.1f} %)")  # fmt: skip
 
 
 def compare_auth(stack: DbStack, args, workdir: Path) -> None:

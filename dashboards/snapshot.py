@@ -19,7 +19,7 @@ import httpx
 
 from dashboards import build as dashboard_build
 from dashboards import panels
-from sparkops import programs
+from sparkops import programs, webaccess
 
 WIDTH, HEIGHT = 620, 230
 LEFT, RIGHT, TOP, BOTTOM = 64, 64, 12, 26  # plot margins for the axis labels
@@ -71,7 +71,7 @@ def collect(prometheus_url: str, minutes: int, end: float | None = None) -> list
     step = max(1.0, round(minutes * 60 / POINTS, 3))
     base = prometheus_url.rstrip("/")
     result = []
-    with httpx.Client(timeout=15) as client:
+    with webaccess.client(base, timeout=15) as client:
         for module in dashboard_build.DASHBOARDS:
             dash = json.loads(panels.to_json(module.dashboard))
             for panel in dash["panels"]:

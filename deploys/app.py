@@ -14,12 +14,14 @@ The last APP_RELEASES_KEPT releases stay for rollback.
 
 from __future__ import annotations
 
+from io import StringIO
+
 from pyinfra import host, inventory, state
 from pyinfra.api import deploy, operation
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
 
-from deploys import hardening, secretfiles, support
+from deploys import hardening, secretfiles, support, tls
 from deploys import release as release_build
 from deploys.facts import DirectoryEntries, MigrationState
 from sparkops import defaults, envvars, layout, secrets
@@ -35,7 +37,12 @@ PURGE_TIMEOUT = "15min"
 EXPORTER_ENV = layout.EXPORTER_ENV_FILE
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
 UPLOADS = f"{layout.APP_ROOT}/uploads"
-MIGRATE_LOG_TAG = "spark-migrate"  # the journal's identifier for what `migrated` did
+MIGRATE_LOG_TAG = "spark-migrate"
+# The credential's name in the dispatcher's unit (LoadCredential=).
+OUTBOX_REDIS_CREDENTIAL = "outbox-redis-password"
+OUTBOX_REDIS_PASSWORD_SECRET = (
+    "outbox_redis_password"  # the journal's identifier for what `migrated` did
+)
 
 DEFAULTS = {
     # Extra SPARK_* settings for the app (app/config.py), e.g. {"SPARK_DB_POOL_SIZE": "10"}.
@@ -47,7 +54,13 @@ DEFAULTS = {
     "app_outbox_enabled": True,
     "app_outbox_publisher": "redis",  # redis | console | webhook
     # Extra SPARK_OUTBOX_* settings, e.g. {"SPARK_OUTBOX_REDIS_URL": "redis://10.0.0.5:6379/0"}.
+    # A webhook URL (SPARK_OUTBOX_WEBHOOK_URL) must be https://.
     "app_outbox_settings": {},
+    # True where Redis has a password (requirepass): the secret outbox_redis_password
+    # (SPARKOPS_SECRET_OUTBOX_REDIS_PASSWORD or the secrets file) goes to a root-only file
+    # systemd hands the dispatcher as a credential (SPARK_OUTBOX_REDIS_PASSWORD_FILE names
+    # its copy), never into its URL or argv.
+    "app_outbox_redis_password": False,
     "app_pgbouncer_exporter_enabled": True,
 }
 
@@ -59,20 +72,48 @@ def outbox_name(host_name: str) -> str:
     return f"spark-outbox@{host_name}"
 
 
+def outbox_extra_settings(extra: dict) -> dict:
+    """The dispatcher's extra settings from group data, checked: a webhook goes over https://
+    only (a clear error naming the key), a Redis password never inside the URL."""
+    url = str(extra.get(envvars.OUTBOX_WEBHOOK_URL, ""))
+    if url and not url.startswith("https://"):
+        raise ValueError(
+            f"app_outbox_settings[{envvars.OUTBOX_WEBHOOK_URL!r}] = {url!r}: webhooks go over "
+            "https:// only (events carry orders)"
+        )
+    redis_url = str(extra.get(envvars.OUTBOX_REDIS_URL, ""))
+    if "@" in redis_url:
+        raise ValueError(
+            f"app_outbox_settings[{envvars.OUTBOX_REDIS_URL!r}] holds credentials: set "
+            "app_outbox_redis_password = True and give the password as the secret "
+            f"{OUTBOX_REDIS_PASSWORD_SECRET} instead"
+        )
+    return dict(extra)
+
+
 def release_dir(release: str) -> str:
     return f"{layout.APP_RELEASES_DIR}/{release}"
 
 
 def database_urls(db_address: str, creds: secrets.Secrets) -> dict[str, str]:
-    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console."""
+    """libpq URLs: the app through pgBouncer, migrations direct, the exporter's admin console;
+    all verify-full against the environment's CA, migrations (PostgreSQL direct) also with
+    channel binding (pgBouncer does not offer it: deploys/pgbouncer.py)."""
     name = defaults.DATABASE_NAME
     return {
-        "app": f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
-        f"{db_address}:{defaults.PGBOUNCER_PORT}/{name}",
-        "migrations": f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
-        f"{db_address}:{defaults.POSTGRES_PORT}/{name}",
-        "exporter": f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
-        f"{db_address}:{defaults.PGBOUNCER_PORT}/{defaults.PGBOUNCER_ADMIN_DB}",
+        "app": tls.with_tls(
+            f"postgresql://{defaults.ROLE_APP}:{creds['postgresql_app']}@"
+            f"{db_address}:{defaults.PGBOUNCER_PORT}/{name}"
+        ),
+        "migrations": tls.with_tls(
+            f"postgresql://{defaults.ROLE_MIGRATIONS}:{creds['postgresql_migrations']}@"
+            f"{db_address}:{defaults.POSTGRES_PORT}/{name}",
+            channel_binding=True,
+        ),
+        "exporter": tls.with_tls(
+            f"postgresql://{defaults.ROLE_PGBOUNCER_STATS}:{creds['pgbouncer_stats']}@"
+            f"{db_address}:{defaults.PGBOUNCER_PORT}/{defaults.PGBOUNCER_ADMIN_DB}"
+        ),
     }
 
 
@@ -293,13 +334,31 @@ def app_release() -> dict:
     ]
     if host.data.app_outbox_enabled:
         _system_user(layout.OUTBOX_USER, "the outbox dispatcher")
+        outbox_settings = outbox_extra_settings(host.data.app_outbox_settings)
+        credentials = {}
+        if host.data.app_outbox_redis_password:
+            # Root's file (0600); systemd hands the dispatcher a copy as a credential
+            # (LoadCredential=) and names it in SPARK_OUTBOX_REDIS_PASSWORD_FILE.
+            credentials[OUTBOX_REDIS_CREDENTIAL] = (
+                layout.OUTBOX_REDIS_PASSWORD_FILE,
+                envvars.OUTBOX_REDIS_PASSWORD_FILE,
+            )
+            env_ops.append(
+                secretfiles.secret_file(
+                    name="Give the outbox dispatcher Redis' password",
+                    src=StringIO(
+                        secrets.provided(support.environment(host), OUTBOX_REDIS_PASSWORD_SECRET)
+                    ),
+                    dest=layout.OUTBOX_REDIS_PASSWORD_FILE,
+                )
+            )
         env_ops.append(
             _put_env(
                 "Write the outbox dispatcher's settings",
                 "app/outbox.env.j2",
                 OUTBOX_ENV,
                 database_url=urls["app"],
-                extra=host.data.app_outbox_settings,
+                extra=outbox_settings,
             )
         )
         units.append(
@@ -311,6 +370,7 @@ def app_release() -> dict:
                 metrics_host=support.address(host),
                 metrics_port=defaults.OUTBOX_METRICS_PORT,
                 dispatcher_name=outbox_name(host.name),
+                credentials=credentials,
             )
         )
     if host.data.app_pgbouncer_exporter_enabled:

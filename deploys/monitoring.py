@@ -21,9 +21,9 @@ from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
 from dashboards.build import GRAFANA_DASHBOARDS_DIR
-from deploys import alerting, hardening, secretfiles, support
+from deploys import alerting, hardening, secretfiles, support, tls
 from deploys.common import service
-from sparkops import defaults, layout, secrets
+from sparkops import defaults, layout, secrets, webaccess
 
 RULES_DIR = "/etc/prometheus/rules"
 DASHBOARDS_DIR = GRAFANA_DASHBOARDS_DIR
@@ -105,7 +105,57 @@ def scrape_jobs(inventory_, app_data) -> list[dict]:
         )
     for job in jobs:
         job["metrics_path"] = defaults.APP_METRICS_PATH
+        # Prometheus and Alertmanager sit behind their web.config.file: HTTPS, basic auth.
+        job["web_auth"] = job["name"] in ("prometheus", "alertmanager")
     return [job for job in jobs if job["targets"]]
+
+
+def web_access() -> list:
+    """Prometheus' and Alertmanager's web.config.file (TLS from the environment's CA, basic
+    auth with the password's bcrypt hash), their key pair, and the plain password Prometheus
+    sends to itself and to Alertmanager. Returns the operations (the servers read these files
+    again on every connection or scrape: a change needs no restart)."""
+    environment = support.environment(host)
+    password = secrets.load(environment)[webaccess.SECRET_NAME]
+    ops = tls.key_pair(
+        "monitor",
+        layout.MONITOR_TLS_CERT,
+        layout.MONITOR_TLS_KEY,
+        owner="prometheus",
+        what="Prometheus and Alertmanager",
+    )
+    for what, dest in (
+        ("Prometheus", layout.PROMETHEUS_WEB_CONFIG),
+        ("Alertmanager", layout.ALERTMANAGER_WEB_CONFIG),
+    ):
+        ops.append(
+            files.put(
+                name=f"Configure {what}'s web.config.file (HTTPS and basic auth)",
+                src=support.rendered(
+                    "monitoring/web-config.yml.j2",
+                    what=what,
+                    cert_file=layout.MONITOR_TLS_CERT,
+                    key_file=layout.MONITOR_TLS_KEY,
+                    username=webaccess.USERNAME,
+                    password_hash=webaccess.stable_bcrypt(password),
+                ),
+                dest=dest,
+                user="root",
+                group="prometheus",
+                mode="640",
+            )
+        )
+    ops.append(
+        secretfiles.secret_file(
+            name="Give Prometheus the password for itself and Alertmanager",
+            src=StringIO(password),
+            dest=layout.MONITOR_WEB_PASSWORD_FILE,
+            user="root",
+            group="prometheus",
+            mode="640",
+        )
+    )
+    return ops
 
 
 def generated_files(directory: Path, pattern: str) -> list[Path]:
@@ -124,8 +174,10 @@ def exporters() -> None:
     )
     dsn = (
         f"postgresql://{defaults.ROLE_MONITORING}:{creds['postgresql_monitoring']}@127.0.0.1:"
-        f"{defaults.POSTGRES_PORT}/{defaults.DATABASE_NAME}?sslmode=disable"
+        f"{defaults.POSTGRES_PORT}/{defaults.DATABASE_NAME}"
     )
+    # lib/pq (postgres_exporter) knows verify-full and sslrootcert, not channel_binding.
+    dsn = tls.with_tls(dsn)
     pg_env = secretfiles.secret_file(
         name="Configure postgres_exporter",
         src=support.rendered(
@@ -186,6 +238,7 @@ def monitoring() -> None:
     """Prometheus and Alertmanager configured on a monitor host, after the other tiers."""
     app_hosts = list(inventory.get_group("app", []))
     app_data = app_hosts[0].data if app_hosts else {}
+    web = web_access()
     files.directory(name=f"Create {RULES_DIR}", path=RULES_DIR, mode="755")
     rules = [
         files.put(
@@ -205,6 +258,11 @@ def monitoring() -> None:
             alertmanagers=[f"{support.address(host)}:{defaults.ALERTMANAGER_PORT}"],
             rules_dir=RULES_DIR,
             jobs=scrape_jobs(inventory, app_data),
+            web_auth={
+                "ca_file": layout.TLS_CA_FILE,
+                "username": webaccess.USERNAME,
+                "password_file": layout.MONITOR_WEB_PASSWORD_FILE,
+            },
         ),
         dest="/etc/prometheus/prometheus.yml",
         mode="644",
@@ -216,6 +274,7 @@ def monitoring() -> None:
             address=support.address(host),
             port=defaults.PROMETHEUS_PORT,
             retention=host.data.monitoring_retention,
+            web_config=layout.PROMETHEUS_WEB_CONFIG,
         ),
         dest="/etc/default/prometheus",
         mode="644",
@@ -233,7 +292,7 @@ def monitoring() -> None:
     service(
         "prometheus.service",
         changed=[args, drop_in],
-        reload_on=[config, *rules],
+        reload_on=[config, *rules, *web],
         what="Prometheus",
     )
     am_config = alertmanager_config()
@@ -243,6 +302,7 @@ def monitoring() -> None:
             "monitoring/alertmanager.default.j2",
             address=support.address(host),
             port=defaults.ALERTMANAGER_PORT,
+            web_config=layout.ALERTMANAGER_WEB_CONFIG,
         ),
         dest=ALERTMANAGER_DEFAULTS,
         mode="644",

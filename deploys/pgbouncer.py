@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import hardening, secretfiles, support
+from deploys import hardening, secretfiles, support, tls
 from sparkops import defaults, layout, secrets
 
 SERVICE = layout.PGBOUNCER_SERVICE
@@ -74,6 +74,23 @@ def settings(data, address: str) -> dict[str, str]:
     }
     values.update({k: str(v) for k, v in data.get("pgbouncer_settings", {}).items()})
     return values
+
+
+def tls_settings(cert_file: str, key_file: str, ca_file: str) -> dict[str, str]:
+    """TLS both ways: clients must use it (they verify pgBouncer's certificate, verify-full);
+    pgBouncer verifies PostgreSQL's against the CA. Shared with the test fixture
+    (testkit/pgbouncer.py). pgBouncer 1.18 (Debian 12) offers SCRAM-SHA-256 but not its
+    channel-bound -PLUS form, so clients cannot ask for channel_binding=require here."""
+    protocols = tls.TLS_MIN_PROTOCOL.lower()
+    return {
+        "client_tls_sslmode": "require",
+        "client_tls_cert_file": cert_file,
+        "client_tls_key_file": key_file,
+        "client_tls_protocols": protocols,
+        "server_tls_sslmode": "verify-full",
+        "server_tls_ca_file": ca_file,
+        "server_tls_protocols": protocols,
+    }
 
 
 def userlist_entries(creds: secrets.Secrets) -> list[tuple[str, str]]:
@@ -138,12 +155,24 @@ def pgbouncer(reconnect_for=()) -> None:
         dest="/etc/systemd/system/pgbouncer.service.d/sparkops.conf",
         mode="644",
     )
+    key_pair = tls.key_pair(
+        "pgbouncer",
+        layout.PGBOUNCER_TLS_CERT,
+        layout.PGBOUNCER_TLS_KEY,
+        owner="postgres",
+        what="pgBouncer",
+    )
     ini = files.put(
         name="Configure pgbouncer.ini",
         src=support.rendered(
             "pgbouncer/pgbouncer.ini.j2",
             databases=host.data.pgbouncer_databases,
-            settings=settings(_data(), address),
+            settings={
+                **settings(_data(), address),
+                **tls_settings(
+                    layout.PGBOUNCER_TLS_CERT, layout.PGBOUNCER_TLS_KEY, layout.TLS_CA_FILE
+                ),
+            },
         ),
         dest=f"{CONF_DIR}/pgbouncer.ini",
         user="postgres",
@@ -172,10 +201,13 @@ def pgbouncer(reconnect_for=()) -> None:
         _if=unit.did_change,
     )
     systemd.service(
-        name="Reload pgBouncer for changed settings or users",
+        name="Reload pgBouncer for changed settings, users or TLS key pair",
         service=SERVICE,
         reloaded=True,
-        _if=[unit.did_not_change, lambda: ini.did_change() or userlist.did_change()],
+        _if=[
+            unit.did_not_change,
+            lambda: any(op.did_change() for op in [ini, userlist, *key_pair]),
+        ],
     )
     servers_reconnected(
         name="Reconnect pgBouncer's server connections for changed role settings",

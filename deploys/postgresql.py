@@ -14,7 +14,7 @@ from pyinfra import host, inventory
 from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import secretfiles, support
+from deploys import secretfiles, support, tls
 from deploys.facts import PostgresState
 from sparkops import dbroles, defaults, layout, secrets
 from sparkops.scram import verifier_matches
@@ -54,12 +54,12 @@ DEFAULTS = {
     # pg_hba.conf, one dict per line. Shape: {"type": "host", "database": "spark",
     #   "user": "spark_app", "address": "127.0.0.1/32" | "group:app" (each host of that
     #   group, /32), "method": "scram-sha-256"}. Only scram-sha-256, plus peer for the local
-    #   postgres superuser.
+    #   postgres superuser; network rules are "hostssl" (TLS inside: "host" is refused).
     "postgresql_hba_rules": [
         {"type": "local", "database": "all", "user": "postgres", "method": "peer"},
         # pgBouncer (same host) for the app role, and its auth_query lookup.
         {
-            "type": "host",
+            "type": "hostssl",
             "database": defaults.DATABASE_NAME,
             "user": f"{defaults.ROLE_APP},{defaults.ROLE_PGBOUNCER_AUTH}",
             "address": "127.0.0.1/32",
@@ -67,7 +67,7 @@ DEFAULTS = {
         },
         # postgres_exporter (same host).
         {
-            "type": "host",
+            "type": "hostssl",
             "database": defaults.DATABASE_NAME,
             "user": defaults.ROLE_MONITORING,
             "address": "127.0.0.1/32",
@@ -75,7 +75,7 @@ DEFAULTS = {
         },
         # Migrations run from the app hosts, direct to PostgreSQL as the owner.
         {
-            "type": "host",
+            "type": "hostssl",
             "database": defaults.DATABASE_NAME,
             "user": defaults.ROLE_MIGRATIONS,
             "address": "group:app",
@@ -109,6 +109,11 @@ def derived_settings(listen_address: str, extra: dict) -> dict:
         "archive_command": f"pgbackrest --stanza={defaults.PGBACKREST_STANZA} archive-push %p",
         "archive_timeout": defaults.ARCHIVE_TIMEOUT_SECONDS,
         "max_wal_senders": 4,
+        # TLS inside (deploys/tls.py): hostssl rules only, so every network client uses it.
+        "ssl": True,
+        "ssl_cert_file": layout.POSTGRES_TLS_CERT,
+        "ssl_key_file": layout.POSTGRES_TLS_KEY,
+        "ssl_min_protocol_version": tls.TLS_MIN_PROTOCOL,
     }
     settings.update(extra)
     return settings
@@ -139,6 +144,11 @@ def hba_rules(rules: list[dict], inventory_) -> list[dict]:
         if local:
             expanded.append(dict(rule))
             continue
+        if rule["type"] != "hostssl":
+            raise ConfigError(
+                f"postgresql_hba_rules[{index}] has type {rule['type']!r}: network rules "
+                "must be 'hostssl' (TLS inside; clients use sslmode=verify-full)"
+            )
         address = rule.get("address")
         if not address:
             raise ConfigError(f"postgresql_hba_rules[{index}] needs an address: {rule}")
@@ -295,6 +305,13 @@ def postgresql() -> dict:
         packages=host.data.postgresql_packages,
         no_recommends=True,
     )
+    key_pair = tls.key_pair(
+        "postgresql",
+        layout.POSTGRES_TLS_CERT,
+        layout.POSTGRES_TLS_KEY,
+        owner="postgres",
+        what="PostgreSQL",
+    )
     include = files.line(
         name="Include conf.d from postgresql.conf",
         path=f"{CONF_DIR}/postgresql.conf",
@@ -328,7 +345,7 @@ def postgresql() -> dict:
         mode="644",
     )
     hba = files.put(
-        name="Configure pg_hba.conf (SCRAM only)",
+        name="Configure pg_hba.conf (SCRAM only, TLS for the network)",
         src=support.rendered(
             "postgresql/pg_hba.conf.j2",
             rules=hba_rules(host.data.postgresql_hba_rules, inventory),
@@ -351,12 +368,16 @@ def postgresql() -> dict:
         _if=lambda: restart_conf.did_change() or include.did_change(),
     )
     systemd.service(
-        name="Reload PostgreSQL for changed settings or pg_hba.conf",
+        name="Reload PostgreSQL for changed settings, pg_hba.conf or TLS key pair",
         service=SERVICE,
         reloaded=True,
         _if=[
             lambda: not (restart_conf.did_change() or include.did_change()),
-            lambda: reload_conf.did_change() or hba.did_change(),
+            lambda: (
+                reload_conf.did_change()
+                or hba.did_change()
+                or any(op.did_change() for op in key_pair)
+            ),
         ],
     )
     roles(name="Ensure the app's roles and passwords", environment=support.environment(host))

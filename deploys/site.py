@@ -17,9 +17,11 @@ from deploys.monitoring import exporters, monitoring, monitoring_packages
 from deploys.pgbackrest import pgbackrest
 from deploys.pgbouncer import pgbouncer
 from deploys.postgresql import postgresql
+from deploys.tls import ca_certificate
 
 common()
 firewall()
+ca_certificate()
 barrier(name="Wait for every host's base packages", what="base packages are in")
 
 if "db" in host.groups:

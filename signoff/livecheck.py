@@ -17,6 +17,7 @@ import httpx
 from alerts import rules
 from dashboards import build as dashboard_build
 from dashboards import panels
+from sparkops import webaccess
 
 PANEL, ALERT, SIGNAL = "panel", "alert", "signal"
 _JOB = re.compile(r'job="([^"]+)"')
@@ -82,7 +83,7 @@ def run_check(prometheus_url: str, check: Check, client: httpx.Client) -> Result
 
 def run(prometheus_url: str, checks: list[Check] | None = None) -> list[Result]:
     checks = all_checks() if checks is None else checks
-    with httpx.Client(timeout=10) as client:
+    with webaccess.client(prometheus_url, timeout=10) as client:
         return [run_check(prometheus_url.rstrip("/"), check, client) for check in checks]
 
 

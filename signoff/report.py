@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from signoff.validate import Context, Outcome
-from sparkops import metric_names
+from sparkops import metric_names, webaccess
 
 WINDOW_SECONDS = 3600
 STEP_SECONDS = 15
@@ -38,7 +38,8 @@ def range_query(prometheus_url: str, expr: str, now: float | None = None) -> Ser
     now = time.time() if now is None else now
     params = {"query": expr, "start": now - WINDOW_SECONDS, "end": now, "step": STEP_SECONDS}
     try:
-        body = httpx.get(f"{prometheus_url}/api/v1/query_range", params=params, timeout=15).json()
+        body = webaccess.get(f"{prometheus_url}/api/v1/query_range", params=params, timeout=15)
+        body = body.json()
     except (httpx.HTTPError, ValueError) as exc:
         return Series([], f"Prometheus did not answer: {exc}")
     if body.get("status") != "success":

@@ -25,7 +25,7 @@ from alerts import rules
 from runbooks.executor import CommandFailed
 from runbooks.target import DbTarget
 from signoff import livecheck
-from sparkops import defaults, layout
+from sparkops import defaults, layout, webaccess
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 POSITION_INDEX = "positions_one_open_per_account_symbol_strategy"
@@ -179,7 +179,7 @@ def check_headers(ctx: Context) -> tuple[str, list[str]]:
 
 
 def check_alert_rules(ctx: Context) -> tuple[str, list[str]]:
-    body = httpx.get(f"{ctx.prometheus_url}/api/v1/rules", timeout=15).json()
+    body = webaccess.get(f"{ctx.prometheus_url}/api/v1/rules", timeout=15).json()
     loaded = {r["name"] for g in body["data"]["groups"] for r in g["rules"]}
     files = [_write(ctx, "alert_rules.txt", "\n".join(sorted(loaded)))]
     missing = sorted({a.name for a in rules.ALERTS} - loaded)

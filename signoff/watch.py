@@ -22,6 +22,7 @@ import httpx
 from alerts import config as c
 from alerts.rules import sel
 from sparkops import metric_names as m
+from sparkops import webaccess
 
 GO, WARN, NO_GO = "GO", "WARN", "NO-GO"
 WINDOW = re.compile(r"^[1-9][0-9]*[smhdw]$")
@@ -53,7 +54,7 @@ class Prometheus:
 
     def vector(self, expr: str) -> list[tuple[dict[str, str], float]]:
         try:
-            r = httpx.get(f"{self.url}/api/v1/query", params={"query": expr, "time": self.at},
+            r = webaccess.get(f"{self.url}/api/v1/query", params={"query": expr, "time": self.at},
                           timeout=30)  # fmt: skip
             body = r.json()
         except (httpx.HTTPError, ValueError) as exc:

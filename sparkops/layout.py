@@ -29,6 +29,23 @@ PGBOUNCER_SERVICE = "pgbouncer.service"
 PGBOUNCER_CONF_DIR = "/etc/pgbouncer"
 PGBOUNCER_LOG_FILE = "/var/log/postgresql/pgbouncer.log"
 
+# --- TLS inside (deploys/tls.py uploads what deploys/tlsca.py issues) -------------------
+# The environment's CA certificate, on every host: what clients verify servers against
+# (`sslrootcert`, pgBouncer's server_tls_ca_file, Prometheus' ca_file).
+TLS_CA_FILE = "/etc/ssl/sparkops/ca.crt"
+# Server certificates and keys (keys 0600, owned by the server's user).
+POSTGRES_TLS_CERT = f"{POSTGRES_CONF_DIR}/sparkops-server.crt"
+POSTGRES_TLS_KEY = f"{POSTGRES_CONF_DIR}/sparkops-server.key"
+PGBOUNCER_TLS_CERT = f"{PGBOUNCER_CONF_DIR}/sparkops-tls.crt"
+PGBOUNCER_TLS_KEY = f"{PGBOUNCER_CONF_DIR}/sparkops-tls.key"
+# Prometheus' and Alertmanager's web.config.file (TLS and basic auth) and their key pair.
+PROMETHEUS_WEB_CONFIG = "/etc/prometheus/web-config.yml"
+ALERTMANAGER_WEB_CONFIG = "/etc/prometheus/alertmanager-web-config.yml"
+MONITOR_TLS_CERT = "/etc/prometheus/sparkops-tls.crt"
+MONITOR_TLS_KEY = "/etc/prometheus/sparkops-tls.key"
+# The basic-auth password Prometheus sends to itself and to Alertmanager (root:prometheus 0640).
+MONITOR_WEB_PASSWORD_FILE = "/etc/prometheus/sparkops-web-password"
+
 # --- pgBackRest --------------------------------------------------------------------------
 PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
 # Which repository the archive last went to (deploys/pgbackrest.py).
@@ -58,6 +75,8 @@ APP_ETC_DIR = "/etc/spark-app"
 APP_ENV_FILE = f"{APP_ETC_DIR}/app.env"
 MIGRATIONS_ENV_FILE = f"{APP_ETC_DIR}/migrations.env"
 OUTBOX_ENV_FILE = f"{APP_ETC_DIR}/outbox.env"
+# Redis' password for the dispatcher, where Redis has one (production): 0640 root:spark.
+OUTBOX_REDIS_PASSWORD_FILE = f"{APP_ETC_DIR}/outbox-redis-password"
 EXPORTER_ENV_FILE = f"{APP_ETC_DIR}/pgbouncer-exporter.env"
 APP_SERVICE = "spark-app.service"
 # Owns the app's listening socket (systemd socket activation): it outlives a restart of

@@ -30,6 +30,8 @@ NAMES = (
     "pgbouncer_stats",
     "s3_access_key",
     "s3_secret_key",
+    # Basic auth in front of Prometheus and Alertmanager (sparkops/webaccess.py).
+    "monitoring_web",
 )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 
+from deploys.pgbouncer import tls_settings
 from sparkops import defaults
 from sparkops.scram import make_verifier
 from sparkops.wait import wait_until
@@ -28,6 +29,7 @@ from testkit.proc import (
     stop_process,
     tail_file,
 )
+from testkit.tls import TlsFiles, client_params
 
 
 @dataclass
@@ -44,6 +46,9 @@ class PgBouncer:
     stats_user: str = defaults.ROLE_PGBOUNCER_STATS
     stats_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     extra: dict[str, str] = field(default_factory=dict)
+    # With TLS files: the deploy's TLS settings (clients must use TLS; verify-full to the
+    # upstream, which then needs TLS too) and verify-full in every conninfo here.
+    tls: TlsFiles | None = None
     workdir: Path | None = None
     proc: subprocess.Popen | None = None
 
@@ -70,6 +75,8 @@ class PgBouncer:
             "idle_transaction_timeout": str(defaults.PGBOUNCER_IDLE_TRANSACTION_TIMEOUT_SECONDS),
             "server_login_retry": str(defaults.PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS),
         }
+        if self.tls:
+            settings.update(tls_settings(str(self.tls.cert), str(self.tls.key), str(self.tls.ca)))
         settings.update(self.extra)
         db_line = (
             f"{self.dbname} = host={self.upstream.host} port={self.upstream.port} "
@@ -112,13 +119,20 @@ class PgBouncer:
         return True
 
     def conninfo(self, user: str, password: str, **extra) -> str:
-        return conninfo(self.host, self.port, user, password, self.dbname, **extra)
+        return conninfo(
+            self.host, self.port, user, password, self.dbname, **{**self.tls_params(), **extra}
+        )
+
+    def tls_params(self) -> dict[str, str]:
+        return client_params(self.tls) if self.tls else {}
 
     def admin(self, command: str, *, user: str | None = None) -> list[tuple]:
         """Run a command on pgBouncer's admin console (SHOW POOLS, PAUSE, RESUME, ...)."""
         user = user or self.admin_user
         password = self.admin_password if user == self.admin_user else self.stats_password
-        info = conninfo(self.host, self.port, user, password, defaults.PGBOUNCER_ADMIN_DB)
+        info = conninfo(
+            self.host, self.port, user, password, defaults.PGBOUNCER_ADMIN_DB, **self.tls_params()
+        )
         with psycopg.connect(info, autocommit=True, connect_timeout=3) as conn:
             cur = conn.execute(command, prepare=False)
             return cur.fetchall() if cur.description else []

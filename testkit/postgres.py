@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 
+from deploys import support, tls
 from sparkops import layout
 from sparkops.wait import wait_until
 from testkit.proc import (
@@ -19,6 +20,7 @@ from testkit.proc import (
     run_as_service_user,
     tail_file,
 )
+from testkit.tls import TlsFiles, client_params
 
 SUPERUSER = "postgres"
 
@@ -47,6 +49,9 @@ class PgCluster:
     durable: bool = False
     workdir: Path | None = None
     superuser_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    # With TLS files: ssl on, the deploy's pg_hba.conf template with hostssl rules only (a
+    # connection without TLS matches no line), and every conninfo here is verify-full.
+    tls: TlsFiles | None = None
 
     @property
     def datadir(self) -> Path:
@@ -59,7 +64,12 @@ class PgCluster:
         return self.workdir / LOG_NAME
 
     def superuser_conninfo(self, dbname: str = "postgres") -> str:
-        return conninfo(self.host, self.port, SUPERUSER, self.superuser_password, dbname)
+        return conninfo(
+            self.host, self.port, SUPERUSER, self.superuser_password, dbname, **self.tls_params()
+        )
+
+    def tls_params(self) -> dict[str, str]:
+        return client_params(self.tls) if self.tls else {}
 
     def init(self) -> PgCluster:
         self.workdir = make_workdir("pg")
@@ -84,7 +94,24 @@ class PgCluster:
         pwfile.unlink()
         (self.workdir / "sock").mkdir()
         chown_to_service_user(self.workdir / "sock")
+        if self.tls:
+            self._write_hostssl_hba()
         return self
+
+    def _write_hostssl_hba(self) -> None:
+        rules = [
+            {"type": "local", "database": "all", "user": "all", "method": "scram-sha-256"},
+            {
+                "type": "hostssl",
+                "database": "all",
+                "user": "all",
+                "address": f"{self.host}/32",
+                "method": "scram-sha-256",
+            },
+        ]
+        path = self.workdir / "pg_hba.conf"
+        path.write_text(support.render("postgresql/pg_hba.conf.j2", rules=rules))
+        chown_to_service_user(path)
 
     def _start_options(self) -> str:
         options = {
@@ -97,6 +124,14 @@ class PgCluster:
         }
         if not self.durable:
             options.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        if self.tls:
+            options.update(
+                ssl="on",
+                ssl_cert_file=str(self.tls.cert),
+                ssl_key_file=str(self.tls.key),
+                ssl_min_protocol_version=tls.TLS_MIN_PROTOCOL,
+                hba_file=str(self.workdir / "pg_hba.conf"),
+            )
         options.update(self.settings)
         return " ".join(f"-c {k}={_quote_option(v)}" for k, v in options.items())
 

@@ -35,6 +35,8 @@ class RedisServer:
     port: int = 0
     persistent: bool = False
     settings: dict[str, str] = field(default_factory=dict)
+    # requirepass, as production's Redis has; client() then authenticates with it.
+    password: str | None = None
     workdir: Path | None = None
     proc: subprocess.Popen | None = None
 
@@ -59,6 +61,8 @@ class RedisServer:
             "save": "",
             "appendonly": "yes" if self.persistent else "no",
         }
+        if self.password:
+            options["requirepass"] = self.password
         options.update(self.settings)
         args = [REDIS_SERVER]
         for key, value in options.items():
@@ -86,6 +90,8 @@ class RedisServer:
 
     def client(self, **kwargs) -> redis.Redis:
         kwargs.setdefault("socket_timeout", 5)
+        if self.password:
+            kwargs.setdefault("password", self.password)
         return redis.Redis(host=self.host, port=self.port, **kwargs)
 
     def running(self) -> bool:

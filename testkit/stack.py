@@ -7,6 +7,7 @@ the PostgreSQL deploy does (sparkops.dbroles), then runs the app's migrations as
 from __future__ import annotations
 
 import secrets
+import shutil
 from dataclasses import dataclass, field
 
 import psycopg
@@ -15,6 +16,7 @@ from app import migrate
 from sparkops import dbroles, defaults
 from testkit.pgbouncer import PgBouncer
 from testkit.postgres import PgCluster, conninfo
+from testkit.tls import TlsFiles, make_tls_files
 
 
 @dataclass
@@ -22,6 +24,9 @@ class DbStack:
     pool_size: int = defaults.PGBOUNCER_DEFAULT_POOL_SIZE
     pg_settings: dict[str, str] = field(default_factory=dict)
     durable: bool = False
+    # TLS inside, as deployed: PostgreSQL hostssl only, pgBouncer TLS both ways, every
+    # conninfo verify-full against a throwaway CA (testkit/tls.py).
+    tls: bool = False
     dbname: str = defaults.DATABASE_NAME
     passwords: dbroles.RolePasswords = field(
         default_factory=lambda: dbroles.RolePasswords(
@@ -33,9 +38,12 @@ class DbStack:
     )
     pg: PgCluster | None = None
     bouncer: PgBouncer | None = None
+    tls_files: TlsFiles | None = None
 
     def start(self, migrate_to: str | None = "head") -> DbStack:
-        self.pg = PgCluster(settings=self.pg_settings, durable=self.durable).init().start()
+        self.tls_files = make_tls_files() if self.tls else None
+        self.pg = PgCluster(settings=self.pg_settings, durable=self.durable, tls=self.tls_files)
+        self.pg.init().start()
         try:
             self._bootstrap()
             if migrate_to:
@@ -45,6 +53,7 @@ class DbStack:
                 dbname=self.dbname,
                 auth_password=self.passwords.pgbouncer_auth,
                 pool_size=self.pool_size,
+                tls=self.tls_files,
             ).start()
         except BaseException:
             self.stop()
@@ -73,6 +82,7 @@ class DbStack:
             defaults.ROLE_MIGRATIONS,
             self.passwords.migrations,
             self.dbname,
+            **self.pg.tls_params(),
         )
 
     def app_conninfo(self) -> str:
@@ -88,6 +98,7 @@ class DbStack:
             defaults.ROLE_MONITORING,
             self.passwords.monitoring,
             self.dbname,
+            **self.pg.tls_params(),
         )
 
     def stop(self) -> None:
@@ -97,6 +108,9 @@ class DbStack:
         if self.pg is not None:
             self.pg.remove()
             self.pg = None
+        if self.tls_files is not None:
+            shutil.rmtree(self.tls_files.workdir, ignore_errors=True)
+            self.tls_files = None
 
     def __enter__(self) -> DbStack:
         return self.start()

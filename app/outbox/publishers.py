@@ -78,6 +78,7 @@ class RedisStreamPublisher(Publisher):
         *,
         maxlen: int | None = settings.REDIS_STREAM_MAXLEN,
         timeout: float = settings.PUBLISH_TIMEOUT_SECONDS,
+        password: str | None = None,
     ) -> None:
         self.stream = stream
         self.maxlen = maxlen
@@ -88,6 +89,7 @@ class RedisStreamPublisher(Publisher):
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
+            **({"password": password} if password else {}),
         )
 
     def _xadd_kwargs(self) -> dict:
@@ -143,6 +145,34 @@ def verify(secret: bytes, header: str, body: bytes) -> bool:
     return hmac.compare_digest(expected, header)
 
 
+def load_redis_password() -> str | None:
+    """Redis' password from the file SPARK_OUTBOX_REDIS_PASSWORD_FILE names, when it is set
+    (the deploy writes it 0640 for production's Redis); None: Redis without a password."""
+    path = os.environ.get(settings.ENV_REDIS_PASSWORD_FILE)
+    if not path:
+        return None
+    try:
+        password = open(path).read().strip()  # noqa: SIM115 - read whole, closed by GC
+    except OSError as exc:
+        raise ValueError(f"cannot read the Redis password file {path}: {exc}") from exc
+    if not password:
+        raise ValueError(f"the Redis password file {path} is empty")
+    return password
+
+
+def check_webhook_url(url: str) -> None:
+    """https:// only: events carry orders. http:// is let through to a loopback address alone
+    (a receiver on the same machine, as in the tests)."""
+    parsed = httpx.URL(url) if url.startswith(("http://", "https://")) else None
+    if parsed is None or not parsed.host:
+        raise ValueError(f"webhook URL must start with https://, got {url!r}")
+    if parsed.scheme == "http" and parsed.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(
+            f"webhook URL {url!r} is http://: events go only over https:// "
+            "(http:// is accepted for a loopback receiver alone)"
+        )
+
+
 def load_webhook_secret() -> bytes:
     """From SPARK_OUTBOX_WEBHOOK_SECRET_FILE (preferred: the deploy writes it 0600) or
     SPARK_OUTBOX_WEBHOOK_SECRET."""
@@ -175,8 +205,7 @@ class WebhookPublisher(Publisher):
         timeout: float = settings.PUBLISH_TIMEOUT_SECONDS,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
+        check_webhook_url(url)
         if not secret:
             raise ValueError("the webhook publisher needs a non-empty signing secret")
         self.url = url
@@ -217,7 +246,11 @@ def build_publisher(
 ) -> Publisher:
     if kind == "redis":
         return RedisStreamPublisher(
-            redis_url or settings.REDIS_URL, stream, maxlen=stream_maxlen, timeout=timeout
+            redis_url or settings.REDIS_URL,
+            stream,
+            maxlen=stream_maxlen,
+            timeout=timeout,
+            password=load_redis_password(),
         )
     if kind == "console":
         return ConsolePublisher()

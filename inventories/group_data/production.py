@@ -17,6 +17,8 @@ pgbackrest_s3 = {
 pgbackrest_retention_full = 4
 
 app_outbox_settings = {envvars.OUTBOX_REDIS_URL: "redis://10.10.0.40:6379/0"}
+# Production's Redis requires a password: SPARKOPS_SECRET_OUTBOX_REDIS_PASSWORD.
+app_outbox_redis_password = True
 
 # Who hears about alerts (shapes: deploys/alerting.py). The Slack webhook URL, the PagerDuty
 # routing key and the SMTP password are secrets: `alertmanager_chat_slack`,

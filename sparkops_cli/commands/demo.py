@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import httpx
 
-from sparkops import defaults
+from sparkops import defaults, webaccess
 from sparkops.wait import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,7 +118,8 @@ def command(skip_deploy: bool) -> None:
     _ensure_demo_account(db)
     _traffic(app_url, _demo_key())
     _done(started)
-    prometheus = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}"
+    # The lab's inventory is environment "lab": HTTPS with its CA and basic auth.
+    prometheus = webaccess.monitor_url(monitor["ip"], defaults.PROMETHEUS_PORT, "lab")
     started = _step(f"Monitoring: Prometheus scrape targets at {prometheus}")
     _show_targets(prometheus)
     _done(started)
@@ -141,7 +142,9 @@ def command(skip_deploy: bool) -> None:
     click.secho("\nWhere to look", bold=True)
     click.echo(f"  app:         {app_url}/  (/healthz /readyz /version /openapi.json)")
     click.echo(f"  app metrics: http://{app['ip']}:{defaults.APP_METRICS_PORT}/metrics")
-    click.echo(f"  Prometheus:  http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/targets")
+    click.echo(f"  Prometheus:  {prometheus}/targets")
+    click.echo(f"               (user {webaccess.USERNAME}; password: {webaccess.SECRET_NAME} "
+               "in the lab's secrets file; CA: its tls/ca.crt)")  # fmt: skip
     click.echo(f"  pgBouncer:   {db['ip']}:{defaults.PGBOUNCER_PORT}")
     click.echo("  a shell:     sparkops lab ssh db   (or app, monitor)")
     click.echo("  redeploy:    .venv/bin/pyinfra inventories/lab.py deploys/site.py")
@@ -149,7 +152,7 @@ def command(skip_deploy: bool) -> None:
 
 
 def _targets(prometheus: str) -> list[dict]:
-    data = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()
+    data = webaccess.get(f"{prometheus}/api/v1/targets", timeout=5).json()
     return data["data"]["activeTargets"]
 
 

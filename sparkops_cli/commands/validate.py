@@ -40,6 +40,7 @@ def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url,
     from runbooks.checklist import Refused
     from runbooks.inventory import load as load_inventory
     from signoff import report, validate
+    from sparkops import webaccess
     from sparkops_cli import generated
 
     names = {name for name, _ in validate.CHECKS}
@@ -51,8 +52,9 @@ def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url,
     try:
         inv = load_inventory(inventory)
         app_url = app_url or f"http://{inv.host(app_host).address}:{defaults.APP_PORT}"
-        prometheus_url = prometheus_url or (
-            f"http://{inv.host(monitor_host).address}:{defaults.PROMETHEUS_PORT}"
+        # HTTPS with the environment's CA and basic auth (Prometheus' web.config.file).
+        prometheus_url = prometheus_url or webaccess.monitor_url(
+            inv.host(monitor_host).address, defaults.PROMETHEUS_PORT, inv.environment
         )
         db = sites.db_target_for_host(db_host, defaults.PGBACKREST_STANZA, inv)
     except Refused as exc:

@@ -36,12 +36,15 @@ def command(window, prometheus_url, inventory, monitor_host, evidence_dir) -> No
     if prometheus_url is None:
         from runbooks.checklist import Refused
         from runbooks.inventory import load as load_inventory
+        from sparkops import webaccess
 
         try:
-            address = load_inventory(inventory).host(monitor_host).address
+            inv = load_inventory(inventory)
+            address = inv.host(monitor_host).address
         except Refused as exc:
             raise click.ClickException(str(exc)) from exc
-        prometheus_url = f"http://{address}:{defaults.PROMETHEUS_PORT}"
+        # HTTPS with the environment's CA and basic auth (Prometheus' web.config.file).
+        prometheus_url = webaccess.monitor_url(address, defaults.PROMETHEUS_PORT, inv.environment)
     try:
         flags = watch.evaluate(prometheus_url, window)
     except watch.WatchError as exc:

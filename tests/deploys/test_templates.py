@@ -73,7 +73,8 @@ def test_pg_hba_is_scram_only_and_expands_groups():
         if words[0] == "local":
             assert words[2:] == ["postgres", "peer"]
         else:
-            assert words[-1] == "scram-sha-256", words
+            # TLS inside: every network rule is hostssl (a client without TLS matches none).
+            assert words[0] == "hostssl" and words[-1] == "scram-sha-256", words
     owner_rules = [w for w in lines if w[2] == defaults.ROLE_MIGRATIONS]
     assert [w[3] for w in owner_rules] == ["10.0.0.11/32", "10.0.0.21/32"]
 
@@ -86,6 +87,21 @@ def test_pg_hba_is_scram_only_and_expands_groups():
         {"type": "local", "database": "all", "user": "spark_app", "method": "peer"},
         {"type": "host", "database": "all", "user": "x", "method": "scram-sha-256"},
         {"type": "host", "user": "x", "address": "1.2.3.4/32", "method": "scram-sha-256"},
+        # Right method, but without TLS.
+        {
+            "type": "host",
+            "database": "all",
+            "user": "x",
+            "address": "1.2.3.4/32",
+            "method": "scram-sha-256",
+        },
+        {
+            "type": "hostnossl",
+            "database": "all",
+            "user": "x",
+            "address": "1.2.3.4/32",
+            "method": "scram-sha-256",
+        },
     ],
 )
 def test_pg_hba_refuses_weak_or_incomplete_rules(rule):
@@ -104,6 +120,11 @@ def test_postgresql_settings_archive_through_pgbackrest_and_split_by_restart():
     )
     assert reload["archive_timeout"] == str(defaults.ARCHIVE_TIMEOUT_SECONDS)
     assert reload["password_encryption"] == "'scram-sha-256'"
+    # TLS on, the deploy's key pair, TLS 1.3 at least (all reloadable).
+    assert reload["ssl"] == "on"
+    assert reload["ssl_cert_file"] == f"'{layout.POSTGRES_TLS_CERT}'"
+    assert reload["ssl_key_file"] == f"'{layout.POSTGRES_TLS_KEY}'"
+    assert reload["ssl_min_protocol_version"] == "'TLSv1.3'"
     text = support.render("postgresql/settings.conf.j2", settings=reload, purpose="x")
     assert "archive_command = 'pgbackrest --stanza=spark archive-push %p'" in text
 
@@ -135,20 +156,32 @@ def test_pgbouncer_ini_is_valid_with_pools_from_group_data():
     assert section["default_pool_size"] == str(defaults.PGBOUNCER_DEFAULT_POOL_SIZE)
 
 
+def test_pgbouncer_tls_both_ways():
+    tls = pgbouncer.tls_settings("/c.crt", "/c.key", "/ca.crt")
+    assert tls["client_tls_sslmode"] == "require"
+    assert (tls["client_tls_cert_file"], tls["client_tls_key_file"]) == ("/c.crt", "/c.key")
+    assert tls["server_tls_sslmode"] == "verify-full"
+    assert tls["server_tls_ca_file"] == "/ca.crt"
+    assert tls["client_tls_protocols"] == tls["server_tls_protocols"] == "tlsv1.3"
+
+
 def test_pgbouncer_settings_match_the_test_fixture(tmp_path):
     fixture = PgBouncer(
         upstream=SimpleNamespace(host="h", port=1),
         dbname="spark",
         auth_password="x",
         workdir=tmp_path,
+        tls=SimpleNamespace(cert="/c.crt", key="/c.key", ca="/ca.crt"),
     )
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(fixture.render_ini())
     fixture_keys = set(parser["pgbouncer"])
-    deploy_keys = set(pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10"))
-    assert fixture_keys == deploy_keys
+    deploy = {
+        **pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10"),
+        **pgbouncer.tls_settings("/c.crt", "/c.key", "/ca.crt"),
+    }
+    assert fixture_keys == set(deploy)
     paths = {"listen_addr", "listen_port", "unix_socket_dir", "auth_file", "pidfile", "logfile"}
-    deploy = pgbouncer.settings(pgbouncer.DEFAULTS, "10.0.0.10")
     for key in fixture_keys - paths:
         assert parser["pgbouncer"][key] == deploy[key], key
 
@@ -302,7 +335,14 @@ def test_app_database_urls_go_through_pgbouncer_except_migrations():
     assert f"@10.0.0.10:{defaults.PGBOUNCER_PORT}/{defaults.DATABASE_NAME}" in urls["app"]
     assert urls["app"].startswith(f"postgresql://{defaults.ROLE_APP}:")
     assert f"@10.0.0.10:{defaults.POSTGRES_PORT}/" in urls["migrations"]
-    assert urls["exporter"].endswith(f"/{defaults.PGBOUNCER_ADMIN_DB}")
+    assert f"/{defaults.PGBOUNCER_ADMIN_DB}?" in urls["exporter"]
+    # TLS inside: every client verifies the server's name against the environment's CA;
+    # migrations (PostgreSQL direct) also bind SCRAM to the TLS channel.
+    tls = f"sslmode=verify-full&sslrootcert={layout.TLS_CA_FILE}"
+    for name in ("app", "migrations", "exporter"):
+        assert urls[name].endswith(tls) or urls[name].endswith(tls + "&channel_binding=require")
+    assert urls["migrations"].endswith("&channel_binding=require")
+    assert "channel_binding" not in urls["app"] + urls["exporter"]
 
 
 def test_releases_to_remove_keeps_the_newest_and_the_current():
@@ -321,6 +361,7 @@ def test_prometheus_config_scrapes_every_exporter_by_job():
         alertmanagers=["10.0.0.12:9093"],
         rules_dir=monitoring.RULES_DIR,
         jobs=jobs,
+        web_auth={"ca_file": "/ca.crt", "username": "u", "password_file": "/pw"},
     )
     config = yaml.safe_load(text)
     targets = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
@@ -399,6 +440,7 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
         metrics_port=9310,
         dispatcher_name=app.outbox_name("app2"),
         hardening=[],
+        credentials={},
     )
     assert "--name spark-outbox@app2 " in unit
     assert "--metrics-host 10.0.0.11 --metrics-port 9310" in unit  # private address only

@@ -16,12 +16,11 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
 import pytest
 
 from deploys import alerting
 from lab import config as lab_config
-from sparkops import defaults
+from sparkops import defaults, webaccess
 from sparkops.wait import wait_until
 from tests.deploys.test_alertmanager import render
 from tests.lab.stack import by_group, on_host
@@ -77,7 +76,7 @@ def test_a_firing_alert_reaches_a_slack_receiver_with_the_templated_payload(depl
             "monitoring_alertmanager_routes": routes,
             "monitoring_alertmanager_default_receiver": alerting.NULL_RECEIVER}  # fmt: skip
     (secret,) = alerting.secret_files(receivers)
-    am = f"http://{monitor['ip']}:{defaults.ALERTMANAGER_PORT}"
+    am = webaccess.monitor_url(monitor["ip"], defaults.ALERTMANAGER_PORT, "lab")
     # An instance of its own: an alert left in Alertmanager by an earlier run (resolved, and
     # told as resolved once the Slack route exists) is not this one.
     instance = f"lab-delivery-{uuid.uuid4().hex[:8]}"
@@ -97,7 +96,8 @@ def test_a_firing_alert_reaches_a_slack_receiver_with_the_templated_payload(depl
         on_host(monitor, f"amtool check-config {AM_CONFIG} && systemctl reload {AM_UNIT}")
         wait_until(
             lambda: (
-                CHANNEL in httpx.get(f"{am}/api/v2/status", timeout=5).json()["config"]["original"]
+                CHANNEL
+                in webaccess.get(f"{am}/api/v2/status", timeout=5).json()["config"]["original"]
             ),
             timeout=30,
             what="Alertmanager to load the Slack receiver",
@@ -108,7 +108,8 @@ def test_a_firing_alert_reaches_a_slack_receiver_with_the_templated_payload(depl
             "annotations": {"summary": "A test alert from the lab.",
                             "runbook_url": "docs/alerts.md#labdeliverytest"},
         }  # fmt: skip
-        r = httpx.post(f"{am}/api/v2/alerts", json=[alert], timeout=10)
+        with webaccess.client(am, timeout=10) as client:
+            r = client.post(f"{am}/api/v2/alerts", json=[alert])
         assert r.status_code == 200, r.text
         wait_until(lambda: ours(receiver.payloads), timeout=60, what="the Slack payload")
     finally:
@@ -127,7 +128,8 @@ def test_a_firing_alert_reaches_a_slack_receiver_with_the_templated_payload(depl
     assert attachment["color"] == "danger"  # firing, not resolved
     wait_until(  # the lab's own configuration is back
         lambda: (
-            CHANNEL not in httpx.get(f"{am}/api/v2/status", timeout=5).json()["config"]["original"]
+            CHANNEL
+            not in webaccess.get(f"{am}/api/v2/status", timeout=5).json()["config"]["original"]
         ),
         timeout=30,
         what="Alertmanager to load the lab's configuration again",

@@ -20,7 +20,7 @@ import pytest
 from alerts import rules
 from deploys import release
 from lab import ssh
-from sparkops import defaults, envvars, layout
+from sparkops import defaults, envvars, layout, webaccess
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
 from testkit import pyinfra_runner as runner
@@ -160,10 +160,10 @@ def test_wal_is_archived_and_a_full_backup_exists(deployed):
 
 def test_prometheus_reports_every_target_up(deployed):
     monitor = _by_group(deployed["hosts"], "monitor")
-    url = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/api/v1/targets"
+    url = f"{_prometheus(monitor)}/api/v1/targets"
 
     def all_up():
-        targets = httpx.get(url, timeout=5).json()["data"]["activeTargets"]
+        targets = webaccess.get(url, timeout=5).json()["data"]["activeTargets"]
         down = [
             (t["labels"]["job"], t["scrapeUrl"], t.get("lastError"))
             for t in targets
@@ -174,6 +174,61 @@ def test_prometheus_reports_every_target_up(deployed):
     targets = wait_until(all_up, timeout=120, what="every Prometheus target to be up")
     jobs = {t["labels"]["job"] for t in targets}
     assert {"spark-app", "spark-outbox", "pgbouncer", "postgres", "node", "prometheus"} <= jobs
+    # Prometheus reaches itself and Alertmanager over HTTPS with basic auth.
+    scheme = {t["labels"]["job"]: t["scrapeUrl"].split(":", 1)[0] for t in targets}
+    assert scheme["prometheus"] == scheme["alertmanager"] == "https"
+    (alertmanager,) = webaccess.get(
+        f"{_prometheus(monitor)}/api/v1/alertmanagers", timeout=5
+    ).json()["data"]["activeAlertmanagers"]
+    assert alertmanager["url"].startswith("https://")
+
+
+def _prometheus(monitor) -> str:
+    return webaccess.monitor_url(monitor["ip"], defaults.PROMETHEUS_PORT, "lab")
+
+
+def _alertmanager(monitor) -> str:
+    return webaccess.monitor_url(monitor["ip"], defaults.ALERTMANAGER_PORT, "lab")
+
+
+def test_prometheus_and_alertmanager_refuse_plain_http_and_no_credentials(deployed):
+    monitor = _by_group(deployed["hosts"], "monitor")
+    for base in (_prometheus(monitor), _alertmanager(monitor)):
+        access = webaccess.access_for(base)
+        plain = base.replace("https://", "http://")
+        # Plain HTTP gets a TLS server's refusal (400), never the API.
+        assert httpx.get(f"{plain}/-/ready", timeout=5).status_code == 400
+        anonymous = httpx.get(f"{base}/-/ready", timeout=5, verify=access.verify())
+        assert anonymous.status_code == 401
+        wrong = httpx.get(f"{base}/-/ready", timeout=5, verify=access.verify(),
+                          auth=(access.username, "not-the-password"))  # fmt: skip
+        assert wrong.status_code == 401
+        assert webaccess.get(f"{base}/-/ready", timeout=5).status_code == 200
+    # Alertmanager has no cluster (gossip) port on a single node.
+    listening = _ssh(monitor, "ss -Hltnu")
+    assert ":9094 " not in listening, listening
+
+
+def test_every_database_connection_is_tls(deployed):
+    """The app's and the exporter's connections to pgBouncer, and pgBouncer's and
+    postgres_exporter's to PostgreSQL, are TLS; a client without TLS is refused."""
+    db, app = _by_group(deployed["hosts"], "db"), _by_group(deployed["hosts"], "app")
+    rows = _ssh(db, "runuser -u postgres -- psql -XAtq -d spark -c \"select usename, ssl "
+                "from pg_stat_activity join pg_stat_ssl using (pid) where client_addr is not "
+                "null and datname = 'spark'\"")  # fmt: skip
+    seen = {tuple(line.split("|")) for line in rows.split()}
+    assert (defaults.ROLE_APP, "t") in seen and (defaults.ROLE_MONITORING, "t") in seen, seen
+    assert not [row for row in seen if row[1] != "t"], seen
+    # Straight from the app host, without TLS: PostgreSQL has no line for it, pgBouncer
+    # requires TLS.
+    python = f"{layout.APP_CURRENT_LINK}/venv/bin/python"
+    for port, refusal in ((defaults.POSTGRES_PORT, "no encryption"),
+                          (defaults.PGBOUNCER_PORT, "SSL required")):  # fmt: skip
+        code = (f"import psycopg; psycopg.connect('host={db['ip']} port={port} user="
+                f"{defaults.ROLE_APP} dbname={defaults.DATABASE_NAME} sslmode=disable "
+                "password=x connect_timeout=5')")  # fmt: skip
+        tried = ssh.run(app["ip"], f'{python} -c "{code}"', timeout=60)
+        assert tried.returncode != 0 and refusal in tried.stderr, (port, tried.stderr[-500:])
 
 
 def test_alertmanager_runs_the_deployed_configuration(deployed):
@@ -187,7 +242,7 @@ def test_alertmanager_runs_the_deployed_configuration(deployed):
         "severity=critical alertname=PostgresDown",
     )
     assert routed.strip() == "null"
-    status = httpx.get(f"http://{monitor['ip']}:{defaults.ALERTMANAGER_PORT}/api/v2/status")
+    status = webaccess.get(f"{_alertmanager(monitor)}/api/v2/status", timeout=5)
     assert "inhibit_rules" in status.json()["config"]["original"]
 
 
@@ -217,10 +272,10 @@ def test_the_weekly_drill_runs_on_the_db_host_and_feeds_its_alert(deployed):
     metric = _ssh(db, f"cat {layout.NODE_EXPORTER_TEXTFILE_DIR}/spark_restore_drill.prom")
     assert "spark_restore_drill_last_success 1" in metric, metric
     drill_alert = next(a for a in rules.ALERTS if a.name == "RestoreDrillFailed")
-    query = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/api/v1/query"
+    query = f"{_prometheus(monitor)}/api/v1/query"
 
     def answered(expr):
-        return httpx.get(query, params={"query": expr}, timeout=5).json()["data"]["result"]
+        return webaccess.get(query, params={"query": expr}, timeout=5).json()["data"]["result"]
 
     wait_until(lambda: answered("spark_restore_drill_last_success == 1"), timeout=120,
                what="the drill's result in Prometheus")  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from signoff import livecheck
-from sparkops import defaults
+from sparkops import defaults, webaccess
 from sparkops.wait import wait_until
 from sparkops_cli.commands.demo import _traffic
 from sparkops_cli.main import main
@@ -27,7 +27,7 @@ def test_every_panel_and_alert_expression_returns_series(deployed):
     _traffic(f"http://{app['ip']}:{defaults.APP_PORT}", api_key(app), account=ACCOUNT)
     drill = CliRunner().invoke(main, ["drill", "--host", db["name"], "--yes"])
     assert drill.exit_code == 0, drill.output
-    prometheus = f"http://{monitor['ip']}:{defaults.PROMETHEUS_PORT}"
+    prometheus = webaccess.monitor_url(monitor["ip"], defaults.PROMETHEUS_PORT, "lab")
     checks = livecheck.all_checks()
     jobs = set().union(*(c.jobs for c in checks))
 

@@ -28,6 +28,7 @@ from app.outbox.publishers import (
 from app.outbox.settings import DispatcherSettings
 from app.outbox.store import OutboxEvent
 from sparkops_cli.commands.outbox import parse_duration
+from testkit.redis import RedisServer
 
 SECRET = b"test-only-secret"
 PAYLOAD = '{"price": "12345.678901234567890123", "qty": "0.00000001"}'
@@ -112,8 +113,11 @@ def test_webhook_bad_configuration_is_refused_clearly(monkeypatch):
         build_publisher("webhook")
     with pytest.raises(ValueError, match="signing secret"):
         build_publisher("webhook", webhook_url="https://example.invalid/hook")
-    with pytest.raises(ValueError, match="must start with http"):
+    with pytest.raises(ValueError, match="must start with https://"):
         WebhookPublisher("ftp://example.invalid", SECRET)
+    # Events carry orders: plain http only to a receiver on this machine.
+    with pytest.raises(ValueError, match="is http://: events go only over https://"):
+        build_publisher("webhook", webhook_url="http://hooks.example/x", webhook_secret=SECRET)
     with pytest.raises(ValueError, match="unknown publisher 'kafka'"):
         build_publisher("kafka")
 
@@ -190,3 +194,29 @@ def test_parse_duration(text, seconds):
 def test_parse_duration_rejects(text):
     with pytest.raises(click.BadParameter, match="not a duration"):
         parse_duration(text)
+
+
+def test_redis_with_a_password_from_a_file_never_from_the_url(tmp_path, monkeypatch):
+    """Production's Redis has requirepass: the dispatcher reads the password from the file
+    SPARK_OUTBOX_REDIS_PASSWORD_FILE names (the deploy writes it), not from its URL or argv."""
+    password = "redis-test-" + "x" * 20
+    with RedisServer(password=password) as server:
+        monkeypatch.delenv(settings.ENV_REDIS_PASSWORD_FILE, raising=False)
+
+        async def publish_one() -> list:
+            publisher = build_publisher("redis", redis_url=server.url, stream="p")
+            try:
+                return await publisher.publish_many([event(1)])
+            finally:
+                await publisher.aclose()
+
+        refused = asyncio.run(publish_one())
+        assert type(refused[0]).__name__ == "AuthenticationError", refused
+        secret_file = tmp_path / "redis-password"
+        secret_file.write_text(password + "\n")
+        monkeypatch.setenv(settings.ENV_REDIS_PASSWORD_FILE, str(secret_file))
+        assert asyncio.run(publish_one()) == [None]
+        assert server.client().xlen("p") == 1
+        secret_file.write_text("")
+        with pytest.raises(ValueError, match="is empty"):
+            build_publisher("redis", redis_url=server.url)
