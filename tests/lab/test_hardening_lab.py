@@ -16,6 +16,7 @@ import pytest
 
 from deploys import hardening, release, secretfiles
 from deploys.support import REPO_ROOT
+from lab import ssh
 from sparkops import defaults, layout, secrets
 from testkit import pyinfra_runner as runner
 from tests.lab.stack import by_group, on_host, psql
@@ -207,3 +208,32 @@ def test_a_sudo_login_deploys_and_runs_a_runbook_with_no_secret_on_a_command_lin
         on_host(h, f"rm -f {SAMPLES} {STOP}")
     for value in values:
         assert value not in result.output and value not in status.stdout + status.stderr
+
+
+def test_a_credential_reaches_the_dispatchers_user_and_its_file_does_not(deployed):
+    """The outbox's Redis password (production) is root's file handed over with
+    LoadCredential=: under the dispatcher's user and sandbox, the copy systemd names through
+    %d reads, the original does not."""
+    app = by_group(deployed["hosts"], "app")
+    secret_path = f"{layout.APP_ETC_DIR}/sparkops-credential-test"
+    unit = "sparkops-credential-test.service"
+    lines = [
+        "[Service]",
+        "Type=oneshot",
+        f"User={layout.OUTBOX_USER}",
+        f"LoadCredential=probe:{secret_path}",
+        "Environment=PROBE_FILE=%d/probe",
+        *hardening.app_service(),
+        'ExecStart=/bin/sh -c \'test "$(cat "$PROBE_FILE")" = s3cret-probe\'',
+        f"ExecStart=/bin/sh -c '! cat {secret_path}'",
+    ]
+    body = "\n".join(lines) + "\n"
+    on_host(app, f"umask 077; printf s3cret-probe > {secret_path}")
+    on_host(app, f"cat > /run/systemd/system/{unit} <<'EOF'\n{body}EOF\nsystemctl daemon-reload")
+    try:
+        proc = ssh.run(app["ip"], f"systemctl start {unit}", timeout=60)
+        result = on_host(app, f"systemctl show -p Result --value {unit}").strip()
+        log = on_host(app, f"journalctl -u {unit} --no-pager -q | tail -5")
+        assert proc.returncode == 0 and result == "success", f"{result}\n{log}"
+    finally:
+        on_host(app, f"rm -f {secret_path} /run/systemd/system/{unit}; systemctl daemon-reload")
