@@ -38,8 +38,6 @@ EXPORTER_ENV = layout.EXPORTER_ENV_FILE
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
 UPLOADS = f"{layout.APP_ROOT}/uploads"
 MIGRATE_LOG_TAG = "spark-migrate"
-# The credential's name in the dispatcher's unit (LoadCredential=).
-OUTBOX_REDIS_CREDENTIAL = "outbox-redis-password"
 OUTBOX_REDIS_PASSWORD_SECRET = (
     "outbox_redis_password"  # the journal's identifier for what `migrated` did
 )
@@ -57,9 +55,9 @@ DEFAULTS = {
     # A webhook URL (SPARK_OUTBOX_WEBHOOK_URL) must be https://.
     "app_outbox_settings": {},
     # True where Redis has a password (requirepass): the secret outbox_redis_password
-    # (SPARKOPS_SECRET_OUTBOX_REDIS_PASSWORD or the secrets file) goes to a root-only file
-    # systemd hands the dispatcher as a credential (SPARK_OUTBOX_REDIS_PASSWORD_FILE names
-    # its copy), never into its URL or argv.
+    # (SPARKOPS_SECRET_OUTBOX_REDIS_PASSWORD or the secrets file) goes to a file only the
+    # dispatcher's user reads (root:spark-dispatcher 0640, SPARK_OUTBOX_REDIS_PASSWORD_FILE),
+    # never into its URL or argv.
     "app_outbox_redis_password": False,
     "app_pgbouncer_exporter_enabled": True,
 }
@@ -275,7 +273,9 @@ def app_release() -> dict:
     _system_user(USER, "the app")
     for path in (layout.APP_ROOT, layout.APP_RELEASES_DIR):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="755")
-    files.directory(name=f"Create {ETC}", path=ETC, user="root", group="root", mode="700")
+    # Entered by all (the dispatcher reads its Redis password file here), listed by root:
+    # every file in it is root's 0600 but that one, root:spark-dispatcher 0640.
+    files.directory(name=f"Create {ETC}", path=ETC, user="root", group="root", mode="711")
     env_ops = [
         _put_env(
             "Write the app's settings",
@@ -335,14 +335,8 @@ def app_release() -> dict:
     if host.data.app_outbox_enabled:
         _system_user(layout.OUTBOX_USER, "the outbox dispatcher")
         outbox_settings = outbox_extra_settings(host.data.app_outbox_settings)
-        credentials = {}
         if host.data.app_outbox_redis_password:
-            # Root's file (0600); systemd hands the dispatcher a copy as a credential
-            # (LoadCredential=) and names it in SPARK_OUTBOX_REDIS_PASSWORD_FILE.
-            credentials[OUTBOX_REDIS_CREDENTIAL] = (
-                layout.OUTBOX_REDIS_PASSWORD_FILE,
-                envvars.OUTBOX_REDIS_PASSWORD_FILE,
-            )
+            outbox_settings[envvars.OUTBOX_REDIS_PASSWORD_FILE] = layout.OUTBOX_REDIS_PASSWORD_FILE
             env_ops.append(
                 secretfiles.secret_file(
                     name="Give the outbox dispatcher Redis' password",
@@ -350,6 +344,10 @@ def app_release() -> dict:
                         secrets.provided(support.environment(host), OUTBOX_REDIS_PASSWORD_SECRET)
                     ),
                     dest=layout.OUTBOX_REDIS_PASSWORD_FILE,
+                    # The dispatcher reads it itself: its user's group, no other service's.
+                    user="root",
+                    group=layout.OUTBOX_USER,
+                    mode="640",
                 )
             )
         env_ops.append(
@@ -370,7 +368,6 @@ def app_release() -> dict:
                 metrics_host=support.address(host),
                 metrics_port=defaults.OUTBOX_METRICS_PORT,
                 dispatcher_name=outbox_name(host.name),
-                credentials=credentials,
             )
         )
     if host.data.app_pgbouncer_exporter_enabled:

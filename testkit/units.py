@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploys import app, drill, hardening, pgbackrest, pgbouncer, support
-from sparkops import defaults, envvars, layout
+from sparkops import defaults, layout
 
 VENDOR_UNITS = Path("/lib/systemd/system")
 _EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)")
@@ -66,13 +66,6 @@ def rendered_units() -> list[Unit]:
                 metrics_host="10.0.0.11",
                 metrics_port=defaults.OUTBOX_METRICS_PORT,
                 dispatcher_name=app.outbox_name("app"),
-                # As with a Redis password (production): the secret as a credential.
-                credentials={
-                    app.OUTBOX_REDIS_CREDENTIAL: (
-                        layout.OUTBOX_REDIS_PASSWORD_FILE,
-                        envvars.OUTBOX_REDIS_PASSWORD_FILE,
-                    )
-                },
                 **common,
             ),
         ),

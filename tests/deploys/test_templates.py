@@ -440,7 +440,6 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
         metrics_port=9310,
         dispatcher_name=app.outbox_name("app2"),
         hardening=[],
-        credentials={},
     )
     assert "--name spark-outbox@app2 " in unit
     assert "--metrics-host 10.0.0.11 --metrics-port 9310" in unit  # private address only
