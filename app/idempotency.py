@@ -48,7 +48,7 @@ RETURNING key
 """
 # The first claim also counts the request against its API key's and its client's rate
 # limits (app.ratelimit), in the same statement: a request over either claims nothing.
-_CLAIM_COUNTED = f"""
+CLAIM_COUNTED = f"""
 WITH {ratelimit.COUNT}, claimed AS (
     INSERT INTO idempotency_keys (key, request_hash, state)
     SELECT %(key)s, %(hash)s, 'in_flight' WHERE {ratelimit.WITHIN}
@@ -68,12 +68,8 @@ WHERE key = %(key)s AND state = 'in_flight'
   AND locked_at < now() - make_interval(secs => %(timeout)s)
 RETURNING key
 """
-COMPLETE = """
-UPDATE idempotency_keys
-SET state = 'completed', response_status = %(status)s, response_body = %(body)s,
-    completed_at = now()
-WHERE key = %(key)s AND state = 'in_flight'
-"""
+# The completion is the database function complete_idempotency_key (migration 0014), called
+# by app.orders in the order's transaction.
 _RELEASE = "DELETE FROM idempotency_keys WHERE key = %(key)s AND state = 'in_flight'"
 _PURGE = """
 DELETE FROM idempotency_keys
@@ -97,29 +93,29 @@ async def claim(
     params = {"key": key, "hash": fingerprint, "timeout": timeout_s}
     if rate is not None:
         params.update(rate.params())
-        used, client_used, claimed = await (await conn.execute(_CLAIM_COUNTED, params)).fetchone()
+        used, client_used, claimed = await (await conn.execute(CLAIM_COUNTED, params)).fetchone()
         limit = ratelimit.over(used, rate.limit, client_used, rate.client_limit)
         if limit is not None:
             return Claim("rate_limited", limit=limit)
         if claimed:
-            return _count(Claim("created"))
+            return counted(Claim("created"))
     # Two rounds: the row may vanish between the INSERT and the SELECT (released by a
     # failed first request, or purged), in which case we try to claim it again.
     for _ in range(2):
         if (await conn.execute(_CLAIM, params)).rowcount == 1:
-            return _count(Claim("created"))
+            return counted(Claim("created"))
         row = await (await conn.execute(_LOOK, params)).fetchone()
         if row is None:
             continue
         stored_hash, state, status, body, abandoned = row
         if stored_hash != fingerprint:
-            return _count(Claim("payload_mismatch"))
+            return counted(Claim("payload_mismatch"))
         if state == "completed":
-            return _count(Claim("replayed", status=status, body=body))
+            return counted(Claim("replayed", status=status, body=body))
         if abandoned and (await conn.execute(_TAKE_OVER, params)).rowcount == 1:
-            return _count(Claim("created"))
-        return _count(Claim("in_flight"))
-    return _count(Claim("in_flight"))
+            return counted(Claim("created"))
+        return counted(Claim("in_flight"))
+    return counted(Claim("in_flight"))
 
 
 async def release(conn: AsyncConnection, key: str) -> None:
@@ -138,6 +134,7 @@ async def purge_expired(conn: AsyncConnection, hours: int, batch: int = 5000) ->
             return total
 
 
-def _count(result: Claim) -> Claim:
+def counted(result: Claim) -> Claim:
+    """Count a claim's outcome (`spark_idempotency_outcomes_total`) and return it."""
     metrics.IDEMPOTENCY_OUTCOMES.labels(result.outcome).inc()
     return result

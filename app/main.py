@@ -106,40 +106,10 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                              request.scope["state"]["request_id"])  # fmt: skip
         fingerprint = idempotency.request_hash("POST", "/orders", order.fingerprint_fields())
         async with pool.connection() as conn:
-            claim = await idempotency.claim(
-                conn, key, fingerprint, settings.idempotency_in_flight_timeout_s,
-                rate=budget(request, api_key),
-            )  # fmt: skip
-            if claim.outcome == "rate_limited":
-                return error_response(ratelimit.refused(claim.limit))
-            if claim.outcome == "replayed":
-                return Response(
-                    claim.body,
-                    status_code=claim.status,
-                    media_type="application/json",
-                    headers={"idempotent-replayed": "true", **orders.stored_headers(claim)},
-                )
-            if claim.outcome == "payload_mismatch":
-                return error_response(
-                    RequestError(
-                        422,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used with a different request body; "
-                        "use a new key for a new order",
-                    )
-                )
-            if claim.outcome == "in_flight":
-                return error_response(
-                    RequestError(
-                        409,
-                        "idempotency_key_in_flight",
-                        "a request with this Idempotency-Key is still being processed; "
-                        "retry after the Retry-After delay",
-                    ),
-                    headers={"retry-after": str(defaults.IDEMPOTENCY_RETRY_AFTER_SECONDS)},
-                )
             try:
-                result = await orders.place_order(conn, settings, order, key, audit)
+                placed = await orders.claim_and_place(
+                    conn, settings, order, key, fingerprint, audit, budget(request, api_key)
+                )
             except orders.KeyTakenOver:
                 claim = await idempotency.claim(
                     conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
@@ -147,12 +117,11 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                 return Response(claim.body, status_code=claim.status or 409,
                                 media_type="application/json",
                                 headers=orders.stored_headers(claim))  # fmt: skip
-            except RequestError as exc:
-                await idempotency.release(conn, key)
+            except RequestError as exc:  # the key was given back (orders.claim_and_place)
                 return error_response(exc)
-            except BaseException:
-                await _release_quietly(conn, key)
-                raise
+        if not isinstance(placed, orders.Response):
+            return _claim_answer(placed)
+        result = placed
         headers = {"location": result.location} if result.location else {}
         log.info("order %s: %s account=%s api_key=%s client=%s request=%s", result.status,
                  result.location or "-", order.account_id, audit.api_key_id,
@@ -161,6 +130,38 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             result.body, status_code=result.status, media_type="application/json",
             headers=headers,
         )  # fmt: skip
+
+    def _claim_answer(claim: idempotency.Claim) -> Response:
+        """The answer of a request whose key was not claimed (app.idempotency)."""
+        if claim.outcome == "rate_limited":
+            return error_response(ratelimit.refused(claim.limit))
+        if claim.outcome == "replayed":
+            return Response(
+                claim.body,
+                status_code=claim.status,
+                media_type="application/json",
+                headers={"idempotent-replayed": "true", **orders.stored_headers(claim)},
+            )
+        if claim.outcome == "payload_mismatch":
+            return error_response(
+                RequestError(
+                    422,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request body; "
+                    "use a new key for a new order",
+                )
+            )
+        if claim.outcome == "in_flight":
+            return error_response(
+                RequestError(
+                    409,
+                    "idempotency_key_in_flight",
+                    "a request with this Idempotency-Key is still being processed; "
+                    "retry after the Retry-After delay",
+                ),
+                headers={"retry-after": str(defaults.IDEMPOTENCY_RETRY_AFTER_SECONDS)},
+            )
+        raise AssertionError(f"unexpected claim outcome {claim.outcome}")
 
     async def get_order(request: Request) -> Response:
         try:
@@ -378,13 +379,6 @@ def _query_param(request: Request, name: str, term: vocab.Term) -> str | None:
             field=name,
         )  # fmt: skip
     return values[0] if values else None
-
-
-async def _release_quietly(conn, key: str) -> None:
-    try:
-        await idempotency.release(conn, key)
-    except psycopg.Error:
-        log.exception("could not release idempotency key %s; it expires as abandoned", key)
 
 
 async def _not_found(request: Request, exc) -> Response:

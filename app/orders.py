@@ -10,19 +10,23 @@ to open the same position meet at the partial unique index, and the loser retrie
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Context, Decimal
 
 import psycopg
 from psycopg import AsyncClientCursor, AsyncConnection
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
-from app import idempotency, metrics, money, risk
+from app import idempotency, metrics, money, ratelimit, risk
 from app.config import Settings
 from app.edge import RequestError
 from app.validation import OrderRequest, format_decimal
+
+log = logging.getLogger("spark.app")
 
 MAX_ATTEMPTS = 3
 _EXACT = Context(prec=200)
@@ -49,7 +53,7 @@ class Response:
 # the API key is bound to: another key's account reads as one that does not exist), is trading
 # halted (globally or for the symbol), the open position (locked for this transaction) and
 # the transaction's timestamp.
-_CONTEXT = """
+_CONTEXT_OF = """
 SELECT a.id IS NOT NULL AS account_exists, now() AS tx_now,
        (SELECT scope || ': ' || reason FROM trading_halts
         WHERE scope IN ('global', %(symbol)s)
@@ -62,10 +66,19 @@ LEFT JOIN accounts a ON a.id = %(account_id)s AND EXISTS (
 LEFT JOIN LATERAL (
     SELECT id, quantity, avg_entry_price, realized_pnl FROM positions
     WHERE account_id = %(account_id)s AND symbol = %(symbol)s
-      AND strategy IS NOT DISTINCT FROM %(strategy)s AND status = 'open'
+      AND strategy IS NOT DISTINCT FROM %(strategy)s AND status = 'open'{claimed}
     FOR UPDATE
 ) AS p ON true
 """
+_CONTEXT = _CONTEXT_OF.format(claimed="")
+# After the claim in the same batch: the position is locked only if the key is in flight for
+# this payload (claimed just now, or, rarely, held by a twin request: then rolled back at
+# once); a request refused by its rate limit or replaying a stored answer locks nothing.
+_CONTEXT_IF_CLAIMED = _CONTEXT_OF.format(
+    claimed="""
+      AND EXISTS (SELECT 1 FROM idempotency_keys WHERE key = %(key)s
+                  AND state = 'in_flight' AND request_hash = %(hash)s)"""
+)
 _INSERT_POSITION = """
 INSERT INTO positions (account_id, symbol, strategy, quantity, avg_entry_price, realized_pnl)
 VALUES (%(account_id)s, %(symbol)s, %(strategy)s, %(quantity)s, %(avg)s, %(realized)s)
@@ -87,19 +100,117 @@ VALUES (%(order_id)s, %(account_id)s, %(symbol)s, %(side)s, %(strategy)s, %(quan
         %(api_key_id)s, %(client_addr)s, %(request_id)s)
 """
 _CASH = "UPDATE accounts SET cash_balance = cash_balance + %(delta)s WHERE id = %(account_id)s"
+# The key's completion, raising KEY_NOT_HELD when the key is not in flight any more
+# (migration 0014: the function and the SQLSTATE; tests/db/test_order_sql.py checks both).
+_COMPLETE = "SELECT complete_idempotency_key(%(key)s, %(status)s, %(body)s)"
+KEY_NOT_HELD = "SP001"
 _OUTBOX = """
 INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload)
 VALUES ('position', %(aggregate)s, 'order.filled', %(payload)s)
 """
 
 
+async def claim_and_place(
+    conn: AsyncConnection,
+    settings: Settings,
+    order: OrderRequest,
+    key: str,
+    fingerprint: str,
+    audit: Audit,
+    rate: ratelimit.Budget,
+) -> Response | idempotency.Claim:
+    """Claim the key (counting the request against its rate limits) and place the order.
+
+    The claim commits on its own, first (app.idempotency: first writer wins), in the same
+    batch that then opens the order's transaction and reads its context: `BEGIN; claim;
+    COMMIT; BEGIN; context`, one round trip. The context locks the position only when the
+    key is in flight for this payload, so a refused or replayed request locks nothing; it
+    then rolls back. A key not claimed here (held, completed, abandoned) goes the long way
+    (`idempotency.claim`), and if that takes it over, the order is placed as `place_order`
+    places it. Returns the order's response, or the claim that answers instead of it.
+    """
+    params = {**_params(order, key, audit), **rate.params(), "hash": fingerprint}
+    statements = [
+        ("BEGIN", None),
+        (idempotency.CLAIM_COUNTED, params),
+        ("COMMIT", None),
+        ("BEGIN", None),
+        (_CONTEXT_IF_CLAIMED, params),
+    ]
+    claimed: list[tuple] = []  # the claim's row: (used, client_used, created)
+
+    async def claim_then_context(cur: AsyncClientCursor) -> dict:
+        await cur.execute(_batch(cur, statements))
+        cur.nextset()
+        cur.row_factory = tuple_row
+        claimed.append(await cur.fetchone())
+        cur.row_factory = dict_row
+        context = await _last_set(cur).fetchone()
+        used, client_used, created = claimed[0]
+        if created:
+            idempotency.counted(idempotency.Claim("created"))
+            return context
+        await cur.execute("ROLLBACK")
+        raise _NotClaimed(ratelimit.over(used, rate.limit, client_used, rate.client_limit))
+
+    try:
+        return await _releasing(
+            conn, key, place_order(conn, settings, order, key, audit, first=claim_then_context)
+        )
+    except _NotClaimed as refused:
+        if refused.limit is not None:
+            return idempotency.Claim("rate_limited", limit=refused.limit)
+    # Not claimed: a failure from here until the key is ours must leave the key alone.
+    claim = await idempotency.claim(
+        conn, key, fingerprint, settings.idempotency_in_flight_timeout_s
+    )
+    if claim.outcome != "created":
+        return claim
+    return await _releasing(conn, key, place_order(conn, settings, order, key, audit))
+
+
+async def _releasing(conn: AsyncConnection, key: str, placing: Awaitable[Response]) -> Response:
+    """Place the order; on failure give the key back, so the client's retry can run at once.
+
+    A failure of the first batch may come before its claim committed; the key is then
+    released all the same (the request's retry claims it anew). Released, too, on a refusal
+    (RequestError) that the caller answers. Not on KeyTakenOver: the key is another's.
+    """
+    try:
+        return await placing
+    except (KeyTakenOver, _NotClaimed):
+        raise
+    except BaseException:
+        try:
+            await idempotency.release(conn, key)
+        except psycopg.Error:
+            log.exception("could not release idempotency key %s; it expires as abandoned", key)
+        raise
+
+
+class _NotClaimed(Exception):
+    """The first batch did not claim the key (`limit`: the rate limit it passed, if any)."""
+
+    def __init__(self, limit: str | None) -> None:
+        self.limit = limit
+
+
 async def place_order(
-    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str, audit: Audit
+    conn: AsyncConnection,
+    settings: Settings,
+    order: OrderRequest,
+    key: str,
+    audit: Audit,
+    *,
+    first: Callable[[AsyncClientCursor], Awaitable[dict]] | None = None,
 ) -> Response:
-    """Run the order transaction; retry when a concurrent order opened the same position."""
+    """Run the order transaction (the key is ours, claimed); retry when a concurrent order
+    opened the same position. `first`, when given, opens the first attempt's transaction
+    and returns its context row (claim_and_place's batch)."""
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
-            return await _in_one_transaction(conn, settings, order, key, audit)
+            begin = first if attempt == 1 else None
+            return await _in_one_transaction(conn, settings, order, key, audit, begin)
         except psycopg.errors.UniqueViolation as exc:
             if exc.diag.constraint_name != POSITION_INDEX:
                 raise
@@ -113,11 +224,12 @@ async def place_order(
 
 
 async def _in_one_transaction(
-    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str, audit: Audit
-) -> Response:
+    conn: AsyncConnection, settings: Settings, order: OrderRequest, key: str, audit: Audit,
+    begin: Callable[[AsyncClientCursor], Awaitable[dict]] | None,
+) -> Response:  # fmt: skip
     """The order's transaction as a few simple-protocol batches, each ending in one
-    ReadyForQuery: `BEGIN; context`, then (for a new position) its INSERT, then every write
-    and the key's completion, then COMMIT. Three round trips (four when opening a position).
+    ReadyForQuery: `BEGIN; context`, then (for a new position) its INSERT, then every write,
+    the key's completion and COMMIT. Two round trips (three when opening a position).
 
     Not pipeline mode: pgBouncer 1.18 (pipelining support came in 1.21) sometimes leaves
     the server linked to a client that finished a pipelined transaction: seen on about 4 %
@@ -127,9 +239,19 @@ async def _in_one_transaction(
     """
     cur = AsyncClientCursor(conn, row_factory=dict_row)
     try:
-        response = await _place(cur, settings, order, key, audit)
-        await cur.execute("COMMIT")
-        return response
+        if begin is None:
+            context = await _begin_with_context(cur, _params(order, key, audit))
+        else:
+            context = await begin(cur)
+        return await _place(cur, settings, order, key, audit, context)
+    except psycopg.DatabaseError as exc:
+        if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
+            await conn.execute("ROLLBACK")
+        if exc.sqlstate == KEY_NOT_HELD:
+            # Our claim was taken over after the in-flight timeout and the other request
+            # finished first: ours is undone; the caller replays the stored response.
+            raise KeyTakenOver(key) from None
+        raise
     except BaseException:
         if conn.info.transaction_status != TransactionStatus.IDLE and not conn.closed:
             await conn.execute("ROLLBACK")
@@ -143,11 +265,8 @@ def _last_set(cur: AsyncClientCursor) -> AsyncClientCursor:
     return cur
 
 
-async def _place(
-    cur: AsyncClientCursor, settings: Settings, order: OrderRequest, key: str, audit: Audit
-):
-    instrument = settings.instruments[order.symbol]
-    params = {
+def _params(order: OrderRequest, key: str, audit: Audit) -> dict:
+    return {
         "account_id": order.account_id,
         "symbol": order.symbol,
         "strategy": order.strategy,
@@ -155,8 +274,24 @@ async def _place(
         "key": key,
         "api_key_id": audit.api_key_id,
     }
+
+
+async def _begin_with_context(cur: AsyncClientCursor, params: dict) -> dict:
+    """Open the order's transaction and read its context (one batch)."""
     await cur.execute("BEGIN; " + _CONTEXT, params)
-    context = await _last_set(cur).fetchone()
+    return await _last_set(cur).fetchone()
+
+
+async def _place(
+    cur: AsyncClientCursor,
+    settings: Settings,
+    order: OrderRequest,
+    key: str,
+    audit: Audit,
+    context: dict,
+) -> Response:
+    instrument = settings.instruments[order.symbol]
+    params = _params(order, key, audit)
     if not context["account_exists"]:
         raise RequestError(
             422, "unknown_account",
@@ -183,7 +318,7 @@ async def _place(
             422,
             _json({"error": "risk_blocked", "rule": block.rule, "message": block.message}),
         )
-        await cur.execute(idempotency.COMPLETE, {**params, **_stored(response)})
+        await cur.execute(_batch(cur, [(_COMPLETE, {**params, **_stored(response)})]) + "; COMMIT")
         return response
 
     notional = _EXACT.multiply(order.quantity, order.price)  # not the 28-digit default context
@@ -232,22 +367,17 @@ async def _place(
                          "request_id": audit.request_id}),
         (_CASH, {**params, "delta": cash_delta}),
         (_OUTBOX, {"aggregate": f"{order.account_id}/{order.symbol}/{order.strategy or ''}",
-                   "payload": _json({"order": body, "idempotency_key": key})}),
-        (idempotency.COMPLETE + " RETURNING key", {**params, **_stored(response)}),
+                   "payload": _event_payload(key, response.body)}),
+        (_COMPLETE, {**params, **_stored(response)}),
     ]  # fmt: skip
-    # Every write and the key's completion in one batch; COMMIT is the caller's next batch,
-    # sent only once the completion is seen (a key taken over rolls everything back).
-    await cur.execute(_batch(cur, writes))
-    completed = await _last_set(cur).fetchone()
-    if completed is None:
-        # Our claim was taken over after the in-flight timeout and the other request
-        # finished first: undo ours; the caller replays the stored response.
-        raise KeyTakenOver(key)
+    # Every write, the key's completion and COMMIT in one batch: a key no longer ours makes
+    # the completion raise (KEY_NOT_HELD), which skips the rest of the batch, COMMIT too.
+    await cur.execute(_batch(cur, writes) + "; COMMIT")
     metrics.ORDERS_ACCEPTED.labels(order.side).inc()
     return response
 
 
-def _batch(cur: AsyncClientCursor, statements: list[tuple[str, dict]]) -> str:
+def _batch(cur: AsyncClientCursor, statements: list[tuple[str, dict | None]]) -> str:
     """Statements with their values bound by psycopg (client side), joined into one batch."""
     return "; ".join(cur.mogrify(sql, values) for sql, values in statements)
 
@@ -272,6 +402,11 @@ class KeyTakenOver(RuntimeError):
 
 def _stored(response: Response) -> dict:
     return {"status": response.status, "body": response.body}
+
+
+def _event_payload(key: str, body: str) -> str:
+    """`_json({"idempotency_key": key, "order": <body>})`, with the body encoded once."""
+    return f'{{"idempotency_key":{json.dumps(key)},"order":{body}}}'
 
 
 def _json(value) -> str:

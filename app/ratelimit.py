@@ -13,7 +13,10 @@ POST /orders counts in the same statement that claims the idempotency key
 `hit`, one statement of their own. A request whose key is refused (401/403) counts against
 its client's limit only (`hit_client`), so guessing keys from one address is throttled too.
 A fixed window lets a client send up to twice its limit across a window boundary; it is the
-simplest limit that is exact across processes.
+simplest limit that is exact across processes. A request whose transaction started in an
+earlier second than the window's (it reached the row late: descheduled, or queued on the
+row's lock) counts in the current window; it never moves the window back, which would reset
+the count and let a burst through.
 
 The client is the address uvicorn saw (behind a proxy: from X-Forwarded-For, taken only
 from the proxies in `--forwarded-allow-ips`); an IPv6 client is counted by its /64 prefix,
@@ -42,15 +45,15 @@ rate AS (
     INSERT INTO api_rate_windows AS w (api_key_id, window_start, used)
     VALUES (%(api_key_id)s, date_trunc('second', now()), 1)
     ON CONFLICT (api_key_id) DO UPDATE
-    SET used = CASE WHEN w.window_start = EXCLUDED.window_start THEN w.used + 1 ELSE 1 END,
-        window_start = EXCLUDED.window_start
+    SET used = CASE WHEN w.window_start >= EXCLUDED.window_start THEN w.used + 1 ELSE 1 END,
+        window_start = greatest(w.window_start, EXCLUDED.window_start)
     RETURNING used
 ), client AS (
     INSERT INTO client_rate_windows AS w (client, window_start, used)
     SELECT %(client)s::text, date_trunc('second', now()), 1 WHERE %(client)s::text IS NOT NULL
     ON CONFLICT (client) DO UPDATE
-    SET used = CASE WHEN w.window_start = EXCLUDED.window_start THEN w.used + 1 ELSE 1 END,
-        window_start = EXCLUDED.window_start
+    SET used = CASE WHEN w.window_start >= EXCLUDED.window_start THEN w.used + 1 ELSE 1 END,
+        window_start = greatest(w.window_start, EXCLUDED.window_start)
     RETURNING used
 )"""
 # What this request's numbers in both windows are (a client with no row counts 0).
@@ -65,8 +68,8 @@ _HIT_CLIENT = """
 INSERT INTO client_rate_windows AS w (client, window_start, used)
 VALUES (%(client)s, date_trunc('second', now()), 1)
 ON CONFLICT (client) DO UPDATE
-SET used = CASE WHEN w.window_start = EXCLUDED.window_start THEN w.used + 1 ELSE 1 END,
-    window_start = EXCLUDED.window_start
+SET used = CASE WHEN w.window_start >= EXCLUDED.window_start THEN w.used + 1 ELSE 1 END,
+    window_start = greatest(w.window_start, EXCLUDED.window_start)
 RETURNING used
 """
 _PURGE_CLIENTS = """

@@ -25,11 +25,14 @@ LOCAL = {
     "outbox_throughput": ["--events", "20000"],
     "api_attacks": [],
     "restore_rollback": ["--scale", "10", "--load-seconds", "20"],
+    "restore_schedule": ["--scale", "10", "--interval-seconds", "5"],
     "zero_downtime": [],
 }
 LAB = {
     "lab_updown": ["--rounds", "1"],
     "deploy_times": ["--redeploys", "2"],
+    "lb_switch": [],  # a lab of its own: db, app, app2, lb
+    "restore_schedule_lab": ["--scale", "10", "--interval-seconds", "5"],
 }
 
 

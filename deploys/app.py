@@ -14,17 +14,19 @@ The last APP_RELEASES_KEPT releases stay for rollback.
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 
 from pyinfra import host, inventory, state
 from pyinfra.api import deploy, operation
+from pyinfra.api.command import FunctionCommand, StringCommand
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
 
 from deploys import hardening, secretfiles, support, tls
 from deploys import release as release_build
 from deploys.facts import DirectoryEntries, MigrationState
-from sparkops import defaults, envvars, layout, secrets
+from sparkops import defaults, envvars, layout, lbruntime, secrets
 
 USER = layout.APP_USER
 ETC = layout.APP_ETC_DIR
@@ -201,7 +203,54 @@ def activated(release: str, restart_for=()):
             f"{', '.join(failed)} (switched back there); fix it and deploy again' >&2; exit 1"
         )
         return
-    yield f"{ACTIVATE} {release}"
+    balancers = list(inventory.get_group("lb", []))
+    if not balancers:
+        yield f"{ACTIVATE} {release}"
+        return
+    # Behind load balancers: out of every lb's rotation first, back in after the gate.
+    yield FunctionCommand(_drained_switch, (f"{ACTIVATE} {release}", balancers), {})
+
+
+def _lb_tool(action: str, server: str) -> str:
+    timeout = defaults.LB_DRAIN_TIMEOUT_SECONDS if action == "drain" else (
+        defaults.LB_READY_TIMEOUT_SECONDS)  # fmt: skip
+    args = lbruntime.tool_args(
+        action, server, defaults.LB_BACKEND, layout.HAPROXY_RUNTIME_SOCKET, timeout
+    )
+    return " ".join(shlex.quote(a) for a in [layout.LB_SERVER_TOOL, *args])
+
+
+def _on(state, target, command: str) -> tuple[bool, str]:
+    # As the deploy's own operations run there: with sudo under `--sudo` (the runtime socket
+    # and spark-app-activate need root) unless the host's data says otherwise.
+    sudo = target.data.get("_sudo", state.config.SUDO)
+    ok, output = target.run_shell_command(StringCommand(command), _sudo=bool(sudo))
+    return ok, "\n".join(line.line for line in output)
+
+
+def _drained_switch(state, host, command: str, balancers) -> bool:
+    """Drain this app host on every lb (new requests go to the others, those in flight
+    finish), run the health-gated switch, then ready it again whatever the switch's outcome
+    (a failed switch went back to the previous release and passed its gate; HAProxy's own
+    check keeps a host that is not ready out). Runs on the control machine (a pyinfra
+    callback; pyinfra passes `state` and `host`, the app host, by these names): the lb
+    hosts' runtime API is a local socket there, reached over their SSH connections."""
+    app_host = host
+    for lb in balancers:
+        ok, said = _on(state, lb, _lb_tool("drain", app_host.name))
+        app_host.log(f"drain on {lb.name}: {said.strip()}")
+        if not ok:  # in flight past the deadline: the switch goes on (graceful shutdown)
+            app_host.log(f"drain on {lb.name} did not reach 0 sessions in time")
+    switched, said = _on(state, app_host, command)
+    app_host.log(said.strip())
+    back_ok = True
+    for lb in balancers:
+        ok, ready_said = _on(state, lb, _lb_tool("ready", app_host.name))
+        app_host.log(f"ready on {lb.name}: {ready_said.strip()}")
+        back_ok = back_ok and ok
+    if switched and not back_ok:
+        app_host.log("the switch passed its gate but a load balancer does not see it UP")
+    return switched and back_ok
 
 
 @operation()
@@ -318,6 +367,9 @@ def app_release() -> dict:
         _put_unit(
             layout.APP_SERVICE,
             env_file=APP_ENV,
+            # Behind HAProxy the client's address comes in X-Forwarded-For, trusted from the
+            # lb hosts only (the app's per-address rate limit counts clients, not the lb).
+            forwarded_allow_ips=",".join(support.group_addresses(inventory, "lb")),
             keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
             graceful_seconds=defaults.APP_GRACEFUL_SHUTDOWN_SECONDS,
         ),

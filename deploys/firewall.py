@@ -4,7 +4,10 @@ Inbound is dropped unless it is a flow the host groups imply (`flows()`); loopba
 answers to connections the host opened (established/related) pass, outbound is not filtered.
 
     every host   control machine -> SSH
-    app hosts    clients (or the load balancer) -> the app port;
+    lb hosts     clients -> HTTPS (443) and HTTP (80, redirected)
+    app hosts    clients -> the app port; with lb hosts in the inventory, the lb hosts and
+                 the control machine (the runbooks' health gates) only, unless
+                 firewall_app_clients names others;
                  monitor -> the app's metrics, the outbox's metrics, the pgBouncer exporter
     db hosts     app -> pgBouncer; app -> PostgreSQL (migrations: pg_hba's group:app rule
                  for the schema owner); monitor -> postgres_exporter, node_exporter
@@ -42,9 +45,12 @@ DEFAULTS = {
     # host) and that operators read Prometheus and Alertmanager from. Must not be empty
     # while the firewall is enabled: a deploy would lock itself out.
     "firewall_control_addresses": [],
-    # Who may reach the app port: the load balancer's addresses, or None for any address
-    # (clients straight to the app hosts).
+    # Who may reach the app port besides the lb hosts: addresses or networks, or None: any
+    # address when the inventory has no lb host (clients straight to the app hosts), the
+    # control machine only when it has (clients go through the load balancer).
     "firewall_app_clients": None,
+    # Who may reach the load balancer (lb hosts, 443 and 80): None for any address.
+    "firewall_lb_clients": None,
     # More inbound flows, each {"port": 443, "sources": ["10.0.0.0/8"], "what": "..."}.
     "firewall_extra_rules": [],
 }
@@ -92,9 +98,18 @@ def flows(groups, data, group_addresses) -> list[Flow]:
         )
     clients = data.get("firewall_app_clients")
     clients = None if clients is None else networks(clients, "firewall_app_clients")
+    balancers = hosts("lb")
+    if balancers:  # clients go through the load balancer; runbooks gate from the control
+        clients = tuple(dict.fromkeys((*balancers, *(control if clients is None else clients))))
+    lb_clients = data.get("firewall_lb_clients")
+    lb_clients = None if lb_clients is None else networks(lb_clients, "firewall_lb_clients")
     result = [Flow(defaults.SSH_PORT, control, "SSH from the control machine")]
+    if "lb" in groups:
+        result.append(Flow(defaults.LB_HTTPS_PORT, lb_clients, "the load balancer, HTTPS"))
+        result.append(Flow(defaults.LB_HTTP_PORT, lb_clients, "the load balancer, HTTP"))
     if "app" in groups:
-        result.append(Flow(defaults.APP_PORT, clients, "the app, from its clients"))
+        what = "the app, from the load balancer" if balancers else "the app, from its clients"
+        result.append(Flow(defaults.APP_PORT, clients, what))
         monitor = hosts("monitor")
         result.append(Flow(defaults.APP_METRICS_PORT, monitor, "the app's metrics"))
         if data.get("app_outbox_enabled") is not False:

@@ -1,6 +1,13 @@
-"""pgBackRest on the db hosts: configuration, stanza, a first full backup, scheduled full and
-differential backups (systemd timers), retention; the repository is a local path (posix) or
-S3, whose bucket is prepared from the machine running pyinfra (deploys/s3_bucket.py).
+"""pgBackRest on the db hosts: configuration, stanza, a first full backup, scheduled full,
+differential and incremental backups (systemd timers), retention, repository encryption; the
+repository is a local path (posix) or S3, whose bucket is prepared from the machine running
+pyinfra (deploys/s3_bucket.py).
+
+Restore time is bounded by the schedule: a restore replays at most the WAL written since the
+newest backup, so the incremental interval bounds the WAL (docs/deploys.md, "Restore time").
+Restores in place fetch that WAL ahead of recovery (archive-async with a queue of
+`pgbackrest_archive_get_queue_max`, `process-max` in parallel); copies beside the live
+cluster fetch synchronously (runbooks/pitr.py restore_options).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
-from deploys import hardening, s3_bucket, secretfiles, support
+from deploys import hardening, s3_access, s3_bucket, secretfiles, support
 from deploys.facts import PgBackRestInfo, has_full_backup, stanza_missing
 from sparkops import defaults, layout, metric_names, secrets
 
@@ -26,7 +33,8 @@ REPO_MARKER = layout.PGBACKREST_REPO_MARKER
 # The options that say where the repository is (not how it is reached or kept).
 REPO_LOCATION_KEYS = ("repo1-type", "repo1-path", "repo1-s3-bucket", "repo1-s3-endpoint")
 DATA_DIR = layout.POSTGRES_DATA_DIR
-BACKUP_KINDS = ("full", "diff")
+BACKUP_KINDS = ("full", "diff", "incr")
+CIPHER_TYPE = "aes-256-cbc"
 METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
 # A backup that hangs is ended (and fails) rather than holding back the next ones.
 BACKUP_TIMEOUT = "12h"
@@ -39,7 +47,10 @@ DEFAULTS = {
     #   "region": "eu-central-1", "port": 443, "ca_file": None, "wal_noncurrent_days": 14,
     #   optional: "ca_cert_src" (a local CA file to install as ca_file), "endpoint_address"
     #   (an /etc/hosts entry for endpoint), "controller_endpoint" (how this machine reaches
-    #   the store to prepare the bucket, when not as the hosts do)}
+    #   the store to prepare the bucket, when not as the hosts do), "tls_only" (default True:
+    #   a bucket policy refusing requests without TLS), "db_keys" ("iam", default: the db
+    #   hosts' keys made through IAM, limited to the repository; or "provided"),
+    #   "iam_endpoint" (IAM's URL when not AWS's)}
     "pgbackrest_s3": {},
     "pgbackrest_retention_full": 2,
     "pgbackrest_retention_diff": 6,
@@ -48,8 +59,21 @@ DEFAULTS = {
     "pgbackrest_io_timeout": 15,
     "pgbackrest_archive_async": True,
     "pgbackrest_process_max": 2,
+    # How much WAL an asynchronous archive-get keeps fetched ahead of recovery (pgBackRest's
+    # default is 128MiB: a few seconds of replay).
+    "pgbackrest_archive_get_queue_max": "1GiB",
+    # systemd OnCalendar per backup type. The incremental interval bounds the WAL a restore
+    # replays (the worst moment is just before the next backup): shorten it when the
+    # benchmark's replay rate says the WAL of one interval takes too long
+    # (bench/restore_rollback.py prints the budget). A timer that fires while another backup
+    # runs fails on pgBackRest's lock and the next one takes over.
     "pgbackrest_full_schedule": "Sun *-*-* 01:00:00",
     "pgbackrest_diff_schedule": "Mon..Sat *-*-* 01:00:00",
+    "pgbackrest_incr_schedule": "*-*-* *:30:00",
+    # Repository encryption (aes-256-cbc) with the generated pgbackrest_cipher_pass
+    # (sparkops/secrets.py), for new stanzas. An existing unencrypted stanza is refused, not
+    # switched (pgBackRest cannot mix): docs/deploys.md says how to migrate, or set False.
+    "pgbackrest_repo_cipher": True,
 }
 
 
@@ -57,8 +81,11 @@ class ConfigError(ValueError):
     """pgBackRest group data the deploy cannot use."""
 
 
-def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
-    """([global], [stanza]) options from group data."""
+def options(
+    data, creds: secrets.Secrets | None, s3_keys: tuple[str, str] | None = None
+) -> tuple[dict, dict]:
+    """([global], [stanza]) options from group data; `s3_keys`: the db hosts' own S3 keys
+    (deploys/s3_access.py), never the deploy's bucket-administration keys."""
     repo_type = data["pgbackrest_repo_type"]
     glob: dict[str, str] = {
         "repo1-type": repo_type,
@@ -66,21 +93,27 @@ def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
         "repo1-retention-full": str(data["pgbackrest_retention_full"]),
         "repo1-retention-diff": str(data["pgbackrest_retention_diff"]),
     }
+    if data["pgbackrest_repo_cipher"]:
+        if creds is None:
+            raise ConfigError("repository encryption needs pgbackrest_cipher_pass (secrets.py)")
+        # In this file only (mode 0640, postgres): never on a command line.
+        glob["repo1-cipher-type"] = CIPHER_TYPE
+        glob["repo1-cipher-pass"] = creds["pgbackrest_cipher_pass"]
     if repo_type == "s3":
         s3 = data["pgbackrest_s3"]
         missing = {"bucket", "endpoint", "region"} - set(s3)
         if missing:
             raise ConfigError(f"pgbackrest_s3 lacks {sorted(missing)} for repo type s3")
-        if creds is None:
-            raise ConfigError("repo type s3 needs the S3 keys from sparkops/secrets.py")
+        if s3_keys is None:
+            raise ConfigError("repo type s3 needs the db hosts' S3 keys (deploys/s3_access.py)")
         glob.update(
             {
                 "repo1-s3-bucket": s3["bucket"],
                 "repo1-s3-endpoint": s3["endpoint"],
                 "repo1-s3-region": s3["region"],
                 "repo1-s3-uri-style": "path",
-                "repo1-s3-key": creds["s3_access_key"],
-                "repo1-s3-key-secret": creds["s3_secret_key"],
+                "repo1-s3-key": s3_keys[0],
+                "repo1-s3-key-secret": s3_keys[1],
             }
         )
         if s3.get("port"):
@@ -100,7 +133,13 @@ def options(data, creds: secrets.Secrets | None) -> tuple[dict, dict]:
         }
     )
     if data["pgbackrest_archive_async"]:
-        glob.update({"archive-async": "y", "spool-path": SPOOL})
+        glob.update(
+            {
+                "archive-async": "y",
+                "spool-path": SPOOL,
+                "archive-get-queue-max": str(data["pgbackrest_archive_get_queue_max"]),
+            }
+        )
     stanza = {
         "pg1-path": DATA_DIR,
         "pg1-port": str(defaults.POSTGRES_PORT),
@@ -121,6 +160,35 @@ def stanza_created(stanza: str = STANZA):
         yield _run_as_postgres(f"pgbackrest --stanza={stanza} stanza-create")
     else:
         host.noop(f"stanza {stanza} exists")
+
+
+def cipher_refusal(info: dict, recorded_identity: str | None, glob: dict[str, str]) -> str | None:
+    """Why the deploy must not go on, or None: the configuration asks for an encrypted
+    repository where the stanza already exists unencrypted (or the reverse) at the same
+    location. pgBackRest cannot mix: with the new cipher options every command on that
+    stanza would fail, archiving included. A repository that moves gets a new stanza (and a
+    full backup), so a move is the way to migrate."""
+    wanted = glob.get("repo1-cipher-type", "none")
+    found = info.get("cipher")
+    if stanza_missing(info) or not found or found == wanted:
+        return None
+    if recorded_identity is not None and recorded_identity != repository_identity(glob):
+        return None  # moving to another repository: its stanza is created new
+    if wanted == "none":
+        return (
+            f"stanza {STANZA} at {repository_identity(glob)} is encrypted ({found}) and "
+            "pgbackrest_repo_cipher is False: set it back to True (the passphrase is "
+            "pgbackrest_cipher_pass in the environment's secrets file)"
+        )
+    return (
+        f"stanza {STANZA} at {repository_identity(glob)} exists unencrypted and pgBackRest "
+        f"cannot switch a stanza to {wanted}. Nothing was changed. Either keep it unencrypted "
+        "(pgbackrest_repo_cipher = False in group data), or migrate: point "
+        "pgbackrest_repo_path (or the S3 bucket) at a new, empty location and deploy; the "
+        "deploy creates an encrypted stanza there and takes a full backup, and the old "
+        "repository stays readable for restores of older points with the previous "
+        "configuration (docs/deploys.md, 'Encrypted repository')"
+    )
 
 
 def repository_identity(glob: dict[str, str]) -> str:
@@ -165,6 +233,7 @@ def _bucket_spec(data) -> s3_bucket.BucketSpec:
         region=s3["region"],
         repo_path=data["pgbackrest_repo_path"],
         wal_noncurrent_days=int(s3.get("wal_noncurrent_days", 14)),
+        tls_only=bool(s3.get("tls_only", True)),
     )
 
 
@@ -209,8 +278,24 @@ def _data() -> dict:
 def pgbackrest() -> None:
     data = _data()
     environment = support.environment(host)
-    creds = secrets.load(environment) if data["pgbackrest_repo_type"] == "s3" else None
-    glob, stanza = options(data, creds)
+    creds = secrets.load(environment)
+    s3_keys = None
+    if data["pgbackrest_repo_type"] == "s3":
+        # At plan time: the keys go into pgbackrest.conf. Made once (an IAM user limited to
+        # the repository), then read from the secrets file.
+        s3_keys = s3_access.db_keys(
+            environment, data["pgbackrest_s3"], data["pgbackrest_repo_path"]
+        )
+    glob, stanza = options(data, creds, s3_keys)
+    # Read before the new configuration is written: pgbackrest info with the old one.
+    recorded = host.get_fact(FileContents, path=REPO_MARKER)
+    refusal = cipher_refusal(
+        host.get_fact(PgBackRestInfo, stanza=STANZA),
+        "\n".join(recorded).strip() if recorded else None,
+        glob,
+    )
+    if refusal:
+        raise ConfigError(refusal)
     apt.packages(name="Install pgBackRest", packages=["pgbackrest"], no_recommends=True)
     if data["pgbackrest_repo_type"] == "s3":
         s3 = data["pgbackrest_s3"]

@@ -109,6 +109,10 @@ def derived_settings(listen_address: str, extra: dict) -> dict:
         "archive_command": f"pgbackrest --stanza={defaults.PGBACKREST_STANZA} archive-push %p",
         "archive_timeout": defaults.ARCHIVE_TIMEOUT_SECONDS,
         "max_wal_senders": 4,
+        # Recovery (a PITR restore's WAL replay) reads ahead in the WAL and prefetches the
+        # blocks it will touch; PostgreSQL 15's default, spelled out because restore time
+        # depends on it (docs/deploys.md, "Restore time").
+        "recovery_prefetch": "try",
         # TLS inside (deploys/tls.py): hostssl rules only, so every network client uses it.
         "ssl": True,
         "ssl_cert_file": layout.POSTGRES_TLS_CERT,

@@ -6,12 +6,17 @@ no longer needs, and with versioning on those deletions only leave noncurrent ve
 behind, so the rule expires noncurrent versions under the archive prefix after
 `wal_noncurrent_days` (and aborts multipart uploads left by a killed push).
 
+Public access is blocked (all four settings), and a bucket policy refuses every request not
+made over TLS (`aws:SecureTransport`), where the store supports it (`tls_only`; the lab's moto
+sees stunnel's plain HTTP behind the TLS, so the lab turns it off: docs/deploys.md).
+
 `differences` reads the bucket and says what is not as wanted; `prepare` changes only that,
 so a second deploy changes nothing.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import boto3
@@ -19,6 +24,13 @@ from botocore.client import Config
 from botocore.exceptions import ClientError
 
 LIFECYCLE_RULE_ID = "sparkops-expire-old-wal"
+TLS_ONLY_SID = "sparkops-deny-insecure-transport"
+PUBLIC_ACCESS_BLOCK = {
+    "BlockPublicAcls": True,
+    "IgnorePublicAcls": True,
+    "BlockPublicPolicy": True,
+    "RestrictPublicBuckets": True,
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,22 @@ class BucketSpec:
     repo_path: str = "/spark"
     wal_noncurrent_days: int = 14
     abort_multipart_days: int = 2
+    # A bucket policy denying requests without TLS (where the store honours it).
+    tls_only: bool = True
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:s3:::{self.name}"
+
+    def tls_only_statement(self) -> dict:
+        return {
+            "Sid": TLS_ONLY_SID,
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [self.arn, f"{self.arn}/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }
 
     @property
     def wal_prefix(self) -> str:
@@ -103,6 +131,24 @@ def _lifecycle(client, name: str) -> list[dict]:
         raise
 
 
+def _policy(client, name: str) -> dict:
+    try:
+        return json.loads(client.get_bucket_policy(Bucket=name)["Policy"])
+    except ClientError as exc:
+        if _error_code(exc) in ("NoSuchBucketPolicy", "NoSuchBucket"):
+            return {}
+        raise
+
+
+def _public_access_block(client, name: str) -> dict:
+    try:
+        return client.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+    except ClientError as exc:
+        if _error_code(exc) == "NoSuchPublicAccessBlockConfiguration":
+            return {}
+        raise
+
+
 def _rule_matches(found: dict, wanted: dict) -> bool:
     return all(found.get(key) == value for key, value in wanted.items())
 
@@ -110,7 +156,9 @@ def _rule_matches(found: dict, wanted: dict) -> bool:
 def differences(client, spec: BucketSpec) -> list[str]:
     """What is not as wanted, as short names ("bucket", "versioning", ...); [] when all is."""
     if not _bucket_exists(client, spec.name):
-        return ["bucket", "versioning", "encryption", "lifecycle"]
+        return ["bucket", "versioning", "encryption", "lifecycle", "public-access-block"] + (
+            ["tls-policy"] if spec.tls_only else []
+        )
     missing = []
     if client.get_bucket_versioning(Bucket=spec.name).get("Status") != "Enabled":
         missing.append("versioning")
@@ -125,6 +173,11 @@ def differences(client, spec: BucketSpec) -> list[str]:
     wanted = spec.lifecycle_rules()[0]
     if not _rule_matches(rules.get(LIFECYCLE_RULE_ID, {}), wanted):
         missing.append("lifecycle")
+    if _public_access_block(client, spec.name) != PUBLIC_ACCESS_BLOCK:
+        missing.append("public-access-block")
+    statements = _policy(client, spec.name).get("Statement", [])
+    if spec.tls_only and spec.tls_only_statement() not in statements:
+        missing.append("tls-policy")
     return missing
 
 
@@ -149,4 +202,14 @@ def prepare(client, spec: BucketSpec) -> list[str]:
             Bucket=spec.name,
             LifecycleConfiguration={"Rules": others + spec.lifecycle_rules()},
         )
+    if "public-access-block" in todo:
+        client.put_public_access_block(
+            Bucket=spec.name, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK
+        )
+    if "tls-policy" in todo:
+        # Keep statements someone else added; replace only ours.
+        policy = _policy(client, spec.name) or {"Version": "2012-10-17"}
+        kept = [st for st in policy.get("Statement", []) if st.get("Sid") != TLS_ONLY_SID]
+        policy["Statement"] = [*kept, spec.tls_only_statement()]
+        client.put_bucket_policy(Bucket=spec.name, Policy=json.dumps(policy))
     return todo

@@ -1,7 +1,9 @@
 """The whole platform, by host group: `pyinfra -y inventories/<env>.py deploys/site.py`.
 
 The tiers run in order across hosts: the database (db) is ready before the app (app)
-migrates it and switches releases, and both before monitoring is configured to scrape them.
+migrates it and switches releases (the load balancers, group lb, when the inventory has
+any, are up before that switch, which drains each app host through them), and both before
+monitoring is configured to scrape them.
 pyinfra alone would interleave hosts whose operations differ; the barriers
 (deploys.common.barrier) keep the tiers apart. What needs no other tier (the app's release
 venv, the monitoring packages) runs alongside the database tier.
@@ -13,6 +15,7 @@ from deploys.app import app_release, app_switch
 from deploys.common import barrier, common
 from deploys.drill import restore_drill
 from deploys.firewall import firewall
+from deploys.haproxy import haproxy
 from deploys.monitoring import exporters, monitoring, monitoring_packages
 from deploys.pgbackrest import pgbackrest
 from deploys.pgbouncer import pgbouncer
@@ -34,6 +37,9 @@ if "app" in host.groups:
     prepared = app_release()
 if "monitor" in host.groups:
     monitoring_packages()
+# Before the app's switch: the switch drains each app host through it (deploys/app.py).
+if "lb" in host.groups:
+    haproxy()
 barrier(name="Wait for the database tier", what="PostgreSQL, pgBackRest, pgBouncer are up")
 
 if "app" in host.groups:

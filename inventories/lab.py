@@ -41,3 +41,4 @@ all = [_entry(h) for h in _HOSTS]  # pyinfra's name for the group of every host
 db = _group("db")
 app = _group("app")
 monitor = _group("monitor")
+lb = _group("lb")  # `sparkops lab up --hosts db,app,app2,lb`: HAProxy in front of the app

@@ -21,3 +21,10 @@ app = [
 monitor = [
     ("mon-1.prod.spark.internal", {"private_address": "10.10.0.30"}),
 ]
+
+# The load balancer tier (HAProxy, deploys/haproxy.py), once you have its certificate: the
+# chain and key in one PEM file on the machine that runs the deploy (docs/deploys.md).
+# lb = [
+#     ("lb-1.prod.spark.internal", {"private_address": "10.10.0.40",
+#                                   "haproxy_tls_bundle": "/secure/spark/lb-1.pem"}),
+# ]

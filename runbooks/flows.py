@@ -9,10 +9,23 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from runbooks import bouncer, checks, drill, pitr, restore_point, restoring, rollback, sites
+from runbooks import (
+    balancer,
+    bouncer,
+    checks,
+    drill,
+    pitr,
+    restore_point,
+    restoring,
+    rollback,
+    sites,
+)
 from runbooks.checklist import Refused, StepFailed
 from runbooks.conduct import Runbook
 from sparkops import defaults, layout
@@ -225,6 +238,16 @@ def bouncer_resume_runbook(where: DbWhere) -> Runbook:
 
 
 # --- rollback ---------------------------------------------------------------------------
+def _each(read, items) -> list:
+    """`read` on every item at once (SSH round trips to several hosts that only read), in
+    order; the first item's error is raised."""
+    items = list(items)
+    if len(items) < 2:
+        return [read(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), 8)) as pool:
+        return list(pool.map(read, items))
+
+
 @dataclass
 class RollbackOrder:
     wanted: str | None = None  # a release; default: the previous one not marked BAD
@@ -236,22 +259,28 @@ class RollbackOrder:
 
 
 def rollback_runbook(order: RollbackOrder) -> Runbook:
+    held: dict = {}  # the load balancers (lb hosts) of the inventory, when it has any
+
     def prepare(run):
         if order.target_file:
             apps = [sites.app_target_from_file(order.target_file)]
             apps[0].command_args = f"--target-file {shlex.quote(str(order.target_file))}"
         else:
             found = sites.load_inventory(order.inventory)
+            lbs = _each(lambda h: sites.ssh_executor(h.name, found), found.group("lb"))
+            held["balancers"] = balancer.Balancers(lbs) if lbs else None
             names = order.hosts or [h.name for h in found.group("app")]
-            apps = [sites.app_target_for_host(name, found) for name in names]
+            apps = _each(lambda name: sites.app_target_for_host(name, found), names)
             for app in apps:
                 app.command_args = f"--host {shlex.quote(app.label)}" + (
                     f" --inventory {shlex.quote(str(order.inventory))}" if order.inventory else ""
                 )
         # Every host's preconditions before any host changes.
         gate = {} if order.gate_timeout is None else {"gate_timeout": order.gate_timeout}
-        plans = [rollback.prepare(app, order.wanted, order.force, **gate) for app in apps]
-        run.plan = [line for plan in plans for line in plan.lines]
+        plans = _each(lambda app: rollback.prepare(app, order.wanted, order.force, **gate), apps)
+        lbs = held.get("balancers")
+        run.plan = [line for plan in plans for line in plan.lines
+                    + (lbs.lines(plan.app.label) if lbs else [])]  # fmt: skip
         rollback.record(plans, run)
         return plans
 
@@ -259,7 +288,16 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
         done = []
         try:
             for plan in plans:
-                if not rollback.execute(plan, run):
+                started = time.monotonic()
+                lbs = held.get("balancers")
+                with lbs.drained(plan.app.label, run) if lbs else contextlib.nullcontext():
+                    live = rollback.execute(plan, run)
+                if lbs:  # from the drain to the release serving through the load balancers
+                    plan.facts["lb_serving_seconds"] = round(time.monotonic() - started, 3)
+                # From the command's start (planning included) to this host serving.
+                since = datetime.now(UTC) - run.started
+                plan.facts["since_command_seconds"] = round(since.total_seconds(), 3)
+                if not live:
                     raise StepFailed(
                         f"{plan.target.name} failed its health gate on {plan.app.label}: marked "
                         f"BAD, back on {plan.origin}"

@@ -62,6 +62,10 @@ PGBACKREST_STANZA = "spark"
 # --- the app -----------------------------------------------------------------------------
 APP_RELEASES_KEPT = 5
 APP_DB_POOL_SIZE = 10
+# uvicorn worker processes per app host. One: each process serves its own /metrics on
+# APP_METRICS_PORT (a second worker could not bind it), so more workers need per-process
+# metrics first; bench/orders_throughput.py --app-workers measures what they would give.
+APP_WORKERS = 1
 # Schema migrations run under this PostgreSQL advisory lock (per database), so app hosts
 # that migrate at once (one deploy, several app hosts) run them one after the other and the
 # later ones find the schema at head. The ASCII of "sparkmig"; pg_locks shows it as
@@ -141,3 +145,19 @@ APP_LISTEN_BACKLOG = 4096
 # Arrays/objects open at once in a JSON body (orders are flat, CSP reports nest 3 deep);
 # checked on the raw bytes before parsing, since Python's json recurses per level.
 MAX_JSON_DEPTH = 8
+
+# --- the load balancer (HAProxy on the lb hosts, deploys/haproxy.py) -----------------------
+LB_HTTPS_PORT = 443
+LB_HTTP_PORT = 80  # redirects to HTTPS only
+LB_BACKEND = "app"  # HAProxy's backend of the app hosts; its servers are the hosts' names
+# A drain waits this long for an app host's requests in flight to finish (longer than a
+# request may take, APP_REQUEST_TIMEOUT_SECONDS), and a ready for HAProxy's check to find it UP.
+LB_DRAIN_TIMEOUT_SECONDS = 15.0
+LB_READY_TIMEOUT_SECONDS = 30.0
+# HAProxy's /readyz check of each app host: every LB_CHECK_INTER_MS, DOWN after LB_CHECK_FALL
+# failures, UP after LB_CHECK_RISE successes.
+LB_CHECK_INTER_MS = 1000
+LB_CHECK_FALL = 2
+LB_CHECK_RISE = 2
+# HSTS that HAProxy adds over HTTPS when the response has none (the app sends its own).
+LB_HSTS_MAX_AGE_SECONDS = 63072000

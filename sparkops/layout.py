@@ -86,3 +86,13 @@ OUTBOX_SERVICE = "spark-outbox.service"
 EXPORTER_SERVICE = "spark-pgbouncer-exporter.service"
 # The app's own unit first: a runbook requires it, the others are optional in the deploy.
 APP_SERVICES = (APP_SERVICE, OUTBOX_SERVICE, EXPORTER_SERVICE)
+
+# --- the load balancer hosts (group lb) ---------------------------------------------------
+HAPROXY_SERVICE = "haproxy.service"
+HAPROXY_CONF = "/etc/haproxy/haproxy.cfg"
+# The frontend's certificate chain and key in one file (HAProxy's crt format).
+HAPROXY_CERT_FILE = "/etc/haproxy/certs/frontend.pem"
+# HAProxy's runtime API (admin level), a unix socket only: never on the network.
+HAPROXY_RUNTIME_SOCKET = "/run/haproxy/admin.sock"
+# sparkops/lbruntime.py, uploaded: drains and readies an app host on this lb host.
+LB_SERVER_TOOL = "/usr/local/sbin/spark-lb-server"

@@ -27,6 +27,7 @@ PACKAGES: dict[str, str] = {
     "psql": "postgresql-client-15",
     "pgbackrest": "pgbackrest",
     "pgbouncer": "pgbouncer",
+    "haproxy": "haproxy",
     "redis-server": "redis-server",
     "redis-benchmark": "redis-tools",
     "prometheus": "prometheus",

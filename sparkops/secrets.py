@@ -30,6 +30,10 @@ NAMES = (
     "pgbouncer_stats",
     "s3_access_key",
     "s3_secret_key",
+    # pgBackRest's repository passphrase (repo1-cipher-pass): only in pgbackrest.conf on the
+    # db hosts (0640 postgres). Lose it and the repository cannot be read: keep a copy of
+    # this file somewhere safe, apart from the backups.
+    "pgbackrest_cipher_pass",
     # Basic auth in front of Prometheus and Alertmanager (sparkops/webaccess.py).
     "monitoring_web",
 )
@@ -127,6 +131,26 @@ def load(environment: str) -> Secrets:
         if override:
             values[name] = override
     return Secrets(values)
+
+
+def issued(environment: str, names: Iterable[str]) -> dict[str, str]:
+    """Secrets a service issued (access keys an IAM API made): never generated here. Those of
+    `names` that are set, `SPARKOPS_SECRET_<NAME>` over the file."""
+    stored = _read(secrets_path(environment))
+    found = {}
+    for name in names:
+        value = os.environ.get(f"SPARKOPS_SECRET_{name.upper()}") or stored.get(name)
+        if value:
+            found[name] = value
+    return found
+
+
+def remember(environment: str, values: dict[str, str]) -> None:
+    """Keep issued secrets in the environment's file (mode 0600) beside the generated ones."""
+    path = secrets_path(environment)
+    stored = _read(path)
+    stored.update(values)
+    _write(path, stored)
 
 
 def provided(environment: str, name: str) -> str:

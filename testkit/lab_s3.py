@@ -176,6 +176,12 @@ class LabS3:
             "endpoint_address": self.bridge_ip,
             "controller_endpoint": f"http://127.0.0.1:{self.moto_port}",
             "wal_noncurrent_days": 14,
+            # The db hosts' keys are made through moto's IAM API (which stores users,
+            # policies and keys but does not enforce the policies on S3 requests).
+            "iam_endpoint": f"http://127.0.0.1:{self.moto_port}",
+            # moto honours aws:SecureTransport on object requests, but stunnel hands it plain
+            # HTTP: a TLS-only policy would refuse the db hosts' TLS requests here.
+            "tls_only": False,
         }
 
     def stop(self) -> None:

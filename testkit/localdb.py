@@ -22,14 +22,27 @@ from testkit.stack import DbStack
 
 
 def write_pgbackrest_config(
-    path: Path, base: Path, stanza: str, datadir: Path, port: int, socket_dir: Path
+    path: Path,
+    base: Path,
+    stanza: str,
+    datadir: Path,
+    port: int,
+    socket_dir: Path,
+    cipher_pass: str | None = None,
+    repo: str = "repo",
 ) -> None:
-    for sub in ("repo", "log", "lock", "spool"):
+    """`cipher_pass`: an encrypted repository (aes-256-cbc), as the deploy makes it;
+    `repo`: the repository's directory under `base` (two configurations, two repositories)."""
+    for sub in (repo, "log", "lock", "spool"):
         (base / sub).mkdir(exist_ok=True)
         chown_to_service_user(base / sub)
+    cipher = (
+        f"repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={cipher_pass}\n" if cipher_pass else ""
+    )
     path.write_text(
         "[global]\n"
-        f"repo1-path={base / 'repo'}\n"
+        f"repo1-path={base / repo}\n"
+        f"{cipher}"
         "repo1-retention-full=8\n"
         f"log-path={base / 'log'}\n"
         f"lock-path={base / 'lock'}\n"
@@ -42,11 +55,13 @@ def write_pgbackrest_config(
         # As the deploy configures it: archive-push through the spool, and archive-get
         # fetching the next segments ahead of recovery (parallel, queued).
         "archive-async=y\n"
+        "archive-get-queue-max=1GiB\n"
         f"\n[{stanza}]\n"
         f"pg1-path={datadir}\n"
         f"pg1-port={port}\n"
         f"pg1-socket-path={socket_dir}\n"
     )
+    path.chmod(0o640)  # the passphrase, when there is one: as the deploy's 0640 file
     chown_to_service_user(path)
 
 
@@ -55,6 +70,8 @@ class LocalBackedUpDb:
     stanza: str = defaults.PGBACKREST_STANZA
     durable: bool = False
     extra_settings: dict[str, str] = field(default_factory=dict)
+    # An encrypted repository with this passphrase (the deploy's default); None: plaintext.
+    cipher_pass: str | None = None
     stack: DbStack | None = None
     workdir: Path | None = None
     target: DbTarget | None = None
@@ -81,7 +98,13 @@ class LocalBackedUpDb:
             assert pg is not None and pg.workdir is not None
             self._allow_peer_for_postgres()
             write_pgbackrest_config(
-                self.config, self.workdir, self.stanza, pg.datadir, pg.port, pg.workdir / "sock"
+                self.config,
+                self.workdir,
+                self.stanza,
+                pg.datadir,
+                pg.port,
+                pg.workdir / "sock",
+                cipher_pass=self.cipher_pass,
             )
             bouncer = self.stack.bouncer
             assert bouncer is not None

@@ -5,6 +5,7 @@ long it took. For the zero-downtime test and benchmark: what a restart costs the
 from __future__ import annotations
 
 import http.client
+import ssl
 import statistics
 import threading
 import time
@@ -46,10 +47,14 @@ class Traffic:
     max_seconds: float = 300.0
     workers: int = 32
     outcomes: list[Outcome] = field(default_factory=list)
+    # For an https:// base URL (through the load balancer): whom to trust, e.g. the deploy's CA.
+    ssl_context: ssl.SSLContext | None = None
 
     def __post_init__(self) -> None:
         url = urlsplit(self.base_url)
-        self._host, self._port = url.hostname or "127.0.0.1", url.port or 80
+        self._https = url.scheme == "https"
+        self._host = url.hostname or "127.0.0.1"
+        self._port = url.port or (443 if self._https else 80)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -57,7 +62,12 @@ class Traffic:
     def _one(self, request: Request) -> None:
         started = time.monotonic()
         status, error = None, ""
-        conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+        if self._https:
+            conn = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.timeout, context=self.ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
         try:
             conn.request(request.method, request.path, body=request.body, headers=request.headers)
             response = conn.getresponse()

@@ -6,14 +6,17 @@ takes heads (`batch_size`): per-aggregate order allows one publisher per aggrega
 Each batch:
 
 - is claimed under a lease (one short statement), then published outside any transaction;
-- is published in rounds: round k carries the k-th event of every aggregate in the batch,
-  so events of one aggregate go out strictly one after the other, while distinct aggregates
-  share a round (one pipelined round trip for Redis);
+- is published as runs, one per aggregate (its claimed events, consecutive, in id order),
+  through `Publisher.publish_runs`: each run strictly in order, stopping at its first
+  failure. Redis takes the whole batch in one script call (one round trip); other
+  destinations go in rounds, round k carrying the k-th event of every run still going;
 - stops an aggregate at its first failure: the failed event is rescheduled with exponential
   backoff and full jitter (or dead-lettered after its last attempt, with its error), and the
   aggregate's later events are released untouched;
-- stops altogether on SIGTERM or when the lease nears its end; what was published is marked
-  delivered, the rest released, so a clean exit leaves nothing claimed.
+- stops altogether on SIGTERM or when the lease nears its end (between rounds, or before the
+  one Redis call); what was published is marked delivered, the rest released, so a clean
+  exit leaves nothing claimed;
+- is settled in one statement: delivered, failed and released events together.
 
 A SIGKILL between publishing and marking leaves published events leased: they are published
 again once the lease runs out (or at once, by a successor started under the same `--name`).
@@ -31,7 +34,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 
 from app.outbox import metrics
 from app.outbox.publishers import Publisher
@@ -116,53 +119,41 @@ class Dispatcher:
         if not events:
             return 0
         lease_ends = time.monotonic() + cfg.lease_seconds - cfg.lease_safety_seconds
-        runs: OrderedDict[tuple[str, str], deque[OutboxEvent]] = OrderedDict()
+        runs: OrderedDict[tuple[str, str], list[OutboxEvent]] = OrderedDict()
         for event in events:  # sorted by id, so each run is in order
-            runs.setdefault(event.aggregate, deque()).append(event)
+            runs.setdefault(event.aggregate, []).append(event)
+
+        def keep_going() -> bool:
+            return not self.stop.is_set() and time.monotonic() < lease_ends
+
+        started = time.perf_counter()
+        outcomes = await self.publisher.publish_runs(
+            list(runs.values()), timeout=cfg.publish_timeout, keep_going=keep_going
+        )
+        metrics.PUBLISH_DURATION.labels(self._label).observe(time.perf_counter() - started)
 
         delivered: list[int] = []
         failures: list[Failure] = []
         released: list[int] = []
-        while runs and not self.stop.is_set() and time.monotonic() < lease_ends:
-            round_events = [run[0] for run in runs.values()]
-            results = await self._publish_round(round_events)
-            for event, error in zip(round_events, results, strict=True):
-                run = runs[event.aggregate]
-                if error is None:
-                    delivered.append(event.id)
-                    run.popleft()
-                    if not run:
-                        del runs[event.aggregate]
-                    continue
-                delay = backoff_delay(event.attempts, cfg.backoff_base, cfg.backoff_cap, self.rng)
-                failures.append(Failure(event, describe(error), delay))
-                run.popleft()
-                released.extend(e.id for e in run)
-                del runs[event.aggregate]
-        for run in runs.values():  # stopped early: give the rest back untouched
-            released.extend(e.id for e in run)
+        for run, (count, error) in zip(runs.values(), outcomes, strict=True):
+            delivered.extend(e.id for e in run[:count])
+            rest = run[count:]
+            if error is not None and rest:
+                failed = rest.pop(0)
+                delay = backoff_delay(failed.attempts, cfg.backoff_base, cfg.backoff_cap, self.rng)
+                failures.append(Failure(failed, describe(error), delay))
+            released.extend(e.id for e in rest)  # behind a failure, or stopped early
 
         await self._settle(delivered, failures, released)
         return len(delivered)
 
-    async def _publish_round(self, events: list[OutboxEvent]) -> list[BaseException | None]:
-        started = time.perf_counter()
-        try:
-            results = await asyncio.wait_for(
-                self.publisher.publish_many(events), timeout=self.config.publish_timeout
-            )
-        except Exception as exc:  # a timeout or a publisher bug: none of the round counts
-            results = [exc] * len(events)
-        metrics.PUBLISH_DURATION.labels(self._label).observe(time.perf_counter() - started)
-        return results
-
     async def _settle(
         self, delivered: list[int], failures: list[Failure], released: list[int]
     ) -> None:
-        # Failures first: a failed event behind a head is unleased, and is rescheduled
-        # before its predecessor is marked delivered and it becomes claimable as a head.
+        marked, outcome = await self.store.settle(
+            self.owner, delivered, failures, released, self.config.max_attempts
+        )
         if failures:
-            outcome = await self.store.fail(failures, self.owner, self.config.max_attempts)
             metrics.RETRIED.labels(self._label).inc(len(outcome.retried))
             metrics.DEAD_LETTERED.labels(self._label).inc(len(outcome.dead))
             if outcome.dead:
@@ -177,7 +168,6 @@ class Dispatcher:
                 failures[0].error,
             )
         if delivered:
-            marked = await self.store.mark_delivered(delivered, self.owner)
             metrics.PUBLISHED.labels(self._label).inc(len(delivered))
             if marked != len(delivered):
                 log.warning(
@@ -186,8 +176,6 @@ class Dispatcher:
                     len(delivered) - marked,
                     self.owner,
                 )
-        if released:
-            await self.store.release(released, self.owner)
 
     # --- gauges and retention ------------------------------------------------------------
     async def refresh_gauges(self) -> None:

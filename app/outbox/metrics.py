@@ -33,7 +33,7 @@ DEAD_LETTERED = Counter(
 )
 PUBLISH_DURATION = Histogram(
     names.OUTBOX_PUBLISH_DURATION,
-    "Time to publish one round of outbox events (one per aggregate), seconds.",
+    "Time to publish one batch of outbox events (every run of it), seconds.",
     ["publisher"],
     buckets=PUBLISH_BUCKETS,
 )

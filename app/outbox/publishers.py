@@ -4,11 +4,14 @@ A publisher's `publish(event)` returns when the destination has the event and ra
 it may not have it; the dispatcher retries what raised, so every destination gets each
 event at least once and must deduplicate on `event_id` (present in every message).
 
-`publish_many` takes events of *distinct* aggregates (the dispatcher never passes two of one
-aggregate) and returns one outcome per event, None for success. The default runs
-`publish` concurrently; a destination with a cheaper bulk path (Redis pipelining, a Kafka
-producer's batch and flush) overrides it. A new destination subclasses `Publisher` and
-registers in `build_publisher`.
+`publish_runs` takes a batch as runs: each run consecutive events of one aggregate, in
+order. It returns, per run, how many of its events the destination has (a prefix: a run
+stops at its first failure, and nothing after a failure is sent) and the error that stopped
+it. The default publishes in rounds, round k carrying the k-th event of every run still
+going, through `publish_many` (events of *distinct* aggregates, one outcome each, None for
+success), which by default runs `publish` concurrently. Redis overrides `publish_runs`: the
+whole batch in one script call (one round trip). A new destination subclasses `Publisher`
+and registers in `build_publisher`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
 import httpx
@@ -39,8 +42,14 @@ class PublishError(RuntimeError):
     """The destination refused or may not have stored the event."""
 
 
+ENVELOPE_FIELDS = (
+    "event_id", "aggregate_type", "aggregate_id", "event_type", "payload", "created_at",
+)  # fmt: skip
+
+
 def envelope(event: OutboxEvent) -> dict[str, str]:
-    """The message fields every destination carries; the payload stays JSON text."""
+    """The message fields every destination carries, in ENVELOPE_FIELDS order; the payload
+    stays JSON text."""
     return {
         "event_id": event.event_id,
         "aggregate_type": event.aggregate_type,
@@ -49,6 +58,10 @@ def envelope(event: OutboxEvent) -> dict[str, str]:
         "payload": event.payload_json,
         "created_at": event.created_at.isoformat(),
     }
+
+
+# What `publish_runs` returns per run: events published (a prefix), the error that stopped it.
+RunOutcome = tuple[int, BaseException | None]
 
 
 class Publisher:
@@ -61,8 +74,74 @@ class Publisher:
         results = await asyncio.gather(*(self.publish(e) for e in events), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
 
+    async def publish_runs(
+        self,
+        runs: Sequence[Sequence[OutboxEvent]],
+        *,
+        timeout: float,
+        keep_going: Callable[[], bool] = lambda: True,
+    ) -> list[RunOutcome]:
+        """Publish each run in order, stopping it at its first failure; in rounds, each
+        within `timeout` (a round that times out fails all its events). Stops between
+        rounds when `keep_going()` is false: the rest of each run is left unpublished."""
+        counts = [0] * len(runs)
+        errors: list[BaseException | None] = [None] * len(runs)
+        going = [i for i, run in enumerate(runs) if run]
+        while going and keep_going():
+            round_events = [runs[i][counts[i]] for i in going]
+            try:
+                results = await asyncio.wait_for(self.publish_many(round_events), timeout)
+            except Exception as exc:  # a timeout or a publisher bug: none of the round counts
+                results = [exc] * len(round_events)
+            still = []
+            for i, error in zip(going, results, strict=True):
+                if error is not None:
+                    errors[i] = error
+                    continue
+                counts[i] += 1
+                if counts[i] < len(runs[i]):
+                    still.append(i)
+            going = still
+        return list(zip(counts, errors, strict=True))
+
     async def aclose(self) -> None:
         return None
+
+
+# KEYS[1]: the stream. ARGV: MAXLEN (0: none), the number of runs, then per run its length
+# and, per event, the values of ENVELOPE_FIELDS. Returns, per run, the events added and the
+# error that stopped the run ("" if none). One XADD call per event, its field names spelled
+# out (a table built per event would cost more than the XADD).
+_FIELDS_LUA = ", ".join(f"'{name}', ARGV[i + {n}]" for n, name in enumerate(ENVELOPE_FIELDS))
+PUBLISH_RUNS_SCRIPT = """
+local stream, maxlen, runs = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local i = 3
+local out = {}
+for r = 1, runs do
+    local n = tonumber(ARGV[i])
+    i = i + 1
+    local added, err = 0, ''
+    for e = 1, n do
+        if err == '' then
+            local res
+            if maxlen > 0 then
+                res = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', FIELDS)
+            else
+                res = redis.pcall('XADD', stream, '*', FIELDS)
+            end
+            if type(res) == 'table' and res.err then
+                err = res.err
+            else
+                added = added + 1
+            end
+        end
+        i = i + NFIELDS
+    end
+    out[#out + 1] = added
+    out[#out + 1] = err
+end
+return out
+""".replace("NFIELDS", str(len(ENVELOPE_FIELDS))).replace("FIELDS", _FIELDS_LUA)
 
 
 class RedisStreamPublisher(Publisher):
@@ -92,6 +171,8 @@ class RedisStreamPublisher(Publisher):
             **({"password": password} if password else {}),
         )
 
+        self._publish_script = self.client.register_script(PUBLISH_RUNS_SCRIPT)
+
     def _xadd_kwargs(self) -> dict:
         return {"maxlen": self.maxlen, "approximate": True} if self.maxlen else {}
 
@@ -109,6 +190,38 @@ class RedisStreamPublisher(Publisher):
         except Exception as exc:
             return [exc] * len(events)
         return [r if isinstance(r, BaseException) else None for r in results]
+
+    async def publish_runs(
+        self,
+        runs: Sequence[Sequence[OutboxEvent]],
+        *,
+        timeout: float,
+        keep_going: Callable[[], bool] = lambda: True,
+    ) -> list[RunOutcome]:
+        """The whole batch in one call of a script that XADDs each run in order and stops a
+        run at its first refusal (a pipeline cannot: the commands after a refused one still
+        run, and would land ahead of it). The script runs atomically: if the call fails (no
+        answer in time, connection lost), either every event landed or none did, and every
+        run is reported failed (the consumer's dedupe on event_id absorbs the copies)."""
+        runs = [run for run in runs]
+        if not keep_going():
+            return [(0, None)] * len(runs)
+        args: list = [self.maxlen or 0, len(runs)]
+        for run in runs:
+            args.append(len(run))
+            for event in run:
+                args.extend(envelope(event).values())
+        try:
+            reply = await asyncio.wait_for(
+                self._publish_script(keys=[self.stream], args=args), timeout
+            )
+        except Exception as exc:
+            return [(0, exc)] * len(runs)
+        outcomes: list[RunOutcome] = []
+        for count, error in zip(reply[0::2], reply[1::2], strict=True):
+            message = error.decode() if isinstance(error, bytes) else error
+            outcomes.append((int(count), PublishError(f"redis: {message}") if message else None))
+        return outcomes
 
     async def aclose(self) -> None:
         await self.client.aclose()

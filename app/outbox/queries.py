@@ -102,6 +102,36 @@ FROM outbox_events x
 WHERE x.id = ANY(ARRAY(SELECT id FROM runs))
 """
 
+# One statement settles a whole batch: each event was delivered (published), failed (retry
+# later, or park as dead after the last attempt) or released (not published: leave it as it
+# was, giving back our lease). Rows another dispatcher took over (its lease, after ours ran
+# out) are left alone; an event behind a head is not leased, and is ours while its head is.
+# Atomic: a failed event behind a head is rescheduled in the same commit that delivers its
+# predecessor and so makes it a head.
+SETTLE = """
+WITH s AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(errors)s::text[],
+                         %(delays)s::float8[]) AS s(id, outcome, error, delay)
+)
+UPDATE outbox_events o
+SET status = CASE s.outcome
+                 WHEN 'delivered' THEN 'delivered'
+                 WHEN 'failed' THEN
+                     CASE WHEN o.attempts + 1 >= %(max_attempts)s THEN 'dead' ELSE 'pending' END
+                 ELSE o.status END,
+    delivered_at = CASE WHEN s.outcome = 'delivered' THEN now() ELSE o.delivered_at END,
+    attempts = o.attempts + CASE WHEN s.outcome = 'failed' THEN 1 ELSE 0 END,
+    last_error = CASE WHEN s.outcome = 'failed' THEN s.error ELSE o.last_error END,
+    next_attempt_at = CASE WHEN s.outcome = 'failed' THEN now() + make_interval(secs => s.delay)
+                           ELSE o.next_attempt_at END,
+    claimed_by = NULL, claimed_until = NULL
+FROM s
+WHERE o.id = s.id AND o.status = 'pending'
+  AND (o.claimed_by IS NULL OR o.claimed_by = %(owner)s)
+  AND (s.outcome <> 'released' OR o.claimed_by = %(owner)s)
+RETURNING o.id, s.outcome, o.status
+"""
+
 MARK_DELIVERED = """
 UPDATE outbox_events
 SET status = 'delivered', delivered_at = now(), claimed_by = NULL, claimed_until = NULL

@@ -173,6 +173,41 @@ class OutboxStore:
         events.sort(key=lambda e: e.id)
         return events
 
+    async def settle(
+        self,
+        owner: str,
+        delivered: list[int],
+        failures: list[Failure],
+        released: list[int],
+        max_attempts: int,
+    ) -> tuple[int, FailOutcome]:
+        """Record a batch's outcome in one statement (queries.SETTLE): how many of
+        `delivered` were still ours to mark, and which failures were retried or parked."""
+        ids = [*delivered, *(f.event.id for f in failures), *released]
+        if not ids:
+            return 0, FailOutcome()
+        params = {
+            "ids": ids,
+            "outcomes": ["delivered"] * len(delivered)
+            + ["failed"] * len(failures)
+            + ["released"] * len(released),
+            "errors": [None] * len(delivered)
+            + [f.error for f in failures]
+            + [None] * len(released),
+            "delays": [0.0] * len(delivered) + [f.delay for f in failures] + [0.0] * len(released),
+            "owner": owner,
+            "max_attempts": max_attempts,
+        }
+        rows, _ = await self._execute(q.SETTLE, params)
+        marked = 0
+        outcome = FailOutcome()
+        for event_id, kind, status in rows:
+            if kind == "delivered":
+                marked += 1
+            elif kind == "failed":
+                (outcome.dead if status == "dead" else outcome.retried).append(event_id)
+        return marked, outcome
+
     async def mark_delivered(self, ids: list[int], owner: str) -> int:
         if not ids:
             return 0

@@ -151,3 +151,29 @@ def test_the_ruleset_loads_twice_in_real_nftables(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(f"tcp dport {defaults.PGBOUNCER_PORT} accept") == 1
     assert "policy drop" in proc.stdout
+
+
+def _with_lb(groups, **data):
+    data.setdefault("firewall_control_addresses", CONTROL)
+    found = {**GROUPS, "lb": ["10.0.0.30"]}
+    return firewall.flows(groups, data, lambda g: found.get(g, []))
+
+
+def test_with_an_lb_the_app_port_is_open_to_the_lb_and_control_only():
+    table = _table(_with_lb(["app"]))
+    assert table[defaults.APP_PORT] == ("10.0.0.30/32", "10.0.0.1/32")
+    # named clients replace the control machine, the lb stays
+    table = _table(_with_lb(["app"], firewall_app_clients=["192.0.2.7"]))
+    assert table[defaults.APP_PORT] == ("10.0.0.30/32", "192.0.2.7/32")
+
+
+def test_the_lb_accepts_https_and_http_from_anywhere_or_its_named_clients():
+    table = _table(_with_lb(["lb"]))
+    assert table == {
+        22: ("10.0.0.1/32",),
+        defaults.LB_HTTPS_PORT: None,
+        defaults.LB_HTTP_PORT: None,
+    }
+    table = _table(_with_lb(["lb"], firewall_lb_clients=["198.51.100.0/24"]))
+    assert table[defaults.LB_HTTPS_PORT] == ("198.51.100.0/24",)
+    assert defaults.APP_PORT not in table

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from deploys import s3_bucket
@@ -29,7 +32,14 @@ def client(s3_endpoint):
 
 def test_prepare_creates_a_conforming_bucket_then_changes_nothing(client):
     spec = s3_bucket.BucketSpec(name="spark-backups-a", region="eu-central-1", repo_path="/spark")
-    everything = ["bucket", "versioning", "encryption", "lifecycle"]
+    everything = [
+        "bucket",
+        "versioning",
+        "encryption",
+        "lifecycle",
+        "public-access-block",
+        "tls-policy",
+    ]
     assert s3_bucket.differences(client, spec) == everything
 
     assert s3_bucket.prepare(client, spec) == everything
@@ -40,6 +50,8 @@ def test_prepare_creates_a_conforming_bucket_then_changes_nothing(client):
     (rule,) = client.get_bucket_lifecycle_configuration(Bucket=spec.name)["Rules"]
     assert rule["Filter"] == {"Prefix": "spark/archive/"}
     assert rule["NoncurrentVersionExpiration"]["NoncurrentDays"] == spec.wal_noncurrent_days
+    block = client.get_public_access_block(Bucket=spec.name)["PublicAccessBlockConfiguration"]
+    assert block == s3_bucket.PUBLIC_ACCESS_BLOCK
     assert s3_bucket.differences(client, spec) == []
     assert s3_bucket.prepare(client, spec) == []
 
@@ -70,3 +82,27 @@ def test_changed_retention_is_a_difference(client):
     s3_bucket.prepare(client, spec)
     longer = s3_bucket.BucketSpec(name=spec.name, region=spec.region, wal_noncurrent_days=30)
     assert s3_bucket.differences(client, longer) == ["lifecycle"]
+
+
+def test_the_tls_only_policy_refuses_plain_http_and_keeps_foreign_statements(client):
+    """moto honours the policy's aws:SecureTransport condition on object requests (this
+    client speaks plain HTTP to it: refused), not on bucket-level ones (the deploy's own
+    reads and writes of the bucket's settings), and it stores the public access block without
+    enforcing it (a public-read ACL is still accepted): what the lab can and cannot show."""
+    spec = s3_bucket.BucketSpec(name="spark-backups-d", region="eu-central-1", tls_only=False)
+    s3_bucket.prepare(client, spec)
+    client.put_object(Bucket=spec.name, Key="spark/before", Body=b"x")
+    foreign = {"Sid": "someone-elses", "Effect": "Deny", "Principal": "*",
+               "Action": "s3:DeleteBucket", "Resource": f"arn:aws:s3:::{spec.name}"}  # fmt: skip
+    client.put_bucket_policy(
+        Bucket=spec.name, Policy=json.dumps({"Version": "2012-10-17", "Statement": [foreign]})
+    )
+    tls = s3_bucket.BucketSpec(name=spec.name, region=spec.region)
+    assert s3_bucket.differences(client, tls) == ["tls-policy"]
+    assert s3_bucket.prepare(client, tls) == ["tls-policy"]
+    statements = json.loads(client.get_bucket_policy(Bucket=spec.name)["Policy"])["Statement"]
+    assert foreign in statements and tls.tls_only_statement() in statements
+    with pytest.raises(ClientError) as refused:
+        client.put_object(Bucket=spec.name, Key="spark/after", Body=b"x")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert s3_bucket.differences(client, tls) == []

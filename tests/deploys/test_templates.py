@@ -201,7 +201,7 @@ def test_pgbouncer_auth_file_plain_for_auth_user_scram_for_the_others():
 
 def test_pgbackrest_posix_and_s3_configurations():
     data = {**pgbackrest.DEFAULTS, **group_data("db")}
-    glob, stanza = pgbackrest.options(data, None)
+    glob, stanza = pgbackrest.options(data, CREDS)
     text = support.render(
         "pgbackrest/pgbackrest.conf.j2", stanza="spark", global_options=glob, stanza_options=stanza
     )
@@ -211,6 +211,9 @@ def test_pgbackrest_posix_and_s3_configurations():
     assert parser["global"]["repo1-retention-full"] == str(data["pgbackrest_retention_full"])
     assert 10 <= int(parser["global"]["io-timeout"]) <= 15
     assert parser["global"]["archive-async"] == "y"
+    assert parser["global"]["archive-get-queue-max"] == "1GiB"
+    assert parser["global"]["repo1-cipher-type"] == "aes-256-cbc"
+    assert parser["global"]["repo1-cipher-pass"] == CREDS["pgbackrest_cipher_pass"]
     assert parser["spark"]["pg1-path"] == f"/var/lib/postgresql/{defaults.POSTGRES_VERSION}/main"
 
     s3 = {
@@ -224,10 +227,12 @@ def test_pgbackrest_posix_and_s3_configurations():
             "ca_file": "/etc/ssl/lab-ca.crt",
         },
     }
-    glob, _ = pgbackrest.options(s3, CREDS)
+    glob, _ = pgbackrest.options(s3, CREDS, ("db-key", "db-secret"))
     assert glob["repo1-s3-bucket"] == "b"
     assert glob["repo1-s3-uri-style"] == "path"
-    assert glob["repo1-s3-key-secret"] == CREDS["s3_secret_key"]
+    # The db hosts' own keys, never the deploy's bucket-administration keys.
+    assert (glob["repo1-s3-key"], glob["repo1-s3-key-secret"]) == ("db-key", "db-secret")
+    assert CREDS["s3_secret_key"] not in glob.values()
     assert glob["repo1-storage-ca-file"] == "/etc/ssl/lab-ca.crt"
 
 
@@ -243,6 +248,39 @@ def test_pgbackrest_bad_data_is_refused(change, message):
         pgbackrest.options({**pgbackrest.DEFAULTS, **change}, CREDS)
 
 
+def test_pgbackrest_encryption_can_be_turned_off_and_needs_the_passphrase():
+    glob, _ = pgbackrest.options({**pgbackrest.DEFAULTS, "pgbackrest_repo_cipher": False}, None)
+    assert not any(k.startswith("repo1-cipher") for k in glob)
+    with pytest.raises(pgbackrest.ConfigError, match="pgbackrest_cipher_pass"):
+        pgbackrest.options(pgbackrest.DEFAULTS, None)
+
+
+def _stanza(cipher: str) -> dict:
+    return {"status": {"code": 0, "message": "ok"}, "cipher": cipher, "backup": []}
+
+
+def test_an_existing_unencrypted_stanza_is_refused_not_switched():
+    glob, _ = pgbackrest.options(pgbackrest.DEFAULTS, CREDS)
+    here = pgbackrest.repository_identity(glob)
+    # New stanza, or already encrypted: go on.
+    assert pgbackrest.cipher_refusal({}, None, glob) is None
+    assert pgbackrest.cipher_refusal({"status": {"code": 1}}, None, glob) is None
+    assert pgbackrest.cipher_refusal(_stanza("aes-256-cbc"), here, glob) is None
+    # Unencrypted where the configuration asks for encryption: refused, saying how to go on.
+    refusal = pgbackrest.cipher_refusal(_stanza("none"), here, glob)
+    assert "exists unencrypted" in refusal and "pgbackrest_repo_cipher = False" in refusal
+    assert "new, empty location" in refusal and "Nothing was changed" in refusal
+    # The same, deployed before the repository marker existed.
+    assert pgbackrest.cipher_refusal(_stanza("none"), None, glob) == refusal
+    # The migration: the repository moves, its new stanza is created encrypted.
+    assert (
+        pgbackrest.cipher_refusal(_stanza("none"), "repo1-type=posix repo1-path=/old", glob) is None
+    )
+    # The reverse: turning encryption off on an encrypted stanza is refused too.
+    plain, _ = pgbackrest.options({**pgbackrest.DEFAULTS, "pgbackrest_repo_cipher": False}, None)
+    assert "is encrypted" in pgbackrest.cipher_refusal(_stanza("aes-256-cbc"), here, plain)
+
+
 def test_backup_units_and_timers():
     unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x",
                           timeout="12h", hardening=[])  # fmt: skip
@@ -251,6 +289,10 @@ def test_backup_units_and_timers():
     timer = support.render("pgbackrest/backup.timer.j2", kind="full", schedule="Sun 01:00")
     assert "Unit=pgbackrest-backup@full.service" in timer
     assert "OnCalendar=Sun 01:00" in timer
+    # Full, differential and incremental, each with a schedule in the defaults.
+    assert pgbackrest.BACKUP_KINDS == ("full", "diff", "incr")
+    for kind in pgbackrest.BACKUP_KINDS:
+        assert pgbackrest.DEFAULTS[f"pgbackrest_{kind}_schedule"]
 
 
 def test_app_units_run_the_current_release():
@@ -444,3 +486,15 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
     assert "--name spark-outbox@app2 " in unit
     assert "--metrics-host 10.0.0.11 --metrics-port 9310" in unit  # private address only
     assert "%N" not in unit  # the unit's name is the same on every host
+
+
+def test_the_app_trusts_forwarded_addresses_from_the_load_balancers_only():
+    context = dict(user="spark", current="/opt/spark-app/current", env_file="/etc/x.env",
+                   keep_alive=1, graceful_seconds=2, hardening=[])  # fmt: skip
+    behind = support.render("app/spark-app.service.j2", forwarded_allow_ips="10.0.0.30", **context)
+    alone = support.render("app/spark-app.service.j2", forwarded_allow_ips="", **context)
+    start = [line for line in behind.splitlines() if line.startswith("ExecStart=")]
+    assert start[0].endswith(" --forwarded-allow-ips 10.0.0.30"), start
+    assert "\nRestart=on-failure\n" in behind and "\nRestart=on-failure\n" in alone
+    alone_start = [line for line in alone.splitlines() if line.startswith("ExecStart=")]
+    assert "--forwarded-allow-ips" not in alone_start[0]  # uvicorn's default: loopback only

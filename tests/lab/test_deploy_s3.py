@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from deploys import release, s3_bucket
+from deploys import release, s3_access, s3_bucket
 from lab import config as lab_config
 from lab import ssh
 from sparkops import defaults, secrets
@@ -93,8 +93,38 @@ def test_wal_and_a_full_backup_are_in_the_bucket(s3_deployed):
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3["bucket"])["Contents"]]
     assert any(k.startswith("spark/archive/") for k in keys), keys[:10]
     assert any(k.startswith("spark/backup/") for k in keys), keys[:10]
-    spec = s3_bucket.BucketSpec(name=s3["bucket"], region=s3["region"], repo_path="/spark")
+    spec = s3_bucket.BucketSpec(
+        name=s3["bucket"], region=s3["region"], repo_path="/spark", tls_only=s3["tls_only"]
+    )
     assert s3_bucket.differences(client, spec) == []
+    block = client.get_public_access_block(Bucket=s3["bucket"])["PublicAccessBlockConfiguration"]
+    assert block == s3_bucket.PUBLIC_ACCESS_BLOCK
+    # The repository is encrypted by pgBackRest: its files in the bucket are not plaintext.
+    stanza = defaults.PGBACKREST_STANZA
+    for key in (f"spark/backup/{stanza}/backup.info", f"spark/archive/{stanza}/archive.info"):
+        body = client.get_object(Bucket=s3["bucket"], Key=key)["Body"].read()
+        assert body.startswith(b"Salted__") and b"backrest" not in body, key
+
+
+def test_the_db_host_has_its_own_keys_limited_to_the_repository(s3_deployed):
+    """The db host's pgbackrest.conf holds the IAM user's key (made through moto's IAM), not
+    the deploy's bucket-administration key; the user's policy is the one generated."""
+    db = _db(s3_deployed["hosts"])
+    s3 = s3_deployed["s3"]
+    conf = _ssh(db, "cat /etc/pgbackrest/pgbackrest.conf")
+    admin = secrets.load("lab")
+    issued = secrets.issued("lab", s3_access.KEY_NAMES)
+    assert f"repo1-s3-key={issued['s3_db_access_key']}" in conf
+    assert f"repo1-s3-key-secret={issued['s3_db_secret_key']}" in conf
+    assert admin["s3_access_key"] not in conf and admin["s3_secret_key"] not in conf
+    iam = s3_access.make_iam_client(
+        endpoint=s3["iam_endpoint"],
+        access_key=admin["s3_access_key"],
+        secret_key=admin["s3_secret_key"],
+    )
+    user = s3_access.user_name(s3["bucket"])
+    wanted = s3_access.db_host_policy(s3["bucket"], "/spark")
+    assert s3_access.user_differences(iam, user, wanted) == []
 
 
 def test_back_to_posix_a_full_backup_closes_the_archive_gap(s3_deployed):

@@ -1,8 +1,11 @@
-"""The site deploy with two app hosts (db, app, app2: app2 is in group app): both serve the
-release, the schema is migrated once (an advisory lock; the other host finds it at head),
+"""The site deploy with two app hosts behind a load balancer (db, app, app2, lb: app2 is in
+group app, lb runs HAProxy): both serve the release, the schema is migrated once (an
+advisory lock; the other host finds it at head),
 the hosts switch one after the other, each outbox dispatcher has its own lease owner, a
 second deploy changes nothing, and an interrupted switch (SIGTERM, SSH session dropped)
-goes back to the release that was live.
+goes back to the release that was live. Through the load balancer: HTTPS verified with the
+deploy's CA, HTTP redirected, HSTS, both hosts served, a drained host takes no new request, a
+host failing /readyz is taken out.
 
 A lab of its own (no monitor host: the site deploy needs none, and the other lab modules
 cover monitoring); when this session had the default lab up, it is brought back after.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,10 +25,10 @@ import httpx
 import pytest
 
 from app import migrate
-from deploys import release
+from deploys import release, tlsca
 from deploys.app import ACTIVATE, MIGRATE_LOG_TAG, outbox_name
 from lab import config, control, ssh, state
-from sparkops import defaults, envvars, layout
+from sparkops import defaults, envvars, layout, lbruntime
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
 from testkit import pyinfra_runner as runner
@@ -32,7 +36,7 @@ from tests.lab.conftest import SHARE_LAB_ENV, _session, require_lab_machine
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-HOSTS = ("db", "app", "app2")
+HOSTS = ("db", "app", "app2", "lb")
 ROOT = layout.APP_ROOT
 ACCOUNT = "two-hosts"
 ACTIVATE_TAG = "spark-app-activate"  # the script's journal identifier
@@ -240,3 +244,89 @@ def test_a_switch_whose_ssh_session_dropped_still_goes_back(deployed):
         _back_on_the_good_release(app, good)
     finally:
         _ssh(app, f"rm -rf {ROOT}/releases/{BAD}")
+
+
+# --- the load balancer -------------------------------------------------------------------
+
+
+def _lb_tool(deployed, action: str, server: str, check: bool = True) -> tuple[int, str]:
+    lb = _host(deployed["hosts"], "lb")
+    args = lbruntime.tool_args(
+        action, server, defaults.LB_BACKEND, layout.HAPROXY_RUNTIME_SOCKET, 15
+    )
+    proc = ssh.run(lb["ip"], " ".join([layout.LB_SERVER_TOOL, *args]), timeout=60)
+    assert not check or proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.returncode, proc.stdout
+
+
+def _served(deployed, server: str) -> int:
+    """Requests HAProxy has sent to the server since it started (`stot`)."""
+    said = _lb_tool(deployed, "status", server)[1]
+    return int(said.split("(")[1].split(" in all")[0])
+
+
+def _status(deployed, server: str) -> str:
+    return _lb_tool(deployed, "status", server)[1].split(": ", 1)[1].split(",")[0]
+
+
+def _https(deployed) -> httpx.Client:
+    ca = tlsca.tls_dir("lab") / tlsca.CA_CERT_FILE
+    lb = _host(deployed["hosts"], "lb")
+    context = ssl.create_default_context(cafile=str(ca))
+    return httpx.Client(base_url=f"https://{lb['ip']}", verify=context, timeout=10)
+
+
+def test_the_lb_serves_https_with_the_ca_redirects_http_and_routes_to_both_hosts(deployed):
+    lb = _host(deployed["hosts"], "lb")
+    before = {name: _served(deployed, name) for name in ("app", "app2")}
+    with _https(deployed) as client:
+        answers = [client.get("/readyz") for _ in range(20)]
+    assert {(r.status_code, r.json()["release"]) for r in answers} == {(200, deployed["release"])}
+    assert "max-age=" in answers[0].headers["strict-transport-security"]
+    after = {name: _served(deployed, name) for name in ("app", "app2")}
+    print(f"\nrequests served: before {before}, after {after}")
+    assert all(after[n] > before[n] for n in after), (before, after)
+    plain = httpx.get(f"http://{lb['ip']}/readyz", timeout=10)
+    assert plain.status_code == 301
+    assert plain.headers["location"] == f"https://{lb['ip']}/readyz"
+    with pytest.raises(httpx.ConnectError):  # not trusted without the deploy's CA
+        httpx.get(f"https://{lb['ip']}/readyz", timeout=10, verify=True)
+
+
+def test_a_drained_host_takes_no_new_request(deployed):
+    _lb_tool(deployed, "drain", "app2")
+    try:
+        assert _status(deployed, "app2") == "DRAIN"
+        before = _served(deployed, "app2")
+        with _https(deployed) as client:
+            assert {client.get("/readyz").status_code for _ in range(20)} == {200}
+        assert _served(deployed, "app2") == before
+    finally:
+        _lb_tool(deployed, "ready", "app2")
+    assert _status(deployed, "app2") == "UP"
+
+
+def test_a_host_failing_readyz_is_taken_out_then_back(deployed):
+    """app2 switched to a release that cannot reach its database (/readyz 503) without the
+    drain: HAProxy's check takes it out, and puts it back once the gate switched back."""
+    app2, good = _host(deployed["hosts"], "app2"), deployed["release"]
+    current = f"{ROOT}/releases/{good}"
+    _ssh(app2, f"set -e; rm -rf {ROOT}/releases/{BAD}; cp -a {current} {ROOT}/releases/{BAD}; "
+               f"printf 'SPARK_RELEASE_ID={BAD}\\n{envvars.DATABASE_URL}="
+               f"postgresql://nobody@127.0.0.1:1/spark\\n' > {ROOT}/releases/{BAD}/release.env; "
+               f"rm -f {ROOT}/releases/{BAD}/BAD")  # fmt: skip
+    try:
+        # In the background on the host (the gate takes 12 s, then the switch back).
+        _ssh(app2, f"APP_READY_TIMEOUT=12 setsid {ACTIVATE} {BAD} < /dev/null "
+                   "> /tmp/lb-activate.log 2>&1 &")  # fmt: skip
+        wait_until(lambda: _status(deployed, "app2").startswith("DOWN"), timeout=30,
+                   what="HAProxy to take app2 out")  # fmt: skip
+        before = _served(deployed, "app2")
+        with _https(deployed) as client:
+            assert {client.get("/readyz").status_code for _ in range(10)} == {200}
+        assert _served(deployed, "app2") == before
+        wait_until(lambda: _status(deployed, "app2") == "UP", timeout=60,
+                   what="app2 back in after the switch back")  # fmt: skip
+        _back_on_the_good_release(app2, good)
+    finally:
+        _ssh(app2, f"rm -rf {ROOT}/releases/{BAD}")

@@ -1,0 +1,208 @@
+"""Restore time at the backup schedule's worst moment, and the cost of repository encryption,
+on this machine (a throwaway cluster archived by a real pgBackRest into an encrypted
+repository, as the deploy configures it), each against a reference measured in the same run:
+
+- The schedule (deploys/pgbackrest.py): a full backup, an interval of pgbench writes, an
+  incremental backup, another interval of writes: the worst moment, just before the next
+  backup, with one interval of WAL to replay. Then `sparkops restore --latest` in place (the
+  PITR path: asynchronous archive-get fetching ahead, process-max parallel copy, recovery
+  prefetch), split into copy and WAL replay, against a raw copy (cp -a + sync) of the same
+  data directory; target: restore / raw copy <= 1.5. Also printed: the same restore onto a
+  copy beside the live cluster (the drill's path: WAL fetched synchronously), and the WAL
+  budget per interval that keeps the ratio at 1.5 at the replay rate measured.
+- Encryption: a full backup and the restore of its files (no replay) from an encrypted and
+  from a plaintext repository of the same cluster; ratios encrypted / plaintext.
+
+    .venv/bin/python bench/restore_schedule.py [--scale 70] [--interval-seconds 30]
+
+Figures only; everything it starts is stopped and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.restore_rollback import (
+    QUIET,
+    RECOVERY_SETTINGS,
+    RESTORE_RATIO_TARGET,
+    dir_bytes,
+    pgbench,
+    raw_copy_seconds,
+    restore_copy,
+)
+from runbooks import flows, wal
+from runbooks.conduct import conduct
+from testkit.localdb import LocalBackedUpDb, write_pgbackrest_config
+from testkit.proc import chown_to_service_user, make_workdir
+
+
+def timed(action) -> float:
+    start = time.monotonic()
+    action()
+    return time.monotonic() - start
+
+
+def wal_bytes(db: LocalBackedUpDb, since_lsn: str) -> int:
+    return int(
+        db.target.psql(
+            f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{since_lsn}')", dbname="postgres"
+        )
+    )
+
+
+def restore_in_place(db: LocalBackedUpDb):
+    """`sparkops restore --latest` on the cluster itself, as on the db host."""
+    order = flows.RestoreOrder(
+        kind="latest", value=None, where=flows.DbWhere(resolved=db.target), pause_bouncer=False
+    )
+    evidence = Path(tempfile.mkdtemp(prefix="sparkops-bench-evidence-"))
+    outcome = conduct(flows.restore(order), replace(QUIET, evidence_dir=evidence))
+    shutil.rmtree(evidence, ignore_errors=True)
+    if outcome.code != 0:
+        raise RuntimeError(f"restore in place failed: {outcome.result.get('message')}")
+    return outcome.run
+
+
+def encryption_cost(db: LocalBackedUpDb) -> dict[str, float]:
+    """A full backup and the copy of its files, from the encrypted repository (db's own) and
+    from a plaintext one beside it (a second configuration of the same cluster)."""
+    t = db.target
+    pg = db.stack.pg
+    plain_conf = db.workdir / "plain.conf"
+    write_pgbackrest_config(
+        plain_conf, db.workdir, db.stanza, pg.datadir, pg.port, pg.workdir / "sock",
+        repo="plain-repo",
+    )  # fmt: skip
+    figures: dict[str, float] = {}
+    for name, conf in (("encrypted", t.pgbackrest_config), ("plain", str(plain_conf))):
+        base = ["pgbackrest", f"--config={conf}", f"--stanza={db.stanza}"]
+        if name == "plain":
+            t.executor.run([*base, "stanza-create"], user="postgres", timeout=300)
+            # The plaintext repository's archive starts now: its backup needs a segment.
+        figures[f"{name}_backup"] = timed(
+            lambda b=base: t.executor.run(
+                [*b, "--type=full", "--archive-check=n", "backup"], user="postgres", timeout=3600
+            )
+        )
+        dest = make_workdir(f"bench-enc-{name}") / "data"
+        dest.mkdir()
+        chown_to_service_user(dest)
+        dest.chmod(0o700)
+        figures[f"{name}_restore"] = timed(
+            lambda b=base, d=dest: t.executor.run(
+                [*b, f"--pg1-path={d}", "--archive-mode=off", "--type=none", "restore"],
+                user="postgres",
+                timeout=3600,
+            )
+        )
+        shutil.rmtree(dest.parent, ignore_errors=True)
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is ~1 GB)")
+    parser.add_argument(
+        "--interval-seconds",
+        type=int,
+        default=30,
+        help="pgbench writes between backups (the schedule's interval, compressed)",
+    )
+    args = parser.parse_args()
+    print(f"restore-schedule bench, {datetime.now(UTC).isoformat()}")
+    db = LocalBackedUpDb(
+        durable=True, extra_settings={"recovery_prefetch": "try"},
+        cipher_pass=secrets.token_urlsafe(24),
+    )  # fmt: skip
+    db.start(backup=False)
+    try:
+        db.target.psql("CREATE DATABASE bench", dbname="postgres")
+        t0 = time.monotonic()
+        pgbench(db, "-i", "-s", str(args.scale), "-q", timeout=3600)
+        size = int(db.target.psql("SELECT pg_database_size('bench')", dbname="postgres"))
+        print(f"pgbench -i -s {args.scale}: {size / 1e9:.2f} GB in {time.monotonic() - t0:.1f} s")
+        print(f"full backup (encrypted): {timed(lambda: db.backup('full')):.1f} s")
+        load = ["-c", "4", "-j", "2", "-T", str(args.interval_seconds), "-N"]
+        pgbench(db, *load, timeout=args.interval_seconds + 300)
+        print(f"incremental backup after one interval: {timed(lambda: db.backup('incr')):.1f} s")
+        since = wal.format_lsn(wal.read_info(db.target).backups[-1].stop_lsn)
+        out = pgbench(db, *load, timeout=args.interval_seconds + 300)
+        tps = next((line for line in out.splitlines() if line.startswith("tps")), "tps ?")
+        interval_wal = wal_bytes(db, since)
+        print(
+            f"one interval of pgbench -N -c 4 ({args.interval_seconds} s, {tps}): "
+            f"{interval_wal / 1e6:.0f} MB of WAL since the incremental backup (the worst "
+            "moment: just before the next backup)"
+        )
+
+        # The drill's path first (a copy beside the live cluster, WAL fetched synchronously),
+        # then the reference and the PITR in place (which changes the cluster).
+        run, scratch, workdir = restore_copy(db)
+        copy_c, replay_c = run.facts["copy_seconds"], run.facts["replay_seconds"]
+        scratch.service.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+        db.target.service.stop()
+        source_bytes = dir_bytes(db.target.data_dir)
+        raw = raw_copy_seconds(db.target.data_dir)
+        db.target.service.start()
+        print(
+            f"raw copy (cp -a + sync) of the data directory ({source_bytes / 1e9:.2f} GB): "
+            f"{raw:.1f} s"
+        )
+
+        db.target.service.options.update(RECOVERY_SETTINGS)
+        run = restore_in_place(db)
+        copy, replay = run.facts["copy_seconds"], run.facts["replay_seconds"]
+        total = copy + replay
+        dominant = "copy" if copy >= replay else "WAL replay"
+        print(
+            f"PITR in place (--latest; async archive-get, process-max 2, recovery_prefetch): "
+            f"copy {copy:.1f} s + WAL replay {replay:.1f} s = {total:.1f} s; "
+            f"checks {'passed' if run.verified else 'FAILED'}; dominated by {dominant}"
+        )
+        print(
+            f"restore / raw copy = {total / raw:.2f} (copy {copy / raw:.2f}, replay "
+            f"{replay / raw:.2f}); target <= {RESTORE_RATIO_TARGET}: "
+            f"{'met' if total / raw <= RESTORE_RATIO_TARGET else 'MISSED'}"
+        )
+        print(
+            f"copy beside the live cluster (the drill's path, WAL fetched synchronously): copy "
+            f"{copy_c:.1f} s + replay {replay_c:.1f} s = {copy_c + replay_c:.1f} s; / raw "
+            f"copy = {(copy_c + replay_c) / raw:.2f}"
+        )
+        if replay > 0:
+            rate = interval_wal / replay
+            budget = max(0.0, RESTORE_RATIO_TARGET * raw - copy) * rate
+            print(
+                f"replay rate {rate / 1e6:.0f} MB/s: at most {budget / 1e6:.0f} MB of WAL per "
+                f"backup interval keeps the ratio <= {RESTORE_RATIO_TARGET} (set "
+                "pgbackrest_incr_schedule from the write rate)"
+            )
+
+        enc = encryption_cost(db)
+        print(
+            f"encryption (aes-256-cbc) cost: full backup {enc['encrypted_backup']:.1f} s vs "
+            f"{enc['plain_backup']:.1f} s plaintext = "
+            f"{enc['encrypted_backup'] / enc['plain_backup']:.2f}; restore (file copy) "
+            f"{enc['encrypted_restore']:.1f} s vs {enc['plain_restore']:.1f} s = "
+            f"{enc['encrypted_restore'] / enc['plain_restore']:.2f}"
+        )
+    finally:
+        db.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
