@@ -23,7 +23,7 @@ from pyinfra.api.command import FunctionCommand, StringCommand
 from pyinfra.facts.files import File, Link
 from pyinfra.operations import files, server, systemd
 
-from deploys import dbroute, support, tls
+from deploys import dbroute, hardening, secretfiles, support, tls
 from deploys import release as release_build
 from deploys.facts import DirectoryEntries, MigrationState
 from sparkops import defaults, envvars, layout, lbruntime, secrets
@@ -34,6 +34,8 @@ APP_ENV = layout.APP_ENV_FILE
 MIGRATIONS_ENV = layout.MIGRATIONS_ENV_FILE
 OUTBOX_ENV = layout.OUTBOX_ENV_FILE
 PURGE_TIMER = "spark-idempotency-purge.timer"
+# The hourly expiry's bound: a stuck run ends well before the next one starts.
+PURGE_TIMEOUT = "15min"
 EXPORTER_ENV = layout.EXPORTER_ENV_FILE
 ACTIVATE = "/usr/local/sbin/spark-app-activate"
 UPLOADS = f"{layout.APP_ROOT}/uploads"
@@ -55,8 +57,9 @@ DEFAULTS = {
     # A webhook URL (SPARK_OUTBOX_WEBHOOK_URL) must be https://.
     "app_outbox_settings": {},
     # True where Redis has a password (requirepass): the secret outbox_redis_password
-    # (SPARKOPS_SECRET_OUTBOX_REDIS_PASSWORD or the secrets file) goes to a 0640 file the
-    # dispatcher reads (SPARK_OUTBOX_REDIS_PASSWORD_FILE), never into its URL or argv.
+    # (SPARKOPS_SECRET_OUTBOX_REDIS_PASSWORD or the secrets file) goes to a file only the
+    # dispatcher's user reads (root:spark-dispatcher 0640, SPARK_OUTBOX_REDIS_PASSWORD_FILE),
+    # never into its URL or argv.
     "app_outbox_redis_password": False,
     "app_pgbouncer_exporter_enabled": True,
 }
@@ -275,25 +278,43 @@ def old_releases_removed(keep: int):
         yield f"rm -rf {layout.APP_RELEASES_DIR}/{name}"
 
 
-def _put_env(name: str, template: str, dest: str, mode: str, group: str, **context):
-    return files.put(
+def _put_env(name: str, template: str, dest: str, **context):
+    """An env file root alone reads (0600): systemd reads it for the one unit that names it
+    (EnvironmentFile=), so the service's user never reads a file, its own or another's."""
+    return secretfiles.secret_file(
         name=name,
         src=support.rendered(template, user=USER, **context),
         dest=dest,
         user="root",
-        group=group,
-        mode=mode,
+        group="root",
+        mode="600",
     )
 
 
-def _put_unit(unit: str, **context):
+def _put_unit(unit: str, user: str = USER, **context):
     return files.put(
         name=f"Install the {unit} unit",
         src=support.rendered(
-            f"app/{unit}.j2", user=USER, current=layout.APP_CURRENT_LINK, **context
+            f"app/{unit}.j2",
+            user=user,
+            current=layout.APP_CURRENT_LINK,
+            hardening=hardening.app_service(),
+            **context,
         ),
         dest=f"/etc/systemd/system/{unit}",
         mode="644",
+    )
+
+
+def _system_user(user: str, what: str) -> None:
+    server.user(
+        name=f"Ensure the {user} system user ({what})",
+        user=user,
+        system=True,
+        home=layout.APP_ROOT,
+        shell="/usr/sbin/nologin",
+        # The app root belongs to root (the app must not rewrite its own code).
+        ensure_home=False,
     )
 
 
@@ -309,25 +330,17 @@ def app_release() -> dict:
     release, tarball_path = release_build.selected()
     tarball = str(tarball_path)
 
-    server.user(
-        name=f"Ensure the {USER} system user",
-        user=USER,
-        system=True,
-        home=layout.APP_ROOT,
-        shell="/usr/sbin/nologin",
-        # The app root belongs to root (the app must not rewrite its own code).
-        ensure_home=False,
-    )
+    _system_user(USER, "the app")
     for path in (layout.APP_ROOT, layout.APP_RELEASES_DIR):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="755")
-    files.directory(name=f"Create {ETC}", path=ETC, user="root", group=USER, mode="750")
+    # Entered by all (the dispatcher reads its Redis password file here), listed by root:
+    # every file in it is root's 0600 but that one, root:spark-dispatcher 0640.
+    files.directory(name=f"Create {ETC}", path=ETC, user="root", group="root", mode="711")
     env_ops = [
         _put_env(
             "Write the app's settings",
             "app/app.env.j2",
             APP_ENV,
-            "640",
-            USER,
             database_url=urls["app"],
             metrics_host=support.address(host),
             metrics_port=defaults.APP_METRICS_PORT,
@@ -338,8 +351,6 @@ def app_release() -> dict:
         "Write the migrations' connection",
         "app/migrations.env.j2",
         MIGRATIONS_ENV,
-        "600",
-        "root",
         migrations_url=urls["migrations"],
     )
     files.put(
@@ -380,22 +391,25 @@ def app_release() -> dict:
             "spark-idempotency-purge.service",
             env_file=APP_ENV,
             ttl_hours=defaults.IDEMPOTENCY_KEY_TTL_HOURS,
+            timeout=PURGE_TIMEOUT,
         ),
         _put_unit("spark-idempotency-purge.timer"),
     ]
     if host.data.app_outbox_enabled:
+        _system_user(layout.OUTBOX_USER, "the outbox dispatcher")
         outbox_settings = outbox_extra_settings(host.data.app_outbox_settings)
         if host.data.app_outbox_redis_password:
             outbox_settings[envvars.OUTBOX_REDIS_PASSWORD_FILE] = layout.OUTBOX_REDIS_PASSWORD_FILE
             env_ops.append(
-                files.put(
+                secretfiles.secret_file(
                     name="Give the outbox dispatcher Redis' password",
                     src=StringIO(
                         secrets.provided(support.environment(host), OUTBOX_REDIS_PASSWORD_SECRET)
                     ),
                     dest=layout.OUTBOX_REDIS_PASSWORD_FILE,
+                    # The dispatcher reads it itself: its user's group, no other service's.
                     user="root",
-                    group=USER,
+                    group=layout.OUTBOX_USER,
                     mode="640",
                 )
             )
@@ -404,8 +418,6 @@ def app_release() -> dict:
                 "Write the outbox dispatcher's settings",
                 "app/outbox.env.j2",
                 OUTBOX_ENV,
-                "640",
-                USER,
                 database_url=urls["app"],
                 extra=outbox_settings,
             )
@@ -413,6 +425,7 @@ def app_release() -> dict:
         units.append(
             _put_unit(
                 layout.OUTBOX_SERVICE,
+                user=layout.OUTBOX_USER,
                 env_file=OUTBOX_ENV,
                 publisher=host.data.app_outbox_publisher,
                 metrics_host=support.address(host),
@@ -421,19 +434,19 @@ def app_release() -> dict:
             )
         )
     if host.data.app_pgbouncer_exporter_enabled:
+        _system_user(layout.EXPORTER_USER, "the pgBouncer exporter")
         env_ops.append(
             _put_env(
                 "Write the pgBouncer exporter's connection",
                 "app/pgbouncer-exporter.env.j2",
                 EXPORTER_ENV,
-                "640",
-                USER,
                 dsn=urls["exporter"],
             )
         )
         units.append(
             _put_unit(
                 layout.EXPORTER_SERVICE,
+                user=layout.EXPORTER_USER,
                 env_file=EXPORTER_ENV,
                 # Scraped by the monitor host over the private network only.
                 listen_host=support.address(host),

@@ -17,7 +17,7 @@ from pyinfra import inventory
 from pyinfra.api import deploy
 from pyinfra.operations import apt, files, systemd
 
-from deploys import hacluster, support
+from deploys import hacluster, hardening, support
 from sparkops import defaults, layout
 
 ADMIN_SOCKET = "/run/spark-db-route/admin.sock"
@@ -96,7 +96,11 @@ def dbroute() -> None:
     )
     unit = files.put(
         name="Install the database route's unit",
-        src=support.rendered("hacluster/spark-db-route.service.j2", config=layout.DB_ROUTE_CONFIG),
+        src=support.rendered(
+            "hacluster/spark-db-route.service.j2",
+            config=layout.DB_ROUTE_CONFIG,
+            hardening=hardening.db_route_service(),
+        ),
         dest=f"/etc/systemd/system/{layout.DB_ROUTE_SERVICE}",
         mode="644",
     )

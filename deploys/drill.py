@@ -21,10 +21,10 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
+from deploys import hardening, support
 from deploys import release as release_build
-from deploys import support
 from deploys.app import release_dir, release_installed
-from deploys.pgbackrest import CONF, DATA_DIR, STANZA
+from deploys.pgbackrest import CONF, DATA_DIR, SPOOL, STANZA
 from sparkops import defaults, layout
 
 ETC = "/etc/spark-drill"
@@ -85,6 +85,7 @@ def restore_drill() -> None:
             metrics_file=f"{layout.DRILL_METRICS_FILE}",
             evidence_dir=EVIDENCE_DIR,
             timeout=host.data.drill_timeout,
+            hardening=hardening.drill_service(SCRATCH_DIR, EVIDENCE_DIR, SPOOL),
         ),
         dest=f"/etc/systemd/system/{SERVICE}",
         mode="644",

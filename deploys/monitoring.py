@@ -21,7 +21,7 @@ from pyinfra.operations import apt, files, server, systemd
 
 from alerts import config as alert_config
 from dashboards.build import GRAFANA_DASHBOARDS_DIR
-from deploys import alerting, support, tls
+from deploys import alerting, hardening, secretfiles, support, tls
 from deploys.common import service
 from sparkops import defaults, layout, secrets, webaccess
 
@@ -44,7 +44,31 @@ DEFAULTS = {
     "monitoring_prometheus_unit_overrides": {},
 }
 ALERTMANAGER_DEFAULTS = "/etc/default/prometheus-alertmanager"
-PROMETHEUS_DROP_IN = "/etc/systemd/system/prometheus.service.d/sparkops.conf"
+
+
+def drop_in_path(unit: str) -> str:
+    return f"/etc/systemd/system/{unit}.d/sparkops.conf"
+
+
+def sandboxed(unit: str, what: str, overrides: dict | None = None):
+    """Our sandbox (deploys/hardening.py) over Debian's `unit` as a drop-in, then any
+    settings group data gives; systemd reloaded when it changed. Returns the put operation
+    (a restart follows its change)."""
+    drop_in = files.put(
+        name=f"Sandbox {what} (a drop-in over Debian's unit)",
+        src=support.rendered(
+            "monitoring/unit-override.conf.j2",
+            unit=unit,
+            hardening=hardening.monitoring_service(unit),
+            settings=overrides or {},
+            source="monitoring_prometheus_unit_overrides",
+            reason="settings this environment's hosts need over the sandbox",
+        ),
+        dest=drop_in_path(unit),
+        mode="644",
+    )
+    systemd.daemon_reload(name=f"Reload systemd for {what}'s drop-in", _if=drop_in.did_change)
+    return drop_in
 
 
 def scrape_jobs(inventory_, app_data) -> list[dict]:
@@ -130,7 +154,7 @@ def web_access() -> list:
             )
         )
     ops.append(
-        files.put(
+        secretfiles.secret_file(
             name="Give Prometheus the password for itself and Alertmanager",
             src=StringIO(password),
             dest=layout.MONITOR_WEB_PASSWORD_FILE,
@@ -162,7 +186,7 @@ def exporters() -> None:
     )
     # lib/pq (postgres_exporter) knows verify-full and sslrootcert, not channel_binding.
     dsn = tls.with_tls(dsn)
-    pg_env = files.put(
+    pg_env = secretfiles.secret_file(
         name="Configure postgres_exporter",
         src=support.rendered(
             "monitoring/postgres-exporter.default.j2",
@@ -175,14 +199,19 @@ def exporters() -> None:
         group="prometheus",
         mode="640",
     )
+    pg_unit = sandboxed("prometheus-postgres-exporter.service", "postgres_exporter")
     server.shell(
         name="Forget postgres_exporter's failed starts (it crash-loops until configured)",
         # The package starts it with an empty DSN; its restarts (100 ms apart) can reach the
         # start limit before the settings land, and the restart below would then be refused.
         commands=["systemctl reset-failed prometheus-postgres-exporter.service"],
-        _if=pg_env.did_change,
+        _if=lambda: pg_env.did_change() or pg_unit.did_change(),
     )
-    service("prometheus-postgres-exporter.service", changed=[pg_env], what="postgres_exporter")
+    service(
+        "prometheus-postgres-exporter.service",
+        changed=[pg_env, pg_unit],
+        what="postgres_exporter",
+    )
     node_env = files.put(
         name="Configure node_exporter (textfile collector)",
         src=support.rendered(
@@ -194,7 +223,12 @@ def exporters() -> None:
         dest="/etc/default/prometheus-node-exporter",
         mode="644",
     )
-    service("prometheus-node-exporter.service", changed=[node_env], what="node_exporter")
+    node_unit = sandboxed("prometheus-node-exporter.service", "node_exporter")
+    service(
+        "prometheus-node-exporter.service",
+        changed=[node_env, node_unit],
+        what="node_exporter",
+    )
 
 
 @deploy("Monitoring packages", data_defaults=DEFAULTS)
@@ -253,24 +287,9 @@ def monitoring() -> None:
         dest="/etc/default/prometheus",
         mode="644",
     )
-    overrides = host.data.monitoring_prometheus_unit_overrides
-    if overrides:
-        drop_in = files.put(
-            name="Override Prometheus unit settings",
-            src=support.rendered(
-                "monitoring/unit-override.conf.j2",
-                settings=overrides,
-                source="monitoring_prometheus_unit_overrides",
-                reason="Settings this environment's hosts need over Debian's unit.",
-            ),
-            dest=PROMETHEUS_DROP_IN,
-            mode="644",
-        )
-    else:
-        drop_in = files.file(
-            name="No Prometheus unit overrides", path=PROMETHEUS_DROP_IN, present=False
-        )
-    systemd.daemon_reload(name="Reload systemd for Prometheus' drop-in", _if=drop_in.did_change)
+    drop_in = sandboxed(
+        "prometheus.service", "Prometheus", host.data.monitoring_prometheus_unit_overrides
+    )
     server.shell(
         name="Check the Prometheus configuration and rules (promtool)",
         # Checks the rule files it names too; a bad file stops the deploy before the reload
@@ -296,9 +315,10 @@ def monitoring() -> None:
         dest=ALERTMANAGER_DEFAULTS,
         mode="644",
     )
+    am_unit = sandboxed("prometheus-alertmanager.service", "Alertmanager")
     service(
         "prometheus-alertmanager.service",
-        changed=[am_args],
+        changed=[am_args, am_unit],
         reload_on=am_config,
         what="Alertmanager",
     )
@@ -342,7 +362,7 @@ def alertmanager_config() -> list:
         environment = support.environment(host)
         for secret in needed:
             changed.append(
-                files.put(
+                secretfiles.secret_file(
                     name=f"Install Alertmanager secret {secret.name}",
                     src=StringIO(secrets.provided(environment, secret.name)),
                     dest=secret.path,
@@ -361,7 +381,10 @@ def alertmanager_config() -> list:
             secrets_dir=alerting.SECRETS_DIR,
         ),
         dest="/etc/prometheus/alertmanager.yml",
-        mode="644",
+        # Receivers' addresses and routes: read by Alertmanager (group prometheus) only.
+        user="root",
+        group="prometheus",
+        mode="640",
     )
     server.shell(
         name="Check the Alertmanager configuration (amtool)",

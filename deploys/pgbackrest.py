@@ -20,7 +20,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
-from deploys import s3_access, s3_bucket, support
+from deploys import hardening, s3_access, s3_bucket, secretfiles, support
 from deploys.facts import PgBackRestInfo, PostgresInRecovery, has_full_backup, stanza_missing
 from sparkops import defaults, layout, metric_names, secrets
 
@@ -36,6 +36,8 @@ DATA_DIR = layout.POSTGRES_DATA_DIR
 BACKUP_KINDS = ("full", "diff", "incr")
 CIPHER_TYPE = "aes-256-cbc"
 METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
+# A backup that hangs is ended (and fails) rather than holding back the next ones.
+BACKUP_TIMEOUT = "12h"
 METRIC_FILE = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
 
 DEFAULTS = {
@@ -341,7 +343,8 @@ def pgbackrest() -> None:
         group="postgres",
         mode="750",
     )
-    files.put(
+    # Holds the S3 keys (and the repository's passphrase): uploaded privately.
+    secretfiles.secret_file(
         name="Configure pgBackRest",
         src=support.rendered(
             "pgbackrest/pgbackrest.conf.j2",
@@ -374,7 +377,14 @@ def pgbackrest() -> None:
     unit = files.put(
         name="Install the pgBackRest backup unit",
         src=support.rendered(
-            "pgbackrest/backup@.service.j2", stanza=STANZA, metric_script=METRIC_SCRIPT
+            "pgbackrest/backup@.service.j2",
+            stanza=STANZA,
+            metric_script=METRIC_SCRIPT,
+            timeout=BACKUP_TIMEOUT,
+            hardening=hardening.backup_service(
+                data["pgbackrest_repo_path"] if data["pgbackrest_repo_type"] == "posix" else None,
+                SPOOL,
+            ),
         ),
         dest="/etc/systemd/system/pgbackrest-backup@.service",
         mode="644",

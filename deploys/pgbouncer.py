@@ -12,7 +12,7 @@ from pyinfra import host
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import support, tls
+from deploys import hardening, secretfiles, support, tls
 from sparkops import defaults, layout, secrets
 
 SERVICE = layout.PGBOUNCER_SERVICE
@@ -123,8 +123,8 @@ def servers_reconnected(environment: str):
     SET reaches new sessions only). No client is cut off; a stopped pgBouncer has nothing to
     reconnect. Takes the environment, not the password, so no argument shows it."""
     creds = secrets.load(environment)
-    yield from files.put._inner(
-        src=StringIO(passfile_line(creds["pgbouncer_admin"])), dest=ADMIN_PASSFILE, mode="600"
+    yield from secretfiles.secret_file._inner(
+        src=StringIO(passfile_line(creds["pgbouncer_admin"])), dest=ADMIN_PASSFILE
     )
     yield StringCommand(
         f"systemctl is-active --quiet {SERVICE} || {{ rm -f {ADMIN_PASSFILE}; exit 0; }}; "
@@ -146,8 +146,12 @@ def pgbouncer(reconnect_for=()) -> None:
     address = support.address(host)
     apt.packages(name="Install pgBouncer", packages=["pgbouncer"], no_recommends=True)
     unit = files.put(
-        name="Give pgBouncer a runtime directory for its pidfile",
-        src=support.rendered("pgbouncer/override.conf.j2", listen=listen(address)),
+        name="Give pgBouncer a runtime directory for its pidfile and a sandbox",
+        src=support.rendered(
+            "pgbouncer/override.conf.j2",
+            listen=listen(address),
+            hardening=hardening.pgbouncer_service(),
+        ),
         dest="/etc/systemd/system/pgbouncer.service.d/sparkops.conf",
         mode="644",
     )
@@ -175,7 +179,7 @@ def pgbouncer(reconnect_for=()) -> None:
         group="postgres",
         mode="640",
     )
-    userlist = files.put(
+    userlist = secretfiles.secret_file(
         name="Configure pgBouncer's auth file",
         src=support.rendered("pgbouncer/userlist.txt.j2", entries=userlist_entries(creds)),
         dest=f"{CONF_DIR}/userlist.txt",

@@ -8,12 +8,13 @@ conf.d file, so a changed archive_timeout reloads instead of restarting the data
 from __future__ import annotations
 
 import hashlib
+from io import StringIO
 
 from pyinfra import host, inventory
-from pyinfra.api import HiddenValue, QuoteString, StringCommand, deploy, operation
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.operations import apt, files, systemd
 
-from deploys import support, tls
+from deploys import secretfiles, support, tls
 from deploys.facts import PostgresState
 from sparkops import dbroles, defaults, layout, secrets
 from sparkops.scram import verifier_matches
@@ -37,6 +38,8 @@ RESTART_SETTINGS = frozenset(
     }
 )
 SCRAM = "scram-sha-256"
+# The role statements (they carry SCRAM verifiers) for the one psql that runs them.
+SECRET_SQL = "/root/.sparkops-roles.sql"
 
 DEFAULTS = {
     "postgresql_packages": [f"postgresql-{VERSION}", f"postgresql-client-{VERSION}"],
@@ -175,13 +178,23 @@ def role_changes(state: dict, verifiers: dict[str, str], passwords: dict[str, st
     return {"create": create, "alter": alter}
 
 
-def _psql(sql_text: str, dbname: str = "postgres", *, hidden: bool = True) -> StringCommand:
-    # The SQL may carry verifiers: hidden in pyinfra's output, passed as one quoted argument.
+def _psql(sql_text: str, dbname: str = "postgres") -> StringCommand:
+    """psql with the SQL as its argument: only for SQL that carries no secret."""
     return StringCommand(
         "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d",
         dbname,
         "-c",
-        QuoteString(HiddenValue(sql_text) if hidden else sql_text),
+        QuoteString(sql_text),
+    )
+
+
+def _psql_secret(sql_text: str, dbname: str = "postgres"):
+    """psql reading SQL that carries verifiers from a root-only file on its stdin (no command
+    line, no log shows them; the file is removed whether psql succeeds or not)."""
+    yield from secretfiles.secret_file._inner(src=StringIO(sql_text + ";\n"), dest=SECRET_SQL)
+    yield (
+        f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d {dbname} -f - < {SECRET_SQL}; "
+        f"rc=$?; rm -f {SECRET_SQL}; exit $rc"
     )
 
 
@@ -232,12 +245,15 @@ def roles(environment: str):
     )
     state = host.get_fact(PostgresState, roles=list(ROLE_ORDER))
     changes = role_changes(state, verifiers, plain)
+    script = []
     for role in ROLE_ORDER:
         create, alter = statements[role]
         if role in changes["create"]:
-            yield _psql(create)
+            script.append(create)
         if role in changes["alter"]:
-            yield _psql(alter)
+            script.append(alter)
+    if script:
+        yield from _psql_secret(";\n".join(script))
     if defaults.ROLE_MONITORING not in state.get("pg_monitor_members", []):
         yield _psql(_sql(dbroles.role_statements(passwords)[-1]))
     if not changes["create"] and not changes["alter"]:
@@ -254,7 +270,7 @@ def role_settings():
     if not statements:
         host.noop("role settings are as wanted")
         return
-    yield _psql(";\n".join(_sql(s) for s in statements), hidden=False)
+    yield _psql(";\n".join(_sql(s) for s in statements))
 
 
 def privileges_marker(dbname: str) -> str:

@@ -17,7 +17,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import files
 
-from deploys import support, tlsca
+from deploys import secretfiles, support, tlsca
 from sparkops import layout
 
 LOOPBACK = ("localhost", "127.0.0.1")
@@ -71,7 +71,7 @@ def key_pair(service: str, cert_dest: str, key_dest: str, owner: str, what: str)
         group=owner,
         mode="644",
     )
-    key = files.put(
+    key = secretfiles.secret_file(
         name=f"Install {what}'s TLS key",
         src=StringIO(issued.key_pem),
         dest=key_dest,

@@ -109,10 +109,11 @@ def metrics_text(success: bool, seconds: float, now: float | None = None) -> str
 
 
 def write_metrics(executor: Executor, path: str, success: bool, seconds: float) -> None:
-    """Atomically (temporary file, then rename), so node_exporter never reads half a file."""
-    tmp = f"{path}.tmp"
+    """Atomically (temporary file, then rename), so node_exporter never reads half a file;
+    readable by node_exporter's user whatever the umask (the drill's unit has 0077)."""
+    tmp, dest = shlex.quote(f"{path}.tmp"), shlex.quote(path)
     executor.run(
-        ["sh", "-c", f"cat > {shlex.quote(tmp)} && mv {shlex.quote(tmp)} {shlex.quote(path)}"],
+        ["sh", "-c", f"cat > {tmp} && chmod 644 {tmp} && mv {tmp} {dest}"],
         input=metrics_text(success, seconds),
     )
 

@@ -4,16 +4,23 @@ plan.txt                  the plan as printed before acting
 steps/<n>-<name>.log      each step's commands, output and timing
 <name>.txt / <name>.json  facts recorded along the way (pgbackrest info, LSNs, checks)
 result.json, summary.md   the outcome
+
+The folder is 0750 and its files 0640 (the runner and its group): the steps' output names
+hosts, users and paths that are nobody else's business (secrets never reach it: the executor
+masks them).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+FOLDER_MODE = 0o750
+FILE_MODE = 0o640
 
 
 def default_root() -> Path:
@@ -40,12 +47,21 @@ class Evidence:
             suffix += 1
             path = base / f"{utc_stamp()}-{runbook}-{suffix}"
         self.path = path
-        (self.path / "steps").mkdir(parents=True)
+        base.mkdir(parents=True, exist_ok=True)
+        for folder in (self.path, self.path / "steps"):
+            folder.mkdir(mode=FOLDER_MODE)
+            folder.chmod(FOLDER_MODE)  # whatever the umask
 
     def write(self, name: str, text: str) -> Path:
         target = self.path / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text if text.endswith("\n") else text + "\n")
+        if not target.parent.exists():
+            target.parent.mkdir(mode=FOLDER_MODE, parents=True)
+            target.parent.chmod(FOLDER_MODE)
+        data = (text if text.endswith("\n") else text + "\n").encode()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), FILE_MODE)
+            handle.write(data)
         return target
 
     def write_json(self, name: str, value) -> Path:

@@ -181,8 +181,16 @@ class LocalExecutor(Executor):
 # The remote side of every SSH command: the command runs under the host's `timeout` (which
 # ends its whole process group), and a watcher ends it when the SSH session that started it
 # is gone ($PPID is sshd's session process: it exits when the connection drops).
+# With a non-root login the whole script runs under `sudo -n sh -s`: the session is then the
+# first ancestor that is not sudo (sudo's monitor process included).
+# Environment values (passwords) are exported by the script itself, which arrives on stdin:
+# they reach the command's environment and no process's argv (`ps`) or sudo's log.
 _REMOTE_WRAPPER = """\
 sparkops_session=$PPID
+while [ "$(cat /proc/$sparkops_session/comm 2>/dev/null)" = sudo ]; do
+  sparkops_session=$(cut -d' ' -f4 /proc/$sparkops_session/stat)
+done
+{exports}
 {stdin_setup}
 timeout -k {kill_after} {seconds} {command} {stdin} &
 sparkops_cmd=$!
@@ -238,16 +246,17 @@ class SshExecutor(Executor):
         self, argv, user, env, timeout: float = 120.0, with_input: bool = False
     ) -> str:
         command = " ".join(shlex.quote(a) for a in argv)
-        if env:
-            # Values go through the remote shell's environment, not the visible argv of ssh.
-            exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-            command = f"export {exports}; exec {command}"
+        if env and with_input:
+            raise ValueError("SshExecutor: env and input together would put env on argv")
+        # Values go through the remote shell's environment (runuser keeps it), exported by
+        # the script that arrives on stdin: never on an argv on either side.
+        exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in (env or {}).items())
         if user and user != "root":
             # From /: the login's home (/root) is not readable by the other user.
             command = f"runuser -u {shlex.quote(user)} -- sh -c {shlex.quote('cd / && ' + command)}"
-        elif env:
-            command = f"sh -c {shlex.quote(command)}"
-        if self.sudo:
+        if self.sudo and with_input:
+            # The script is ssh's argument here (stdin is the input): sudo for the command
+            # alone; it carries no environment values (refused above).
             command = f"sudo -n sh -c {shlex.quote(command)}"
         # A background command's stdin is /dev/null unless redirected: with `input`, the
         # command reads the session's stdin (fd 3); the `sh -s` form has the script there.
@@ -255,6 +264,7 @@ class SshExecutor(Executor):
             kill_after=KILL_AFTER_SECONDS,
             seconds=max(1, math.ceil(timeout)),
             command=command,
+            exports=exports or ":",
             stdin_setup="exec 3<&0" if with_input else ":",
             stdin="<&3" if with_input else "</dev/null",
         )
@@ -263,12 +273,9 @@ class SshExecutor(Executor):
         script = self.remote_command(argv, user, env, timeout, with_input=input is not None)
         local_timeout = timeout + LOCAL_GRACE_SECONDS
         if input is None:
-            # The script goes on stdin, so secrets stay off every argv (ssh's and sshd's).
-            return run_group(
-                [*self.ssh_argv(), "sh -s"], input=script + "\n", timeout=local_timeout
-            )
-        if env:
-            raise ValueError("SshExecutor: env and input together would put env on argv")
+            # The script goes on stdin, so secrets stay off every argv (ssh's, sshd's, sudo's).
+            shell = "sudo -n sh -s" if self.sudo else "sh -s"
+            return run_group([*self.ssh_argv(), shell], input=script + "\n", timeout=local_timeout)
         return run_group([*self.ssh_argv(), script], input=input, timeout=local_timeout)
 
     def reachable(self) -> bool:

@@ -72,6 +72,10 @@ DRILL_METRICS_FILE = f"{NODE_EXPORTER_TEXTFILE_DIR}/{DRILL_METRICS_FILE_NAME}"
 
 # --- the app hosts -----------------------------------------------------------------------
 APP_USER = "spark"
+# The outbox dispatcher and the pgBouncer exporter run as users of their own: none of the
+# three reads another's settings (each env file is read by systemd, root, for its unit only).
+OUTBOX_USER = "spark-dispatcher"
+EXPORTER_USER = "spark-exporter"
 APP_ROOT = "/opt/spark-app"
 APP_RELEASES_DIR = f"{APP_ROOT}/releases"
 APP_CURRENT_LINK = f"{APP_ROOT}/current"

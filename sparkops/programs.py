@@ -43,6 +43,8 @@ PACKAGES: dict[str, str] = {
     # HAProxy is listed with the load balancer's).
     "etcd": "etcd-server",
     "patroni": "patroni",
+    # The units' exposure and syntax, offline on the rendered files (tests/deploys).
+    "systemd-analyze": "systemd",
     # The firewall's ruleset, loaded in a throwaway network namespace (tests/deploys).
     "nft": "nftables",
     # The lab: images, namespaces, addresses, SSH, the apt proxy, the S3 endpoint.

@@ -27,6 +27,7 @@ def _unit() -> str:
         metrics_file="/var/lib/prometheus/node-exporter/spark_restore_drill.prom",
         evidence_dir=drill.EVIDENCE_DIR,
         timeout=drill.DEFAULTS["drill_timeout"],
+        hardening=[],
     )
 
 

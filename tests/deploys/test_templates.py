@@ -282,7 +282,8 @@ def test_an_existing_unencrypted_stanza_is_refused_not_switched():
 
 
 def test_backup_units_and_timers():
-    unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x")
+    unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x",
+                          timeout="12h", hardening=[])  # fmt: skip
     assert "ExecStart=/usr/bin/pgbackrest --stanza=spark --type=%i backup" in unit
     assert "User=postgres" in unit
     timer = support.render("pgbackrest/backup.timer.j2", kind="full", schedule="Sun 01:00")
@@ -302,6 +303,7 @@ def test_app_units_run_the_current_release():
         env_file="/etc/spark-app/app.env",
         keep_alive=defaults.APP_KEEP_ALIVE_SECONDS,
         graceful_seconds=defaults.APP_GRACEFUL_SHUTDOWN_SECONDS,
+        hardening=[],
     )
     assert "--factory app.main:create_app" in unit
     assert f"--timeout-keep-alive {defaults.APP_KEEP_ALIVE_SECONDS}" in unit
@@ -359,6 +361,8 @@ def test_idempotency_keys_expire_through_an_hourly_timer():
         current="/opt/spark-app/current",
         env_file="/etc/spark-app/app.env",
         ttl_hours=defaults.IDEMPOTENCY_KEY_TTL_HOURS,
+        timeout=app.PURGE_TIMEOUT,
+        hardening=[],
     )
     assert (
         "ExecStart=/opt/spark-app/current/venv/bin/sparkops app purge-idempotency-keys "
@@ -477,6 +481,7 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
         metrics_host="10.0.0.11",
         metrics_port=9310,
         dispatcher_name=app.outbox_name("app2"),
+        hardening=[],
     )
     assert "--name spark-outbox@app2 " in unit
     assert "--metrics-host 10.0.0.11 --metrics-port 9310" in unit  # private address only
@@ -485,7 +490,7 @@ def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
 
 def test_the_app_trusts_forwarded_addresses_from_the_load_balancers_only():
     context = dict(user="spark", current="/opt/spark-app/current", env_file="/etc/x.env",
-                   keep_alive=1, graceful_seconds=2)  # fmt: skip
+                   keep_alive=1, graceful_seconds=2, hardening=[])  # fmt: skip
     behind = support.render("app/spark-app.service.j2", forwarded_allow_ips="10.0.0.30", **context)
     alone = support.render("app/spark-app.service.j2", forwarded_allow_ips="", **context)
     start = [line for line in behind.splitlines() if line.startswith("ExecStart=")]

@@ -119,8 +119,13 @@ def test_inventory_hosts_groups_and_sudo(tmp_path):
     with pytest.raises(Refused, match="no monitor hosts"):
         found.group("monitor")
     ssh = SshExecutor(name="db-1", address="10.0.0.10", ssh_user="ops", sudo=True)
+    # The script (stdin) runs as root under `sudo -n sh -s`; with input (the script is then
+    # ssh's argument) sudo wraps the command alone.
+    script = ssh.remote_command(["systemctl", "stop", "x"], None, {"PGPASSWORD": "pw"})
+    assert "timeout -k 5 120 systemctl stop x </dev/null" in script
+    assert "export PGPASSWORD=pw" in script and "sudo" not in script.split("done", 1)[1]
     assert "timeout -k 5 120 sudo -n sh -c " in ssh.remote_command(
-        ["systemctl", "stop", "x"], None, None
+        ["systemctl", "stop", "x"], None, None, with_input=True
     )
 
 
@@ -160,3 +165,42 @@ def test_history_switch_point():
     text = "1\t0/3000000\tno recovery target specified\n\n2\t0/5000A28\tbefore 2026-12-02\n"
     assert wal.history_switch_lsn(text) == 0x5000A28
     assert wal.history_switch_lsn("") is None
+
+
+def test_evidence_is_not_world_readable_whatever_the_umask(tmp_path):
+    import os
+    import stat
+
+    from runbooks.evidence import Evidence
+
+    old = os.umask(0)
+    try:
+        evidence = Evidence("drill", tmp_path / "evidence")
+        files = [evidence.write("plan.txt", "plan"), evidence.step_log(1, "Restore", "out")]
+        files.append(evidence.write("deeper/facts.json", "{}"))
+    finally:
+        os.umask(old)
+    folders = [evidence.path, evidence.path / "steps", evidence.path / "deeper"]
+    for folder in folders:
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o750, folder
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+        assert path.read_text() in ("plan\n", "out\n", "{}\n")
+
+
+def test_the_drills_metric_is_readable_by_node_exporter_under_a_strict_umask(tmp_path):
+    """The drill's unit runs with UMask=0077; node_exporter (another user) must read the file."""
+    import os
+    import stat
+
+    from runbooks.drill import write_metrics
+    from runbooks.executor import LocalExecutor
+
+    path = tmp_path / "spark_restore_drill.prom"
+    old = os.umask(0o077)
+    try:
+        write_metrics(LocalExecutor(), str(path), True, 3.5)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert "spark_restore_drill_last_success 1" in path.read_text()

@@ -7,6 +7,9 @@ admin console and a restore plan."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +55,52 @@ def test_db_target_over_ssh(ssh, backed_db):
     run = Run("plan")
     plan = pitr.prepare(target, pitr.Request(kind="latest"), run)
     assert plan.primary_up and plan.backup.label in "\n".join(plan.lines)
+
+
+# sudo as `sudo -n` runs a command: its environment reset (env_reset), so a value reaches the
+# command only through what the command itself sets up.
+FAKE_SUDO = """#!/bin/sh
+[ "$1" = -n ] && shift
+exec env -i PATH="$PATH" SUDO_USER=operator "$@"
+"""
+
+
+def _command_lines() -> list[str]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                lines.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except OSError:
+                continue
+    return lines
+
+
+@pytest.mark.parametrize("sudo", [False, True], ids=["root-login", "sudo"])
+def test_a_password_reaches_the_command_and_no_command_line(ssh, tmp_path, sudo):
+    """While the remote command runs, every process's argv on this machine (ssh, the remote
+    shell, sudo, runuser, the command) is sampled: the password is in none of them."""
+    fake_sudo = tmp_path / "sudo"
+    fake_sudo.write_text(FAKE_SUDO)
+    fake_sudo.chmod(0o755)
+    ssh = dataclasses.replace(ssh, sudo=sudo)
+    secret = "s3cr3t-value-4-ps"
+    seen: list[str] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        deadline = time.monotonic() + 30
+        while not done.is_set() and time.monotonic() < deadline:
+            seen.extend(line for line in _command_lines() if secret in line)
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        script = 'sleep 1; printf %s "$PGPASSWORD"'
+        result = ssh.run(["sh", "-c", script], user="postgres", env={"PGPASSWORD": secret})
+    finally:
+        done.set()
+        sampler.join()
+    assert result.stdout == secret
+    assert not seen, seen
