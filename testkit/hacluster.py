@@ -137,6 +137,7 @@ class HACluster:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            cwd=self.workdir,
         )
         wait_until(
             lambda: _http_ok(f"http://{HOST}:{self.etcd_port}/health"),
@@ -229,8 +230,14 @@ class HACluster:
             dbroute.config_text(routes, admin_socket=str(self.workdir / "route.sock"), bind=HOST)
         )
         log = open(self.workdir / "route.log", "ab")  # noqa: SIM115 (the child keeps it)
+        # In its own directory: HAProxy goes back to the directory it started in after reading
+        # its configuration, and the caller's (a checkout in a 0700 directory) may be closed to
+        # the service user.
         self.route_proc = popen_as_service_user(
-            ["haproxy", "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT
+            ["haproxy", "-db", "-f", str(cfg)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
         )
         # HAProxy takes every server as up until its checks say otherwise: wait for them.
         wait_until(self.route_settled, timeout=30, what="the route's checks agree with Patroni")
