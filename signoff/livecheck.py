@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from alerts import config as alert_config
 from alerts import rules
 from dashboards import build as dashboard_build
 from dashboards import panels
@@ -85,6 +86,26 @@ def run(prometheus_url: str, checks: list[Check] | None = None) -> list[Result]:
     checks = all_checks() if checks is None else checks
     with webaccess.client(prometheus_url, timeout=10) as client:
         return [run_check(prometheus_url.rstrip("/"), check, client) for check in checks]
+
+
+# Jobs only a Patroni cluster inventory has (docs/ha.md): required only where scraped.
+CLUSTER_JOBS = frozenset({alert_config.JOB_PATRONI, alert_config.JOB_ETCD})
+
+
+def scraped_jobs(prometheus_url: str) -> set[str]:
+    """The jobs Prometheus has targets for (its `up` series)."""
+    with webaccess.client(prometheus_url, timeout=10) as client:
+        response = client.get(
+            f"{prometheus_url.rstrip('/')}/api/v1/query", params={"query": "count by (job) (up)"}
+        )
+    response.raise_for_status()
+    return {item["metric"]["job"] for item in response.json()["data"]["result"]}
+
+
+def default_required_jobs(checks: list[Check], scraped: set[str]) -> set[str]:
+    """Every job the checks read, the cluster's only when this Prometheus scrapes them."""
+    read = set().union(*(c.jobs for c in checks))
+    return (read - CLUSTER_JOBS) | (read & CLUSTER_JOBS & scraped)
 
 
 def required(check: Check, live_jobs: set[str]) -> bool:

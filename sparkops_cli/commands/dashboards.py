@@ -77,7 +77,8 @@ def snapshot_cmd(prometheus_url: str, environment: str, out: Path, minutes: int,
 @_ENVIRONMENT
 @click.option("--job", "jobs", multiple=True, metavar="JOB",
               help="Scrape job that must return series (repeatable); default: every job "
-              "the dashboard and the alerts read.")  # fmt: skip
+              "the dashboard and the alerts read (the Patroni cluster's patroni and etcd "
+              "only when Prometheus scrapes them).")  # fmt: skip
 def livecheck_cmd(prometheus_url: str, environment: str, jobs: tuple[str, ...]) -> None:
     """Run every panel query and alert expression through Prometheus; fail on any query
     that does not parse, or that returns no series although its job is required."""
@@ -87,8 +88,10 @@ def livecheck_cmd(prometheus_url: str, environment: str, jobs: tuple[str, ...]) 
 
     _register(prometheus_url, environment)
     checks = livecheck.all_checks()
-    required_jobs = set(jobs) or set().union(*(c.jobs for c in checks))
     try:
+        required_jobs = set(jobs) or livecheck.default_required_jobs(
+            checks, livecheck.scraped_jobs(prometheus_url)
+        )
         results = livecheck.run(prometheus_url, checks)
     except httpx.HTTPError as exc:
         raise click.ClickException(
