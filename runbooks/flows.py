@@ -267,7 +267,7 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
             apps[0].command_args = f"--target-file {shlex.quote(str(order.target_file))}"
         else:
             found = sites.load_inventory(order.inventory)
-            lbs = _each(lambda h: sites.ssh_executor(h.name, found), found.group("lb"))
+            lbs = _each(lambda h: sites.ssh_executor(h.name, found), found.members("lb"))
             held["balancers"] = balancer.Balancers(lbs) if lbs else None
             names = order.hosts or [h.name for h in found.group("app")]
             apps = _each(lambda name: sites.app_target_for_host(name, found), names)

@@ -53,6 +53,11 @@ class Inventory:
             "pass one of those names with --host",
         )
 
+    def members(self, name: str) -> list[Host]:
+        """The hosts of group `name`, none when the inventory has no such group (an optional
+        tier: the load balancer). `group` is for the groups a runbook cannot do without."""
+        return [h for h in self.hosts if name in h.groups]
+
     def group(self, name: str) -> list[Host]:
         found = [h for h in self.hosts if name in h.groups]
         if not found:

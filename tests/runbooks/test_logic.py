@@ -118,6 +118,12 @@ def test_inventory_hosts_groups_and_sudo(tmp_path):
         found.host("db-9")
     with pytest.raises(Refused, match="no monitor hosts"):
         found.group("monitor")
+    # An optional tier (the load balancer) is simply absent; the lab inventory even lists the
+    # group with no host (`lb = []`), which the rollback must not take for a refusal.
+    assert found.members("lb") == []
+    assert [h.name for h in found.members("app")] == ["app-1", "app-2"]
+    path.write_text(path.read_text() + "lb = []\n")
+    assert inventory.load(path).members("lb") == []
     ssh = SshExecutor(name="db-1", address="10.0.0.10", ssh_user="ops", sudo=True)
     # The script (stdin) runs as root under `sudo -n sh -s`; with input (the script is then
     # ssh's argument) sudo wraps the command alone.
