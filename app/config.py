@@ -35,6 +35,8 @@ class Settings:
     instruments: dict[str, Instrument] = field(default_factory=lambda: dict(DEFAULT_INSTRUMENTS))
     db_timeout_s: float = 5.0  # wait for a pooled connection at most this long, then 503
     request_timeout_s: float = defaults.APP_REQUEST_TIMEOUT_SECONDS  # all of it, then 503
+    # An order whose connection was lost is run again for at most this long (app.dbretry).
+    db_retry_s: float = defaults.APP_DB_RETRY_SECONDS
     max_body_bytes: int = defaults.MAX_REQUEST_BODY_BYTES
     idempotency_in_flight_timeout_s: int = defaults.IDEMPOTENCY_IN_FLIGHT_TIMEOUT_SECONDS
     hsts_max_age: int = 63072000  # two years, as the HSTS preload list asks

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from app import apikeys, csp_reports, idempotency, metrics, openapi, orders, ratelimit
+from app import apikeys, csp_reports, dbretry, idempotency, metrics, openapi, orders, ratelimit
 from app import vocabulary as vocab
 from app.config import Settings
 from app.edge import EdgeGuard, RequestError, error_response, media_type, read_body
@@ -49,6 +49,7 @@ def require_json(request: Request) -> None:
 
 def create_app(settings: Settings | None = None) -> SecurityHeaders:
     settings = settings or Settings.from_env()
+    dbretry.reconnect_sooner()
     pool = AsyncConnectionPool(
         settings.database_url,
         min_size=min(2, settings.db_pool_size),
@@ -105,9 +106,10 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
         audit = orders.Audit(api_key.id, _client_addr(request),
                              request.scope["state"]["request_id"])  # fmt: skip
         fingerprint = idempotency.request_hash("POST", "/orders", order.fingerprint_fields())
-        async with pool.connection() as conn:
+
+        async def place(conn) -> orders.Response | idempotency.Claim | Response:
             try:
-                placed = await orders.claim_and_place(
+                return await orders.claim_and_place(
                     conn, settings, order, key, fingerprint, audit, budget(request, api_key)
                 )
             except orders.KeyTakenOver:
@@ -119,6 +121,18 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
                                 headers=orders.stored_headers(claim))  # fmt: skip
             except RequestError as exc:  # the key was given back (orders.claim_and_place)
                 return error_response(exc)
+
+        async def give_back_key(conn) -> None:
+            # The lost connection may have left this request's key in flight (claimed, the
+            # order not committed): give it back, or the run again would answer 409. A key
+            # that completed (the order did commit) stays, and the run again replays it.
+            await idempotency.release(conn, key)
+
+        placed = await dbretry.run(
+            pool, place, before_retry=give_back_key, seconds=settings.db_retry_s, what="order"
+        )
+        if isinstance(placed, Response):
+            return placed
         if not isinstance(placed, orders.Response):
             return _claim_answer(placed)
         result = placed

@@ -42,6 +42,11 @@ POSITION_UNIQUE_VIOLATIONS = Counter(
     names.POSITION_UNIQUE_VIOLATIONS,
     "Attempts to open a second open position for one (account, symbol, strategy).",
 )
+DB_RETRIES = Counter(
+    names.DB_RETRIES,
+    "Database work run again on a fresh connection after the old one was lost or read-only.",
+    ["what"],
+)
 IDEMPOTENCY_KEYS_PURGED = Counter(
     names.IDEMPOTENCY_KEYS_PURGED, "Expired idempotency keys deleted by the cleanup job."
 )

@@ -19,6 +19,7 @@ from runbooks import (
     balancer,
     bouncer,
     checks,
+    cluster,
     drill,
     pitr,
     restore_point,
@@ -312,3 +313,60 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
             rollback.record(plans, run)
 
     return Runbook("rollback", prepare, act, question="Roll back now?")
+
+
+# --- a Patroni cluster ------------------------------------------------------------------
+@dataclass
+class ClusterWhere:
+    """Which cluster: a cluster inventory's db hosts, or a local target file (the test kit)."""
+
+    inventory: Path | None = None
+    target_file: Path | None = None
+    resolved: cluster.Cluster | None = None
+
+    def cluster(self) -> cluster.Cluster:
+        if self.resolved is not None:
+            return self.resolved
+        if self.target_file:
+            return sites.cluster_from_file(self.target_file)
+        return sites.cluster_from_inventory(self.inventory)
+
+
+@dataclass
+class SwitchoverOrder:
+    where: ClusterWhere = field(default_factory=ClusterWhere)
+    to: str | None = None
+    pause_wait: float = bouncer.DEFAULT_PAUSE_WAIT_SECONDS
+    disconnect_blockers: bool = False
+    timeout: float = cluster.SWITCHOVER_TIMEOUT_SECONDS
+
+
+def switchover_runbook(order: SwitchoverOrder) -> Runbook:
+    def prepare(run):
+        return cluster.prepare_switchover(
+            order.where.cluster(),
+            run,
+            to=order.to,
+            pause_wait=order.pause_wait,
+            disconnect_blockers=order.disconnect_blockers,
+            timeout=order.timeout,
+        )
+
+    return Runbook(
+        "switchover",
+        prepare,
+        lambda run, plan: cluster.execute_switchover(plan, run),
+        question="Switch over now? Writes wait while the primary moves",
+    )
+
+
+def failover_runbook(where: ClusterWhere, to: str, timeout: float) -> Runbook:
+    def prepare(run):
+        return cluster.prepare_failover(where.cluster(), run, to=to, timeout=timeout)
+
+    return Runbook(
+        "failover",
+        prepare,
+        lambda run, plan: cluster.execute_failover(plan, run),
+        question="Fail over now? Commits the candidate did not receive are lost",
+    )

@@ -9,10 +9,12 @@ clusters of the tests and the benchmark use it).
 from __future__ import annotations
 
 import json
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
 from runbooks.checklist import Refused
+from runbooks.cluster import Cluster, Node
 from runbooks.executor import LocalExecutor, SshExecutor
 from runbooks.inventory import Inventory
 from runbooks.inventory import load as load_inventory
@@ -238,4 +240,55 @@ def app_target_from_file(path: Path) -> AppTarget:
         db_revision=revision,
         root=root,
         label=spec.get("label", "local-app"),
+    )
+
+
+# --- a Patroni cluster (runbooks/cluster.py) ----------------------------------------------
+def cluster_from_inventory(path: Path | None) -> Cluster:
+    """The db hosts of a cluster inventory (one with an `etcd` group), over SSH, each with its
+    pgBouncer's admin console (the deploy's password) for PAUSE/RESUME."""
+    inventory = load_inventory(path)
+    if not inventory.members("etcd"):
+        raise Refused(
+            f"the {inventory.path.stem} inventory ({inventory.path}) is not a Patroni cluster "
+            "(no etcd group): its db host is a single PostgreSQL with no replica to move to",
+            "for a cluster, add an etcd group and two or more db hosts (docs/ha.md)",
+        )
+    hosts = inventory.group("db")
+    bouncer = deployed_bouncer(inventory.environment)
+    nodes = []
+    for host in hosts:
+        executor = ssh_executor(host.name, inventory)
+        target = None
+        if bouncer is not None:
+            target = DbTarget(
+                executor=executor,
+                data_dir=layout.POSTGRES_DATA_DIR,
+                service=SystemdService(executor, (layout.PATRONI_SERVICE,)),
+                bouncer=bouncer,
+                label=host.name,
+            )
+        nodes.append(Node(host.name, executor, bouncer=target))
+    args = f"--inventory {shlex.quote(str(path))}" if path else ""
+    return Cluster(nodes, label=inventory.path.stem, command_args=args)
+
+
+def cluster_from_file(path: Path) -> Cluster:
+    """A local cluster described in JSON (the test kit's): {"nodes": [{"name", "config",
+    "os_user"}], "label"}; no pgBouncer in front of its nodes."""
+    try:
+        spec = json.loads(Path(path).read_text())
+        nodes = [
+            Node(n["name"], LocalExecutor(), config=n["config"], os_user=n.get("os_user") or "")
+            for n in spec["nodes"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise Refused(
+            f"cannot read cluster target file {path}: {exc}",
+            'give a JSON file {"nodes": [{"name": ..., "config": ...}]}',
+        ) from exc
+    return Cluster(
+        nodes,
+        label=spec.get("label", "local"),
+        command_args=f"--target-file {shlex.quote(str(path))}",
     )

@@ -140,6 +140,10 @@ READY_CHECK_TIMEOUT_SECONDS = 2.0
 # it a black-holed database connection hangs a request until TCP gives up (minutes); the
 # chaos scenarios (tests/chaos) hold every answer to it.
 APP_REQUEST_TIMEOUT_SECONDS = 10.0
+# A request whose database connection was lost (a cluster's switchover or failover, a
+# restart) is run again on a fresh one for at most this long (app.dbretry), within the budget
+# above: a planned switchover takes 2-5 s (docs/ha.md).
+APP_DB_RETRY_SECONDS = 8.0
 # Retry-After on a 503 for a database the app cannot reach (requests and /readyz alike).
 DB_UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 # uvicorn closes an idle keep-alive connection after this long. Longer than the Retry-After

@@ -27,6 +27,7 @@ RATE_LIMITED = f"{PREFIX}_api_rate_limited_total"  # counter (429 answers): limi
 CSP_REPORTS = f"{PREFIX}_csp_reports_total"  # counter: directive
 MONEY_OPERATIONS = f"{PREFIX}_money_operations_total"  # counter: kind
 POSITION_UNIQUE_VIOLATIONS = f"{PREFIX}_position_unique_violations_total"  # counter
+DB_RETRIES = f"{PREFIX}_db_retries_total"  # counter, label `what`: work run again (app.dbretry)
 IDEMPOTENCY_KEYS_PURGED = f"{PREFIX}_idempotency_keys_purged_total"  # counter
 APP_BUILD_INFO = f"{PREFIX}_build_info"  # gauge=1: release
 # /readyz's answer, refreshed at each /metrics scrape: 1 ready, 0 not (database unreachable).

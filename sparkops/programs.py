@@ -43,6 +43,7 @@ PACKAGES: dict[str, str] = {
     # HAProxy is listed with the load balancer's).
     "etcd": "etcd-server",
     "patroni": "patroni",
+    "patronictl": "patroni",  # runbooks/cluster.py, on the db hosts and with the test kit
     # The units' exposure and syntax, offline on the rendered files (tests/deploys).
     "systemd-analyze": "systemd",
     # The firewall's ruleset, loaded in a throwaway network namespace (tests/deploys).

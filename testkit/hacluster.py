@@ -14,6 +14,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,15 +28,24 @@ from pathlib import Path
 import psycopg
 import yaml
 
+from app import migrate
 from deploys import dbroute, hacluster, postgresql
-from sparkops import layout
+from sparkops import dbroles, defaults, layout
 from sparkops.wait import wait_until
-from testkit.proc import free_port, make_workdir, popen_as_service_user, stop_process, tail_file
+from testkit.proc import (
+    free_port,
+    make_workdir,
+    popen_as_service_user,
+    service_user,
+    stop_process,
+    tail_file,
+)
 
 HOST = "127.0.0.1"
 # Short leases so tests fail over in seconds; the deploy's defaults are in hacluster.DEFAULTS.
 FAST = {"ha_ttl": 12, "ha_loop_wait": 2, "ha_retry_timeout": 5}
 SUPERUSER_PASSWORD = "kit-superuser"
+DBNAME = defaults.DATABASE_NAME
 SECRETS = {
     hacluster.SECRET_SUPERUSER: SUPERUSER_PASSWORD,
     hacluster.SECRET_REPLICATION: "kit-replication",
@@ -89,6 +99,17 @@ class HACluster:
     route_proc: subprocess.Popen | None = None
     route_ports: dict[str, int] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    # The app's roles and schema on the cluster (as the deploy makes them), reached by every
+    # role through the route: for the app itself on the cluster (app_conninfo).
+    app_schema: bool = False
+    passwords: dbroles.RolePasswords = field(
+        default_factory=lambda: dbroles.RolePasswords(
+            app=secrets.token_urlsafe(18),
+            migrations=secrets.token_urlsafe(18),
+            pgbouncer_auth=secrets.token_urlsafe(18),
+            monitoring=secrets.token_urlsafe(18),
+        )
+    )
 
     # --- start ----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> HACluster:
@@ -108,6 +129,8 @@ class HACluster:
                     self.sync_standby, timeout=timeout, what="a replica is the synchronous standby"
                 )
             self._start_route()
+            if self.app_schema:
+                self._make_app_schema()
         except BaseException:
             self.stop()
             raise
@@ -165,7 +188,7 @@ class HACluster:
             {
                 "type": "host",
                 "database": "all",
-                "user": "postgres",
+                "user": "all" if self.app_schema else "postgres",
                 "address": f"{HOST}/32",
                 "method": "scram-sha-256",
             },
@@ -241,6 +264,52 @@ class HACluster:
         )
         # HAProxy takes every server as up until its checks say otherwise: wait for them.
         wait_until(self.route_settled, timeout=30, what="the route's checks agree with Patroni")
+
+    def _make_app_schema(self) -> None:
+        """Roles, database and privileges as the deploy makes them (sparkops.dbroles), on the
+        primary through the route; then the app's migrations as their owner."""
+        with psycopg.connect(self.route_conninfo(), autocommit=True) as conn:
+            for stmt in dbroles.role_statements(self.passwords):
+                conn.execute(stmt)
+            for stmt in dbroles.role_setting_statements():
+                conn.execute(stmt)
+            if not conn.execute(dbroles.database_exists_sql(DBNAME)).fetchone():
+                conn.execute(dbroles.create_database_sql(DBNAME))
+        with psycopg.connect(self.route_conninfo(dbname=DBNAME), autocommit=True) as conn:
+            for stmt in dbroles.privilege_statements(DBNAME):
+                conn.execute(stmt)
+        migrate.upgrade(
+            self._role_conninfo(defaults.ROLE_MIGRATIONS, self.passwords.migrations), "head"
+        )
+
+    def _role_conninfo(self, user: str, password: str) -> str:
+        return (
+            f"host={HOST} port={self.route_ports['primary']} user={user} password={password} "
+            f"dbname={DBNAME} connect_timeout=3"
+        )
+
+    def app_conninfo(self) -> str:
+        """The app role through the route, as the app on an app host connects."""
+        return self._role_conninfo(defaults.ROLE_APP, self.passwords.app)
+
+    def target_file(self, path: Path) -> Path:
+        """The cluster as `sparkops cluster --target-file` reads it (runbooks.sites)."""
+        path.write_text(
+            json.dumps(
+                {
+                    "label": "kit",
+                    "nodes": [
+                        {
+                            "name": n.name,
+                            "config": str(n.workdir / "patroni.yml"),
+                            "os_user": service_user() or "",
+                        }
+                        for n in self.nodes
+                    ],
+                }
+            )
+        )
+        return path
 
     def route_status(self) -> dict[tuple[str, str], str]:
         """{(route, node): "UP" | "DOWN" | ...} from HAProxy's runtime API (`show stat`)."""

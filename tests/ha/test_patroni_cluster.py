@@ -7,20 +7,29 @@ switchover leaves a healthy cluster behind and the failover, which does not, run
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+import uuid
+from collections import Counter
 
 import psycopg
 import pytest
 
+from app.config import Settings
 from sparkops.wait import wait_until
+from testkit import traffic
+from testkit.appserver import AppServer
 from testkit.hacluster import HACluster, Writer
+from tests.conftest import AUTH, TEST_KEY_RATE_LIMIT, create_account
 
 pytestmark = pytest.mark.chaos
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with HACluster(nodes_count=2) as kit:
+    with HACluster(nodes_count=2, app_schema=True) as kit:
         with psycopg.connect(kit.route_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         yield kit
@@ -65,22 +74,99 @@ def test_the_route_sends_writes_to_the_primary_and_reads_to_the_replica(cluster)
         conn.execute("INSERT INTO acks (id) VALUES (-1)")
 
 
-def test_switchover_moves_the_primary_and_loses_no_acknowledged_write(cluster):
+def _sparkops(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sparkops_cli.main", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_cluster_runbooks_refuse_bad_targets_and_change_nothing(cluster, tmp_path):
+    target = cluster.target_file(tmp_path / "cluster.json")
+    leader = cluster.leader()
+    (replica,) = [n.name for n in cluster.nodes if n.name != leader]
+    status = _sparkops("cluster", "status", "--target-file", target, "--json")
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert shown["leader"] == leader
+    assert {m["name"]: m["role"] for m in shown["members"]} == {
+        leader: "leader",
+        replica: "sync_standby",
+    }
+    refusals = [
+        (("switchover", "--to", "nosuchnode"), "is not a member of the cluster"),
+        (("switchover", "--to", leader), "is already the primary"),
+        (("failover", "--to", replica), "has a running leader"),
+        (("failover", "--to", "nosuchnode"), "has a running leader"),
+    ]
+    for args, words in refusals:
+        done = _sparkops("cluster", *args, "--target-file", target, "--yes")
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert words in done.stdout + done.stderr, (args, done.stdout)
+        assert "nothing was changed" in done.stdout + done.stderr
+    dry = _sparkops("cluster", "switchover", "--target-file", target, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert f"Switchover: {leader} -> {replica}" in dry.stdout
+    assert cluster.leader() == leader
+
+
+def test_switchover_runbook_under_order_load_fails_no_order(cluster, tmp_path):
+    """`sparkops cluster switchover` while the real app takes orders through the route: every
+    order is answered 201 (the app runs one cut by the switchover again) and is stored once."""
+    target = cluster.target_file(tmp_path / "cluster.json")
     old = cluster.leader()
     (candidate,) = [n.name for n in cluster.nodes if n.name != old]
-    before = len(_rows(cluster))
-    with Writer(cluster.route_conninfo()) as writer:
-        wait_until(lambda: writer.acked_since(20), timeout=30, what="writes flow")
-        cluster.switchover(candidate)
-        wait_until(
-            lambda: cluster.route_target("primary") == candidate,
-            timeout=60,
-            what="the route follows the switchover",
-        )
-        acked = len(writer.acked)
-        wait_until(lambda: writer.acked_since(acked + 20), timeout=30, what="writes flow again")
+    with psycopg.connect(cluster.app_conninfo(), autocommit=True) as conn:
+        create_account(conn, "acct-ha")
+    settings = Settings(
+        database_url=cluster.app_conninfo(),
+        release_id="kit",
+        metrics_port=0,
+        client_rate_limit=TEST_KEY_RATE_LIMIT,
+    )
+    run_id = uuid.uuid4().hex[:8]
+
+    def order(i: int) -> traffic.Request:
+        # Buys only: the position stays open (no race to open it anew on every other order).
+        body = {"account_id": "acct-ha", "symbol": "BTCUSDT", "side": "buy",
+                "quantity": "0.00100", "price": "65000.00"}  # fmt: skip
+        headers = {**AUTH, "content-type": "application/json",
+                   "idempotency-key": f"ha-{run_id}-{i}"}  # fmt: skip
+        return traffic.Request("POST", "/orders", headers, json.dumps(body).encode())
+
+    with AppServer(settings) as server:
+        load = traffic.Traffic(server.url, order, rate=30, timeout=30, max_seconds=120).start()
+        try:
+            wait_until(lambda: len(load.outcomes) >= 30, timeout=30, what="orders flow")
+            done = _sparkops(
+                "cluster", "switchover", "--target-file", target, "--to", candidate,
+                "--yes", "--json", "--evidence-dir", tmp_path / "evidence",
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            switched = len(load.outcomes)
+            wait_until(lambda: len(load.outcomes) >= switched + 30, timeout=60,
+                       what="orders flow after the switchover")  # fmt: skip
+        finally:
+            outcomes = load.stop()
+    result = json.loads(done.stdout)
+    assert result["outcome"] == "done"
+    assert result["facts"]["new_leader"] == candidate
+    assert all(c["ok"] for c in result["checks"]), result["checks"]
     assert cluster.leader() == candidate
-    assert len(_rows(cluster)) >= before + len(writer.acked)
+    statuses = Counter(o.status for o in outcomes)
+    assert set(statuses) == {201}, (
+        f"orders not answered 201: {statuses}, {traffic.failures(outcomes)[:3]}"
+    )
+    with psycopg.connect(cluster.app_conninfo(), autocommit=True) as conn:
+        stored = conn.execute(
+            "SELECT count(*), count(DISTINCT idempotency_key) FROM orders "
+            "WHERE idempotency_key LIKE %s",
+            (f"%ha-{run_id}-%",),
+        ).fetchone()
+    assert stored == (len(outcomes), len(outcomes))
     wait_until(lambda: cluster._all_streaming(), timeout=60, what="the old primary streams")
     # In synchronous mode only the synchronous standby may be promoted: the old primary must
     # take that part before the cluster survives another loss.

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +37,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.ha_lab]
 HOSTS = ("db", "db2", "app", "monitor")
 ACCOUNT = "ha-lab"
 PATRONICTL = f"patronictl -c {layout.PATRONI_CONFIG}"
+LAB_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "lab.py"
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +167,50 @@ class OrderClient:
         self._thread.join(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def trader(deployed) -> tuple[str, str]:
+    """(orders URL, API key secret) for an account of the lab's own."""
+    hosts = deployed["hosts"]
+    app = _host(hosts, "app")
+    members = _members(_host(hosts, "db"))
+    leader = next(name for name, m in members.items() if m["Role"] == "Leader")
+    _psql(
+        _host(hosts, leader),
+        "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
+        f"VALUES ('{ACCOUNT}', 'HA', 100000000, 100000000) ON CONFLICT DO NOTHING",
+    )
+    secret = secret_in(_ssh(app, keys_create_on_host("ha-lab", [ACCOUNT], ["read", "trade"])))
+    return f"http://{app['ip']}:{defaults.APP_PORT}/orders", secret
+
+
+def test_a_switchover_under_orders_fails_none(deployed, trader, tmp_path):
+    """`sparkops cluster switchover` with pgBouncer paused around it, orders flowing through the
+    app: every order answered 201, the primary moved, the old one replicates."""
+    db = _host(deployed["hosts"], "db")
+    old = next(n for n, m in _members(db).items() if m["Role"] == "Leader")
+    with OrderClient(*trader) as client:
+        wait_until(lambda: len(client.acked) >= 20, timeout=60, what="orders flow")
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "sparkops_cli.main", "cluster", "switchover",
+             "--inventory", str(LAB_INVENTORY), "--yes", "--json",
+             "--evidence-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+        after = len(client.acked)
+        wait_until(lambda: len(client.acked) >= after + 20, timeout=60, what="orders flow after")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    print(f"\nswitchover {seconds:.1f} s by the clock, facts {result['facts']}; "
+          f"{len(client.acked)} orders acknowledged, {len(client.failed)} failed")  # fmt: skip
+    assert result["facts"]["pgbouncer_paused"] is True
+    assert result["facts"]["new_leader"] != old
+    assert client.failed == [], f"{len(client.failed)} orders failed during the switchover"
+    members = _members(db)
+    assert members[old]["Role"] in ("Replica", "Sync Standby"), members
+
+
 def _kill_host(name: str) -> None:
     """The host dies: its PID namespace's launcher SIGKILLed (the lab's state has its record;
     `unshare --kill-child` takes every process of the host with it)."""
@@ -172,20 +220,12 @@ def _kill_host(name: str) -> None:
     assert not state.is_alive(record)
 
 
-def test_the_primarys_host_dies_under_orders_and_none_acknowledged_is_lost(deployed):
+def test_the_primarys_host_dies_under_orders_and_none_acknowledged_is_lost(deployed, trader):
     hosts = deployed["hosts"]
-    app = _host(hosts, "app")
     members = _members(_host(hosts, "db"))
     leader = next(name for name, m in members.items() if m["Role"] == "Leader")
     survivor = _host(hosts, "db2" if leader == "db" else "db")
-    _psql(
-        _host(hosts, leader),
-        "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
-        f"VALUES ('{ACCOUNT}', 'HA', 100000000, 100000000) ON CONFLICT DO NOTHING",
-    )
-    secret = secret_in(_ssh(app, keys_create_on_host("ha-lab", [ACCOUNT], ["read", "trade"])))
-    url = f"http://{app['ip']}:{defaults.APP_PORT}/orders"
-    with OrderClient(url, secret) as client:
+    with OrderClient(*trader) as client:
         wait_until(lambda: len(client.acked) >= 20, timeout=60, what="orders flow")
         before = len(client.acked)
         killed_at = time.monotonic()

@@ -1,0 +1,134 @@
+"""The switchover's and failover's plans on a cluster described by `patronictl list` (pure
+logic: the members are what Patroni 3.0 prints; tests/ha runs the runbooks on a real cluster),
+and the app's rule for which database errors it runs an order again after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import psycopg
+import pytest
+from psycopg_pool import PoolTimeout
+
+from app import dbretry
+from runbooks import cluster
+from runbooks.checklist import Refused, Run
+from runbooks.executor import Executor
+
+LEADER = {"Cluster": "spark", "Member": "db", "Host": "10.0.0.2", "Role": "Leader",
+          "State": "running", "TL": 3}  # fmt: skip
+SYNC = {"Cluster": "spark", "Member": "db2", "Host": "10.0.0.3", "Role": "Sync Standby",
+        "State": "running", "TL": 3, "Lag in MB": 0}  # fmt: skip
+ASYNC = {"Cluster": "spark", "Member": "db3", "Host": "10.0.0.4", "Role": "Replica",
+         "State": "streaming", "TL": 3, "Lag in MB": 0}  # fmt: skip
+
+
+class _Patronictl(Executor):
+    """Answers `patronictl list -f json` with the given rows; records every other command."""
+
+    def __init__(self, rows: list[dict]) -> None:
+        super().__init__()
+        self.rows = rows
+        self.ran: list[list[str]] = []
+
+    def _spawn(self, argv, *, user, env, input, timeout):
+        if argv[0] == cluster.PATRONICTL and argv[3:] == ["list", "-f", "json"]:
+            return 0, json.dumps(self.rows), ""
+        self.ran.append(list(argv))
+        return 1, "", "not in this test"
+
+
+def _cluster(rows: list[dict]) -> tuple[cluster.Cluster, _Patronictl]:
+    executor = _Patronictl(rows)
+    names = [r["Member"] for r in rows] or ["db"]
+    return cluster.Cluster([cluster.Node(n, executor) for n in names], label="test"), executor
+
+
+def test_members_are_read_from_patronictl_json():
+    members = cluster.parse_members(json.dumps([LEADER, SYNC, {**ASYNC, "Lag in MB": "unknown"}]))
+    assert [(m.name, m.role, m.state, m.timeline, m.lag_mb) for m in members] == [
+        ("db", "leader", "running", 3, None),
+        ("db2", "sync_standby", "running", 3, 0.0),
+        ("db3", "replica", "streaming", 3, None),
+    ]
+    assert members[0].leads and members[1].replicates and not members[0].replicates
+
+
+def test_switchover_plan_takes_the_synchronous_standby_and_runs_nothing():
+    found, executor = _cluster([LEADER, ASYNC, SYNC])
+    run = Run("switchover")
+    plan = cluster.prepare_switchover(found, run, to=None)
+    assert (plan.leader.name, plan.candidate.name) == ("db", "db2")
+    assert any("patronictl switchover --leader db --candidate db2" in line for line in run.plan)
+    assert executor.ran == []
+
+
+@pytest.mark.parametrize(
+    ("rows", "to", "words"),
+    [
+        ([LEADER, SYNC], "db9", "not a member of the cluster"),
+        ([LEADER, SYNC], "db", "already the primary"),
+        ([LEADER, SYNC, ASYNC], "db3", "not the synchronous standby"),
+        ([LEADER, {**SYNC, "Lag in MB": 40}], "db2", "behind the primary by 40 MB"),
+        ([LEADER, {**SYNC, "State": "stopped"}], None, "no replica is running"),
+        ([{**LEADER, "State": "stopped"}, SYNC], "db2", "no running leader"),
+        ([LEADER], None, "no replica is running"),
+    ],
+)
+def test_switchover_refuses_in_the_plan(rows, to, words):
+    found, executor = _cluster(rows)
+    with pytest.raises(Refused) as refused:
+        cluster.prepare_switchover(found, Run("switchover"), to=to)
+    assert words in str(refused.value)
+    assert refused.value.hint
+    assert executor.ran == []
+
+
+def test_without_synchronous_mode_the_replica_least_behind_is_taken():
+    rows = [LEADER, {**ASYNC, "Lag in MB": 0.5}, {**ASYNC, "Member": "db4", "Lag in MB": 0}]
+    found, _ = _cluster(rows)
+    assert cluster.prepare_switchover(found, Run("switchover"), to=None).candidate.name == "db4"
+
+
+def test_failover_is_refused_while_a_leader_runs_and_planned_without_one():
+    found, executor = _cluster([LEADER, SYNC])
+    with pytest.raises(Refused, match="has a running leader"):
+        cluster.prepare_failover(found, Run("failover"), to="db2")
+    found, executor = _cluster([{**LEADER, "State": "stopped"}, SYNC])
+    run = Run("failover")
+    plan = cluster.prepare_failover(found, run, to="db2")
+    assert plan.candidate.name == "db2"
+    assert any("patronictl failover --candidate db2" in line for line in run.plan)
+    assert executor.ran == []
+
+
+def test_a_single_host_inventory_is_refused_before_any_connection(tmp_path):
+    inventory = tmp_path / "staging.py"
+    inventory.write_text('db = [("db.example.invalid", {"ssh_user": "ops"})]\n')
+    for args in (["switchover", "--yes"], ["failover", "--to", "db2", "--yes"], ["status"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "sparkops_cli.main", "cluster", *args,
+             "--inventory", str(inventory)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode in (1, 2) if args == ["status"] else done.returncode == 2
+        assert "not a Patroni cluster (no etcd group)" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("exc", "retried"),
+    [
+        (psycopg.OperationalError("server closed the connection unexpectedly"), True),
+        (psycopg.errors.ReadOnlySqlTransaction("read-only"), True),
+        (psycopg.errors.AdminShutdown("terminating connection"), True),
+        (PoolTimeout("couldn't get a connection after 5.00 sec"), False),
+        (psycopg.errors.QueryCanceled("canceling statement"), False),
+        (psycopg.errors.UniqueViolation("duplicate key"), False),
+        (psycopg.errors.CheckViolation("check"), False),
+        (ValueError("not a database error"), False),
+    ],
+)
+def test_the_app_runs_an_order_again_only_after_the_database_moved(exc, retried):
+    assert dbretry.retryable(exc) is retried
