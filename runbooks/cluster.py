@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from runbooks import bouncer
 from runbooks.checklist import Refused, Run, StepFailed, shielded
 from runbooks.executor import Executor
+from runbooks.services import ServiceControl
 from runbooks.target import DbTarget
 from sparkops import defaults, layout
 
@@ -35,13 +36,21 @@ MAX_CANDIDATE_LAG_MB = 1.0
 
 @dataclass
 class Node:
-    """A db host of the cluster: where to run patronictl, and its pgBouncer (if known)."""
+    """A db host of the cluster: where to run patronictl; its PostgreSQL as a restore sees it
+    (`db`: psql, pgBackRest, pg_ctl alone, and its pgBouncer's admin console when known);
+    its Patroni service."""
 
     name: str
     executor: Executor
     config: str = layout.PATRONI_CONFIG
     os_user: str = "postgres"
-    bouncer: DbTarget | None = None  # None: no pgBouncer known in front of this node
+    db: DbTarget | None = None
+    patroni: ServiceControl | None = None
+
+    @property
+    def bouncer(self) -> DbTarget | None:
+        """The node's PostgreSQL target when its pgBouncer can be paused, else None."""
+        return self.db if self.db is not None and self.db.bouncer is not None else None
 
 
 @dataclass(frozen=True)
@@ -267,7 +276,12 @@ def prepare_switchover(
         f"    2. patronictl switchover --leader {leader.name} --candidate {candidate.name}",
         f"    3. wait until {candidate.name} leads (at most {timeout:g} s in all)",
         f"    4. {last}",
-        f"    5. wait until {leader.name} replicates from {candidate.name}",
+        f"    5. wait until {leader.name} replicates from {candidate.name}"
+        + (
+            " and a synchronous standby is in place"
+            if any(m.role == "sync_standby" for m in members)
+            else ""
+        ),
         "  writes wait from step 1 until the route finds the new primary (a few seconds); "
         "reads through the replica route go on",
     ]
@@ -329,11 +343,18 @@ def execute_switchover(plan: SwitchoverPlan, run: Run) -> None:
             run.facts["writes_waited_seconds"] = round(time.monotonic() - started, 3)
     with run.step(f"Wait until {old} replicates"):
         try:
+            # In synchronous mode, until a replica is the synchronous standby again the
+            # cluster cannot survive the next loss (Patroni promotes only that standby).
+            synchronous = any(m.role == "sync_standby" for m in plan.members)
             members = _wait_for(
                 cluster,
-                lambda ms: _replicates(ms, old),
+                lambda ms: (
+                    _replicates(ms, old)
+                    and (not synchronous or any(m.role == "sync_standby" for m in ms))
+                ),
                 switched + plan.timeout,
-                f"{old} did not rejoin as a replica",
+                f"{old} did not rejoin as a replica"
+                + (" with a synchronous standby in place" if synchronous else ""),
             )
         except StepFailed:
             run.leave([_state_now(cluster)])

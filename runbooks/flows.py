@@ -20,6 +20,7 @@ from runbooks import (
     bouncer,
     checks,
     cluster,
+    cluster_restore,
     drill,
     pitr,
     restore_point,
@@ -369,4 +370,54 @@ def failover_runbook(where: ClusterWhere, to: str, timeout: float) -> Runbook:
         prepare,
         lambda run, plan: cluster.execute_failover(plan, run),
         question="Fail over now? Commits the candidate did not receive are lost",
+    )
+
+
+@dataclass
+class ClusterRestoreOrder:
+    kind: str  # time | lsn | name | latest
+    value: str | None
+    where: ClusterWhere = field(default_factory=ClusterWhere)
+    on: str | None = None
+    check_sql: tuple[str, ...] = ()
+    target_timeline: str | None = None
+    recovery_timeout: float = 3600
+    pause_wait: float = bouncer.DEFAULT_PAUSE_WAIT_SECONDS
+    disconnect_blockers: bool = False
+    timeout: float = 600.0  # for the cluster to lead and stream again after the restore
+    rerun_command: str = ""
+
+
+def cluster_restore_runbook(order: ClusterRestoreOrder) -> Runbook:
+    def prepare(run):
+        found = order.where.cluster()
+        req = pitr.Request(
+            kind=order.kind,
+            value=None if order.kind == "latest" else order.value,
+            checks=checks.named_queries(order.check_sql),
+            target_timeline=order.target_timeline,
+            pause_wait=order.pause_wait,
+            disconnect_blockers=order.disconnect_blockers,
+            recovery_timeout=order.recovery_timeout,
+            rerun_command=order.rerun_command,
+        )
+        plan = cluster_restore.prepare(found, run, req, on=order.on, timeout=order.timeout)
+        node = plan.node.name
+        req.resume_command = f"sparkops pgbouncer resume --host {node} " + found.command_args
+        return plan
+
+    def act(run, plan):
+        if run.evidence:
+            run.evidence.write_json("pgbackrest-info.json", plan.restore.info.raw)
+        try:
+            cluster_restore.execute(plan, run)
+        finally:
+            if run.evidence:
+                run.evidence.write_json("lsn.json", {k: run.facts.get(k) for k in LSN_FACTS})
+
+    return Runbook(
+        "cluster-restore",
+        prepare,
+        act,
+        question="Restore the whole cluster now? This replaces the database's contents",
     )

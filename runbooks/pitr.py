@@ -42,6 +42,9 @@ class Request:
     # What an operator runs to finish or undo an interrupted run (set by the command line).
     rerun_command: str | None = None
     resume_command: str | None = None
+    # Part of a whole cluster's restore (runbooks/cluster_restore.py), which stops Patroni
+    # everywhere first: the in-place guard for Patroni nodes does not apply.
+    cluster_restore: bool = False
 
 
 @dataclass
@@ -134,12 +137,17 @@ def _latest_before(backups: list[BackupSet], ok) -> BackupSet | None:
 def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = None) -> Plan:
     now = now or datetime.now(UTC)
     target_time, target_lsn = validate_request(req, now)
-    if req.dest is None and source.executor.exists(layout.PATRONI_CONFIG):
+    if (
+        req.dest is None
+        and not req.cluster_restore
+        and source.executor.exists(layout.PATRONI_CONFIG)
+    ):
         # Patroni would restart the stopped node, or promote a replica over the restored one.
         raise Refused(
             f"{source.label} is a node of a Patroni cluster ({layout.PATRONI_CONFIG} exists): "
-            "an in-place restore there is not supported yet (docs/ha.md)",
-            "restore to a copy (--to-data-dir or --to-host) and check it, or follow docs/ha.md",
+            "restoring one node in place would fight Patroni",
+            "restore the whole cluster with `sparkops cluster restore` (the same target "
+            "options; docs/ha.md), or restore to a copy (--to-data-dir or --to-host)",
         )
     info = wal.read_info(source)
     if not info.backups:

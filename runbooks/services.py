@@ -301,3 +301,50 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def alone_settings(data_dir: str) -> dict[str, str]:
+    """What PostgreSQL started alone on a restored Patroni node must not take from the
+    backup's postgresql.conf, which Patroni wrote for the node that was primary then: its
+    addresses (loopback only while the restore is checked), its configuration files' paths,
+    and above all its synchronous standby, which would hold every commit forever."""
+    return {
+        "listen_addresses": "127.0.0.1",
+        "synchronous_standby_names": "",
+        "hba_file": f"{data_dir}/pg_hba.conf",
+        "ident_file": f"{data_dir}/pg_ident.conf",
+    }
+
+
+@dataclass
+class PatroniNodePostgres(ServiceControl):
+    """PostgreSQL on a Patroni node, for a restore: `stop` stops Patroni (which stops its
+    PostgreSQL and gives up the leader key) and makes sure PostgreSQL is down; `start` starts
+    PostgreSQL alone with pg_ctl, out of Patroni's hands, to replay and verify the restore
+    before the cluster is made from it (runbooks/cluster_restore.py)."""
+
+    patroni: ServiceControl
+    postgres: PgCtlService
+
+    @property
+    def description(self) -> str:
+        return f"Patroni ({self.patroni.description}), then PostgreSQL alone with pg_ctl"
+
+    def stop(self) -> None:
+        self.patroni.stop()
+        self.postgres.stop()
+
+    def start(self) -> None:
+        self.postgres.start()
+
+    def is_active(self) -> bool:
+        return self.postgres.is_active()
+
+    def log_tail(self) -> str:
+        return self.postgres.log_tail()
+
+    def start_command(self) -> str:
+        return self.postgres.start_command()
+
+    def stop_command(self) -> str:
+        return f"{self.patroni.stop_command()}; {self.postgres.stop_command()}"

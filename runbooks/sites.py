@@ -19,7 +19,13 @@ from runbooks.executor import LocalExecutor, SshExecutor
 from runbooks.inventory import Inventory
 from runbooks.inventory import load as load_inventory
 from runbooks.releases import AppTarget
-from runbooks.services import PgCtlService, ProcessService, SystemdService
+from runbooks.services import (
+    PatroniNodePostgres,
+    PgCtlService,
+    ProcessService,
+    SystemdService,
+    alone_settings,
+)
 from runbooks.target import Bouncer, DbTarget
 from sparkops import defaults, envvars, layout, secrets
 
@@ -259,16 +265,21 @@ def cluster_from_inventory(path: Path | None) -> Cluster:
     nodes = []
     for host in hosts:
         executor = ssh_executor(host.name, inventory)
-        target = None
-        if bouncer is not None:
-            target = DbTarget(
-                executor=executor,
-                data_dir=layout.POSTGRES_DATA_DIR,
-                service=SystemdService(executor, (layout.PATRONI_SERVICE,)),
-                bouncer=bouncer,
-                label=host.name,
-            )
-        nodes.append(Node(host.name, executor, bouncer=target))
+        patroni = SystemdService(executor, (layout.PATRONI_SERVICE,))
+        alone = PgCtlService(
+            executor,
+            layout.POSTGRES_DATA_DIR,
+            layout.CLUSTER_RESTORE_LOG,
+            options=alone_settings(layout.POSTGRES_DATA_DIR),
+        )
+        target = DbTarget(
+            executor=executor,
+            data_dir=layout.POSTGRES_DATA_DIR,
+            service=PatroniNodePostgres(patroni, alone),
+            bouncer=bouncer,
+            label=host.name,
+        )
+        nodes.append(Node(host.name, executor, db=target, patroni=patroni))
     args = f"--inventory {shlex.quote(str(path))}" if path else ""
     return Cluster(nodes, label=inventory.path.stem, command_args=args)
 

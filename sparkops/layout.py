@@ -28,6 +28,8 @@ RESTORE_SCRATCH_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/restore"
 PATRONI_CONFIG = "/etc/patroni/config.yml"
 PATRONI_SERVICE = "patroni.service"
 PATRONI_PGPASS = "/var/lib/postgresql/.pgpass.patroni"  # Patroni writes it (replicas, rewind)
+# PostgreSQL's log while a cluster restore runs it alone, out of Patroni's hands.
+CLUSTER_RESTORE_LOG = "/var/log/postgresql/spark-cluster-restore.log"
 ETCD_ENV_FILE = "/etc/default/etcd"  # Debian's etcd.service reads it (EnvironmentFile)
 ETCD_SERVICE = "etcd.service"
 ETCD_DATA_DIR = "/var/lib/etcd/spark"  # not Debian's default: the package's first start

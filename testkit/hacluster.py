@@ -30,8 +30,18 @@ import yaml
 
 from app import migrate
 from deploys import dbroute, hacluster, postgresql
+from runbooks import cluster
+from runbooks.executor import LocalExecutor
+from runbooks.services import (
+    PatroniNodePostgres,
+    PgCtlService,
+    ServiceControl,
+    alone_settings,
+)
+from runbooks.target import DbTarget
 from sparkops import dbroles, defaults, layout
 from sparkops.wait import wait_until
+from testkit.localdb import write_pgbackrest_config
 from testkit.proc import (
     free_port,
     make_workdir,
@@ -102,6 +112,10 @@ class HACluster:
     # The app's roles and schema on the cluster (as the deploy makes them), reached by every
     # role through the route: for the app itself on the cluster (app_conninfo).
     app_schema: bool = False
+    # WAL archiving from whichever node is primary to one pgBackRest repository (posix, in
+    # the kit's directory: shared, as an S3 bucket is between hosts), a stanza and a full
+    # backup once the cluster is up: for the cluster restore.
+    archiving: bool = False
     passwords: dbroles.RolePasswords = field(
         default_factory=lambda: dbroles.RolePasswords(
             app=secrets.token_urlsafe(18),
@@ -131,6 +145,10 @@ class HACluster:
             self._start_route()
             if self.app_schema:
                 self._make_app_schema()
+            if self.archiving:
+                leader = self.node_target(self.node(self.leader()))
+                leader.pgbackrest("stanza-create", timeout=120)
+                leader.pgbackrest("backup", "--type=full", timeout=600)
         except BaseException:
             self.stop()
             raise
@@ -173,14 +191,25 @@ class HACluster:
         workdir = self.workdir / name
         workdir.mkdir(mode=0o700)
         os.chown(workdir, self.workdir.stat().st_uid, self.workdir.stat().st_gid)
-        self.nodes.append(Node(name, free_port(), free_port(), workdir))
+        node = Node(name, free_port(), free_port(), workdir)
+        self.nodes.append(node)
+        if self.archiving:
+            write_pgbackrest_config(
+                workdir / "pgbackrest.conf",
+                workdir,
+                defaults.PGBACKREST_STANZA,
+                workdir / "data",
+                node.pg_port,
+                workdir,
+                repo=str(self.workdir / "repo"),
+            )
 
     def config(self, node: Node) -> dict:
         """The deploy's Patroni configuration for `node`, moved onto this machine's ports."""
         members = [hacluster.Member(n.name, HOST) for n in self.nodes]
         settings = postgresql.derived_settings(HOST, {})
-        # No pgBackRest repository and no host certificates here: no archiving, no TLS.
-        settings.update({"archive_mode": False, "ssl": False}, **self.settings)
+        # No host certificates here: no TLS; archiving only when asked for.
+        settings.update({"archive_mode": self.archiving, "ssl": False}, **self.settings)
         for name in ("archive_command", "ssl_cert_file", "ssl_key_file"):
             settings.pop(name, None)
         rules = [
@@ -219,6 +248,8 @@ class HACluster:
         pg["data_dir"] = str(node.workdir / "data")
         pg["pgpass"] = str(node.workdir / "pgpass")
         pg["parameters"]["unix_socket_directories"] = str(node.workdir)
+        if self.archiving:  # each node pushes with its own configuration (its data, spool)
+            pg["parameters"]["archive_command"] = self._archive_command(node)
         # Without TLS here, the deploy's hostssl lines would match no connection.
         pg["pg_hba"] = [re.sub(r"^hostssl ", "host ", line) for line in pg["pg_hba"]]
         config["bootstrap"]["pg_hba"] = pg["pg_hba"]
@@ -291,6 +322,54 @@ class HACluster:
     def app_conninfo(self) -> str:
         """The app role through the route, as the app on an app host connects."""
         return self._role_conninfo(defaults.ROLE_APP, self.passwords.app)
+
+    def _archive_command(self, node: Node) -> str:
+        conf = node.workdir / "pgbackrest.conf"
+        return f"pgbackrest --config={conf} --stanza={defaults.PGBACKREST_STANZA} archive-push %p"
+
+    def node_target(self, node: Node) -> DbTarget:
+        """A node's PostgreSQL as a cluster restore sees it (runbooks/cluster_restore.py)."""
+        executor = LocalExecutor()
+        user = service_user() or "postgres"
+        data = str(node.workdir / "data")
+        # On hosts every node has the same port, socket and archive_command; here each has
+        # its own, which the backup's postgresql.conf (another node's) does not know.
+        options = {
+            **alone_settings(data),
+            "port": str(node.pg_port),
+            "unix_socket_directories": str(node.workdir),
+            "archive_command": self._archive_command(node),
+        }
+        alone = PgCtlService(
+            executor, data, str(node.workdir / "alone.log"), options=options, user=user
+        )
+        return DbTarget(
+            executor=executor,
+            data_dir=str(node.workdir / "data"),
+            service=PatroniNodePostgres(KitPatroni(self, node), alone),
+            socket_dir=str(node.workdir),
+            port=node.pg_port,
+            os_user=user,
+            pgbackrest_config=str(node.workdir / "pgbackrest.conf"),
+            label=node.name,
+        )
+
+    def runbook_cluster(self) -> cluster.Cluster:
+        """The kit as the cluster runbooks see it, Patroni and PostgreSQL controllable."""
+        return cluster.Cluster(
+            [
+                cluster.Node(
+                    n.name,
+                    LocalExecutor(),
+                    config=str(n.workdir / "patroni.yml"),
+                    os_user=service_user() or "",
+                    db=self.node_target(n),
+                    patroni=KitPatroni(self, n),
+                )
+                for n in self.nodes
+            ],
+            label="kit",
+        )
 
     def target_file(self, path: Path) -> Path:
         """The cluster as `sparkops cluster --target-file` reads it (runbooks.sites)."""
@@ -492,6 +571,34 @@ class HACluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+@dataclass
+class KitPatroni(ServiceControl):
+    """A kit node's Patroni as a service a runbook starts and stops (systemd's patroni.service
+    on a host)."""
+
+    kit: HACluster
+    node: Node
+    description: str = "the kit's Patroni"
+
+    def start(self) -> None:
+        if not self.is_active():
+            self.kit._start_node(self.node)
+
+    def stop(self) -> None:
+        if self.node.proc is not None:
+            stop_process(self.node.proc, timeout=60)  # SIGTERM: Patroni stops PostgreSQL
+            self.node.proc = None
+
+    def is_active(self) -> bool:
+        return self.node.proc is not None and self.node.proc.poll() is None
+
+    def start_command(self) -> str:
+        return f"patroni {self.node.workdir / 'patroni.yml'}"
+
+    def stop_command(self) -> str:
+        return f"kill -TERM {self.node.proc.pid if self.node.proc else '<pid>'}"
 
 
 def _http_ok(url: str) -> bool:

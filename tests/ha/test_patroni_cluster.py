@@ -13,15 +13,18 @@ import sys
 import time
 import uuid
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
 from app.config import Settings
+from runbooks import flows
+from runbooks.conduct import Options, conduct
 from sparkops.wait import wait_until
 from testkit import traffic
 from testkit.appserver import AppServer
-from testkit.hacluster import HACluster, Writer
+from testkit.hacluster import DBNAME, HACluster, Writer
 from tests.conftest import AUTH, TEST_KEY_RATE_LIMIT, create_account
 
 pytestmark = pytest.mark.chaos
@@ -29,7 +32,7 @@ pytestmark = pytest.mark.chaos
 
 @pytest.fixture(scope="module")
 def cluster():
-    with HACluster(nodes_count=2, app_schema=True) as kit:
+    with HACluster(nodes_count=2, app_schema=True, archiving=True) as kit:
         with psycopg.connect(kit.route_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         yield kit
@@ -171,6 +174,73 @@ def test_switchover_runbook_under_order_load_fails_no_order(cluster, tmp_path):
     # In synchronous mode only the synchronous standby may be promoted: the old primary must
     # take that part before the cluster survives another loss.
     wait_until(lambda: cluster.sync_standby() == old, timeout=60, what="a new sync standby")
+
+
+def _restore_order(kit: HACluster, kind: str, value: str | None, **kw) -> flows.Runbook:
+    where = flows.ClusterWhere(resolved=kit.runbook_cluster())
+    return flows.cluster_restore_runbook(
+        flows.ClusterRestoreOrder(kind=kind, value=value, where=where, timeout=180, **kw)
+    )
+
+
+def test_cluster_restore_refuses_a_bad_target_and_changes_nothing(cluster, tmp_path):
+    leader = cluster.leader()
+    (replica,) = [n.name for n in cluster.nodes if n.name != leader]
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    cases = [
+        (_restore_order(cluster, "time", future), "is in the future"),
+        (_restore_order(cluster, "time", "yesterday"), "is not a timestamp"),
+        (_restore_order(cluster, "latest", None, on=replica), "is not the primary"),
+        (_restore_order(cluster, "name", "no-such-point"), "no restore point named"),
+    ]
+    for book, words in cases:
+        outcome = conduct(book, Options(yes=True, quiet=True, evidence_dir=tmp_path))
+        assert outcome.code == 2, outcome.result
+        assert words in outcome.result["message"], outcome.result["message"]
+    assert cluster.leader() == leader
+    assert all(n.proc is not None and n.proc.poll() is None for n in cluster.nodes)
+
+
+def test_cluster_restore_to_a_time_brings_every_node_back_to_it(cluster, tmp_path):
+    """The whole cluster restored to a moment between two commits: the primary serves the
+    first and not the second, the replica streams from it with the same data, and the
+    replica's old data directory is kept aside."""
+    leader = cluster.leader()
+    (replica,) = [n.name for n in cluster.nodes if n.name != leader]
+    with psycopg.connect(cluster.route_conninfo(dbname=DBNAME), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS restore_marks (name text PRIMARY KEY)")
+        conn.execute("INSERT INTO restore_marks VALUES ('before')")
+        target = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.execute("INSERT INTO restore_marks VALUES ('after')")
+    book = _restore_order(
+        cluster, "time", target.isoformat(), check_sql=("marks=SELECT count(*) FROM restore_marks",)
+    )
+    outcome = conduct(book, Options(yes=True, quiet=True, evidence_dir=tmp_path))
+    assert outcome.code == 0, (outcome.result["message"], outcome.result["state_after"])
+    facts = outcome.result["facts"]
+    print(
+        f"\ncluster restore: primary serving after {facts['primary_serving_seconds']} s, "
+        f"replicas streaming after {facts['replicas_streaming_seconds']} s"
+    )
+    assert cluster.leader() == leader
+    assert facts["timeline_after_cluster"] > facts["timeline_before"]
+
+    def marks(conninfo: str) -> set[str]:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            return {r[0] for r in conn.execute("SELECT name FROM restore_marks")}
+
+    assert marks(cluster.route_conninfo(dbname=DBNAME)) == {"before"}
+    wait_until(
+        lambda: marks(cluster.node(replica).conninfo(DBNAME)) == {"before"},
+        timeout=60,
+        what="the replica has the restored data",
+    )
+    aside = cluster.node(replica).workdir / f"data.before-restore-{facts['stamp']}"
+    assert (aside / "PG_VERSION").exists(), "the replica's old data was not kept aside"
+    # The cluster works as one again: writes through the route, a synchronous standby.
+    with psycopg.connect(cluster.route_conninfo(dbname=DBNAME), autocommit=True) as conn:
+        conn.execute("INSERT INTO restore_marks VALUES ('after-restore')")
+    wait_until(lambda: cluster.sync_standby() == replica, timeout=60, what="a sync standby")
 
 
 def test_failover_after_the_primary_dies_loses_no_acknowledged_write(cluster):

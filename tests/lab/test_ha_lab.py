@@ -225,6 +225,9 @@ def test_the_primarys_host_dies_under_orders_and_none_acknowledged_is_lost(deplo
     members = _members(_host(hosts, "db"))
     leader = next(name for name, m in members.items() if m["Role"] == "Leader")
     survivor = _host(hosts, "db2" if leader == "db" else "db")
+    # Synchronous mode promotes only the synchronous standby: the cluster must have one (the
+    # switchover before this test leaves it so) for the kill to be survivable.
+    assert sorted(m["Role"] for m in members.values()) == ["Leader", "Sync Standby"], members
     with OrderClient(*trader) as client:
         wait_until(lambda: len(client.acked) >= 20, timeout=60, what="orders flow")
         before = len(client.acked)
