@@ -9,7 +9,12 @@ with the deploy's lease settings (hacluster.DEFAULTS) unless `--fast`. Prints:
   host); seconds until writes succeed again, writes that failed in the gap, and acknowledged
   writes missing afterwards (0 expected with synchronous mode);
 - switchover (planned, through Patroni's REST API) under the same writer: failed writes and
-  the gap;
+  the gap (a raw client that does not retry: what the runbook and the app's retry remove);
+- switchover with `sparkops cluster switchover` (the runbook) while the real app takes orders
+  through the route: orders answered, failed (anything but 201), p99 latency, the runbook's
+  own times;
+- a cluster PITR (`sparkops cluster restore --time`, the runbook): seconds to a primary
+  serving and to every replica streaming;
 - pgbench (built-in TPC-B-like, the cost of a commit; not the orders SQL, whose schema the
   throwaway cluster does not carry) through the route with synchronous_mode on and off, and
   the ratio.
@@ -24,16 +29,108 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app import apikeys
+from app.config import Settings
 from deploys import hacluster
+from runbooks import flows
+from runbooks.conduct import Options, conduct
 from sparkops import layout
 from sparkops.wait import wait_until
-from testkit.hacluster import FAST, HACluster, Writer
+from testkit import traffic
+from testkit.appserver import AppServer
+from testkit.hacluster import DBNAME, FAST, HACluster, Writer
+
+ORDERS_PER_SECOND = 30
+RATE_LIMIT = 1_000_000  # no limit the benchmark reaches
+
+
+def trading_key(conn: psycopg.Connection, account: str) -> dict[str, str]:
+    """An account and an API key bound to it (the secret stays in this process); the
+    Authorization header."""
+    key_id, secret = str(uuid.uuid4()), apikeys.new_secret()
+    conn.execute(
+        "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
+        "VALUES (%s, %s, 100000000, 100000000)",
+        (account, account),
+    )
+    conn.execute(
+        "INSERT INTO api_keys (id, name, secret_sha256, permissions, rate_limit) "
+        "VALUES (%s, 'bench', %s, '{read,trade}', %s)",
+        (key_id, apikeys.secret_sha256(secret), RATE_LIMIT),
+    )
+    conn.execute(
+        "INSERT INTO api_key_accounts (api_key_id, account_id) VALUES (%s, %s)", (key_id, account)
+    )
+    return {"authorization": f"Bearer {secret}"}
+
+
+def runbook_switchover(kit: HACluster) -> str:
+    """The switchover runbook while the app takes orders: one line of figures."""
+    with psycopg.connect(kit.app_conninfo(), autocommit=True) as conn:
+        auth = trading_key(conn, "bench-ha")
+    settings = Settings(database_url=kit.app_conninfo(), release_id="bench", metrics_port=0,
+                        client_rate_limit=RATE_LIMIT)  # fmt: skip
+    body = b'{"account_id": "bench-ha", "symbol": "BTCUSDT", "side": "buy", ' \
+           b'"quantity": "0.00100", "price": "65000.00"}'  # fmt: skip
+    stamp = time.strftime("%H%M%S")
+
+    def order(i: int) -> traffic.Request:
+        headers = {**auth, "content-type": "application/json",
+                   "idempotency-key": f"bench-ha-{stamp}-{i}"}  # fmt: skip
+        return traffic.Request("POST", "/orders", headers, body)
+
+    with AppServer(settings) as server:
+        load = traffic.Traffic(server.url, order, rate=ORDERS_PER_SECOND, timeout=30,
+                               max_seconds=180).start()  # fmt: skip
+        try:
+            wait_until(lambda: len(load.outcomes) >= 60, timeout=60, what="orders flow")
+            started = time.monotonic()
+            where = flows.ClusterWhere(resolved=kit.runbook_cluster())
+            outcome = conduct(flows.switchover_runbook(flows.SwitchoverOrder(where=where)),
+                              Options(yes=True, quiet=True))  # fmt: skip
+            ended = time.monotonic()
+            done = len(load.outcomes)
+            wait_until(lambda: len(load.outcomes) >= done + 60, timeout=60, what="orders after")
+        finally:
+            outcomes = load.stop()
+    if outcome.code != 0:
+        raise SystemExit(f"the switchover runbook failed: {outcome.result['message']}")
+    facts = outcome.result["facts"]
+    window = traffic.during(outcomes, started - 1, ended + 5)
+    failed = [o for o in outcomes if o.status != 201]
+    return (
+        f"switchover runbook under orders through the app ({ORDERS_PER_SECOND}/s): "
+        f"{len(outcomes)} orders, {len(failed)} failed (not 201), p99 around the switch "
+        f"{traffic.p99(window):.2f} s; Patroni switched in {facts['switchover_seconds']} s, "
+        f"the runbook took {ended - started:.1f} s"
+    )
+
+
+def cluster_restore(kit: HACluster) -> str:
+    with psycopg.connect(kit.route_conninfo(dbname=DBNAME), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS restore_marks (name text PRIMARY KEY)")
+        conn.execute("INSERT INTO restore_marks VALUES ('before') ON CONFLICT DO NOTHING")
+        target = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        conn.execute("INSERT INTO restore_marks VALUES ('after') ON CONFLICT DO NOTHING")
+    where = flows.ClusterWhere(resolved=kit.runbook_cluster())
+    order = flows.ClusterRestoreOrder(kind="time", value=target.isoformat(), where=where)
+    outcome = conduct(flows.cluster_restore_runbook(order), Options(yes=True, quiet=True))
+    if outcome.code != 0:
+        raise SystemExit(f"the cluster restore failed: {outcome.result['message']}")
+    facts = outcome.result["facts"]
+    return (
+        f"cluster PITR (2 nodes, {facts.get('copy_seconds')} s copy, "
+        f"{facts.get('replay_seconds')} s replay): primary serving after "
+        f"{facts['primary_serving_seconds']} s, every replica streaming after "
+        f"{facts['replicas_streaming_seconds']} s"
+    )
 
 
 def rows(kit: HACluster) -> set[int]:
@@ -96,7 +193,7 @@ def main() -> None:
         f"lease: ttl {data['ha_ttl']} s, loop_wait {data['ha_loop_wait']} s, "
         f"retry_timeout {data['ha_retry_timeout']} s; synchronous_mode on"
     )
-    with HACluster(nodes_count=2, data=data) as kit:
+    with HACluster(nodes_count=2, data=data, app_schema=True, archiving=True) as kit:
         with psycopg.connect(kit.route_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE acks (id bigint PRIMARY KEY)")
         init = [f"{layout.POSTGRES_BINDIR}/pgbench", "-i", "-q", "-s", "5", kit.route_conninfo()]
@@ -121,6 +218,9 @@ def main() -> None:
             f"{switch['failed']} failed, writes resumed after {switch['gap_s']:.2f} s, "
             f"acknowledged but lost: {switch['lost_acked']}"
         )
+
+        print(runbook_switchover(kit))
+        print(cluster_restore(kit))
 
         leader = kit.leader()
         fail = under_writes(kit, lambda: kit.kill_node(leader), settle=180)

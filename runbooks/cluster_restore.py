@@ -170,12 +170,18 @@ def execute(plan: ClusterRestorePlan, run: Run) -> None:
                 moved.append(other)
                 other.patroni.start()
         with run.step("Wait until every replica streams"):
+            # In synchronous mode the cluster survives its next loss only with a synchronous
+            # standby again (Patroni promotes no other).
+            synchronous = any(m.role == "sync_standby" for m in plan.members)
             members = _wait_for(
                 cluster,
-                lambda ms: all(_replicates(ms, o.name) for o in plan.others),
+                lambda ms: all(_replicates(ms, o.name) for o in plan.others)
+                and (not synchronous or not plan.others
+                     or any(m.role == "sync_standby" for m in ms)),
                 time.monotonic() + plan.timeout,
-                "the replicas did not stream from the new primary",
-            )
+                "the replicas did not stream from the new primary"
+                + (" with a synchronous standby" if synchronous else ""),
+            )  # fmt: skip
         run.facts["replicas_streaming_seconds"] = round(time.monotonic() - started, 3)
     except BaseException:
         _leave(plan, run, stopped, moved, state)
