@@ -183,8 +183,12 @@ async def _releasing(conn: AsyncConnection, key: str, placing: Awaitable[Respons
     except BaseException:
         try:
             await idempotency.release(conn, key)
-        except psycopg.Error:
-            log.exception("could not release idempotency key %s; it expires as abandoned", key)
+        except psycopg.Error as exc:
+            # The connection is gone (a switchover, a restart): app.dbretry gives the key
+            # back on a fresh connection when it runs the order again; else it expires.
+            log.warning("could not release idempotency key %s on its connection (%s): given "
+                        "back by the run again, or expires as abandoned", key,
+                        str(exc).strip()[:120])  # fmt: skip
         raise
 
 
