@@ -193,7 +193,7 @@ def main() -> None:
         f"lease: ttl {data['ha_ttl']} s, loop_wait {data['ha_loop_wait']} s, "
         f"retry_timeout {data['ha_retry_timeout']} s; synchronous_mode on"
     )
-    with HACluster(nodes_count=2, data=data, app_schema=True, archiving=True) as kit:
+    with HACluster(nodes_count=2, data=data, app_schema=True, archiving="shared") as kit:
         with psycopg.connect(kit.route_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE acks (id bigint PRIMARY KEY)")
         init = [f"{layout.POSTGRES_BINDIR}/pgbench", "-i", "-q", "-s", "5", kit.route_conninfo()]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from deploys import support
 from sparkops import defaults, layout
 
 ETCD_GROUP = "etcd"
@@ -223,9 +224,18 @@ def patroni_config(
             },
             "parameters": {"unix_socket_directories": layout.SOCKET_DIR},
             "pg_hba": hba_lines(hba_rules, db),
+            # A new primary makes sure its pgBackRest repository takes its WAL (the script).
+            "callbacks": {"on_role_change": layout.PATRONI_ROLE_CHANGE_SCRIPT},
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},
     }
+
+
+def role_change_script(log: str = layout.PATRONI_ROLE_CHANGE_LOG) -> str:
+    """The on_role_change callback's text (pgBackRest reads PGBACKREST_CONFIG when set)."""
+    return support.render(
+        "hacluster/on-role-change.sh.j2", stanza=defaults.PGBACKREST_STANZA, log=log
+    )
 
 
 def route_servers(db: Sequence[Member], port: int) -> list[tuple[str, str, int]]:

@@ -123,6 +123,12 @@ def patroni() -> dict:
         owner="postgres",
         what="PostgreSQL",
     )
+    files.put(
+        name="Install Patroni's role-change callback (a new primary's pgBackRest stanza)",
+        src=support.rendered_text(hacluster.role_change_script()),
+        dest=layout.PATRONI_ROLE_CHANGE_SCRIPT,
+        mode="755",
+    )
     config = files.put(
         name="Configure Patroni",
         src=support.rendered_text(config_text(host)),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import shlex
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
@@ -379,6 +379,7 @@ def pgbackrest() -> None:
         src=support.rendered(
             "pgbackrest/backup@.service.j2",
             stanza=STANZA,
+            primary_only=support.is_cluster(inventory),
             metric_script=METRIC_SCRIPT,
             timeout=BACKUP_TIMEOUT,
             hardening=hardening.backup_service(

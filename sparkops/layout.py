@@ -28,6 +28,9 @@ RESTORE_SCRATCH_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/restore"
 PATRONI_CONFIG = "/etc/patroni/config.yml"
 PATRONI_SERVICE = "patroni.service"
 PATRONI_PGPASS = "/var/lib/postgresql/.pgpass.patroni"  # Patroni writes it (replicas, rewind)
+# Patroni's on_role_change callback (templates/hacluster/on-role-change.sh.j2) and its log.
+PATRONI_ROLE_CHANGE_SCRIPT = "/usr/local/sbin/spark-patroni-role-change"
+PATRONI_ROLE_CHANGE_LOG = "/var/log/postgresql/spark-role-change.log"
 # PostgreSQL's log while a cluster restore runs it alone, out of Patroni's hands.
 CLUSTER_RESTORE_LOG = "/var/log/postgresql/spark-cluster-restore.log"
 ETCD_ENV_FILE = "/etc/default/etcd"  # Debian's etcd.service reads it (EnvironmentFile)

@@ -112,10 +112,11 @@ class HACluster:
     # The app's roles and schema on the cluster (as the deploy makes them), reached by every
     # role through the route: for the app itself on the cluster (app_conninfo).
     app_schema: bool = False
-    # WAL archiving from whichever node is primary to one pgBackRest repository (posix, in
-    # the kit's directory: shared, as an S3 bucket is between hosts), a stanza and a full
-    # backup once the cluster is up: for the cluster restore.
-    archiving: bool = False
+    # WAL archiving from whichever node is primary through pgBackRest, a stanza and a full
+    # backup once the cluster is up: "shared" (one posix repository in the kit's directory,
+    # as an S3 bucket is between hosts) or "per-node" (each node's own, as a posix
+    # repository on each db host); "" none.
+    archiving: str = ""
     passwords: dbroles.RolePasswords = field(
         default_factory=lambda: dbroles.RolePasswords(
             app=secrets.token_urlsafe(18),
@@ -194,6 +195,8 @@ class HACluster:
         node = Node(name, free_port(), free_port(), workdir)
         self.nodes.append(node)
         if self.archiving:
+            assert self.archiving in ("shared", "per-node"), self.archiving
+            repo = self.workdir / "repo" if self.archiving == "shared" else workdir / "repo"
             write_pgbackrest_config(
                 workdir / "pgbackrest.conf",
                 workdir,
@@ -201,15 +204,18 @@ class HACluster:
                 workdir / "data",
                 node.pg_port,
                 workdir,
-                repo=str(self.workdir / "repo"),
+                repo=str(repo),
             )
+            script = workdir / "on-role-change.sh"
+            script.write_text(hacluster.role_change_script(log=str(workdir / "role-change.log")))
+            script.chmod(0o755)
 
     def config(self, node: Node) -> dict:
         """The deploy's Patroni configuration for `node`, moved onto this machine's ports."""
         members = [hacluster.Member(n.name, HOST) for n in self.nodes]
         settings = postgresql.derived_settings(HOST, {})
         # No host certificates here: no TLS; archiving only when asked for.
-        settings.update({"archive_mode": self.archiving, "ssl": False}, **self.settings)
+        settings.update({"archive_mode": bool(self.archiving), "ssl": False}, **self.settings)
         for name in ("archive_command", "ssl_cert_file", "ssl_key_file"):
             settings.pop(name, None)
         rules = [
@@ -250,6 +256,9 @@ class HACluster:
         pg["parameters"]["unix_socket_directories"] = str(node.workdir)
         if self.archiving:  # each node pushes with its own configuration (its data, spool)
             pg["parameters"]["archive_command"] = self._archive_command(node)
+            pg["callbacks"] = {"on_role_change": str(node.workdir / "on-role-change.sh")}
+        else:
+            pg.pop("callbacks", None)
         # Without TLS here, the deploy's hostssl lines would match no connection.
         pg["pg_hba"] = [re.sub(r"^hostssl ", "host ", line) for line in pg["pg_hba"]]
         config["bootstrap"]["pg_hba"] = pg["pg_hba"]
@@ -261,8 +270,17 @@ class HACluster:
         path.chmod(0o600)
         os.chown(path, node.workdir.stat().st_uid, node.workdir.stat().st_gid)
         log = open(node.workdir / "patroni.log", "ab")  # noqa: SIM115 (the child keeps it)
+        # pgBackRest reads its configuration's path from the environment: the role-change
+        # callback Patroni runs inherits it (on a host it is pgBackRest's default path).
+        env = {
+            **os.environ,
+            "PGBACKREST_CONFIG": str(node.workdir / "pgbackrest.conf"),
+            # For the callback's psql (on a host: the default socket and port).
+            "PGHOST": str(node.workdir),
+            "PGPORT": str(node.pg_port),
+        }
         node.proc = popen_as_service_user(
-            ["patroni", str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=node.workdir
+            ["patroni", str(path)], stdout=log, stderr=subprocess.STDOUT, cwd=node.workdir, env=env
         )
 
     def _start_route(self) -> None:

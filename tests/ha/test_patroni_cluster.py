@@ -8,6 +8,8 @@ switchover leaves a healthy cluster behind and the failover, which does not, run
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,12 +21,15 @@ import psycopg
 import pytest
 
 from app.config import Settings
+from deploys import support
 from runbooks import flows
 from runbooks.conduct import Options, conduct
-from sparkops.wait import wait_until
+from sparkops import layout
+from sparkops.wait import DeadlineExceeded, wait_until
 from testkit import traffic
 from testkit.appserver import AppServer
 from testkit.hacluster import DBNAME, HACluster, Writer
+from testkit.proc import service_user
 from tests.conftest import AUTH, TEST_KEY_RATE_LIMIT, create_account
 
 pytestmark = pytest.mark.chaos
@@ -32,7 +37,7 @@ pytestmark = pytest.mark.chaos
 
 @pytest.fixture(scope="module")
 def cluster():
-    with HACluster(nodes_count=2, app_schema=True, archiving=True) as kit:
+    with HACluster(nodes_count=2, app_schema=True, archiving="per-node") as kit:
         with psycopg.connect(kit.route_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         yield kit
@@ -176,6 +181,59 @@ def test_switchover_runbook_under_order_load_fails_no_order(cluster, tmp_path):
     wait_until(lambda: cluster.sync_standby() == old, timeout=60, what="a new sync standby")
 
 
+def _full_backups(target) -> int:
+    done = target.pgbackrest("info", "--output=json", check=False)
+    try:
+        info = json.loads(done.stdout)[0]
+    except (ValueError, IndexError):
+        return 0
+    return sum(1 for b in info.get("backup", []) if b.get("type") == "full")
+
+
+def test_a_new_primary_makes_its_own_repository_take_its_wal(cluster):
+    """Each node has its own posix repository here (as the lab's db hosts): the switchover
+    made a primary whose repository had no stanza. Patroni's role-change callback (the
+    deploy's script) created it and took a full backup, and the new primary archives."""
+    leader = cluster.leader()
+    target = cluster.node_target(cluster.node(leader))
+    log = cluster.node(leader).workdir / "role-change.log"
+    try:
+        wait_until(lambda: _full_backups(target) >= 1, timeout=120,
+                   what=f"a full backup in {leader}'s own repository")  # fmt: skip
+    except DeadlineExceeded:
+        said = log.read_text() if log.exists() else "(the callback left no log)"
+        pytest.fail(f"{said}\n{cluster.log_tail(leader)}")
+    segment = target.psql(
+        "SELECT pg_walfile_name(pg_switch_wal()) FROM (SELECT txid_current()) AS t",
+        dbname="postgres",
+    )
+    wait_until(
+        lambda: target.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver",
+                            dbname="postgres") >= segment,
+        timeout=60,
+        what=f"{segment} archived by the new primary",
+    )  # fmt: skip
+    said = log.read_text()
+    assert "promoted" in said and "full backup taken" in said, said
+
+
+def test_only_the_primary_runs_the_backup_unit(cluster):
+    """The backup unit's ExecCondition on a cluster node, run for real on both nodes: the
+    replica's run is skipped (exit 1), the primary's goes on (exit 0)."""
+    unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x",
+                          timeout="1h", hardening=[], primary_only=True)  # fmt: skip
+    line = next(x for x in unit.splitlines() if x.startswith("ExecCondition="))
+    argv = shlex.split(line.removeprefix("ExecCondition="))
+    leader = cluster.leader()
+    for node in cluster.nodes:
+        script = argv[2].replace(layout.SOCKET_DIR, str(node.workdir))
+        done = subprocess.run(
+            [*argv[:2], script], env={**os.environ, "PGPORT": str(node.pg_port)},
+            user=service_user(), capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == (0 if node.name == leader else 1), (node.name, done.stderr)
+
+
 def _restore_order(kit: HACluster, kind: str, value: str | None, **kw) -> flows.Runbook:
     where = flows.ClusterWhere(resolved=kit.runbook_cluster())
     return flows.cluster_restore_runbook(
@@ -207,6 +265,10 @@ def test_cluster_restore_to_a_time_brings_every_node_back_to_it(cluster, tmp_pat
     replica's old data directory is kept aside."""
     leader = cluster.leader()
     (replica,) = [n.name for n in cluster.nodes if n.name != leader]
+    # A backup's stop time has whole seconds: the target must be clear of the newest one.
+    done = cluster.node_target(cluster.node(leader)).pgbackrest("info", "--output=json")
+    newest = max(b["timestamp"]["stop"] for b in json.loads(done.stdout)[0]["backup"])
+    wait_until(lambda: time.time() > newest + 2, timeout=10, what="two seconds past the backup")
     with psycopg.connect(cluster.route_conninfo(dbname=DBNAME), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS restore_marks (name text PRIMARY KEY)")
         conn.execute("INSERT INTO restore_marks VALUES ('before')")

@@ -217,13 +217,19 @@ def test_the_whole_cluster_is_restored_to_a_time(deployed, tmp_path):
     hosts = deployed["hosts"]
     leader = next(n for n, m in _members(_host(hosts, "db")).items() if m["Role"] == "Leader")
     lead = _host(hosts, leader)
-    # The lab's repository is posix, one per node (docs/ha.md): the primary's own needs a
-    # stanza and a backup (on S3 every node shares the ones the deploy made).
-    pgbackrest = f"runuser -u postgres -- pgbackrest --stanza={defaults.PGBACKREST_STANZA}"
-    _ssh(lead, f"{pgbackrest} stanza-create && {pgbackrest} --type=full backup", timeout=600)
-    backed_up = time.time()
+    # The lab's repository is posix, one per node (docs/ha.md): a node that became primary
+    # made its own stanza and full backup (Patroni's role-change callback).
+    info = f"runuser -u postgres -- pgbackrest --stanza={defaults.PGBACKREST_STANZA} "
+    info += "--output=json info"
+
+    def newest_full() -> float | None:
+        backups = json.loads(_ssh(lead, info))[0].get("backup", [])
+        stops = [b["timestamp"]["stop"] for b in backups if b.get("type") == "full"]
+        return max(stops) if stops else None
+
+    stop = wait_until(newest_full, timeout=300, what=f"a full backup in {leader}'s repository")
     # A backup's stop time has whole seconds: the target must be clear of it.
-    wait_until(lambda: time.time() > backed_up + 1.5, timeout=5, what="a second past the backup")
+    wait_until(lambda: time.time() > stop + 2, timeout=10, what="two seconds past the backup")
     _psql(lead, "CREATE TABLE IF NOT EXISTS restore_marks (name text PRIMARY KEY)")
     _psql(lead, "INSERT INTO restore_marks VALUES ('before')")
     target = _psql(
