@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from app import metrics
+from app import dbretry, metrics
 from app import vocabulary as vocab
 from app.edge import RequestError
 from sparkops import defaults
@@ -159,8 +159,12 @@ class KeyStore:
         return found
 
     async def _query(self, digest: bytes) -> ApiKey | _Revoked | None:
-        async with self._pool.connection() as conn:
-            row = await (await conn.execute(_FIND, (digest,))).fetchone()
+        async def find(conn) -> tuple | None:
+            return await (await conn.execute(_FIND, (digest,))).fetchone()
+
+        # Read again on a fresh connection when the database moved (app.dbretry): a
+        # switchover must not turn into 503s at the door.
+        row = await dbretry.run(self._pool, find, what="api_key")
         found: ApiKey | _Revoked | None = None
         if row is not None:
             key_id, name, permissions, rate_limit, revoked = row

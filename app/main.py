@@ -183,11 +183,16 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             order_id = parse_uuid(request.path_params["order_id"], "order id")
         except RequestError as exc:
             return error_response(exc)
-        async with pool.connection() as conn:
+
+        async def read(conn) -> Response | dict | None:
             if passed := await ratelimit.hit(conn, budget(request, api_key)):
                 return error_response(ratelimit.refused(passed))
             cur = conn.cursor(row_factory=dict_row)
-            row = await (await cur.execute(_ORDER_OF_KEY, (api_key.id, order_id))).fetchone()
+            return await (await cur.execute(_ORDER_OF_KEY, (api_key.id, order_id))).fetchone()
+
+        row = await dbretry.run(pool, read, seconds=settings.db_retry_s, what="read")
+        if isinstance(row, Response):
+            return row
         if row is None:  # another key's order answers as one that does not exist
             return error_response(RequestError(404, "not_found", f"no order {order_id}"))
         return JSONResponse(_order_json(row))
@@ -211,11 +216,16 @@ def create_app(settings: Settings | None = None) -> SecurityHeaders:
             return error_response(exc)
         params = {"key": api_key.id, "account_id": account_id, "status": status,
                   "after": cursor, "limit": limit + 1}  # fmt: skip
-        async with pool.connection() as conn:
+
+        async def read(conn) -> Response | list:
             if passed := await ratelimit.hit(conn, budget(request, api_key)):
                 return error_response(ratelimit.refused(passed))
             cur = conn.cursor(row_factory=dict_row)
-            rows = await (await cur.execute(_POSITIONS_OF_KEY, params)).fetchall()
+            return await (await cur.execute(_POSITIONS_OF_KEY, params)).fetchall()
+
+        rows = await dbretry.run(pool, read, seconds=settings.db_retry_s, what="read")
+        if isinstance(rows, Response):
+            return rows
         if not rows:  # the key is not bound to this account: as if it did not exist
             return error_response(RequestError(404, "not_found", f"no account {account_id}"))
         rows = [r for r in rows if r["id"] is not None]

@@ -389,6 +389,10 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
         + (
             "running"
             if plan.primary_up
+            # A copy from a replica (a drill on a cluster's standby): the source is only read.
+            else "running as a replica (in recovery): not touched, the copy comes from the "
+            "repository"
+            if plan.in_recovery and not plan.in_place
             else "running, IN RECOVERY (a restore still replaying?): stopped and restored again"
             if plan.in_recovery
             else "not running"

@@ -29,9 +29,16 @@ from runbooks.services import (
 from runbooks.target import Bouncer, DbTarget
 from sparkops import defaults, envvars, layout, secrets
 
+# ssh's own exit status when it could not connect (a remote command's is passed through).
+SSH_FAILED = 255
 
-def ssh_executor(name: str, inventory: Inventory | None = None) -> SshExecutor:
-    """The host called `name` in the inventory, answering SSH (host keys checked)."""
+
+def ssh_executor(
+    name: str, inventory: Inventory | None = None, *, probe: bool = True
+) -> SshExecutor:
+    """The host called `name` in the inventory, answering SSH (host keys checked).
+    `probe=False`: no round trip of its own to check that; the caller's first command does,
+    and says so (a rollback's planning, where every round trip counts)."""
     inventory = inventory or load_inventory()
     host = inventory.host(name)
     executor = SshExecutor(
@@ -42,7 +49,7 @@ def ssh_executor(name: str, inventory: Inventory | None = None) -> SshExecutor:
         known_hosts=host.known_hosts,
         sudo=host.ssh_user != "root",
     )
-    if not executor.reachable():
+    if probe and not executor.reachable():
         raise Refused(
             f"host {name} ({host.address}) does not answer SSH",
             "check the host (on the lab: `sparkops lab status`); nothing was changed",
@@ -191,9 +198,13 @@ def _remote_db_revision(executor) -> Callable[[], str | None]:
 def installed_units(executor, units: tuple[str, ...]) -> tuple[str, ...]:
     """The units of `units` this host has (the outbox and the exporter are optional in the
     deploy); the app's own unit first, and required."""
-    states = executor.run(
-        ["systemctl", "show", "-p", "LoadState", "--value", *units], check=False
-    ).stdout.split()
+    result = executor.run(["systemctl", "show", "-p", "LoadState", "--value", *units], check=False)
+    if result.returncode == SSH_FAILED:
+        raise Refused(
+            f"host {executor.name} does not answer SSH: {result.output().strip()[-200:]}",
+            "check the host (on the lab: `sparkops lab status`); nothing was changed",
+        )
+    states = result.stdout.split()
     present = tuple(u for u, state in zip(units, states, strict=False) if state == "loaded")
     if not present or present[0] != units[0]:
         raise Refused(
@@ -205,7 +216,8 @@ def installed_units(executor, units: tuple[str, ...]) -> tuple[str, ...]:
 
 def app_target_for_host(name: str, inventory: Inventory | None = None) -> AppTarget:
     inventory = inventory or load_inventory()
-    executor = ssh_executor(name, inventory)
+    # Reachability is checked by installed_units' command, the first one it runs.
+    executor = ssh_executor(name, inventory, probe=False)
     return AppTarget(
         executor=executor,
         service=SystemdService(executor, installed_units(executor, layout.APP_SERVICES)),
