@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ class _Signals:
     """What interruptible() and shielded() share: one runbook per process."""
 
     depth: int = 0  # shielded sections open
+    quiet: int = 0  # deferred() sections open (starting a child process)
     pending: int | None = None  # a signal that arrived inside one
     raised: bool = False
     say: object = None
@@ -66,13 +68,15 @@ def interruptible(say) -> Iterator[None]:
     `Interrupted` where the runbook is (or, inside a `shielded()` cleanup, as that cleanup
     ends); later ones are only reported, so no cleanup is cut short."""
     _SIGNALS.depth, _SIGNALS.pending, _SIGNALS.raised, _SIGNALS.say = 0, None, False, say
+    _SIGNALS.quiet = 0
 
     def handler(signum, _frame):
         name = signal.Signals(signum).name
-        if _SIGNALS.raised or _SIGNALS.depth:
+        if _SIGNALS.raised or _SIGNALS.depth or _SIGNALS.quiet:
             if not _SIGNALS.raised and _SIGNALS.pending is None:
                 _SIGNALS.pending = signum
-            say(f"{name} received: finishing the cleanup first")
+            if _SIGNALS.raised or _SIGNALS.depth:
+                say(f"{name} received: finishing the cleanup first")
             return
         _SIGNALS.raised = True
         raise Interrupted(signum)
@@ -86,6 +90,35 @@ def interruptible(say) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """A moment no signal may cut, silently: starting a child process. Raised inside
+    `subprocess.Popen`, the interruption would leave the child running with nobody holding
+    its pid (an interrupted rollback's switch then landed after its own undo, under load). A
+    signal that arrives meanwhile is raised when the block ends. Main thread only: signals
+    are handled there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _SIGNALS.quiet += 1
+    try:
+        yield
+    finally:
+        _SIGNALS.quiet -= 1
+    _raise_pending()
+
+
+def _raise_pending() -> None:
+    if (
+        not _SIGNALS.depth
+        and not _SIGNALS.quiet
+        and _SIGNALS.pending is not None
+        and not _SIGNALS.raised
+    ):
+        signum, _SIGNALS.pending, _SIGNALS.raised = _SIGNALS.pending, None, True
+        raise Interrupted(signum)
+
+
+@contextlib.contextmanager
 def shielded() -> Iterator[None]:
     """A cleanup no signal interrupts: one that arrives meanwhile is raised when it ends."""
     _SIGNALS.depth += 1
@@ -93,9 +126,7 @@ def shielded() -> Iterator[None]:
         yield
     finally:
         _SIGNALS.depth -= 1
-    if not _SIGNALS.depth and _SIGNALS.pending is not None and not _SIGNALS.raised:
-        signum, _SIGNALS.pending, _SIGNALS.raised = _SIGNALS.pending, None, True
-        raise Interrupted(signum)
+    _raise_pending()
 
 
 @dataclass

@@ -77,16 +77,22 @@ def run_group(
 ) -> tuple[int, str, str]:
     """Run `argv` in a process group of its own; on its deadline, or when this process is
     interrupted (a signal handler raising), end the whole group: TERM, then KILL."""
-    proc = subprocess.Popen(
-        argv,
-        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        **popen,
-    )
+    from runbooks.checklist import deferred  # lazy: the checklist imports this module
+
+    proc: subprocess.Popen | None = None
     try:
+        # An interruption must not land inside Popen: the child would run on with nobody
+        # holding its pid. Deferred, it is raised here, with `proc` known and ended below.
+        with deferred():
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                **popen,
+            )
         out, err = proc.communicate(input, timeout=timeout)
         return proc.returncode, out, err
     except subprocess.TimeoutExpired:
@@ -94,7 +100,8 @@ def run_group(
         out, err = proc.communicate()
         return EXIT_TIMED_OUT, out, (err or "") + f"\ntimed out after {timeout:.0f}s"
     except BaseException:
-        _end_group(proc)
+        if proc is not None:
+            _end_group(proc)
         raise
 
 

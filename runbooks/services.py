@@ -241,21 +241,26 @@ class ProcessService(ServiceControl):
             return None
 
     def start(self) -> None:
+        from runbooks.checklist import deferred  # lazy: the checklist imports the executor
+
         log = open(self.logfile, "ab") if self.logfile else subprocess.DEVNULL  # noqa: SIM115
         try:
-            proc = subprocess.Popen(
-                self.argv,
-                env=self._environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            # Not cut by an interruption before its pid is written: else a process nobody
+            # knows would hold the port (runbooks.checklist.deferred).
+            with deferred():
+                proc = subprocess.Popen(
+                    self.argv,
+                    env=self._environment(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                Path(self.pidfile).write_text(f"{proc.pid}\n")
+                _children[proc.pid] = proc  # reaped in stop(): no zombie left behind
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
-        Path(self.pidfile).write_text(f"{proc.pid}\n")
-        _children[proc.pid] = proc  # reaped in stop(), so the pid does not linger as a zombie
 
     def stop(self) -> None:
         pid = self.pid()

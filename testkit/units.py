@@ -85,6 +85,8 @@ def rendered_units() -> list[Unit]:
             support.render(
                 "pgbackrest/backup@.service.j2",
                 stanza=pgbackrest.STANZA,
+                # The cluster's variant (its ExecCondition verified too); the rest is the same.
+                primary_only=True,
                 metric_script=pgbackrest.METRIC_SCRIPT,
                 timeout=pgbackrest.BACKUP_TIMEOUT,
                 hardening=hardening.backup_service(
