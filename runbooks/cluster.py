@@ -25,6 +25,7 @@ from runbooks.executor import Executor
 from runbooks.services import ServiceControl
 from runbooks.target import DbTarget
 from sparkops import defaults, layout
+from sparkops.wait import DeadlineExceeded, wait_until
 
 PATRONICTL = "patronictl"
 SWITCHOVER_TIMEOUT_SECONDS = 120.0  # patronictl's own wait, then ours for the old primary
@@ -384,17 +385,27 @@ def _replicates(members: list[Member], name: str) -> bool:
 
 def _wait_for(cluster: Cluster, done, deadline: float, failure: str) -> list[Member]:
     """Poll `patronictl list` until done(members), bounded by `deadline` (monotonic)."""
-    last: list[Member] = []
-    while time.monotonic() < deadline:
+    seen: list[Member] = []
+
+    def probe() -> list[Member] | None:
+        nonlocal seen
         try:
-            last = cluster.members()
+            seen = cluster.members()
         except Refused:
-            last = []
-        if last and done(last):
-            return last
-        time.sleep(POLL_SECONDS)
-    seen = "; ".join(m.line() for m in last) or "no answer"
-    raise StepFailed(f"{failure} (last seen: {seen})")
+            seen = []
+        return seen if seen and done(seen) else None
+
+    try:
+        return wait_until(
+            probe,
+            timeout=max(0.0, deadline - time.monotonic()),
+            what=failure,
+            interval=POLL_SECONDS,
+            max_interval=POLL_SECONDS,
+        )
+    except DeadlineExceeded:
+        last = "; ".join(m.line() for m in seen) or "no answer"
+        raise StepFailed(f"{failure} (last seen: {last})") from None
 
 
 def _state_now(cluster: Cluster) -> str:
@@ -466,13 +477,12 @@ def execute_failover(plan: FailoverPlan, run: Run) -> None:
             run.leave([_state_now(cluster)])
             raise StepFailed(f"Patroni did not fail over: {result.output().strip()[-300:]}")
     with run.step(f"Wait until {new} leads"):
-        deadline = started + plan.timeout
-        leader = None
-        while time.monotonic() < deadline:
-            leader = cluster.leader()
-            if leader is not None:
-                break
-            time.sleep(POLL_SECONDS)
+        try:
+            members = _wait_for(cluster, lambda ms: cluster.leader(ms) is not None,
+                                started + plan.timeout, "no member leads")  # fmt: skip
+        except StepFailed:
+            members = []  # no leader in time: the check below fails and says so
+        leader = cluster.leader(members) if members else None
         run.facts["failover_seconds"] = round(time.monotonic() - started, 3)
     run.facts["new_leader"] = leader.name if leader else None
     if leader is None or leader.name != new:

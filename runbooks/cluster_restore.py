@@ -219,9 +219,7 @@ def _leave(
     """After a failure: put back what can be (nothing restored yet: the cluster as it was),
     and say what is where."""
     node = plan.node
-    restore_begun = run.step_seconds("Restore (pgbackrest restore)") is not None or any(
-        s.name == "Restore (pgbackrest restore)" for s in run.steps
-    )
+    restore_begun = run.step_seconds("Restore (pgbackrest restore)") is not None
     lines = []
     with shielded():
         if not restore_begun:

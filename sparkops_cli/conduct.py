@@ -14,6 +14,7 @@ from typing import NoReturn
 
 import click
 
+from runbooks.bouncer import DEFAULT_PAUSE_WAIT_SECONDS
 from runbooks.conduct import Options, Runbook, conduct
 from sparkops.defaults import PGBACKREST_STANZA
 
@@ -110,3 +111,78 @@ def finish(book: Runbook, options: Options) -> NoReturn:
     if options.json_mode:
         click.echo(json.dumps(outcome.result, indent=2, sort_keys=True, default=str))
     sys.exit(outcome.code)
+
+
+def restore_target_options(func: Callable) -> Callable:
+    """What `sparkops restore` and `sparkops cluster restore` share: the target (`--time`,
+    `--lsn`, `--restore-point`, `--latest`; `restore_target` picks the one given), the
+    checks, the timeline, recovery's deadline, and pgBouncer's bounded PAUSE."""
+    for option in reversed(
+        [
+            click.option(
+                "--time",
+                "at_time",
+                metavar="TIMESTAMP",
+                help="Restore to this moment (ISO 8601 with a zone, e.g. 2026-11-29T08:15:00Z).",
+            ),
+            click.option(
+                "--lsn", metavar="LSN", help="Restore to this WAL position (e.g. 0/16B3748)."
+            ),
+            click.option(
+                "--restore-point",
+                metavar="NAME",
+                help="Restore to a named restore point (sparkops restore-point create NAME).",
+            ),
+            click.option(
+                "--latest", is_flag=True, help="Restore everything archived (replay all WAL)."
+            ),
+            click.option(
+                "--check-sql",
+                multiple=True,
+                metavar="[NAME=]SQL",
+                help="A query to run after the restore (repeatable); default: orders count "
+                "and checksums.",
+            ),
+            click.option(
+                "--target-timeline",
+                default=None,
+                help="recovery_target_timeline: latest (PostgreSQL's default), current, or a "
+                "number, for targets on an abandoned timeline.",
+            ),
+            click.option(
+                "--recovery-timeout",
+                type=float,
+                default=3600,
+                show_default=True,
+                help="Seconds to wait for recovery to end.",
+            ),
+            click.option(
+                "--pause-wait",
+                type=click.FloatRange(min=1),
+                default=DEFAULT_PAUSE_WAIT_SECONDS,
+                show_default=True,
+                help="Seconds pgBouncer's PAUSE may wait for running transactions; then it is "
+                "resumed and the restore refuses, naming them.",
+            ),
+            click.option(
+                "--disconnect-blockers",
+                is_flag=True,
+                help="When PAUSE runs out of time, end the transactions in its way "
+                "(pg_terminate_backend: their clients get an error) and pause again.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def restore_target(at_time, lsn, restore_point, latest) -> tuple[str, str | bool]:
+    """(kind, value) of the one target given to a restore command, or a usage error."""
+    given = [
+        (k, v)
+        for k, v in (("time", at_time), ("lsn", lsn), ("name", restore_point), ("latest", latest))
+        if v
+    ]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of --time, --lsn, --restore-point, --latest")
+    return given[0]

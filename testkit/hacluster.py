@@ -14,7 +14,6 @@ import itertools
 import json
 import os
 import re
-import secrets
 import signal
 import socket
 import subprocess
@@ -50,6 +49,7 @@ from testkit.proc import (
     stop_process,
     tail_file,
 )
+from testkit.stack import throwaway_passwords
 
 HOST = "127.0.0.1"
 # Short leases so tests fail over in seconds; the deploy's defaults are in hacluster.DEFAULTS.
@@ -117,14 +117,7 @@ class HACluster:
     # as an S3 bucket is between hosts) or "per-node" (each node's own, as a posix
     # repository on each db host); "" none.
     archiving: str = ""
-    passwords: dbroles.RolePasswords = field(
-        default_factory=lambda: dbroles.RolePasswords(
-            app=secrets.token_urlsafe(18),
-            migrations=secrets.token_urlsafe(18),
-            pgbouncer_auth=secrets.token_urlsafe(18),
-            monitoring=secrets.token_urlsafe(18),
-        )
-    )
+    passwords: dbroles.RolePasswords = field(default_factory=throwaway_passwords)
 
     # --- start ----------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> HACluster:

@@ -19,6 +19,16 @@ from testkit.postgres import PgCluster, conninfo
 from testkit.tls import TlsFiles, make_tls_files
 
 
+def throwaway_passwords() -> dbroles.RolePasswords:
+    """Passwords for the app's roles, made for one throwaway database and kept in memory."""
+    return dbroles.RolePasswords(
+        app=secrets.token_urlsafe(18),
+        migrations=secrets.token_urlsafe(18),
+        pgbouncer_auth=secrets.token_urlsafe(18),
+        monitoring=secrets.token_urlsafe(18),
+    )
+
+
 @dataclass
 class DbStack:
     pool_size: int = defaults.PGBOUNCER_DEFAULT_POOL_SIZE
@@ -28,14 +38,7 @@ class DbStack:
     # conninfo verify-full against a throwaway CA (testkit/tls.py).
     tls: bool = False
     dbname: str = defaults.DATABASE_NAME
-    passwords: dbroles.RolePasswords = field(
-        default_factory=lambda: dbroles.RolePasswords(
-            app=secrets.token_urlsafe(18),
-            migrations=secrets.token_urlsafe(18),
-            pgbouncer_auth=secrets.token_urlsafe(18),
-            monitoring=secrets.token_urlsafe(18),
-        )
-    )
+    passwords: dbroles.RolePasswords = field(default_factory=throwaway_passwords)
     pg: PgCluster | None = None
     bouncer: PgBouncer | None = None
     tls_files: TlsFiles | None = None

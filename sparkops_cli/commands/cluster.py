@@ -13,7 +13,13 @@ import click
 
 from runbooks import bouncer, cluster, flows
 from runbooks.checklist import Refused
-from sparkops_cli.conduct import finish, invocation, runbook_options
+from sparkops_cli.conduct import (
+    finish,
+    invocation,
+    restore_target,
+    restore_target_options,
+    runbook_options,
+)
 
 
 def cluster_options(func):
@@ -121,51 +127,13 @@ def failover(inventory, target_file, to, timeout, options):
 
 @command.command("restore")
 @cluster_options
-@click.option(
-    "--time",
-    "at_time",
-    metavar="TIMESTAMP",
-    help="Restore to this moment (ISO 8601 with a zone, e.g. 2026-11-29T08:15:00Z).",
-)
-@click.option("--lsn", metavar="LSN", help="Restore to this WAL position (e.g. 0/16B3748).")
-@click.option(
-    "--restore-point",
-    metavar="NAME",
-    help="Restore to a named restore point (sparkops restore-point create NAME).",
-)
-@click.option("--latest", is_flag=True, help="Restore everything archived (replay all WAL).")
+@restore_target_options
 @click.option(
     "--on",
     metavar="NAME",
     default=None,
     help="The node to restore and make the cluster from (default: the primary; needed when "
     "the cluster has no leader).",
-)
-@click.option(
-    "--check-sql",
-    multiple=True,
-    metavar="[NAME=]SQL",
-    help="A query to run on the restored node (repeatable); default: orders count and checksums.",
-)
-@click.option("--target-timeline", default=None, help="recovery_target_timeline, as for restore.")
-@click.option(
-    "--recovery-timeout",
-    type=float,
-    default=3600,
-    show_default=True,
-    help="Seconds to wait for recovery to end.",
-)
-@click.option(
-    "--pause-wait",
-    type=click.FloatRange(min=1),
-    default=bouncer.DEFAULT_PAUSE_WAIT_SECONDS,
-    show_default=True,
-    help="Seconds pgBouncer's PAUSE may wait for running transactions on the primary.",
-)
-@click.option(
-    "--disconnect-blockers",
-    is_flag=True,
-    help="When PAUSE runs out of time, end the transactions in its way and pause again.",
 )
 @click.option(
     "--timeout",
@@ -196,14 +164,7 @@ def restore(
     verification), clear its state from etcd, start Patroni on it (it leads with the restored
     data), then move each replica's data aside (kept) and let it clone the new primary.
     Exit codes: 0 done, 1 failed, 2 refused, 3 not confirmed, 4 interrupted."""
-    given = [
-        (k, v)
-        for k, v in (("time", at_time), ("lsn", lsn), ("name", restore_point), ("latest", latest))
-        if v
-    ]
-    if len(given) != 1:
-        raise click.UsageError("give exactly one of --time, --lsn, --restore-point, --latest")
-    kind, value = given[0]
+    kind, value = restore_target(at_time, lsn, restore_point, latest)
     order = flows.ClusterRestoreOrder(
         kind=kind,
         value=value,

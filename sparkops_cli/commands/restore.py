@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import click
 
-from runbooks import bouncer, flows
+from runbooks import flows
 from sparkops import defaults
-from sparkops_cli.conduct import db_target_options, finish, invocation, runbook_options
+from sparkops_cli.conduct import (
+    db_target_options,
+    finish,
+    invocation,
+    restore_target,
+    restore_target_options,
+    runbook_options,
+)
 
 
 @click.command("restore")
-@click.option(
-    "--time",
-    "at_time",
-    metavar="TIMESTAMP",
-    help="Restore to this moment (ISO 8601 with a zone, e.g. 2026-11-29T08:15:00Z).",
-)
-@click.option("--lsn", metavar="LSN", help="Restore to this WAL position (e.g. 0/16B3748).")
-@click.option(
-    "--restore-point",
-    metavar="NAME",
-    help="Restore to a named restore point (sparkops restore-point create NAME).",
-)
-@click.option("--latest", is_flag=True, help="Restore everything archived (replay all WAL).")
+@restore_target_options
 @db_target_options()
 @click.option(
     "--to-host",
@@ -42,40 +37,7 @@ from sparkops_cli.conduct import db_target_options, finish, invocation, runbook_
     show_default=True,
     help="The copy's port (0: any free port, for a local copy).",
 )
-@click.option(
-    "--check-sql",
-    multiple=True,
-    metavar="[NAME=]SQL",
-    help="A query to run after the restore (repeatable); default: orders count and checksums.",
-)
-@click.option(
-    "--target-timeline",
-    default=None,
-    help="recovery_target_timeline: latest (PostgreSQL's default), current, or a "
-    "number, for targets on an abandoned timeline.",
-)
-@click.option(
-    "--recovery-timeout",
-    type=float,
-    default=3600,
-    show_default=True,
-    help="Seconds to wait for recovery to end.",
-)
 @click.option("--no-pause", is_flag=True, help="Do not pause pgBouncer around the restore.")
-@click.option(
-    "--pause-wait",
-    type=click.FloatRange(min=1),
-    default=bouncer.DEFAULT_PAUSE_WAIT_SECONDS,
-    show_default=True,
-    help="Seconds pgBouncer's PAUSE may wait for running transactions; then it is resumed "
-    "and the restore refuses, naming them.",
-)
-@click.option(
-    "--disconnect-blockers",
-    is_flag=True,
-    help="When PAUSE runs out of time, end the transactions in its way "
-    "(pg_terminate_backend: their clients get an error) and pause again.",
-)
 @runbook_options
 def command(
     at_time,
@@ -108,14 +70,7 @@ def command(
     goes to evidence/<timestamp>-restore/. Exit codes: 0 done, 1 failed, 2 refused, 3 not
     confirmed, 4 interrupted.
     """
-    given = [
-        (k, v)
-        for k, v in (("time", at_time), ("lsn", lsn), ("name", restore_point), ("latest", latest))
-        if v
-    ]
-    if len(given) != 1:
-        raise click.UsageError("give exactly one of --time, --lsn, --restore-point, --latest")
-    kind, value = given[0]
+    kind, value = restore_target(at_time, lsn, restore_point, latest)
     order = flows.RestoreOrder(
         kind=kind,
         value=value,
