@@ -25,6 +25,7 @@ APP = {"job": c.JOB_APP, "instance": "app-1:8000"}
 PG = {"job": c.JOB_POSTGRES, "instance": "db-1:9187"}
 PGB = {"job": c.JOB_PGBOUNCER, "instance": "db-1:9127"}
 NODE = {"job": c.JOB_NODE, "instance": "db-1:9100"}
+NODE2 = {"job": c.JOB_NODE, "instance": "db-2:9100"}  # a cluster's second node
 OUTBOX = {"job": c.JOB_OUTBOX, "instance": "app-1:9310"}
 PAT1 = {"job": c.JOB_PATRONI, "instance": "db-1:8008", "scope": "spark"}
 PAT2 = {"job": c.JOB_PATRONI, "instance": "db-2:8008", "scope": "spark"}
@@ -362,6 +363,14 @@ def scenarios() -> list[Firing | Quiet]:
             "fresh backup",
             (series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, NODE, "-1000+60x60"),),
         ),
+        Quiet(
+            "PgBackRestBackupTooOld",
+            "a former primary's old backup while the new primary's is fresh",
+            (
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, NODE, "-200000x120"),
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, NODE2, "-1000+60x120"),
+            ),
+        ),
         Firing(
             "PgBackRestBackupTooOld",
             "no timestamp published",
@@ -439,6 +448,29 @@ def scenarios() -> list[Firing | Quiet]:
             onset=0,
             labels={"severity": warn, "job": c.JOB_NODE},
             description="no restore drill has published a result.",
+        ),
+        Quiet(
+            "RestoreDrillFailed",
+            "an older failed drill on a node the drill left, a newer success on another",
+            (
+                series(m.RESTORE_DRILL_LAST_SUCCESS, NODE, "0x60"),
+                series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE, "-5000x60"),
+                series(m.RESTORE_DRILL_LAST_SUCCESS, NODE2, "1x60"),
+                series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE2, "-100x60"),
+            ),
+        ),
+        Firing(
+            "RestoreDrillFailed",
+            "the newest drill failed, an older one elsewhere succeeded",
+            (
+                series(m.RESTORE_DRILL_LAST_SUCCESS, NODE, "1x60"),
+                series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE, "-5000x60"),
+                series(m.RESTORE_DRILL_LAST_SUCCESS, NODE2, "0x60"),
+                series(m.RESTORE_DRILL_LAST_RUN_TIMESTAMP, NODE2, "-100x60"),
+            ),
+            onset=0,
+            labels={"severity": warn, **NODE2},
+            description="db-2:9100: the last restore drill failed or is older than 691200s.",
         ),
         Quiet(
             "RestoreDrillFailed",

@@ -256,8 +256,11 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         name="PgBackRestBackupTooOld",
+        # A node whose last backup is old is excused while another node's is fresh: on a
+        # Patroni cluster only the primary backs up, and a former primary keeps its metric.
         expr=(
-            f"time() - {BACKUP_TIMESTAMP} > {num(c.BACKUP_MAX_AGE_SECONDS)}"
+            f"(time() - {BACKUP_TIMESTAMP} > {num(c.BACKUP_MAX_AGE_SECONDS)}"
+            f" unless on () (time() - max({BACKUP_TIMESTAMP}) <= {num(c.BACKUP_MAX_AGE_SECONDS)}))"
             f" or absent({BACKUP_TIMESTAMP})"
         ),
         for_=c.BACKUP_TOO_OLD_FOR,
@@ -329,9 +332,15 @@ ALERTS: tuple[Alert, ...] = (
     _down("OutboxDispatcher", c.OUTBOX_SELECTOR, c.JOB_OUTBOX),
     Alert(
         name="RestoreDrillFailed",
+        # The newest drill's result counts, and the age of the newest drill: on a Patroni
+        # cluster the drill moves with the replica (or the primary) and a node it left keeps
+        # its last result.
         expr=(
-            f"{DRILL_SUCCESS} == 0"
-            f" or on (instance) time() - {DRILL_LAST_RUN} > {num(c.RESTORE_DRILL_MAX_AGE_SECONDS)}"
+            f"({DRILL_SUCCESS} == 0"
+            f" and on (instance) ({DRILL_LAST_RUN} == on () group_left max({DRILL_LAST_RUN})))"
+            f" or on (instance) (time() - {DRILL_LAST_RUN} > {num(c.RESTORE_DRILL_MAX_AGE_SECONDS)}"
+            f" unless on () (time() - max({DRILL_LAST_RUN})"
+            f" <= {num(c.RESTORE_DRILL_MAX_AGE_SECONDS)}))"
             f" or absent({DRILL_LAST_RUN})"
         ),
         for_=c.RESTORE_DRILL_FOR,

@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 from io import StringIO
 
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.operations import files, systemd
 
-from deploys import hardening, support
+from deploys import hacluster, hardening, support
 from deploys import release as release_build
 from deploys.app import release_dir, release_installed
 from deploys.pgbackrest import CONF, DATA_DIR, SPOOL, STANZA
@@ -59,9 +59,22 @@ def target_spec() -> dict:
     }
 
 
+def drill_place(cluster: bool, repo_type: str) -> str | None:
+    """Which node of a Patroni cluster runs the drill (None: a single db host, it does).
+
+    A replica, when the repository is shared (S3): the drill's restore and checks then load a
+    node that serves no writes. The primary, with a posix repository: each node's repository
+    holds only what that node archived while it was primary, so the current primary's is the
+    one with the newest backups (docs/ha.md)."""
+    if not cluster:
+        return None
+    return "replica" if repo_type == "s3" else "primary"
+
+
 @deploy("Restore drill", data_defaults=DEFAULTS)
 def restore_drill() -> None:
     release, tarball = release_build.selected()
+    place = drill_place(support.is_cluster(inventory), host.data.get("pgbackrest_repo_type"))
     for path in (layout.APP_ROOT, layout.APP_RELEASES_DIR):
         files.directory(name=f"Create {path}", path=path, user="root", group="root", mode="755")
     release_installed(name=f"Install release {release} for the drill", release=release,
@@ -86,6 +99,8 @@ def restore_drill() -> None:
             evidence_dir=EVIDENCE_DIR,
             timeout=host.data.drill_timeout,
             hardening=hardening.drill_service(SCRATCH_DIR, EVIDENCE_DIR, SPOOL),
+            place=place,
+            condition=hacluster.role_condition(place, run_as="postgres") if place else None,
         ),
         dest=f"/etc/systemd/system/{SERVICE}",
         mode="644",

@@ -12,7 +12,8 @@ answers to connections the host opened (established/related) pass, outbound is n
     db hosts     app -> pgBouncer; app -> PostgreSQL (migrations: pg_hba's group:app rule
                  for the schema owner); monitor -> postgres_exporter, node_exporter
     monitor      control machine -> Prometheus, Alertmanager (operators, validate, watch)
-    a Patroni cluster (an etcd group): db <-> db PostgreSQL (replication, pg_rewind);
+    a Patroni cluster (an etcd group): db <-> db PostgreSQL (replication, pg_rewind) and
+                 pgBackRest's TLS server (backups copied from a replica);
                  db, app, monitor -> Patroni's REST API on the db hosts; db, etcd, monitor ->
                  etcd's client port and etcd <-> etcd its peer port
 
@@ -131,6 +132,13 @@ def flows(groups, data, group_addresses) -> list[Flow]:
     if etcd and "db" in groups:
         db, app, monitor = hosts("db"), hosts("app"), hosts("monitor")
         result.append(Flow(defaults.POSTGRES_PORT, db, "PostgreSQL replication between nodes"))
+        result.append(
+            Flow(
+                defaults.PGBACKREST_TLS_PORT,
+                db,
+                "pgBackRest's TLS server (backups copied from a replica)",
+            )
+        )
         result.append(
             Flow(defaults.PATRONI_REST_PORT, db + app + monitor, "Patroni's REST API (checks)")
         )

@@ -241,3 +241,110 @@ def role_change_script(log: str = layout.PATRONI_ROLE_CHANGE_LOG) -> str:
 def route_servers(db: Sequence[Member], port: int) -> list[tuple[str, str, int]]:
     """(name, address, port) of each db node behind a route, sorted by name."""
     return [(m.name, m.address, port) for m in sorted(db, key=lambda m: m.name)]
+
+
+# --- backups from a replica (pgBackRest's TLS server and backup-standby) --------------------
+# The primary's backup starts and stops on the primary and copies the data files from a
+# replica (pgBackRest's `backup-standby`), reached through the pgBackRest TLS server every node
+# runs; each node's certificate (the environment's CA) is both its server and client
+# certificate, its common name the node's name, which the others' `tls-server-auth` lists.
+
+
+@dataclass(frozen=True)
+class BackupNode:
+    """Where one node's PostgreSQL and pgBackRest server are: the deploy's fixed places on
+    hosts; the test kit moves them onto its own ports and directories."""
+
+    member: Member
+    tls_port: int = defaults.PGBACKREST_TLS_PORT
+    pg_port: int = defaults.POSTGRES_PORT
+    data_dir: str = layout.POSTGRES_DATA_DIR
+    socket_dir: str = layout.SOCKET_DIR
+
+
+@dataclass(frozen=True)
+class BackupTls:
+    cert: str = layout.PGBACKREST_TLS_CERT
+    key: str = layout.PGBACKREST_TLS_KEY
+    ca: str = layout.TLS_CA_FILE
+
+
+def _others(me: BackupNode, nodes: Sequence[BackupNode]) -> list[BackupNode]:
+    names = [n.member.name for n in nodes]
+    if me.member.name not in names:
+        raise ClusterError(f"{me.member.name} is not one of the cluster's nodes {names}")
+    return sorted((n for n in nodes if n.member.name != me.member.name),
+                  key=lambda n: n.member.name)  # fmt: skip
+
+
+def pgbackrest_server_options(
+    me: BackupNode, nodes: Sequence[BackupNode], tls: BackupTls = BackupTls()
+) -> dict[str, str | list[str]]:
+    """[global] options of `me`'s TLS server: on its private address, serving the stanza to
+    the other nodes' certificates only (a list value: one line each)."""
+    stanza = defaults.PGBACKREST_STANZA
+    return {
+        "tls-server-address": me.member.address,
+        "tls-server-port": str(me.tls_port),
+        "tls-server-cert-file": tls.cert,
+        "tls-server-key-file": tls.key,
+        "tls-server-ca-file": tls.ca,
+        "tls-server-auth": [f"{n.member.name}={stanza}" for n in _others(me, nodes)],
+    }
+
+
+def pgbackrest_standby_hosts(
+    me: BackupNode, nodes: Sequence[BackupNode], tls: BackupTls = BackupTls()
+) -> dict[str, str]:
+    """[stanza] options naming the other nodes as pg2, pg3 ... through their TLS servers
+    (pg1 is the node itself, in pgbackrest.conf). pgBackRest checks a server's certificate
+    against DNS names only, so `pgN-host` is the address the certificate carries as one."""
+    options: dict[str, str] = {}
+    for index, node in enumerate(_others(me, nodes), start=2):
+        pg = f"pg{index}"
+        options.update(
+            {
+                f"{pg}-host": node.member.address,
+                f"{pg}-host-type": "tls",
+                f"{pg}-host-port": str(node.tls_port),
+                f"{pg}-host-ca-file": tls.ca,
+                f"{pg}-host-cert-file": tls.cert,
+                f"{pg}-host-key-file": tls.key,
+                f"{pg}-path": node.data_dir,
+                f"{pg}-port": str(node.pg_port),
+                f"{pg}-socket-path": node.socket_dir,
+            }
+        )
+    return options
+
+
+def role_condition(
+    role: str, socket_dir: str = layout.SOCKET_DIR, run_as: str | None = None
+) -> str:
+    """A unit's ExecCondition on a cluster node: exit 0 where Patroni made the node `role`
+    ("primary" or "replica"), 1 elsewhere, so systemd skips the run there instead of failing
+    it. A server that does not answer passes as "primary" (the run then fails where its alert
+    sees it) and not as "replica". `run_as`: the user psql runs as, for a unit run by root."""
+    tests = {"primary": "!= t", "replica": "= t"}
+    if role not in tests:
+        raise ValueError(f"role {role!r} is not one of {sorted(tests)}")
+    psql = f'psql -XAtq -h {socket_dir} -d postgres -c "SELECT pg_is_in_recovery()"'
+    if run_as:
+        psql = f"runuser -u {run_as} -- {psql}"
+    return f"/bin/sh -c 'test \"$({psql})\" {tests[role]}'"
+
+
+def backup_script(
+    *,
+    socket_dir: str = layout.SOCKET_DIR,
+    port: int = defaults.POSTGRES_PORT,
+    standby_conf_dir: str = layout.PGBACKREST_STANDBY_CONF_DIR,
+) -> str:
+    """The backup units' command on a cluster node (templates/pgbackrest/backup.sh.j2)."""
+    return support.render(
+        "pgbackrest/backup.sh.j2",
+        stanza=defaults.PGBACKREST_STANZA,
+        socket_dir=socket_dir,
+        port=port,
+        standby_conf_dir=standby_conf_dir,
+    )

@@ -142,6 +142,17 @@ def backup_service(repo_path: str | None, spool_dir: str) -> list[str]:
     )
 
 
+def pgbackrest_server_service() -> list[str]:
+    """pgBackRest's TLS server as postgres (a cluster node): reads the data directory and
+    talks to PostgreSQL on its socket for a backup copied from this node, writes its log."""
+    return _lines(
+        families=NETWORK_FAMILIES,
+        capabilities=NO_CAPABILITIES,
+        extra=("SystemCallFilter=~@privileged @resources", "MemoryDenyWriteExecute=yes"),
+        read_write=("-/var/log/pgbackrest",),
+    )
+
+
 def drill_service(scratch_dir: str, evidence_dir: str, spool_dir: str) -> list[str]:
     """The restore drill (root): runuser to postgres for PostgreSQL's and pgBackRest's tools
     (so setuid/setgid, and the audit and chown a PAM session and a scratch cluster take), a

@@ -20,7 +20,7 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
-from deploys import hardening, s3_access, s3_bucket, secretfiles, support
+from deploys import hacluster, hardening, s3_access, s3_bucket, secretfiles, support, tls
 from deploys.facts import PgBackRestInfo, PostgresInRecovery, has_full_backup, stanza_missing
 from sparkops import defaults, layout, metric_names, secrets
 
@@ -39,6 +39,7 @@ METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
 # A backup that hangs is ended (and fails) rather than holding back the next ones.
 BACKUP_TIMEOUT = "12h"
 METRIC_FILE = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
+SERVER_SERVICE = "pgbackrest-server.service"
 
 DEFAULTS = {
     "pgbackrest_repo_type": "posix",  # or "s3"
@@ -279,6 +280,90 @@ def bucket_prepared(data: dict, environment: str):
     yield FunctionCommand(_prepare, (), {})
 
 
+def backup_nodes() -> list[hacluster.BackupNode]:
+    """The cluster's nodes as pgBackRest reaches them (every db host, the deploy's places)."""
+    return [
+        hacluster.BackupNode(hacluster.Member(h.name, support.address(h)))
+        for h in inventory.get_group(hacluster.DB_GROUP, [])
+    ]
+
+
+def this_backup_node() -> hacluster.BackupNode:
+    return hacluster.BackupNode(hacluster.Member(host.name, support.address(host)))
+
+
+def backups_from_a_replica(configured) -> None:
+    """A cluster node's part in backups copied from a replica: its certificate, the other
+    nodes as pgBackRest hosts (read by the backup only), the TLS server, the backup script.
+    `configured`: the operation writing pgbackrest.conf (its tls-server-* options)."""
+    nodes, me = backup_nodes(), this_backup_node()
+    issued = tls.issue_for_pgbackrest(host)
+    tls_dir = layout.PGBACKREST_TLS_CERT.rsplit("/", 1)[0]
+    files.directory(name=f"Create {tls_dir}", path=tls_dir, user="postgres", group="postgres",
+                    mode="750")  # fmt: skip
+    cert = files.put(
+        name="Install pgBackRest's TLS certificate (server and client)",
+        src=support.rendered_text(issued.chain_pem),
+        dest=layout.PGBACKREST_TLS_CERT,
+        user="postgres",
+        group="postgres",
+        mode="644",
+    )
+    key = secretfiles.secret_file(
+        name="Install pgBackRest's TLS key",
+        src=support.rendered_text(issued.key_pem),
+        dest=layout.PGBACKREST_TLS_KEY,
+        user="postgres",
+        group="postgres",
+        mode="600",
+    )
+    files.directory(name=f"Create {layout.PGBACKREST_STANDBY_CONF_DIR}",
+                    path=layout.PGBACKREST_STANDBY_CONF_DIR, user="postgres", group="postgres",
+                    mode="750")  # fmt: skip
+    files.put(
+        name="Name the other nodes for backups copied from a replica",
+        src=support.rendered(
+            "pgbackrest/pgbackrest.conf.j2",
+            stanza=STANZA,
+            global_options={},
+            stanza_options=hacluster.pgbackrest_standby_hosts(me, nodes),
+        ),
+        dest=f"{layout.PGBACKREST_STANDBY_CONF_DIR}/cluster.conf",
+        user="postgres",
+        group="postgres",
+        mode="640",
+    )
+    files.put(
+        name="Install the cluster's backup script",
+        src=support.rendered_text(hacluster.backup_script()),
+        dest=layout.PGBACKREST_BACKUP_SCRIPT,
+        mode="755",
+    )
+    unit = files.put(
+        name="Install pgBackRest's TLS server unit",
+        src=support.rendered(
+            "pgbackrest/pgbackrest-server.service.j2",
+            conf=CONF,
+            hardening=hardening.pgbackrest_server_service(),
+        ),
+        dest=f"/etc/systemd/system/{SERVER_SERVICE}",
+        mode="644",
+    )
+    systemd.daemon_reload(name="Reload systemd for pgBackRest's TLS server",
+                          _if=unit.did_change)  # fmt: skip
+    systemd.service(
+        name="Run pgBackRest's TLS server",
+        service=SERVER_SERVICE,
+        running=True,
+        enabled=True,
+        # The server reads its options and certificate when it starts.
+        restarted=True,
+        _if=lambda: any(op.did_change() for op in (cert, key, unit, configured)),
+    )
+    systemd.service(name="Keep pgBackRest's TLS server running", service=SERVER_SERVICE,
+                    running=True, enabled=True)  # fmt: skip
+
+
 def _data() -> dict:
     return {key: host.data.get(key) for key in DEFAULTS}
 
@@ -296,6 +381,7 @@ def pgbackrest() -> None:
             environment, data["pgbackrest_s3"], data["pgbackrest_repo_path"]
         )
     glob, stanza = options(data, creds, s3_keys)
+    cluster = support.is_cluster(inventory)
     # Read before the new configuration is written: pgbackrest info with the old one.
     recorded = host.get_fact(FileContents, path=REPO_MARKER)
     refusal = cipher_refusal(
@@ -343,8 +429,10 @@ def pgbackrest() -> None:
         group="postgres",
         mode="750",
     )
+    if cluster:
+        glob.update(hacluster.pgbackrest_server_options(this_backup_node(), backup_nodes()))
     # Holds the S3 keys (and the repository's passphrase): uploaded privately.
-    secretfiles.secret_file(
+    configured = secretfiles.secret_file(
         name="Configure pgBackRest",
         src=support.rendered(
             "pgbackrest/pgbackrest.conf.j2",
@@ -357,6 +445,8 @@ def pgbackrest() -> None:
         group="postgres",
         mode="640",
     )
+    if cluster:
+        backups_from_a_replica(configured)
     stanza_created(name=f"Create pgBackRest stanza {STANZA}")
     full_backup_for_repository(
         name="Take a full backup (the first, or after the repository moved)",
@@ -379,7 +469,8 @@ def pgbackrest() -> None:
         src=support.rendered(
             "pgbackrest/backup@.service.j2",
             stanza=STANZA,
-            primary_only=support.is_cluster(inventory),
+            condition=hacluster.role_condition("primary") if cluster else None,
+            backup_script=layout.PGBACKREST_BACKUP_SCRIPT if cluster else None,
             metric_script=METRIC_SCRIPT,
             timeout=BACKUP_TIMEOUT,
             hardening=hardening.backup_service(

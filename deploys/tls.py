@@ -59,6 +59,22 @@ def issue_for(host_, service: str) -> tlsca.Issued:
     )
 
 
+def issue_for_pgbackrest(host_) -> tlsca.Issued:
+    """A cluster node's pgBackRest certificate, server and client: its common name is the
+    host's inventory name (what the other nodes' `tls-server-auth` lists), and its address is
+    also a DNS name, because pgBackRest checks the host it reaches against DNS names only."""
+    dns, ips = server_names(host_)
+    names = [host_.name, support.address(host_)]
+    names += [name for name in dns if name not in names]
+    return tlsca.issue(
+        support.environment(host_),
+        f"{host_.name}-pgbackrest",
+        dns_names=names,
+        ip_addresses=ips,
+        client=True,
+    )
+
+
 def key_pair(service: str, cert_dest: str, key_dest: str, owner: str, what: str) -> list:
     """Upload this host's certificate (chain: leaf then CA) and key for `service`; returns
     the two operations (a change restarts or reloads the server)."""

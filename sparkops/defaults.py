@@ -32,6 +32,9 @@ ETCD_PEER_PORT = 2380
 DB_ROUTE_PRIMARY_PORT = 5000
 DB_ROUTE_MIGRATIONS_PORT = 5001
 DB_ROUTE_REPLICAS_PORT = 5002
+# pgBackRest's TLS server on every node of a cluster: the primary's backup copies the files
+# from a replica through it (backup-standby; deploys/pgbackrest.py).
+PGBACKREST_TLS_PORT = 8432
 PATRONI_SCOPE = "spark"  # the cluster's name in etcd (Patroni's `scope`)
 # Patroni's leader lease: a dead primary is replaced after at most TTL seconds.
 PATRONI_TTL_SECONDS = 20

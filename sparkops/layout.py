@@ -68,6 +68,14 @@ MONITOR_WEB_PASSWORD_FILE = "/etc/prometheus/sparkops-web-password"
 PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"
 # Which repository the archive last went to (deploys/pgbackrest.py).
 PGBACKREST_REPO_MARKER = "/etc/pgbackrest/sparkops-repository"
+# On a cluster node: the other nodes as pgBackRest hosts (pg2.., through their TLS servers),
+# read by the backup only (`--config-include-path`): no other command reaches other nodes.
+PGBACKREST_STANDBY_CONF_DIR = "/etc/pgbackrest/standby.d"
+# The node's certificate for pgBackRest's TLS server, also its client certificate.
+PGBACKREST_TLS_CERT = "/etc/pgbackrest/tls/node.crt"
+PGBACKREST_TLS_KEY = "/etc/pgbackrest/tls/node.key"
+# What the backup units run on a cluster node: from a replica when one streams.
+PGBACKREST_BACKUP_SCRIPT = "/usr/local/sbin/pgbackrest-backup"
 
 # --- node_exporter's textfile collector (Debian's default directory) ---------------------
 # The backup job and the restore drill write their .prom files here, atomically.

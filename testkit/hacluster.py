@@ -28,7 +28,7 @@ import psycopg
 import yaml
 
 from app import migrate
-from deploys import dbroute, hacluster, postgresql
+from deploys import dbroute, hacluster, postgresql, support, tlsca
 from runbooks import cluster
 from runbooks.executor import LocalExecutor
 from runbooks.services import (
@@ -42,14 +42,18 @@ from sparkops import dbroles, defaults, layout
 from sparkops.wait import wait_until
 from testkit.localdb import write_pgbackrest_config
 from testkit.proc import (
+    chown_to_service_user,
     free_port,
     make_workdir,
     popen_as_service_user,
+    port_open,
+    run_as_service_user,
     service_user,
     stop_process,
     tail_file,
 )
 from testkit.stack import throwaway_passwords
+from testkit.tls import scratch_ca
 
 HOST = "127.0.0.1"
 # Short leases so tests fail over in seconds; the deploy's defaults are in hacluster.DEFAULTS.
@@ -71,6 +75,9 @@ class Node:
     rest_port: int
     workdir: Path
     proc: subprocess.Popen | None = None
+    # pgBackRest's TLS server (backup_standby) and its port.
+    backup_server: subprocess.Popen | None = None
+    backup_port: int = 0
 
     @property
     def rest(self) -> str:
@@ -117,6 +124,10 @@ class HACluster:
     # as an S3 bucket is between hosts) or "per-node" (each node's own, as a posix
     # repository on each db host); "" none.
     archiving: str = ""
+    # Backups copied from a replica as the deploy sets them up: a pgBackRest TLS server per
+    # node (certificates from the deploy's CA code), the other nodes named in an include
+    # directory, the deploy's backup script (run_backup).
+    backup_standby: bool = False
     passwords: dbroles.RolePasswords = field(default_factory=throwaway_passwords)
 
     # --- start ----------------------------------------------------------------------------
@@ -126,6 +137,8 @@ class HACluster:
             self._start_etcd()
             for index in range(self.nodes_count):
                 self._add_node(f"n{index + 1}")
+            if self.backup_standby:
+                self._prepare_backup_servers()
             # The first node bootstraps alone, then the others clone it: as a deploy does.
             self._start_node(self.nodes[0])
             wait_until(lambda: self.leader(), timeout=timeout, what="a leader is elected")
@@ -202,6 +215,103 @@ class HACluster:
             script = workdir / "on-role-change.sh"
             script.write_text(hacluster.role_change_script(log=str(workdir / "role-change.log")))
             script.chmod(0o755)
+
+    # --- backups copied from a replica ----------------------------------------------------
+    def _backup_nodes(self) -> list[hacluster.BackupNode]:
+        return [
+            hacluster.BackupNode(
+                hacluster.Member(n.name, HOST),
+                tls_port=n.backup_port,
+                pg_port=n.pg_port,
+                data_dir=str(n.workdir / "data"),
+                socket_dir=str(n.workdir),
+            )
+            for n in self.nodes
+        ]
+
+    def _backup_tls(self, node: Node) -> hacluster.BackupTls:
+        tls = node.workdir / "tls"
+        return hacluster.BackupTls(
+            str(tls / "node.crt"), str(tls / "node.key"), str(tls / "ca.crt")
+        )
+
+    def _prepare_backup_servers(self) -> None:
+        assert self.workdir is not None and self.archiving, "backup_standby needs archiving"
+        for node in self.nodes:
+            node.backup_port = free_port()
+        nodes = self._backup_nodes()
+        with scratch_ca(self.workdir / "ca"):
+            for node, me in zip(self.nodes, nodes, strict=True):
+                # As deploys/tls.py issues it: the node's name first (the common name the
+                # others authorise), its address also as a DNS name.
+                issued = tlsca.issue("hakit", f"{node.name}-pgbackrest",
+                                     dns_names=[node.name, HOST], ip_addresses=[HOST],
+                                     client=True)  # fmt: skip
+                paths = self._backup_tls(node)
+                (node.workdir / "tls").mkdir(mode=0o700)
+                chown_to_service_user(node.workdir / "tls")
+                for path, text in ((paths.cert, issued.chain_pem), (paths.key, issued.key_pem),
+                                   (paths.ca, issued.ca_pem)):  # fmt: skip
+                    Path(path).write_text(text)
+                    Path(path).chmod(0o600)
+                    chown_to_service_user(Path(path))
+                conf = node.workdir / "pgbackrest.conf"
+                server = hacluster.pgbackrest_server_options(me, nodes, paths)
+                lines = [f"{k}={v}" for k, vs in server.items()
+                         for v in ([vs] if isinstance(vs, str) else vs)]  # fmt: skip
+                conf.write_text(
+                    conf.read_text().replace(
+                        "[global]\n", "[global]\n" + "\n".join(lines) + "\n", 1
+                    )
+                )
+                standby = node.workdir / "standby.d"
+                standby.mkdir(mode=0o700)
+                chown_to_service_user(standby)
+                (standby / "cluster.conf").write_text(
+                    support.render(
+                        "pgbackrest/pgbackrest.conf.j2",
+                        stanza=defaults.PGBACKREST_STANZA,
+                        global_options={},
+                        stanza_options=hacluster.pgbackrest_standby_hosts(me, nodes, paths),
+                    )
+                )
+                script = node.workdir / "pgbackrest-backup"
+                script.write_text(
+                    hacluster.backup_script(
+                        socket_dir=str(node.workdir),
+                        port=node.pg_port,
+                        standby_conf_dir=str(standby),
+                    )
+                )
+                script.chmod(0o755)
+                self.start_backup_server(node)
+
+    def start_backup_server(self, node: Node) -> None:
+        """`pgbackrest server` for `node` (again, after stop_backup_server)."""
+        log = open(node.workdir / "pgbackrest-server.log", "ab")  # noqa: SIM115 (the child keeps it)
+        node.backup_server = popen_as_service_user(
+            ["pgbackrest", f"--config={node.workdir / 'pgbackrest.conf'}", "server"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: port_open(HOST, node.backup_port), timeout=30,
+                   what=f"{node.name}'s pgBackRest server listens")  # fmt: skip
+
+    def stop_backup_server(self, node: Node) -> None:
+        if node.backup_server is not None:
+            stop_process(node.backup_server)
+            node.backup_server = None
+
+    def run_backup(self, node: Node, kind: str, **env: str) -> subprocess.CompletedProcess:
+        """The deploy's backup script on `node`, as the backup unit runs it (`env`: more
+        of pgBackRest's options as PGBACKREST_* variables)."""
+        return run_as_service_user(
+            [str(node.workdir / "pgbackrest-backup"), kind],
+            env={**os.environ, "PGBACKREST_CONFIG": str(node.workdir / "pgbackrest.conf"),
+                 "PGBACKREST_LOG_LEVEL_CONSOLE": "info", **env},
+            check=False,
+            timeout=300,
+        )  # fmt: skip
 
     def config(self, node: Node) -> dict:
         """The deploy's Patroni configuration for `node`, moved onto this machine's ports."""
@@ -554,6 +664,8 @@ class HACluster:
     def stop(self) -> None:
         if self.route_proc is not None:
             stop_process(self.route_proc)
+        for node in self.nodes:
+            self.stop_backup_server(node)
         for node in self.nodes:
             if node.proc is not None:
                 stop_process(node.proc, timeout=30)

@@ -8,6 +8,8 @@ names `localhost` and 127.0.0.1 unless told otherwise, so verify-full passes on 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +27,28 @@ class TlsFiles:
     workdir: Path
 
 
-def make_tls_files(
-    dns_names: tuple[str, ...] = ("localhost",), ip_addresses: tuple[str, ...] = ("127.0.0.1",)
-) -> TlsFiles:
-    """A fresh CA and a server certificate for these names, in a new work directory."""
-    workdir = make_workdir("tls")
+@contextmanager
+def scratch_ca(directory: Path) -> Iterator[None]:
+    """deploys/tlsca.py's CA (and what it issues) kept under `directory` meanwhile, never in
+    the user's secrets directory."""
     before = os.environ.get("SPARKOPS_SECRETS_DIR")
-    os.environ["SPARKOPS_SECRETS_DIR"] = str(workdir / "ca")
+    os.environ["SPARKOPS_SECRETS_DIR"] = str(directory)
     try:
-        issued = tlsca.issue(ENVIRONMENT, "server", dns_names=dns_names, ip_addresses=ip_addresses)
+        yield
     finally:
         if before is None:
             os.environ.pop("SPARKOPS_SECRETS_DIR", None)
         else:
             os.environ["SPARKOPS_SECRETS_DIR"] = before
+
+
+def make_tls_files(
+    dns_names: tuple[str, ...] = ("localhost",), ip_addresses: tuple[str, ...] = ("127.0.0.1",)
+) -> TlsFiles:
+    """A fresh CA and a server certificate for these names, in a new work directory."""
+    workdir = make_workdir("tls")
+    with scratch_ca(workdir / "ca"):
+        issued = tlsca.issue(ENVIRONMENT, "server", dns_names=dns_names, ip_addresses=ip_addresses)
     files = TlsFiles(workdir / "ca.crt", workdir / "server.crt", workdir / "server.key", workdir)
     for path, text, mode in (
         (files.ca, issued.ca_pem, 0o644),

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploys import app, drill, hardening, pgbackrest, pgbouncer, support
+from deploys import app, drill, hacluster, hardening, pgbackrest, pgbouncer, support
 from sparkops import defaults, layout
 
 VENDOR_UNITS = Path("/lib/systemd/system")
@@ -86,12 +86,21 @@ def rendered_units() -> list[Unit]:
                 "pgbackrest/backup@.service.j2",
                 stanza=pgbackrest.STANZA,
                 # The cluster's variant (its ExecCondition verified too); the rest is the same.
-                primary_only=True,
+                condition=hacluster.role_condition("primary"),
+                backup_script=layout.PGBACKREST_BACKUP_SCRIPT,
                 metric_script=pgbackrest.METRIC_SCRIPT,
                 timeout=pgbackrest.BACKUP_TIMEOUT,
                 hardening=hardening.backup_service(
                     pgbackrest.DEFAULTS["pgbackrest_repo_path"], pgbackrest.SPOOL
                 ),
+            ),
+        ),
+        Unit(
+            pgbackrest.SERVER_SERVICE,
+            support.render(
+                "pgbackrest/pgbackrest-server.service.j2",
+                conf=pgbackrest.CONF,
+                hardening=hardening.pgbackrest_server_service(),
             ),
         ),
         Unit(
@@ -108,6 +117,9 @@ def rendered_units() -> list[Unit]:
                 hardening=hardening.drill_service(
                     drill.SCRATCH_DIR, drill.EVIDENCE_DIR, pgbackrest.SPOOL
                 ),
+                # The cluster's variant (its ExecCondition verified too).
+                place="replica",
+                condition=hacluster.role_condition("replica", run_as="postgres"),
             ),
         ),
         Unit(

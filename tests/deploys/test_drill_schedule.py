@@ -9,7 +9,7 @@ import re
 import shlex
 
 from alerts import config as alert_config
-from deploys import drill, support
+from deploys import drill, hacluster, support
 from runbooks import sites
 from sparkops_cli.main import main
 from tests.docs import mentions
@@ -17,7 +17,7 @@ from tests.docs import mentions
 DAY_SECONDS = 24 * 3600
 
 
-def _unit() -> str:
+def _unit(place: str | None = None) -> str:
     return support.render(
         "drill/spark-restore-drill.service.j2",
         sparkops="/opt/spark-app/releases/r1/venv/bin/sparkops",
@@ -28,6 +28,8 @@ def _unit() -> str:
         evidence_dir=drill.EVIDENCE_DIR,
         timeout=drill.DEFAULTS["drill_timeout"],
         hardening=[],
+        place=place,
+        condition=hacluster.role_condition(place, run_as="postgres") if place else None,
     )
 
 
@@ -60,3 +62,16 @@ def test_weekly_inside_the_alerts_window_and_first_run_optional():
     without = support.render("drill/spark-restore-drill.timer.j2", schedule=schedule,
                              first_run_after=None)  # fmt: skip
     assert "OnActiveSec" not in without
+
+
+def test_on_a_cluster_the_drill_runs_on_a_replica_when_the_repository_is_shared():
+    assert drill.drill_place(cluster=False, repo_type="s3") is None  # a single db host drills
+    assert drill.drill_place(cluster=True, repo_type="s3") == "replica"
+    # A posix repository per node: the primary's has the newest backups.
+    assert drill.drill_place(cluster=True, repo_type="posix") == "primary"
+    assert drill.drill_place(cluster=True, repo_type=None) == "primary"  # the default, posix
+    assert "ExecCondition" not in _unit()
+    (condition,) = re.findall(r"^ExecCondition=(.*)$", _unit("replica"), re.M)
+    # Root runs the unit; psql runs as postgres (peer authentication on the socket).
+    assert "runuser -u postgres -- psql" in condition and "= t" in condition
+    assert "!= t" in hacluster.role_condition("primary")

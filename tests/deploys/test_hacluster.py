@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import yaml
 
-from deploys import dbroute, hacluster, postgresql
+from deploys import dbroute, hacluster, postgresql, support
 from sparkops import defaults, layout
 from sparkops.localhost import free_port
 
@@ -152,3 +152,44 @@ def test_the_route_sends_writes_to_the_primary_pgbouncer_and_haproxy_accepts_it(
     path.write_text(text)
     done = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _backup_nodes(*names: str) -> list[hacluster.BackupNode]:
+    return [
+        hacluster.BackupNode(hacluster.Member(name, f"10.0.0.{i}"))
+        for i, name in enumerate(names, start=1)
+    ]
+
+
+def test_each_node_serves_pgbackrest_to_the_other_nodes_only():
+    nodes = _backup_nodes("db", "db2", "db3")
+    server = hacluster.pgbackrest_server_options(nodes[1], nodes)
+    assert server["tls-server-address"] == "10.0.0.2"  # its private address, not every one
+    assert server["tls-server-port"] == str(defaults.PGBACKREST_TLS_PORT)
+    assert server["tls-server-auth"] == ["db=spark", "db3=spark"]
+    assert server["tls-server-ca-file"] == layout.TLS_CA_FILE
+    # A list value is one line each in pgbackrest.conf (pgBackRest's repeated option).
+    text = support.render("pgbackrest/pgbackrest.conf.j2", stanza="spark",
+                          global_options=server, stanza_options={})  # fmt: skip
+    assert "tls-server-auth=db=spark\ntls-server-auth=db3=spark\n" in text
+
+
+def test_the_other_nodes_are_pgbackrest_hosts_through_their_tls_servers():
+    nodes = _backup_nodes("db", "db2", "db3")
+    hosts = hacluster.pgbackrest_standby_hosts(nodes[0], nodes)
+    assert hosts["pg2-host"] == "10.0.0.2" and hosts["pg3-host"] == "10.0.0.3"
+    assert "pg1-host" not in hosts and "pg4-host" not in hosts  # pg1 is the node itself
+    for pg in ("pg2", "pg3"):
+        assert hosts[f"{pg}-host-type"] == "tls"
+        assert hosts[f"{pg}-host-cert-file"] == layout.PGBACKREST_TLS_CERT
+        assert hosts[f"{pg}-path"] == layout.POSTGRES_DATA_DIR
+    with pytest.raises(hacluster.ClusterError, match="not one of the cluster's nodes"):
+        hacluster.pgbackrest_standby_hosts(_backup_nodes("elsewhere")[0], nodes)
+
+
+def test_the_backup_script_refuses_an_unknown_type(tmp_path):
+    script = tmp_path / "backup"
+    script.write_text(hacluster.backup_script())
+    done = subprocess.run(["sh", str(script), "weekly"], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 2 and "not full, diff or incr" in done.stderr

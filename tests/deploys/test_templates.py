@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from deploys import app, monitoring, pgbackrest, pgbouncer, postgresql, support
+from deploys import app, hacluster, monitoring, pgbackrest, pgbouncer, postgresql, support
 from sparkops import defaults, layout, secrets
 from sparkops.secrets import Secrets
 from testkit.pgbouncer import PgBouncer
@@ -283,15 +283,20 @@ def test_an_existing_unencrypted_stanza_is_refused_not_switched():
 
 def test_backup_units_and_timers():
     unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x",
-                          timeout="12h", hardening=[], primary_only=False)  # fmt: skip
+                          timeout="12h", hardening=[], condition=None,
+                          backup_script=None)  # fmt: skip
     assert "ExecStart=/usr/bin/pgbackrest --stanza=spark --type=%i backup" in unit
     assert "User=postgres" in unit
     assert "ExecCondition" not in unit  # a single host backs up, whatever its state
     # On a Patroni node only the primary backs up (tests/ha runs the condition for real).
     cluster = support.render("pgbackrest/backup@.service.j2", stanza="spark",
                              metric_script="/x", timeout="12h", hardening=[],
-                             primary_only=True)  # fmt: skip
+                             condition=hacluster.role_condition("primary"),
+                             backup_script="/usr/local/sbin/b")  # fmt: skip
     assert "ExecCondition=/bin/sh -c" in cluster and "pg_is_in_recovery()" in cluster
+    # ... and copies the files from a replica through the script (tests/ha runs it for real).
+    assert "ExecStart=/usr/local/sbin/b %i" in cluster
+    assert "ExecStart=/usr/bin/pgbackrest" not in cluster
     timer = support.render("pgbackrest/backup.timer.j2", kind="full", schedule="Sun 01:00")
     assert "Unit=pgbackrest-backup@full.service" in timer
     assert "OnCalendar=Sun 01:00" in timer

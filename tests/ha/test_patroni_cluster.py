@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from deploys import support
+from deploys import drill, hacluster, support, tlsca
 from runbooks import flows
 from runbooks.conduct import Options, conduct
 from sparkops import layout
@@ -29,7 +29,8 @@ from sparkops.wait import DeadlineExceeded, wait_until
 from testkit import traffic
 from testkit.appserver import AppServer
 from testkit.hacluster import DBNAME, HACluster, Writer
-from testkit.proc import service_user
+from testkit.proc import chown_to_service_user, run_as_service_user, service_user
+from testkit.tls import scratch_ca
 from tests.conftest import AUTH, TEST_KEY_RATE_LIMIT, create_account
 
 pytestmark = pytest.mark.chaos
@@ -37,7 +38,9 @@ pytestmark = pytest.mark.chaos
 
 @pytest.fixture(scope="module")
 def cluster():
-    with HACluster(nodes_count=2, app_schema=True, archiving="per-node") as kit:
+    with HACluster(
+        nodes_count=2, app_schema=True, archiving="per-node", backup_standby=True
+    ) as kit:
         with psycopg.connect(kit.route_conninfo(), autocommit=True) as conn:
             conn.execute("CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
         yield kit
@@ -217,21 +220,87 @@ def test_a_new_primary_makes_its_own_repository_take_its_wal(cluster):
     assert "promoted" in said and "full backup taken" in said, said
 
 
-def test_only_the_primary_runs_the_backup_unit(cluster):
-    """The backup unit's ExecCondition on a cluster node, run for real on both nodes: the
-    replica's run is skipped (exit 1), the primary's goes on (exit 0)."""
-    unit = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x",
-                          timeout="1h", hardening=[], primary_only=True)  # fmt: skip
+def _condition_on(node, unit: str, user: str | None) -> int:
+    """A unit's ExecCondition run for real on a kit node (its socket and port, not a host's)."""
     line = next(x for x in unit.splitlines() if x.startswith("ExecCondition="))
     argv = shlex.split(line.removeprefix("ExecCondition="))
+    script = argv[2].replace(layout.SOCKET_DIR, str(node.workdir))
+    done = subprocess.run(
+        [*argv[:2], script], env={**os.environ, "PGPORT": str(node.pg_port)},
+        user=user, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode in (0, 1), (node.name, done.stderr)
+    return done.returncode
+
+
+def test_only_the_primary_backs_up_and_a_replica_drills(cluster):
+    """The backup unit's and the drill's ExecCondition on a cluster node, run for real on both
+    nodes: the backup runs on the primary only (skipped on the replica: exit 1), and with a
+    shared repository the drill on the replica only (the drill unit runs as root and asks as
+    postgres)."""
+    backup = support.render("pgbackrest/backup@.service.j2", stanza="spark", metric_script="/x",
+                            timeout="1h", hardening=[],
+                            condition=hacluster.role_condition("primary"),
+                            backup_script="/x")  # fmt: skip
+    place = drill.drill_place(cluster=True, repo_type="s3")
+    drill_unit = support.render(
+        "drill/spark-restore-drill.service.j2", sparkops="/x", target_file="/x",
+        scratch_dir="/x", scratch_port=1, metrics_file="/x", evidence_dir="/x", timeout="1h",
+        hardening=[], place=place,
+        condition=hacluster.role_condition(place, run_as=service_user() or "postgres"),
+    )  # fmt: skip
     leader = cluster.leader()
     for node in cluster.nodes:
-        script = argv[2].replace(layout.SOCKET_DIR, str(node.workdir))
-        done = subprocess.run(
-            [*argv[:2], script], env={**os.environ, "PGPORT": str(node.pg_port)},
-            user=service_user(), capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-        assert done.returncode == (0 if node.name == leader else 1), (node.name, done.stderr)
+        on_primary = node.name == leader
+        assert _condition_on(node, backup, service_user()) == (0 if on_primary else 1)
+        assert _condition_on(node, drill_unit, None) == (1 if on_primary else 0), node.name
+
+
+def test_the_primarys_backup_copies_the_files_from_the_replica(cluster):
+    """The deploy's backup script on the primary: pgBackRest starts the backup there and
+    copies the files from the replica through its TLS server (it waits for the replica to
+    replay the backup's start). With the replica's server down the backup is still taken,
+    from the primary, and says so; a certificate the replica does not authorise is refused."""
+    leader = cluster.node(cluster.leader())
+    replica = next(n for n in cluster.nodes if n is not leader)
+    from_replica = cluster.run_backup(leader, "incr")
+    assert from_replica.returncode == 0, from_replica.stdout + from_replica.stderr
+    assert "replay on the standby reached" in from_replica.stdout, from_replica.stdout
+
+    # Another certificate of the same CA, whose name the replica's tls-server-auth lacks.
+    with scratch_ca(cluster.workdir / "ca"):
+        intruder = tlsca.issue("hakit", "intruder", dns_names=["intruder"], client=True)
+    cert, key = leader.workdir / "intruder.crt", leader.workdir / "intruder.key"
+    for path, text in ((cert, intruder.chain_pem), (key, intruder.key_pem)):
+        path.write_text(text)
+        path.chmod(0o600)
+        chown_to_service_user(path)
+    refused = run_as_service_user(
+        ["pgbackrest", f"--config-include-path={leader.workdir / 'standby.d'}",
+         "--backup-standby=y", f"--pg2-host-cert-file={cert}", f"--pg2-host-key-file={key}",
+         "--stanza=spark", "--type=incr", "backup"],
+        env={**os.environ, "PGBACKREST_CONFIG": str(leader.workdir / "pgbackrest.conf")},
+        check=False, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 56, refused.stdout + refused.stderr
+    assert "unable to find standby" in refused.stdout + refused.stderr
+
+    cluster.stop_backup_server(replica)
+    try:
+        # pgBackRest tries a refused connection again for twice io-timeout (the deploy's 15 s).
+        alone = cluster.run_backup(leader, "incr", PGBACKREST_IO_TIMEOUT="3")
+    finally:
+        cluster.start_backup_server(replica)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert "backing up from the primary instead" in alone.stderr
+    assert "replay on the standby" not in alone.stdout
+    info = json.loads(
+        run_as_service_user(
+            ["pgbackrest", "--stanza=spark", "--output=json", "info"],
+            env={**os.environ, "PGBACKREST_CONFIG": str(leader.workdir / "pgbackrest.conf")},
+        ).stdout
+    )
+    assert len(info[0]["backup"]) >= 3  # the first full and the two incrementals
 
 
 def _restore_order(kit: HACluster, kind: str, value: str | None, **kw) -> flows.Runbook:
