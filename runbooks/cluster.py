@@ -357,7 +357,8 @@ def execute_switchover(plan: SwitchoverPlan, run: Run) -> None:
                 f"{old} did not rejoin as a replica"
                 + (" with a synchronous standby in place" if synchronous else ""),
             )
-        except StepFailed:
+        except BaseException:
+            # Failed or interrupted while the old primary rejoins: the switch itself is done.
             run.leave([_state_now(cluster)])
             raise
     leader = cluster.leader(members)
@@ -466,24 +467,28 @@ def prepare_failover(
 def execute_failover(plan: FailoverPlan, run: Run) -> None:
     cluster, new = plan.cluster, plan.candidate.name
     run.watch(*(n.executor for n in cluster.nodes))
-    with run.step(f"Fail over to {new}"):
-        started = time.monotonic()
-        result = cluster.patronictl(
-            cluster.node(new), "failover", "--candidate", new, "--force",
-            timeout=plan.timeout, check=False,
-        )  # fmt: skip
-        run.note(result.output())
-        if not result.ok:
-            run.leave([_state_now(cluster)])
-            raise StepFailed(f"Patroni did not fail over: {result.output().strip()[-300:]}")
-    with run.step(f"Wait until {new} leads"):
-        try:
-            members = _wait_for(cluster, lambda ms: cluster.leader(ms) is not None,
-                                started + plan.timeout, "no member leads")  # fmt: skip
-        except StepFailed:
-            members = []  # no leader in time: the check below fails and says so
-        leader = cluster.leader(members) if members else None
-        run.facts["failover_seconds"] = round(time.monotonic() - started, 3)
+    try:
+        with run.step(f"Fail over to {new}"):
+            started = time.monotonic()
+            result = cluster.patronictl(
+                cluster.node(new), "failover", "--candidate", new, "--force",
+                timeout=plan.timeout, check=False,
+            )  # fmt: skip
+            run.note(result.output())
+            if not result.ok:
+                raise StepFailed(f"Patroni did not fail over: {result.output().strip()[-300:]}")
+        with run.step(f"Wait until {new} leads"):
+            try:
+                members = _wait_for(cluster, lambda ms: cluster.leader(ms) is not None,
+                                    started + plan.timeout, "no member leads")  # fmt: skip
+            except StepFailed:
+                members = []  # no leader in time: the check below fails and says so
+            leader = cluster.leader(members) if members else None
+            run.facts["failover_seconds"] = round(time.monotonic() - started, 3)
+    except BaseException:
+        # Failed or interrupted: what the cluster looks like now is what the operator needs.
+        run.leave([_state_now(cluster)])
+        raise
     run.facts["new_leader"] = leader.name if leader else None
     if leader is None or leader.name != new:
         run.leave([_state_now(cluster)])

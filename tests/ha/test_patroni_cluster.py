@@ -23,6 +23,7 @@ import pytest
 from app.config import Settings
 from deploys import drill, hacluster, support, tlsca
 from runbooks import flows
+from runbooks.checklist import EXIT_INTERRUPTED
 from runbooks.conduct import Options, conduct
 from sparkops import layout
 from sparkops.wait import DeadlineExceeded, wait_until
@@ -32,6 +33,7 @@ from testkit.hacluster import DBNAME, HACluster, Writer
 from testkit.proc import chown_to_service_user, run_as_service_user, service_user
 from testkit.tls import scratch_ca
 from tests.conftest import AUTH, TEST_KEY_RATE_LIMIT, create_account
+from tests.interruptions import TABLE, interrupt
 
 pytestmark = pytest.mark.chaos
 
@@ -372,6 +374,37 @@ def test_cluster_restore_to_a_time_brings_every_node_back_to_it(cluster, tmp_pat
     with psycopg.connect(cluster.route_conninfo(dbname=DBNAME), autocommit=True) as conn:
         conn.execute("INSERT INTO restore_marks VALUES ('after-restore')")
     wait_until(lambda: cluster.sync_standby() == replica, timeout=60, what="a sync standby")
+
+
+@pytest.mark.parametrize("step", [1, 3], ids=["while-patroni-switches", "while-waiting"])
+def test_an_interrupted_switchover_says_the_state_left_and_the_cluster_settles(
+    cluster, tmp_path, step
+):
+    """SIGTERM to `sparkops cluster switchover` while Patroni switches (the patronictl child
+    is let finish: a switch cut in half is worse than one that completed) and while it waits
+    for the old primary to rejoin: it exits 4, its last lines say the cluster's state, and
+    the cluster settles with one leader, a streaming synchronous standby and every row."""
+    target = cluster.target_file(tmp_path / "cluster.json")
+    before = _rows(cluster)
+    outcome = interrupt(
+        "cluster switchover", ["cluster", "switchover", "--target-file", str(target), "--yes",
+         "--evidence-dir", str(tmp_path / "evidence")],
+        step, "SIGTERM", timeout=240,
+    )  # fmt: skip
+    assert outcome.acted, outcome.stderr[-2000:]
+    assert outcome.exit_code == EXIT_INTERRUPTED, outcome.stderr[-3000:]
+    tail = outcome.stderr.rsplit("INTERRUPTED", 1)[-1]
+    assert "STATE LEFT:" in tail and "primary now:" in tail, outcome.stderr[-3000:]
+    assert outcome.result["outcome"] == "interrupted"
+    assert outcome.result.get("undo") is None  # no pgBouncer was paused: nothing to undo
+    wait_until(lambda: cluster.leader() and cluster._all_streaming(), timeout=90,
+               what="one leader and a streaming replica")  # fmt: skip
+    wait_until(cluster.sync_standby, timeout=60, what="a synchronous standby")
+    assert len(cluster.primaries()) == 1
+    assert before <= _rows(cluster)
+    outcome.state = f"leader {cluster.leader()}, replica streaming"
+    outcome.recovered_by = "nothing (the cluster settles by itself)"
+    TABLE.add(outcome)
 
 
 def test_failover_after_the_primary_dies_loses_no_acknowledged_write(cluster):
