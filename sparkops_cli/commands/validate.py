@@ -27,8 +27,11 @@ from sparkops import defaults
               help="Leave out a check by name (repeatable): --skip 'restore drill'.")  # fmt: skip
 @click.option("--evidence-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the run's folder goes (default: <repo>/evidence).")  # fmt: skip
+@click.option("--archive-deadline", type=click.FloatRange(min=1), metavar="SECONDS",
+              default=None, help="How long the WAL switch may take to be archived "
+              "[archive_timeout + 30 s]; longer for a slow repository.")  # fmt: skip
 def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url, skip,
-            evidence_dir) -> None:  # fmt: skip
+            evidence_dir, archive_deadline) -> None:  # fmt: skip
     """Run the sign-off checklist (docs/validation-checklist.md): the position index, the
     idempotency first/duplicate/mismatch sequence (an API key made on --app-host for its own
     account, revoked after), the money suite's coverage, pgBackRest check and info, a WAL
@@ -65,6 +68,8 @@ def command(inventory, db_host, app_host, monitor_host, app_url, prometheus_url,
     keys = _HostKeys(app_host, inv)
     ctx = validate.Context(db, app_url.rstrip("/"), prometheus_url.rstrip("/"), folder,
                            api_key=keys.make)  # fmt: skip
+    if archive_deadline is not None:
+        ctx.archive_deadline = archive_deadline
     started = time.monotonic()
     try:
         outcomes = validate.run_all(ctx, set(skip), lambda line: click.echo(line, err=True))

@@ -112,6 +112,29 @@ def test_the_cluster_has_a_leader_and_a_synchronous_standby(deployed):
     assert all(m["State"] in ("running", "streaming") for m in members.values()), members
 
 
+def test_the_primarys_backup_unit_copies_from_the_replica_between_hosts(deployed):
+    """The timer's unit started by hand on both nodes: the replica's run is skipped, the
+    primary's copies the files from the other host through its pgBackRest TLS server (the
+    deploy's certificates, firewall flow and units)."""
+    hosts = deployed["hosts"]
+    members = _members(_host(hosts, "db"))
+    leader = next(name for name, m in members.items() if m["Role"] == "Leader")
+    replica = next(name for name in members if name != leader)
+    for name in (leader, replica):
+        h = _host(hosts, name)
+        _ssh(h, "systemctl is-active pgbackrest-server.service")
+        since = _ssh(h, "date '+%Y-%m-%d %H:%M:%S'").strip()
+        done = ssh.run(h["ip"], "systemctl start pgbackrest-backup@incr.service", timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        journal = _ssh(h, f"journalctl -u pgbackrest-backup@incr.service --since '{since}' "
+                          "--no-pager -o cat")  # fmt: skip
+        if name == leader:
+            assert "replay on the standby reached" in journal, journal[-3000:]
+            assert "backup command end: completed successfully" in journal, journal[-3000:]
+        else:
+            assert "backup command begin" not in journal, journal[-3000:]  # skipped
+
+
 def test_the_app_reaches_the_database_only_through_its_route(deployed):
     app = _host(deployed["hosts"], "app")
     env = _ssh(app, f"cat {layout.APP_ENV_FILE} {layout.MIGRATIONS_ENV_FILE}")
