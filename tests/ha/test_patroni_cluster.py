@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -22,14 +23,14 @@ import pytest
 
 from app.config import Settings
 from deploys import drill, hacluster, support, tlsca
-from runbooks import flows
+from runbooks import cluster_restore, flows
 from runbooks.checklist import EXIT_INTERRUPTED
 from runbooks.conduct import Options, conduct
 from sparkops import layout
 from sparkops.wait import DeadlineExceeded, wait_until
 from testkit import traffic
 from testkit.appserver import AppServer
-from testkit.hacluster import DBNAME, HACluster, Writer
+from testkit.hacluster import DBNAME, HACluster, KitPatroni, Writer
 from testkit.proc import chown_to_service_user, run_as_service_user, service_user
 from testkit.tls import scratch_ca
 from tests.conftest import AUTH, TEST_KEY_RATE_LIMIT, create_account
@@ -374,6 +375,74 @@ def test_cluster_restore_to_a_time_brings_every_node_back_to_it(cluster, tmp_pat
     with psycopg.connect(cluster.route_conninfo(dbname=DBNAME), autocommit=True) as conn:
         conn.execute("INSERT INTO restore_marks VALUES ('after-restore')")
     wait_until(lambda: cluster.sync_standby() == replica, timeout=60, what="a sync standby")
+
+
+def _sigterm_when_called(monkeypatch, owner, name: str, *, before: bool = False) -> None:
+    """`owner.name` sends this process SIGTERM once it has run (or, `before`, instead of
+    running): the runbook's own handler (runbooks.checklist.interruptible, as under
+    `sparkops`) turns it into an interruption right there, inside the step that called it."""
+    real = getattr(owner, name)
+    fired = []
+
+    def interrupting(*args, **kwargs):
+        if not fired and before:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        result = real(*args, **kwargs)
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return result
+
+    monkeypatch.setattr(owner, name, interrupting)
+
+
+def test_a_cluster_restore_interrupted_before_restoring_puts_the_cluster_back(
+    cluster, tmp_path, monkeypatch
+):
+    """SIGTERM right after the first replica's Patroni stopped: nothing was restored, so the
+    cleanup starts Patroni again everywhere, says so, and the cluster serves as before."""
+    leader = cluster.leader()
+    before = _rows(cluster)
+    _sigterm_when_called(monkeypatch, KitPatroni, "stop")
+    book = _restore_order(cluster, "latest", None)
+    outcome = conduct(book, Options(yes=True, quiet=True, evidence_dir=tmp_path))
+    monkeypatch.undo()
+    assert outcome.code == EXIT_INTERRUPTED, outcome.result
+    left = " ".join(outcome.result["state_after"])
+    assert "nothing was restored; Patroni was started again on every node" in left, left
+    assert outcome.result["undo"] is None
+    wait_until(lambda: cluster.leader() and cluster._all_streaming(), timeout=90,
+               what="the cluster leads and streams again")  # fmt: skip
+    assert cluster.leader() == leader
+    assert _rows(cluster) == before
+
+
+def test_a_cluster_restore_interrupted_after_restoring_says_so_and_a_rerun_finishes(
+    cluster, tmp_path, monkeypatch
+):
+    """SIGTERM as the cluster's old state is about to leave etcd (the node restored and
+    verified, Patroni stopped everywhere): the state left says the data was restored, the old
+    state is still in etcd and the replica is stopped with its data untouched; the same
+    restore run again on that node makes the cluster whole."""
+    leader = cluster.leader()
+    (replica,) = [n.name for n in cluster.nodes if n.name != leader]
+    before = _rows(cluster)
+    _sigterm_when_called(monkeypatch, cluster_restore, "_remove_cluster_state", before=True)
+    book = _restore_order(cluster, "latest", None)
+    outcome = conduct(book, Options(yes=True, quiet=True, evidence_dir=tmp_path / "first"))
+    monkeypatch.undo()
+    assert outcome.code == EXIT_INTERRUPTED, outcome.result
+    left = " ".join(outcome.result["state_after"])
+    assert f"{leader}'s data was restored" in left, left
+    assert "the cluster's old state is still in etcd" in left, left
+    assert f"Patroni is stopped on {replica} (their data untouched)" in left, left
+    again = conduct(_restore_order(cluster, "latest", None, on=leader),
+                    Options(yes=True, quiet=True, evidence_dir=tmp_path / "again"))  # fmt: skip
+    assert again.code == 0, (again.result["message"], again.result["state_after"])
+    wait_until(lambda: cluster._all_streaming(), timeout=90, what="the replica streams")
+    assert cluster.leader() == leader
+    assert _rows(cluster) == before  # latest: every committed row is back
 
 
 @pytest.mark.parametrize("step", [1, 3], ids=["while-patroni-switches", "while-waiting"])
