@@ -4,9 +4,6 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test`: the lab, live, chaos and Patroni-kit tests run in order
-# on one of them (tests/conftest.py, SERIAL_DIRS), the rest spread over all.
-TEST_WORKERS ?= 2
 
 .PHONY: bootstrap test test-interruptions test-ha-lab test-contract test-chaos chaos-report resilience-report coverage demo lint format bench build clean
 
@@ -21,13 +18,12 @@ format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The whole suite: lint, generated files up to date, every test (lab and chaos included),
-# on TEST_WORKERS processes.
+# The whole suite: lint, generated files up to date, every test (lab and chaos included).
 test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/sparkops check-generated
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Every step of restore, drill and rollback interrupted on the lab by SIGTERM and by a dropped
 # SSH connection (about 40 minutes); `make test` runs the core of it.

@@ -16,6 +16,7 @@ such an order again on a fresh connection (app/dbretry.py), which reaches the ne
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -143,6 +144,17 @@ class Cluster:
             "check Patroni and etcd on the db hosts (`systemctl status patroni etcd`)",
         )
 
+    def synchronous_mode(self) -> bool | None:
+        """Patroni's `synchronous_mode` from the cluster's dynamic configuration (None: no node
+        answered). Top-level YAML keys, read line by line: the runbooks ship without a YAML
+        parser."""
+        for node in self.nodes:
+            result = self.patronictl(node, "show-config", check=False)
+            if result.ok:
+                match = re.search(r"^synchronous_mode:\s*(\w+)\s*$", result.stdout, re.M)
+                return bool(match) and match.group(1).lower() in ("true", "on", "yes")
+        return None
+
     def leader(self, members: list[Member] | None = None) -> Member | None:
         return next((m for m in (members or self.members()) if m.leads), None)
 
@@ -175,11 +187,22 @@ class SwitchoverPlan:
         return self.cluster.node(self.leader.name).bouncer
 
 
-def pick_candidate(members: list[Member], leader: Member, wanted: str | None) -> Member:
+def pick_candidate(
+    members: list[Member], leader: Member, wanted: str | None, synchronous_mode: bool = False
+) -> Member:
     """The member to promote: `wanted`, checked; else the synchronous standby, else the
-    running replica least behind."""
+    running replica least behind. `synchronous_mode`: Patroni's setting (a cluster in it whose
+    synchronous standby is not yet named has no member Patroni would promote)."""
     others = [m for m in members if m.name != leader.name]
     synchronous = any(m.role == "sync_standby" for m in members)
+    if synchronous_mode and not synchronous and others:
+        raise Refused(
+            "the cluster is in synchronous mode and no replica is its synchronous standby yet "
+            "(" + "; ".join(f"{m.name} {m.role} {m.state}" for m in others) + "): Patroni "
+            "promotes no other",
+            "wait until `sparkops cluster status` shows a sync_standby (a replica that has just "
+            "rejoined takes a few seconds), then run this again",
+        )
     if wanted is not None:
         found = next((m for m in members if m.name == wanted), None)
         if found is None:
@@ -245,7 +268,7 @@ def prepare_switchover(
             "let Patroni fail over by itself, or choose the new primary with "
             "`sparkops cluster failover --to NAME`",
         )
-    candidate = pick_candidate(members, leader, to)
+    candidate = pick_candidate(members, leader, to, cluster.synchronous_mode() is True)
     cluster.node(leader.name)  # a member the inventory does not know: refused here
     cluster.node(candidate.name)
     plan = SwitchoverPlan(

@@ -7,10 +7,7 @@ before a test that writes. Tests reach the database as the app role through pgBo
 
 from __future__ import annotations
 
-import os
-import tempfile
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -133,38 +130,13 @@ def create_account(conn, account_id: str = "acct-1", balance: str = "100000") ->
     return account_id
 
 
-# Test modules that share one machine-wide thing (the lab's namespaces and hosts, a live
-# monitoring stack, a Patroni kit whose tests run in file order, network chaos) run one after
-# the other on one pytest-xdist worker (`make test`: -n 2 --dist loadgroup); the rest are
-# spread over the workers (their servers take free ports and their own work directories).
-SERIAL_DIRS = ("lab", "live", "ha", "chaos")
-
-
-def pytest_configure(config):
-    """Under xdist, workers write their interruption rows (tests/interruptions.py) to one
-    file the controller prints at the end."""
-    if not hasattr(config, "workerinput") and "SPARKOPS_INTERRUPTION_ROWS" not in os.environ:
-        fd, path = tempfile.mkstemp(prefix="sparkops-interruptions-", suffix=".jsonl")
-        os.close(fd)
-        os.environ["SPARKOPS_INTERRUPTION_ROWS"] = path
-        config._sparkops_rows_file = path
-
-
-def pytest_unconfigure(config):
-    path = getattr(config, "_sparkops_rows_file", None)
-    if path:
-        os.environ.pop("SPARKOPS_INTERRUPTION_ROWS", None)
-        Path(path).unlink(missing_ok=True)
-
-
 def pytest_terminal_summary(terminalreporter):
     """The interruption table (tests/interruptions.py), when this session interrupted any."""
     from tests.interruptions import TABLE
 
-    table = TABLE.from_file(os.environ.get("SPARKOPS_INTERRUPTION_ROWS"))
-    if table.rows:
+    if TABLE.rows:
         terminalreporter.section("runbooks interrupted at each step")
-        terminalreporter.write_line(table.render())
+        terminalreporter.write_line(TABLE.render())
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -173,10 +145,6 @@ def pytest_collection_modifyitems(session, config, items):
     that every later lab test (fixture `deployed`) relies on."""
     # `two_app_lab` (tests/lab/test_two_app_hosts.py) takes the default lab down for a lab of
     # its own and brings it back undeployed, like `owned_lab`.
-    for item in items:
-        parts = Path(str(item.path)).relative_to(Path(__file__).parent).parts
-        if parts and parts[0] in SERIAL_DIRS:
-            item.add_marker(pytest.mark.xdist_group("serial"))
     takers = {"owned_lab", "two_app_lab"}
     last = [item for item in items if takers & set(getattr(item, "fixturenames", ()))]
     if last:

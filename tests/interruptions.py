@@ -56,28 +56,16 @@ class Table:
     rows: list[tuple[str, ...]] = field(default_factory=list)
 
     def add(self, outcome: Outcome) -> None:
-        row = (
-            outcome.runbook,
-            outcome.how,
-            f"[{outcome.wanted}] {outcome.interrupted_step}",
-            str(outcome.exit_code),
-            outcome.state,
-            outcome.recovered_by,
+        self.rows.append(
+            (
+                outcome.runbook,
+                outcome.how,
+                f"[{outcome.wanted}] {outcome.interrupted_step}",
+                str(outcome.exit_code),
+                outcome.state,
+                outcome.recovered_by,
+            )
         )
-        self.rows.append(row)
-        # Under pytest-xdist the row is made in a worker; the controller prints the table
-        # (tests/conftest.py) from this file, one JSON line per row.
-        path = os.environ.get("SPARKOPS_INTERRUPTION_ROWS")
-        if path:
-            with open(path, "a") as rows:
-                rows.write(json.dumps(row) + "\n")
-
-    def from_file(self, path: str | None) -> Table:
-        """The rows every process of this session wrote (this table's own when no file)."""
-        if not path or not Path(path).is_file():
-            return self
-        lines = Path(path).read_text().splitlines()
-        return Table([tuple(json.loads(line)) for line in lines if line.strip()])
 
     def render(self) -> str:
         header = ("runbook", "interrupted by", "step interrupted", "exit", "state after",

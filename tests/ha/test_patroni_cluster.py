@@ -454,6 +454,9 @@ def test_an_interrupted_switchover_says_the_state_left_and_the_cluster_settles(
     for the old primary to rejoin: it exits 4, its last lines say the cluster's state, and
     the cluster settles with one leader, a streaming synchronous standby and every row."""
     target = cluster.target_file(tmp_path / "cluster.json")
+    # The previous switchover's old primary takes the synchronous standby's part a few
+    # seconds after it rejoins; until then the plan refuses (tests/runbooks/test_cluster_plan).
+    wait_until(cluster.sync_standby, timeout=60, what="a synchronous standby")
     before = _rows(cluster)
     outcome = interrupt(
         "cluster switchover", ["cluster", "switchover", "--target-file", str(target), "--yes",

@@ -28,20 +28,26 @@ ASYNC = {"Cluster": "spark", "Member": "db3", "Host": "10.0.0.4", "Role": "Repli
 class _Patronictl(Executor):
     """Answers `patronictl list -f json` with the given rows; records every other command."""
 
-    def __init__(self, rows: list[dict]) -> None:
+    def __init__(self, rows: list[dict], synchronous_mode: bool = False) -> None:
         super().__init__()
         self.rows = rows
+        self.synchronous_mode = synchronous_mode
         self.ran: list[list[str]] = []
 
     def _spawn(self, argv, *, user, env, input, timeout):
         if argv[0] == cluster.PATRONICTL and argv[3:] == ["list", "-f", "json"]:
             return 0, json.dumps(self.rows), ""
+        if argv[0] == cluster.PATRONICTL and argv[3:] == ["show-config"]:
+            mode = "true" if self.synchronous_mode else "false"
+            return 0, f"loop_wait: 5\nsynchronous_mode: {mode}\nttl: 20\n", ""
         self.ran.append(list(argv))
         return 1, "", "not in this test"
 
 
-def _cluster(rows: list[dict]) -> tuple[cluster.Cluster, _Patronictl]:
-    executor = _Patronictl(rows)
+def _cluster(
+    rows: list[dict], synchronous_mode: bool = False
+) -> tuple[cluster.Cluster, _Patronictl]:
+    executor = _Patronictl(rows, synchronous_mode)
     names = [r["Member"] for r in rows] or ["db"]
     return cluster.Cluster([cluster.Node(n, executor) for n in names], label="test"), executor
 
@@ -84,6 +90,20 @@ def test_switchover_refuses_in_the_plan(rows, to, words):
     assert words in str(refused.value)
     assert refused.value.hint
     assert executor.ran == []
+
+
+def test_in_synchronous_mode_with_no_synchronous_standby_yet_the_switchover_is_refused():
+    """Patroni would answer 412 ("candidate name does not match with sync_standby"): seen when
+    a switchover followed another before the old primary took the standby's part again."""
+    found, executor = _cluster([LEADER, ASYNC], synchronous_mode=True)
+    with pytest.raises(Refused, match="no replica is its synchronous standby yet") as refused:
+        cluster.prepare_switchover(found, Run("switchover"), to="db3")
+    assert "sync_standby" in refused.value.hint
+    assert executor.ran == []
+    assert found.synchronous_mode() is True
+    # The same members outside synchronous mode: the replica is taken.
+    found, _ = _cluster([LEADER, ASYNC], synchronous_mode=False)
+    assert cluster.prepare_switchover(found, Run("switchover"), to=None).candidate.name == "db3"
 
 
 def test_without_synchronous_mode_the_replica_least_behind_is_taken():
