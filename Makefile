@@ -26,9 +26,10 @@ test: bootstrap
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # Every step of restore, drill and rollback interrupted on the lab by SIGTERM and by a dropped
-# SSH connection (about 40 minutes); `make test` runs the core of it.
+# SSH connection (about 40 minutes), and the cluster runbooks interrupted on the Patroni kit;
+# `make test` runs the core of it.
 test-interruptions: bootstrap
-	$(VENV)/bin/pytest -m interruptions tests/lab/test_interruptions_lab.py $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m interruptions tests/lab/test_interruptions_lab.py tests/ha $(PYTEST_ARGS)
 
 # The site deploy on a Patroni cluster lab (db, db2, app, monitor) and a failover under
 # order traffic (docs/ha.md); the cluster itself is in make test (tests/ha).
