@@ -297,26 +297,15 @@ def backups_from_a_replica(configured) -> None:
     nodes as pgBackRest hosts (read by the backup only), the TLS server, the backup script.
     `configured`: the operation writing pgbackrest.conf (its tls-server-* options)."""
     nodes, me = backup_nodes(), this_backup_node()
-    issued = tls.issue_for_pgbackrest(host)
     tls_dir = layout.PGBACKREST_TLS_CERT.rsplit("/", 1)[0]
     files.directory(name=f"Create {tls_dir}", path=tls_dir, user="postgres", group="postgres",
                     mode="750")  # fmt: skip
-    cert = files.put(
-        name="Install pgBackRest's TLS certificate (server and client)",
-        src=support.rendered_text(issued.chain_pem),
-        dest=layout.PGBACKREST_TLS_CERT,
-        user="postgres",
-        group="postgres",
-        mode="644",
-    )
-    key = secretfiles.secret_file(
-        name="Install pgBackRest's TLS key",
-        src=support.rendered_text(issued.key_pem),
-        dest=layout.PGBACKREST_TLS_KEY,
-        user="postgres",
-        group="postgres",
-        mode="600",
-    )
+    # Server and client certificate in one (tls.issue_for_pgbackrest says why).
+    issued = tls.issue_for_pgbackrest(host)
+    cert, key = tls.key_pair(
+        "pgbackrest", layout.PGBACKREST_TLS_CERT, layout.PGBACKREST_TLS_KEY, "postgres",
+        "pgBackRest", issued=issued,
+    )  # fmt: skip
     files.directory(name=f"Create {layout.PGBACKREST_STANDBY_CONF_DIR}",
                     path=layout.PGBACKREST_STANDBY_CONF_DIR, user="postgres", group="postgres",
                     mode="750")  # fmt: skip

@@ -75,10 +75,14 @@ def issue_for_pgbackrest(host_) -> tlsca.Issued:
     )
 
 
-def key_pair(service: str, cert_dest: str, key_dest: str, owner: str, what: str) -> list:
-    """Upload this host's certificate (chain: leaf then CA) and key for `service`; returns
-    the two operations (a change restarts or reloads the server)."""
-    issued = issue_for(host, service)
+def key_pair(
+    service: str, cert_dest: str, key_dest: str, owner: str, what: str,
+    issued: tlsca.Issued | None = None,
+) -> list:  # fmt: skip
+    """Upload this host's certificate (chain: leaf then CA) and key for `service` (`issued`:
+    one made otherwise, e.g. issue_for_pgbackrest); returns the two operations (a change
+    restarts or reloads the server)."""
+    issued = issued or issue_for(host, service)
     cert = files.put(
         name=f"Install {what}'s TLS certificate",
         src=StringIO(issued.chain_pem),
