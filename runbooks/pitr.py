@@ -331,7 +331,9 @@ def restore_options(plan: Plan) -> list[str]:
         options.append("--target-action=promote")
     if req.target_timeline:
         options.append(f"--target-timeline={req.target_timeline}")
-    if not plan.in_place:
+    if plan.in_place:
+        options.append("--recovery-option=restore_command=" + restore_command(plan.dest))
+    else:
         # The copy must not push its own WAL into production's archive.
         # A copy fetches WAL synchronously: an asynchronous archive-get shares the stanza's
         # archive lock and spool with the live cluster's archive-push on the same host, and
@@ -348,6 +350,25 @@ def restore_options(plan: Plan) -> list[str]:
             "--recovery-option=restore_command=" + shlex.join(get) + ' %f "%p"',
         ]
     return options
+
+
+def restore_command(dest: DbTarget) -> str:
+    """An in-place recovery's restore_command: the asynchronous archive-get (segments fetched
+    ahead of replay, in parallel), and when it does not deliver, the same segment fetched
+    synchronously.
+
+    pgBackRest 2.45's async get races for its archive lock when recovery crosses a timeline
+    switch: the async process forked for the new timeline can die on the lock ("unable to
+    acquire lock on file ...-archive.lock"), and the get that forked it waits out
+    archive-timeout (60 s, seen in this suite's restores across earlier restores' timelines)
+    and reports the segment missing, which could end recovery short of its target (fixed
+    upstream in PR #2806, not in Debian's package). The async get here waits
+    ARCHIVE_GET_ASYNC_WAIT_SECONDS; the synchronous one then answers from the repository
+    itself, so a missing answer is a true one."""
+    wait = f"--archive-timeout={defaults.ARCHIVE_GET_ASYNC_WAIT_SECONDS}"
+    prefetch = dest.pgbackrest_argv("archive-get", wait)
+    direct = dest.pgbackrest_argv("archive-get", "--archive-async=n")
+    return f'{shlex.join(prefetch)} %f "%p" || {shlex.join(direct)} %f "%p"'
 
 
 def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:

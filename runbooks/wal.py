@@ -218,7 +218,11 @@ def _scan(target: DbTarget, segments: list[str], rmgr: str, pattern: str) -> str
     host; returns the lines that match `pattern` (grep -E)."""
     if not segments:
         return ""
-    get = " ".join(target.pgbackrest_argv("archive-get", args=("$s", '"$d/$s"')))
+    # Synchronous: an async get would share the archive lock and spool with the host's own
+    # archive-push (see runbooks.pitr.restore_command).
+    get = " ".join(
+        target.pgbackrest_argv("archive-get", "--archive-async=n", args=("$s", '"$d/$s"'))
+    )
     script = (
         "export TZ=UTC; "
         "d=$(mktemp -d) || exit 1; trap 'rm -rf \"$d\"' EXIT; "

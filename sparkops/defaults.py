@@ -76,6 +76,11 @@ PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS = 1
 
 # --- WAL archiving and backups -----------------------------------------------------------
 ARCHIVE_TIMEOUT_SECONDS = 60
+# How long a restore's archive-get waits for pgBackRest's async prefetch to deliver a segment
+# before it fetches the segment itself (runbooks.pitr.restore_command): pgBackRest 2.45's
+# async get can lose a race for its lock at a timeline switch and would wait out the whole
+# ARCHIVE_TIMEOUT_SECONDS, then report the segment missing (upstream PR #2806).
+ARCHIVE_GET_ASYNC_WAIT_SECONDS = 10
 PGBACKREST_STANZA = "spark"
 
 # --- the app -----------------------------------------------------------------------------

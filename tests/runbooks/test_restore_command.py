@@ -1,0 +1,83 @@
+"""The in-place restore's restore_command against a real pgBackRest: the async prefetch
+first, the repository itself when the prefetch does not deliver.
+
+pgBackRest 2.45's async archive-get can lose the race for its archive lock at a timeline
+switch; the get that started it then waited out archive-timeout (60 s) and reported the
+segment missing (seen in this suite: "unable to acquire lock on file ...-archive.lock" and a
+minute-long "Wait for recovery to end"). Holding that lock here makes every async start
+fail the same way, deterministically."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from pathlib import Path
+
+import pytest
+
+from runbooks import pitr, wal
+from sparkops import defaults
+from testkit.proc import chown_to_service_user, make_workdir
+
+MISSING_SEGMENT = "0000009900000000000000FE"
+
+
+def _run(db, command: str, segment: str, dest: Path):
+    line = command.replace("%f", segment).replace("%p", str(dest))
+    started = time.monotonic()
+    result = db.target.executor.run(["sh", "-c", line], user=db.target.os_user, check=False)
+    return result, time.monotonic() - started
+
+
+@pytest.fixture
+def segment(backed_db) -> str:
+    backed_db.target.clear_archive_get_queue()  # nothing prefetched: the get must fetch it
+    return wal.archived_segments(backed_db.target)[-1]
+
+
+@pytest.fixture
+def scratch() -> Path:
+    path = make_workdir("restore-command")
+    chown_to_service_user(path)
+    return path
+
+
+@pytest.fixture
+def archive_lock_held(backed_db):
+    """The stanza's archive lock held, as the async process that won the race holds it."""
+    lock = backed_db.workdir / "lock" / f"{backed_db.stanza}-archive.lock"
+    lock.touch()
+    chown_to_service_user(lock)
+    with open(lock, "rb+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def test_the_async_prefetch_delivers_a_segment(backed_db, segment, scratch):
+    command = pitr.restore_command(backed_db.target)
+    result, seconds = _run(backed_db, command, segment, scratch / "RECOVERYXLOG")
+    assert result.ok, result.stderr
+    assert (scratch / "RECOVERYXLOG").stat().st_size == 16 * 1024 * 1024
+    assert seconds < defaults.ARCHIVE_GET_ASYNC_WAIT_SECONDS, seconds
+
+
+def test_a_segment_the_prefetch_cannot_deliver_comes_from_the_repository(
+    backed_db, segment, scratch, archive_lock_held
+):
+    command = pitr.restore_command(backed_db.target)
+    result, seconds = _run(backed_db, command, segment, scratch / "RECOVERYXLOG")
+    assert result.ok, result.stderr
+    assert (scratch / "RECOVERYXLOG").stat().st_size == 16 * 1024 * 1024
+    # It waited for the prefetch, then fetched the segment itself: well before the minute
+    # the async get alone would have waited, and never a false "missing".
+    assert seconds >= defaults.ARCHIVE_GET_ASYNC_WAIT_SECONDS - 1, seconds
+    assert seconds < defaults.ARCHIVE_TIMEOUT_SECONDS / 2, seconds
+
+
+def test_a_segment_missing_from_the_archive_is_reported_missing(backed_db, scratch):
+    command = pitr.restore_command(backed_db.target)
+    result, seconds = _run(backed_db, command, MISSING_SEGMENT, scratch / "RECOVERYXLOG")
+    assert result.returncode == 1, (result.returncode, result.stderr)  # "not found" for recovery
+    assert not (scratch / "RECOVERYXLOG").exists()
+    assert seconds < defaults.ARCHIVE_GET_ASYNC_WAIT_SECONDS, seconds
