@@ -10,6 +10,10 @@ and the lag at a steady insert rate.
    Redis; redis-benchmark's pipelined XADD rate is printed too, as the server's ceiling.
 3. Ratio of 1 to 2 (target >= 0.5), per round (`--rounds`: each drains a fresh backlog
    and times the reference right after), and their range.
+   Then what bounds it: the same backlog drained by the store alone (claim and settle each
+   batch as delivered, publishing nothing), i.e. the dispatcher's PostgreSQL work and its
+   Python around it; that rate over the raw XADD rate is the ratio's ceiling on this
+   machine with a dispatcher that spent no time at all on Redis.
 4. Lag: events inserted at a steady `--rate` per second (one short transaction every
    10 ms, as order traffic would) for `--lag-seconds`; a consumer blocked on XREAD notes when
    each arrives; p50/p99/max of arrival minus the insert's commit time (target: < 1 s).
@@ -21,6 +25,7 @@ Usage: .venv/bin/python bench/outbox_throughput.py [--events 50000] [--aggregate
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import re
@@ -38,6 +43,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.outbox import settings
+from app.outbox.store import OutboxStore, app_pool
 from sparkops.wait import wait_until
 from testkit.proc import stop_process
 from testkit.redis import RedisServer
@@ -143,6 +149,47 @@ def measure_throughput(stack, redis, args, logdir, profile: bool = False) -> flo
             stop_process(proc)
     span = stream_time_span(client, args.events)
     return args.events / span
+
+
+def measure_store_alone(stack, args) -> tuple[float, float, float]:
+    """Drain a fresh backlog with the store's claim and settle only: events/s, and the share
+    of the time spent claiming (finding heads included) and settling."""
+    with psycopg.connect(stack.owner_conninfo(), autocommit=True) as owner:
+        owner.execute("TRUNCATE outbox_events")
+    with connect(stack) as conn:
+        payload = json.dumps(PAYLOAD)
+        conn.execute(
+            BACKLOG, {"count": args.events, "aggregates": args.aggregates, "payload": payload}
+        )
+    with psycopg.connect(stack.owner_conninfo(), autocommit=True) as owner:
+        owner.execute("ANALYZE outbox_events")
+
+    async def drain() -> tuple[float, float, float]:
+        pool = app_pool(stack.app_conninfo())
+        await pool.open()
+        store = OutboxStore(pool)
+        claiming = settling = 0.0
+        done = 0
+        started = time.perf_counter()
+        try:
+            while done < args.events:
+                mark = time.perf_counter()
+                events = await store.claim(
+                    "bench", batch_size=args.batch_size,
+                    max_per_aggregate=settings.MAX_PER_AGGREGATE,
+                    lease_seconds=settings.LEASE_SECONDS,
+                )  # fmt: skip
+                claimed = time.perf_counter()
+                await store.settle("bench", [e.id for e in events], [], [], settings.MAX_ATTEMPTS)
+                settling += time.perf_counter() - claimed
+                claiming += claimed - mark
+                done += len(events)
+        finally:
+            await pool.close()
+        total = time.perf_counter() - started
+        return done / total, claiming / total, settling / total
+
+    return asyncio.run(drain())
 
 
 def sample_fields() -> dict[str, str]:
@@ -276,6 +323,12 @@ def main() -> int:
             print(f"  round {n}: dispatch {dispatch:.0f} events/s; raw XADD, pipelined redis-py "
                   f"({args.batch_size}/pipeline) {raw:.0f}/s; ratio {ratios[-1]:.2f}",
                   flush=True)  # fmt: skip
+        alone, claiming, settling = measure_store_alone(stack, args)
+        raw = measure_raw_xadd(redis, args.events, args.batch_size)
+        print(f"  what bounds it: the store alone (claim + settle, nothing published) drains "
+              f"{alone:.0f} events/s ({claiming:.0%} claiming, {settling:.0%} settling), "
+              f"{alone / raw:.2f} of raw XADD ({raw:.0f}/s): the ratio's ceiling with no "
+              f"time spent on Redis at all")  # fmt: skip
         ceiling = redis_benchmark_xadd(redis, args.events)
         if ceiling:
             print(f"  raw XADD, redis-benchmark -P 50 -c 4 (server ceiling): {ceiling:10.0f} /s")
