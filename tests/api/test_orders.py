@@ -200,3 +200,33 @@ def test_concurrent_orders_opening_one_position_all_land_on_it(app_server, app_c
     ).fetchall()
     assert rows == [(Decimal("0.8"),)]
     assert counts(app_conn)["orders"] == 8
+
+
+def test_a_burst_of_orders_opening_and_closing_one_position_all_succeed(app_server, app_conn):
+    """Buys and sells of one size on one position, all at once: the position opens and
+    closes again and again, so most orders find no open position and open one. They must
+    queue for it, not exhaust their retries at the unique index and answer 500."""
+    create_account(app_conn)
+    size = {**ORDER, "symbol": "SOLUSDT", "price": "150.00", "quantity": "1"}
+    orders = [{**size, "side": side} for _ in range(20) for side in ("buy", "sell")]
+
+    async def burst():
+        async with httpx.AsyncClient(base_url=app_server.url, timeout=60) as c:
+            return await asyncio.gather(
+                *(c.post("/orders", json=order,
+                         headers={**AUTH, "idempotency-key": str(uuid.uuid4())})
+                  for order in orders)
+            )  # fmt: skip
+
+    answers = asyncio.run(burst())
+    assert [r.status_code for r in answers] == [201] * len(orders), [
+        r.text for r in answers if r.status_code != 201
+    ][:3]
+    net = app_conn.execute(
+        "SELECT coalesce(sum(quantity), 0) FROM positions "
+        "WHERE account_id = 'acct-1' AND symbol = 'SOLUSDT' AND status = 'open'"
+    ).fetchone()[0]
+    assert net == 0  # as many sold as bought: flat, whatever the interleaving
+    assert app_conn.execute("SELECT count(*) FROM orders WHERE symbol = 'SOLUSDT'").fetchone()[
+        0
+    ] == len(orders)
