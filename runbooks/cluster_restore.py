@@ -27,24 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from runbooks import pitr, restoring
-from runbooks.checklist import Refused, Run, StepFailed, shielded
+from runbooks.checklist import Refused, Run, StepFailed, deferred, shielded
 from runbooks.cluster import Cluster, Member, Node, _replicates, _wait_for, status_lines
 from runbooks.executor import CommandFailed
 from runbooks.services import PatroniNodePostgres
 
-# The settings `pgbackrest restore` writes into postgresql.auto.conf for recovery; left
-# there, a replica cloned from the restored node would stop at the old target.
-RECOVERY_SETTINGS = (
-    "restore_command",
-    "recovery_target",
-    "recovery_target_time",
-    "recovery_target_lsn",
-    "recovery_target_name",
-    "recovery_target_xid",
-    "recovery_target_action",
-    "recovery_target_timeline",
-    "recovery_target_inclusive",
-)
 ASIDE_SUFFIX = ".before-restore-"
 
 
@@ -143,10 +130,12 @@ def execute(plan: ClusterRestorePlan, run: Run) -> None:
             failed = ", ".join(c.name for c in run.checks if not c.ok)
             raise StepFailed(f"the restored data failed verification ({failed})")
         with run.step("Clear the restore's recovery settings and stop PostgreSQL"):
-            for name in RECOVERY_SETTINGS:
-                node.db.psql(f"ALTER SYSTEM RESET {name}", dbname="postgres")
+            restoring.clear_recovery_settings(node.db)  # done already; a rerun may need it
             node.db.service.postgres.stop()
-        with run.step(f"Remove the cluster's state from etcd ({cluster.scope})"):
+        with run.step(f"Remove the cluster's state from etcd ({cluster.scope})"), deferred():
+            # The removal and its note together: a signal between them would make the state
+            # left say the old state is still in etcd when it is gone (a short command,
+            # bounded by its timeout; the signal is raised right after it).
             _remove_cluster_state(cluster, node)
             state["removed"] = True
         with run.step(f"Start Patroni on {node.name}"):
@@ -162,12 +151,13 @@ def execute(plan: ClusterRestorePlan, run: Run) -> None:
         for other in plan.others:
             with run.step(f"Re-create {other.name} from the new primary"):
                 # Never over an earlier run's copy: a name in use fails the step instead.
-                other.executor.run(
-                    ["sh", "-c", 'if [ -e "$1" ]; then [ ! -e "$2" ] && mv -- "$1" "$2"; fi',
-                     "sh", other.db.data_dir, plan.aside(other)],
-                    user=other.db.os_user,
-                )  # fmt: skip
-                moved.append(other)
+                with deferred():  # the move and its note together, as the removal above
+                    other.executor.run(
+                        ["sh", "-c", 'if [ -e "$1" ]; then [ ! -e "$2" ] && mv -- "$1" "$2"; fi',
+                         "sh", other.db.data_dir, plan.aside(other)],
+                        user=other.db.os_user,
+                    )  # fmt: skip
+                    moved.append(other)
                 other.patroni.start()
         with run.step("Wait until every replica streams"):
             # In synchronous mode the cluster survives its next loss only with a synchronous

@@ -426,9 +426,11 @@ def test_a_cluster_restore_interrupted_after_restoring_says_so_and_a_rerun_finis
     cluster, tmp_path, monkeypatch
 ):
     """SIGTERM as the cluster's old state is about to leave etcd (the node restored and
-    verified, Patroni stopped everywhere): the state left says the data was restored, the old
-    state is still in etcd and the replica is stopped with its data untouched; the same
-    restore run again on that node makes the cluster whole."""
+    verified, Patroni stopped everywhere): the removal and its note are not cut apart, so
+    the signal takes effect once the state is gone and the state left says so truly (the
+    data restored, Patroni not leading yet, the replica stopped with its data untouched;
+    not "the old state is still in etcd"); the same restore run again on that node makes
+    the cluster whole."""
     leader = cluster.leader()
     (replica,) = [n.name for n in cluster.nodes if n.name != leader]
     before = _rows(cluster)
@@ -439,7 +441,11 @@ def test_a_cluster_restore_interrupted_after_restoring_says_so_and_a_rerun_finis
     assert outcome.code == EXIT_INTERRUPTED, outcome.result
     left = " ".join(outcome.result["state_after"])
     assert f"{leader}'s data was restored" in left, left
-    assert "the cluster's old state is still in etcd" in left, left
+    assert "Patroni does not lead there yet" in left, left
+    assert "the cluster's old state is still in etcd" not in left, left
+    assert outcome.result["steps"][-1]["name"].startswith("Remove the cluster's state"), [
+        step["name"] for step in outcome.result["steps"]
+    ]
     assert f"Patroni is stopped on {replica} (their data untouched)" in left, left
     again = conduct(_restore_order(cluster, "latest", None, on=leader),
                     Options(yes=True, quiet=True, evidence_dir=tmp_path / "again"))  # fmt: skip
