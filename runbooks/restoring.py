@@ -97,6 +97,33 @@ def _restore(plan: Plan, run: Run, progress: Progress) -> None:
     with run.step("Wait for recovery to end"):
         wait_for_promotion(dest, req.recovery_timeout)
         progress.recovered = True
+        if plan.in_place:
+            clear_recovery_settings(dest)
+
+
+# The settings `pgbackrest restore` writes into postgresql.auto.conf for recovery. pgBackRest
+# 2.45 leaves them there after recovery, and a later restore adds its own beside them: a
+# primary would keep an old recovery target that applies again the day it is made a
+# standby (a replica cloned from it would stop there), and a backup of it carries them into
+# every restore made from that backup.
+RECOVERY_SETTINGS = (
+    "restore_command",
+    "recovery_target",
+    "recovery_target_time",
+    "recovery_target_lsn",
+    "recovery_target_name",
+    "recovery_target_xid",
+    "recovery_target_action",
+    "recovery_target_timeline",
+    "recovery_target_inclusive",
+)
+
+
+def clear_recovery_settings(target) -> None:
+    """Once recovery has ended: the restore's recovery settings out of postgresql.auto.conf
+    (ALTER SYSTEM rewrites it without them), and the configuration reloaded."""
+    resets = tuple(f"ALTER SYSTEM RESET {name}" for name in RECOVERY_SETTINGS)
+    target.psql((*resets, "SELECT pg_reload_conf()"), dbname="postgres")
 
 
 def cleanup(plan: Plan, run: Run, progress: Progress, *, remove_copy: bool) -> None:

@@ -55,7 +55,12 @@ class DbTarget:
     label: str = "db"
 
     # --- SQL ----------------------------------------------------------------------------
-    def psql(self, sql: str, *, dbname: str | None = None, timeout: float = 600.0) -> str:
+    def psql(
+        self, sql: str | tuple[str, ...], *, dbname: str | None = None, timeout: float = 600.0
+    ) -> str:
+        """One statement, or several (a tuple), each sent on its own (`psql -c ... -c ...`):
+        so each is its own transaction, as ALTER SYSTEM needs."""
+        commands = [arg for one in ((sql,) if isinstance(sql, str) else sql) for arg in ("-c", one)]
         result = self.executor.run(
             [
                 f"{self.bindir}/psql",
@@ -71,8 +76,7 @@ class DbTarget:
                 str(self.port),
                 "-d",
                 dbname or self.dbname,
-                "-c",
-                sql,
+                *commands,
             ],
             user=self.os_user,
             timeout=timeout,

@@ -49,6 +49,14 @@ def _assert_restored(db, server, account, run, before, kept, lost, tmp_path):
     with superuser(db) as conn:
         assert conn.execute("SELECT to_regclass('trading_halts')").fetchone()[0] is not None
     assert result["facts"]["timeline_after"] > result["facts"]["timeline_before"]
+    # Recovery's settings did not stay behind in production's configuration files: an old
+    # target there would apply again the day this server is made a standby.
+    with superuser(db) as conn:
+        left = conn.execute(
+            "SELECT name, setting FROM pg_file_settings "
+            "WHERE name = 'restore_command' OR name LIKE 'recovery_target%'"
+        ).fetchall()
+        assert left == []  # (the running value of a target stays until a restart: inert)
     # The evidence folder holds what the issue lists.
     evidence = tmp_path / "evidence"
     folder = next(evidence.iterdir())
