@@ -79,7 +79,10 @@ def test_failed_deploy_returns_and_rollback_goes_back(deployed, tmp_path):
     try:
         # B cannot reach its database: the deploy's switch undoes it and marks it BAD.
         copy_release(app, a, b, "SPARK_DATABASE_URL=postgresql://nobody@127.0.0.1:1/spark\\n")
-        failed = ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
+        # A gate of 10 s, not the deploy's 60: B never becomes ready, so it would wait it all out.
+        failed = ssh.run(
+            app["ip"], f"APP_READY_TIMEOUT=10 /usr/local/sbin/spark-app-activate {b}", timeout=180
+        )
         assert failed.returncode == 1, failed.stdout + failed.stderr
         assert version(app) == a
         assert on_host(app, f"test -e {ROOT}/releases/{b}/BAD && echo bad").strip() == "bad"
