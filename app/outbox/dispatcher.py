@@ -87,12 +87,24 @@ class Dispatcher:
             if released:
                 log.info("released %d event(s) left claimed by a previous %s", released, self.owner)
         housekeeping = asyncio.create_task(self._housekeeping(), name="outbox-housekeeping")
+        orphans = False
         try:
             while not self.stop.is_set():
                 try:
+                    if orphans:
+                        # A batch that failed on the database may have left leases of ours
+                        # behind (a claim that committed but whose answer was lost, a settle
+                        # cut short): nothing of ours is in flight between batches, so they
+                        # are given back now instead of waiting out the lease (30 s of lag
+                        # after a database restart, seen in the chaos scenario).
+                        released = await self.store.release_owner(self.owner)
+                        orphans = False
+                        if released:
+                            log.info("released %d event(s) a failed batch left leased", released)
                     published = await self.dispatch_once()
                 except Exception:
                     log.exception("outbox batch failed; retrying after the poll interval")
+                    orphans = True
                     published = 0
                 if published == 0:
                     await self._sleep(self.config.poll_interval)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
+
+from app.outbox.settings import REDIS_STREAM
 from app.outbox.store import OutboxStore, app_pool
 from tests.conftest import connect_app
 from tests.outbox.support import insert_events
@@ -47,3 +50,65 @@ def test_lease_blocks_others_until_it_runs_out(clean_db):
             "SELECT count(*) FROM outbox_events WHERE status = 'pending' AND claimed_by IS NULL"
         ).fetchone()[0]
     assert unclaimed == 10
+
+
+def test_leases_a_failed_batch_left_behind_are_given_back_at_once(clean_db, redis_client):
+    """A claim that committed but whose answer never came back (the database restarted under
+    it) leaves its heads leased to this dispatcher. Nothing of its own is in flight between
+    batches, so it gives them back before its next claim: the events go out within seconds,
+    not after the lease (30 s here)."""
+    from app.outbox.dispatcher import Dispatcher
+    from app.outbox.publishers import RedisStreamPublisher
+    from app.outbox.settings import DispatcherSettings
+
+    with connect_app(clean_db) as conn:
+        insert_events(conn, 20, 4)
+
+    async def scenario():
+        pool = app_pool(clean_db.app_conninfo())
+        await pool.open(wait=True)
+        store = OutboxStore(pool)
+        real_claim, lost = store.claim, []
+
+        async def claim_whose_answer_is_lost(*args, **kwargs):
+            events = await real_claim(*args, **kwargs)
+            if not lost:
+                lost.append(len(events))
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return events
+
+        store.claim = claim_whose_answer_is_lost
+        publisher = RedisStreamPublisher(_url(redis_client))
+        config = DispatcherSettings(lease_seconds=30.0, poll_interval=0.05)
+        dispatcher = Dispatcher(store, publisher, "A", config)
+        task = asyncio.create_task(dispatcher.run())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            while loop.time() - started < 10:  # bounded: well inside the 30 s lease
+                if (await store.stats()).pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            return lost, loop.time() - started
+        finally:
+            dispatcher.stop.set()
+            await task
+            await publisher.aclose()
+            await pool.close()
+
+    lost, seconds = asyncio.run(scenario())
+    assert lost and lost[0] > 0  # the lost claim had leased events
+    assert seconds < 5, seconds
+    with connect_app(clean_db) as conn:
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM outbox_events WHERE status = 'delivered'"
+            ).fetchone()[0]
+            == 20
+        )
+    assert redis_client.xlen(REDIS_STREAM) >= 20
+
+
+def _url(client) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"
