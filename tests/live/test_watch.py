@@ -78,7 +78,12 @@ def test_watch_follows_the_window_over_a_recorded_history(tmp_path):
             )
             healthy_until = time.time()
             assert [(f.name, f.verdict) for f in healthy] == [(f.name, watch.GO) for f in healthy]
-
+            # A scrape is stamped when it starts and reads the exporter up to scrape_timeout
+            # (1 s) later: one stamped just before healthy_until could still read the broken
+            # values (seen once in a full CI run: the "healthy" window judged NO-GO). Break
+            # the values only once every scrape stamped before healthy_until has answered.
+            wait_until(lambda: time.time() > healthy_until + 1.5, timeout=5,
+                       what="the scrapes stamped before healthy_until answered")  # fmt: skip
             history.broken = True
             firing = 'ALERTS{alertname="WatchTestCritical", alertstate="firing"}'
             wait_until(lambda: _vector(prometheus, firing), timeout=30, what="the alert to fire")
