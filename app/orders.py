@@ -139,10 +139,9 @@ async def claim_and_place(
     batch that then opens the order's transaction and reads its context: `BEGIN; claim;
     COMMIT; BEGIN; context`, one round trip. The context locks the position only when the
     key is in flight for this payload, so a refused or replayed request locks nothing; it
-    then rolls back. A key not
-    claimed here (held, completed, abandoned) goes the long way (`idempotency.claim`), and
-    if that takes it over, the order is placed as `place_order` places it. Returns the
-    order's response, or the claim that answers instead of it.
+    then rolls back. A key not claimed here (held, completed, abandoned) goes the long way
+    (`idempotency.claim`), and if that takes it over, the order is placed as `place_order`
+    places it. Returns the order's response, or the claim that answers instead of it.
     """
     params = {**_params(order, key, audit), **rate.params(), "hash": fingerprint}
     statements = [
