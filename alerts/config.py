@@ -91,6 +91,8 @@ WAL_ARCHIVE_STALE_FOR = "5m"
 # Differential backups run daily; a day plus two hours of slack.
 BACKUP_MAX_AGE_SECONDS = 26 * 3600
 BACKUP_TOO_OLD_FOR = "15m"
+# The value changes only when a backup ends (hours apart): waiting adds nothing.
+BACKUP_FELL_BACK_FOR = "0m"
 
 OUTBOX_LAG_SECONDS = 120
 OUTBOX_LAG_FOR = "5m"

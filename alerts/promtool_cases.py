@@ -26,6 +26,8 @@ PG = {"job": c.JOB_POSTGRES, "instance": "db-1:9187"}
 PGB = {"job": c.JOB_PGBOUNCER, "instance": "db-1:9127"}
 NODE = {"job": c.JOB_NODE, "instance": "db-1:9100"}
 NODE2 = {"job": c.JOB_NODE, "instance": "db-2:9100"}  # a cluster's second node
+BACKREST = {**NODE, "stanza": "spark"}  # the backup metrics' own label
+BACKREST2 = {**NODE2, "stanza": "spark"}
 OUTBOX = {"job": c.JOB_OUTBOX, "instance": "app-1:9310"}
 PAT1 = {"job": c.JOB_PATRONI, "instance": "db-1:8008", "scope": "spark"}
 PAT2 = {"job": c.JOB_PATRONI, "instance": "db-2:8008", "scope": "spark"}
@@ -378,6 +380,41 @@ def scenarios() -> list[Firing | Quiet]:
             onset=0,
             labels={"severity": warn, "job": c.JOB_NODE},
             description="no backup timestamp is published (threshold 93600s).",
+        ),
+        # PgBackRestBackupFellBackToPrimary: the primary's backup at 10m came from the primary
+        # although a replica streamed (its server did not answer).
+        Firing(
+            "PgBackRestBackupFellBackToPrimary",
+            "the replica's pgBackRest server did not answer",
+            (
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST, "-5000x9 -400x50"),
+                series(m.PGBACKREST_BACKUP_FELL_BACK, BACKREST, "0x9 1x50"),
+            ),
+            onset=10,
+            labels={"severity": warn, **BACKREST},
+            description=(
+                "db-1:9100: the last backup of stanza spark was copied from the primary "
+                "although a replica streamed (no replica's pgBackRest server answered); backups "
+                "load the primary until one comes from a replica again."
+            ),
+        ),
+        Quiet(
+            "PgBackRestBackupFellBackToPrimary",
+            "every backup from a replica, or a single node",
+            (
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST, "-5000x9 -400x50"),
+                series(m.PGBACKREST_BACKUP_FELL_BACK, BACKREST, "0x60"),
+            ),
+        ),
+        Quiet(
+            "PgBackRestBackupFellBackToPrimary",
+            "a former primary's fallback while the new primary's backup came from a replica",
+            (
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST, "-90000x60"),
+                series(m.PGBACKREST_BACKUP_FELL_BACK, BACKREST, "1x60"),
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST2, "-1000x60"),
+                series(m.PGBACKREST_BACKUP_FELL_BACK, BACKREST2, "0x60"),
+            ),
         ),
         # OutboxLagHigh: the oldest pending event is 200 s old at 10m and keeps ageing; two
         # dispatchers report the same table, so the alert is one, not one per dispatcher.

@@ -91,6 +91,9 @@ WAL_FAILED = sel(m.PG_ARCHIVER_FAILED, c.POSTGRES_SELECTOR)
 WAL_ARCHIVED = sel(m.PG_ARCHIVER_ARCHIVED, c.POSTGRES_SELECTOR)
 WAL_LAST_ARCHIVE_AGE = sel(m.PG_ARCHIVER_LAST_ARCHIVE_AGE, c.POSTGRES_SELECTOR)
 BACKUP_TIMESTAMP = sel(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, c.BACKUP_SELECTOR)
+BACKUP_FELL_BACK = sel(m.PGBACKREST_BACKUP_FELL_BACK, c.BACKUP_SELECTOR)
+# The node whose last backup is the newest: a former primary keeps its old metrics.
+NEWEST_BACKUP_NODE = f"({BACKUP_TIMESTAMP} == on () group_left () max({BACKUP_TIMESTAMP}))"
 # Every dispatcher reports the same table-wide gauges: take the max across them.
 OUTBOX_OLDEST_AGE = (
     f"max without (instance) ({sel(m.OUTBOX_OLDEST_PENDING_AGE, c.OUTBOX_SELECTOR)})"
@@ -272,6 +275,19 @@ ALERTS: tuple[Alert, ...] = (
             f"{{{{ end }}}} (threshold {num(c.BACKUP_MAX_AGE_SECONDS)}s)."
         ),
         signals=(BACKUP_TIMESTAMP,),
+    ),
+    Alert(
+        name="PgBackRestBackupFellBackToPrimary",
+        expr=f"{BACKUP_FELL_BACK} == 1 and on (instance) {NEWEST_BACKUP_NODE}",
+        for_=c.BACKUP_FELL_BACK_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="The last backup was copied from the primary: no replica's server answered.",
+        description=(
+            "{{ $labels.instance }}: the last backup of stanza {{ $labels.stanza }} was copied "
+            "from the primary although a replica streamed (no replica's pgBackRest server "
+            "answered); backups load the primary until one comes from a replica again."
+        ),
+        signals=(BACKUP_FELL_BACK,),
     ),
     Alert(
         name="OutboxLagHigh",

@@ -339,6 +339,7 @@ def backup_script(
     socket_dir: str = layout.SOCKET_DIR,
     port: int = defaults.POSTGRES_PORT,
     standby_conf_dir: str = layout.PGBACKREST_STANDBY_CONF_DIR,
+    source_file: str = layout.PGBACKREST_BACKUP_SOURCE_FILE,
 ) -> str:
     """The backup units' command on a cluster node (templates/pgbackrest/backup.sh.j2)."""
     return support.render(
@@ -347,4 +348,8 @@ def backup_script(
         socket_dir=socket_dir,
         port=port,
         standby_conf_dir=standby_conf_dir,
+        source_file=source_file,
+        from_replica=defaults.BACKUP_SOURCE_REPLICA,
+        from_primary=defaults.BACKUP_SOURCE_PRIMARY,
+        fell_back=defaults.BACKUP_SOURCE_FELL_BACK,
     )

@@ -26,7 +26,7 @@ from sparkops import defaults, layout, metric_names, secrets
 
 STANZA = defaults.PGBACKREST_STANZA
 CONF = layout.PGBACKREST_CONF
-SPOOL = "/var/spool/pgbackrest"
+SPOOL = layout.PGBACKREST_SPOOL_DIR
 # Which repository the archive last went to (type and location, no secrets): when it
 # changes, the new one's archive has a gap, so a full backup starts a chain it covers.
 REPO_MARKER = layout.PGBACKREST_REPO_MARKER
@@ -236,6 +236,26 @@ def backup_metric_published():
     yield METRIC_SCRIPT
 
 
+def backup_metric_script(
+    *,
+    user: str = "postgres",
+    textfile_dir: str = layout.NODE_EXPORTER_TEXTFILE_DIR,
+    source_file: str = layout.PGBACKREST_BACKUP_SOURCE_FILE,
+) -> str:
+    """The script the backup unit runs after each backup (as root): the newest backup's time
+    and where the backup script last copied from, for node_exporter's textfile collector."""
+    return support.render(
+        "pgbackrest/backup-metric.py.j2",
+        stanza=STANZA,
+        user=user,
+        textfile_dir=textfile_dir,
+        metric=metric_names.PGBACKREST_LAST_BACKUP_TIMESTAMP,
+        source_file=source_file,
+        fell_back_metric=metric_names.PGBACKREST_BACKUP_FELL_BACK,
+        fell_back=defaults.BACKUP_SOURCE_FELL_BACK,
+    )
+
+
 def _bucket_spec(data) -> s3_bucket.BucketSpec:
     s3 = data["pgbackrest_s3"]
     return s3_bucket.BucketSpec(
@@ -443,12 +463,7 @@ def pgbackrest() -> None:
     )
     files.put(
         name="Install the backup-time metric script",
-        src=support.rendered(
-            "pgbackrest/backup-metric.py.j2",
-            stanza=STANZA,
-            textfile_dir=layout.NODE_EXPORTER_TEXTFILE_DIR,
-            metric=metric_names.PGBACKREST_LAST_BACKUP_TIMESTAMP,
-        ),
+        src=support.rendered_text(backup_metric_script()),
         dest=METRIC_SCRIPT,
         mode="755",
     )

@@ -99,7 +99,7 @@ def prepare(
         f"  first: stop Patroni on the replicas ({replicas}): nothing is left to promote",
         *restore.lines,
         "  then, for the cluster:",
-        "    a. clear the restore's recovery settings (ALTER SYSTEM RESET), stop PostgreSQL",
+        "    a. stop PostgreSQL (the restore cleared its recovery settings when recovery ended)",
         f"    b. remove the cluster's state from etcd (patronictl remove {cluster.scope})",
         f"    c. start Patroni on {name}: it leads with the restored data",
         *[
@@ -129,8 +129,7 @@ def execute(plan: ClusterRestorePlan, run: Run) -> None:
         if not run.verified:
             failed = ", ".join(c.name for c in run.checks if not c.ok)
             raise StepFailed(f"the restored data failed verification ({failed})")
-        with run.step("Clear the restore's recovery settings and stop PostgreSQL"):
-            restoring.clear_recovery_settings(node.db)  # done already; a rerun may need it
+        with run.step("Stop PostgreSQL for Patroni"):
             node.db.service.postgres.stop()
         with run.step(f"Remove the cluster's state from etcd ({cluster.scope})"), deferred():
             # The removal and its note together: a signal between them would make the state

@@ -82,6 +82,13 @@ ARCHIVE_TIMEOUT_SECONDS = 60
 # ARCHIVE_TIMEOUT_SECONDS, then report the segment missing (upstream PR #2806).
 ARCHIVE_GET_ASYNC_WAIT_SECONDS = 10
 PGBACKREST_STANZA = "spark"
+# Where a cluster node's backup copied its data files from (layout.PGBACKREST_BACKUP_SOURCE_FILE):
+# a replica; the primary because no replica streamed; the primary although one streamed,
+# because no replica's pgBackRest server answered (what PgBackRestBackupFellBackToPrimary
+# reports: the backups load the primary until someone mends the replica's server).
+BACKUP_SOURCE_REPLICA = "replica"
+BACKUP_SOURCE_PRIMARY = "primary"
+BACKUP_SOURCE_FELL_BACK = "primary-fallback"
 
 # --- the app -----------------------------------------------------------------------------
 APP_RELEASES_KEPT = 5

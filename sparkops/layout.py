@@ -76,6 +76,11 @@ PGBACKREST_TLS_CERT = "/etc/pgbackrest/tls/node.crt"
 PGBACKREST_TLS_KEY = "/etc/pgbackrest/tls/node.key"
 # What the backup units run on a cluster node: from a replica when one streams.
 PGBACKREST_BACKUP_SCRIPT = "/usr/local/sbin/pgbackrest-backup"
+# pgBackRest's spool (the async archive's queues); the backup unit may write there.
+PGBACKREST_SPOOL_DIR = "/var/spool/pgbackrest"
+# Where that script's last successful backup copied the data files from: one word
+# (defaults.BACKUP_SOURCE_*), published by the backup-time metric.
+PGBACKREST_BACKUP_SOURCE_FILE = f"{PGBACKREST_SPOOL_DIR}/sparkops-last-backup-source"
 
 # --- node_exporter's textfile collector (Debian's default directory) ---------------------
 # The backup job and the restore drill write their .prom files here, atomically.

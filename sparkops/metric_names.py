@@ -99,6 +99,8 @@ PGBOUNCER_SERVER_IDLE = "pgbouncer_pools_server_idle_connections"
 PGBOUNCER_CLIENT_MAXWAIT = "pgbouncer_pools_client_maxwait_seconds"
 PGBOUNCER_POOL_SIZE = "pgbouncer_databases_pool_size"
 PGBACKREST_LAST_BACKUP_TIMESTAMP = "pgbackrest_backup_last_completion_timestamp_seconds"
+# 1 when a cluster node's last scheduled backup came from the primary though a replica streamed.
+PGBACKREST_BACKUP_FELL_BACK = "pgbackrest_backup_fell_back_to_primary"
 
 # --- Patroni's REST API /metrics and etcd's (names as they publish them) -----------------
 PATRONI_PRIMARY = "patroni_primary"  # 1 on the node holding the leader key

@@ -472,14 +472,11 @@ def test_templates_need_every_variable(tmp_path):
 
 
 def test_backup_metric_script_renders_to_valid_python():
-    script = support.render(
-        "pgbackrest/backup-metric.py.j2",
-        stanza="spark",
-        textfile_dir=layout.NODE_EXPORTER_TEXTFILE_DIR,
-        metric="pgbackrest_backup_last_completion_timestamp_seconds",
-    )
+    script = pgbackrest.backup_metric_script()
     compile(script, "backup-metric", "exec")
     assert 'STANZA = "spark"' in script
+    assert f'SOURCE_FILE = "{layout.PGBACKREST_BACKUP_SOURCE_FILE}"' in script
+    assert "{{" not in script  # every placeholder filled
 
 
 def test_the_unit_runs_the_dispatcher_under_its_hosts_name():

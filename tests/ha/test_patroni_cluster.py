@@ -7,6 +7,7 @@ switchover leaves a healthy cluster behind and the failover, which does not, run
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shlex
@@ -22,11 +23,11 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from deploys import drill, hacluster, support, tlsca
+from deploys import drill, hacluster, pgbackrest, support, tlsca
 from runbooks import cluster_restore, flows
 from runbooks.checklist import EXIT_INTERRUPTED
 from runbooks.conduct import Options, conduct
-from sparkops import layout
+from sparkops import layout, metric_names
 from sparkops.wait import DeadlineExceeded, wait_until
 from testkit import traffic
 from testkit.appserver import AppServer
@@ -259,16 +260,43 @@ def test_only_the_primary_backs_up_and_a_replica_drills(cluster):
         assert _condition_on(node, drill_unit, None) == (1 if on_primary else 0), node.name
 
 
-def test_the_primarys_backup_copies_the_files_from_the_replica(cluster):
+def _published_after_backup(kit: HACluster, node, tmp_path) -> dict[str, float]:
+    """The backup unit's metric script (as its ExecStartPost runs it, as root) after a backup
+    on `node`: the samples it wrote to the textfile directory, by metric name."""
+    tmp_path.mkdir(parents=True)
+    script = tmp_path / "backup-metric"
+    script.write_text(pgbackrest.backup_metric_script(
+        user=service_user() or getpass.getuser(), textfile_dir=str(tmp_path / "textfile"),
+        source_file=str(kit.backup_source_file(node)),
+    ))  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=90, check=False,
+        env={**os.environ, "PGBACKREST_CONFIG": str(node.workdir / "pgbackrest.conf")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    samples = {}
+    for line in (tmp_path / "textfile" / "pgbackrest.prom").read_text().splitlines():
+        if not line.startswith("#"):
+            name_labels, value = line.rsplit(" ", 1)
+            samples[name_labels.split("{", 1)[0]] = float(value)
+    return samples
+
+
+def test_the_primarys_backup_copies_the_files_from_the_replica(cluster, tmp_path):
     """The deploy's backup script on the primary: pgBackRest starts the backup there and
     copies the files from the replica through its TLS server (it waits for the replica to
     replay the backup's start). With the replica's server down the backup is still taken,
-    from the primary, and says so; a certificate the replica does not authorise is refused."""
+    from the primary, and says so, and the backup-time metric says it fell back (the alert
+    PgBackRestBackupFellBackToPrimary reads it) until a backup comes from the replica again;
+    a certificate the replica does not authorise is refused."""
     leader = cluster.node(cluster.leader())
     replica = next(n for n in cluster.nodes if n is not leader)
     from_replica = cluster.run_backup(leader, "incr")
     assert from_replica.returncode == 0, from_replica.stdout + from_replica.stderr
     assert "replay on the standby reached" in from_replica.stdout, from_replica.stdout
+    published = _published_after_backup(cluster, leader, tmp_path / "1")
+    assert published[metric_names.PGBACKREST_BACKUP_FELL_BACK] == 0, published
+    assert published[metric_names.PGBACKREST_LAST_BACKUP_TIMESTAMP] > time.time() - 300
 
     # Another certificate of the same CA, whose name the replica's tls-server-auth lacks.
     with scratch_ca(cluster.workdir / "ca"):
@@ -297,13 +325,20 @@ def test_the_primarys_backup_copies_the_files_from_the_replica(cluster):
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert "backing up from the primary instead" in alone.stderr
     assert "replay on the standby" not in alone.stdout
+    published = _published_after_backup(cluster, leader, tmp_path / "2")
+    assert published[metric_names.PGBACKREST_BACKUP_FELL_BACK] == 1, published
+    # The replica's server back: the next backup comes from it and the metric clears.
+    again = cluster.run_backup(leader, "incr")
+    assert again.returncode == 0 and "replay on the standby reached" in again.stdout, again.stdout
+    published = _published_after_backup(cluster, leader, tmp_path / "3")
+    assert published[metric_names.PGBACKREST_BACKUP_FELL_BACK] == 0, published
     info = json.loads(
         run_as_service_user(
             ["pgbackrest", "--stanza=spark", "--output=json", "info"],
             env={**os.environ, "PGBACKREST_CONFIG": str(leader.workdir / "pgbackrest.conf")},
         ).stdout
     )
-    assert len(info[0]["backup"]) >= 3  # the first full and the two incrementals
+    assert len(info[0]["backup"]) >= 4  # the first full and the three incrementals
 
 
 def _restore_order(kit: HACluster, kind: str, value: str | None, **kw) -> flows.Runbook:
@@ -364,6 +399,17 @@ def test_cluster_restore_to_a_time_brings_every_node_back_to_it(cluster, tmp_pat
             return {r[0] for r in conn.execute("SELECT name FROM restore_marks")}
 
     assert marks(cluster.route_conninfo(dbname=DBNAME)) == {"before"}
+    # The restore's recovery settings are not left in postgresql.auto.conf, where a replica
+    # cloned from this node would stop at its target. The restore clears them when recovery
+    # ends (tests/runbooks/test_pitr.py: on a single host this is the only clearing); Patroni
+    # 3.0 also strips them from that file when it starts (its _sanitize_auto_conf).
+    with psycopg.connect(cluster.node(leader).conninfo(), autocommit=True) as conn:
+        left = conn.execute(
+            "SELECT name, setting FROM pg_file_settings "
+            "WHERE (name = 'restore_command' OR name LIKE 'recovery_target%') "
+            "AND sourcefile LIKE '%postgresql.auto.conf'"
+        ).fetchall()
+    assert left == [], left
     wait_until(
         lambda: marks(cluster.node(replica).conninfo(DBNAME)) == {"before"},
         timeout=60,
