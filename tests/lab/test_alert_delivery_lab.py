@@ -87,12 +87,16 @@ def test_a_firing_alert_reaches_a_slack_receiver_with_the_templated_payload(depl
 
         return [p for p in payloads if about_it(p)]
 
+    # Put back exactly as the deploy left it (content, mode, group; no secrets directory it
+    # did not make): the next site deploy must find nothing to change (second_deploy).
     original = on_host(monitor, f"cat {AM_CONFIG}")
+    mode, group = on_host(monitor, f"stat -c '%a %G' {AM_CONFIG}").split()
+    had_secrets_dir = on_host(monitor, f"test -d {alerting.SECRETS_DIR} && echo yes || true")
     receiver = SlackReceiver(lab_config.BRIDGE_IP)
     try:
         on_host(monitor, f"install -d -m 750 -o root -g prometheus {alerting.SECRETS_DIR}")
         _put(monitor, secret.path, receiver.url, "640", group="prometheus")
-        _put(monitor, AM_CONFIG, render(data), "644")
+        _put(monitor, AM_CONFIG, render(data), mode, group=group)
         on_host(monitor, f"amtool check-config {AM_CONFIG} && systemctl reload {AM_UNIT}")
         wait_until(
             lambda: (
@@ -114,8 +118,10 @@ def test_a_firing_alert_reaches_a_slack_receiver_with_the_templated_payload(depl
         wait_until(lambda: ours(receiver.payloads), timeout=60, what="the Slack payload")
     finally:
         receiver.stop()
-        _put(monitor, AM_CONFIG, original, "644")
+        _put(monitor, AM_CONFIG, original, mode, group=group)
         on_host(monitor, f"rm -f {secret.path} && systemctl reload {AM_UNIT}")
+        if not had_secrets_dir.strip():
+            on_host(monitor, f"rmdir {alerting.SECRETS_DIR}")
     got = ours(receiver.payloads)[0]
     assert got["path"] == "/services/lab/test"
     body = got["body"]

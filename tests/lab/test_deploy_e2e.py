@@ -23,7 +23,6 @@ from lab import ssh
 from sparkops import defaults, envvars, layout, webaccess
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
-from testkit import pyinfra_runner as runner
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -45,13 +44,9 @@ def _psql(db, sql: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployed(lab_hosts):
-    release_id, tarball = release.selected()
-    env = {"SPARKOPS_RELEASE_TAR": str(tarball)}
-    first = runner.run_site(env=env)
-    assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
-    second = runner.run_site(env=env)
-    return {"hosts": lab_hosts, "first": first, "second": second, "release": release_id}
+def deployed(deployed_lab, second_deploy):
+    """The session's deployed lab, with this tree's deploy on it (second_deploy saw to it)."""
+    return {**deployed_lab, "second": second_deploy, "release": release.selected()[0]}
 
 
 def test_second_run_changes_nothing_on_any_host(deployed):

@@ -15,10 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from deploys import release
 from lab import config, ssh
 from sparkops import defaults
-from testkit import pyinfra_runner as runner
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -73,15 +71,10 @@ def _role(h) -> str:
 
 
 @pytest.fixture(scope="module")
-def firewalled(lab_hosts):
-    """This tree's site deploy, twice: the second run must change nothing."""
-    _release_id, tarball = release.selected()
-    env = {"SPARKOPS_RELEASE_TAR": str(tarball)}
-    first = runner.run_site(env=env)
-    assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
-    second = runner.run_site(env=env)
-    print(f"\nsite deploy with the firewall: {first.seconds:.1f} s, again {second.seconds:.1f} s")
-    return {"hosts": lab_hosts, "first": first, "second": second}
+def firewalled(deployed, second_deploy):
+    """The lab with this tree's site deploy (the firewall is part of it) and its second run,
+    which must change nothing: the session's, shared with tests/lab/test_deploy_e2e.py."""
+    return {"hosts": deployed["hosts"], "second": second_deploy}
 
 
 def _probe_from_host(source, targets: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
