@@ -159,8 +159,11 @@ def write_textfile(directory: Path, name: str, samples: dict[str, float]) -> Non
 def node_exporter(tmp_path_factory):
     textfiles = tmp_path_factory.mktemp("textfile")
     now = time.time()
-    backup = m.PGBACKREST_LAST_BACKUP_TIMESTAMP + f'{{stanza="{defaults.PGBACKREST_STANZA}"}}'
-    write_textfile(textfiles, "pgbackrest.prom", {backup: now - 3600})
+    stanza = f'{{stanza="{defaults.PGBACKREST_STANZA}"}}'
+    write_textfile(textfiles, "pgbackrest.prom", {
+        m.PGBACKREST_LAST_BACKUP_TIMESTAMP + stanza: now - 3600,
+        m.PGBACKREST_BACKUP_FELL_BACK + stanza: 0,
+    })  # fmt: skip
     write_textfile(
         textfiles,
         "restore_drill.prom",
