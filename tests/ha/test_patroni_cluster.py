@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.config import Settings
 from deploys import drill, hacluster, pgbackrest, support, tlsca
@@ -274,12 +275,8 @@ def _published_after_backup(kit: HACluster, node, tmp_path) -> dict[str, float]:
         env={**os.environ, "PGBACKREST_CONFIG": str(node.workdir / "pgbackrest.conf")},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    samples = {}
-    for line in (tmp_path / "textfile" / "pgbackrest.prom").read_text().splitlines():
-        if not line.startswith("#"):
-            name_labels, value = line.rsplit(" ", 1)
-            samples[name_labels.split("{", 1)[0]] = float(value)
-    return samples
+    text = (tmp_path / "textfile" / "pgbackrest.prom").read_text()
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
 
 
 def test_the_primarys_backup_copies_the_files_from_the_replica(cluster, tmp_path):

@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 
-from deploys import release
 from lab import config, control
 from lab.errors import LabError
 from testkit import pyinfra_runner as runner
-from tests.lab.stack import ACCOUNT, ROOT, by_group, on_host, psql, ready
+from tests.lab.stack import ACCOUNT, ROOT, by_group, on_host, psql, ready, site_env
 
 SHARE_LAB_ENV = "SPARKOPS_TESTS_SHARE_LAB"
 
@@ -89,17 +88,12 @@ def deployed_lab(lab_hosts):
     db, app = by_group(lab_hosts, "db"), by_group(lab_hosts, "app")
     ran_site = not ready(app)
     if ran_site:
-        result = runner.run_site(env=_site_env())
+        result = runner.run_site(env=site_env())
         assert result.returncode == 0 and result.errors == 0, result.output[-6000:]
     current = on_host(app, f"readlink {ROOT}/current").strip().rsplit("/", 1)[-1]
     psql(db, "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
               f"VALUES ('{ACCOUNT}', 'E2E', 1000000, 1000000) ON CONFLICT DO NOTHING")  # fmt: skip
     return {"hosts": lab_hosts, "release": current, "ran_site": ran_site}
-
-
-def _site_env() -> dict[str, str]:
-    _release_id, tarball = release.selected()
-    return {"SPARKOPS_RELEASE_TAR": str(tarball)}
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +102,8 @@ def second_deploy(deployed_lab):
     (tests/lab/test_deploy_e2e.py and test_firewall_lab.py read the one run). When `deployed`
     found a lab already serving, perhaps another tree's release, this tree's deploy runs
     first. Tests that change what the deploy manages put it back as it was."""
+    env = site_env()
     if not deployed_lab["ran_site"]:
-        first = runner.run_site(env=_site_env())
+        first = runner.run_site(env=env)
         assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
-    return runner.run_site(env=_site_env())
+    return runner.run_site(env=env)

@@ -9,6 +9,7 @@ import uuid
 import httpx
 from click.testing import CliRunner
 
+from deploys import release
 from lab import ssh
 from runbooks import checks
 from sparkops import defaults, layout
@@ -17,6 +18,13 @@ from sparkops_cli.main import main
 
 ACCOUNT = "runbook-e2e"
 ROOT = layout.APP_ROOT
+
+
+def site_env() -> dict[str, str]:
+    """The site deploy's environment: this tree's release pinned (built once), so every run
+    deploys the same release even while the working tree changes."""
+    _release_id, tarball = release.selected()
+    return {"SPARKOPS_RELEASE_TAR": str(tarball)}
 
 
 def by_group(hosts, group):

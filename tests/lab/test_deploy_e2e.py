@@ -1,9 +1,10 @@
 """deploys/site.py end to end on the lab (db, app, monitor): the stack works, and a second
 run changes nothing on any host.
 
-One module-scoped deploy (a few minutes on a fresh lab); the checks then read the result.
-The release is built once and pinned (SPARKOPS_RELEASE_TAR), so both runs deploy the same
-release even while the working tree changes.
+The session's deploy (tests/lab/conftest.py: deployed_lab, a few minutes on a fresh lab)
+and one more run of it (second_deploy, shared with the firewall module); the checks then
+read the result. The release is built once and pinned (tests/lab/stack.py: site_env), so
+both runs deploy the same release even while the working tree changes.
 """
 
 from __future__ import annotations

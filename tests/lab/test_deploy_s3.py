@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from deploys import release, s3_access, s3_bucket
+from deploys import s3_access, s3_bucket
 from lab import config as lab_config
 from lab import ssh
 from sparkops import defaults, secrets
@@ -19,6 +19,7 @@ from sparkops.wait import wait_until
 from testkit import lab_s3
 from testkit import pyinfra_runner as runner
 from tests.interruptions import SPARKOPS
+from tests.lab.stack import site_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -35,8 +36,7 @@ def _ssh(h, command: str, timeout: float = 120) -> str:
 
 @pytest.fixture(scope="module")
 def s3_deployed(lab_hosts):
-    _release_id, tarball = release.selected()
-    pinned = {"SPARKOPS_RELEASE_TAR": str(tarball)}
+    pinned = site_env()
     started = time.time()
     with lab_s3.LabS3(lab_config.BRIDGE_IP).start() as s3:
         env = {**pinned, "SPARKOPS_LAB_S3": str(s3.data_file)}

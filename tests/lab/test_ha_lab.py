@@ -24,13 +24,13 @@ from typing import Any
 import httpx
 import pytest
 
-from deploys import release
 from lab import config, control, ssh, state
 from sparkops import defaults, layout
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
 from testkit import pyinfra_runner as runner
 from tests.lab.conftest import SHARE_LAB_ENV, _session, require_lab_machine
+from tests.lab.stack import site_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.ha_lab]
 
@@ -90,8 +90,7 @@ def _first_error(output: str) -> str:
 
 @pytest.fixture(scope="module")
 def deployed(ha_lab):
-    _release_id, tarball = release.selected()
-    env = {"SPARKOPS_RELEASE_TAR": str(tarball)}
+    env = site_env()
     first = runner.run_site(env=env)
     assert first.returncode == 0 and first.errors == 0, _first_error(first.output)
     second = runner.run_site(env=env)

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from deploys import hardening, release, secretfiles
+from deploys import hardening, secretfiles
 from deploys.support import REPO_ROOT
 from lab import ssh
 from sparkops import defaults, layout, secrets
 from testkit import pyinfra_runner as runner
-from tests.lab.stack import by_group, on_host, psql
+from tests.lab.stack import by_group, on_host, psql, site_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -106,8 +106,7 @@ def test_a_deploy_sending_secrets_shows_none_on_a_command_line(deployed):
     for h in (db, app):
         on_host(h, SAMPLER)
     try:
-        _release_id, tarball = release.selected()
-        result = runner.run_site(env={"SPARKOPS_RELEASE_TAR": str(tarball)})
+        result = runner.run_site(env=site_env())
     finally:
         for h in (db, app):
             on_host(h, f"touch {STOP}")
@@ -174,10 +173,7 @@ def test_a_sudo_login_deploys_and_runs_a_runbook_with_no_secret_on_a_command_lin
     for h in (db, app):
         on_host(h, SAMPLER)
     try:
-        _release_id, tarball = release.selected()
-        result = runner.run_site(
-            inventory, env={"SPARKOPS_RELEASE_TAR": str(tarball)}, extra_args=("--sudo",)
-        )
+        result = runner.run_site(inventory, env=site_env(), extra_args=("--sudo",))
         status = subprocess.run(
             [str(Path(sys.executable).parent / "sparkops"), "pgbouncer", "status",
              "--inventory", inventory, "--host", "db"],
