@@ -12,6 +12,9 @@ SSH_PORT = 22  # the deploys' and runbooks' way in; the firewall admits the cont
 POSTGRES_PORT = 5432
 PGBOUNCER_PORT = 6432
 APP_PORT = 8000
+# A new release's preflight (spark-app-activate): started on 127.0.0.1 beside the live app
+# and asked /readyz before anything switches; loopback only, no firewall rule.
+APP_PREFLIGHT_PORT = 8001
 # The app's /metrics, bound to the host's private address (the public APP_PORT answers 404).
 APP_METRICS_PORT = 9311
 REDIS_PORT = 6379

@@ -113,6 +113,9 @@ APP_SERVICE = "spark-app.service"
 # Owns the app's listening socket (systemd socket activation): it outlives a restart of
 # APP_SERVICE, which is started with it as fd 3, so a restart refuses no connection.
 APP_SOCKET = "spark-app.socket"
+# The transient unit (systemd-run) in which spark-app-activate tries a new release beside
+# the live app before switching to it.
+APP_PREFLIGHT_UNIT = "spark-app-preflight.service"
 OUTBOX_SERVICE = "spark-outbox.service"
 EXPORTER_SERVICE = "spark-pgbouncer-exporter.service"
 # The app's own unit first: a runbook requires it, the others are optional in the deploy.

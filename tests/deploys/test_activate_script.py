@@ -12,20 +12,31 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from deploys import support
-from sparkops import layout
+from sparkops import defaults, envvars, layout
 from sparkops.wait import wait_until
 
 SERVICES = "spark-app.service spark-outbox.service"
+PREFLIGHT_PORT = defaults.APP_PREFLIGHT_PORT
 
-# systemctl: logs "restart <release current now>"; with $STUBS/slow-restart present, the
-# first restart after it appeared hangs (a unit slow to stop) until killed.
-SYSTEMCTL = """#!/bin/sh
-[ "$1" = restart ] || exit 0
+# systemctl: logs every call in calls.log, and "restart <release current now>" in
+# systemctl.log; with $STUBS/slow-restart present, the first restart after it appeared hangs
+# (a unit slow to stop) until killed. The preflight's unit is active unless
+# $STUBS/preflight-dead exists (its app exited).
+SYSTEMCTL = f"""#!/bin/sh
+echo "$*" >> "$STUBS/calls.log"
+case "$1" in
+    is-active)
+        case "$*" in *{layout.APP_PREFLIGHT_UNIT}*) [ ! -e "$STUBS/preflight-dead" ] ;; esac
+        exit ;;
+    restart) ;;
+    *) exit 0 ;;
+esac
 echo "restart $(readlink "$ROOT/current")" >> "$STUBS/systemctl.log"
 if [ -e "$STUBS/slow-restart" ]; then
     rm -f "$STUBS/slow-restart"
@@ -33,10 +44,27 @@ if [ -e "$STUBS/slow-restart" ]; then
     exec sleep 60
 fi
 """
-# curl: /readyz answers when $STUBS/ready-<release now current> exists.
-CURL = """#!/bin/sh
-current="$(readlink "$ROOT/current")"
-[ -e "$STUBS/ready-${current##*/}" ]
+# curl: the live app's /readyz answers when $STUBS/ready-<release now current> exists; the
+# preflight's (its port) when $STUBS/ready-<release> or $STUBS/preflight-ready-<release>
+# exists for the release systemd-run started (a release may pass its preflight and still fail
+# under the real unit).
+CURL = f"""#!/bin/sh
+case "$*" in
+    *:{PREFLIGHT_PORT}/*)
+        started="$(cat "$STUBS/preflight-release")"
+        [ -e "$STUBS/ready-$started" ] || [ -e "$STUBS/preflight-ready-$started" ] ;;
+    *)
+        current="$(readlink "$ROOT/current")"
+        [ -e "$STUBS/ready-${{current##*/}}" ] ;;
+esac
+"""
+# systemd-run: records which release the preflight started (its working directory) and
+# what it was asked to run.
+SYSTEMD_RUN = """#!/bin/sh
+echo "$*" >> "$STUBS/systemd-run.log"
+for arg; do
+    case "$arg" in --working-directory=*) echo "${arg##*/}" > "$STUBS/preflight-release" ;; esac
+done
 """
 JOURNALCTL = "#!/bin/sh\necho 'journal lines'\n"
 # logger: what the script keeps in the journal, here in a file.
@@ -60,7 +88,13 @@ def host(tmp_path):
         (root / "releases" / release / ".installed").touch()
     (root / "current").symlink_to("releases/A")
     stubs.mkdir()
-    stand_ins = {"systemctl": SYSTEMCTL, "curl": CURL, "journalctl": JOURNALCTL, "logger": LOGGER}
+    stand_ins = {
+        "systemctl": SYSTEMCTL,
+        "curl": CURL,
+        "journalctl": JOURNALCTL,
+        "logger": LOGGER,
+        "systemd-run": SYSTEMD_RUN,
+    }
     for name, text in stand_ins.items():
         (stubs / name).write_text(text)
         (stubs / name).chmod(0o755)
@@ -71,6 +105,9 @@ def host(tmp_path):
             root=str(root),
             current=str(root / "current"),
             port=8000,
+            preflight_port=PREFLIGHT_PORT,
+            user="spark",
+            env_file="/etc/spark-app/app.env",
             ready_timeout=30,
             services=SERVICES,
         )
@@ -96,6 +133,18 @@ class Host:
 
     def ready(self, release: str) -> None:
         (self.stubs / f"ready-{release}").touch()
+
+    def passes_preflight_only(self, release: str) -> None:
+        """Answers /readyz beside the live app, never once switched to (its unit's sandbox)."""
+        (self.stubs / f"preflight-ready-{release}").touch()
+
+    def calls(self) -> list[str]:
+        log = self.stubs / "calls.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def preflights(self) -> list[str]:
+        log = self.stubs / "systemd-run.log"
+        return log.read_text().splitlines() if log.exists() else []
 
     def run(self, release: str, timeout: str = "30") -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -146,13 +195,89 @@ def test_a_release_that_gets_ready_goes_live(host):
     assert "release B is live" in result.stderr
     assert not (host.root / "releases/B/BAD").exists()
     assert (host.stubs / "journal").read_text().splitlines() == [
+        "preflight: release B answered /readyz beside releases/A",
         "switching to release B from releases/A",
         "release B is live",
     ]
+    # Tried first beside the live app: the app's user and settings, B's own release.env, the
+    # preflight port on loopback, no metrics port; stopped before the switch.
+    [started] = host.preflights()
+    for part in (
+        f"--unit={layout.APP_PREFLIGHT_UNIT}",
+        "--uid=spark",
+        "--property=EnvironmentFile=/etc/spark-app/app.env",
+        f"--property=EnvironmentFile={host.root}/releases/B/release.env",
+        f"--working-directory={host.root}/releases/B",
+        f"{envvars.METRICS_PORT}=0 {host.root}/releases/B/venv/bin/python -m app.serve",
+        f"--host 127.0.0.1 --port {PREFLIGHT_PORT}",
+    ):
+        assert part in started, (part, started)
+    calls = host.calls()
+    assert calls.index(f"stop {layout.APP_PREFLIGHT_UNIT}", 1) < calls.index(f"restart {SERVICES}")
+
+
+def test_a_release_that_fails_its_preflight_is_refused_before_anything_switches(host):
+    """Not ready beside the live app: marked BAD, exit 1, `current` untouched and nothing
+    restarted, so the live release never stopped serving; the preflight's log is shown."""
+    host.ready("A")
+    result = host.run("B", timeout="1")
+    assert result.returncode == 1, result.stderr
+    assert host.current() == "releases/A"
+    assert host.restarts() == []
+    assert (host.root / "releases/B/BAD").read_text().startswith("health gate failed in preflight")
+    assert "journal lines" in result.stderr  # journalctl -u <the preflight unit>
+    assert f"journalctl -u {layout.APP_PREFLIGHT_UNIT}" not in result.stderr
+    assert (host.stubs / "journal").read_text().splitlines() == [
+        "release B failed its preflight (not ready in 1s): nothing switched, nothing "
+        "restarted; current stays on releases/A"
+    ]
+    assert host.calls()[-2:] == [
+        f"stop {layout.APP_PREFLIGHT_UNIT}",
+        f"reset-failed {layout.APP_PREFLIGHT_UNIT}",
+    ]
+
+
+def test_a_preflight_whose_app_exits_is_not_waited_for(host):
+    (host.stubs / "preflight-dead").touch()
+    started = time.monotonic()
+    result = host.run("B", timeout="30")
+    assert result.returncode == 1 and host.restarts() == []
+    assert time.monotonic() - started < 10, "waited for an app that had exited"
+
+
+def test_the_first_release_and_app_preflight_no_switch_without_a_preflight(host):
+    host.ready("B")
+    result = subprocess.run(
+        [str(host.script), "B"],
+        env={**host.env, "APP_PREFLIGHT": "no"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert host.preflights() == [] and host.restarts() == ["restart releases/B"]
+    # No live release to protect: the gate alone decides.
+    (host.root / "current").unlink()
+    host.ready("A")
+    assert host.run("A").returncode == 0
+    assert host.preflights() == [] and host.current() == "releases/A"
+
+
+def test_interrupted_during_the_preflight_stops_it_and_changes_nothing(host):
+    proc = host.start("B")  # B never answers, beside the live app or after a switch
+    wait_until(lambda: host.preflights(), timeout=10, what="the preflight")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143, err
+    assert host.current() == "releases/A" and host.restarts() == []
+    assert f"stop {layout.APP_PREFLIGHT_UNIT}" in host.calls()
+    assert "interrupted; current is releases/A" in err
+    assert not (host.root / "releases/B/BAD").exists()
 
 
 def test_a_release_that_never_gets_ready_is_switched_back_and_marked_bad(host):
     host.ready("A")
+    host.passes_preflight_only("B")
     result = host.run("B", timeout="1")
     assert result.returncode == 1
     assert host.current() == "releases/A"
@@ -163,6 +288,7 @@ def test_a_release_that_never_gets_ready_is_switched_back_and_marked_bad(host):
 
 
 def test_switched_back_to_a_release_that_does_not_answer_says_so(host):
+    host.passes_preflight_only("B")
     result = host.run("B", timeout="1")
     assert result.returncode == 1
     assert host.current() == "releases/A"
@@ -191,7 +317,8 @@ def test_an_unknown_release_is_refused_and_nothing_changes(host):
     ("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)]
 )
 def test_interrupted_during_the_gate_switches_back(host, sig, code):
-    proc = host.start("B")  # B never answers /readyz
+    host.passes_preflight_only("B")
+    proc = host.start("B")  # B never answers /readyz once switched to
     wait_until(lambda: host.restarts() == ["restart releases/B"], timeout=10, what="the switch")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=10)
@@ -203,6 +330,7 @@ def test_interrupted_during_the_gate_switches_back(host, sig, code):
 
 def test_interrupted_during_a_slow_restart_switches_back_at_once(host):
     (host.stubs / "slow-restart").touch()
+    host.passes_preflight_only("B")
     # To a file: the stuck restart keeps a pipe open after the script is gone.
     errors = host.root.parent / "stderr"
     with open(errors, "w") as out:
@@ -219,6 +347,7 @@ def test_interrupted_during_a_slow_restart_switches_back_at_once(host):
 def test_the_ssh_session_gone_the_gate_still_decides(host):
     """No terminal, so no SIGHUP: the output pipes just close. The script must not die of
     SIGPIPE half way (which would leave `current` on the release it was testing)."""
+    host.passes_preflight_only("B")
     proc = host.start("B", timeout="2")
     wait_until(lambda: host.restarts() == ["restart releases/B"], timeout=10, what="the switch")
     proc.stdout.close()
@@ -270,7 +399,7 @@ def test_the_serial_switch_stops_after_a_host_whose_switch_failed(monkeypatch):
 SYSTEMCTL_SOCKET = f"""#!/bin/sh
 echo "$*" >> "$STUBS/calls.log"
 case "$1" in
-    is-active) [ -e "$STUBS/socket-active" ] ;;
+    is-active) case "$*" in *{layout.APP_SOCKET}*) [ -e "$STUBS/socket-active" ] ;; esac ;;
     start) [ "$2" = {layout.APP_SOCKET} ] && touch "$STUBS/socket-active"; exit 0 ;;
     *) exit 0 ;;
 esac
@@ -293,5 +422,6 @@ def test_the_first_switch_frees_the_port_for_the_socket_then_only_restarts(host)
     assert host.run("A").returncode == 0
     calls = (host.stubs / "calls.log").read_text().splitlines()
     assert restart in calls
-    assert not [c for c in calls if c.startswith(("stop", "start"))]
+    # (the preflight's own unit is stopped, the app's are only restarted)
+    assert not [c for c in calls if c.startswith(("stop", "start")) and "preflight" not in c]
     assert not [c for c in calls if layout.APP_SOCKET in c and not c.startswith("is-active")]

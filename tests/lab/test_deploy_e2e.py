@@ -24,6 +24,7 @@ from lab import ssh
 from sparkops import defaults, envvars, layout, webaccess
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
+from tests.lab.stack import copy_release
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -319,8 +320,11 @@ def test_validate_with_prometheus_unreachable_fails_its_checks_and_runs_the_othe
     assert "restore drill" not in final
 
 
-def test_a_release_that_never_gets_ready_is_switched_back(deployed):
-    """spark-app-activate on a release whose app cannot start: exit 1, `current` back on the
+def test_a_release_that_never_gets_ready_is_refused_by_its_preflight_or_switched_back(deployed):
+    """spark-app-activate on a release whose app cannot start. Its preflight (the release
+    started beside the live app by systemd-run) refuses it: exit 1, BAD, `current` untouched
+    and the live app never restarted, the preflight's unit gone. Past the preflight
+    (APP_PREFLIGHT=no), the gate after the switch catches it: exit 1, `current` back on the
     good release, which answers /readyz again."""
     app = _by_group(deployed["hosts"], "app")
     good = deployed["release"]
@@ -333,12 +337,28 @@ def test_a_release_that_never_gets_ready_is_switched_back(deployed):
         f"printf 'SPARK_RELEASE_ID={bad}\\n{envvars.DB_POOL_SIZE}=not-a-number\\n' "
         f"> {releases}/{bad}/release.env",
     )
+    main_pid = f"systemctl show -p MainPID --value {layout.APP_SERVICE}"
+    url = f"http://127.0.0.1:{defaults.APP_PORT}/readyz"
     try:
-        proc = ssh.run(app["ip"], f"APP_READY_TIMEOUT=5 spark-app-activate {bad}", timeout=180)
+        live_pid = _ssh(app, main_pid).strip()
+        proc = ssh.run(app["ip"], f"APP_READY_TIMEOUT=20 spark-app-activate {bad}", timeout=180)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert f"release {bad} failed its preflight" in proc.stderr, proc.stderr
+        assert "not-a-number" in proc.stderr  # the preflight's own log, shown
+        assert _ssh(app, "readlink /opt/spark-app/current").strip() == f"releases/{good}"
+        assert _ssh(app, main_pid).strip() == live_pid  # the live app was never restarted
+        assert _ssh(app, f"cat {releases}/{bad}/BAD").startswith("health gate failed in preflight")
+        left = _ssh(app, f"systemctl is-active {layout.APP_PREFLIGHT_UNIT} || true; "
+                         f"ss -Hltn 'sport = :{defaults.APP_PREFLIGHT_PORT}'")  # fmt: skip
+        assert left.split() == ["inactive"], left
+        assert json.loads(_ssh(app, f"curl -fsS --max-time 3 {url}"))["release"] == good
+
+        proc = ssh.run(
+            app["ip"], f"APP_PREFLIGHT=no APP_READY_TIMEOUT=5 spark-app-activate {bad}", timeout=180
+        )
         assert proc.returncode == 1, proc.stdout + proc.stderr
         assert "switched back" in proc.stderr
         assert _ssh(app, "readlink /opt/spark-app/current").strip() == f"releases/{good}"
-        url = f"http://127.0.0.1:{defaults.APP_PORT}/readyz"
         body = wait_until(
             lambda: json.loads(_ssh(app, f"curl -fsS --max-time 3 {url}")),
             timeout=60,
@@ -347,3 +367,27 @@ def test_a_release_that_never_gets_ready_is_switched_back(deployed):
         assert body["release"] == good
     finally:
         _ssh(app, f"rm -rf {releases}/{bad}")
+
+
+def test_a_good_release_passes_its_preflight_then_goes_live(deployed):
+    """The preflight on the lab's real systemd: a copy of the live release answers /readyz
+    beside it, then the switch takes it live; the preflight leaves no unit and no listener."""
+    app = _by_group(deployed["hosts"], "app")
+    good = deployed["release"]
+    copy = "0.0.0-preflight-good"
+    releases = "/opt/spark-app/releases"
+    copy_release(app, good, copy)
+    url = f"http://127.0.0.1:{defaults.APP_PORT}/readyz"
+    try:
+        proc = ssh.run(app["ip"], f"spark-app-activate {copy}", timeout=180)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"preflight: release {copy} answered /readyz" in proc.stderr, proc.stderr
+        assert json.loads(_ssh(app, f"curl -fsS --max-time 3 {url}"))["release"] == copy
+        left = _ssh(app, f"systemctl is-active {layout.APP_PREFLIGHT_UNIT} || true; "
+                         f"ss -Hltn 'sport = :{defaults.APP_PREFLIGHT_PORT}'")  # fmt: skip
+        assert left.split() == ["inactive"], left
+    finally:
+        back = ssh.run(app["ip"], f"spark-app-activate {good}", timeout=180)
+        _ssh(app, f"rm -rf {releases}/{copy}")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert json.loads(_ssh(app, f"curl -fsS --max-time 3 {url}"))["release"] == good

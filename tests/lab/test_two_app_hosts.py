@@ -190,6 +190,9 @@ def test_each_app_hosts_dispatcher_has_its_own_lease_owner(deployed):
     )
 
 
+# These switch to a broken release on purpose, past the preflight that would refuse it
+# (APP_PREFLIGHT=no): what they test is the gate after the switch, which catches what a
+# preflight cannot see.
 def _never_ready_copy(app) -> None:
     good = f"{ROOT}/releases/{_ssh(app, f'readlink {ROOT}/current').strip().split('/')[-1]}"
     _ssh(app, f"set -e; rm -rf {ROOT}/releases/{BAD}; cp -a {good} {ROOT}/releases/{BAD}; "
@@ -210,7 +213,8 @@ def test_a_switch_interrupted_by_sigterm_goes_back(deployed):
     _never_ready_copy(app)
     try:
         # Started, then SIGTERM once `current` points at the new release (restart or gate).
-        out = _ssh(app, f"APP_READY_TIMEOUT=120 {ACTIVATE} {BAD} > /tmp/activate.log 2>&1 & "
+        out = _ssh(app, f"APP_PREFLIGHT=no APP_READY_TIMEOUT=120 {ACTIVATE} {BAD} "
+                        "> /tmp/activate.log 2>&1 & "
                         "pid=$!; for i in $(seq 300); do "
                         f"[ \"$(readlink {ROOT}/current)\" = releases/{BAD} ] && break; "
                         "sleep 0.1; done; kill -TERM $pid; wait $pid; echo rc=$?; "
@@ -228,7 +232,8 @@ def test_a_switch_whose_ssh_session_dropped_still_goes_back(deployed):
     try:
         started = time.time()
         # The local ssh client is killed after 4 s, while the 10 s gate is failing.
-        dropped = ssh.run(app["ip"], f"APP_READY_TIMEOUT=10 {ACTIVATE} {BAD}", timeout=4)
+        activate = f"APP_PREFLIGHT=no APP_READY_TIMEOUT=10 {ACTIVATE} {BAD}"
+        dropped = ssh.run(app["ip"], activate, timeout=4)
         assert dropped.returncode == 255 and "timed out" in dropped.stderr
         # Without a terminal sshd sends no SIGHUP: the script runs its gate to the end and
         # switches back (a SIGHUP would switch back at once: "interrupted: ...").
@@ -317,7 +322,7 @@ def test_a_host_failing_readyz_is_taken_out_then_back(deployed):
                f"rm -f {ROOT}/releases/{BAD}/BAD")  # fmt: skip
     try:
         # In the background on the host (the gate takes 12 s, then the switch back).
-        _ssh(app2, f"APP_READY_TIMEOUT=12 setsid {ACTIVATE} {BAD} < /dev/null "
+        _ssh(app2, f"APP_PREFLIGHT=no APP_READY_TIMEOUT=12 setsid {ACTIVATE} {BAD} < /dev/null "
                    "> /tmp/lb-activate.log 2>&1 &")  # fmt: skip
         wait_until(lambda: _status(deployed, "app2").startswith("DOWN"), timeout=30,
                    what="HAProxy to take app2 out")  # fmt: skip
