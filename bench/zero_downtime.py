@@ -22,7 +22,9 @@ With --lab, the same on the lab's app host (real systemd and spark-app.socket; t
 SPARKOPS_LAB_ID, up and deployed, e.g. by the lab tests): traffic from this machine, the
 restart by `systemctl restart spark-app.service`, the deploys by spark-app-activate (B, a
 copy of the current release; C, the same unable to reach its database; D, unable to start),
-the rollback by `sparkops rollback`.
+the rollback by `sparkops rollback`. spark-app-activate tries each new release beside the
+live app first (its preflight), so C and D are refused before anything switches; the local
+runs use the Python twin, the rollback's path, which switches first and gates after.
 
     .venv/bin/python bench/zero_downtime.py [--rate 80] [--gate-timeout 5] [--lab]
 
