@@ -363,6 +363,7 @@ def app_release() -> dict:
             preflight_port=defaults.APP_PREFLIGHT_PORT,
             user=USER,
             env_file=APP_ENV,
+            hardening=hardening.app_service(),
             ready_timeout=host.data.app_ready_timeout,
             services=" ".join(_services()),
         ),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys import support
+from deploys import hardening, support
 from sparkops import defaults, envvars, layout
 from sparkops.wait import wait_until
 
@@ -62,6 +62,7 @@ esac
 # what it was asked to run.
 SYSTEMD_RUN = """#!/bin/sh
 echo "$*" >> "$STUBS/systemd-run.log"
+printf '%s\\n' "$@" > "$STUBS/systemd-run.args"
 for arg; do
     case "$arg" in --working-directory=*) echo "${arg##*/}" > "$STUBS/preflight-release" ;; esac
 done
@@ -108,6 +109,7 @@ def host(tmp_path):
             preflight_port=PREFLIGHT_PORT,
             user="spark",
             env_file="/etc/spark-app/app.env",
+            hardening=hardening.app_service(),
             ready_timeout=30,
             services=SERVICES,
         )
@@ -212,6 +214,10 @@ def test_a_release_that_gets_ready_goes_live(host):
         f"--host 127.0.0.1 --port {PREFLIGHT_PORT}",
     ):
         assert part in started, (part, started)
+    # The service's sandbox, each line one property (one argument, spaces and all).
+    args = (host.stubs / "systemd-run.args").read_text().splitlines()
+    for line in hardening.app_service():
+        assert f"--property={line}" in args, line
     calls = host.calls()
     assert calls.index(f"stop {layout.APP_PREFLIGHT_UNIT}", 1) < calls.index(f"restart {SERVICES}")
 
