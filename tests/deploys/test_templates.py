@@ -337,10 +337,17 @@ def test_app_units_run_the_current_release():
         root=layout.APP_ROOT,
         current=layout.APP_CURRENT_LINK,
         port=defaults.APP_PORT,
+        preflight_port=defaults.APP_PREFLIGHT_PORT,
+        user=layout.APP_USER,
+        env_file=layout.APP_ENV_FILE,
+        hardening=[],
         ready_timeout=60,
         services="spark-app.service",
     )
     assert 'mv -T "$root/current.tmp" "$root/current"' in script
+    # the preflight, on loopback beside the live app, before the switch
+    assert f"127.0.0.1:{defaults.APP_PREFLIGHT_PORT}/readyz" in script
+    assert script.index("preflight_ready; then") < script.index('switch "$target"')
     # a restart that fails must still reach the gate and the switch back (set -e)
     assert "systemctl restart spark-app.service || " in script
     # restarts go to the service; the socket is only started (the first time), never restarted
