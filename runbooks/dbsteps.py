@@ -18,7 +18,11 @@ def archive_live_wal(source: DbTarget, timeout: float) -> str:
     segment = source.psql("SELECT pg_walfile_name(pg_switch_wal())", dbname="postgres")
 
     def archived() -> bool:
-        last = source.psql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")
+        # The failures too: the evidence then shows why a wait is long.
+        last, *_ = source.psql(
+            "SELECT concat_ws(' ', coalesce(last_archived_wal, '-'), failed_count, "
+            "last_failed_wal, last_failed_time) FROM pg_stat_archiver"
+        ).split(" ")
         return last[8:] >= segment[8:] and last[:8] == segment[:8]
 
     try:
