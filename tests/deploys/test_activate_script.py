@@ -249,6 +249,12 @@ def test_a_preflight_whose_app_exits_is_not_waited_for(host):
     result = host.run("B", timeout="30")
     assert result.returncode == 1 and host.restarts() == []
     assert time.monotonic() - started < 10, "waited for an app that had exited"
+    assert "release B failed its preflight (its app exited)" in result.stderr
+    assert (
+        (host.root / "releases/B/BAD")
+        .read_text()
+        .startswith("health gate failed in preflight: its app exited")
+    )
 
 
 def test_the_first_release_and_app_preflight_no_switch_without_a_preflight(host):
