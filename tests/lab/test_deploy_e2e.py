@@ -320,6 +320,13 @@ def test_validate_with_prometheus_unreachable_fails_its_checks_and_runs_the_othe
     assert "restore drill" not in final
 
 
+def _assert_no_preflight_left(app) -> None:
+    """The preflight's transient unit is gone and nothing listens on its port."""
+    left = _ssh(app, f"systemctl is-active {layout.APP_PREFLIGHT_UNIT} || true; "
+                     f"ss -Hltn 'sport = :{defaults.APP_PREFLIGHT_PORT}'")  # fmt: skip
+    assert left.split() == ["inactive"], left
+
+
 def test_a_release_that_never_gets_ready_is_refused_by_its_preflight_or_switched_back(deployed):
     """spark-app-activate on a release whose app cannot start. Its preflight (the release
     started beside the live app by systemd-run) refuses it: exit 1, BAD, `current` untouched
@@ -331,12 +338,7 @@ def test_a_release_that_never_gets_ready_is_refused_by_its_preflight_or_switched
     bad = "0.0.0-never-ready"
     releases = "/opt/spark-app/releases"
     # A copy of the good release whose app exits at once (a setting it refuses at start).
-    _ssh(
-        app,
-        f"rm -rf {releases}/{bad} && cp -a {releases}/{good} {releases}/{bad} && "
-        f"printf 'SPARK_RELEASE_ID={bad}\\n{envvars.DB_POOL_SIZE}=not-a-number\\n' "
-        f"> {releases}/{bad}/release.env",
-    )
+    copy_release(app, good, bad, f"{envvars.DB_POOL_SIZE}=not-a-number\\n")
     main_pid = f"systemctl show -p MainPID --value {layout.APP_SERVICE}"
     url = f"http://127.0.0.1:{defaults.APP_PORT}/readyz"
     try:
@@ -348,9 +350,7 @@ def test_a_release_that_never_gets_ready_is_refused_by_its_preflight_or_switched
         assert _ssh(app, "readlink /opt/spark-app/current").strip() == f"releases/{good}"
         assert _ssh(app, main_pid).strip() == live_pid  # the live app was never restarted
         assert _ssh(app, f"cat {releases}/{bad}/BAD").startswith("health gate failed in preflight")
-        left = _ssh(app, f"systemctl is-active {layout.APP_PREFLIGHT_UNIT} || true; "
-                         f"ss -Hltn 'sport = :{defaults.APP_PREFLIGHT_PORT}'")  # fmt: skip
-        assert left.split() == ["inactive"], left
+        _assert_no_preflight_left(app)
         assert json.loads(_ssh(app, f"curl -fsS --max-time 3 {url}"))["release"] == good
 
         proc = ssh.run(
@@ -383,9 +383,7 @@ def test_a_good_release_passes_its_preflight_then_goes_live(deployed):
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"preflight: release {copy} answered /readyz" in proc.stderr, proc.stderr
         assert json.loads(_ssh(app, f"curl -fsS --max-time 3 {url}"))["release"] == copy
-        left = _ssh(app, f"systemctl is-active {layout.APP_PREFLIGHT_UNIT} || true; "
-                         f"ss -Hltn 'sport = :{defaults.APP_PREFLIGHT_PORT}'")  # fmt: skip
-        assert left.split() == ["inactive"], left
+        _assert_no_preflight_left(app)
     finally:
         back = ssh.run(app["ip"], f"spark-app-activate {good}", timeout=180)
         _ssh(app, f"rm -rf {releases}/{copy}")
