@@ -23,7 +23,7 @@ test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/sparkops check-generated
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(PY) scripts/test_streams.py $(PYTEST_ARGS)
 
 # Every step of restore, drill and rollback interrupted on the lab by SIGTERM and by a dropped
 # SSH connection (about 40 minutes), and the cluster runbooks interrupted on the Patroni kit;

@@ -1,0 +1,122 @@
+"""Run the suite as two pytest sessions at once: the lab tests and the rest.
+
+Why: the lab tests spend most of their time waiting (SSH round trips, apt in the hosts,
+systemd, polls against services in the lab's namespaces) and share one lab, so they run one
+after the other; the other tests start their own PostgreSQL, pgBouncer, Redis and Patroni
+on loopback ports they pick and share nothing with the lab. One after the other the whole
+suite took about 40 minutes on a 2-core machine; side by side it takes about as long as the
+lab alone.
+
+Each session writes its own log (build/test-streams/<name>.log); this prints a progress line
+now and then, each log in full as its session ends, and a summary; it exits non-zero when
+either session failed. Arguments are passed to both sessions (paths, -k, -x, --durations);
+arguments that choose markers themselves (-m), or SPARKOPS_TEST_SERIAL=1, run one ordinary
+pytest session instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LOG_DIR = ROOT / "build" / "test-streams"
+# The default selection (pyproject's addopts) split in two by the lab marker.
+DEFAULT = "not interruptions and not ha_lab"
+STREAMS = (("lab", f"lab and {DEFAULT}"), ("local", f"not lab and {DEFAULT}"))
+SERIAL_ENV = "SPARKOPS_TEST_SERIAL"
+PROGRESS_EVERY_S = 120
+NO_TESTS_COLLECTED = 5  # pytest's exit code when a selection is empty
+PERCENT = re.compile(r"\[\s*(\d+)%\]")
+
+
+def pytest_argv(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "pytest", *args]
+
+
+def chooses_markers(args: list[str]) -> bool:
+    return any(a.startswith("-m") for a in args)  # -m EXPR or -mEXPR
+
+
+def progress(log: Path) -> str:
+    try:
+        with log.open("rb") as f:
+            f.seek(max(0, log.stat().st_size - 4096))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return "starting"
+    found = PERCENT.findall(tail)
+    return f"{found[-1]}%" if found else "collecting"
+
+
+def summary_line(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("=")]
+    return lines[-1].strip("= ") if lines else "(no summary: see the log)"
+
+
+def run_streams(args: list[str]) -> int:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+    for name, expr in STREAMS:
+        log = LOG_DIR / f"{name}.log"
+        out = log.open("wb")
+        argv = pytest_argv(["-m", expr, *args])
+        print(f"test-streams: {name}: {' '.join(argv[1:])} > {log.relative_to(ROOT)}", flush=True)
+        procs[name] = (
+            subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT),
+            log,
+        )
+        out.close()
+
+    def forward(signum, _frame) -> None:
+        for proc, _log in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+
+    codes: dict[str, int] = {}
+    last_progress = time.monotonic()
+    while len(codes) < len(procs):
+        time.sleep(1)
+        for name, (proc, log) in procs.items():
+            if name in codes or proc.poll() is None:
+                continue
+            codes[name] = proc.returncode
+            took = time.monotonic() - started
+            print(f"\n===== test-streams: {name} ended (exit {proc.returncode}, "
+                  f"{took:.0f} s); its log: =====", flush=True)  # fmt: skip
+            sys.stdout.write(log.read_text(errors="replace"))
+            sys.stdout.flush()
+        if time.monotonic() - last_progress >= PROGRESS_EVERY_S and len(codes) < len(procs):
+            last_progress = time.monotonic()
+            states = ", ".join(
+                f"{name} {'done' if name in codes else progress(log)}"
+                for name, (_proc, log) in procs.items()
+            )
+            print(f"test-streams: {time.monotonic() - started:.0f} s: {states}", flush=True)
+
+    print(f"\ntest-streams: {time.monotonic() - started:.0f} s in all", flush=True)
+    for name, (_proc, log) in procs.items():
+        print(f"test-streams: {name}: exit {codes[name]}: {summary_line(log)}", flush=True)
+    ran = [c for c in codes.values() if c != NO_TESTS_COLLECTED]
+    if not ran:
+        return NO_TESTS_COLLECTED
+    return next((c for c in ran if c != 0), 0)
+
+
+def main(args: list[str]) -> int:
+    if os.environ.get(SERIAL_ENV) == "1" or chooses_markers(args):
+        return subprocess.call(pytest_argv(args), cwd=ROOT)
+    return run_streams(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
