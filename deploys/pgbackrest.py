@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import threading
+from io import BytesIO, StringIO
 
 from pyinfra import host, inventory
 from pyinfra.api import FunctionCommand, deploy, operation
@@ -300,6 +302,49 @@ def bucket_prepared(data: dict, environment: str):
     yield FunctionCommand(_prepare, (), {})
 
 
+# pyinfra runs an operation on every host at once (gevent): the db hosts of a cluster share
+# one key, made by the first and read from the secrets file by the others.
+_IAM_LOCK = threading.Lock()
+
+
+def _db_keys(environment: str, s3: dict, repo_path: str) -> tuple[str, str]:
+    with _IAM_LOCK:
+        return s3_access.db_keys(environment, s3, repo_path)
+
+
+# Stands for the db hosts' S3 keys in the options planned before they exist (a first S3
+# deploy): never written anywhere, `conf_with_s3_keys` puts the real ones in.
+PLANNED_KEYS = ("(made when the deploy runs)", "(made when the deploy runs)")
+
+
+@operation()
+def conf_with_s3_keys(plan, environment: str, s3: dict, repo_path: str, conf, dest: str,
+                      user: str, group: str, mode: str):  # fmt: skip
+    """pgbackrest.conf when IAM has something to change first (the user, its policy, or the
+    db hosts' key: a first S3 deploy, a changed repository path, a key deleted in IAM).
+
+    IAM is written when this runs, never when the deploy is planned: a dry run (or a run
+    stopped before this point) makes no user and no key. When a key is to be made its value
+    is unknown until then, so the file is rendered at that moment and uploaded as
+    `secretfiles.secret_file` does (private from the start)."""
+    if plan.keys is not None:  # only the user's policy to rewrite; the keys stay
+        yield FunctionCommand(_db_keys, (environment, s3, repo_path), {})
+        yield from secretfiles.secret_file._inner(
+            src=conf(plan.keys), dest=dest, user=user, group=group, mode=mode
+        )
+        return
+    content = BytesIO()
+
+    def make_keys_and_render() -> None:
+        keys = _db_keys(environment, s3, repo_path)
+        content.seek(0)
+        content.truncate()
+        content.write(conf(keys).getvalue().encode())
+
+    yield FunctionCommand(make_keys_and_render, (), {})
+    yield from secretfiles.upload_commands(content, dest, user, group, mode)
+
+
 def backup_nodes() -> list[hacluster.BackupNode]:
     """The cluster's nodes as pgBackRest reaches them (every db host, the deploy's places)."""
     return [
@@ -382,13 +427,14 @@ def pgbackrest() -> None:
     data = _data()
     environment = support.environment(host)
     creds = secrets.load(environment)
-    s3_keys = None
+    s3_keys = s3_plan = None
     if data["pgbackrest_repo_type"] == "s3":
-        # At plan time: the keys go into pgbackrest.conf. Made once (an IAM user limited to
-        # the repository), then read from the secrets file.
-        s3_keys = s3_access.db_keys(
+        # Read only: the stored keys when they still serve; IAM is changed (a user limited
+        # to the repository, its key) when the configuration is written, below.
+        s3_plan = s3_access.plan_db_keys(
             environment, data["pgbackrest_s3"], data["pgbackrest_repo_path"]
         )
+        s3_keys = s3_plan.keys or PLANNED_KEYS
     glob, stanza = options(data, creds, s3_keys)
     cluster = support.is_cluster(inventory)
     # Read before the new configuration is written: pgbackrest info with the old one.
@@ -440,20 +486,29 @@ def pgbackrest() -> None:
     )
     if cluster:
         glob.update(hacluster.pgbackrest_server_options(this_backup_node(), backup_nodes()))
+
+    def conf(keys: tuple[str, str] | None) -> StringIO:
+        """The file; `keys` in place of the planned ones, once made."""
+        wanted = dict(glob)
+        if keys is not None:
+            wanted.update({"repo1-s3-key": keys[0], "repo1-s3-key-secret": keys[1]})
+        return support.rendered("pgbackrest/pgbackrest.conf.j2", stanza=STANZA,
+                                global_options=wanted, stanza_options=stanza)  # fmt: skip
+
     # Holds the S3 keys (and the repository's passphrase): uploaded privately.
-    configured = secretfiles.secret_file(
-        name="Configure pgBackRest",
-        src=support.rendered(
-            "pgbackrest/pgbackrest.conf.j2",
-            stanza=STANZA,
-            global_options=glob,
-            stanza_options=stanza,
-        ),
-        dest=CONF,
-        user="postgres",
-        group="postgres",
-        mode="640",
-    )
+    owner = {"dest": CONF, "user": "postgres", "group": "postgres", "mode": "640"}
+    if s3_plan is not None and s3_plan.todo:
+        configured = conf_with_s3_keys(
+            name=f"Configure pgBackRest ({', '.join(s3_plan.todo)} to make in IAM first)",
+            plan=s3_plan,
+            environment=environment,
+            s3=data["pgbackrest_s3"],
+            repo_path=data["pgbackrest_repo_path"],
+            conf=conf,
+            **owner,
+        )
+    else:
+        configured = secretfiles.secret_file(name="Configure pgBackRest", src=conf(None), **owner)
     if cluster:
         backups_from_a_replica(configured)
     stanza_created(name=f"Create pgBackRest stanza {STANZA}")

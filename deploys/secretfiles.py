@@ -53,6 +53,13 @@ def secret_file(src, dest: str, user: str = "root", group: str = "root", mode: s
     if same_content and same_attrs:
         host.noop(f"{dest} is as wanted")
         return
+    yield from upload_commands(src, dest, user, group, mode, content=not same_content)
+
+
+def upload_commands(src, dest: str, user: str, group: str, mode: str, content: bool = True):
+    """The commands of `secret_file` without its comparison: the parent directory, the
+    destination made private, then (`content`) the staged upload. `src` is read when the
+    upload runs, so it may be a file-like filled by an earlier command of the operation."""
     # As files.put does: the parent made (owned by user:group) when missing.
     yield from files.directory._inner(
         path=posixpath.dirname(dest),
@@ -66,7 +73,7 @@ def secret_file(src, dest: str, user: str = "root", group: str = "root", mode: s
         f"umask 077; [ -e {target} ] || : > {target}; "
         f"chown {shlex.quote(user)}:{shlex.quote(group)} {target}; chmod {mode} {target}"
     )
-    if same_content:
+    if not content:
         return
     # Owned by the login user (sudo says who that is), entered by it alone.
     yield f'install -d -m 700 -o "${{SUDO_USER:-$(id -un)}}" {STAGE_DIR}'

@@ -4,12 +4,17 @@ limit is shown here by the policy document, not by a refusal)."""
 
 from __future__ import annotations
 
+from io import StringIO
+
 import pytest
 from moto.server import ThreadedMotoServer
+from pyinfra.api import FileUploadCommand, FunctionCommand, StringCommand
+from pyinfra.context import ctx_host
 
-from deploys import s3_access
-from sparkops import secrets
+from deploys import pgbackrest, s3_access
+from sparkops import layout, secrets
 from testkit.proc import free_port
+from tests.deploys.test_secrets_off_command_lines import BareHost
 
 BUCKET = "spark-backups-iam"
 
@@ -89,3 +94,90 @@ def test_provided_keys_must_be_there(environment, monkeypatch):
     assert s3_access.db_keys(environment, s3, "/spark") == ("AK", "SK")
     with pytest.raises(s3_access.AccessError, match="use one of"):
         s3_access.db_keys(environment, {**s3, "db_keys": "admin"}, "/spark")
+
+
+def test_planning_reads_iam_and_changes_nothing(endpoint, environment):
+    """What a dry run does: every answer from reads alone; the user, policy and key appear
+    only when `db_keys` runs (the deploy executing)."""
+    iam = s3_access.make_iam_client(endpoint=endpoint, access_key="admin", secret_key="admin")
+    bucket = "spark-backups-plan"
+    s3 = {"bucket": bucket, "db_keys": "iam"}
+    user = s3_access.user_name(bucket)
+    users = lambda: [u["UserName"] for u in iam.list_users()["Users"]]  # noqa: E731
+    plan = s3_access.plan_db_keys(environment, s3, "/spark", iam=iam)
+    assert plan == s3_access.KeysPlan(None, ("user", "policy", "key"))
+    assert user not in users()
+    assert secrets.issued(environment, s3_access.KEY_NAMES) == {}
+    made = s3_access.db_keys(environment, s3, "/spark", iam=iam)
+    assert s3_access.plan_db_keys(environment, s3, "/spark", iam=iam) == s3_access.KeysPlan(
+        made, ()
+    )
+    # Another repository path: the keys serve as they are, the policy is to be rewritten,
+    # and planning did not rewrite it.
+    assert s3_access.plan_db_keys(environment, s3, "/other", iam=iam) == s3_access.KeysPlan(
+        made, ("policy",)
+    )
+    assert s3_access.user_differences(iam, user, s3_access.db_host_policy(bucket, "/other")) == [
+        "policy"
+    ]
+    # The key deleted in IAM: one is to be made; planning made none.
+    iam.delete_access_key(UserName=user, AccessKeyId=made[0])
+    assert s3_access.plan_db_keys(environment, s3, "/spark", iam=iam) == s3_access.KeysPlan(
+        None, ("key",)
+    )
+    assert iam.list_access_keys(UserName=user)["AccessKeyMetadata"] == []
+
+
+def test_provided_keys_are_planned_as_they_are(environment, monkeypatch):
+    monkeypatch.setenv("SPARKOPS_SECRET_S3_DB_ACCESS_KEY", "AK")
+    monkeypatch.setenv("SPARKOPS_SECRET_S3_DB_SECRET_KEY", "SK")
+    s3 = {"bucket": BUCKET, "db_keys": "provided"}
+    assert s3_access.plan_db_keys(environment, s3, "/spark") == s3_access.KeysPlan(("AK", "SK"), ())
+
+
+def test_the_configuration_makes_the_key_when_it_runs_not_when_planned(endpoint, environment):
+    """pgBackRest's configuration on a first S3 deploy: planning it (a dry run) leaves IAM
+    as it was; running it makes the user and key, and the file uploaded holds that key,
+    which no command line carries."""
+    bucket = "spark-backups-op"
+    s3 = {"bucket": bucket, "db_keys": "iam", "iam_endpoint": endpoint}
+    iam = s3_access.make_iam_client(endpoint=endpoint, access_key="admin", secret_key="admin")
+    plan = s3_access.plan_db_keys(environment, s3, "/spark")
+    assert plan.keys is None
+
+    def conf(keys):  # stands for the template: the keys it is given, or the planned ones
+        key, secret = keys or pgbackrest.PLANNED_KEYS
+        return StringIO(f"[global]\nrepo1-s3-key={key}\nrepo1-s3-key-secret={secret}\n")
+
+    with ctx_host.use(BareHost()):
+        commands = list(
+            pgbackrest.conf_with_s3_keys._inner(
+                plan=plan, environment=environment, s3=s3, repo_path="/spark", conf=conf,
+                dest=layout.PGBACKREST_CONF, user="postgres", group="postgres", mode="640",
+            )
+        )  # fmt: skip
+    user = s3_access.user_name(bucket)
+    assert user not in [u["UserName"] for u in iam.list_users()["Users"]]
+    kinds = [type(c) for c in commands]
+    assert kinds.count(FunctionCommand) == 1 and kinds.count(FileUploadCommand) == 1
+    # The key is made before the upload that carries it.
+    assert kinds.index(FunctionCommand) < kinds.index(FileUploadCommand)
+    upload = commands[kinds.index(FileUploadCommand)]
+    assert upload.dest == layout.PGBACKREST_CONF and upload.remote_temp_filename
+
+    made = commands[kinds.index(FunctionCommand)]
+    made.function(*made.args, **made.kwargs)
+    issued = secrets.issued(environment, s3_access.KEY_NAMES)
+    assert [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]] == [
+        issued["s3_db_access_key"]
+    ]
+    text = upload.src.getvalue().decode()
+    assert f"repo1-s3-key={issued['s3_db_access_key']}" in text
+    assert f"repo1-s3-key-secret={issued['s3_db_secret_key']}" in text
+    assert pgbackrest.PLANNED_KEYS[0] not in text
+    lines = [c.get_raw_value() if isinstance(c, StringCommand) else str(c) for c in commands]
+    assert not [ln for ln in lines if issued["s3_db_secret_key"] in ln]
+    # The next plan uses the stored key as it is: the ordinary private upload, IAM untouched.
+    assert s3_access.plan_db_keys(environment, s3, "/spark") == s3_access.KeysPlan(
+        (issued["s3_db_access_key"], issued["s3_db_secret_key"]), ()
+    )

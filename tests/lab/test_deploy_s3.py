@@ -34,18 +34,36 @@ def _ssh(h, command: str, timeout: float = 120) -> str:
     return proc.stdout
 
 
+def _iam(s3: dict):
+    admin = secrets.load("lab")
+    return s3_access.make_iam_client(
+        endpoint=s3["iam_endpoint"],
+        access_key=admin["s3_access_key"],
+        secret_key=admin["s3_secret_key"],
+    )
+
+
+def _iam_users(s3: dict) -> list[str]:
+    return [u["UserName"] for u in _iam(s3).list_users()["Users"]]
+
+
 @pytest.fixture(scope="module")
 def s3_deployed(lab_hosts):
     pinned = site_env()
     started = time.time()
     with lab_s3.LabS3(lab_config.BRIDGE_IP).start() as s3:
         env = {**pinned, "SPARKOPS_LAB_S3": str(s3.data_file)}
+        data = json.loads(s3.data_file.read_text())
+        # A dry run of the db host first: it plans the IAM user and key, and makes neither.
+        dry = runner.run_site(env=env, extra_args=("--dry", "--limit", _db(lab_hosts)["name"]))
+        assert dry.returncode == 0, dry.output[-6000:]
+        assert "to make in IAM first" in dry.output, dry.output[-6000:]
+        dry_users = _iam_users(data)
         first = runner.run_site(env=env)
         assert first.returncode == 0 and first.errors == 0, first.output[-6000:]
         second = runner.run_site(env=env)
-        data = json.loads(s3.data_file.read_text())
         state = {"hosts": lab_hosts, "second": second, "s3": data, "pinned": pinned,
-                 "started": started}  # fmt: skip
+                 "started": started, "dry_users": dry_users}  # fmt: skip
         try:
             yield state
         finally:
@@ -117,12 +135,10 @@ def test_the_db_host_has_its_own_keys_limited_to_the_repository(s3_deployed):
     assert f"repo1-s3-key={issued['s3_db_access_key']}" in conf
     assert f"repo1-s3-key-secret={issued['s3_db_secret_key']}" in conf
     assert admin["s3_access_key"] not in conf and admin["s3_secret_key"] not in conf
-    iam = s3_access.make_iam_client(
-        endpoint=s3["iam_endpoint"],
-        access_key=admin["s3_access_key"],
-        secret_key=admin["s3_secret_key"],
-    )
+    iam = _iam(s3)
     user = s3_access.user_name(s3["bucket"])
+    # Made by the deploy, not by the dry run before it (which only planned them).
+    assert user not in s3_deployed["dry_users"]
     wanted = s3_access.db_host_policy(s3["bucket"], "/spark")
     assert s3_access.user_differences(iam, user, wanted) == []
 
