@@ -7,7 +7,8 @@ on loopback ports they pick and share nothing with the lab. One after the other 
 suite took about 40 minutes on a 2-core machine; side by side it takes about as long as the
 lab alone.
 
-Each session writes its own log (build/test-streams/<name>.log); this prints a progress line
+Each session writes its own log (build/test-streams/<name>.log, or under
+$SPARKOPS_TEST_STREAMS_DIR); this prints a progress line
 now and then, each log in full as its session ends, and a summary; it exits non-zero when
 either session failed. Arguments are passed to both sessions (paths, -k, -x, --durations);
 arguments that choose markers themselves (-m), or SPARKOPS_TEST_SERIAL=1, run one ordinary
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-LOG_DIR = ROOT / "build" / "test-streams"
+LOG_DIR_ENV = "SPARKOPS_TEST_STREAMS_DIR"  # where the logs go (default build/test-streams)
 # The default selection (pyproject's addopts) split in two by the lab marker.
 DEFAULT = "not interruptions and not ha_lab"
 STREAMS = (("lab", f"lab and {DEFAULT}"), ("local", f"not lab and {DEFAULT}"))
@@ -33,6 +34,7 @@ SERIAL_ENV = "SPARKOPS_TEST_SERIAL"
 PROGRESS_EVERY_S = 120
 NO_TESTS_COLLECTED = 5  # pytest's exit code when a selection is empty
 PERCENT = re.compile(r"\[\s*(\d+)%\]")
+SUMMARY = re.compile(r"(\d+ (passed|failed|errors?|skipped|deselected)|no tests ran) in [\d.]+s")
 
 
 def pytest_argv(args: list[str]) -> list[str]:
@@ -55,19 +57,21 @@ def progress(log: Path) -> str:
 
 
 def summary_line(log: Path) -> str:
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("=")]
+    """pytest's last line ("3 passed, 1 failed in 9.1s"), with or without its rules (-q)."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if SUMMARY.search(ln)]
     return lines[-1].strip("= ") if lines else "(no summary: see the log)"
 
 
 def run_streams(args: list[str]) -> int:
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(os.environ.get(LOG_DIR_ENV) or ROOT / "build" / "test-streams")
+    log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
     for name, expr in STREAMS:
-        log = LOG_DIR / f"{name}.log"
+        log = log_dir / f"{name}.log"
         out = log.open("wb")
         argv = pytest_argv(["-m", expr, *args])
-        print(f"test-streams: {name}: {' '.join(argv[1:])} > {log.relative_to(ROOT)}", flush=True)
+        print(f"test-streams: {name}: {' '.join(argv[1:])} > {log}", flush=True)
         procs[name] = (
             subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT),
             log,
@@ -106,7 +110,13 @@ def run_streams(args: list[str]) -> int:
     print(f"\ntest-streams: {time.monotonic() - started:.0f} s in all", flush=True)
     for name, (_proc, log) in procs.items():
         print(f"test-streams: {name}: exit {codes[name]}: {summary_line(log)}", flush=True)
-    ran = [c for c in codes.values() if c != NO_TESTS_COLLECTED]
+    return combined(codes.values())
+
+
+def combined(codes) -> int:
+    """One exit code: the first failure; a session that selected nothing (the arguments chose
+    only lab tests, say) is no failure, unless neither selected anything."""
+    ran = [c for c in codes if c != NO_TESTS_COLLECTED]
     if not ran:
         return NO_TESTS_COLLECTED
     return next((c for c in ran if c != 0), 0)

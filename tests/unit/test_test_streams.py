@@ -1,0 +1,54 @@
+"""scripts/test_streams.py: `make test` as two pytest sessions (the lab's and the rest)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "test_streams.py"
+_spec = importlib.util.spec_from_file_location("test_streams", SCRIPT)
+streams = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(streams)
+
+
+def test_the_two_selections_cover_the_default_one_without_overlap():
+    (lab, lab_expr), (local, local_expr) = streams.STREAMS
+    assert (lab, local) == ("lab", "local")
+    assert lab_expr == f"lab and {streams.DEFAULT}"
+    assert local_expr == f"not lab and {streams.DEFAULT}"
+    addopts = (ROOT / "pyproject.toml").read_text()
+    assert f"-m '{streams.DEFAULT}'" in addopts  # the same default as a plain `pytest`
+
+
+def test_one_exit_code_for_both():
+    empty = streams.NO_TESTS_COLLECTED
+    assert streams.combined([0, 0]) == 0
+    assert streams.combined([0, 1]) == 1
+    assert streams.combined([2, 0]) == 2
+    assert streams.combined([empty, 0]) == 0
+    assert streams.combined([empty, 1]) == 1
+    assert streams.combined([empty, empty]) == empty
+
+
+def test_a_marker_choice_runs_one_session():
+    assert streams.chooses_markers(["-m", "not lab"])
+    assert streams.chooses_markers(["-mchaos", "-x"])
+    assert not streams.chooses_markers(["--maxfail=1", "tests/unit"])
+
+
+def test_a_run_of_local_tests_only_passes_and_says_so(tmp_path):
+    # The lab session selects nothing here (exit 5): no failure.
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "tests/unit/test_money.py", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, streams.LOG_DIR_ENV: str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "test-streams: lab: exit 5" in proc.stdout
+    assert "test-streams: local: exit 0" in proc.stdout
+    assert " passed" in proc.stdout.rsplit("test-streams: local:", 1)[1]
+    assert " passed" in (tmp_path / "local.log").read_text()
