@@ -7,8 +7,8 @@ on loopback ports they pick and share nothing with the lab. One after the other 
 suite took about 40 minutes on a 2-core machine; side by side it takes about as long as the
 lab alone.
 
-Each session writes its own log (build/test-streams/<name>.log, or under
-$SPARKOPS_TEST_STREAMS_DIR); this prints a progress line
+Each session writes its own log and JUnit XML (build/test-streams/<name>.log and .xml, or
+under $SPARKOPS_TEST_STREAMS_DIR); this prints a progress line
 now and then, each log in full as its session ends, and a summary; it exits non-zero when
 either session failed. Arguments are passed to both sessions (paths, -k, -x, --durations);
 arguments that choose markers themselves (-m), or SPARKOPS_TEST_SERIAL=1, run one ordinary
@@ -70,7 +70,8 @@ def run_streams(args: list[str]) -> int:
     for name, expr in STREAMS:
         log = log_dir / f"{name}.log"
         out = log.open("wb")
-        argv = pytest_argv(["-m", expr, *args])
+        # Each test's time and outcome too, for balancing the sessions (and for CI).
+        argv = pytest_argv(["-m", expr, f"--junitxml={log_dir / name}.xml", *args])
         print(f"test-streams: {name}: {' '.join(argv[1:])} > {log}", flush=True)
         procs[name] = (
             subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT),

@@ -52,3 +52,4 @@ def test_a_run_of_local_tests_only_passes_and_says_so(tmp_path):
     assert "test-streams: local: exit 0" in proc.stdout
     assert " passed" in proc.stdout.rsplit("test-streams: local:", 1)[1]
     assert " passed" in (tmp_path / "local.log").read_text()
+    assert "<testcase " in (tmp_path / "local.xml").read_text()
