@@ -59,9 +59,13 @@ def run_site(
     env: dict[str, str] | None = None,
     timeout: float = 1800,
     extra_args: tuple[str, ...] = (),
+    dry: bool = False,
 ) -> RunResult:
+    """`dry`: pyinfra --dry, which plans and prints the proposed changes (`-y` would skip
+    that change detection) and executes nothing."""
     pyinfra = Path(sys.executable).parent / "pyinfra"
-    cmd = [str(pyinfra), "-y", inventory, "deploys/site.py", *extra_args]
+    mode = ["--dry"] if dry else ["-y"]
+    cmd = [str(pyinfra), *mode, inventory, "deploys/site.py", *extra_args]
     started = time.monotonic()
     proc = subprocess.run(
         cmd,

@@ -55,7 +55,7 @@ def s3_deployed(lab_hosts):
         env = {**pinned, "SPARKOPS_LAB_S3": str(s3.data_file)}
         data = json.loads(s3.data_file.read_text())
         # A dry run of the db host first: it plans the IAM user and key, and makes neither.
-        dry = runner.run_site(env=env, extra_args=("--dry", "--limit", _db(lab_hosts)["name"]))
+        dry = runner.run_site(env=env, dry=True, extra_args=("--limit", _db(lab_hosts)["name"]))
         assert dry.returncode == 0, dry.output[-6000:]
         assert "to make in IAM first" in dry.output, dry.output[-6000:]
         dry_users = _iam_users(data)
