@@ -34,7 +34,10 @@ SERIAL_ENV = "SPARKOPS_TEST_SERIAL"
 PROGRESS_EVERY_S = 120
 NO_TESTS_COLLECTED = 5  # pytest's exit code when a selection is empty
 PERCENT = re.compile(r"\[\s*(\d+)%\]")
-SUMMARY = re.compile(r"(\d+ (passed|failed|errors?|skipped|deselected)|no tests ran) in [\d.]+s")
+# "3 passed in 9.1s", "1 failed, 1285 passed, 123 deselected, 2 warnings in 1305.63s"
+SUMMARY = re.compile(
+    r"(\d+ (passed|failed|errors?|skipped|deselected)\b.*|no tests ran) in [\d.]+s"
+)
 
 
 def pytest_argv(args: list[str]) -> list[str]:

@@ -90,8 +90,10 @@ async def until_accepted(call, seconds: float):
 async def half_open(breaker: CircuitBreaker) -> None:
     """Poll until the cool-down has turned the open circuit half-open (bounded)."""
     deadline = time.monotonic() + COOL_DOWN_S + 2
-    while breaker.state is not State.HALF_OPEN:
-        assert breaker.state is State.OPEN and time.monotonic() < deadline, breaker
+    # The state is worked out from the clock at each read: read it once per turn, or the
+    # cool-down can end between the loop's read and the assertion's.
+    while (state := breaker.state) is not State.HALF_OPEN:
+        assert state is State.OPEN and time.monotonic() < deadline, breaker
         await asyncio.sleep(0.02)
 
 

@@ -34,6 +34,18 @@ def test_one_exit_code_for_both():
     assert streams.combined([empty, empty]) == empty
 
 
+def test_the_summary_is_found_with_or_without_rules(tmp_path):
+    log = tmp_path / "x.log"
+    log.write_text(
+        "tests/a.py ..  [ 50%]\n=== 1 failed, 1285 passed, 2 warnings in 1305.63s (0:21:45) ===\n"
+    )
+    assert streams.summary_line(log) == "1 failed, 1285 passed, 2 warnings in 1305.63s (0:21:45)"
+    log.write_text("..\n3 passed in 9.10s\n")
+    assert streams.summary_line(log) == "3 passed in 9.10s"
+    log.write_text("ImportError while loading conftest\n")
+    assert streams.summary_line(log) == "(no summary: see the log)"
+
+
 def test_a_marker_choice_runs_one_session():
     assert streams.chooses_markers(["-m", "not lab"])
     assert streams.chooses_markers(["-mchaos", "-x"])
