@@ -140,7 +140,8 @@ def _mode(s3: dict) -> str:
     return mode
 
 
-def _admin_iam(environment: str, s3: dict):
+def admin_iam(environment: str, s3: dict):
+    """IAM as the deploy's bucket-administration keys reach it (never a db host's)."""
     creds = secrets.load(environment)
     return make_iam_client(
         endpoint=s3.get("iam_endpoint"),
@@ -160,18 +161,25 @@ def plan_db_keys(environment: str, s3: dict, repo_path: str, iam=None) -> KeysPl
     if _mode(s3) == "provided":
         return KeysPlan(_provided(environment), ())
     user = user_name(s3["bucket"])
-    iam = iam or _admin_iam(environment, s3)
+    iam = iam or admin_iam(environment, s3)
     todo = user_differences(iam, user, db_host_policy(s3["bucket"], repo_path))
-    stored = secrets.issued(environment, KEY_NAMES)
-    usable = len(stored) == len(KEY_NAMES) and "user" not in todo
-    if usable and _live(iam, user, stored[KEY_NAMES[0]]):
-        return KeysPlan((stored[KEY_NAMES[0]], stored[KEY_NAMES[1]]), tuple(todo))
+    stored = _stored(environment)
+    if stored and "user" not in todo and _live(iam, user, stored[0]):
+        return KeysPlan(stored, tuple(todo))
     return KeysPlan(None, (*todo, "key"))
 
 
-def _provided(environment: str) -> tuple[str, str]:
+def _stored(environment: str) -> tuple[str, str] | None:
+    """The (access key, secret key) pair kept for the db hosts, when both are there."""
     stored = secrets.issued(environment, KEY_NAMES)
     if len(stored) < len(KEY_NAMES):
+        return None
+    return stored[KEY_NAMES[0]], stored[KEY_NAMES[1]]
+
+
+def _provided(environment: str) -> tuple[str, str]:
+    stored = _stored(environment)
+    if stored is None:
         path = secrets.secrets_path(environment)
         raise AccessError(
             f"pgbackrest_s3 db_keys is 'provided' but {', '.join(KEY_NAMES)} are not set: "
@@ -179,7 +187,7 @@ def _provided(environment: str) -> tuple[str, str]:
             "SPARKOPS_SECRET_S3_DB_SECRET_KEY (keys limited to the repository: "
             "deploys/s3_access.py db_host_policy)"
         )
-    return stored[KEY_NAMES[0]], stored[KEY_NAMES[1]]
+    return stored
 
 
 def db_keys(environment: str, s3: dict, repo_path: str, iam=None) -> tuple[str, str]:
@@ -188,12 +196,12 @@ def db_keys(environment: str, s3: dict, repo_path: str, iam=None) -> tuple[str, 
     IAM: call it when the deploy executes, never when it is planned (`plan_db_keys`)."""
     if _mode(s3) == "provided":
         return _provided(environment)
-    stored = secrets.issued(environment, KEY_NAMES)
+    stored = _stored(environment)
     user = user_name(s3["bucket"])
-    iam = iam or _admin_iam(environment, s3)
+    iam = iam or admin_iam(environment, s3)
     ensure_user(iam, user, db_host_policy(s3["bucket"], repo_path))
-    if len(stored) == len(KEY_NAMES) and _live(iam, user, stored[KEY_NAMES[0]]):
-        return stored[KEY_NAMES[0]], stored[KEY_NAMES[1]]
+    if stored and _live(iam, user, stored[0]):
+        return stored
     # The stored key was deleted (or the store is new): make another.
     made = iam.create_access_key(UserName=user)["AccessKey"]
     keys = (made["AccessKeyId"], made["SecretAccessKey"])

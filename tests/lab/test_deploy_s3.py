@@ -34,17 +34,8 @@ def _ssh(h, command: str, timeout: float = 120) -> str:
     return proc.stdout
 
 
-def _iam(s3: dict):
-    admin = secrets.load("lab")
-    return s3_access.make_iam_client(
-        endpoint=s3["iam_endpoint"],
-        access_key=admin["s3_access_key"],
-        secret_key=admin["s3_secret_key"],
-    )
-
-
 def _iam_users(s3: dict) -> list[str]:
-    return [u["UserName"] for u in _iam(s3).list_users()["Users"]]
+    return [u["UserName"] for u in s3_access.admin_iam("lab", s3).list_users()["Users"]]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +126,7 @@ def test_the_db_host_has_its_own_keys_limited_to_the_repository(s3_deployed):
     assert f"repo1-s3-key={issued['s3_db_access_key']}" in conf
     assert f"repo1-s3-key-secret={issued['s3_db_secret_key']}" in conf
     assert admin["s3_access_key"] not in conf and admin["s3_secret_key"] not in conf
-    iam = _iam(s3)
+    iam = s3_access.admin_iam("lab", s3)
     user = s3_access.user_name(s3["bucket"])
     # Made by the deploy, not by the dry run before it (which only planned them).
     assert user not in s3_deployed["dry_users"]
