@@ -4,6 +4,7 @@ stored, a key no longer held rolls the whole order back, a refused request locks
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import uuid
 from decimal import Decimal
@@ -16,6 +17,7 @@ from app.config import Settings
 from app.instruments import DEFAULT_INSTRUMENTS
 from app.money import FeeSchedule
 from app.validation import OrderRequest
+from sparkops.wait import wait_until
 from tests.conftest import TEST_KEY_ID, connect_app, create_account
 
 REBATE = Decimal("-0.0002")
@@ -122,3 +124,71 @@ def test_a_request_refused_by_its_rate_limit_locks_no_position(clean_db, app_con
         holder.rollback()
     assert claim == idempotency.Claim("rate_limited", limit="api_key")
     assert app_conn.execute("SELECT count(*) FROM idempotency_keys").fetchone()[0] == 0
+
+
+def _waiting(conn: psycopg.Connection, locktype: str) -> int:
+    return conn.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = %s AND NOT granted", (locktype,)
+    ).fetchone()[0]
+
+
+def test_an_order_that_finds_its_position_just_closed_holds_no_row_lock_while_it_queues(
+    clean_db, app_conn
+):
+    """The deadlock a burst of opening and closing orders met (three times over: a 503).
+
+    An order waiting on the open position's row while another order closes it finds no open
+    position once that commits (PostgreSQL re-checks the row's new version and skips it), but
+    the row lock it took on that version stays with its transaction. It then queues for the
+    position's advisory lock. Were it to queue holding that row lock, an order holding the
+    advisory lock that tries to lock the same row (its snapshot saw the position open) would
+    wait for it: a cycle. It must queue holding nothing of the position.
+    """
+    create_account(app_conn)
+    position_id = app_conn.execute(
+        "INSERT INTO positions (account_id, symbol, quantity, avg_entry_price) "
+        "VALUES ('acct-1', 'BTCUSDT', 0.01, 65000) RETURNING id"
+    ).fetchone()[0]
+    settings = rebate_settings(clean_db)
+    sell = dataclasses.replace(ORDER, side="sell")
+    key = f"{TEST_KEY_ID}/{uuid.uuid4()}"
+    lock = (
+        "SELECT pg_advisory_xact_lock(%s, hashtext(concat_ws('/', %s::text, %s::text, %s::text)))"
+    )
+    with (
+        connect_app(clean_db, autocommit=False) as closer,
+        connect_app(clean_db, autocommit=False) as opener,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        closer.execute("SELECT id FROM positions WHERE id = %s FOR UPDATE", (position_id,))
+        # As an order on its way to opening the position: the advisory lock is its.
+        opener.execute(lock, (orders.POSITION_LOCK_SPACE, "acct-1", "BTCUSDT", None))
+
+        async def place():
+            async with await app_connection(clean_db) as conn:
+                return await orders.claim_and_place(
+                    conn, settings, sell, key, fingerprint(sell), audit(), budget()
+                )
+
+        placed = pool.submit(asyncio.run, place())
+        wait_until(lambda: _waiting(app_conn, "transactionid"), timeout=10,
+                   what="the order to wait on the position's row")  # fmt: skip
+        closer.execute(
+            "UPDATE positions SET quantity = 0, status = 'closed', closed_at = now() "
+            "WHERE id = %s", (position_id,),
+        )  # fmt: skip
+        closer.commit()
+        wait_until(lambda: _waiting(app_conn, "advisory"), timeout=10,
+                   what="the order to queue for the position's advisory lock")  # fmt: skip
+        # The advisory lock's holder now locks the closed row: free, nothing holds it.
+        opener.execute(
+            "SELECT id FROM positions WHERE id = %s FOR UPDATE NOWAIT", (position_id,)
+        ).fetchone()
+        opener.commit()
+        response = placed.result(timeout=30)
+    assert response.status == 201, response
+    # The sell opened a new (short) position: the closed one stays closed.
+    rows = app_conn.execute(
+        "SELECT status, quantity FROM positions WHERE account_id = 'acct-1' ORDER BY id"
+    ).fetchall()
+    assert rows == [("closed", 0), ("open", Decimal("-0.01"))], rows
