@@ -10,10 +10,11 @@ during:
                    another id): B installed on both app hosts, then the switch host by host,
                    each drained on the lb around spark-app-activate (deploys/app.py)
 - rollback B->A:   `sparkops rollback --yes` (every app host in turn, drained the same way)
-- failed deploy:   A->C on the first host, C cannot reach its database (/readyz 503): the gate
-                   fails, the script switches back to A, the host is readied; the deploy stops
-                   there (the other hosts are not switched). The same steps as the deploy's
-                   switch, run from here (a release tarball cannot carry a broken setting)
+- failed deploy:   A->C on the first host, C cannot reach its database (/readyz 503): its
+                   preflight beside the live app fails before the host is drained, nothing
+                   switches; the deploy stops there (the other hosts are not switched). The
+                   same steps as the deploy's switch, run from here (a release tarball cannot
+                   carry a broken setting)
 
 and prints for each: requests, failed (connection errors, 5xx, timeouts), p99 latency of the
 requests started during the switch, switch time (command to done), and for the rollback the
@@ -160,9 +161,14 @@ def figures(hosts: dict, rate: float, gate: float) -> None:
     def switch(release_: str, expect: int, only: tuple[str, ...]) -> Callable[[], None]:
         def go() -> None:
             for host in only:  # one at a time, as the deploy's serial switch
-                run = Run(f"switch-{host}", quiet=True)
-                with lbs.drained(host, run):
-                    done = on(host, f"APP_READY_TIMEOUT={int(gate)} {ACTIVATE} {release_}")
+                # As deploys.app._drained_switch: the preflight while the host serves, then
+                # the switch drained.
+                gated = f"APP_READY_TIMEOUT={int(gate)}"
+                done = on(host, f"{gated} APP_PREFLIGHT=only {ACTIVATE} {release_}")
+                if done.returncode == 0:
+                    run = Run(f"switch-{host}", quiet=True)
+                    with lbs.drained(host, run):
+                        done = on(host, f"{gated} APP_PREFLIGHT=no {ACTIVATE} {release_}")
                 assert done.returncode == expect, f"{host}: {done.returncode} {done.stderr[-2000:]}"
 
         return go

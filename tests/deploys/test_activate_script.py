@@ -148,10 +148,10 @@ class Host:
         log = self.stubs / "systemd-run.log"
         return log.read_text().splitlines() if log.exists() else []
 
-    def run(self, release: str, timeout: str = "30") -> subprocess.CompletedProcess:
+    def run(self, release: str, timeout: str = "30", **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [str(self.script), release],
-            env={**self.env, "APP_READY_TIMEOUT": timeout},
+            env={**self.env, "APP_READY_TIMEOUT": timeout, **env},
             capture_output=True,
             text=True,
             timeout=60,
@@ -241,6 +241,49 @@ def test_a_release_that_fails_its_preflight_is_refused_before_anything_switches(
         f"stop {layout.APP_PREFLIGHT_UNIT}",
         f"reset-failed {layout.APP_PREFLIGHT_UNIT}",
     ]
+
+
+def test_app_preflight_only_tries_the_release_and_switches_nothing(host):
+    """What the deploy runs before draining a host behind a load balancer."""
+    host.ready("B")
+    result = host.run("B", APP_PREFLIGHT="only")
+    assert result.returncode == 0, result.stderr
+    assert len(host.preflights()) == 1
+    assert host.current() == "releases/A" and host.restarts() == []
+    assert "APP_PREFLIGHT=only: nothing switched; current stays on releases/A" in result.stderr
+    assert not (host.root / "releases/B/BAD").exists()
+    # Then the switch itself, without a second preflight.
+    result = host.run("B", APP_PREFLIGHT="no")
+    assert result.returncode == 0, result.stderr
+    assert len(host.preflights()) == 1
+    assert host.current() == "releases/B" and host.restarts() == ["restart releases/B"]
+
+
+def test_app_preflight_only_refuses_a_release_that_fails_it(host):
+    result = host.run("B", timeout="1", APP_PREFLIGHT="only")
+    assert result.returncode == 1
+    assert host.current() == "releases/A" and host.restarts() == []
+    assert (host.root / "releases/B/BAD").read_text().startswith("health gate failed in preflight")
+    assert "nothing switched, nothing restarted; current stays on releases/A" in result.stderr
+
+
+@pytest.mark.parametrize("current", ["B", None], ids=["release-current", "no-live-release"])
+def test_app_preflight_only_with_nothing_to_try_beside_does_nothing(host, current):
+    (host.root / "current").unlink()
+    if current:
+        (host.root / "current").symlink_to(f"releases/{current}")
+    result = host.run("B", APP_PREFLIGHT="only")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to" in result.stderr
+    assert host.preflights() == [] and host.restarts() == [] and host.calls() == []
+    assert os.path.lexists(host.root / "current") == bool(current)
+
+
+def test_an_unknown_app_preflight_value_is_refused_and_nothing_changes(host):
+    result = host.run("B", APP_PREFLIGHT="maybe")
+    assert result.returncode == 2
+    assert "APP_PREFLIGHT is maybe: say yes, no or only" in result.stderr
+    assert host.current() == "releases/A" and host.calls() == [] and host.preflights() == []
 
 
 def test_a_preflight_whose_app_exits_is_not_waited_for(host):
