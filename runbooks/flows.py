@@ -269,10 +269,19 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
             apps[0].command_args = f"--target-file {shlex.quote(str(order.target_file))}"
         else:
             found = sites.load_inventory(order.inventory)
-            lbs = _each(lambda h: sites.ssh_executor(h.name, found), found.members("lb"))
-            held["balancers"] = balancer.Balancers(lbs) if lbs else None
             names = order.hosts or [h.name for h in found.group("app")]
-            apps = _each(lambda name: sites.app_target_for_host(name, found), names)
+            lb_names = [h.name for h in found.members("lb")]
+
+            def reach(item: tuple[str, str]):
+                group, name = item
+                if group == "lb":
+                    return sites.ssh_executor(name, found)
+                return sites.app_target_for_host(name, found)
+
+            # The lb hosts' probe and the app hosts' first reads at once: one round trip.
+            reached = _each(reach, [("lb", n) for n in lb_names] + [("app", n) for n in names])
+            lbs, apps = reached[: len(lb_names)], reached[len(lb_names) :]
+            held["balancers"] = balancer.Balancers(lbs) if lbs else None
             for app in apps:
                 app.command_args = f"--host {shlex.quote(app.label)}" + (
                     f" --inventory {shlex.quote(str(order.inventory))}" if order.inventory else ""

@@ -173,13 +173,13 @@ def scratch_target(
 def _remote_db_revision(executor) -> Callable[[], str | None]:
     """The database's revision, asked on the app host by the current release's own Python with
     the migrations' connection (the app host is the one pg_hba lets in)."""
-    code = (
-        "import os; from app import migrate; "
-        f"print(migrate.current(os.environ['{envvars.MIGRATIONS_URL}']) or '')"
-    )
+    from app import migrate  # Alembic with it: only for the commands that read an app host
+
     script = (
         f"set -a; . {layout.MIGRATIONS_ENV_FILE}; set +a; "
-        f'{layout.APP_CURRENT_LINK}/venv/bin/python -c "{code}"'
+        f"{layout.APP_CURRENT_LINK}/venv/bin/python -c "
+        f"{shlex.quote(migrate.CURRENT_REVISION_SCRIPT)} {envvars.MIGRATIONS_URL} "
+        f"{migrate.APPLICATION_NAME}"
     )
 
     def revision() -> str | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -129,3 +132,40 @@ def test_revisions_declare_backward_compatibility():
     assert [r.revision for r in revs][:2] == ["0001_initial", "0002_positions_one_open"]
     assert all(isinstance(r.backward_compatible, bool) for r in revs)
     assert revs[-1].revision == migrate.head()
+
+
+def _revision_by_script(conninfo_: str) -> subprocess.CompletedProcess:
+    """The script a rollback runs on an app host (runbooks.sites), run here the same way."""
+    return subprocess.run(
+        [sys.executable, "-c", migrate.CURRENT_REVISION_SCRIPT, "SPARK_TEST_URL", "test"],
+        env={**os.environ, "SPARK_TEST_URL": conninfo_},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_the_revision_script_answers_what_alembic_answers(fresh_db, db_stack):
+    done = _revision_by_script(fresh_db)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == migrate.current(fresh_db) == "0001_initial"
+    # No version table (a database never migrated): no revision, as Alembic says (None).
+    pg = db_stack.pg
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        done = _revision_by_script(pg.superuser_conninfo(name))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "\n" and migrate.current(pg.superuser_conninfo(name)) is None
+    finally:
+        with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_the_revision_script_refuses_a_database_with_two_revisions(fresh_db):
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO alembic_version VALUES ('0002_other')")
+    done = _revision_by_script(fresh_db)
+    assert done.returncode == 1
+    assert "several schema revisions: 0001_initial, 0002_other" in done.stderr
