@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -296,6 +297,35 @@ def test_the_lb_serves_https_with_the_ca_redirects_http_and_routes_to_both_hosts
     assert plain.headers["location"] == f"https://{lb['ip']}/readyz"
     with pytest.raises(httpx.ConnectError):  # not trusted without the deploy's CA
         httpx.get(f"https://{lb['ip']}/readyz", timeout=10, verify=True)
+
+
+def test_through_the_lb_the_app_counts_the_client_not_the_lb(deployed):
+    """The per-address rate limit behind HAProxy: the app takes the client's address from
+    HAProxy's X-Forwarded-For (trusted from the lb hosts only), so each client has its own
+    window, not one shared by every client as the lb's address; and an address a client
+    forwards itself is dropped, so none can choose its window."""
+    hosts = deployed["hosts"]
+    db, lb = _host(hosts, "db"), _host(hosts, "lb")
+    account = "lb-client"
+    _psql(db, "INSERT INTO accounts (id, name, opening_balance, cash_balance) "
+              f"VALUES ('{account}', 'Behind the lb', 100000, 100000) "
+              "ON CONFLICT DO NOTHING")  # fmt: skip
+    made = _ssh(_host(hosts, "app"), keys_create_on_host("lb-client", [account], ["trade"]))
+    route = subprocess.run(["ip", "-j", "route", "get", lb["ip"]], capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    me = json.loads(route.stdout)[0]["prefsrc"]  # this machine, as the lb sees it
+    forged = "203.0.113.7"
+    body = {"account_id": account, "symbol": "BTCUSDT", "side": "buy",
+            "quantity": "0.01", "price": "65000.00"}  # fmt: skip
+    headers = {"authorization": f"Bearer {secret_in(made)}", "x-forwarded-for": forged,
+               "forwarded": f"for={forged}", "idempotency-key": str(uuid.uuid4())}  # fmt: skip
+    with _https(deployed) as client:
+        r = client.post("/orders", json=body, headers=headers)
+    assert r.status_code == 201, r.text
+    seen = _psql(db, f"SELECT host(client_addr) FROM orders WHERE id = '{r.json()['id']}'")
+    assert seen.strip() == me, (seen, me, lb["ip"])
+    windows = set(_psql(db, "SELECT client FROM client_rate_windows").split())
+    assert me in windows and forged not in windows and lb["ip"] not in windows, windows
 
 
 def test_a_drained_host_takes_no_new_request(deployed):
