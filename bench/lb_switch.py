@@ -30,13 +30,11 @@ Figures only; the releases it adds are removed at the end; a lab it brought up i
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shlex
 import ssl
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -110,22 +108,11 @@ def main() -> None:
 
 
 def renamed_release(current: str) -> tuple[str, Path]:
-    """This tree's release tarball under another id (its RELEASE file rewritten): a release B
-    the site deploy installs and switches to like any new one."""
+    """This tree's release tarball under another id: a release B the site deploy installs and
+    switches to like any new one."""
     _id, tarball = release.selected()
     name = f"{current}-lbbench"
-    target = tarball.parent.parent / name / "release.tar"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tarball) as src, tarfile.open(target, "w") as dst:
-            for member in src.getmembers():
-                if member.name == "RELEASE":
-                    data = (name + "\n").encode()
-                    member.size = len(data)
-                    dst.addfile(member, io.BytesIO(data))
-                else:
-                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-    return name, target
+    return name, release.renamed(tarball, name)
 
 
 def figures(hosts: dict, rate: float, gate: float) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shlex
 from io import StringIO
 
-from pyinfra import host, inventory, state
+from pyinfra import host, inventory, logger, state
 from pyinfra.api import deploy, operation
 from pyinfra.api.command import FunctionCommand, StringCommand
 from pyinfra.facts.files import File, Link
@@ -250,24 +250,30 @@ def _drained_switch(state, host, release: str, balancers) -> bool:
     lb hosts' runtime API is a local socket there, reached over their SSH connections."""
     app_host = host
     tried, said = _on(state, app_host, f"APP_PREFLIGHT=only {ACTIVATE} {release}")
-    app_host.log(said.strip())
+    _say(app_host, said, ok=tried)
     if not tried:
         return False
     for lb in balancers:
         ok, said = _on(state, lb, _lb_tool("drain", app_host.name))
-        app_host.log(f"drain on {lb.name}: {said.strip()}")
-        if not ok:  # in flight past the deadline: the switch goes on (graceful shutdown)
-            app_host.log(f"drain on {lb.name} did not reach 0 sessions in time")
+        # In flight past the deadline: the switch goes on (the app's graceful shutdown).
+        _say(app_host, said, ok=ok, prefix=f"drain on {lb.name}: ")
     switched, said = _on(state, app_host, f"APP_PREFLIGHT=no {ACTIVATE} {release}")
-    app_host.log(said.strip())
+    _say(app_host, said, ok=switched)
     back_ok = True
     for lb in balancers:
-        ok, ready_said = _on(state, lb, _lb_tool("ready", app_host.name))
-        app_host.log(f"ready on {lb.name}: {ready_said.strip()}")
+        ok, said = _on(state, lb, _lb_tool("ready", app_host.name))
+        _say(app_host, said, ok=ok, prefix=f"ready on {lb.name}: ")
         back_ok = back_ok and ok
     if switched and not back_ok:
-        app_host.log("the switch passed its gate but a load balancer does not see it UP")
+        _say(app_host, "the switch passed its gate but an lb does not see the host UP", ok=False)
     return switched and back_ok
+
+
+def _say(app_host, text: str, ok: bool, prefix: str = "") -> None:
+    """Each line under the host's name (the script's story reads line by line in the deploy's
+    output); as a warning when the step failed, so it stands out from the progress."""
+    for line in text.strip().splitlines() or [""]:
+        app_host.log(f"{prefix}{line}", log_func=logger.info if ok else logger.warning)
 
 
 @operation()

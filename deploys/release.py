@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import email.parser
 import hashlib
+import io
 import os
 import shutil
 import subprocess
@@ -179,6 +180,23 @@ def selected(root: Path = REPO_ROOT) -> tuple[str, Path]:
         return release, path
     release = release_id(root)
     return release, build(release, root)
+
+
+def renamed(tarball: Path, name: str) -> Path:
+    """The release `tarball` under another id (its RELEASE file rewritten), beside it: a second
+    release to deploy and switch to like any new one (benchmarks, lab tests)."""
+    target = tarball.parent.parent / name / "release.tar"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as src, tarfile.open(target, "w") as dst:
+            for member in src.getmembers():
+                if member.name == "RELEASE":
+                    data = (name + "\n").encode()
+                    member.size = len(data)
+                    dst.addfile(member, io.BytesIO(data))
+                else:
+                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return target
 
 
 if __name__ == "__main__":  # `python -m deploys.release`: build and print the tarball path

@@ -29,10 +29,11 @@ class FakeHost:
         text = str(command)
         self.ran.append((self.name, text))
         ok = not any(word in text for word in self.fails)
-        return ok, [Line(f"{self.name}: {'ok' if ok else 'failed'}")]
+        said = f"{self.name}: {'ok' if ok else 'failed'}"
+        return ok, [Line(said), Line(f"{said}, second line")]
 
-    def log(self, message: str) -> None:
-        self.logged.append(message)
+    def log(self, message: str, log_func=None) -> None:
+        self.logged.append((getattr(log_func, "__name__", "info"), message))
 
 
 def _hosts(app_fails=()):
@@ -59,6 +60,8 @@ def _kinds(ran):
 def test_the_preflight_runs_before_the_drain_and_the_switch_skips_it():
     state, app, lbs, ran = _hosts()
     assert app_deploy._drained_switch(state, app, "B", lbs) is True
+    assert ("info", "drain on lb2: lb2: ok, second line") in app.logged
+    assert all(level == "info" for level, _ in app.logged)
     assert _kinds(ran) == [
         ("app", "preflight"),
         ("lb", "drain"),
@@ -77,6 +80,8 @@ def test_a_release_failing_its_preflight_never_takes_the_host_out_of_rotation():
     state, app, lbs, ran = _hosts(app_fails=("APP_PREFLIGHT=only",))
     assert app_deploy._drained_switch(state, app, "B", lbs) is False
     assert _kinds(ran) == [("app", "preflight")]
+    # Why, line by line under the host's name, as warnings (they stand out in the output).
+    assert app.logged == [("warning", "app: failed"), ("warning", "app: failed, second line")]
 
 
 def test_a_failed_switch_still_puts_the_host_back():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -103,3 +104,22 @@ def test_a_readme_edit_or_a_control_plane_change_is_not_a_new_release(tmp_path):
     assert release.release_id(root) == first
     (root / "app" / "main.py").write_text("print('v2')\n")
     assert release.release_id(root) != first
+
+
+def test_a_renamed_release_differs_from_its_source_in_its_id_only(tmp_path, monkeypatch):
+    src_dir = tmp_path / "1.2.3-abc"
+    (src_dir / "wheels").mkdir(parents=True)
+    (src_dir / "wheels" / "app.whl").write_bytes(b"wheel bytes")
+    (src_dir / "RELEASE").write_text("1.2.3-abc\n")
+    tarball = src_dir / "release.tar"
+    with tarfile.open(tarball, "w") as tar:
+        tar.add(src_dir / "RELEASE", arcname="RELEASE")
+        tar.add(src_dir / "wheels", arcname="wheels")
+    renamed = release.renamed(tarball, "1.2.3-abc-b")
+    assert renamed == tmp_path / "1.2.3-abc-b" / "release.tar"
+    monkeypatch.setenv("SPARKOPS_RELEASE_TAR", str(renamed))
+    assert release.selected()[0] == "1.2.3-abc-b"  # as the deploy reads it
+    with tarfile.open(renamed) as tar:
+        assert sorted(tar.getnames()) == ["RELEASE", "wheels", "wheels/app.whl"]
+        assert tar.extractfile("wheels/app.whl").read() == b"wheel bytes"
+    assert release.renamed(tarball, "1.2.3-abc-b") == renamed  # made once

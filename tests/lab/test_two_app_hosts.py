@@ -365,3 +365,29 @@ def test_a_host_failing_readyz_is_taken_out_then_back(deployed):
         _back_on_the_good_release(app2, good)
     finally:
         _ssh(app2, f"rm -rf {ROOT}/releases/{BAD}")
+
+
+# Last in the module: it leaves release B live on both hosts.
+def test_a_new_release_is_tried_on_each_host_before_that_host_is_drained(deployed):
+    """The site deploy of a second release: on each app host in turn, the preflight (the new
+    release beside the live app) answers before the host leaves the lb's rotation, then the
+    drain, the switch (no second preflight) and the ready; both hosts end on B."""
+    _release_id, tarball = release.selected()
+    b = f"{deployed['release']}-two-hosts-b"
+    done = runner.run_site(env={"SPARKOPS_RELEASE_TAR": str(release.renamed(tarball, b))})
+    assert done.returncode == 0 and done.errors == 0, done.output[-6000:]
+    lines = done.output.splitlines()
+    for name in ("app", "app2"):
+
+        def first(text: str, name=name) -> int:
+            found = [i for i, line in enumerate(lines) if f"[{name}]" in line and text in line]
+            assert found, f"[{name}] {text!r} not in the deploy's output:\n{done.output[-6000:]}"
+            return found[0]
+
+        tried = first(f"preflight: release {b} answered /readyz")
+        drained = first("drain on lb")
+        switched = first(f"release {b} is live")
+        readied = first("ready on lb")
+        assert tried < drained < switched < readied, (name, tried, drained, switched, readied)
+        assert sum(f"[{name}]" in line and "preflight: release" in line for line in lines) == 1
+        assert _readyz(_host(deployed["hosts"], name))["release"] == b
