@@ -15,20 +15,24 @@ build and the waiter would deadlock.
 
 from __future__ import annotations
 
+import ast
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
-from sqlalchemy.pool import NullPool
 
 from sparkops import defaults
 from sparkops.wait import DeadlineExceeded, wait_until
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic and SQLAlchemy are imported by the functions that run them, not with this module:
+# importing them costs about a third of a second, and `sparkops rollback` (which reads only
+# the revisions, see `revisions`) counts its seconds.
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # How migration sessions show in pg_stat_activity (the lock holder among them).
@@ -58,12 +62,17 @@ class Upgraded:
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
 
 
 def _engine(conninfo: str):
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
     return create_engine(
         "postgresql+psycopg://",
         creator=lambda: psycopg.connect(conninfo, application_name=APPLICATION_NAME),
@@ -127,6 +136,8 @@ def upgrade(
         waited = _take_lock(lock, lock_wait_seconds)
         # The lock goes with this connection: released when it closes, or when the process
         # dies and PostgreSQL drops the session.
+        from alembic import command
+
         before = current(conninfo)
         cfg = _config()
         engine = _engine(conninfo)
@@ -144,6 +155,8 @@ def upgrade(
 
 
 def current(conninfo: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     engine = _engine(conninfo)
     try:
         with engine.connect() as conn:
@@ -176,19 +189,53 @@ class Revision:
 
 
 def revisions() -> list[Revision]:
-    """All revisions, oldest first."""
-    script = ScriptDirectory.from_config(_config())
-    found = [
-        Revision(
-            revision=s.revision,
-            down_revision=s.down_revision if isinstance(s.down_revision, str) else None,
-            backward_compatible=bool(getattr(s.module, "backward_compatible", False)),
-            doc=(s.doc or "").strip(),
+    """All revisions, oldest first, read from the migration files as Alembic reads them (the
+    module-level `revision`, `down_revision`, `backward_compatible`; the docstring's first
+    paragraph) without importing Alembic or the files: `sparkops rollback` reads them while
+    it plans. tests/db/test_migrations.py checks the answer against Alembic's own."""
+    found: dict[str | None, Revision] = {}  # by down_revision: one line of history
+    for path in sorted((MIGRATIONS_DIR / "versions").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        values = _module_constants(tree, ("revision", "down_revision", "backward_compatible"))
+        if "revision" not in values:  # Alembic refuses such a file too
+            raise RuntimeError(f"{path.name} in {path.parent} sets no `revision`")
+        down = values.get("down_revision")
+        rev = Revision(
+            revision=values["revision"],
+            down_revision=down if isinstance(down, str) else None,
+            backward_compatible=bool(values.get("backward_compatible", False)),
+            doc=re.split("\n\n", (ast.get_docstring(tree, clean=False) or "").strip())[0].strip(),
         )
-        for s in script.walk_revisions()
-    ]
-    return list(reversed(found))
+        if rev.down_revision in found:
+            raise RuntimeError(
+                f"{path.name}: revisions {found[rev.down_revision].revision} and {rev.revision} "
+                f"both follow {rev.down_revision}: the migrations must be one line"
+            )
+        found[rev.down_revision] = rev
+    ordered, nxt = [], found.get(None)
+    while nxt is not None:
+        ordered.append(nxt)
+        nxt = found.get(nxt.revision)
+    if len(ordered) != len(found):
+        raise RuntimeError(f"migrations not on one line from the first: {sorted(found)}")
+    return ordered
+
+
+def _module_constants(tree: ast.Module, names: tuple[str, ...]) -> dict:
+    values = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in names:
+            values[target.id] = ast.literal_eval(value)
+    return values
 
 
 def head() -> str:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config()).get_current_head()
