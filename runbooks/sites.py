@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
+from app import migrate
 from runbooks.checklist import Refused
 from runbooks.cluster import Cluster, Node
 from runbooks.executor import LocalExecutor, SshExecutor
@@ -173,8 +174,6 @@ def scratch_target(
 def _remote_db_revision(executor) -> Callable[[], str | None]:
     """The database's revision, asked on the app host by the current release's own Python with
     the migrations' connection (the app host is the one pg_hba lets in)."""
-    from app import migrate  # Alembic with it: only for the commands that read an app host
-
     script = (
         f"set -a; . {layout.MIGRATIONS_ENV_FILE}; set +a; "
         f"{layout.APP_CURRENT_LINK}/venv/bin/python -c "
@@ -247,8 +246,6 @@ def app_target_from_file(path: Path) -> AppTarget:
     )
 
     def revision() -> str | None:
-        from app import migrate
-
         return migrate.current(spec["database_url"])
 
     return AppTarget(
