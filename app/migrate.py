@@ -22,16 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import psycopg
-
 from sparkops import defaults
 from sparkops.wait import DeadlineExceeded, wait_until
 
 if TYPE_CHECKING:
+    import psycopg
     from alembic.config import Config
 
-# Alembic and SQLAlchemy are imported by the functions that run them, not with this module:
-# importing them costs about a third of a second, and `sparkops rollback` (which reads only
+# Alembic, SQLAlchemy and psycopg are imported by the functions that run them, not with this
+# module: importing them costs about half a second, and `sparkops rollback` (which reads only
 # the revisions, see `revisions`) counts its seconds.
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -70,6 +69,7 @@ def _config() -> Config:
 
 
 def _engine(conninfo: str):
+    import psycopg
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
@@ -99,6 +99,8 @@ def _take_lock(conn: psycopg.Connection, wait_seconds: float) -> float:
     """Hold the migration lock on `conn` (autocommit); return how long another migration
     kept it (0.0 when it was free)."""
     started = time.monotonic()
+    import psycopg
+
     failed: list[psycopg.Error] = []
     tries = []
 
@@ -132,6 +134,8 @@ def upgrade(
     lock_wait_seconds: float = defaults.MIGRATION_LOCK_WAIT_SECONDS,
 ) -> Upgraded:
     """Upgrade to `revision` under the migration lock; what it did (see `Upgraded`)."""
+    import psycopg
+
     with psycopg.connect(conninfo, autocommit=True, application_name=APPLICATION_NAME) as lock:
         waited = _take_lock(lock, lock_wait_seconds)
         # The lock goes with this connection: released when it closes, or when the process

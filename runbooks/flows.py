@@ -267,6 +267,7 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
         if order.target_file:
             apps = [sites.app_target_from_file(order.target_file)]
             apps[0].command_args = f"--target-file {shlex.quote(str(order.target_file))}"
+            readings = [rollback.read(apps[0])]
         else:
             found = sites.load_inventory(order.inventory)
             names = order.hosts or [h.name for h in found.group("app")]
@@ -276,19 +277,25 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
                 group, name = item
                 if group == "lb":
                     return sites.ssh_executor(name, found)
-                return sites.app_target_for_host(name, found)
+                return sites.app_host_for_rollback(name, found)
 
-            # The lb hosts' probe and the app hosts' first reads at once: one round trip.
+            # The lb hosts' probe and each app host's one read (its units, its releases, the
+            # database's revision) at once: one round trip in all.
             reached = _each(reach, [("lb", n) for n in lb_names] + [("app", n) for n in names])
-            lbs, apps = reached[: len(lb_names)], reached[len(lb_names) :]
+            lbs, read = reached[: len(lb_names)], reached[len(lb_names) :]
             held["balancers"] = balancer.Balancers(lbs) if lbs else None
+            apps = [app for app, _ in read]
+            readings = [reading for _, reading in read]
             for app in apps:
                 app.command_args = f"--host {shlex.quote(app.label)}" + (
                     f" --inventory {shlex.quote(str(order.inventory))}" if order.inventory else ""
                 )
         # Every host's preconditions before any host changes.
         gate = {} if order.gate_timeout is None else {"gate_timeout": order.gate_timeout}
-        plans = _each(lambda app: rollback.prepare(app, order.wanted, order.force, **gate), apps)
+        plans = [
+            rollback.prepare(app, order.wanted, order.force, reading=reading, **gate)
+            for app, reading in zip(apps, readings, strict=True)
+        ]
         lbs = held.get("balancers")
         run.plan = [line for plan in plans for line in plan.lines
                     + (lbs.lines(plan.app.label) if lbs else [])]  # fmt: skip

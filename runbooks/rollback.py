@@ -93,26 +93,41 @@ def choose(found: list[Release], origin: str | None, wanted: str | None, force: 
     return older[-1]
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What a rollback's planning reads on an app host."""
+
+    seen: releases.Seen  # `current` and the installed releases
+    db_revision: str | None  # the database's schema revision, as the host reads it
+
+
+def read(app: AppTarget) -> Reading:
+    """The releases and the database's revision, read at once: the revision is asked by the
+    release's own Python on the host (the slowest read, about half a second)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        asked = pool.submit(app.db_revision)
+        seen = releases.look(app)
+        if seen.current is None:  # refused for that first, whatever the revision read said
+            return Reading(seen, None)
+        return Reading(seen, asked.result())
+
+
 def prepare(
     app: AppTarget,
     wanted: str | None,
     force: bool,
     gate_timeout: float = releases.DEFAULT_GATE_TIMEOUT,
+    reading: Reading | None = None,
 ) -> Plan:
-    """Read the host and decide; changes nothing."""
-    # The database's revision is asked by the release's own Python on the host (the slowest
-    # read, about half a second): at the same time as the releases are listed.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        asked = pool.submit(app.db_revision)
-        found = releases.list_releases(app)
-        origin = releases.current_release(app)
-        if origin is None:
-            raise Refused(
-                f"{app.current_link} does not point at a release on {app.label}",
-                "deploy first; a rollback needs a current release",
-            )
-        target = choose(found, origin, wanted, force)
-        db_revision = asked.result()
+    """Decide from `reading` (read here when not given); changes nothing."""
+    reading = reading or read(app)
+    origin, found, db_revision = reading.seen.current, reading.seen.found, reading.db_revision
+    if origin is None:
+        raise Refused(
+            f"{app.current_link} does not point at a release on {app.label}",
+            "deploy first; a rollback needs a current release",
+        )
+    target = choose(found, origin, wanted, force)
     ok, reason = schema_gate(migrate.revisions(), target.schema_head, db_revision)
     if not ok and not force:
         raise Refused(
@@ -144,7 +159,14 @@ def prepare(
 
 def execute(plan: Plan, run: Run) -> bool:
     run.watch(plan.app.executor)
-    live = releases.activate(plan.app, plan.target.name, run, plan.gate_timeout)
+    live = releases.activate(
+        plan.app,
+        plan.target.name,
+        run,
+        plan.gate_timeout,
+        origin=plan.origin,
+        clear_bad=plan.target.bad,
+    )
     plan.facts["live_release"] = plan.target.name if live else plan.origin
     if live:
         plan.facts["rollback_seconds"] = run.facts.get("switch_seconds")

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from app import migrate
+from runbooks import releases, rollback
 from runbooks.checklist import Refused
 from runbooks.cluster import Cluster, Node
 from runbooks.executor import LocalExecutor, SshExecutor
@@ -171,27 +173,50 @@ def scratch_target(
 # --- app hosts ----------------------------------------------------------------------------
 
 
-def _remote_db_revision(executor) -> Callable[[], str | None]:
-    """The database's revision, asked on the app host by the current release's own Python with
-    the migrations' connection (the app host is the one pg_hba lets in)."""
-    script = (
+def _db_revision_script() -> str:
+    return (
         f"set -a; . {layout.MIGRATIONS_ENV_FILE}; set +a; "
         f"{layout.APP_CURRENT_LINK}/venv/bin/python -c "
         f"{shlex.quote(migrate.CURRENT_REVISION_SCRIPT)} {envvars.MIGRATIONS_URL} "
         f"{migrate.APPLICATION_NAME}"
     )
 
+
+def _db_revision_from(name: str, ok: bool, stdout: str, output: str) -> str | None:
+    if not ok:
+        raise Refused(
+            f"cannot read the database's schema revision from {name}: " + output[-300:],
+            "check that the db host is up and migrations.env is in place",
+        )
+    return stdout.strip() or None
+
+
+def _remote_db_revision(executor) -> Callable[[], str | None]:
+    """The database's revision, asked on the app host by the current release's own Python with
+    the migrations' connection (the app host is the one pg_hba lets in)."""
+
     def revision() -> str | None:
-        result = executor.run(["sh", "-c", script], check=False, timeout=60)
-        if not result.ok:
-            raise Refused(
-                f"cannot read the database's schema revision from {executor.name}: "
-                + result.output()[-300:],
-                "check that the db host is up and migrations.env is in place",
-            )
-        return result.stdout.strip() or None
+        result = executor.run(["sh", "-c", _db_revision_script()], check=False, timeout=60)
+        return _db_revision_from(executor.name, result.ok, result.stdout, result.output())
 
     return revision
+
+
+def _not_answering(executor, result) -> Refused:
+    return Refused(
+        f"host {executor.name} does not answer SSH: {result.output().strip()[-200:]}",
+        "check the host (on the lab: `sparkops lab status`); nothing was changed",
+    )
+
+
+def _units_from(name: str, states: list[str], units: tuple[str, ...]) -> tuple[str, ...]:
+    present = tuple(u for u, state in zip(units, states, strict=False) if state == "loaded")
+    if not present or present[0] != units[0]:
+        raise Refused(
+            f"{units[0]} is not installed on {name}",
+            "deploy the app there first (deploys/app.py)",
+        )
+    return present
 
 
 def installed_units(executor, units: tuple[str, ...]) -> tuple[str, ...]:
@@ -199,18 +224,8 @@ def installed_units(executor, units: tuple[str, ...]) -> tuple[str, ...]:
     deploy); the app's own unit first, and required."""
     result = executor.run(["systemctl", "show", "-p", "LoadState", "--value", *units], check=False)
     if result.returncode == SSH_FAILED:
-        raise Refused(
-            f"host {executor.name} does not answer SSH: {result.output().strip()[-200:]}",
-            "check the host (on the lab: `sparkops lab status`); nothing was changed",
-        )
-    states = result.stdout.split()
-    present = tuple(u for u, state in zip(units, states, strict=False) if state == "loaded")
-    if not present or present[0] != units[0]:
-        raise Refused(
-            f"{units[0]} is not installed on {executor.name}",
-            "deploy the app there first (deploys/app.py)",
-        )
-    return present
+        raise _not_answering(executor, result)
+    return _units_from(executor.name, result.stdout.split(), units)
 
 
 def app_target_for_host(name: str, inventory: Inventory | None = None) -> AppTarget:
@@ -224,6 +239,75 @@ def app_target_for_host(name: str, inventory: Inventory | None = None) -> AppTar
         db_revision=_remote_db_revision(executor),
         label=name,
     )
+
+
+_UNITS_MARK, _REVISION_MARK = "@units", "@revision "
+
+# One round trip for everything a rollback's planning reads on an app host: the units, the
+# releases (releases.look_script) and, meanwhile in the background, the database's revision.
+_ROLLBACK_READ = """
+rev=$(mktemp) || exit 1
+( {revision} ) >"$rev" 2>"$rev.err" &
+pid=$!
+echo {units_mark}
+systemctl show -p LoadState --value {units}
+{look}
+wait $pid; rc=$?
+echo "{revision_mark}$rc"
+if [ $rc = 0 ]; then cat "$rev"; else cat "$rev" "$rev.err"; fi
+rm -f "$rev" "$rev.err"
+"""
+
+
+def app_host_for_rollback(name: str, inventory: Inventory) -> tuple[AppTarget, rollback.Reading]:
+    """The app host `name` as a target, and what a rollback's planning reads there, in one
+    SSH round trip (each costs about a quarter of a second, and the planning is part of the
+    time to the old release serving)."""
+    executor = ssh_executor(name, inventory, probe=False)
+    app = AppTarget(
+        executor=executor,
+        service=SystemdService(executor, layout.APP_SERVICES),  # the units present: below
+        base_url=f"http://{inventory.host(name).address}:{defaults.APP_PORT}",
+        db_revision=_remote_db_revision(executor),
+        label=name,
+    )
+    script = _ROLLBACK_READ.format(
+        revision=_db_revision_script(),
+        units_mark=_UNITS_MARK,
+        units=" ".join(shlex.quote(u) for u in layout.APP_SERVICES),
+        look=releases.look_script(app),
+        revision_mark=_REVISION_MARK,
+    )
+    result = executor.run(["sh", "-c", script], check=False, timeout=120)
+    if result.returncode == SSH_FAILED:
+        raise _not_answering(executor, result)
+    if not result.ok:
+        raise Refused(
+            f"cannot read the releases on {name}: {result.output().strip()[-300:]}",
+            "check the host; nothing was changed",
+        )
+    units, reading = parse_rollback_read(name, result.stdout)
+    return replace(app, service=SystemdService(executor, units)), reading
+
+
+def parse_rollback_read(name: str, out: str) -> tuple[tuple[str, ...], rollback.Reading]:
+    """`_ROLLBACK_READ`'s output: the app's units present, the releases and the revision."""
+    units_at = out.find(_UNITS_MARK + "\n")
+    look_at = out.find(releases.CURRENT_MARK, max(units_at, 0))
+    revision_at = out.rfind("\n" + _REVISION_MARK)
+    if not 0 <= units_at < look_at < revision_at:
+        raise Refused(
+            f"cannot read the releases on {name}: unexpected answer {out.strip()[-300:]!r}",
+            "check the host; nothing was changed",
+        )
+    states = out[units_at + len(_UNITS_MARK) : look_at].split()
+    units = _units_from(name, states, layout.APP_SERVICES)
+    seen = releases.parse_look(out[look_at:revision_at])
+    rc, _, revision_out = out[revision_at + 1 + len(_REVISION_MARK) :].partition("\n")
+    if seen.current is None:  # refused for that first, whatever the revision read said
+        return units, rollback.Reading(seen, None)
+    revision = _db_revision_from(name, rc.strip() == "0", revision_out, revision_out)
+    return units, rollback.Reading(seen, revision)
 
 
 def app_target_from_file(path: Path) -> AppTarget:

@@ -17,9 +17,12 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sparkops import dbroles
 from sparkops.scram import make_verifier
+
+if TYPE_CHECKING:
+    from sparkops import dbroles
 
 NAMES = (
     "postgresql_app",
@@ -110,6 +113,8 @@ class Secrets:
         return self.values[name]
 
     def role_passwords(self) -> dbroles.RolePasswords:
+        from sparkops import dbroles  # psycopg with it: not for every command that reads secrets
+
         return dbroles.RolePasswords(
             app=self["postgresql_app"],
             migrations=self["postgresql_migrations"],
