@@ -183,6 +183,25 @@ if len(found) > 1:
 print(found[0] if found else "")
 """
 
+# The same question for psql as PostgreSQL's superuser on a db host (runbooks.sites): psql
+# answers in a few milliseconds where the release's Python takes a quarter of a second or
+# more to start and import psycopg. Its output is read by `revision_from_psql`.
+CURRENT_REVISION_PSQL = """\
+SELECT to_regclass('public.alembic_version') IS NOT NULL AS has_version_table \\gset
+\\if :has_version_table
+SELECT version_num FROM alembic_version ORDER BY 1;
+\\endif
+"""
+
+
+def revision_from_psql(out: str) -> str | None:
+    """CURRENT_REVISION_PSQL's answer (unaligned, tuples only): the revision, None when the
+    database has none; ValueError for several, as the script refuses them."""
+    found = [line.strip() for line in out.splitlines() if line.strip()]
+    if len(found) > 1:
+        raise ValueError(f"the database has several schema revisions: {', '.join(found)}")
+    return found[0] if found else None
+
 
 @dataclass(frozen=True)
 class Revision:

@@ -43,6 +43,7 @@ from bench.restore_rollback import (
 )
 from runbooks import flows, wal
 from runbooks.conduct import conduct
+from sparkops import defaults
 from testkit.localdb import LocalBackedUpDb, write_pgbackrest_config
 from testkit.proc import chown_to_service_user, make_workdir
 
@@ -119,12 +120,21 @@ def main() -> int:
         default=30,
         help="pgbench writes between backups (the schedule's interval, compressed)",
     )
+    parser.add_argument(
+        "--wal-compression",
+        default=defaults.POSTGRES_WAL_COMPRESSION,
+        help="wal_compression (default: the deploy's); `off` for the reference without it",
+    )
     args = parser.parse_args()
-    print(f"restore-schedule bench, {datetime.now(UTC).isoformat()}")
+    print(
+        f"restore-schedule bench, {datetime.now(UTC).isoformat()}, "
+        f"wal_compression={args.wal_compression}"
+    )
     db = LocalBackedUpDb(
-        durable=True, extra_settings={"recovery_prefetch": "try"},
+        durable=True,
+        extra_settings={"recovery_prefetch": "try", "wal_compression": args.wal_compression},
         cipher_pass=secrets.token_urlsafe(24),
-    )  # fmt: skip
+    )
     db.start(backup=False)
     try:
         db.target.psql("CREATE DATABASE bench", dbname="postgres")

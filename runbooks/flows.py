@@ -11,7 +11,7 @@ import os
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -250,6 +250,24 @@ def _each(read, items) -> list:
         return list(pool.map(read, items))
 
 
+def _agreed_revision(answers: list[tuple[str | None, str | None]]) -> str | None:
+    """The db hosts' (revision, error) answers: the revision they agree on."""
+    revisions = {rev for rev, error in answers if error is None}
+    errors = [error for _, error in answers if error is not None]
+    if not revisions:
+        raise Refused(
+            "no db host answered the database's schema revision: " + "; ".join(errors),
+            "check the db hosts (on the lab: `sparkops lab status`); nothing was changed",
+        )
+    if len(revisions) > 1:
+        raise Refused(
+            f"the db hosts disagree on the schema revision ({', '.join(map(str, revisions))}): "
+            "a replica has not replayed a migration yet",
+            "wait for the replicas and run the rollback again; nothing was changed",
+        )
+    return revisions.pop()
+
+
 @dataclass
 class RollbackOrder:
     wanted: str | None = None  # a release; default: the previous one not marked BAD
@@ -273,19 +291,33 @@ def rollback_runbook(order: RollbackOrder) -> Runbook:
             names = order.hosts or [h.name for h in found.group("app")]
             lb_names = [h.name for h in found.members("lb")]
 
+            # The database's revision from psql on the db hosts when the inventory has them
+            # (each answers, a replica too; they must agree), else from each app host.
+            db_names = [h.name for h in found.members("db")]
+
             def reach(item: tuple[str, str]):
                 group, name = item
                 if group == "lb":
                     return sites.ssh_executor(name, found)
-                return sites.app_host_for_rollback(name, found)
+                if group == "db":
+                    try:
+                        return sites.db_revision_on_db_host(name, found), None
+                    except Refused as exc:
+                        return None, f"{name}: {exc}"
+                return sites.app_host_for_rollback(name, found, revision=not db_names)
 
-            # The lb hosts' probe and each app host's one read (its units, its releases, the
-            # database's revision) at once: one round trip in all.
-            reached = _each(reach, [("lb", n) for n in lb_names] + [("app", n) for n in names])
-            lbs, read = reached[: len(lb_names)], reached[len(lb_names) :]
+            # The lb hosts' probe, each app host's one read (its units and releases) and the
+            # db hosts' revision at once: one round trip in all.
+            items = [("lb", n) for n in lb_names] + [("app", n) for n in names]
+            reached = _each(reach, items + [("db", n) for n in db_names])
+            lbs = reached[: len(lb_names)]
+            read = reached[len(lb_names) : len(items)]
             held["balancers"] = balancer.Balancers(lbs) if lbs else None
             apps = [app for app, _ in read]
             readings = [reading for _, reading in read]
+            if db_names:
+                revision = _agreed_revision(reached[len(items) :])
+                readings = [replace(r, db_revision=revision) for r in readings]
             for app in apps:
                 app.command_args = f"--host {shlex.quote(app.label)}" + (
                     f" --inventory {shlex.quote(str(order.inventory))}" if order.inventory else ""

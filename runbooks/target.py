@@ -83,6 +83,14 @@ class DbTarget:
         )
         return result.stdout.strip()
 
+    def psql_script(self, script: str, *, dbname: str | None = None, timeout: float = 60.0):
+        """A psql script (backslash commands allowed) on psql's standard input; the Result."""
+        return self.executor.run(
+            [f"{self.bindir}/psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+             "-h", self.socket_dir, "-p", str(self.port), "-d", dbname or self.dbname, "-f", "-"],
+            user=self.os_user, input=script, timeout=timeout, check=False,
+        )  # fmt: skip
+
     def query_json(self, sql: str, **kwargs):
         """Rows of `sql` as a list of dicts (through json_agg, so types survive psql)."""
         text = self.psql(f"SELECT coalesce(json_agg(q), '[]') FROM ({sql}) AS q", **kwargs)

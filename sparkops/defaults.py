@@ -79,6 +79,10 @@ PGBOUNCER_SERVER_LOGIN_RETRY_SECONDS = 1
 
 # --- WAL archiving and backups -----------------------------------------------------------
 ARCHIVE_TIMEOUT_SECONDS = 60
+# Full-page images compressed in the WAL (PostgreSQL 15, Debian's build has lz4): after each
+# checkpoint most WAL is such images, so less of it to archive, keep and replay in a restore
+# (bench/restore_schedule.py prints the WAL of one interval with and without).
+POSTGRES_WAL_COMPRESSION = "lz4"
 # How long a restore's archive-get waits for pgBackRest's async prefetch to deliver a segment
 # before it fetches the segment itself (runbooks.pitr.restore_command): pgBackRest 2.45's
 # async get can lose a race for its lock at a timeline switch and would wait out the whole

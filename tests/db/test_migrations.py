@@ -169,3 +169,35 @@ def test_the_revision_script_refuses_a_database_with_two_revisions(fresh_db):
     done = _revision_by_script(fresh_db)
     assert done.returncode == 1
     assert "several schema revisions: 0001_initial, 0002_other" in done.stderr
+
+
+def _revision_by_psql(conninfo_: str) -> str | None:
+    """What a rollback reads on a db host (runbooks.sites), with psql run the same way."""
+    done = subprocess.run(
+        ["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo_, "-f", "-"],
+        input=migrate.CURRENT_REVISION_PSQL, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return migrate.revision_from_psql(done.stdout)
+
+
+def test_the_psql_revision_read_answers_what_alembic_answers(fresh_db, db_stack):
+    assert _revision_by_psql(fresh_db) == migrate.current(fresh_db) == "0001_initial"
+    pg = db_stack.pg
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        empty = pg.superuser_conninfo(name)
+        assert _revision_by_psql(empty) is None and migrate.current(empty) is None
+    finally:
+        with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def test_the_psql_revision_read_refuses_a_database_with_two_revisions(fresh_db):
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute("INSERT INTO alembic_version VALUES ('0002_other')")
+    with pytest.raises(ValueError, match="several schema revisions: 0001_initial, 0002_other"):
+        _revision_by_psql(fresh_db)

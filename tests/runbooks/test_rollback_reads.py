@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from app import migrate
-from runbooks import releases, rollback, sites
+from runbooks import flows, releases, rollback, sites
 from runbooks.checklist import Refused, Run
 from runbooks.executor import Executor, LocalExecutor
 from runbooks.releases import AppTarget
@@ -183,3 +183,23 @@ def test_the_planning_read_refuses_a_host_without_the_app():
 def test_the_planning_read_refuses_an_answer_it_cannot_read(out):
     with pytest.raises(Refused, match="cannot read the releases on app"):
         sites.parse_rollback_read("app", out)
+
+
+# --- the database's revision from the db hosts (a cluster: every member answers) ---------
+def test_the_db_hosts_answer_the_revision_they_agree_on():
+    assert flows._agreed_revision([("0015_x", None)]) == "0015_x"
+    assert flows._agreed_revision([(None, None)]) is None  # a database never migrated
+    # A member that did not answer is left out when another did.
+    assert flows._agreed_revision([(None, "db2: does not answer SSH"), ("0015_x", None)]) == (
+        "0015_x"
+    )
+
+
+def test_no_db_host_answering_is_refused():
+    with pytest.raises(Refused, match=r"no db host answered .*db: does not answer SSH"):
+        flows._agreed_revision([(None, "db: does not answer SSH")])
+
+
+def test_db_hosts_that_disagree_are_refused():
+    with pytest.raises(Refused, match="disagree on the schema revision"):
+        flows._agreed_revision([("0015_x", None), ("0014_y", None)])
