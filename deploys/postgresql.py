@@ -113,6 +113,8 @@ def derived_settings(listen_address: str, extra: dict) -> dict:
         # blocks it will touch; PostgreSQL 15's default, spelled out because restore time
         # depends on it (docs/deploys.md, "Restore time").
         "recovery_prefetch": "try",
+        # Full-page images compressed: less WAL to archive and to replay in a restore.
+        "wal_compression": defaults.POSTGRES_WAL_COMPRESSION,
         # TLS inside (deploys/tls.py): hostssl rules only, so every network client uses it.
         "ssl": True,
         "ssl_cert_file": layout.POSTGRES_TLS_CERT,
