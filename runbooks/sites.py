@@ -210,6 +210,9 @@ def _not_answering(executor, result) -> Refused:
 
 
 def _units_from(name: str, states: list[str], units: tuple[str, ...]) -> tuple[str, ...]:
+    """The units of `units` the host has (`systemctl show -p LoadState` said `loaded`; the
+    outbox and the exporter are optional in the deploy); the app's own unit first, and
+    required."""
     present = tuple(u for u, state in zip(units, states, strict=False) if state == "loaded")
     if not present or present[0] != units[0]:
         raise Refused(
@@ -217,28 +220,6 @@ def _units_from(name: str, states: list[str], units: tuple[str, ...]) -> tuple[s
             "deploy the app there first (deploys/app.py)",
         )
     return present
-
-
-def installed_units(executor, units: tuple[str, ...]) -> tuple[str, ...]:
-    """The units of `units` this host has (the outbox and the exporter are optional in the
-    deploy); the app's own unit first, and required."""
-    result = executor.run(["systemctl", "show", "-p", "LoadState", "--value", *units], check=False)
-    if result.returncode == SSH_FAILED:
-        raise _not_answering(executor, result)
-    return _units_from(executor.name, result.stdout.split(), units)
-
-
-def app_target_for_host(name: str, inventory: Inventory | None = None) -> AppTarget:
-    inventory = inventory or load_inventory()
-    # Reachability is checked by installed_units' command, the first one it runs.
-    executor = ssh_executor(name, inventory, probe=False)
-    return AppTarget(
-        executor=executor,
-        service=SystemdService(executor, installed_units(executor, layout.APP_SERVICES)),
-        base_url=f"http://{inventory.host(name).address}:{defaults.APP_PORT}",
-        db_revision=_remote_db_revision(executor),
-        label=name,
-    )
 
 
 _UNITS_MARK, _REVISION_MARK = "@units", "@revision "
