@@ -195,10 +195,12 @@ def main() -> int:
         if replay > 0:
             rate = interval_wal / replay
             budget = max(0.0, RESTORE_RATIO_TARGET * raw - copy) * rate
+            written = interval_wal / args.interval_seconds  # WAL bytes per second of load
             print(
                 f"replay rate {rate / 1e6:.0f} MB/s: at most {budget / 1e6:.0f} MB of WAL per "
-                f"backup interval keeps the ratio <= {RESTORE_RATIO_TARGET} (set "
-                "pgbackrest_incr_schedule from the write rate)"
+                f"backup interval keeps the ratio <= {RESTORE_RATIO_TARGET}; at this write "
+                f"rate ({written / 1e6:.1f} MB/s of WAL) that is an incremental backup every "
+                f"{budget / written:.0f} s (set pgbackrest_incr_schedule from the write rate)"
             )
 
         enc = encryption_cost(db)
