@@ -98,9 +98,9 @@ def _lock_holders(conn: psycopg.Connection) -> str:
 def _take_lock(conn: psycopg.Connection, wait_seconds: float) -> float:
     """Hold the migration lock on `conn` (autocommit); return how long another migration
     kept it (0.0 when it was free)."""
-    started = time.monotonic()
     import psycopg
 
+    started = time.monotonic()
     failed: list[psycopg.Error] = []
     tries = []
 

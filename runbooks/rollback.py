@@ -10,6 +10,7 @@ database is ahead of it, every migration in between must be marked backward comp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -101,15 +102,18 @@ class Reading:
     db_revision: str | None  # the database's schema revision, as the host reads it
 
 
+def reading_of(seen: releases.Seen, revision: Callable[[], str | None]) -> Reading:
+    """A Reading; `revision()` (which raises when the read failed) is taken only when the
+    host has a current release: without one `prepare` refuses for that first."""
+    return Reading(seen, None if seen.current is None else revision())
+
+
 def read(app: AppTarget) -> Reading:
     """The releases and the database's revision, read at once: the revision is asked by the
     release's own Python on the host (the slowest read, about half a second)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         asked = pool.submit(app.db_revision)
-        seen = releases.look(app)
-        if seen.current is None:  # refused for that first, whatever the revision read said
-            return Reading(seen, None)
-        return Reading(seen, asked.result())
+        return reading_of(releases.look(app), asked.result)
 
 
 def prepare(

@@ -209,6 +209,18 @@ def _not_answering(executor, result) -> Refused:
     )
 
 
+def _answered(executor, result, what: str, hint: str):
+    """`result` of a read on `executor`'s host, or Refused: the host did not answer SSH, or
+    the command failed (its output says why)."""
+    if result.returncode == SSH_FAILED:
+        raise _not_answering(executor, result)
+    if not result.ok:
+        raise Refused(
+            f"cannot read {what} on {executor.name}: {result.output().strip()[-300:]}", hint
+        )
+    return result
+
+
 def _units_from(name: str, states: list[str], units: tuple[str, ...]) -> tuple[str, ...]:
     """The units of `units` the host has (`systemctl show -p LoadState` said `loaded`; the
     outbox and the exporter are optional in the deploy); the app's own unit first, and
@@ -246,14 +258,12 @@ def db_revision_on_db_host(name: str, inventory: Inventory) -> str | None:
     executor = ssh_executor(name, inventory, probe=False)
     service = SystemdService(executor, (layout.POSTGRES_SERVICE,))
     db = DbTarget(executor=executor, data_dir=layout.POSTGRES_DATA_DIR, service=service, label=name)
-    result = db.psql_script(migrate.CURRENT_REVISION_PSQL)
-    if result.returncode == SSH_FAILED:
-        raise _not_answering(executor, result)
-    if not result.ok:
-        raise Refused(
-            f"cannot read the database's schema revision on {name}: {result.output()[-300:]}",
-            "check that PostgreSQL is up there",
-        )
+    result = _answered(
+        executor,
+        db.psql_script(migrate.CURRENT_REVISION_PSQL),
+        "the database's schema revision",
+        "check that PostgreSQL is up there",
+    )
     try:
         return migrate.revision_from_psql(result.stdout)
     except ValueError as exc:
@@ -282,14 +292,12 @@ def app_host_for_rollback(
         look=releases.look_script(app),
         revision_mark=_REVISION_MARK,
     )
-    result = executor.run(["sh", "-c", script], check=False, timeout=120)
-    if result.returncode == SSH_FAILED:
-        raise _not_answering(executor, result)
-    if not result.ok:
-        raise Refused(
-            f"cannot read the releases on {name}: {result.output().strip()[-300:]}",
-            "check the host; nothing was changed",
-        )
+    result = _answered(
+        executor,
+        executor.run(["sh", "-c", script], check=False, timeout=120),
+        "the releases",
+        "check the host; nothing was changed",
+    )
     units, reading = parse_rollback_read(name, result.stdout)
     return replace(app, service=SystemdService(executor, units)), reading
 
@@ -308,10 +316,9 @@ def parse_rollback_read(name: str, out: str) -> tuple[tuple[str, ...], rollback.
     units = _units_from(name, states, layout.APP_SERVICES)
     seen = releases.parse_look(out[look_at:revision_at])
     rc, _, revision_out = out[revision_at + 1 + len(_REVISION_MARK) :].partition("\n")
-    if seen.current is None:  # refused for that first, whatever the revision read said
-        return units, rollback.Reading(seen, None)
-    revision = _db_revision_from(name, rc.strip() == "0", revision_out, revision_out)
-    return units, rollback.Reading(seen, revision)
+    return units, rollback.reading_of(
+        seen, lambda: _db_revision_from(name, rc.strip() == "0", revision_out, revision_out)
+    )
 
 
 def app_target_from_file(path: Path) -> AppTarget:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -134,6 +136,19 @@ def test_revisions_declare_backward_compatibility():
     assert revs[-1].revision == migrate.head()
 
 
+@contextlib.contextmanager
+def _empty_database(pg) -> Iterator[str]:
+    """A database never migrated (no version table), dropped after; its conninfo."""
+    name = f"empty_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg.superuser_conninfo(name)
+    finally:
+        with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 def _revision_by_script(conninfo_: str) -> subprocess.CompletedProcess:
     """The script a rollback runs on an app host (runbooks.sites), run here the same way."""
     return subprocess.run(
@@ -150,17 +165,10 @@ def test_the_revision_script_answers_what_alembic_answers(fresh_db, db_stack):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == migrate.current(fresh_db) == "0001_initial"
     # No version table (a database never migrated): no revision, as Alembic says (None).
-    pg = db_stack.pg
-    name = f"empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        done = _revision_by_script(pg.superuser_conninfo(name))
+    with _empty_database(db_stack.pg) as empty:
+        done = _revision_by_script(empty)
         assert done.returncode == 0, done.stderr
-        assert done.stdout == "\n" and migrate.current(pg.superuser_conninfo(name)) is None
-    finally:
-        with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        assert done.stdout == "\n" and migrate.current(empty) is None
 
 
 def test_the_revision_script_refuses_a_database_with_two_revisions(fresh_db):
@@ -184,16 +192,8 @@ def _revision_by_psql(conninfo_: str) -> str | None:
 
 def test_the_psql_revision_read_answers_what_alembic_answers(fresh_db, db_stack):
     assert _revision_by_psql(fresh_db) == migrate.current(fresh_db) == "0001_initial"
-    pg = db_stack.pg
-    name = f"empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        empty = pg.superuser_conninfo(name)
+    with _empty_database(db_stack.pg) as empty:
         assert _revision_by_psql(empty) is None and migrate.current(empty) is None
-    finally:
-        with psycopg.connect(pg.superuser_conninfo(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_the_psql_revision_read_refuses_a_database_with_two_revisions(fresh_db):
