@@ -208,7 +208,7 @@ def _leave(
     """After a failure: put back what can be (nothing restored yet: the cluster as it was),
     and say what is where."""
     node = plan.node
-    restore_begun = run.step_seconds("Restore (pgbackrest restore)") is not None
+    restore_begun = run.step_seconds(restoring.COPY_STEP) is not None
     lines = []
     with shielded():
         if not restore_begun:

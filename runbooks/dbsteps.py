@@ -57,12 +57,39 @@ def wait_for_promotion(dest: DbTarget, timeout: float) -> None:
     missing WAL file it gave up on), not at the end of a recovery timeout of an hour."""
 
     def promoted() -> bool:
-        if not dest.service.is_active():
-            raise StopWaiting("PostgreSQL stopped during recovery:\n" + dest.service.log_tail())
+        _still_running(dest)
         return dest.psql("SELECT pg_is_in_recovery()", dbname="postgres") == "f"
 
+    _wait(promoted, timeout, "recovery to end", dest)
+
+
+def request_promotion(dest: DbTarget, timeout: float) -> bool:
+    """Ask a server in recovery to end it (`pg_promote`, not waiting), as soon as it takes
+    connections: it finishes what it must first (a standby replays all the WAL it can find;
+    a recovery paused at its target ends the pause). True once asked; False when recovery
+    had ended already."""
+
+    def asked() -> str:
+        _still_running(dest)
+        return dest.psql(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_promote(false) ELSE false END",
+            dbname="postgres",
+            timeout=30,
+        )
+
+    return _wait(asked, timeout, "the restored server to take the promotion request", dest) == "t"
+
+
+def _still_running(dest: DbTarget) -> None:
+    if not dest.service.is_active():
+        raise StopWaiting("PostgreSQL stopped during recovery:\n" + dest.service.log_tail())
+
+
+def _wait(probe, timeout: float, what: str, dest: DbTarget):
+    # A steady 0.2 s: backing off to a second once added up to 0.8 s to every restore,
+    # between the server opening and the runbook noticing.
     try:
-        wait_until(promoted, timeout=timeout, what="recovery to end", interval=0.2)
+        return wait_until(probe, timeout=timeout, what=what, interval=0.2, max_interval=0.2)
     except StopWaiting as exc:
         raise StepFailed(str(exc)) from None
     except DeadlineExceeded as exc:

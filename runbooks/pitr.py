@@ -64,6 +64,8 @@ class Plan:
     place: scratch.ScratchPlace | None = None  # a copy's directory, as inspected
     in_recovery: bool = False
     bouncer_paused_before: bool = False
+    # Recovery ends by a promotion request rather than by itself: see restore_options.
+    fast_promotion: bool = False
 
     @property
     def in_place(self) -> bool:
@@ -163,11 +165,14 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
     if primary_up:
         state = source.query_json(
             "SELECT pg_current_wal_lsn()::text AS lsn, pg_is_in_recovery() AS recovery, "
-            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl"
+            "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int AS tl, "
+            "current_setting('hot_standby') AS hot_standby"
         )[0]
         current_lsn, timeline = parse_lsn(state["lsn"]), state["tl"]
+        hot_standby = state["hot_standby"] == "on"
     else:
         current_lsn, timeline = None, _timeline_of_stopped(source)
+        hot_standby = role == "recovery"  # a server in recovery answers only in hot standby
     oldest, newest = info.backups[0], info.backups[-1]
     archive_end = wal.segment_end_lsn(info.archive_max) if info.archive_max else None
     lsn_upper = current_lsn if primary_up else archive_end
@@ -245,6 +250,7 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
         req, source, dest, info, backup, primary_up, timeline, current_lsn, target_time, target_lsn
     )
     plan.in_recovery = role == "recovery"
+    plan.fast_promotion = hot_standby
     if not plan.in_place:
         same_host = dest.executor is source.executor
         plan.place = scratch.inspect(
@@ -320,14 +326,29 @@ def expected_end_lsn(plan: Plan) -> int | None:
 
 def restore_options(plan: Plan) -> list[str]:
     req = plan.request
-    options = ["--delta", f"--set={plan.backup.label}", f"--type={PGBACKREST_TYPE[req.kind]}"]
+    kind = PGBACKREST_TYPE[req.kind]
+    if plan.fast_promotion and req.kind == "latest":
+        kind = "standby"  # why: below
+    options = ["--delta", f"--set={plan.backup.label}", f"--type={kind}"]
     if req.kind == "time":
         options.append(f"--target={plan.target_time.isoformat(sep=' ')}")
     elif req.kind == "lsn":
         options.append(f"--target={format_lsn(plan.target_lsn)}")
     elif req.kind == "name":
         options.append(f"--target={req.value}")
-    if req.kind != "latest":
+    if plan.fast_promotion:
+        # Recovery ended by itself (end of WAL, or a target with action=promote) writes an
+        # immediate checkpoint and waits for it before the server opens: half a second after
+        # a minute of writes, more after more. Ended by a promotion request, it writes an
+        # end-of-recovery record and opens at once; the checkpoint follows in the background
+        # (PostgreSQL's failover path). So the restore asks: a target pauses there and the
+        # request (sent as soon as the server answers) ends the pause; --latest restores as a
+        # standby, which on that request replays everything the archive and pg_wal hold, then
+        # ends. Pausing needs hot_standby (without it a pause is a shutdown): the plan reads
+        # it from the source and keeps the self-ending recovery when it is off or unknown.
+        if req.kind != "latest":
+            options.append("--target-action=pause")
+    elif req.kind != "latest":
         options.append("--target-action=promote")
     if req.target_timeline:
         options.append(f"--target-timeline={req.target_timeline}")
@@ -444,9 +465,21 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
     )
     steps.append("pgbackrest restore " + " ".join(plan.options))
     steps.append(f"start PostgreSQL ({dest.service.description})")
+    if plan.fast_promotion:
+        steps.append(
+            "request the end of recovery (pg_promote, as soon as the server answers): "
+            + (
+                "it replays all archived WAL first, then opens at once"
+                if req.kind == "latest"
+                else "it ends the pause at the target and opens at once"
+            )
+            + "; the end-of-recovery checkpoint runs in the background"
+        )
     steps.append(f"wait for recovery to end (deadline {req.recovery_timeout:.0f} s)")
     if plan.pauses_bouncer:
         steps.append("resume pgBouncer (also on any failure or interruption)")
+    if plan.fast_promotion and plan.in_place:
+        steps.append("checkpoint (the new timeline in pg_control: backups work again)")
     steps.append(
         "verify: not in recovery, amcheck on the app's indexes, queries: " + ", ".join(req.checks)
     )

@@ -25,6 +25,12 @@ from sparkops.wait import DeadlineExceeded, wait_until
 
 SPARKOPS = str(Path(sys.executable).with_name("sparkops"))
 HOW = ("SIGTERM", "ssh dropped")
+# The runbooks' steps, in order (a server that answers: recovery ends by a promotion request).
+RESTORE_STEPS = 10  # pause, archive, stop, restore, start, request promotion, wait, resume,
+#                     checkpoint, verify
+DRILL_STEPS = 9  # archive, create, restore, start, request promotion, wait, verify,
+#                  invariants, tear down
+ROLLBACK_STEPS = 3  # switch, restart, health gate
 
 
 @dataclass

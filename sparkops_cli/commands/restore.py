@@ -63,10 +63,12 @@ def command(
 
     Checks first (backup set, bounds, timeline, data-loss window; for a copy, that its
     directory and port are free) and prints the plan; then, confirmed: pause pgBouncer
-    (bounded by --pause-wait), stop PostgreSQL, pgbackrest restore --delta, start, wait for
-    recovery to end, resume pgBouncer, verify (amcheck, queries). A failure or a signal
-    (SIGINT, SIGTERM, SIGHUP) resumes pgBouncer, restarts PostgreSQL when nothing was restored
-    yet, and prints the state left and the one command that finishes or undoes it. Evidence
+    (bounded by --pause-wait), stop PostgreSQL, pgbackrest restore --delta, start, ask it to
+    end recovery (pg_promote: it replays to the target first, then opens without waiting for
+    a checkpoint), wait for recovery to end, resume pgBouncer, checkpoint, verify (amcheck,
+    queries). A failure or a signal (SIGINT, SIGTERM, SIGHUP) resumes pgBouncer, restarts
+    PostgreSQL when nothing was restored yet, asks a restored server still waiting to end
+    recovery, and prints the state left and the one command that finishes or undoes it. Evidence
     goes to evidence/<timestamp>-restore/. Exit codes: 0 done, 1 failed, 2 refused, 3 not
     confirmed, 4 interrupted.
     """

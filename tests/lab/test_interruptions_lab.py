@@ -19,14 +19,19 @@ from lab import ssh
 from runbooks.checklist import EXIT_FAILED, EXIT_INTERRUPTED
 from sparkops import defaults
 from sparkops.wait import wait_until
-from tests.interruptions import HOW, SPARKOPS, TABLE, interrupt
+from tests.interruptions import (
+    DRILL_STEPS,
+    HOW,
+    RESTORE_STEPS,
+    ROLLBACK_STEPS,
+    SPARKOPS,
+    TABLE,
+    interrupt,
+)
 from tests.lab.stack import ROOT, by_group, copy_release, on_host, orders, ready, snapshot, version
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-RESTORE_STEPS = 8  # pause, archive, stop, restore, start, wait, resume, verify
-DRILL_STEPS = 8  # archive, create, restore, start, wait, verify, invariants, tear down
-ROLLBACK_STEPS = 3  # switch, restart, health gate
 # `make test` interrupts these on the lab (the steps where a lost connection or a signal
 # matters most: PAUSE, the restore itself, the drill's copy, the app's restart); every step
 # of each runbook, both ways, is `make test-interruptions` (marker `interruptions`, about
@@ -36,6 +41,7 @@ CORE = {
     ("restore", 1, "ssh dropped"),
     ("restore", 4, "SIGTERM"),
     ("restore", 4, "ssh dropped"),
+    ("restore", 6, "ssh dropped"),  # the promotion request: the cleanup must send it
     ("drill", 3, "ssh dropped"),
     ("rollback", 2, "ssh dropped"),
 }

@@ -19,14 +19,18 @@ import pytest
 
 from runbooks import bouncer, releases
 from runbooks.checklist import EXIT_INTERRUPTED
+from sparkops.wait import wait_until
 from testkit import localapp
 from testkit.proc import make_workdir
-from tests.interruptions import SPARKOPS, TABLE, interrupt
+from tests.interruptions import (
+    DRILL_STEPS,
+    RESTORE_STEPS,
+    ROLLBACK_STEPS,
+    SPARKOPS,
+    TABLE,
+    interrupt,
+)
 from tests.runbooks.conftest import ensure_account, snapshot, write_orders
-
-RESTORE_STEPS = 8  # pause, archive, stop, restore, start, wait, resume, verify
-DRILL_STEPS = 8  # archive, create, restore, start, wait, verify, invariants, tear down
-ROLLBACK_STEPS = 3  # switch, restart, health gate
 
 
 def _undo(outcome) -> str:
@@ -64,6 +68,9 @@ def test_restore_interrupted(backed_db, ledger_app, target_file, step):
     if not backed_db.target.is_up():
         recovered = _undo(outcome)
         assert backed_db.target.is_up()
+    # Never left read-only: a restored server waiting for its promotion request gets it from
+    # the cleanup when the run did not send it.
+    wait_until(lambda: backed_db.target.role() == "primary", timeout=120, what="a primary")
     outcome.state = "; ".join((outcome.result or {}).get("state_after", [])) or "done"
     outcome.recovered_by = recovered.replace(str(target_file), "T")
     TABLE.add(outcome)
