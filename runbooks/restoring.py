@@ -219,13 +219,19 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
                 f"PostgreSQL on {src.label}: restored to the target, recovery ended, now "
                 f"{role}; the verification did not finish (the evidence shows how far it got)"
             )
-        elif role == "running, still in recovery" and (
-            progress.promotion_requested or not plan.fast_promotion
+        elif role == "running" or (
+            role == "running, still in recovery"
+            and (progress.promotion_requested or not plan.fast_promotion)
         ):
+            now = (
+                "recovery has ended, it serves"
+                if role == "running"
+                else "still replaying WAL: recovery ends by itself, then it serves"
+            )
             lines.append(
-                f"PostgreSQL on {src.label}: restored, still replaying WAL: recovery ends by "
-                "itself, then it serves, unverified (the restore's checks did not run); the "
-                "same command restores and verifies again (--delta reuses what was restored)"
+                f"PostgreSQL on {src.label}: restored; {now}, unverified (the restore's "
+                "checks did not run); the same command restores and verifies again (--delta "
+                "reuses what was restored)"
             )
         else:
             lines.append(

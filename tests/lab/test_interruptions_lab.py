@@ -41,7 +41,6 @@ CORE = {
     ("restore", 1, "ssh dropped"),
     ("restore", 4, "SIGTERM"),
     ("restore", 4, "ssh dropped"),
-    ("restore", 6, "ssh dropped"),  # the promotion request: the cleanup must send it
     ("drill", 3, "ssh dropped"),
     ("rollback", 2, "ssh dropped"),
 }

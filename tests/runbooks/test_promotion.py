@@ -156,3 +156,47 @@ def test_without_hot_standby_a_target_is_not_paused(no_hot_standby, tmp_path):
     assert SELF_ENDED in log and PROMOTED not in log, log[-3000:]
     with superuser(db) as conn:
         assert [r[0] for r in conn.execute("SELECT n FROM marks ORDER BY n")] == [1]
+
+
+def test_a_request_lost_on_the_way_is_sent_by_the_cleanup(
+    backed_db, ledger_app, target_file, tmp_path, monkeypatch
+):
+    """The run dies between the start and the request (here: the request's connection is
+    lost): the cleanup sends it, so the restored server does not stay read-only."""
+    from runbooks.checklist import StepFailed
+    from sparkops.wait import wait_until
+
+    account = ensure_account(backed_db)
+    write_orders(ledger_app, account, 2)
+    before = snapshot(backed_db)
+    real, calls = restoring.request_promotion, []
+
+    def lost_once(dest, timeout):
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise StepFailed("ssh: connection to db lost")
+        return real(dest, timeout)
+
+    monkeypatch.setattr(restoring, "request_promotion", lost_once)
+    run = sparkops("restore", "--target-file", str(target_file), "--latest", "--yes", "--json",
+                   "--evidence-dir", str(tmp_path / "evidence"))  # fmt: skip
+    assert run.exit_code == 1, run.output
+    result = result_json(run)
+    failed = [s["name"] for s in result["steps"] if not s["ok"]]
+    assert failed == [restoring.PROMOTE_STEP], result["steps"]
+    cleanup = [s for s in result["steps"] if s["name"] == f"{restoring.PROMOTE_STEP} (cleanup)"]
+    assert cleanup and cleanup[0]["ok"], result["steps"]
+    assert len(calls) == 2
+    # Still replaying, or done already (a small backlog): either way, said so.
+    said = " ".join(result["state_after"])
+    assert "recovery ends by itself" in said or "recovery has ended" in said, said
+    # Nobody does anything more: the server ends recovery and serves what was archived.
+    wait_until(lambda: backed_db.target.role() == "primary", timeout=120, what="a primary")
+    assert snapshot(backed_db) == before
+    assert not bouncer_paused(backed_db)
+
+
+def bouncer_paused(db: LocalBackedUpDb) -> bool:
+    from runbooks import bouncer
+
+    return bouncer.is_paused(db.target)
