@@ -233,6 +233,10 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
                 "checks did not run); the same command restores and verifies again (--delta "
                 "reuses what was restored)"
             )
+            if role != "running":
+                # It will serve by itself, but not yet: the one command that brings it to a
+                # verified state is printed, as for any restore not finished.
+                undo = plan.rerun_command
         else:
             lines.append(
                 f"PostgreSQL on {src.label}: data directory {src.data_dir} partly or fully "
