@@ -475,7 +475,14 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
             )
             + "; the end-of-recovery checkpoint runs in the background"
         )
-    steps.append(f"wait for recovery to end (deadline {req.recovery_timeout:.0f} s)")
+    by_itself = ""
+    if not plan.fast_promotion:
+        why = "hot_standby is off" if plan.primary_up else "the server is not running"
+        by_itself = (
+            f"; it ends by itself, with its end-of-recovery checkpoint ({why}, so it cannot "
+            "be asked to promote)"
+        )
+    steps.append(f"wait for recovery to end (deadline {req.recovery_timeout:.0f} s){by_itself}")
     if plan.pauses_bouncer:
         steps.append("resume pgBouncer (also on any failure or interruption)")
     if plan.fast_promotion and plan.in_place:

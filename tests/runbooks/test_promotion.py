@@ -112,6 +112,7 @@ def test_with_the_server_down_recovery_ends_by_itself(backed_db, ledger_app, tar
     offset = _log_size(backed_db)
     result = _restore(target_file, tmp_path, "--latest")
     assert "--type=default" in result["facts"]["pgbackrest_options"]
+    assert any("the server is not running, so it cannot" in ln for ln in result["plan"])
     steps = _steps(result)
     assert restoring.PROMOTE_STEP not in steps and restoring.CHECKPOINT_STEP not in steps
     log = _log_after(backed_db, offset)
@@ -151,6 +152,7 @@ def test_without_hot_standby_a_target_is_not_paused(no_hot_standby, tmp_path):
     offset = _log_size(db)
     result = _restore(target_file, tmp_path, "--time", moment)
     assert "--target-action=promote" in result["facts"]["pgbackrest_options"]
+    assert any("hot_standby is off, so it cannot" in ln for ln in result["plan"])
     assert restoring.PROMOTE_STEP not in _steps(result)
     log = _log_after(db, offset)
     assert SELF_ENDED in log and PROMOTED not in log, log[-3000:]
