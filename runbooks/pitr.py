@@ -326,9 +326,18 @@ def expected_end_lsn(plan: Plan) -> int | None:
 
 def restore_options(plan: Plan) -> list[str]:
     req = plan.request
+    # Recovery ended by itself (end of WAL, or a target with action=promote) writes an
+    # immediate checkpoint and waits for it before the server opens: half a second after a
+    # minute of writes, more after more. Ended by a promotion request, it writes an
+    # end-of-recovery record and opens at once; the checkpoint follows in the background
+    # (PostgreSQL's failover path). So with fast_promotion the restore asks: a target pauses
+    # there and the request (sent as soon as the server answers) ends the pause; --latest
+    # restores as a standby, which on that request replays everything the archive and pg_wal
+    # hold, then ends. Pausing needs hot_standby (without it a pause is a shutdown): the plan
+    # reads it from the source and keeps the self-ending recovery when it is off or unknown.
     kind = PGBACKREST_TYPE[req.kind]
     if plan.fast_promotion and req.kind == "latest":
-        kind = "standby"  # why: below
+        kind = "standby"
     options = ["--delta", f"--set={plan.backup.label}", f"--type={kind}"]
     if req.kind == "time":
         options.append(f"--target={plan.target_time.isoformat(sep=' ')}")
@@ -336,20 +345,8 @@ def restore_options(plan: Plan) -> list[str]:
         options.append(f"--target={format_lsn(plan.target_lsn)}")
     elif req.kind == "name":
         options.append(f"--target={req.value}")
-    if plan.fast_promotion:
-        # Recovery ended by itself (end of WAL, or a target with action=promote) writes an
-        # immediate checkpoint and waits for it before the server opens: half a second after
-        # a minute of writes, more after more. Ended by a promotion request, it writes an
-        # end-of-recovery record and opens at once; the checkpoint follows in the background
-        # (PostgreSQL's failover path). So the restore asks: a target pauses there and the
-        # request (sent as soon as the server answers) ends the pause; --latest restores as a
-        # standby, which on that request replays everything the archive and pg_wal hold, then
-        # ends. Pausing needs hot_standby (without it a pause is a shutdown): the plan reads
-        # it from the source and keeps the self-ending recovery when it is off or unknown.
-        if req.kind != "latest":
-            options.append("--target-action=pause")
-    elif req.kind != "latest":
-        options.append("--target-action=promote")
+    if req.kind != "latest":
+        options.append(f"--target-action={'pause' if plan.fast_promotion else 'promote'}")
     if req.target_timeline:
         options.append(f"--target-timeline={req.target_timeline}")
     if plan.in_place:
@@ -475,8 +472,8 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
             )
             + "; the end-of-recovery checkpoint runs in the background"
         )
-    by_itself = ""
-    if not plan.fast_promotion:
+        by_itself = ""
+    else:
         why = "hot_standby is off" if plan.primary_up else "the server is not running"
         by_itself = (
             f"; it ends by itself, with its end-of-recovery checkpoint ({why}, so it cannot "

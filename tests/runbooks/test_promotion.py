@@ -11,11 +11,14 @@ ends by itself as PostgreSQL does by default.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from runbooks import restoring
+from runbooks import bouncer, restoring, sites
+from runbooks.checklist import StepFailed
+from sparkops.wait import wait_until
 from testkit.localdb import LocalBackedUpDb
 from tests.runbooks.conftest import (
     after_oldest_backup,
@@ -25,6 +28,7 @@ from tests.runbooks.conftest import (
     result_json,
     snapshot,
     sparkops,
+    superuser,
     write_orders,
 )
 
@@ -134,11 +138,6 @@ def no_hot_standby():
 
 def test_without_hot_standby_a_target_is_not_paused(no_hot_standby, tmp_path):
     """A pause without hot standby is a shutdown: the plan keeps the self-ending recovery."""
-    import json
-
-    from runbooks import sites
-    from tests.runbooks.conftest import superuser
-
     db = no_hot_standby
     with superuser(db) as conn:
         conn.execute("CREATE TABLE marks (n int)")
@@ -165,9 +164,6 @@ def test_a_request_lost_on_the_way_is_sent_by_the_cleanup(
 ):
     """The run dies between the start and the request (here: the request's connection is
     lost): the cleanup sends it, so the restored server does not stay read-only."""
-    from runbooks.checklist import StepFailed
-    from sparkops.wait import wait_until
-
     account = ensure_account(backed_db)
     write_orders(ledger_app, account, 2)
     before = snapshot(backed_db)
@@ -197,10 +193,4 @@ def test_a_request_lost_on_the_way_is_sent_by_the_cleanup(
     # Nobody does anything more: the server ends recovery and serves what was archived.
     wait_until(lambda: backed_db.target.role() == "primary", timeout=120, what="a primary")
     assert snapshot(backed_db) == before
-    assert not bouncer_paused(backed_db)
-
-
-def bouncer_paused(db: LocalBackedUpDb) -> bool:
-    from runbooks import bouncer
-
-    return bouncer.is_paused(db.target)
+    assert not bouncer.is_paused(backed_db.target)
