@@ -1,8 +1,10 @@
 """The outbox dispatcher: claim a batch, publish it in per-aggregate order, record the outcome.
 
 One loop per process; several processes may run against one database (see `store` for why
-that is safe). They share the work only while more aggregates have due events than one batch
-takes heads (`batch_size`): per-aggregate order allows one publisher per aggregate at a time.
+that is safe). A claim takes whole runs (up to `max_per_aggregate` events of an aggregate)
+until the batch is full, so dispatchers share a backlog as soon as it spans more aggregates
+than one batch holds runs (`batch_size / max_per_aggregate`, 20 by default): per-aggregate
+order allows one publisher per aggregate at a time.
 Each batch:
 
 - is claimed under a lease (one short statement), then published outside any transaction;

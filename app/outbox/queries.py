@@ -4,62 +4,89 @@ how they keep per-aggregate order."""
 from __future__ import annotations
 
 # Finding heads walks the *aggregates* that have pending events (a skip scan of the
-# pending-by-aggregate index: one index descent per aggregate), never the pending events:
-# a backlog of a million events over a hundred aggregates costs a hundred descents, and the
+# pending-by-aggregate index: one index descent per aggregate), never the whole backlog: a
+# backlog of a million events over a hundred aggregates costs a hundred descents, and the
 # events waiting behind a dead letter are never read. The walk starts after the aggregate
 # where the previous claim stopped and wraps around, so every aggregate gets its turn.
-FIND_HEADS = """
-WITH RECURSIVE aggs AS (
-    (SELECT x.aggregate_type, x.aggregate_id, 1 AS n
-     FROM outbox_events x
-     WHERE x.status = 'pending' AND {after}
-     ORDER BY x.aggregate_type, x.aggregate_id, x.id
-     LIMIT 1)
+#
+# Each aggregate visited says whether its head is claimable (due, not leased, not behind a
+# dead letter) and, if so, how many events its run would give (its pending events from the
+# head, counted up to the run limit). The walk stops once the runs found fill the batch:
+# a backlog is claimed as a few long runs (a few heads to lease, and a next claim, or another
+# dispatcher, finds the aggregates after them), steady traffic as many short ones.
+_HEAD_OF = """
+    CROSS JOIN LATERAL (
+        SELECT x.id, x.next_attempt_at <= now()
+                     AND (x.claimed_until IS NULL OR x.claimed_until < now())
+                     AND NOT EXISTS (
+                         SELECT 1 FROM outbox_events d
+                         WHERE d.status = 'dead' AND d.aggregate_type = x.aggregate_type
+                           AND d.aggregate_id = x.aggregate_id AND d.id < x.id) AS eligible
+        FROM outbox_events x
+        WHERE x.status = 'pending' AND x.aggregate_type = {agg}.aggregate_type
+          AND x.aggregate_id = {agg}.aggregate_id
+        ORDER BY x.id
+        LIMIT 1
+    ) h
+    CROSS JOIN LATERAL (
+        SELECT CASE WHEN NOT h.eligible THEN 0 ELSE (
+            SELECT count(*) FROM (
+                SELECT 1 FROM outbox_events r
+                WHERE r.status = 'pending' AND r.aggregate_type = {agg}.aggregate_type
+                  AND r.aggregate_id = {agg}.aggregate_id AND r.id >= h.id
+                ORDER BY r.id
+                LIMIT %(max_per_aggregate)s) run)
+        END AS take
+    ) t
+"""
+FIND_HEADS = (
+    """
+WITH RECURSIVE walk AS (
+    SELECT f.aggregate_type, f.aggregate_id, 1 AS n, h.id, h.eligible, t.take,
+           t.take AS total
+    FROM (SELECT x.aggregate_type, x.aggregate_id
+          FROM outbox_events x
+          WHERE x.status = 'pending' AND {after}
+          ORDER BY x.aggregate_type, x.aggregate_id, x.id
+          LIMIT 1) f
+"""
+    + _HEAD_OF.format(agg="f")
+    + """
     UNION ALL
-    SELECT nxt.aggregate_type, nxt.aggregate_id, a.n + 1
-    FROM aggs a
+    SELECT nxt.aggregate_type, nxt.aggregate_id, w.n + 1, h.id, h.eligible, t.take,
+           w.total + t.take
+    FROM walk w
     CROSS JOIN LATERAL (
         SELECT x.aggregate_type, x.aggregate_id
         FROM outbox_events x
         WHERE x.status = 'pending'
-          AND (x.aggregate_type, x.aggregate_id) > (a.aggregate_type, a.aggregate_id)
+          AND (x.aggregate_type, x.aggregate_id) > (w.aggregate_type, w.aggregate_id)
         ORDER BY x.aggregate_type, x.aggregate_id, x.id
         LIMIT 1
     ) nxt
-    WHERE a.n < %(max_visits)s
-)
-SELECT h.id, a.aggregate_type, a.aggregate_id
-FROM aggs a
-CROSS JOIN LATERAL (
-    SELECT x.id, x.next_attempt_at, x.claimed_until
-    FROM outbox_events x
-    WHERE x.status = 'pending' AND x.aggregate_type = a.aggregate_type
-      AND x.aggregate_id = a.aggregate_id
-    ORDER BY x.id
-    LIMIT 1
-) h
-WHERE h.next_attempt_at <= now()
-  AND (h.claimed_until IS NULL OR h.claimed_until < now())
-  AND NOT EXISTS (
-      SELECT 1 FROM outbox_events d
-      WHERE d.status = 'dead' AND d.aggregate_type = a.aggregate_type
-        AND d.aggregate_id = a.aggregate_id AND d.id < h.id)
-LIMIT %(limit)s
 """
-FIND_HEADS_FROM_START = FIND_HEADS.format(after="TRUE")
-FIND_HEADS_AFTER = FIND_HEADS.format(
-    after="(x.aggregate_type, x.aggregate_id) > (%(after_type)s, %(after_id)s)"
+    + _HEAD_OF.format(agg="nxt")
+    + """
+    WHERE w.n < %(max_visits)s AND w.total < %(budget)s
 )
-# Aggregates one search may walk past (backing off, leased, blocked) before it gives up.
-MAX_VISITS_PER_HEAD = 20
+SELECT id, aggregate_type, aggregate_id, eligible, take, total FROM walk ORDER BY n
+"""
+)
+FIND_HEADS_FROM_START = FIND_HEADS.replace("{after}", "TRUE")
+FIND_HEADS_AFTER = FIND_HEADS.replace(
+    "{after}", "(x.aggregate_type, x.aggregate_id) > (%(after_type)s, %(after_id)s)"
+)
+# Aggregates one search may walk past (backing off, leased, blocked) for each event it may
+# claim, before it gives up.
+MAX_VISITS_PER_EVENT = 20
 
 # The candidates were heads when found; every condition is checked again under the lock.
 CLAIM = """
 WITH heads AS (
-    SELECT e.id, e.aggregate_type, e.aggregate_id
+    SELECT e.id, e.aggregate_type, e.aggregate_id, c.ord
     -- Driven by the candidate list (primary key lookups): a condition like `status =
     -- 'pending'` alone would tempt the planner into scanning the whole backlog.
-    FROM unnest(%(candidates)s::bigint[]) AS c(id)
+    FROM unnest(%(candidates)s::bigint[]) WITH ORDINALITY AS c(id, ord)
     JOIN outbox_events e ON e.id = c.id
     WHERE e.status = 'pending'
       AND e.next_attempt_at <= now()
@@ -74,26 +101,29 @@ WITH heads AS (
             AND d.aggregate_id = e.aggregate_id AND d.id < e.id)
     FOR UPDATE OF e SKIP LOCKED
 ),
+-- The runs in the order the walk found their heads, each whole (up to the run limit), until
+-- the batch is full: what the walk counted, unless a head was taken in the meantime.
 runs AS (
-    SELECT r.id, r.pos
+    SELECT r.id, h.id AS head
     FROM heads h
     CROSS JOIN LATERAL (
-        SELECT x.id, row_number() OVER (ORDER BY x.id) AS pos
+        SELECT x.id
         FROM outbox_events x
         WHERE x.status = 'pending' AND x.aggregate_type = h.aggregate_type
           AND x.aggregate_id = h.aggregate_id AND x.id >= h.id
         ORDER BY x.id
         LIMIT %(max_per_aggregate)s
     ) r
-    ORDER BY r.pos, r.id
+    ORDER BY h.ord, r.id
     LIMIT %(batch_size)s
 ),
--- Only heads are leased: the events behind a head cannot be claimed by anyone while the
--- head is pending, so leasing them too would cost an UPDATE per event for nothing.
+-- Only the heads the batch takes from are leased: the events behind a head cannot be
+-- claimed by anyone while the head is pending, so leasing them too would cost an UPDATE per
+-- event for nothing; a head locked here but left out of the batch is free again at commit.
 leased AS (
     UPDATE outbox_events o
     SET claimed_by = %(owner)s, claimed_until = now() + make_interval(secs => %(lease)s)
-    WHERE o.id = ANY(ARRAY(SELECT id FROM heads))
+    WHERE o.id = ANY(ARRAY(SELECT DISTINCT head FROM runs))
 )
 SELECT x.id, x.event_id::text, x.aggregate_type, x.aggregate_id, x.event_type,
        x.payload::text, x.attempts, x.created_at

@@ -11,16 +11,21 @@ A claim takes two statements, each its own short transaction (no session state):
 1. find candidate heads: walk the aggregates that have pending events (a skip scan of the
    pending-by-aggregate index, one descent per aggregate, resuming where the previous claim
    stopped so every aggregate gets its turn) and keep those whose head is due, not leased
-   and not behind a dead letter. Cost grows with the number of aggregates, not of pending
-   events: a long backlog, or events stuck behind a dead letter, are never read;
+   and not behind a dead letter, counting the events each one's run would give, until the
+   runs fill the batch. Cost grows with the aggregates visited, not with pending events: a
+   long backlog, or events stuck behind a dead letter, are never read. A backlog is thus
+   claimed as a few whole runs (up to the run limit each), leaving the aggregates after
+   them to the next claim or to another dispatcher; steady traffic as many short runs;
 2. lock the candidates that are still eligible with `FOR UPDATE SKIP LOCKED` (every
    condition checked again, including "no earlier pending event"): a head another
    dispatcher is claiming right now is skipped, not waited for; if that dispatcher has
    already committed its lease, PostgreSQL re-checks the row's own conditions on the new
-   version and the lease excludes it, so one head is never claimed twice. Then take, for
-   each locked head, the next pending events of its aggregate (a contiguous run in id
-   order); nobody else can take them, because their head is pending and ours. Lease the
-   heads only (`claimed_by`, `claimed_until`) and return the runs.
+   version and the lease excludes it, so one head is never claimed twice. Then take, head
+   by head in the walk's order, the next pending events of its aggregate (a contiguous run
+   in id order, up to the run limit) until the batch is full; nobody else can take them,
+   because their head is pending and ours. Lease only the heads the batch takes from
+   (`claimed_by`, `claimed_until`; a head locked but not needed is free again at commit)
+   and return the runs.
 
 The dispatcher then publishes outside any transaction, each run strictly in order and
 stopping at the first failure; it marks what it published delivered and reschedules or
@@ -132,40 +137,51 @@ class OutboxStore:
             return rows, cur.rowcount
 
     async def find_heads(
-        self, limit: int, after: tuple[str, str] | None
-    ) -> list[tuple[int, str, str]]:
-        """Up to `limit` claimable heads, walking aggregates in key order after `after`."""
-        params = {"limit": limit, "max_visits": limit * q.MAX_VISITS_PER_HEAD}
+        self, budget: int, max_per_aggregate: int, after: tuple[str, str] | None
+    ) -> tuple[list[tuple[int, str, str]], int, tuple[str, str] | None]:
+        """Claimable heads whose runs add up to `budget` events, walking aggregates in key
+        order after `after`: the heads, the events their runs hold (up to the run limit
+        each), and where the walk stopped if it stopped before the end (the budget filled,
+        or too many aggregates visited), else None."""
+        params = {
+            "budget": budget,
+            "max_per_aggregate": max_per_aggregate,
+            "max_visits": budget * q.MAX_VISITS_PER_EVENT,
+        }
         if after is None:
             rows, _ = await self._execute(q.FIND_HEADS_FROM_START, params)
         else:
             params.update(after_type=after[0], after_id=after[1])
             rows, _ = await self._execute(q.FIND_HEADS_AFTER, params)
-        return rows
+        heads = [(head, agg_type, agg_id) for head, agg_type, agg_id, eligible, _, _ in rows
+                 if eligible]  # fmt: skip
+        if not rows:
+            return [], 0, None
+        total = rows[-1][5]
+        cut = total >= budget or len(rows) >= params["max_visits"]
+        return heads, total, (rows[-1][1], rows[-1][2]) if cut else None
 
     async def claim(
         self, owner: str, *, batch_size: int, max_per_aggregate: int, lease_seconds: float
     ) -> list[OutboxEvent]:
         """Find heads (resuming the walk where the last claim stopped), then, in one
-        statement, lock and lease those still eligible and return them with the runs behind
-        them, in id order."""
-        heads = await self.find_heads(batch_size, self._cursor)
-        if len(heads) < batch_size and self._cursor is not None:
-            # Wrap around: the aggregates before the cursor.
+        statement, lock those still eligible, lease the ones the batch takes from, and return
+        their runs, in id order."""
+        heads, total, stopped = await self.find_heads(batch_size, max_per_aggregate, self._cursor)
+        if stopped is None and self._cursor is not None and total < batch_size:
+            # Wrap around: the aggregates before the cursor fill what is left, and the next
+            # claim starts after the last of them.
             seen = {h[0] for h in heads}
-            more = await self.find_heads(batch_size - len(heads), None)
+            more, _, stopped = await self.find_heads(batch_size - total, max_per_aggregate, None)
             heads += [h for h in more if h[0] not in seen]
-            self._cursor = None
-        else:
-            self._cursor = heads[-1][1:] if len(heads) >= batch_size else None
+        self._cursor = stopped
         if not heads:
             return []
         params = {
             "candidates": [h[0] for h in heads],
             "owner": owner,
             "batch_size": batch_size,
-            # Read no more of each run than the batch can take.
-            "max_per_aggregate": min(max_per_aggregate, -(-batch_size // len(heads))),
+            "max_per_aggregate": max_per_aggregate,
             "lease": lease_seconds,
         }
         rows, _ = await self._execute(q.CLAIM, params)
