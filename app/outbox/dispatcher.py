@@ -1,10 +1,13 @@
 """The outbox dispatcher: claim a batch, publish it in per-aggregate order, record the outcome.
 
-One loop per process; several processes may run against one database (see `store` for why
-that is safe). A claim takes whole runs (up to `max_per_aggregate` events of an aggregate)
-until the batch is full, so dispatchers share a backlog as soon as it spans more aggregates
-than one batch holds runs (`batch_size / max_per_aggregate`, 20 by default): per-aggregate
-order allows one publisher per aggregate at a time.
+A process runs `workers` claim loops, each under a lease owner of its own (`owner`,
+`owner/1`...), so one loop's batch is claimed or settled while another's is published; several
+processes may run against one database too (see `store` for why that is safe). A claim takes
+whole runs (up to `max_per_aggregate` events of an aggregate) until the batch is full, so
+loops and processes share a backlog as soon as it spans more aggregates than one batch holds
+runs (`batch_size / max_per_aggregate`, 20 by default): per-aggregate order allows one
+publisher per aggregate at a time.
+
 Each batch:
 
 - is claimed under a lease (one short statement), then published outside any transaction;
@@ -82,50 +85,63 @@ class Dispatcher:
         self._label = publisher.name
 
     # --- the loop ------------------------------------------------------------------------
+    @property
+    def owners(self) -> list[str]:
+        """The lease owner of each claim loop: the first is the process's own name."""
+        return [self.owner] + [f"{self.owner}/{n}" for n in range(1, self.config.workers)]
+
     async def run(self) -> None:
-        """Until `self.stop` is set; returns with no event left claimed by this owner."""
+        """Until `self.stop` is set; returns with no event left claimed by this process."""
         if self.recover_own_leases:
-            released = await self.store.release_owner(self.owner)
+            released = await self.store.release_owner(self.owner, with_workers=True)
             if released:
                 log.info("released %d event(s) left claimed by a previous %s", released, self.owner)
         housekeeping = asyncio.create_task(self._housekeeping(), name="outbox-housekeeping")
-        orphans = False
         try:
-            while not self.stop.is_set():
-                try:
-                    if orphans:
-                        # A batch that failed on the database may have left leases of ours
-                        # behind (a claim that committed but whose answer was lost, a settle
-                        # cut short): nothing of ours is in flight between batches, so they
-                        # are given back now instead of waiting out the lease (30 s of lag
-                        # after a database restart, seen in the chaos scenario).
-                        released = await self.store.release_owner(self.owner)
-                        orphans = False
-                        if released:
-                            log.info("released %d event(s) a failed batch left leased", released)
-                    published = await self.dispatch_once()
-                except Exception:
-                    log.exception("outbox batch failed; retrying after the poll interval")
-                    orphans = True
-                    published = 0
-                if published == 0:
-                    await self._sleep(self.config.poll_interval)
+            # A task group: should one loop die, the others are cancelled, not left running.
+            async with asyncio.TaskGroup() as loops:
+                for owner in self.owners:
+                    loops.create_task(self._claim_loop(owner), name=f"outbox-claims-{owner}")
         finally:
             housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await housekeeping
             with contextlib.suppress(Exception):
-                await self.store.release_owner(self.owner)
+                await self.store.release_owner(self.owner, with_workers=True)
+
+    async def _claim_loop(self, owner: str) -> None:
+        orphans = False
+        while not self.stop.is_set():
+            try:
+                if orphans:
+                    # A batch that failed on the database may have left leases of this
+                    # loop's behind (a claim that committed but whose answer was lost, a
+                    # settle cut short): nothing of its own is in flight between batches, so
+                    # they are given back now instead of waiting out the lease (30 s of lag
+                    # after a database restart, seen in the chaos scenario).
+                    released = await self.store.release_owner(owner)
+                    orphans = False
+                    if released:
+                        log.info("released %d event(s) a failed batch left leased", released)
+                published = await self.dispatch_once(owner)
+            except Exception:
+                log.exception("outbox batch failed; retrying after the poll interval")
+                orphans = True
+                published = 0
+            if published == 0:
+                await self._sleep(self.config.poll_interval)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), timeout=seconds)
 
-    async def dispatch_once(self) -> int:
-        """Claim, publish and settle one batch; return how many events were delivered."""
+    async def dispatch_once(self, owner: str | None = None) -> int:
+        """Claim, publish and settle one batch under `owner` (default: the process's own
+        name); return how many events were delivered."""
         cfg = self.config
+        owner = owner or self.owner
         events = await self.store.claim(
-            self.owner,
+            owner,
             batch_size=cfg.batch_size,
             max_per_aggregate=cfg.max_per_aggregate,
             lease_seconds=cfg.lease_seconds,
@@ -158,14 +174,14 @@ class Dispatcher:
                 failures.append(Failure(failed, describe(error), delay))
             released.extend(e.id for e in rest)  # behind a failure, or stopped early
 
-        await self._settle(delivered, failures, released)
+        await self._settle(owner, delivered, failures, released)
         return len(delivered)
 
     async def _settle(
-        self, delivered: list[int], failures: list[Failure], released: list[int]
+        self, owner: str, delivered: list[int], failures: list[Failure], released: list[int]
     ) -> None:
         marked, outcome = await self.store.settle(
-            self.owner, delivered, failures, released, self.config.max_attempts
+            owner, delivered, failures, released, self.config.max_attempts
         )
         if failures:
             metrics.RETRIED.labels(self._label).inc(len(outcome.retried))
@@ -188,7 +204,7 @@ class Dispatcher:
                     "%d published event(s) were no longer held by %s (lease ran out): "
                     "another dispatcher will publish them again",
                     len(delivered) - marked,
-                    self.owner,
+                    owner,
                 )
 
     # --- gauges and retention ------------------------------------------------------------

@@ -199,6 +199,14 @@ UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
 WHERE claimed_by = %(owner)s AND status = 'pending'
 """
 
+# A process's loops hold leases as `owner`, `owner/1`, `owner/2`...: this gives back all of
+# them (a predecessor that ran more loops than we do included). Host names hold no '/'.
+RELEASE_OWNER_AND_WORKERS = """
+UPDATE outbox_events SET claimed_by = NULL, claimed_until = NULL
+WHERE (claimed_by = %(owner)s OR left(claimed_by, length(%(owner)s) + 1) = %(owner)s || '/')
+  AND status = 'pending'
+"""
+
 # SKIP LOCKED: two dispatchers purging at once split the work instead of queueing.
 PURGE_CHUNK = """
 DELETE FROM outbox_events WHERE id IN (

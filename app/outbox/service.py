@@ -45,7 +45,8 @@ async def serve(
     if metrics_port:
         start_http_server(metrics_port, addr=metrics_host)
         log.info("metrics on http://%s:%d/metrics", metrics_host, metrics_port)
-    pool = app_pool(database_url)
+    # A connection for each claim loop and one for the gauges and the purge.
+    pool = app_pool(database_url, max_size=config.workers + 1)
     try:
         await pool.open(wait=True, timeout=DB_CONNECT_TIMEOUT_SECONDS)
     except BaseException:

@@ -126,8 +126,9 @@ class OutboxStore:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
-        # Where the last head search stopped (aggregate key); None: from the start.
-        self._cursor: tuple[str, str] | None = None
+        # Where each owner's last head search stopped (aggregate key); absent: from the
+        # start. One per owner: two loops sharing one cursor would walk into the same heads.
+        self._cursors: dict[str, tuple[str, str]] = {}
 
     async def _execute(self, query: str, params: dict) -> tuple[list[tuple], int]:
         async with self.pool.connection() as conn:
@@ -164,17 +165,19 @@ class OutboxStore:
     async def claim(
         self, owner: str, *, batch_size: int, max_per_aggregate: int, lease_seconds: float
     ) -> list[OutboxEvent]:
-        """Find heads (resuming the walk where the last claim stopped), then, in one
+        """Find heads (resuming the walk where this owner's last claim stopped), then, in one
         statement, lock those still eligible, lease the ones the batch takes from, and return
         their runs, in id order."""
-        heads, total, stopped = await self.find_heads(batch_size, max_per_aggregate, self._cursor)
-        if stopped is None and self._cursor is not None and total < batch_size:
+        cursor = self._cursors.pop(owner, None)
+        heads, total, stopped = await self.find_heads(batch_size, max_per_aggregate, cursor)
+        if stopped is None and cursor is not None and total < batch_size:
             # Wrap around: the aggregates before the cursor fill what is left, and the next
             # claim starts after the last of them.
             seen = {h[0] for h in heads}
             more, _, stopped = await self.find_heads(batch_size - total, max_per_aggregate, None)
             heads += [h for h in more if h[0] not in seen]
-        self._cursor = stopped
+        if stopped is not None:
+            self._cursors[owner] = stopped
         if not heads:
             return []
         params = {
@@ -252,9 +255,11 @@ class OutboxStore:
         _, count = await self._execute(q.RELEASE, {"ids": ids, "owner": owner})
         return count
 
-    async def release_owner(self, owner: str) -> int:
-        """Give back every lease held under `owner` (a predecessor that died, or ourselves)."""
-        _, count = await self._execute(q.RELEASE_OWNER, {"owner": owner})
+    async def release_owner(self, owner: str, *, with_workers: bool = False) -> int:
+        """Give back every lease held under `owner` (a predecessor that died, or ourselves),
+        and with `with_workers` those of its other loops too (`owner/1`, `owner/2`...)."""
+        query = q.RELEASE_OWNER_AND_WORKERS if with_workers else q.RELEASE_OWNER
+        _, count = await self._execute(query, {"owner": owner})
         return count
 
     async def purge(self, older_than_seconds: float, *, chunk: int, max_chunks: int) -> int:

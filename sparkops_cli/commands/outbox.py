@@ -121,6 +121,13 @@ def command() -> None:
     show_default=True,
     help="Seconds to wait after a claim that found nothing.",
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=settings.WORKERS,
+    show_default=True,
+    help="Claim loops in this process, each under a lease owner of its own (NAME/1...).",
+)
 @click.option("--max-attempts", type=int, default=settings.MAX_ATTEMPTS, show_default=True)
 @click.option(
     "--backoff-base", type=float, default=settings.BACKOFF_BASE_SECONDS, show_default=True
@@ -154,7 +161,7 @@ def command() -> None:
 )
 def run(database_url, publisher, redis_url, stream, stream_maxlen, webhook_url, name,
         metrics_host, metrics_port, batch_size, max_per_aggregate, lease_seconds,
-        poll_interval, max_attempts, backoff_base, backoff_cap, publish_timeout, retention,
+        poll_interval, workers, max_attempts, backoff_base, backoff_cap, publish_timeout, retention,
         purge_interval, stats_interval, log_level) -> None:  # fmt: skip
     """Run the dispatcher until SIGTERM (finishes or releases its batch, then exits 0)."""
     from app.outbox.publishers import build_publisher
@@ -167,6 +174,7 @@ def run(database_url, publisher, redis_url, stream, stream_maxlen, webhook_url, 
             max_per_aggregate=max_per_aggregate,
             lease_seconds=lease_seconds,
             poll_interval=poll_interval,
+            workers=workers,
             max_attempts=max_attempts,
             backoff_base=backoff_base,
             backoff_cap=backoff_cap,

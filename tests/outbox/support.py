@@ -200,7 +200,9 @@ class DispatcherThread:
             self._ready.set()
 
     async def _main(self) -> None:
-        pool = app_pool(self.conninfo)
+        # As the service sizes it: a connection per claim loop and one for housekeeping.
+        workers = (self.config or settings.DispatcherSettings()).workers
+        pool = app_pool(self.conninfo, max_size=workers + 1)
         await pool.open(wait=True, timeout=15)
         publisher = self.make_publisher()
         try:
