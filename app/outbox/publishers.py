@@ -108,40 +108,45 @@ class Publisher:
         return None
 
 
-# KEYS[1]: the stream. ARGV: MAXLEN (0: none), the number of runs, then per run its length
-# and, per event, the values of ENVELOPE_FIELDS. Returns, per run, the events added and the
-# error that stopped the run ("" if none). One XADD call per event, its field names spelled
-# out (a table built per event would cost more than the XADD).
-_FIELDS_LUA = ", ".join(f"'{name}', ARGV[i + {n}]" for n, name in enumerate(ENVELOPE_FIELDS))
+# KEYS[1]: the stream. ARGV[1]: MAXLEN (0: none); ARGV[2]: the runs as one JSON array, each
+# run an array of events, each event the values of ENVELOPE_FIELDS in order. Returns, per
+# run, the events added and the error that stopped the run ("" if none). The batch travels
+# as one argument: as thousands of arguments (one per field), encoding them was a quarter
+# of the dispatcher's CPU; Redis decodes the JSON in C (cjson). One XADD call per event, its
+# field names spelled out (a table built per event would cost more than the XADD).
+_FIELDS_LUA = ", ".join(f"'{name}', ev[{n + 1}]" for n, name in enumerate(ENVELOPE_FIELDS))
 PUBLISH_RUNS_SCRIPT = """
-local stream, maxlen, runs = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
-local i = 3
+local stream, maxlen = KEYS[1], tonumber(ARGV[1])
+local runs = cjson.decode(ARGV[2])
 local out = {}
-for r = 1, runs do
-    local n = tonumber(ARGV[i])
-    i = i + 1
+for r = 1, #runs do
+    local run = runs[r]
     local added, err = 0, ''
-    for e = 1, n do
-        if err == '' then
-            local res
-            if maxlen > 0 then
-                res = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', FIELDS)
-            else
-                res = redis.pcall('XADD', stream, '*', FIELDS)
-            end
-            if type(res) == 'table' and res.err then
-                err = res.err
-            else
-                added = added + 1
-            end
+    for e = 1, #run do
+        local ev = run[e]
+        local res
+        if maxlen > 0 then
+            res = redis.pcall('XADD', stream, 'MAXLEN', '~', maxlen, '*', FIELDS)
+        else
+            res = redis.pcall('XADD', stream, '*', FIELDS)
         end
-        i = i + NFIELDS
+        if type(res) == 'table' and res.err then
+            err = res.err
+            break
+        end
+        added = added + 1
     end
     out[#out + 1] = added
     out[#out + 1] = err
 end
 return out
-""".replace("NFIELDS", str(len(ENVELOPE_FIELDS))).replace("FIELDS", _FIELDS_LUA)
+""".replace("FIELDS", _FIELDS_LUA)
+
+
+def envelope_values(event: OutboxEvent) -> list[str]:
+    """`envelope(event).values()` without the dict: the hot path builds one per event."""
+    return [event.event_id, event.aggregate_type, event.aggregate_id, event.event_type,
+            event.payload_json, event.created_at.isoformat()]  # fmt: skip
 
 
 class RedisStreamPublisher(Publisher):
@@ -206,11 +211,10 @@ class RedisStreamPublisher(Publisher):
         runs = [run for run in runs]
         if not keep_going():
             return [(0, None)] * len(runs)
-        args: list = [self.maxlen or 0, len(runs)]
-        for run in runs:
-            args.append(len(run))
-            for event in run:
-                args.extend(envelope(event).values())
+        batch = json.dumps(
+            [[envelope_values(event) for event in run] for run in runs], separators=(",", ":")
+        )
+        args = [self.maxlen or 0, batch]
         try:
             reply = await asyncio.wait_for(
                 self._publish_script(keys=[self.stream], args=args), timeout

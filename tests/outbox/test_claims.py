@@ -134,3 +134,34 @@ def test_the_walk_passes_aggregates_that_cannot_go_and_counts_nothing_for_them(c
     assert {e.aggregate_id for e in batch} == {"agg-3"}
     assert len(batch) == 5  # the batch filled from the one aggregate that can go
     assert batch[0].id == heads["agg-3"]
+
+
+def test_a_batch_delivered_whole_is_settled_except_what_another_dispatcher_took_over(clean_db):
+    with connect_app(clean_db) as conn:
+        insert_events(conn, 6, 2)  # agg-0, agg-1: three events each
+
+    async def scenario() -> int:
+        pool = app_pool(clean_db.app_conninfo())
+        await pool.open(wait=True)
+        try:
+            store = OutboxStore(pool)
+            batch = await store.claim("A", batch_size=10, max_per_aggregate=10, lease_seconds=LEASE)
+            assert len(batch) == 6
+            with connect_app(clean_db) as conn:
+                # A's lease on agg-1's head ran out and B took it over.
+                conn.execute(
+                    "UPDATE outbox_events SET claimed_by = 'B' WHERE id = (SELECT min(id) "
+                    "FROM outbox_events WHERE aggregate_id = 'agg-1')"
+                )
+            marked, outcome = await store.settle("A", [e.id for e in batch], [], [], 20)
+            assert outcome.retried == [] and outcome.dead == []
+            return marked
+        finally:
+            await pool.close()
+
+    assert asyncio.run(scenario()) == 5
+    with connect_app(clean_db) as conn:
+        rows = conn.execute(
+            "SELECT status, claimed_by, count(*) FROM outbox_events GROUP BY 1, 2 ORDER BY 1"
+        ).fetchall()
+    assert rows == [("delivered", None, 5), ("pending", "B", 1)]

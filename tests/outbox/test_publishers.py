@@ -22,6 +22,8 @@ from app.outbox.publishers import (
     RedisStreamPublisher,
     WebhookPublisher,
     build_publisher,
+    envelope,
+    envelope_values,
     sign,
     verify,
 )
@@ -138,6 +140,37 @@ def test_redis_publisher_puts_event_id_in_a_field(redis_server, redis_client):
         event(n).event_id for n in (1, 2, 3)
     ]
     assert entries[0][1][b"payload"].decode() == PAYLOAD
+
+
+# What JSON and Lua could bend on the way: quotes, backslashes, escapes, non-ASCII (a
+# 4-byte one too), control characters, an empty string, and something that looks like a number.
+AWKWARD_PAYLOAD = (
+    '{"note": "say \\"hi\\" \\\\ back\\nslash", "name": "Zürich ✓ 𝄞", '
+    '"qty": "1e-8", "tab": "\\t", "empty": ""}'
+)
+
+
+def test_a_batch_reaches_the_stream_byte_for_byte_through_the_script(redis_server, redis_client):
+    when = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
+    cases = [(1, "o-ü", AWKWARD_PAYLOAD), (2, "o-ü", "{}"), (3, "12", '"0.10"')]
+    awkward = [
+        OutboxEvent(n, f"e-{n}", "order", agg, "order.created", payload, 0, when)
+        for n, agg, payload in cases
+    ]
+
+    async def go():
+        publisher = RedisStreamPublisher(redis_server.url, "s2", maxlen=1000)
+        try:
+            return await publisher.publish_runs([awkward[:2], awkward[2:]], timeout=5)
+        finally:
+            await publisher.aclose()
+
+    assert asyncio.run(go()) == [(2, None), (1, None)]
+    entries = redis_client.xrange("s2")
+    assert [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries] == [
+        envelope(e) for e in awkward
+    ]
+    assert [list(envelope(e).values()) for e in awkward] == [envelope_values(e) for e in awkward]
 
 
 def test_redis_publisher_reports_each_failure_when_redis_is_down():
