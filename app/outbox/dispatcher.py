@@ -5,7 +5,7 @@ A process runs `workers` claim loops, each under a lease owner of its own (`owne
 processes may run against one database too (see `store` for why that is safe). A claim takes
 whole runs (up to `max_per_aggregate` events of an aggregate) until the batch is full, so
 loops and processes share a backlog as soon as it spans more aggregates than one batch holds
-runs (`batch_size / max_per_aggregate`, 20 by default): per-aggregate order allows one
+runs (`batch_size / max_per_aggregate`, 40 by default): per-aggregate order allows one
 publisher per aggregate at a time.
 
 Each batch:
