@@ -22,10 +22,10 @@ MAX_PER_AGGREGATE = 50
 LEASE_SECONDS = 30.0
 LEASE_SAFETY_SECONDS = 5.0
 POLL_INTERVAL_SECONDS = 0.2  # idle wait after a claim that found nothing
-# Claim loops in one process, each under a lease owner of its own: one loop waits on the
-# database while another publishes (bench/outbox_throughput.py, batch 2,000: one loop 0.35-0.38
-# of pipelined XADD, two 0.53-0.62; a third added nothing on 2 cores).
-WORKERS = 2
+# Claim loops in one process, each under a lease owner of its own: while one waits on the
+# database another publishes (bench/outbox_throughput.py, batch 2,000, 2 cores, same hour:
+# one loop 0.31-0.42 of pipelined XADD, two 0.48-0.58, three 0.51-0.65, four 0.49-0.58).
+WORKERS = 3
 
 # --- retries -----------------------------------------------------------------------------
 # Exponential backoff with full jitter: delay = uniform(0, min(cap, base * 2**attempts)).

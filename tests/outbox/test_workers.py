@@ -1,6 +1,6 @@
-"""One dispatcher process, two claim loops (the default): each loop holds leases under its own
-owner, the loops publish at the same time, every event goes out once and in per-aggregate
-order, and a restart under the process's name takes back every loop's leases, no one else's."""
+"""One dispatcher process, several claim loops (three by default): each loop holds leases
+under its own owner, the loops publish at the same time, every event goes out once and in
+per-aggregate order, and a restart under the name takes back every loop's leases, no one else's."""
 
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ class Unhurried(Publisher):
         await self.inner.aclose()
 
 
-def test_the_default_is_two_claim_loops():
-    assert WORKERS == 2 and DispatcherSettings().workers == 2
+def test_the_default_is_three_claim_loops():
+    assert WORKERS == 3 and DispatcherSettings().workers == 3
 
 
 def test_two_loops_publish_at_once_each_event_once_in_aggregate_order(
