@@ -26,17 +26,19 @@ def test_two_dispatchers_publish_each_event_once_in_aggregate_order(
     clean_db, redis_server, redis_client, tmp_path
 ):
     with connect_app(clean_db) as conn:
-        inserted = insert_events(conn, EVENTS, AGGREGATES)
         ports = [free_port(), free_port()]
-        # Batches of 100 heads over 200 aggregates: room for both (one dispatcher holding
-        # every aggregate's head would leave the other nothing to claim, by design).
+        # Batches of 100 over 200 aggregates: room for both (one dispatcher holding every
+        # aggregate's head would leave the other nothing to claim, by design). Both are
+        # running before the events arrive: started together, the one that happened to be
+        # ready first could drain 10,000 events before the other's first claim.
         procs = [
             start_dispatcher(
                 clean_db, redis_server.url, f"pair-{n}", tmp_path,
-                "--metrics-port", str(port), "--batch-size", "100", ready=False,
+                "--metrics-port", str(port), "--batch-size", "100",
             )
             for n, port in enumerate(ports, 1)
         ]  # fmt: skip
+        inserted = insert_events(conn, EVENTS, AGGREGATES)
         started = time.monotonic()
         try:
             wait_until(
