@@ -25,8 +25,8 @@ Each batch:
 
 A SIGKILL between publishing and marking leaves published events leased: they are published
 again once the lease runs out (or at once, by a successor started under the same `--name`).
-That is the at-least-once duplicate window, at most one batch per kill; consumers dedupe on
-`event_id`.
+That is the at-least-once duplicate window, at most one batch per claim loop per kill;
+consumers dedupe on `event_id`.
 
 A second task refreshes the gauges (pending, oldest pending age, dead letters) and deletes
 delivered events older than the retention, on their own intervals.
