@@ -204,13 +204,13 @@ class OutboxStore:
         """Record a batch's outcome in one statement (queries.SETTLE, or SETTLE_DELIVERED
         when every event was delivered): how many of `delivered` were still ours to mark, and
         which failures were retried or parked."""
-        ids = [*delivered, *(f.event.id for f in failures), *released]
-        if not ids:
-            return 0, FailOutcome()
         if not failures and not released:
+            if not delivered:
+                return 0, FailOutcome()
             literal = "{" + ",".join(map(str, delivered)) + "}"
             _, count = await self._execute(q.SETTLE_DELIVERED, {"ids": literal, "owner": owner})
             return count, FailOutcome()
+        ids = [*delivered, *(f.event.id for f in failures), *released]
         params = {
             "ids": ids,
             "outcomes": ["delivered"] * len(delivered)
