@@ -161,21 +161,14 @@ WHERE o.id = s.id AND o.status = 'pending'
 RETURNING o.id, s.outcome, o.status
 """
 
-# A batch delivered whole (the usual case): SETTLE without its per-event outcomes, about a
-# fifth cheaper on PostgreSQL's side and on ours (four arrays of a thousand to send, not one).
-# The ids come as an array literal (`{1,2,3}`), written in one join rather than per element.
-SETTLE_DELIVERED = """
-UPDATE outbox_events
-SET status = 'delivered', delivered_at = now(), claimed_by = NULL, claimed_until = NULL
-WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
-  AND (claimed_by IS NULL OR claimed_by = %(owner)s)
-RETURNING id
-"""
-
+# A batch delivered whole (the usual case) settles with this rather than SETTLE: no
+# per-event outcomes, about a fifth cheaper on PostgreSQL's side and on ours (one array of a
+# thousand to send, not four). The ids come as an array literal (`{1,2,3}`, store.id_array),
+# written in one join rather than dumped element by element.
 MARK_DELIVERED = """
 UPDATE outbox_events
 SET status = 'delivered', delivered_at = now(), claimed_by = NULL, claimed_until = NULL
-WHERE id = ANY(%(ids)s) AND status = 'pending'
+WHERE id = ANY(%(ids)s::bigint[]) AND status = 'pending'
   AND (claimed_by IS NULL OR claimed_by = %(owner)s)
 """
 

@@ -109,6 +109,13 @@ class PurgePlan:
     newest: datetime | None
 
 
+def id_array(ids: list[int]) -> str:
+    """PostgreSQL's literal of a bigint array, `{1,2,3}`: one join, where psycopg would dump
+    the list element by element in Python (its array dumper showed in the dispatcher's
+    profile)."""
+    return "{" + ",".join(map(str, ids)) + "}"
+
+
 def app_pool(conninfo: str, *, max_size: int = 2, **kwargs) -> AsyncConnectionPool:
     """A pool for pgBouncer in transaction mode: autocommit, no server-side prepared
     statements (each statement may land on another server connection)."""
@@ -201,15 +208,11 @@ class OutboxStore:
         released: list[int],
         max_attempts: int,
     ) -> tuple[int, FailOutcome]:
-        """Record a batch's outcome in one statement (queries.SETTLE, or SETTLE_DELIVERED
+        """Record a batch's outcome in one statement (queries.SETTLE, or MARK_DELIVERED
         when every event was delivered): how many of `delivered` were still ours to mark, and
         which failures were retried or parked."""
         if not failures and not released:
-            if not delivered:
-                return 0, FailOutcome()
-            literal = "{" + ",".join(map(str, delivered)) + "}"
-            _, count = await self._execute(q.SETTLE_DELIVERED, {"ids": literal, "owner": owner})
-            return count, FailOutcome()
+            return await self.mark_delivered(delivered, owner), FailOutcome()
         ids = [*delivered, *(f.event.id for f in failures), *released]
         params = {
             "ids": ids,
@@ -236,7 +239,7 @@ class OutboxStore:
     async def mark_delivered(self, ids: list[int], owner: str) -> int:
         if not ids:
             return 0
-        _, count = await self._execute(q.MARK_DELIVERED, {"ids": ids, "owner": owner})
+        _, count = await self._execute(q.MARK_DELIVERED, {"ids": id_array(ids), "owner": owner})
         return count
 
     async def fail(self, failures: list[Failure], owner: str, max_attempts: int) -> FailOutcome:
