@@ -14,38 +14,45 @@ from __future__ import annotations
 # head, counted up to the run limit). The walk stops once the runs found fill the batch:
 # a backlog is claimed as a few long runs (a few heads to lease, and a next claim, or another
 # dispatcher, finds the aggregates after them), steady traffic as many short ones.
+# Each step of the walk finds the next aggregate by its first pending event, which is that
+# aggregate's head: its row says whether it is due and unleased, so no second lookup.
+# OFFSET 0 keeps `h` and `t` subqueries of their own: flattened, each expression would be
+# evaluated once per use (the dead-letter check again inside `take`, the count again inside
+# `total`).
 _HEAD_OF = """
     CROSS JOIN LATERAL (
-        SELECT x.id, x.next_attempt_at <= now()
-                     AND (x.claimed_until IS NULL OR x.claimed_until < now())
-                     AND NOT EXISTS (
-                         SELECT 1 FROM outbox_events d
-                         WHERE d.status = 'dead' AND d.aggregate_type = x.aggregate_type
-                           AND d.aggregate_id = x.aggregate_id AND d.id < x.id) AS eligible
-        FROM outbox_events x
-        WHERE x.status = 'pending' AND x.aggregate_type = {agg}.aggregate_type
-          AND x.aggregate_id = {agg}.aggregate_id
-        ORDER BY x.id
-        LIMIT 1
+        SELECT {agg}.next_attempt_at <= now()
+               AND ({agg}.claimed_until IS NULL OR {agg}.claimed_until < now())
+               AND NOT EXISTS (
+                   SELECT 1 FROM outbox_events d
+                   WHERE d.status = 'dead' AND d.aggregate_type = {agg}.aggregate_type
+                     AND d.aggregate_id = {agg}.aggregate_id AND d.id < {agg}.id) AS eligible
+        OFFSET 0
     ) h
     CROSS JOIN LATERAL (
         SELECT CASE WHEN NOT h.eligible THEN 0 ELSE (
             SELECT count(*) FROM (
                 SELECT 1 FROM outbox_events r
                 WHERE r.status = 'pending' AND r.aggregate_type = {agg}.aggregate_type
-                  AND r.aggregate_id = {agg}.aggregate_id AND r.id >= h.id
+                  AND r.aggregate_id = {agg}.aggregate_id AND r.id >= {agg}.id
                 ORDER BY r.id
                 LIMIT %(max_per_aggregate)s) run)
         END AS take
+        OFFSET 0
     ) t
+"""
+_NEXT_HEAD = """
+        SELECT x.aggregate_type, x.aggregate_id, x.id, x.next_attempt_at, x.claimed_until
+        FROM outbox_events x
 """
 FIND_HEADS = (
     """
 WITH RECURSIVE walk AS (
-    SELECT f.aggregate_type, f.aggregate_id, 1 AS n, h.id, h.eligible, t.take,
+    SELECT f.aggregate_type, f.aggregate_id, 1 AS n, f.id, h.eligible, t.take,
            t.take AS total
-    FROM (SELECT x.aggregate_type, x.aggregate_id
-          FROM outbox_events x
+    FROM ("""
+    + _NEXT_HEAD
+    + """
           WHERE x.status = 'pending' AND {after}
           ORDER BY x.aggregate_type, x.aggregate_id, x.id
           LIMIT 1) f
@@ -53,12 +60,12 @@ WITH RECURSIVE walk AS (
     + _HEAD_OF.format(agg="f")
     + """
     UNION ALL
-    SELECT nxt.aggregate_type, nxt.aggregate_id, w.n + 1, h.id, h.eligible, t.take,
+    SELECT nxt.aggregate_type, nxt.aggregate_id, w.n + 1, nxt.id, h.eligible, t.take,
            w.total + t.take
     FROM walk w
-    CROSS JOIN LATERAL (
-        SELECT x.aggregate_type, x.aggregate_id
-        FROM outbox_events x
+    CROSS JOIN LATERAL ("""
+    + _NEXT_HEAD
+    + """
         WHERE x.status = 'pending'
           AND (x.aggregate_type, x.aggregate_id) > (w.aggregate_type, w.aggregate_id)
         ORDER BY x.aggregate_type, x.aggregate_id, x.id
@@ -84,22 +91,27 @@ MAX_VISITS_PER_EVENT = 20
 CLAIM = """
 WITH heads AS (
     SELECT e.id, e.aggregate_type, e.aggregate_id, c.ord
-    -- Driven by the candidate list (primary key lookups): a condition like `status =
-    -- 'pending'` alone would tempt the planner into scanning the whole backlog.
     FROM unnest(%(candidates)s::bigint[]) WITH ORDINALITY AS c(id, ord)
-    JOIN outbox_events e ON e.id = c.id
-    WHERE e.status = 'pending'
-      AND e.next_attempt_at <= now()
-      AND (e.claimed_until IS NULL OR e.claimed_until < now())
-      AND NOT EXISTS (
-          SELECT 1 FROM outbox_events p
-          WHERE p.status = 'pending' AND p.aggregate_type = e.aggregate_type
-            AND p.aggregate_id = e.aggregate_id AND p.id < e.id)
-      AND NOT EXISTS (
-          SELECT 1 FROM outbox_events d
-          WHERE d.status = 'dead' AND d.aggregate_type = e.aggregate_type
-            AND d.aggregate_id = e.aggregate_id AND d.id < e.id)
-    FOR UPDATE OF e SKIP LOCKED
+    -- One primary key lookup per candidate: a lateral subquery with its own row lock is
+    -- not flattened into a join, which a large backlog would have planned as a hash join
+    -- over a scan of every pending row (20 of a 2,000-head claim's 69 ms, measured).
+    CROSS JOIN LATERAL (
+        SELECT e.id, e.aggregate_type, e.aggregate_id
+        FROM outbox_events e
+        WHERE e.id = c.id
+          AND e.status = 'pending'
+          AND e.next_attempt_at <= now()
+          AND (e.claimed_until IS NULL OR e.claimed_until < now())
+          AND NOT EXISTS (
+              SELECT 1 FROM outbox_events p
+              WHERE p.status = 'pending' AND p.aggregate_type = e.aggregate_type
+                AND p.aggregate_id = e.aggregate_id AND p.id < e.id)
+          AND NOT EXISTS (
+              SELECT 1 FROM outbox_events d
+              WHERE d.status = 'dead' AND d.aggregate_type = e.aggregate_type
+                AND d.aggregate_id = e.aggregate_id AND d.id < e.id)
+        FOR UPDATE OF e SKIP LOCKED
+    ) e
 ),
 -- The runs in the order the walk found their heads, each whole (up to the run limit), until
 -- the batch is full: what the walk counted, unless a head was taken in the meantime. The
@@ -240,20 +252,26 @@ SET status = 'pending', attempts = 0, next_attempt_at = now(), claimed_by = NULL
 WHERE status = 'dead' AND (%(all)s OR event_id::text = ANY(%(event_ids)s))
 """
 
+# Pending and dead rows are read through their partial indexes, never by a scan of the
+# table, which holds every delivered event of the retention period (a week of them) and is
+# read every few seconds for the gauges.
 STATS = """
-SELECT count(*) FILTER (WHERE status = 'pending'),
-       count(*) FILTER (WHERE status = 'pending' AND claimed_until > now()),
-       coalesce(extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')),
-                0)::float8,
-       count(*) FILTER (WHERE status = 'dead')
-FROM outbox_events
-WHERE status IN ('pending', 'dead')
+SELECT p.pending, p.leased, p.oldest, d.dead
+FROM (SELECT count(*) AS pending,
+             count(*) FILTER (WHERE claimed_until > now()) AS leased,
+             coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest
+      FROM outbox_events
+      WHERE status = 'pending') p,
+     (SELECT count(*) AS dead FROM outbox_events WHERE status = 'dead') d
 """
 
 TOP_ERRORS = """
 SELECT status, left(last_error, 200) AS error, count(*) AS events, max(attempts)
-FROM outbox_events
-WHERE status IN ('pending', 'dead') AND last_error IS NOT NULL
+FROM (SELECT status, last_error, attempts FROM outbox_events
+      WHERE status = 'pending' AND last_error IS NOT NULL
+      UNION ALL
+      SELECT status, last_error, attempts FROM outbox_events
+      WHERE status = 'dead' AND last_error IS NOT NULL) e
 GROUP BY status, left(last_error, 200)
 ORDER BY count(*) DESC
 LIMIT %(limit)s

@@ -129,6 +129,38 @@ def test_index_build_does_not_block_writes(fresh_db):
         assert index_state(conn) == (True,)
 
 
+def _downgrade(conninfo_: str, revision: str) -> None:
+    """Alembic's downgrade the way app.migrate runs its upgrade (no runbook downgrades: a
+    rollback keeps the schema, which every revision keeps backward compatible)."""
+    from alembic import command
+
+    cfg = migrate._config()
+    engine = migrate._engine(conninfo_)
+    try:
+        with engine.connect() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def _reloptions(conn, table: str) -> set[str]:
+    row = conn.execute("SELECT reloptions FROM pg_class WHERE relname = %s", (table,)).fetchone()
+    return set(row[0] or [])
+
+
+def test_outbox_fillfactor_is_set_and_reset(fresh_db):
+    migrate.upgrade(fresh_db, "0016_outbox_fillfactor")
+    with psycopg.connect(fresh_db) as conn:
+        assert "fillfactor=45" in _reloptions(conn, "outbox_events")
+    _downgrade(fresh_db, "0015_commission_rebate")
+    with psycopg.connect(fresh_db) as conn:
+        options = _reloptions(conn, "outbox_events")
+    # The queue's vacuum settings (0010) stay; only the fillfactor goes.
+    assert not any(o.startswith("fillfactor") for o in options)
+    assert "autovacuum_vacuum_scale_factor=0.02" in options
+
+
 def test_revisions_declare_backward_compatibility():
     revs = migrate.revisions()
     assert [r.revision for r in revs][:2] == ["0001_initial", "0002_positions_one_open"]

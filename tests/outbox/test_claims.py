@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from app.outbox import queries
 from app.outbox.store import OutboxStore, app_pool
 from tests.conftest import connect_app
 from tests.outbox.support import insert_events
@@ -165,3 +166,39 @@ def test_a_batch_delivered_whole_is_settled_except_what_another_dispatcher_took_
             "SELECT status, claimed_by, count(*) FROM outbox_events GROUP BY 1, 2 ORDER BY 1"
         ).fetchall()
     assert rows == [("delivered", None, 5), ("pending", "B", 1)]
+
+
+def _pages(conn) -> dict[int, int]:
+    """Each pending event's heap page (the block of its current row version)."""
+    rows = conn.execute(
+        "SELECT id, (ctid::text::point)[0]::bigint FROM outbox_events WHERE status = 'pending'"
+    ).fetchall()
+    return dict(rows)
+
+
+def test_a_claim_over_many_heads_leases_each_in_place(clean_db):
+    """Every event a head (one per aggregate): the claim locks each by its primary key and
+    leases it in place: the new row version on the old one's page, which for an UPDATE of
+    columns no index holds is a heap-only update, no index entry written (the table keeps
+    room on its pages, migration 0016)."""
+    with connect_app(clean_db) as conn:
+        inserted = insert_events(conn, 300, 300)
+        before = _pages(conn)
+        heads = conn.execute(
+            queries.FIND_HEADS_FROM_START,
+            {"budget": 300, "max_per_aggregate": 10, "max_visits": 6000},
+        ).fetchall()
+        assert len(heads) == 300 and all(eligible for _, _, _, eligible, _, _ in heads)
+        claimed = conn.execute(
+            queries.CLAIM,
+            {"candidates": [h[0] for h in heads], "owner": "A", "batch_size": 300,
+             "max_per_aggregate": 10, "lease": LEASE},
+        ).fetchall()  # fmt: skip
+        leased = conn.execute(
+            "SELECT count(*) FROM outbox_events WHERE claimed_by = 'A'"
+        ).fetchone()[0]
+        after = _pages(conn)
+    assert sorted(row[0] for row in claimed) == sorted(e.id for e in inserted)
+    assert leased == 300
+    moved = {event for event, page in before.items() if after[event] != page}
+    assert not moved, f"{len(moved)} of 300 leases moved their row to another page"

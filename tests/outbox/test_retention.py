@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import psycopg
 from click.testing import CliRunner
 
+from app.outbox import queries
 from app.outbox.dispatcher import Dispatcher
 from app.outbox.publishers import ConsolePublisher
 from app.outbox.settings import DispatcherSettings
@@ -97,6 +99,33 @@ def test_status_command_reports_backlog_and_errors(clean_db):
     age = float(result.output.split("oldest pending age:")[1].split("s")[0])
     assert 10 * 86400 <= age < 10 * 86400 + 600
     assert "ConnectionError: refused" in result.output
+
+
+def _plan_nodes(plan: dict) -> list[str]:
+    """Every node of an EXPLAIN (FORMAT JSON) plan, as 'Node Type on relation'."""
+    node = f"{plan['Node Type']} on {plan.get('Relation Name', '-')}"
+    return [node] + [n for child in plan.get("Plans", []) for n in _plan_nodes(child)]
+
+
+def test_gauges_and_status_read_pending_and_dead_rows_by_index_not_the_delivered_week(clean_db):
+    """The gauges refresh every few seconds; the table holds a week of delivered events."""
+    with connect_app(clean_db) as conn:
+        seed(conn)
+        conn.execute(
+            "INSERT INTO outbox_events (aggregate_type, aggregate_id, event_type, payload, "
+            "status, delivered_at) SELECT 'order', 'done-' || g, 'order.created', '{}', "
+            "'delivered', now() FROM generate_series(1, 20000) AS g"
+        )
+    with psycopg.connect(clean_db.owner_conninfo(), autocommit=True) as owner:
+        owner.execute("ANALYZE outbox_events")
+        for sql in (queries.STATS, queries.TOP_ERRORS):
+            explained = owner.execute("EXPLAIN (FORMAT JSON) " + sql, {"limit": 5}).fetchone()
+            nodes = _plan_nodes(explained[0][0]["Plan"])
+            assert "Seq Scan on outbox_events" not in nodes, nodes
+    result = CliRunner().invoke(outbox_cli, ["status", "--database-url", clean_db.app_conninfo()])
+    assert result.exit_code == 0, result.output
+    assert "pending:            5 " in result.output
+    assert "dead letters:       5" in result.output
 
 
 def test_requeue_command_puts_dead_letters_back(clean_db):
