@@ -63,6 +63,8 @@ class Plan:
     lines: list[str] = field(default_factory=list)
     place: scratch.ScratchPlace | None = None  # a copy's directory, as inspected
     in_recovery: bool = False
+    # A stopped server's hot_standby as its configuration has it (None: could not be read).
+    stopped_hot_standby: str | None = None
     bouncer_paused_before: bool = False
     # Recovery ends by a promotion request rather than by itself: see restore_options.
     fast_promotion: bool = False
@@ -162,6 +164,7 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
     # A server still in recovery (an interrupted restore replaying WAL) has no live WAL to
     # archive: it is planned like a stopped one, from the archive, and stopped first.
     primary_up = role == "primary"
+    stopped_hot_standby = None
     if primary_up:
         state = source.query_json(
             "SELECT pg_current_wal_lsn()::text AS lsn, pg_is_in_recovery() AS recovery, "
@@ -170,9 +173,15 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
         )[0]
         current_lsn, timeline = parse_lsn(state["lsn"]), state["tl"]
         hot_standby = state["hot_standby"] == "on"
+    elif role == "recovery":
+        current_lsn, timeline = None, _timeline_of_stopped(source)
+        hot_standby = True  # a server in recovery answers only in hot standby
     else:
         current_lsn, timeline = None, _timeline_of_stopped(source)
-        hot_standby = role == "recovery"  # a server in recovery answers only in hot standby
+        # Down: the setting it would start with, from its configuration (`postgres -C`);
+        # None (unread) keeps the recovery that ends by itself.
+        stopped_hot_standby = source.service.configured_setting("hot_standby")
+        hot_standby = stopped_hot_standby == "on"
     oldest, newest = info.backups[0], info.backups[-1]
     archive_end = wal.segment_end_lsn(info.archive_max) if info.archive_max else None
     lsn_upper = current_lsn if primary_up else archive_end
@@ -250,6 +259,7 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
         req, source, dest, info, backup, primary_up, timeline, current_lsn, target_time, target_lsn
     )
     plan.in_recovery = role == "recovery"
+    plan.stopped_hot_standby = stopped_hot_standby
     plan.fast_promotion = hot_standby
     if not plan.in_place:
         same_host = dest.executor is source.executor
@@ -474,7 +484,15 @@ def plan_lines(plan: Plan, now: datetime, bounds: str) -> list[str]:
         )
         by_itself = ""
     else:
-        why = "hot_standby is off" if plan.primary_up else "the server is not running"
+        if plan.primary_up:
+            why = "hot_standby is off"
+        elif plan.stopped_hot_standby is not None:
+            why = f"hot_standby is {plan.stopped_hot_standby} in the stopped server's configuration"
+        else:
+            why = (
+                "the server is not running and its hot_standby could not be read from its "
+                "configuration (postgres -C hot_standby)"
+            )
         by_itself = (
             f"; it ends by itself, with its end-of-recovery checkpoint ({why}, so it cannot "
             "be asked to promote)"

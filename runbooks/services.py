@@ -1,6 +1,7 @@
 """Service control, one interface for the three ways a runbook starts and stops things.
 
-- `SystemdService`: units on a real or lab host (`systemctl`).
+- `SystemdService`: units on a real or lab host (`systemctl`); `PostgresSystemdService`, the
+  PostgreSQL unit, also reads the server's settings while it is stopped.
 - `PgCtlService`: a PostgreSQL data directory driven by `pg_ctl` (the throwaway clusters,
   scratch restores).
 - `ProcessService`: a process started from a command line and stopped by its pid (a local
@@ -46,6 +47,11 @@ class ServiceControl:
         """What an operator types on the host to start it (printed in a state report)."""
         raise NotImplementedError
 
+    def configured_setting(self, name: str) -> str | None:
+        """A PostgreSQL setting as the server would start with it, read without starting
+        it (`postgres -C`); None when this service is not PostgreSQL or the read failed."""
+        return None
+
     def stop_command(self) -> str:
         raise NotImplementedError
 
@@ -88,6 +94,28 @@ class SystemdService(ServiceControl):
         return f"systemctl stop {' '.join(self.units)}"
 
 
+def _postgres_setting(
+    executor: Executor, bindir: str, user: str, config_dir: str, name: str
+) -> str | None:
+    result = executor.run(
+        [f"{bindir}/postgres", "-D", config_dir, "-C", name], user=user, check=False, timeout=60
+    )
+    value = result.stdout.strip()
+    return value if result.ok and value else None
+
+
+@dataclass
+class PostgresSystemdService(SystemdService):
+    """Debian's PostgreSQL unit: its configuration lives apart from the data directory."""
+
+    config_dir: str = layout.POSTGRES_CONF_DIR
+    bindir: str = layout.POSTGRES_BINDIR
+    user: str = "postgres"
+
+    def configured_setting(self, name: str) -> str | None:
+        return _postgres_setting(self.executor, self.bindir, self.user, self.config_dir, name)
+
+
 # pg_controldata's names for the settings a standby or recovering copy must not lower.
 _CONTROLDATA_SETTINGS = {
     "max_connections setting": "max_connections",
@@ -126,6 +154,12 @@ class PgCtlService(ServiceControl):
 
     def _opts(self, options: dict[str, str]) -> str:
         return " ".join(f"-c {k}={shlex.quote(str(v))}" for k, v in options.items())
+
+    def configured_setting(self, name: str) -> str | None:
+        # The options are passed with -c at start and win over the configuration files.
+        if name in self.options:
+            return str(self.options[name])
+        return _postgres_setting(self.executor, self.bindir, self.user, self.datadir, name)
 
     def recovery_minimums(self) -> dict[str, str]:
         """Settings recovery needs at least as high as on the primary, from the copy's own
@@ -344,6 +378,9 @@ class PatroniNodePostgres(ServiceControl):
 
     def is_active(self) -> bool:
         return self.postgres.is_active()
+
+    def configured_setting(self, name: str) -> str | None:
+        return self.postgres.configured_setting(name)
 
     def log_tail(self) -> str:
         return self.postgres.log_tail()

@@ -25,6 +25,7 @@ from runbooks.releases import AppTarget
 from runbooks.services import (
     PatroniNodePostgres,
     PgCtlService,
+    PostgresSystemdService,
     ProcessService,
     SystemdService,
     alone_settings,
@@ -74,7 +75,7 @@ def db_target_for_host(name: str, stanza: str, inventory: Inventory | None = Non
     return DbTarget(
         executor=executor,
         data_dir=layout.POSTGRES_DATA_DIR,
-        service=SystemdService(executor, (layout.POSTGRES_SERVICE,)),
+        service=PostgresSystemdService(executor, (layout.POSTGRES_SERVICE,)),
         stanza=stanza,
         bouncer=deployed_bouncer(inventory.environment),
         label=name,
@@ -256,7 +257,7 @@ def db_revision_on_db_host(name: str, inventory: Inventory) -> str | None:
     """The database's schema revision read by psql as PostgreSQL's superuser on the db host
     `name` (a few milliseconds; the app host's read starts the release's Python)."""
     executor = ssh_executor(name, inventory, probe=False)
-    service = SystemdService(executor, (layout.POSTGRES_SERVICE,))
+    service = PostgresSystemdService(executor, (layout.POSTGRES_SERVICE,))
     db = DbTarget(executor=executor, data_dir=layout.POSTGRES_DATA_DIR, service=service, label=name)
     result = _answered(
         executor,

@@ -13,6 +13,7 @@ import pytest
 
 from lab import ssh
 from sparkops import layout, metric_names
+from sparkops.wait import wait_until
 from tests.lab.stack import (
     ROOT,
     by_group,
@@ -56,6 +57,32 @@ def test_pitr_on_the_db_host(deployed, kind, tmp_path):
     assert present(db, kept) == set(kept) and present(db, lost) == set()
     assert psql(db, "SELECT to_regclass('trading_halts')").strip() == "trading_halts"
     assert orders(app, 1)  # pgBouncer resumed; the app works again
+
+
+def test_latest_with_the_db_server_down_ends_by_promotion(deployed, tmp_path):
+    """The disaster case: PostgreSQL down on the db host. The plan reads the stopped
+    server's hot_standby from /etc/postgresql (`postgres -C`), so the restore runs as a
+    standby and ends by a promotion request, and serves everything archived."""
+    hosts = deployed["hosts"]
+    db, app = by_group(hosts, "db"), by_group(hosts, "app")
+    kept = orders(app, 4)
+    segment = psql(db, "SELECT pg_walfile_name(pg_switch_wal())").strip()
+    wait_until(
+        lambda: psql(db, "SELECT last_archived_wal FROM pg_stat_archiver").strip() >= segment,
+        timeout=60,
+        what=f"{segment} archived",
+    )
+    before = snapshot(db)
+    on_host(db, f"systemctl stop {layout.POSTGRES_SERVICE}")
+    run = sparkops("restore", "--host", db["name"], "--latest", "--yes", "--json",
+                    "--evidence-dir", str(tmp_path / "ev"))  # fmt: skip
+    assert run.exit_code == 0, run.output
+    result = json.loads(run.stdout)
+    assert "--type=standby" in result["facts"]["pgbackrest_options"]
+    assert any("pg_promote" in line for line in result["plan"]), result["plan"]
+    assert snapshot(db) == before
+    assert present(db, kept) == set(kept)
+    assert orders(app, 1)
 
 
 def test_drill_on_the_db_host_passes_and_publishes_its_metric(deployed, tmp_path):

@@ -4,9 +4,10 @@ When the plan knows the server runs hot standby, recovery ends by a promotion re
 --latest restore runs as a standby that, asked, replays everything archived and opens; a
 target pauses there and the request ends the pause. The end-of-recovery checkpoint then
 runs in the background instead of before the server opens, and the runbook ends with a
-checkpoint of its own, so a backup taken right after the restore works. Without hot standby
-(a pause would be a shutdown) or with the server down (nothing to read it from), recovery
-ends by itself as PostgreSQL does by default.
+checkpoint of its own, so a backup taken right after the restore works. With the server down
+the plan reads the setting from its configuration (`postgres -C`). Without hot standby (a
+pause would be a shutdown) or when it cannot be read, recovery ends by itself as PostgreSQL
+does by default.
 """
 
 from __future__ import annotations
@@ -108,15 +109,47 @@ def test_a_time_target_pauses_there_and_the_request_ends_the_pause(
     _backup_right_after(backed_db)
 
 
-def test_with_the_server_down_recovery_ends_by_itself(backed_db, ledger_app, target_file, tmp_path):
+def test_with_the_server_down_hot_standby_is_read_from_its_configuration(
+    backed_db, ledger_app, target_file, tmp_path
+):
+    """The disaster case (the primary down): the plan reads the stopped server's hot_standby
+    with `postgres -C`, so the restore still ends by a promotion request."""
     account = ensure_account(backed_db)
-    write_orders(ledger_app, account, 2)
+    kept = write_orders(ledger_app, account, 2)
     before = snapshot(backed_db)
     backed_db.target.service.stop()
     offset = _log_size(backed_db)
     result = _restore(target_file, tmp_path, "--latest")
+    assert "--type=standby" in result["facts"]["pgbackrest_options"]
+    assert any("pg_promote" in line for line in result["plan"]), result["plan"]
+    steps = _steps(result)
+    assert steps.index(restoring.PROMOTE_STEP) < steps.index(restoring.RECOVERY_STEP)
+    assert restoring.CHECKPOINT_STEP in steps
+    log = _log_after(backed_db, offset)
+    assert PROMOTED in log and SELF_ENDED not in log, log[-3000:]
+    assert snapshot(backed_db) == before
+    assert existing(backed_db, kept) == set(kept)
+    _backup_right_after(backed_db)
+
+
+def test_with_the_server_down_and_hot_standby_unreadable_recovery_ends_by_itself(
+    backed_db, ledger_app, target_file, tmp_path, monkeypatch
+):
+    """`postgres -C` fails (a broken configuration, a missing binary): the plan says so and
+    keeps the recovery that ends by itself."""
+    from runbooks.services import PgCtlService
+
+    account = ensure_account(backed_db)
+    write_orders(ledger_app, account, 2)
+    before = snapshot(backed_db)
+    backed_db.target.service.stop()
+    monkeypatch.setattr(PgCtlService, "configured_setting", lambda self, name: None)
+    offset = _log_size(backed_db)
+    result = _restore(target_file, tmp_path, "--latest")
     assert "--type=default" in result["facts"]["pgbackrest_options"]
-    assert any("the server is not running, so it cannot" in ln for ln in result["plan"])
+    assert any(
+        "its hot_standby could not be read from its configuration" in ln for ln in result["plan"]
+    ), result["plan"]
     steps = _steps(result)
     assert restoring.PROMOTE_STEP not in steps and restoring.CHECKPOINT_STEP not in steps
     log = _log_after(backed_db, offset)
@@ -155,6 +188,27 @@ def test_without_hot_standby_a_target_is_not_paused(no_hot_standby, tmp_path):
     assert restoring.PROMOTE_STEP not in _steps(result)
     log = _log_after(db, offset)
     assert SELF_ENDED in log and PROMOTED not in log, log[-3000:]
+    with superuser(db) as conn:
+        assert [r[0] for r in conn.execute("SELECT n FROM marks ORDER BY n")] == [1]
+
+
+def test_without_hot_standby_in_a_stopped_servers_configuration_recovery_ends_by_itself(
+    no_hot_standby, tmp_path
+):
+    db = no_hot_standby
+    with superuser(db) as conn:
+        conn.execute("CREATE TABLE marks (n int)")
+        conn.execute("INSERT INTO marks VALUES (1)")
+    db.target.service.stop()
+    target_file = tmp_path / "target.json"
+    target_file.write_text(json.dumps(sites.target_file_spec(db.target)))
+    result = _restore(target_file, tmp_path, "--latest")
+    assert "--type=default" in result["facts"]["pgbackrest_options"]
+    assert any(
+        "hot_standby is off in the stopped server's configuration, so it cannot" in ln
+        for ln in result["plan"]
+    ), result["plan"]
+    assert restoring.PROMOTE_STEP not in _steps(result)
     with superuser(db) as conn:
         assert [r[0] for r in conn.execute("SELECT n FROM marks ORDER BY n")] == [1]
 
