@@ -10,7 +10,8 @@ repository, as the deploy configures it), each against a reference measured in t
   three) of the same data directory; target: restore / raw copy <= 1.5. Also printed: the
   same restore onto a copy beside the live cluster (the drill's path: WAL fetched
   synchronously), and the WAL budget per interval that keeps the ratio at 1.5 at the replay
-  rate measured.
+  rate measured, and the replay split by the restored server's own log (bench/recovery_log.py:
+  start to consistent, redo, end of WAL, new timeline, open).
 - Encryption: a full backup and the restore of its files (no replay) from an encrypted and
   from a plaintext repository of the same cluster; ratios encrypted / plaintext.
 
@@ -34,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import recovery_log
 from bench.restore_rollback import (
     QUIET,
     RECOVERY_SETTINGS,
@@ -180,6 +182,8 @@ def main() -> int:
         )
 
         db.target.service.options.update(RECOVERY_SETTINGS)
+        log = Path(db.stack.pg.logfile)
+        log_offset = log.stat().st_size
         run = restore_in_place(db)
         copy, replay = run.facts["copy_seconds"], run.facts["replay_seconds"]
         total = copy + replay
@@ -194,6 +198,15 @@ def main() -> int:
             f"{replay / raw:.2f}); target <= {RESTORE_RATIO_TARGET}: "
             f"{'met' if total / raw <= RESTORE_RATIO_TARGET else 'MISSED'}"
         )
+        split = recovery_log.phases(log.read_bytes()[log_offset:].decode(errors="replace"))
+        if split:
+            print(
+                "  the replay by the server's log: "
+                + ", ".join(f"{name.replace('_', ' ')} {split[name]:.2f} s" for name in
+                            recovery_log.PHASES)
+                + f" (server start to open {split['total']:.2f} s; the runbook's start, "
+                f"request and polling around it {replay - split['total']:.2f} s)"
+            )  # fmt: skip
         print(
             f"copy beside the live cluster (the drill's path, WAL fetched synchronously): copy "
             f"{copy_c:.1f} s + replay {replay_c:.1f} s = {copy_c + replay_c:.1f} s; / raw "
