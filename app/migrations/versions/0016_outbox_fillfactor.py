@@ -11,11 +11,13 @@ new version of every row on it (at 50 % the last row of a page did not fit, meas
 every head can be leased in place, which matters when every event is a head (one per
 aggregate). Measured with 2,000 such heads per claim: the lease went from 12 to 3 us an
 event (fillfactor 100 / 70 / 45: 24 / 15 / 6 ms). The table takes about twice the pages; it
-is a queue, purged after `settings.PURGE_AFTER_SECONDS`.
+is a queue, its delivered rows purged after `app.outbox.settings.RETENTION_HOURS`, and the
+queries that run often read it by index (the gauges' read pending and dead rows by their
+partial indexes).
 
-Storage parameter only: existing pages are not rewritten (they fill to 70 % as rows are
-purged and the space reused); no lock beyond a brief SHARE UPDATE EXCLUSIVE. Backward
-compatible: no release reads it.
+Storage parameter only: existing pages are not rewritten (new rows fill pages to 45 %, and
+pages freed by the purge are refilled that way); the ALTER takes a SHARE UPDATE EXCLUSIVE
+lock, which does not block reads or writes. Backward compatible: no release reads it.
 """
 
 from alembic import op
