@@ -24,6 +24,7 @@ PACKAGES: dict[str, str] = {
     "pg_ctl": "postgresql-15",
     "pgbench": "postgresql-15",
     "pg_waldump": "postgresql-15",
+    "postgres": "postgresql-15",  # `postgres -C`: a stopped server's settings
     "psql": "postgresql-client-15",
     "pgbackrest": "pgbackrest",
     "pgbouncer": "pgbouncer",
