@@ -173,15 +173,15 @@ def prepare(source: DbTarget, req: Request, run: Run, now: datetime | None = Non
         )[0]
         current_lsn, timeline = parse_lsn(state["lsn"]), state["tl"]
         hot_standby = state["hot_standby"] == "on"
-    elif role == "recovery":
-        current_lsn, timeline = None, _timeline_of_stopped(source)
-        hot_standby = True  # a server in recovery answers only in hot standby
     else:
         current_lsn, timeline = None, _timeline_of_stopped(source)
-        # Down: the setting it would start with, from its configuration (`postgres -C`);
-        # None (unread) keeps the recovery that ends by itself.
-        stopped_hot_standby = source.service.configured_setting("hot_standby")
-        hot_standby = stopped_hot_standby == "on"
+        if role == "recovery":
+            hot_standby = True  # a server in recovery answers only in hot standby
+        else:
+            # Down: the setting it would start with, from its configuration (`postgres -C`);
+            # None (unread) keeps the recovery that ends by itself.
+            stopped_hot_standby = source.service.configured_setting("hot_standby")
+            hot_standby = stopped_hot_standby == "on"
     oldest, newest = info.backups[0], info.backups[-1]
     archive_end = wal.segment_end_lsn(info.archive_max) if info.archive_max else None
     lsn_upper = current_lsn if primary_up else archive_end
