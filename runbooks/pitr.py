@@ -382,17 +382,22 @@ def restore_options(plan: Plan) -> list[str]:
 
 def restore_command(dest: DbTarget) -> str:
     """An in-place recovery's restore_command: the asynchronous archive-get (segments fetched
-    ahead of replay, in parallel), and when it does not deliver, the same segment fetched
-    synchronously.
+    ahead of replay, in parallel), and when it does not deliver within
+    ARCHIVE_GET_ASYNC_WAIT_SECONDS, the same segment fetched synchronously.
 
-    pgBackRest 2.45's async get races for its archive lock when recovery crosses a timeline
-    switch: the async process forked for the new timeline can die on the lock ("unable to
-    acquire lock on file ...-archive.lock"), and the get that forked it waits out
-    archive-timeout (60 s, seen in this suite's restores across earlier restores' timelines)
-    and reports the segment missing, which could end recovery short of its target (fixed
-    upstream in PR #2806, not in Debian's package). The async get here waits
-    ARCHIVE_GET_ASYNC_WAIT_SECONDS; the synchronous one then answers from the repository
-    itself, so a missing answer is a true one."""
+    The short wait: a segment the prefetcher already holds is delivered at once, and one it
+    does not hold yet came from the async get's polling after 0.3-0.4 s against 0.03 s from
+    the repository directly. Recovery asks for three such segments in every restore (the
+    first, the missing one after the last, and the last again to open the new timeline):
+    0.4-0.6 s of a 2-3 s replay, measured by bench/restore_schedule.py.
+
+    It also bounds pgBackRest 2.45's race for its archive lock when recovery crosses a
+    timeline switch: the async process forked for the new timeline can die on the lock
+    ("unable to acquire lock on file ...-archive.lock"), and the get that forked it would wait
+    out archive-timeout (60 s, seen in this suite's restores across earlier restores'
+    timelines) and report the segment missing, which could end recovery short of its target
+    (fixed upstream in PR #2806, not in Debian's package). The synchronous get answers from
+    the repository itself, so a missing answer is a true one."""
     wait = f"--archive-timeout={defaults.ARCHIVE_GET_ASYNC_WAIT_SECONDS}"
     prefetch = dest.pgbackrest_argv("archive-get", wait)
     direct = dest.pgbackrest_argv("archive-get", "--archive-async=n")

@@ -84,10 +84,14 @@ ARCHIVE_TIMEOUT_SECONDS = 60
 # (bench/restore_schedule.py prints the WAL of one interval with and without).
 POSTGRES_WAL_COMPRESSION = "lz4"
 # How long a restore's archive-get waits for pgBackRest's async prefetch to deliver a segment
-# before it fetches the segment itself (runbooks.pitr.restore_command): pgBackRest 2.45's
-# async get can lose a race for its lock at a timeline switch and would wait out the whole
-# ARCHIVE_TIMEOUT_SECONDS, then report the segment missing (upstream PR #2806).
-ARCHIVE_GET_ASYNC_WAIT_SECONDS = 10
+# before it fetches the segment from the repository itself (runbooks.pitr.restore_command).
+# A prefetched segment is delivered at once; one that is not (the first, the one PostgreSQL
+# reads again at the end of recovery, the missing one that ends it) took the async get's
+# polling 0.3-0.4 s against 0.03 s fetched directly, and the prefetcher fills its queue ahead
+# either way. Also the bound on pgBackRest 2.45's lost lock race at a timeline switch, which
+# would wait out the whole ARCHIVE_TIMEOUT_SECONDS and report the segment missing (upstream
+# PR #2806). pgBackRest's smallest archive-timeout; bench/restore_schedule.py measures it.
+ARCHIVE_GET_ASYNC_WAIT_SECONDS = 0.1
 PGBACKREST_STANZA = "spark"
 # Where a cluster node's backup copied its data files from (layout.PGBACKREST_BACKUP_SOURCE_FILE):
 # a replica; the primary because no replica streamed; the primary although one streamed,
