@@ -3,6 +3,8 @@ WAL, giving a copy its configuration files, waiting for recovery to end."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from runbooks.checklist import StepFailed
 from runbooks.target import DbTarget
 from sparkops.wait import DeadlineExceeded, StopWaiting, wait_until
@@ -57,8 +59,7 @@ def wait_for_promotion(dest: DbTarget, timeout: float) -> None:
     missing WAL file it gave up on), not at the end of a recovery timeout of an hour."""
 
     def promoted() -> bool:
-        _still_running(dest)
-        return dest.psql("SELECT pg_is_in_recovery()", dbname="postgres") == "f"
+        return _ask(dest, lambda: dest.psql("SELECT pg_is_in_recovery()", dbname="postgres")) == "f"
 
     _wait(promoted, timeout, "recovery to end", dest)
 
@@ -70,19 +71,30 @@ def request_promotion(dest: DbTarget, timeout: float) -> bool:
     had ended already."""
 
     def asked() -> str:
-        _still_running(dest)
-        return dest.psql(
-            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_promote(false) ELSE false END",
-            dbname="postgres",
-            timeout=30,
+        return _ask(
+            dest,
+            lambda: dest.psql(
+                "SELECT CASE WHEN pg_is_in_recovery() THEN pg_promote(false) ELSE false END",
+                dbname="postgres",
+                timeout=30,
+            ),
         )
 
     return _wait(asked, timeout, "the restored server to take the promotion request", dest) == "t"
 
 
-def _still_running(dest: DbTarget) -> None:
-    if not dest.service.is_active():
-        raise StopWaiting("PostgreSQL stopped during recovery:\n" + dest.service.log_tail())
+def _ask(dest: DbTarget, query: Callable[[], str]) -> str:
+    """The query's answer; when it fails, "not yet" while PostgreSQL runs (still starting),
+    StopWaiting once it has stopped. Asked in that order, a poll is one command (one SSH
+    round trip on a host) until something goes wrong."""
+    try:
+        return query()
+    except Exception:
+        if not dest.service.is_active():
+            raise StopWaiting(
+                "PostgreSQL stopped during recovery:\n" + dest.service.log_tail()
+            ) from None
+        raise
 
 
 def _wait(probe, timeout: float, what: str, dest: DbTarget):
