@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks import pitr, wal
+from runbooks import dbsteps, pitr, wal
 from sparkops import defaults
 from sparkops.wait import wait_until
 from testkit.proc import chown_to_service_user, make_workdir
@@ -63,13 +63,24 @@ def archive_lock_held(backed_db):
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _number(segment: str) -> int:
+    """A segment's place in its timeline (16 MB segments: 256 per log file)."""
+    return int(segment[8:16], 16) * 256 + int(segment[16:], 16)
+
+
 def _spool(db) -> Path:
     return db.workdir / "spool" / "archive" / db.stanza / "in"
 
 
 def test_a_segment_the_prefetch_holds_is_delivered_from_its_spool(backed_db, scratch):
+    # Two consecutive segments of the current timeline (the archive may hold other
+    # timelines' segments after earlier restores, which no prefetch of this one fetches).
+    first, second = (
+        dbsteps.archive_live_wal(backed_db.target, timeout=60).split("segment ")[1].rstrip(")")
+        for _ in range(2)
+    )
+    assert (second[:8], _number(second)) == (first[:8], _number(first) + 1), (first, second)
     backed_db.target.clear_archive_get_queue()
-    first, second = wal.archived_segments(backed_db.target)[-2:]
     command = pitr.restore_command(backed_db.target)
     result, _ = _run(backed_db, command, first, scratch / "RECOVERYXLOG")
     assert result.ok, result.stderr
