@@ -61,6 +61,8 @@ class SystemdService(ServiceControl):
     executor: Executor
     units: tuple[str, ...]
     timeout: float = 300.0
+    # Units whose failed state a restart clears too (the socket a service is activated by).
+    also_reset: tuple[str, ...] = ()
 
     @property
     def description(self) -> str:
@@ -73,7 +75,15 @@ class SystemdService(ServiceControl):
         self.executor.run(["systemctl", "stop", *self.units], timeout=self.timeout)
 
     def restart(self) -> None:
-        self.executor.run(["systemctl", "restart", *self.units], timeout=self.timeout)
+        # A restart asked for is not a crash loop: systemd's start rate limit (5 starts in
+        # 10 s by default) would refuse it after a few quick ones ("start of the service was
+        # attempted too often") and fail a socket-activated service's socket with it, leaving
+        # the service down. reset-failed flushes the counter (and the socket's failed state:
+        # also_reset), in the same command: no extra round trip.
+        units = shlex.join(self.units)
+        extra = shlex.join(self.also_reset)
+        script = f"systemctl reset-failed {units} {extra} 2>/dev/null; systemctl restart {units}"
+        self.executor.run(["sh", "-c", script], timeout=self.timeout)
 
     def is_active(self) -> bool:
         result = self.executor.run(["systemctl", "is-active", self.units[0]], check=False)

@@ -300,7 +300,8 @@ def app_host_for_rollback(
         "check the host; nothing was changed",
     )
     units, reading = parse_rollback_read(name, result.stdout)
-    return replace(app, service=SystemdService(executor, units)), reading
+    service = SystemdService(executor, units, also_reset=(layout.APP_SOCKET,))
+    return replace(app, service=service), reading
 
 
 def parse_rollback_read(name: str, out: str) -> tuple[tuple[str, ...], rollback.Reading]:

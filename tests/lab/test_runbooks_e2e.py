@@ -126,3 +126,35 @@ def test_failed_deploy_returns_and_rollback_goes_back(deployed, tmp_path):
     finally:
         ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {a}", timeout=180)
         ssh.run(app["ip"], f"rm -rf {ROOT}/releases/{b}")
+
+
+def _hit_the_start_limit(app) -> None:
+    """Restart the app until systemd refuses to start it again (its default start rate limit,
+    5 starts in 10 s: what a few quick deploys and rollbacks in an incident add up to)."""
+    units = f"{layout.APP_SOCKET} {layout.APP_SERVICE}"
+    out = on_host(app, "for i in 1 2 3 4 5 6 7 8; do "
+                       f"systemctl restart {layout.APP_SERVICE} 2>&1 || break; done; "
+                       f"systemctl is-active {units} || true")  # fmt: skip
+    assert "too often" in out, out
+    assert "failed" in out, out  # the socket fails with its service: connections refused
+
+
+def test_rollback_and_switch_go_through_systemds_start_limit(deployed, tmp_path):
+    app = by_group(deployed["hosts"], "app")
+    a = deployed["release"]
+    b = "e2e-release-limit"
+    try:
+        copy_release(app, a, b)
+        on_host(app, f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
+        _hit_the_start_limit(app)
+        run = sparkops("rollback", "--host", app["name"], "--to", a, "--yes", "--json",
+                       "--evidence-dir", str(tmp_path / "ev"))  # fmt: skip
+        assert run.exit_code == 0, run.output
+        assert version(app) == a
+        _hit_the_start_limit(app)
+        switched = ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
+        assert switched.returncode == 0, switched.stdout + switched.stderr
+        assert version(app) == b
+    finally:
+        ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {a}", timeout=180)
+        ssh.run(app["ip"], f"rm -rf {ROOT}/releases/{b}")
