@@ -4,6 +4,7 @@ the db host, orders through the app, a ledger snapshot, and app releases to swit
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import httpx
@@ -103,6 +104,17 @@ def copy_release(app_host, source: str, name: str, extra_env: str = "") -> None:
     on_host(app_host, f"set -e; cd {ROOT}/releases; rm -rf {name}; cp -a {source} {name}; "
                    f"rm -f {name}/BAD; printf 'SPARK_RELEASE_ID={name}\\n{extra_env}' > "
                    f"{name}/release.env; touch {name}/.installed")  # fmt: skip
+
+
+@contextlib.contextmanager
+def scratch_release(app_host, live: str, name: str):
+    """For a test that makes release `name` on the app host: afterwards, however the test
+    ended, `live` is live again and `name` is gone."""
+    try:
+        yield name
+    finally:
+        ssh.run(app_host["ip"], f"/usr/local/sbin/spark-app-activate {live}", timeout=180)
+        ssh.run(app_host["ip"], f"rm -rf {ROOT}/releases/{name}")
 
 
 def version(app) -> str:

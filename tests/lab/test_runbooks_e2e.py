@@ -22,6 +22,7 @@ from tests.lab.stack import (
     orders,
     present,
     psql,
+    scratch_release,
     snapshot,
     sparkops,
     version,
@@ -103,7 +104,7 @@ def test_failed_deploy_returns_and_rollback_goes_back(deployed, tmp_path):
     app = by_group(deployed["hosts"], "app")
     a = deployed["release"]
     b = "e2e-release-b"
-    try:
+    with scratch_release(app, a, b):
         # B cannot reach its database: the deploy's switch undoes it and marks it BAD.
         copy_release(app, a, b, "SPARK_DATABASE_URL=postgresql://nobody@127.0.0.1:1/spark\\n")
         # A gate of 10 s, not the deploy's 60: B never becomes ready, so it would wait it all out.
@@ -123,9 +124,6 @@ def test_failed_deploy_returns_and_rollback_goes_back(deployed, tmp_path):
         result = json.loads(run.stdout)
         assert result["facts"]["live_release"] == a and version(app) == a
         assert result["facts"]["rollback_seconds"] < 10
-    finally:
-        ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {a}", timeout=180)
-        ssh.run(app["ip"], f"rm -rf {ROOT}/releases/{b}")
 
 
 def _hit_the_start_limit(app) -> None:
@@ -143,7 +141,7 @@ def test_rollback_and_switch_go_through_systemds_start_limit(deployed, tmp_path)
     app = by_group(deployed["hosts"], "app")
     a = deployed["release"]
     b = "e2e-release-limit"
-    try:
+    with scratch_release(app, a, b):
         copy_release(app, a, b)
         on_host(app, f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
         _hit_the_start_limit(app)
@@ -155,6 +153,3 @@ def test_rollback_and_switch_go_through_systemds_start_limit(deployed, tmp_path)
         switched = ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
         assert switched.returncode == 0, switched.stdout + switched.stderr
         assert version(app) == b
-    finally:
-        ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {a}", timeout=180)
-        ssh.run(app["ip"], f"rm -rf {ROOT}/releases/{b}")

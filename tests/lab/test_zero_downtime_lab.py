@@ -9,10 +9,9 @@ import json
 
 import pytest
 
-from lab import ssh
 from sparkops import defaults, layout
 from testkit import traffic
-from tests.lab.stack import ROOT, by_group, copy_release, on_host, sparkops, version
+from tests.lab.stack import by_group, copy_release, on_host, scratch_release, sparkops, version
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -25,7 +24,7 @@ def test_rollback_on_the_lab_drops_no_request(deployed, tmp_path):
     app = by_group(deployed["hosts"], "app")
     a = deployed["release"]
     b = "zdt-release-b"
-    try:
+    with scratch_release(app, a, b):
         copy_release(app, a, b)
         on_host(app, f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
         assert version(app) == b
@@ -47,6 +46,3 @@ def test_rollback_on_the_lab_drops_no_request(deployed, tmp_path):
         assert failed == [], f"{len(failed)} of {len(outcomes)} failed: {failed[:3]}"
         print(f"rollback {result['facts']['rollback_seconds']} s, {len(outcomes)} requests, "
               f"0 failed, p99 {traffic.p99(outcomes) * 1000:.0f} ms")  # fmt: skip
-    finally:
-        ssh.run(app["ip"], f"/usr/local/sbin/spark-app-activate {a}", timeout=180)
-        ssh.run(app["ip"], f"rm -rf {ROOT}/releases/{b}")
