@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runbooks.executor import CommandFailed, Executor
-from sparkops import layout
+from sparkops import defaults, layout
 from sparkops.wait import DeadlineExceeded, wait_until
 
 
@@ -86,11 +86,13 @@ class SystemdService(ServiceControl):
         self.executor.run(["sh", "-c", script], timeout=self.timeout)
 
     def is_active(self) -> bool:
+        """Running, or still starting: "activating" is not stopped (PostgreSQL's unit stays
+        there for seconds after the server takes connections, see PostgresSystemdService)."""
         result = self.executor.run(["systemctl", "is-active", self.units[0]], check=False)
         state = result.stdout.strip()
         if not result.ok and not state:  # no state printed: the command itself failed
             raise CommandFailed(result)
-        return result.ok
+        return result.ok or state == "activating"
 
     def log_tail(self) -> str:
         return self.executor.run(
@@ -121,9 +123,49 @@ class PostgresSystemdService(SystemdService):
     config_dir: str = layout.POSTGRES_CONF_DIR
     bindir: str = layout.POSTGRES_BINDIR
     user: str = "postgres"
+    socket_dir: str = layout.SOCKET_DIR
+    port: int = defaults.POSTGRES_PORT
 
     def configured_setting(self, name: str) -> str | None:
         return _postgres_setting(self.executor, self.bindir, self.user, self.config_dir, name)
+
+    def start(self) -> None:
+        """Returns once the server takes connections, as `pg_ctl -w` would, not when
+        `systemctl start` does: Debian's `pg_ctlcluster start` then sleeps 0.5 s and wants
+        three connections in a row 0.5 s apart, 2 s or more of every restore in which the
+        server waits for the runbook's promotion request. The unit finishes starting in
+        the background ("activating" until then, which `is_active` counts as running); a
+        start that fails before the server answers fails here, with the unit's journal."""
+        polls = str(int(self.timeout / _START_POLL_SECONDS))
+        isready = f"{self.bindir}/pg_isready"
+        args = [self.units[0], isready, self.socket_dir, str(self.port), polls]
+        self.executor.run(
+            ["sh", "-c", _START_SCRIPT, "start-postgresql", *args], timeout=self.timeout + 10
+        )
+
+
+# The poll runs on the host: a round trip per poll over SSH would cost more than it saves.
+# systemctl's own output is dropped (it may outlive this script, which must not keep the
+# session's pipes open); the journal says more than its "see journalctl" anyway.
+_START_POLL_SECONDS = 0.1
+_START_SCRIPT = f"""unit=$1 isready=$2 sockdir=$3 port=$4 polls=$5
+systemctl start "$unit" >/dev/null 2>&1 &
+job=$!
+i=0
+while [ "$i" -lt "$polls" ]; do
+  "$isready" -q -h "$sockdir" -p "$port" && exit 0
+  if ! kill -0 "$job" 2>/dev/null; then
+    wait "$job" && exit 0
+    echo "systemctl start $unit failed; its journal:" >&2
+    journalctl -u "$unit" -n 20 --no-pager >&2
+    exit 1
+  fi
+  sleep {_START_POLL_SECONDS}
+  i=$((i + 1))
+done
+echo "PostgreSQL took no connections in time; systemctl start $unit goes on" >&2
+exit 1
+"""
 
 
 # pg_controldata's names for the settings a standby or recovering copy must not lower.
