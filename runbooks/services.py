@@ -156,12 +156,12 @@ while [ "$i" -lt "$polls" ]; do
   "$isready" -q -h "$sockdir" -p "$port" && exit 0
   if ! kill -0 "$job" 2>/dev/null; then
     wait "$job" && exit 0
-    echo "systemctl start $unit failed; its journal:" >&2
+    echo "systemctl start $unit failed, its journal:" >&2
     journalctl -u "$unit" -n 20 --no-pager >&2
     exit 1
   fi
   sleep {_START_POLL_SECONDS}
-  i=$((i + 1))
+  i=$((i+1))
 done
 echo "PostgreSQL took no connections in time; systemctl start $unit goes on" >&2
 exit 1

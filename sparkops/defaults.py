@@ -9,6 +9,10 @@ from __future__ import annotations
 
 # --- ports -------------------------------------------------------------------------------
 SSH_PORT = 22  # the deploys' and runbooks' way in; the firewall admits the control machine
+# A runbook's commands to a host share one SSH connection (runbooks.executor.SshExecutor);
+# it closes this long after the last one. Short: a host rebuilt at the same address must
+# not be reached through a connection to the old one.
+SSH_CONTROL_PERSIST_SECONDS = 10
 POSTGRES_PORT = 5432
 PGBOUNCER_PORT = 6432
 APP_PORT = 8000

@@ -76,6 +76,8 @@ PACKAGES: dict[str, str] = {
     "chown": "coreutils",
     "chroot": "coreutils",
     "cp": "coreutils",
+    "cut": "coreutils",
+    "dirname": "coreutils",
     "du": "coreutils",
     "head": "coreutils",
     "env": "coreutils",
@@ -96,6 +98,7 @@ PACKAGES: dict[str, str] = {
     "sync": "coreutils",
     "tail": "coreutils",
     "test": "coreutils",
+    "tr": "coreutils",
     "true": "coreutils",
 }
 

@@ -32,7 +32,7 @@ case "$1" in
     : > "$S/asked"
     i=0
     while [ ! -e "$S/served" ] && [ ! -e "$S/fail" ] && [ $i -lt 300 ]; do
-      sleep 0.05; i=$((i + 1))
+      sleep 0.05; i=$((i+1))
     done
     [ -e "$S/fail" ] && {{ echo "Job for {UNIT} failed" >&2; : > "$S/failed"; exit 1; }}
     [ -e "$S/quick" ] || sleep {PROBE_SECONDS}
