@@ -23,8 +23,17 @@ FOLDER_MODE = 0o750
 FILE_MODE = 0o640
 
 
+# Where evidence goes when a command is given no --evidence-dir (the test suite sets it, so
+# its runs do not pile up in the checkout).
+EVIDENCE_DIR_ENV = "SPARKOPS_EVIDENCE_DIR"
+
+
 def default_root() -> Path:
-    """<repo>/evidence from a checkout; ./evidence when installed (a release's venv)."""
+    """$SPARKOPS_EVIDENCE_DIR; else <repo>/evidence from a checkout, ./evidence when
+    installed (a release's venv)."""
+    configured = os.environ.get(EVIDENCE_DIR_ENV)
+    if configured:
+        return Path(configured)
     if (REPO_ROOT / "pyproject.toml").exists():
         return REPO_ROOT / "evidence"
     return Path.cwd() / "evidence"

@@ -58,7 +58,8 @@ def runbook_options(func: Callable) -> Callable:
                 "--evidence-dir",
                 type=click.Path(path_type=Path),
                 default=None,
-                help="Where the evidence folder goes (default: <repo>/evidence).",
+                help="Where the evidence folder goes (default: $SPARKOPS_EVIDENCE_DIR, "
+                "else <repo>/evidence).",
             ),
         ]
     ):

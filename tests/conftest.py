@@ -7,12 +7,14 @@ before a test that writes. Tests reach the database as the app role through pgBo
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import psycopg
 import pytest
 
 from app import apikeys
+from runbooks.evidence import EVIDENCE_DIR_ENV
 from sparkops import defaults
 from testkit.stack import DbStack
 
@@ -45,6 +47,19 @@ def ensure_test_key(conn) -> None:
         "VALUES (%s, 'tests', %s, '{read,trade}', %s) ON CONFLICT (id) DO NOTHING",
         (TEST_KEY_ID, apikeys.secret_sha256(TEST_KEY_SECRET), TEST_KEY_RATE_LIMIT),
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _evidence_outside_the_checkout(tmp_path_factory):
+    """Runbooks run without --evidence-dir leave their evidence in a temporary directory,
+    not in <repo>/evidence (the operator's default); subprocesses inherit it."""
+    previous = os.environ.get(EVIDENCE_DIR_ENV)
+    os.environ[EVIDENCE_DIR_ENV] = str(tmp_path_factory.mktemp("evidence"))
+    yield
+    if previous is None:
+        os.environ.pop(EVIDENCE_DIR_ENV, None)
+    else:
+        os.environ[EVIDENCE_DIR_ENV] = previous
 
 
 @pytest.fixture(scope="session")

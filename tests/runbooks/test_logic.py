@@ -210,3 +210,19 @@ def test_the_drills_metric_is_readable_by_node_exporter_under_a_strict_umask(tmp
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert "spark_restore_drill_last_success 1" in path.read_text()
+
+
+def test_evidence_goes_where_the_environment_says_when_no_dir_is_given(tmp_path, monkeypatch):
+    from runbooks import evidence
+
+    monkeypatch.setenv(evidence.EVIDENCE_DIR_ENV, str(tmp_path / "elsewhere"))
+    assert evidence.Evidence("restore").path.parent == tmp_path / "elsewhere"
+    assert evidence.Evidence("restore", tmp_path / "given").path.parent == tmp_path / "given"
+    monkeypatch.delenv(evidence.EVIDENCE_DIR_ENV)
+    assert evidence.default_root() == evidence.REPO_ROOT / "evidence"
+
+
+def test_the_test_session_keeps_its_evidence_out_of_the_checkout():
+    from runbooks import evidence
+
+    assert not evidence.default_root().is_relative_to(evidence.REPO_ROOT)
