@@ -7,7 +7,6 @@ before a test that writes. Tests reach the database as the app role through pgBo
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import psycopg
@@ -53,13 +52,9 @@ def ensure_test_key(conn) -> None:
 def _evidence_outside_the_checkout(tmp_path_factory):
     """Runbooks run without --evidence-dir leave their evidence in a temporary directory,
     not in <repo>/evidence (the operator's default); subprocesses inherit it."""
-    previous = os.environ.get(EVIDENCE_DIR_ENV)
-    os.environ[EVIDENCE_DIR_ENV] = str(tmp_path_factory.mktemp("evidence"))
-    yield
-    if previous is None:
-        os.environ.pop(EVIDENCE_DIR_ENV, None)
-    else:
-        os.environ[EVIDENCE_DIR_ENV] = previous
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(EVIDENCE_DIR_ENV, str(tmp_path_factory.mktemp("evidence")))
+        yield
 
 
 @pytest.fixture(scope="session")

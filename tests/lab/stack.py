@@ -106,6 +106,12 @@ def copy_release(app_host, source: str, name: str, extra_env: str = "") -> None:
                    f"{name}/release.env; touch {name}/.installed")  # fmt: skip
 
 
+def activate_copy(app_host, source: str, name: str) -> None:
+    """`copy_release`, then that copy made live by the deploy's activation script."""
+    copy_release(app_host, source, name)
+    on_host(app_host, f"/usr/local/sbin/spark-app-activate {name}", timeout=180)
+
+
 @contextlib.contextmanager
 def scratch_release(app_host, live: str, name: str):
     """For a test that makes release `name` on the app host: afterwards, however the test

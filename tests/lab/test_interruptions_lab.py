@@ -28,7 +28,7 @@ from tests.interruptions import (
     TABLE,
     interrupt,
 )
-from tests.lab.stack import ROOT, by_group, copy_release, on_host, orders, ready, snapshot, version
+from tests.lab.stack import ROOT, activate_copy, by_group, on_host, orders, ready, snapshot, version
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -143,8 +143,7 @@ def test_drill_interrupted_on_the_lab(deployed, step, how):
 def two_releases(deployed):
     app = by_group(deployed["hosts"], "app")
     a, b = deployed["release"], "interrupt-release-b"
-    copy_release(app, a, b)
-    on_host(app, f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
+    activate_copy(app, a, b)
     assert version(app) == b
     yield app, a, b
     subprocess.run([SPARKOPS, "rollback", "--host", app["name"], "--to", a, "--force", "--yes"],

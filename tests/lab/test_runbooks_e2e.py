@@ -16,6 +16,7 @@ from sparkops import layout, metric_names
 from sparkops.wait import wait_until
 from tests.lab.stack import (
     ROOT,
+    activate_copy,
     by_group,
     copy_release,
     on_host,
@@ -115,8 +116,7 @@ def test_failed_deploy_returns_and_rollback_goes_back(deployed, tmp_path):
         assert version(app) == a
         assert on_host(app, f"test -e {ROOT}/releases/{b}/BAD && echo bad").strip() == "bad"
         # Fixed, B goes live; then the rollback takes the app back to A.
-        copy_release(app, a, b)
-        on_host(app, f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
+        activate_copy(app, a, b)
         assert version(app) == b
         run = sparkops("rollback", "--host", app["name"], "--yes", "--json",
                         "--evidence-dir", str(tmp_path / "ev"))  # fmt: skip
@@ -142,8 +142,7 @@ def test_rollback_and_switch_go_through_systemds_start_limit(deployed, tmp_path)
     a = deployed["release"]
     b = "e2e-release-limit"
     with scratch_release(app, a, b):
-        copy_release(app, a, b)
-        on_host(app, f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
+        activate_copy(app, a, b)
         _hit_the_start_limit(app)
         run = sparkops("rollback", "--host", app["name"], "--to", a, "--yes", "--json",
                        "--evidence-dir", str(tmp_path / "ev"))  # fmt: skip

@@ -11,7 +11,7 @@ import pytest
 
 from sparkops import defaults, layout
 from testkit import traffic
-from tests.lab.stack import by_group, copy_release, on_host, scratch_release, sparkops, version
+from tests.lab.stack import activate_copy, by_group, on_host, scratch_release, sparkops, version
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -25,8 +25,7 @@ def test_rollback_on_the_lab_drops_no_request(deployed, tmp_path):
     a = deployed["release"]
     b = "zdt-release-b"
     with scratch_release(app, a, b):
-        copy_release(app, a, b)
-        on_host(app, f"/usr/local/sbin/spark-app-activate {b}", timeout=180)
+        activate_copy(app, a, b)
         assert version(app) == b
         # The socket is systemd's, and the app runs on it (no port of its own).
         assert on_host(app, f"systemctl is-active {layout.APP_SOCKET}").strip() == "active"
