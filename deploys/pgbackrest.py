@@ -16,6 +16,7 @@ import re
 import shlex
 import threading
 from io import BytesIO, StringIO
+from pathlib import Path
 
 from pyinfra import host, inventory
 from pyinfra.api import FunctionCommand, deploy, operation
@@ -24,7 +25,7 @@ from pyinfra.operations import apt, files, systemd
 
 from deploys import hacluster, hardening, s3_access, s3_bucket, secretfiles, support, tls
 from deploys.facts import PgBackRestInfo, PostgresInRecovery, has_full_backup, stanza_missing
-from sparkops import defaults, layout, metric_names, secrets
+from sparkops import defaults, layout, metric_names, secrets, walbudget
 
 STANZA = defaults.PGBACKREST_STANZA
 CONF = layout.PGBACKREST_CONF
@@ -40,6 +41,9 @@ CIPHER_TYPE = "aes-256-cbc"
 METRIC_SCRIPT = "/usr/local/sbin/pgbackrest-backup-metric"
 # A backup that hangs is ended (and fails) rather than holding back the next ones.
 BACKUP_TIMEOUT = "12h"
+# The WAL budget check reads `pgbackrest info` and one query: seconds, unless the repository
+# stalls (io-timeout bounds each of its reads).
+WAL_BUDGET_TIMEOUT = "5min"
 METRIC_FILE = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
 SERVER_SERVICE = "pgbackrest-server.service"
 
@@ -73,6 +77,19 @@ DEFAULTS = {
     "pgbackrest_full_schedule": "Sun *-*-* 01:00:00",
     "pgbackrest_diff_schedule": "Mon..Sat *-*-* 01:00:00",
     "pgbackrest_incr_schedule": "*-*-* *:30:00",
+    # The WAL budget: the calendar bounds the WAL a restore replays only at a given write rate;
+    # past this much WAL since the newest backup, an incremental backup is taken now
+    # (templates/pgbackrest/wal-budget.py.j2, checked every pgbackrest_wal_budget_check_seconds).
+    # A share of the databases' size keeps the replay in proportion to the copy a restore
+    # makes (docs/deploys.md, "Restore time"); a size (512MiB, 2GiB) bounds it outright; None
+    # turns the check off. WAL is counted in LSNs, so each segment archive_timeout switches
+    # counts whole (16MiB): the floor keeps a quiet database to about one backup an hour (as
+    # the calendar's incremental), and the minimum interval caps the backups (and their
+    # checkpoints) under heavy writes.
+    "pgbackrest_incr_wal_budget": "5%",
+    "pgbackrest_incr_wal_budget_min": "1GiB",
+    "pgbackrest_incr_wal_min_interval_seconds": 300,
+    "pgbackrest_wal_budget_check_seconds": 30,
     # Repository encryption (aes-256-cbc) with the generated pgbackrest_cipher_pass
     # (sparkops/secrets.py), for new stanzas. An existing unencrypted stanza is refused, not
     # switched (pgBackRest cannot mix): docs/deploys.md says how to migrate, or set False.
@@ -243,9 +260,11 @@ def backup_metric_script(
     user: str = "postgres",
     textfile_dir: str = layout.NODE_EXPORTER_TEXTFILE_DIR,
     source_file: str = layout.PGBACKREST_BACKUP_SOURCE_FILE,
+    budget_file: str = layout.PGBACKREST_WAL_BUDGET_FILE,
 ) -> str:
-    """The script the backup unit runs after each backup (as root): the newest backup's time
-    and where the backup script last copied from, for node_exporter's textfile collector."""
+    """The script the backup unit and the WAL budget check run after each run (as root): the
+    newest backup's time, where the backup script last copied from and the check's figures,
+    for node_exporter's textfile collector."""
     return support.render(
         "pgbackrest/backup-metric.py.j2",
         stanza=STANZA,
@@ -255,6 +274,76 @@ def backup_metric_script(
         source_file=source_file,
         fell_back_metric=metric_names.PGBACKREST_BACKUP_FELL_BACK,
         fell_back=defaults.BACKUP_SOURCE_FELL_BACK,
+        budget_file=budget_file,
+        wal_metric=metric_names.PGBACKREST_WAL_SINCE_BACKUP,
+        budget_metric=metric_names.PGBACKREST_WAL_BUDGET,
+    )
+
+
+def wal_budget(data) -> dict | None:
+    """The WAL budget check's settings from group data, or None when it is off; a value the
+    check could not read is refused before the deploy changes anything."""
+    budget = data["pgbackrest_incr_wal_budget"]
+    if budget is None:
+        return None
+    try:
+        walbudget.parse_budget(budget)
+        walbudget.parse_size(data["pgbackrest_incr_wal_budget_min"])
+    except ValueError as exc:
+        raise ConfigError(f"pgbackrest_incr_wal_budget: {exc}") from exc
+    seconds = {
+        "pgbackrest_incr_wal_min_interval_seconds": 0,  # the least each may be
+        "pgbackrest_wal_budget_check_seconds": 1,
+    }
+    for key, least in seconds.items():
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{key} is {value!r}: a whole number of seconds, at least {least}")
+    return {
+        "budget": str(budget),
+        "budget_min": str(data["pgbackrest_incr_wal_budget_min"]),
+        "min_interval": data["pgbackrest_incr_wal_min_interval_seconds"],
+        "check_seconds": data["pgbackrest_wal_budget_check_seconds"],
+    }
+
+
+def _walbudget_logic() -> str:
+    """sparkops/walbudget.py from its first import on (its docstring is the module's)."""
+    text = Path(walbudget.__file__).read_text(encoding="utf-8")
+    return text[text.index("\nimport ") + 1 :].rstrip() + "\n"
+
+
+def wal_budget_script(
+    settings: dict,
+    *,
+    psql_argv: tuple[str, ...] = (
+        "psql",
+        "-h",
+        layout.SOCKET_DIR,
+        "-p",
+        str(defaults.POSTGRES_PORT),
+        "-d",
+        "postgres",
+    ),
+    request_file: str = layout.PGBACKREST_BACKUP_REQUEST_FILE,
+    figures_file: str = layout.PGBACKREST_WAL_BUDGET_FILE,
+) -> str:
+    """The WAL budget check the timer runs as postgres (templates/pgbackrest/wal-budget.py.j2),
+    with sparkops/walbudget.py embedded; the keyword arguments point it elsewhere in tests
+    (pgBackRest's configuration too: PGBACKREST_CONFIG in its environment)."""
+    return support.render(
+        "pgbackrest/wal-budget.py.j2",
+        stanza=STANZA,
+        psql=list(psql_argv),
+        budget=settings["budget"],
+        budget_min=settings["budget_min"],
+        min_interval=int(settings["min_interval"]),
+        request_file=request_file,
+        figures_file=figures_file,
+        unit="pgbackrest-backup@incr.service",
+        timer=layout.PGBACKREST_WAL_BUDGET_TIMER,
+        path_unit=layout.PGBACKREST_BACKUP_DUE_PATH,
+        logic=_walbudget_logic(),
     )
 
 
@@ -436,6 +525,7 @@ def pgbackrest() -> None:
         )
         s3_keys = s3_plan.keys or PLANNED_KEYS
     glob, stanza = options(data, creds, s3_keys)
+    budget = wal_budget(data)
     cluster = support.is_cluster(inventory)
     # Read before the new configuration is written: pgbackrest info with the old one.
     recorded = host.get_fact(FileContents, path=REPO_MARKER)
@@ -553,7 +643,8 @@ def pgbackrest() -> None:
         )
         for kind in BACKUP_KINDS
     ]
-    changed = [unit, *timers]
+    repo_path = data["pgbackrest_repo_path"] if data["pgbackrest_repo_type"] == "posix" else None
+    changed = [unit, *timers, *wal_budget_units(budget or wal_budget(DEFAULTS), repo_path, cluster)]
     systemd.daemon_reload(
         name="Reload systemd for the backup units",
         _if=lambda: any(op.did_change() for op in changed),
@@ -565,3 +656,62 @@ def pgbackrest() -> None:
             running=True,
             enabled=True,
         )
+    for name in (layout.PGBACKREST_BACKUP_DUE_PATH, layout.PGBACKREST_WAL_BUDGET_TIMER):
+        systemd.service(
+            name=f"{'Enable' if budget else 'Disable'} {name} (the WAL budget)",
+            service=name,
+            running=budget is not None,
+            enabled=budget is not None,
+        )
+
+
+def wal_budget_unit(repo_path: str | None, cluster: bool) -> str:
+    """pgbackrest-wal-budget.service: the check as postgres in the backup's sandbox (it reads
+    what a backup reads and writes only to the spool), on a cluster's primary only."""
+    return support.render(
+        "pgbackrest/wal-budget.service.j2",
+        stanza=STANZA,
+        condition=hacluster.role_condition("primary") if cluster else None,
+        script=layout.PGBACKREST_WAL_BUDGET_SCRIPT,
+        metric_script=METRIC_SCRIPT,
+        timeout=WAL_BUDGET_TIMEOUT,
+        hardening=hardening.backup_service(repo_path, SPOOL),
+    )
+
+
+def wal_budget_units(settings: dict, repo_path: str | None, cluster: bool) -> list:
+    """The WAL budget check: its script, its unit and timer, the path unit that turns its
+    requests into incremental backups. Installed (with the default budget) even when the
+    budget is off, so that turning it off stops a timer the deploy still manages."""
+    return [
+        files.put(
+            name="Install the WAL budget check",
+            src=support.rendered_text(wal_budget_script(settings)),
+            dest=layout.PGBACKREST_WAL_BUDGET_SCRIPT,
+            mode="755",
+        ),
+        files.put(
+            name="Install the WAL budget check's unit",
+            src=support.rendered_text(wal_budget_unit(repo_path, cluster)),
+            dest=f"/etc/systemd/system/{layout.PGBACKREST_WAL_BUDGET_SERVICE}",
+            mode="644",
+        ),
+        files.put(
+            name="Schedule the WAL budget check",
+            src=support.rendered(
+                "pgbackrest/wal-budget.timer.j2",
+                service=layout.PGBACKREST_WAL_BUDGET_SERVICE,
+                check_seconds=settings["check_seconds"],
+            ),
+            dest=f"/etc/systemd/system/{layout.PGBACKREST_WAL_BUDGET_TIMER}",
+            mode="644",
+        ),
+        files.put(
+            name="Start an incremental backup when the WAL budget check asks",
+            src=support.rendered(
+                "pgbackrest/backup-due.path.j2", request_file=layout.PGBACKREST_BACKUP_REQUEST_FILE
+            ),
+            dest=f"/etc/systemd/system/{layout.PGBACKREST_BACKUP_DUE_PATH}",
+            mode="644",
+        ),
+    ]

@@ -81,6 +81,15 @@ PGBACKREST_SPOOL_DIR = "/var/spool/pgbackrest"
 # Where that script's last successful backup copied the data files from: one word
 # (defaults.BACKUP_SOURCE_*), published by the backup-time metric.
 PGBACKREST_BACKUP_SOURCE_FILE = f"{PGBACKREST_SPOOL_DIR}/sparkops-last-backup-source"
+# The WAL budget check (templates/pgbackrest/wal-budget.py.j2), run by its timer as postgres:
+# each write of the request file starts an incremental backup (pgbackrest-backup-due.path);
+# the figures file (JSON) is its last verdict, published by the backup-time metric.
+PGBACKREST_WAL_BUDGET_SCRIPT = "/usr/local/sbin/pgbackrest-wal-budget"
+PGBACKREST_WAL_BUDGET_SERVICE = "pgbackrest-wal-budget.service"
+PGBACKREST_WAL_BUDGET_TIMER = "pgbackrest-wal-budget.timer"
+PGBACKREST_BACKUP_DUE_PATH = "pgbackrest-backup-due.path"
+PGBACKREST_BACKUP_REQUEST_FILE = f"{PGBACKREST_SPOOL_DIR}/sparkops-backup-request"
+PGBACKREST_WAL_BUDGET_FILE = f"{PGBACKREST_SPOOL_DIR}/sparkops-wal-budget.json"
 
 # --- node_exporter's textfile collector (Debian's default directory) ---------------------
 # The backup job and the restore drill write their .prom files here, atomically.

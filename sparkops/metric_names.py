@@ -101,6 +101,10 @@ PGBOUNCER_POOL_SIZE = "pgbouncer_databases_pool_size"
 PGBACKREST_LAST_BACKUP_TIMESTAMP = "pgbackrest_backup_last_completion_timestamp_seconds"
 # 1 when a cluster node's last scheduled backup came from the primary though a replica streamed.
 PGBACKREST_BACKUP_FELL_BACK = "pgbackrest_backup_fell_back_to_primary"
+# The WAL budget check's last verdict: WAL written since the newest backup a restore could
+# start from (absent when there is none), and the budget past which it asks for a backup.
+PGBACKREST_WAL_SINCE_BACKUP = "pgbackrest_wal_since_backup_bytes"
+PGBACKREST_WAL_BUDGET = "pgbackrest_wal_budget_bytes"
 
 # --- Patroni's REST API /metrics and etcd's (names as they publish them) -----------------
 PATRONI_PRIMARY = "patroni_primary"  # 1 on the node holding the leader key

@@ -27,6 +27,9 @@ PACKAGES: dict[str, str] = {
     "postgres": "postgresql-15",  # `postgres -C`: a stopped server's settings
     "psql": "postgresql-client-15",
     "pgbackrest": "pgbackrest",
+    # Debian's Python: the db hosts' scripts (the backup-time metric, the WAL budget check)
+    # run under it there and in their tests.
+    "python3": "python3-minimal",
     "pgbouncer": "pgbouncer",
     "haproxy": "haproxy",
     "redis-server": "redis-server",

@@ -96,6 +96,11 @@ def rendered_units() -> list[Unit]:
             ),
         ),
         Unit(
+            layout.PGBACKREST_WAL_BUDGET_SERVICE,
+            # The cluster's variant (its ExecCondition verified too).
+            pgbackrest.wal_budget_unit(pgbackrest.DEFAULTS["pgbackrest_repo_path"], cluster=True),
+        ),
+        Unit(
             pgbackrest.SERVER_SERVICE,
             support.render(
                 "pgbackrest/pgbackrest-server.service.j2",

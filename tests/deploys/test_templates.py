@@ -486,6 +486,55 @@ def test_backup_metric_script_renders_to_valid_python():
     assert "{{" not in script  # every placeholder filled
 
 
+def test_the_wal_budget_check_renders_to_valid_python_with_its_logic_embedded():
+    script = pgbackrest.wal_budget_script(pgbackrest.wal_budget(pgbackrest.DEFAULTS))
+    compile(script, "wal-budget", "exec")
+    assert "{{" not in script
+    assert 'BUDGET = "5%"' in script and 'BUDGET_MIN = "1GiB"' in script
+    assert f'REQUEST_FILE = "{layout.PGBACKREST_BACKUP_REQUEST_FILE}"' in script
+    # The module's logic whole (not its docstring): what tests/unit/test_walbudget.py tests.
+    logic = Path(pgbackrest.walbudget.__file__).read_text()
+    assert logic[logic.index("\nimport re") :].strip() in script
+
+
+def test_the_path_unit_starts_the_incremental_backup_on_each_request():
+    path = support.render(
+        "pgbackrest/backup-due.path.j2", request_file=layout.PGBACKREST_BACKUP_REQUEST_FILE
+    )
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string(path.split("\n", 1)[1])  # after the managed-file header
+    assert unit["Path"]["PathChanged"] == layout.PGBACKREST_BACKUP_REQUEST_FILE
+    assert unit["Path"]["Unit"] == "pgbackrest-backup@incr.service"
+    timer = support.render(
+        "pgbackrest/wal-budget.timer.j2", service=layout.PGBACKREST_WAL_BUDGET_SERVICE,
+        check_seconds=30,
+    )  # fmt: skip
+    assert "OnUnitInactiveSec=30s" in timer and "OnActiveSec=30s" in timer
+    assert f"Unit={layout.PGBACKREST_WAL_BUDGET_SERVICE}" in timer
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("pgbackrest_incr_wal_budget", "5 percent", "is not a size"),
+        ("pgbackrest_incr_wal_budget", "0%", "above 0%"),
+        ("pgbackrest_incr_wal_budget_min", "lots", "is not a size"),
+        ("pgbackrest_wal_budget_check_seconds", 0, "at least 1"),
+        ("pgbackrest_wal_budget_check_seconds", "30", "a whole number of seconds"),
+        ("pgbackrest_incr_wal_min_interval_seconds", -1, "at least 0"),
+    ],
+)
+def test_a_wal_budget_the_check_cannot_use_is_refused_by_the_deploy(key, value, said):
+    with pytest.raises(pgbackrest.ConfigError, match=said):
+        pgbackrest.wal_budget({**pgbackrest.DEFAULTS, key: value})
+
+
+def test_a_wal_budget_of_none_turns_the_check_off():
+    assert (
+        pgbackrest.wal_budget({**pgbackrest.DEFAULTS, "pgbackrest_incr_wal_budget": None}) is None
+    )
+
+
 def test_the_unit_runs_the_dispatcher_under_its_hosts_name():
     unit = support.render(
         "app/spark-outbox.service.j2",

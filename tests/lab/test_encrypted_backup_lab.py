@@ -12,7 +12,8 @@ import shlex
 import pytest
 
 from deploys import pgbackrest
-from sparkops import defaults, layout, secrets
+from sparkops import defaults, layout, metric_names, secrets
+from sparkops.wait import wait_until
 from tests.lab.stack import by_group, on_host, orders, present, psql, snapshot, sparkops
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -57,6 +58,32 @@ def test_backups_are_scheduled_full_differential_and_incremental(deployed):
     # The incremental unit itself runs (as the timer would start it) and records an incr.
     on_host(db, "systemctl start pgbackrest-backup@incr.service", timeout=600)
     assert _info(db)["backup"][-1]["type"] == "incr"
+
+
+def test_past_the_wal_budget_the_path_unit_takes_an_incremental_backup(deployed):
+    """The chain as systemd runs it: the timer and the path unit are on, the check runs in
+    its sandbox and publishes its figures; asked past the budget (the check by hand with a
+    1 MiB budget, after orders have written WAL), the path unit starts the incremental
+    backup unit and a new incremental backup appears in the repository."""
+    db, app = by_group(deployed["hosts"], "db"), by_group(deployed["hosts"], "app")
+    for unit in (layout.PGBACKREST_WAL_BUDGET_TIMER, layout.PGBACKREST_BACKUP_DUE_PATH):
+        assert on_host(db, f"systemctl is-active {unit}").strip() == "active", unit
+    on_host(db, f"systemctl start {layout.PGBACKREST_WAL_BUDGET_SERVICE}", timeout=120)
+    published = on_host(db, f"cat {pgbackrest.METRIC_FILE}")
+    assert f'{metric_names.PGBACKREST_WAL_BUDGET}{{stanza="{STANZA}"}}' in published, published
+    before = {b["label"] for b in _info(db)["backup"]}
+    orders(app, 20)
+    asked = on_host(db, f"runuser -u postgres -- {layout.PGBACKREST_WAL_BUDGET_SCRIPT} "
+                        "--budget 1MiB --min-interval 0")  # fmt: skip
+    assert "asking for an incremental backup" in asked, asked
+    new = wait_until(
+        lambda: [b for b in _info(db)["backup"] if b["label"] not in before],
+        timeout=300,
+        what="the incremental backup the path unit starts",
+    )
+    assert [b["type"] for b in new] == ["incr"], on_host(
+        db, "journalctl -u pgbackrest-backup@incr.service -n 20 --no-pager"
+    )
 
 
 def test_pitr_in_place_from_the_encrypted_repository(deployed, tmp_path):
