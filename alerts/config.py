@@ -93,6 +93,11 @@ BACKUP_MAX_AGE_SECONDS = 26 * 3600
 BACKUP_TOO_OLD_FOR = "15m"
 # The value changes only when a backup ends (hours apart): waiting adds nothing.
 BACKUP_FELL_BACK_FOR = "0m"
+# The WAL a restore would replay, against the budget past which the check asks for a backup
+# (deploys/pgbackrest.py): under heavy writes it passes the budget for a minimum interval
+# between backups; twice the budget for half an hour means the backups fail or do not keep up.
+WAL_BUDGET_OVER_FACTOR = 2
+WAL_BUDGET_OVER_FOR = "30m"
 
 OUTBOX_LAG_SECONDS = 120
 OUTBOX_LAG_FOR = "5m"

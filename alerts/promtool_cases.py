@@ -34,6 +34,9 @@ PAT2 = {"job": c.JOB_PATRONI, "instance": "db-2:8008", "scope": "spark"}
 ETCD1 = {"job": c.JOB_ETCD, "instance": "db-1:2379"}
 # Scenarios without any series of interest still need one input series.
 UNRELATED = ('up{job="unrelated", instance="elsewhere:1"}', "1x60")
+MIB = 1 << 20
+# 0 to 150 MiB in five minutes, then a backup brings it back to 0: fifteen times (90 samples).
+SAWTOOTH_150_MIB = " ".join([f"0+{30 * MIB}x5"] * 15)
 
 
 def series(metric: str, labels: dict[str, str], values: str) -> tuple[str, str]:
@@ -415,6 +418,48 @@ def scenarios() -> list[Firing | Quiet]:
                 series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST2, "-1000x60"),
                 series(m.PGBACKREST_BACKUP_FELL_BACK, BACKREST2, "0x60"),
             ),
+        ),
+        # PgBackRestWalOverBudget: a 100 MiB budget; the WAL grows by 10 MiB a minute from
+        # 0m (no backup succeeds), passes 200 MiB (twice the budget) at 21m.
+        Firing(
+            "PgBackRestWalOverBudget",
+            "the asked-for backups fail while the WAL grows",
+            (
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST, "-5000x90"),
+                series(m.PGBACKREST_WAL_BUDGET, BACKREST, f"{100 * MIB}x90"),
+                series(m.PGBACKREST_WAL_SINCE_BACKUP, BACKREST, f"0+{10 * MIB}x90"),
+            ),
+            onset=21,
+            labels={"severity": warn, **BACKREST},
+            description=(
+                "db-1:9100: 510Mi" + "B of WAL written since the newest backup a restore of "
+                "stanza spark could start from, over 2x the WAL budget for 30m: the incremental "
+                "backups the budget asks for fail or do not keep up, and a restore takes longer "
+                "than planned."
+            ),
+        ),
+        Quiet(
+            "PgBackRestWalOverBudget",
+            "over the budget between backups, never twice it",
+            (
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST, "-5000x90"),
+                series(m.PGBACKREST_WAL_BUDGET, BACKREST, f"{100 * MIB}x90"),
+                series(m.PGBACKREST_WAL_SINCE_BACKUP, BACKREST, SAWTOOTH_150_MIB),
+            ),
+            at=60,
+        ),
+        Quiet(
+            "PgBackRestWalOverBudget",
+            "a former primary's last figures while the new primary backs up",
+            (
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST, "-90000x90"),
+                series(m.PGBACKREST_WAL_BUDGET, BACKREST, f"{100 * MIB}x90"),
+                series(m.PGBACKREST_WAL_SINCE_BACKUP, BACKREST, f"{900 * MIB}x90"),
+                series(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, BACKREST2, "-1000x90"),
+                series(m.PGBACKREST_WAL_BUDGET, BACKREST2, f"{100 * MIB}x90"),
+                series(m.PGBACKREST_WAL_SINCE_BACKUP, BACKREST2, f"{50 * MIB}x90"),
+            ),
+            at=60,
         ),
         # OutboxLagHigh: the oldest pending event is 200 s old at 10m and keeps ageing; two
         # dispatchers report the same table, so the alert is one, not one per dispatcher.

@@ -92,6 +92,8 @@ WAL_ARCHIVED = sel(m.PG_ARCHIVER_ARCHIVED, c.POSTGRES_SELECTOR)
 WAL_LAST_ARCHIVE_AGE = sel(m.PG_ARCHIVER_LAST_ARCHIVE_AGE, c.POSTGRES_SELECTOR)
 BACKUP_TIMESTAMP = sel(m.PGBACKREST_LAST_BACKUP_TIMESTAMP, c.BACKUP_SELECTOR)
 BACKUP_FELL_BACK = sel(m.PGBACKREST_BACKUP_FELL_BACK, c.BACKUP_SELECTOR)
+WAL_SINCE_BACKUP = sel(m.PGBACKREST_WAL_SINCE_BACKUP, c.BACKUP_SELECTOR)
+WAL_BUDGET = sel(m.PGBACKREST_WAL_BUDGET, c.BACKUP_SELECTOR)
 # The node whose last backup is the newest: a former primary keeps its old metrics.
 NEWEST_BACKUP_NODE = f"({BACKUP_TIMESTAMP} == on () group_left () max({BACKUP_TIMESTAMP}))"
 # Every dispatcher reports the same table-wide gauges: take the max across them.
@@ -288,6 +290,26 @@ ALERTS: tuple[Alert, ...] = (
             "answered); backups load the primary until one comes from a replica again."
         ),
         signals=(BACKUP_FELL_BACK,),
+    ),
+    Alert(
+        name="PgBackRestWalOverBudget",
+        # Both series come from one textfile (the same labels). Only the node with the newest
+        # backup counts: a former primary keeps its last figures.
+        expr=(
+            f"{WAL_SINCE_BACKUP} > {num(c.WAL_BUDGET_OVER_FACTOR)} * {WAL_BUDGET}"
+            f" and on (instance) {NEWEST_BACKUP_NODE}"
+        ),
+        for_=c.WAL_BUDGET_OVER_FOR,
+        severity=c.SEVERITY_WARNING,
+        summary="A restore would replay more WAL than twice its budget: backups do not keep up.",
+        description=(
+            "{{ $labels.instance }}: {{ $value | humanize1024 }}B of WAL written since the newest "
+            "backup a restore of stanza {{ $labels.stanza }} could start from, over "
+            f"{num(c.WAL_BUDGET_OVER_FACTOR)}x the WAL budget for {c.WAL_BUDGET_OVER_FOR}: the "
+            "incremental backups the budget asks for fail or do not keep up, and a restore "
+            "takes longer than planned."
+        ),
+        signals=(WAL_SINCE_BACKUP, WAL_BUDGET),
     ),
     Alert(
         name="OutboxLagHigh",
