@@ -4,7 +4,9 @@ repository, as the deploy configures it), each against a reference measured in t
 
 - The schedule (deploys/pgbackrest.py): a full backup, an interval of pgbench writes, an
   incremental backup, another interval of writes: the worst moment, just before the next
-  backup, with one interval of WAL to replay. Then `sparkops restore --latest` in place (the
+  backup, with one interval of WAL to replay; or, with --wal-budget, writes until the WAL
+  since the incremental backup reaches the deploy's WAL budget (the moment its check asks for
+  the next backup). Then `sparkops restore --latest` in place (the
   PITR path: asynchronous archive-get fetching ahead, process-max parallel copy, recovery
   prefetch), split into copy and WAL replay, against a raw copy (cp -a + sync, the median of
   three) of the same data directory; target: restore / raw copy <= 1.5. Also printed: the
@@ -15,7 +17,8 @@ repository, as the deploy configures it), each against a reference measured in t
 - Encryption: a full backup and the restore of its files (no replay) from an encrypted and
   from a plaintext repository of the same cluster; ratios encrypted / plaintext.
 
-    .venv/bin/python bench/restore_schedule.py [--scale 70] [--interval-seconds 30]
+    .venv/bin/python bench/restore_schedule.py [--scale 70]
+        [--interval-seconds 30 | --wal-budget 5%]
 
 Figures only; everything it starts is stopped and removed at the end.
 """
@@ -47,11 +50,12 @@ from bench.restore_rollback import (
 )
 from runbooks import flows, wal
 from runbooks.conduct import conduct
-from sparkops import defaults
+from sparkops import defaults, walbudget
 from testkit.localdb import LocalBackedUpDb, write_pgbackrest_config
 from testkit.proc import chown_to_service_user, make_workdir
 
 RAW_COPIES = 3
+WRITE_ROUNDS_MAX = 600  # seconds of pgbench at most to reach a WAL budget
 
 
 def timed(action) -> float:
@@ -66,6 +70,32 @@ def wal_bytes(db: LocalBackedUpDb, since_lsn: str) -> int:
             f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{since_lsn}')", dbname="postgres"
         )
     )
+
+
+def write_to_budget(
+    db: LocalBackedUpDb, since: str, budget: str, load: list[str]
+) -> tuple[int, int]:
+    """pgbench in one-second rounds until the WAL since `since` reaches the WAL budget (as the
+    deploy's check computes it: a share of the databases' size, or a size): the moment the
+    check asks for the next backup. (WAL bytes, seconds of writes)."""
+    share, fixed = walbudget.parse_budget(budget)
+    size = int(db.target.psql("SELECT sum(pg_database_size(oid)) FROM pg_database",
+                              dbname="postgres"))  # fmt: skip
+    limit = fixed if fixed is not None else int(share * size)
+    one_second = [*load[: load.index("-T")], "-T", "1", *load[load.index("-T") + 2 :]]
+    rounds = 0
+    while (written := wal_bytes(db, since)) < limit:
+        if rounds >= WRITE_ROUNDS_MAX:
+            raise RuntimeError(f"{WRITE_ROUNDS_MAX} s of pgbench wrote {written} of {limit} bytes")
+        pgbench(db, *one_second, timeout=300)
+        rounds += 1
+    print(
+        f"WAL budget {budget} of {size / 1e9:.2f} GB = {limit / 1e6:.0f} MB (no floor here): "
+        f"{rounds} s of pgbench -N -c 4 wrote {written / 1e6:.0f} MB of WAL since the "
+        "incremental backup (the worst moment: the check asks for the next backup; up to one "
+        "check interval's writes more on a host)"
+    )
+    return written, max(rounds, 1)
 
 
 def restore_in_place(db: LocalBackedUpDb):
@@ -127,6 +157,12 @@ def main() -> int:
         help="pgbench writes between backups (the schedule's interval, compressed)",
     )
     parser.add_argument(
+        "--wal-budget",
+        help="instead of a second timed interval, write until the WAL since the incremental "
+        "backup reaches this WAL budget (5%%: of the databases' size; or a size, 512MiB): "
+        "the deploy's WAL budget check's worst moment",
+    )
+    parser.add_argument(
         "--wal-compression",
         default=defaults.POSTGRES_WAL_COMPRESSION,
         help="wal_compression (default: the deploy's); `off` for the reference without it",
@@ -153,14 +189,18 @@ def main() -> int:
         pgbench(db, *load, timeout=args.interval_seconds + 300)
         print(f"incremental backup after one interval: {timed(lambda: db.backup('incr')):.1f} s")
         since = wal.format_lsn(wal.read_info(db.target).backups[-1].stop_lsn)
-        out = pgbench(db, *load, timeout=args.interval_seconds + 300)
-        tps = next((line for line in out.splitlines() if line.startswith("tps")), "tps ?")
-        interval_wal = wal_bytes(db, since)
-        print(
-            f"one interval of pgbench -N -c 4 ({args.interval_seconds} s, {tps}): "
-            f"{interval_wal / 1e6:.0f} MB of WAL since the incremental backup (the worst "
-            "moment: just before the next backup)"
-        )
+        if args.wal_budget:
+            interval_wal, written_seconds = write_to_budget(db, since, args.wal_budget, load)
+            args.interval_seconds = written_seconds
+        else:
+            out = pgbench(db, *load, timeout=args.interval_seconds + 300)
+            tps = next((line for line in out.splitlines() if line.startswith("tps")), "tps ?")
+            interval_wal = wal_bytes(db, since)
+            print(
+                f"one interval of pgbench -N -c 4 ({args.interval_seconds} s, {tps}): "
+                f"{interval_wal / 1e6:.0f} MB of WAL since the incremental backup (the worst "
+                "moment: just before the next backup)"
+            )
 
         # The drill's path first (a copy beside the live cluster, WAL fetched synchronously),
         # then the reference and the PITR in place (which changes the cluster).
@@ -218,9 +258,10 @@ def main() -> int:
             written = interval_wal / args.interval_seconds  # WAL bytes per second of load
             print(
                 f"replay rate {rate / 1e6:.0f} MB/s: at most {budget / 1e6:.0f} MB of WAL per "
-                f"backup interval keeps the ratio <= {RESTORE_RATIO_TARGET}; at this write "
-                f"rate ({written / 1e6:.1f} MB/s of WAL) that is an incremental backup every "
-                f"{budget / written:.0f} s (set pgbackrest_incr_schedule from the write rate)"
+                f"backup interval ({budget / size:.1%} of the database: "
+                f"pgbackrest_incr_wal_budget) keeps the ratio <= {RESTORE_RATIO_TARGET}; at this "
+                f"write rate ({written / 1e6:.1f} MB/s of WAL) that is an incremental backup "
+                f"every {budget / written:.0f} s"
             )
 
         enc = encryption_cost(db)

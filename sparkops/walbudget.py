@@ -60,12 +60,14 @@ def restorable(backups, timeline, history, lsn):
     return found
 
 
-def decide(backups, state, budget, budget_min, min_interval, now, last_request, unit):
+def decide(backups, state, budget, budget_min, min_interval, now, last_request, unit,
+           running=False):  # fmt: skip
     """What to do and why, from `pgbackrest info`'s backups (JSON), the server's state (the
     check's query: lsn, walfile, history, size), `budget` as parse_budget returns it, the
     floor of a share and the minimum interval, the time now and of the last request (epoch
-    seconds or None): a dict with due (ask for a backup), wal (bytes since the newest
-    restorable backup, None when there is none), budget (bytes) and reason (one line)."""
+    seconds or None), `running`: whether a backup holds pgBackRest's lock now: a dict with
+    due (ask for a backup), wal (bytes since the newest restorable backup, None when there is
+    none), budget (bytes) and reason (one line)."""
     share, fixed = budget
     size = int(state["size"] or 0)
     limit = fixed if fixed is not None else max(budget_min, int(share * size))
@@ -90,6 +92,9 @@ def decide(backups, state, budget, budget_min, min_interval, now, last_request, 
                 ),
             }
         over = f"{mib(wal)} of WAL since backup {newest['label']}, over the budget of {mib(limit)}"
+    if running:
+        # Another start would fail on the lock; the running backup bounds the WAL anyway.
+        return {**figures, "due": False, "reason": f"{over}; a backup is running: waiting for it"}
     # Not sooner than the minimum interval after the newest backup or the last request.
     stops = [b["timestamp"]["stop"] for b in backups]
     since = max([*stops, last_request or 0])

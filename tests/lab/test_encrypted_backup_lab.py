@@ -81,7 +81,8 @@ def test_past_the_wal_budget_the_path_unit_takes_an_incremental_backup(deployed)
         timeout=300,
         what="the incremental backup the path unit starts",
     )
-    assert [b["type"] for b in new] == ["incr"], on_host(
+    # (The check the timer runs may have asked too, after an earlier test's restore.)
+    assert new and {b["type"] for b in new} == {"incr"}, on_host(
         db, "journalctl -u pgbackrest-backup@incr.service -n 20 --no-pager"
     )
 

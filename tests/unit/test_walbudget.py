@@ -29,10 +29,10 @@ def state(lsn: str, *, timeline: int = 1, size: int = 1000 * MIB, history: str |
 
 
 def decide(backups, server, budget="64MiB", *, floor="16MiB", min_interval=300, now=5000.0,
-           last_request=None):  # fmt: skip
+           last_request=None, running=False):  # fmt: skip
     return walbudget.decide(
         backups, server, walbudget.parse_budget(budget), walbudget.parse_size(floor),
-        min_interval, now, last_request, UNIT,
+        min_interval, now, last_request, UNIT, running,
     )  # fmt: skip
 
 
@@ -106,6 +106,14 @@ def test_a_minimum_interval_of_zero_asks_at_every_check_over_the_budget():
     backups = [backup("F", "0/10000000", stopped=4999)]
     assert decide(backups, state("0/30000000"), now=5000, min_interval=0,
                   last_request=4999)["due"] is True  # fmt: skip
+
+
+def test_no_request_while_a_backup_holds_the_lock():
+    backups = [backup("F", "0/10000000", stopped=1000)]
+    verdict = decide(backups, state("0/30000000"), now=5000, running=True)
+    assert verdict["due"] is False and verdict["wal"] == 0x20000000
+    assert "over the budget" in verdict["reason"] and "a backup is running" in verdict["reason"]
+    assert decide(backups, state("0/30000000"), now=5000)["due"] is True
 
 
 def test_no_backup_at_all_is_asked_for():
