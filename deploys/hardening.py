@@ -11,7 +11,8 @@ no kernel knobs, hidden processes, native system calls of the @system-service se
   system user, nothing written, network (IPv4, IPv6, Unix) only; a user namespace of their own
   (PrivateUsers) and their IPC removed when they stop;
 - the database route of a Patroni cluster (HAProxy on each app host): a dynamic user;
-- the pgBackRest backup (as postgres): the repository, spool and log directories;
+- the pgBackRest backup and the WAL budget check (as postgres): the repository, spool and log
+  directories;
 - the restore drill (root, because it runs PostgreSQL's tools as postgres and writes the
   textfile metric): the capabilities to switch users and own files, the scratch cluster's
   directories; not PrivateUsers (it needs the host's users), not RemoveIPC (postgres' IPC is

@@ -28,6 +28,7 @@ UNITS = {
     "db": [
         layout.PGBOUNCER_SERVICE,
         "pgbackrest-backup@incr.service",
+        layout.PGBACKREST_WAL_BUDGET_SERVICE,
         "spark-restore-drill.service",
     ],
 }
@@ -85,6 +86,7 @@ def test_the_oneshots_do_their_work_in_their_sandbox(deployed):
     for h, unit in (
         (app, "spark-idempotency-purge.service"),
         (db, "pgbackrest-backup@incr.service"),
+        (db, layout.PGBACKREST_WAL_BUDGET_SERVICE),
     ):
         on_host(h, f"systemctl start {unit}", timeout=600)  # a oneshot: returns when done
         assert on_host(h, f"systemctl show -p Result --value {unit}").strip() == "success", unit
