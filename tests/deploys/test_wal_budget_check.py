@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -18,6 +20,7 @@ from deploys import pgbackrest
 from runbooks.executor import LocalExecutor
 from sparkops import layout, metric_names
 from sparkops.localhost import make_workdir, service_user
+from sparkops.wait import wait_until
 from testkit.localdb import LocalBackedUpDb
 
 MIB = 1 << 20
@@ -127,6 +130,36 @@ def test_a_share_of_the_databases_size_above_its_floor(db, check):
     assert abs(_budget_mib(half.stdout) - size / 2 / MIB) <= 1, (half.stdout, size)
     floored = check("--dry-run", budget="50%", floor=f"{2 * size}B")
     assert abs(_budget_mib(floored.stdout) - 2 * size / MIB) <= 1, (floored.stdout, size)
+
+
+def test_while_a_backup_runs_it_waits_for_it(db, check):
+    """A start would fail on pgBackRest's lock, and the running backup bounds the WAL: a real
+    backup is started and frozen (SIGSTOP, its lock held) while the check runs."""
+    write_wal(db, 40)  # enough data that the backup lasts well past its lock
+    backup = subprocess.Popen(
+        ["pgbackrest", "--stanza=" + db.stanza, "--type=full", "backup"],
+        env={**os.environ, "PGBACKREST_CONFIG": str(db.config)},
+        user=service_user(), group=service_user(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: _lock_held(db), timeout=60, what="the backup to hold its lock")
+        os.killpg(backup.pid, signal.SIGSTOP)  # frozen, the lock still held
+        try:
+            held = check("--min-interval", "0")
+        finally:
+            os.killpg(backup.pid, signal.SIGCONT)
+    finally:
+        assert backup.wait(timeout=300) == 0
+    assert held.ok, held.stderr
+    assert "over the budget" in held.stdout and "a backup is running" in held.stdout, held.stdout
+    assert not check.request.exists()
+    assert "within the budget" in check("--min-interval", "0", budget="64MiB").stdout
+
+
+def _lock_held(db: LocalBackedUpDb) -> bool:
+    info = json.loads(db.target.pgbackrest("info", "--output=json").stdout)[0]
+    return info["status"]["lock"]["backup"]["held"]
 
 
 def test_a_dry_run_says_what_it_would_do_and_writes_nothing(db, check):
