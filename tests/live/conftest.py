@@ -163,6 +163,9 @@ def node_exporter(tmp_path_factory):
     write_textfile(textfiles, "pgbackrest.prom", {
         m.PGBACKREST_LAST_BACKUP_TIMESTAMP + stanza: now - 3600,
         m.PGBACKREST_BACKUP_FELL_BACK + stanza: 0,
+        # The WAL budget check's figures (published by the same script), within the budget.
+        m.PGBACKREST_WAL_SINCE_BACKUP + stanza: 100 << 20,
+        m.PGBACKREST_WAL_BUDGET + stanza: 1 << 30,
     })  # fmt: skip
     write_textfile(
         textfiles,
