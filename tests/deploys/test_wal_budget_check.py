@@ -63,7 +63,7 @@ def check(db, tmp_path):
             timeout=120,
         )
 
-    run.request, run.figures, run.place = request, figures, place
+    run.request, run.figures, run.place, run.render = request, figures, place, render
     yield run
 
 
@@ -175,6 +175,26 @@ def test_a_server_it_cannot_reach_fails_the_check_and_asks_nothing(db, check):
     done = check("--min-interval", "0", port=1)
     assert done.returncode == 1
     assert "failed" in done.stderr and "nothing was asked for" in done.stderr, done.stderr
+    assert not check.request.exists() and not check.figures.exists()
+
+
+def test_a_repository_it_cannot_read_fails_the_check_and_asks_nothing(db, check):
+    """A backup asked for would fail as well: the check says what pgBackRest said."""
+    empty = check.place / "empty-repo"  # a repository without the stanza
+    empty.mkdir()
+    wrong = check.place / "other.conf"
+    wrong.write_text(re.sub(r"(?m)^repo1-path=.*$", f"repo1-path={empty}", db.config.read_text()))
+    wrong.chmod(0o644)
+    done = LocalExecutor().run(
+        [PYTHON, check.render("1MiB", None, None), "--min-interval", "0"],
+        user=service_user(),
+        env={"PGBACKREST_CONFIG": str(wrong), "PATH": os.environ["PATH"]},
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "pgbackrest info: stanza spark:" in done.stderr and "nothing was asked for" in (
+        done.stderr
+    ), done.stderr
     assert not check.request.exists() and not check.figures.exists()
 
 
