@@ -11,6 +11,7 @@ this run created.
 
 from __future__ import annotations
 
+import secrets
 import shlex
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -67,6 +68,8 @@ class ScratchPlace:
     made_parent: bool = False
     made_dir: bool = False
     wrote: bool = False  # a restore began writing into the directory
+    # A directory being made under a temporary name (make_whole): teardown removes it.
+    staging: str | None = None
     started_pid: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -163,9 +166,8 @@ def make(executor: Executor, place: ScratchPlace, os_user: str) -> None:
     """Create the directory (and its parent when missing), recording what was made; refuses
     a directory that filled up since it was inspected."""
     own = f"-m 700 -o {os_user} -g {os_user}"
-    d, parent = shlex.quote(place.resolved), shlex.quote(place.parent)
     if not place.parent_existed:
-        executor.run(["sh", "-c", f"[ ! -e {parent} ] && install -d {own} {parent}"])
+        _make_whole(executor, place, place.parent, own)
         place.made_parent = True
     if place.existed:
         listing = executor.run(["ls", "-A", place.resolved], check=False)
@@ -174,8 +176,27 @@ def make(executor: Executor, place: ScratchPlace, os_user: str) -> None:
         executor.run(["chown", f"{os_user}:{os_user}", place.resolved])
         executor.run(["chmod", "700", place.resolved])
     else:
-        executor.run(["sh", "-c", f"[ ! -e {d} ] && install -d {own} {d}"])
+        _make_whole(executor, place, place.resolved, own)
         place.made_dir = True
+
+
+def _make_whole(executor: Executor, place: ScratchPlace, path: str, own: str) -> None:
+    """Make `path` with its owner and mode in one step as others see it: under a temporary
+    name beside it, then renamed. `install -d` alone makes the directory (root's, 0700 under
+    a 0077 umask) before it gives it away: a run interrupted in between left one the
+    PostgreSQL user cannot enter, which the next run refused as unreachable (seen once in
+    the interrupted drill's rerun). The temporary name is recorded first, so teardown
+    removes it when the run stops before the rename."""
+    place.staging = f"{path}.sparkops-{secrets.token_hex(4)}"
+    target, staging = shlex.quote(path), shlex.quote(place.staging)
+    executor.run(
+        [
+            "sh",
+            "-c",
+            f"[ ! -e {target} ] && install -d {own} {staging} && mv -T -- {staging} {target}",
+        ]
+    )
+    place.staging = None
 
 
 def _postmaster_pid(executor: Executor, place: ScratchPlace) -> str:
@@ -199,6 +220,10 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
     `stop` stops the copy's server; it is called only when the server running in the
     directory is the one this run started. Safe to run again after a failure."""
     done: list[str] = []
+    if place.staging is not None:
+        executor.run(["rm", "-rf", "--", place.staging])
+        done.append(f"removed {place.staging} (a directory this run had not finished making)")
+        place.staging = None
     if place.started_pid is not None:
         first = _postmaster_pid(executor, place)
         if first == str(place.started_pid):

@@ -1,0 +1,77 @@
+"""The scratch directory of a copy (the drill, `restore --to-data-dir`) is made whole: its
+parent and itself appear with their owner and mode at once (made under a temporary name,
+then renamed), and a run stopped before the rename leaves nothing that the next run would
+refuse: teardown removes the unfinished directory."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import stat
+from pathlib import Path
+
+import pytest
+
+from runbooks import scratch
+from runbooks.checklist import StepFailed
+from runbooks.executor import LocalExecutor
+from sparkops.localhost import free_port, make_workdir, service_user
+
+OS_USER = service_user() or pwd.getpwuid(os.getuid()).pw_name
+
+
+class StopsBeforeTheRename(LocalExecutor):
+    """Runs the making command's `install -d` and stops there, as a run interrupted between
+    making the directory and renaming it into place would."""
+
+    def run(self, argv, **kwargs):
+        script = argv[-1] if argv[:2] == ["sh", "-c"] else ""
+        if " && mv -T -- " in script:
+            super().run(["sh", "-c", script.split(" && mv -T -- ")[0]], **kwargs)
+            raise StepFailed("interrupted before the rename")
+        return super().run(argv, **kwargs)
+
+
+def _place(executor, base: Path) -> scratch.ScratchPlace:
+    return scratch.inspect(
+        executor, str(base / "drill" / "data"), free_port(), option="--scratch-dir",
+        os_user=OS_USER,
+    )  # fmt: skip
+
+
+def _leftovers(base: Path) -> list[str]:
+    return sorted(p.name for p in base.rglob("*.sparkops-*"))
+
+
+def test_the_parent_and_the_directory_appear_whole():
+    base = make_workdir("scratch-make")
+    executor = LocalExecutor()
+    place = _place(executor, base)
+    assert not place.parent_existed and not place.existed
+    scratch.make(executor, place, OS_USER)
+    for path in (base / "drill", base / "drill" / "data"):
+        info = path.stat()
+        assert pwd.getpwuid(info.st_uid).pw_name == OS_USER, path
+        assert stat.S_IMODE(info.st_mode) == 0o700, path
+    assert place.made_parent and place.made_dir and place.staging is None
+    assert _leftovers(base) == []
+    done = scratch.teardown(executor, place, stop=lambda: None)
+    assert not (base / "drill").exists(), done
+
+
+def test_a_run_stopped_before_the_rename_leaves_nothing_the_next_run_refuses():
+    base = make_workdir("scratch-stopped")
+    stopped = StopsBeforeTheRename()
+    place = _place(stopped, base)
+    with pytest.raises(StepFailed):
+        scratch.make(stopped, place, OS_USER)
+    assert place.staging and Path(place.staging).is_dir()  # made, not yet renamed
+    assert not (base / "drill").exists()  # the name others see never half made
+    done = scratch.teardown(stopped, place, stop=lambda: None)
+    assert any("had not finished making" in line for line in done), done
+    assert _leftovers(base) == [] and os.listdir(base) == []
+    # The next run finds the place as the first did, and makes it.
+    again = _place(LocalExecutor(), base)
+    scratch.make(LocalExecutor(), again, OS_USER)
+    assert (base / "drill" / "data").is_dir()
+    scratch.teardown(LocalExecutor(), again, stop=lambda: None)
