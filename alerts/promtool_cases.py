@@ -432,7 +432,7 @@ def scenarios() -> list[Firing | Quiet]:
             onset=21,
             labels={"severity": warn, **BACKREST},
             description=(
-                "db-1:9100: 510Mi" + "B of WAL written since the newest backup a restore of "
+                "db-1:9100: 510MiB of WAL written since the newest backup a restore of "
                 "stanza spark could start from, over 2x the WAL budget for 30m: the incremental "
                 "backups the budget asks for fail or do not keep up, and a restore takes longer "
                 "than planned."
