@@ -125,9 +125,28 @@ class PostgresSystemdService(SystemdService):
     user: str = "postgres"
     socket_dir: str = layout.SOCKET_DIR
     port: int = defaults.POSTGRES_PORT
+    data_dir: str = layout.POSTGRES_DATA_DIR
 
     def configured_setting(self, name: str) -> str | None:
         return _postgres_setting(self.executor, self.bindir, self.user, self.config_dir, name)
+
+    def stop(self) -> None:
+        """`systemctl stop`, after PostgreSQL's fast shutdown when the unit is still starting.
+
+        Stopping an "activating" unit (start() returns before Debian's `pg_ctlcluster start`
+        has finished; a restore interrupted then and run again stops it seconds later)
+        cancels the start: systemd kills pg_ctlcluster and sends SIGTERM to the postmaster,
+        which is PostgreSQL's *smart* shutdown: it waits for every session to end, and
+        pgBouncer, paused by the restore, keeps its server connections, so the server never
+        stops (seen on the lab: the unit in "deactivating (final-sigterm)" for the hour of
+        its stop timeout). Debian's ExecStop, a fast shutdown, runs only for a started unit.
+        So the fast shutdown is asked for here (SIGINT to the postmaster its postmaster.pid
+        names, when that process is a postgres), waited for, and then the unit stopped."""
+        polls = str(int(self.timeout / _START_POLL_SECONDS))
+        args = [self.units[0], f"{self.data_dir}/postmaster.pid", polls]
+        self.executor.run(
+            ["sh", "-c", _STOP_SCRIPT, "stop-postgresql", *args], timeout=2 * self.timeout + 10
+        )
 
     def start(self) -> None:
         """Returns once the server takes connections, as `pg_ctl -w` would, not when
@@ -165,6 +184,23 @@ while [ "$i" -lt "$polls" ]; do
 done
 echo "PostgreSQL took no connections in time; systemctl start $unit goes on" >&2
 exit 1
+"""
+
+
+_STOP_SCRIPT = f"""unit=$1 pidfile=$2 polls=$3
+if [ "$(systemctl is-active "$unit")" = activating ] && [ -f "$pidfile" ]; then
+  pid=$(head -n 1 "$pidfile")
+  if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ]; then
+    echo "$unit is still starting: PostgreSQL's fast shutdown (SIGINT to $pid) first" >&2
+    kill -INT "$pid"
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ "$i" -lt "$polls" ]; do
+      sleep {_START_POLL_SECONDS}
+      i=$((i+1))
+    done
+  fi
+fi
+systemctl stop "$unit"
 """
 
 

@@ -1,7 +1,9 @@
 """Starting PostgreSQL's systemd unit (runbooks.services.PostgresSystemdService.start) returns
 once the server takes connections, not when Debian's `pg_ctlcluster start` has finished
 probing it (2 s or more): a real PostgreSQL behind a stubbed `systemctl` that starts it late
-and then keeps "probing", as pg_ctlcluster does."""
+and then keeps "probing", as pg_ctlcluster does. Stopping it while the unit is still
+"activating" asks PostgreSQL for its fast shutdown first (systemd's own would be a smart one,
+which an open session holds off forever)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from runbooks.executor import CommandFailed, LocalExecutor
@@ -38,7 +41,13 @@ case "$1" in
     [ -e "$S/quick" ] || sleep {PROBE_SECONDS}
     : > "$S/done"
     ;;
+  stop)
+    pid=$(head -n 1 "$(cat "$S/datadir")/postmaster.pid" 2>/dev/null)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then echo running; else echo gone; fi \
+      > "$S/stopped"
+    ;;
   is-active)
+    if [ -e "$S/active" ]; then echo active; exit 0; fi
     if [ -e "$S/failed" ]; then echo failed; exit 3; fi
     if [ -e "$S/done" ]; then echo active; else echo activating; exit 3; fi
     ;;
@@ -131,3 +140,40 @@ def test_the_wait_is_bounded_by_the_services_timeout(stubs):
     with pytest.raises(CommandFailed, match="took no connections in time"):
         service.start()
     assert time.monotonic() - began < 8
+
+
+def _with_a_session(pg: PgCluster):
+    """An open session, as pgBouncer's server connection: a smart shutdown waits for it."""
+    return psycopg.connect(pg.superuser_conninfo(), autocommit=True)
+
+
+def test_stopping_a_unit_still_starting_is_a_fast_shutdown_then_systemctl_stop(stubs, cluster):
+    cluster.start()
+    (stubs / "datadir").write_text(str(cluster.datadir))
+    service = PostgresSystemdService(
+        LocalExecutor(), (UNIT,), timeout=30.0, socket_dir=str(cluster.workdir / "sock"),
+        port=cluster.port, data_dir=str(cluster.datadir),
+    )  # fmt: skip
+    assert service.is_active()  # the stub's unit is "activating"
+    session = _with_a_session(cluster)
+    try:
+        service.stop()
+    finally:
+        session.close()
+    assert cluster.pid() is None and not cluster.is_running()
+    # systemctl stop came after the server had gone: nothing left for systemd's SIGTERM.
+    assert (stubs / "stopped").read_text().strip() == "gone"
+
+
+def test_stopping_a_started_unit_is_systemctl_stop_alone(stubs, cluster):
+    cluster.start()
+    (stubs / "datadir").write_text(str(cluster.datadir))
+    (stubs / "active").touch()
+    service = PostgresSystemdService(
+        LocalExecutor(), (UNIT,), socket_dir=str(cluster.workdir / "sock"), port=cluster.port,
+        data_dir=str(cluster.datadir),
+    )  # fmt: skip
+    service.stop()
+    # Debian's ExecStop (a fast shutdown) is systemd's to run; the stub runs nothing.
+    assert (stubs / "stopped").read_text().strip() == "running"
+    assert cluster.is_running()
