@@ -191,7 +191,7 @@ _STOP_SCRIPT = f"""unit=$1 pidfile=$2 polls=$3
 if [ "$(systemctl is-active "$unit")" = activating ] && [ -f "$pidfile" ]; then
   pid=$(head -n 1 "$pidfile")
   if [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ]; then
-    echo "$unit is still starting: PostgreSQL's fast shutdown (SIGINT to $pid) first" >&2
+    echo "$unit is still starting: asking PostgreSQL ($pid) for a fast shutdown first" >&2
     kill -INT "$pid"
     i=0
     while kill -0 "$pid" 2>/dev/null && [ "$i" -lt "$polls" ]; do
