@@ -191,8 +191,8 @@ def main() -> int:
         since = wal.format_lsn(wal.read_info(db.target).backups[-1].stop_lsn)
         if args.wal_budget:
             interval_wal, written_seconds = write_to_budget(db, since, args.wal_budget, load)
-            args.interval_seconds = written_seconds
         else:
+            written_seconds = args.interval_seconds
             out = pgbench(db, *load, timeout=args.interval_seconds + 300)
             tps = next((line for line in out.splitlines() if line.startswith("tps")), "tps ?")
             interval_wal = wal_bytes(db, since)
@@ -255,7 +255,7 @@ def main() -> int:
         if replay > 0:
             rate = interval_wal / replay
             budget = max(0.0, RESTORE_RATIO_TARGET * raw - copy) * rate
-            written = interval_wal / args.interval_seconds  # WAL bytes per second of load
+            written = interval_wal / written_seconds  # WAL bytes per second of load
             print(
                 f"replay rate {rate / 1e6:.0f} MB/s: at most {budget / 1e6:.0f} MB of WAL per "
                 f"backup interval ({budget / size:.1%} of the database: "

@@ -44,6 +44,9 @@ BACKUP_TIMEOUT = "12h"
 # The WAL budget check reads `pgbackrest info` and one query: seconds, unless the repository
 # stalls (io-timeout bounds each of its reads).
 WAL_BUDGET_TIMEOUT = "5min"
+# The unit a WAL budget request starts: the calendar's own incremental backup (its lock, its
+# metric, its primary-only condition); named once for the path unit and the check's messages.
+INCR_BACKUP_SERVICE = "pgbackrest-backup@incr.service"
 METRIC_FILE = f"{layout.NODE_EXPORTER_TEXTFILE_DIR}/pgbackrest.prom"
 SERVER_SERVICE = "pgbackrest-server.service"
 
@@ -340,7 +343,7 @@ def wal_budget_script(
         min_interval=int(settings["min_interval"]),
         request_file=request_file,
         figures_file=figures_file,
-        unit="pgbackrest-backup@incr.service",
+        unit=INCR_BACKUP_SERVICE,
         timer=layout.PGBACKREST_WAL_BUDGET_TIMER,
         path_unit=layout.PGBACKREST_BACKUP_DUE_PATH,
         logic=_walbudget_logic(),
@@ -679,6 +682,16 @@ def wal_budget_unit(repo_path: str | None, cluster: bool) -> str:
     )
 
 
+def backup_due_path() -> str:
+    """pgbackrest-backup-due.path: each request the WAL budget check writes starts the
+    incremental backup unit."""
+    return support.render(
+        "pgbackrest/backup-due.path.j2",
+        request_file=layout.PGBACKREST_BACKUP_REQUEST_FILE,
+        unit=INCR_BACKUP_SERVICE,
+    )
+
+
 def wal_budget_units(settings: dict, repo_path: str | None, cluster: bool) -> list:
     """The WAL budget check: its script, its unit and timer, the path unit that turns its
     requests into incremental backups. Installed (with the default budget) even when the
@@ -708,9 +721,7 @@ def wal_budget_units(settings: dict, repo_path: str | None, cluster: bool) -> li
         ),
         files.put(
             name="Start an incremental backup when the WAL budget check asks",
-            src=support.rendered(
-                "pgbackrest/backup-due.path.j2", request_file=layout.PGBACKREST_BACKUP_REQUEST_FILE
-            ),
+            src=support.rendered_text(backup_due_path()),
             dest=f"/etc/systemd/system/{layout.PGBACKREST_BACKUP_DUE_PATH}",
             mode="644",
         ),

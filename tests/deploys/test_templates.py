@@ -498,13 +498,14 @@ def test_the_wal_budget_check_renders_to_valid_python_with_its_logic_embedded():
 
 
 def test_the_path_unit_starts_the_incremental_backup_on_each_request():
-    path = support.render(
-        "pgbackrest/backup-due.path.j2", request_file=layout.PGBACKREST_BACKUP_REQUEST_FILE
-    )
+    path = pgbackrest.backup_due_path()
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.read_string(path.split("\n", 1)[1])  # after the managed-file header
     assert unit["Path"]["PathChanged"] == layout.PGBACKREST_BACKUP_REQUEST_FILE
     assert unit["Path"]["Unit"] == "pgbackrest-backup@incr.service"
+    # The check's messages name the unit the path unit starts.
+    script = pgbackrest.wal_budget_script(pgbackrest.wal_budget(pgbackrest.DEFAULTS))
+    assert 'UNIT = "pgbackrest-backup@incr.service"' in script
     timer = support.render(
         "pgbackrest/wal-budget.timer.j2", service=layout.PGBACKREST_WAL_BUDGET_SERVICE,
         check_seconds=30,
