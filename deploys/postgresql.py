@@ -311,6 +311,15 @@ def postgresql() -> dict:
         packages=host.data.postgresql_packages,
         no_recommends=True,
     )
+    unit_dropin = files.put(
+        name="Stop PostgreSQL fast even while its unit is starting",
+        src=support.rendered("postgresql/unit-override.conf.j2", service=SERVICE),
+        dest=layout.POSTGRES_UNIT_DROPIN,
+        mode="644",
+    )
+    systemd.daemon_reload(
+        name="Reload systemd for PostgreSQL's unit drop-in", _if=unit_dropin.did_change
+    )
     key_pair = tls.key_pair(
         "postgresql",
         layout.POSTGRES_TLS_CERT,

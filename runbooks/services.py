@@ -141,7 +141,9 @@ class PostgresSystemdService(SystemdService):
         stops (seen on the lab: the unit in "deactivating (final-sigterm)" for the hour of
         its stop timeout). Debian's ExecStop, a fast shutdown, runs only for a started unit.
         So the fast shutdown is asked for here (SIGINT to the postmaster its postmaster.pid
-        names, when that process is a postgres), waited for, and then the unit stopped."""
+        names, when that process is a postgres), waited for, and then the unit stopped.
+        The deploy's drop-in (KillSignal=SIGINT) makes systemd's own stop a fast shutdown
+        too; this step stays for hosts deployed before it."""
         polls = str(int(self.timeout / _START_POLL_SECONDS))
         args = [self.units[0], f"{self.data_dir}/postmaster.pid", polls]
         self.executor.run(

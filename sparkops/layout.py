@@ -16,6 +16,7 @@ POSTGRES_CLUSTER = "main"
 POSTGRES_DATA_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/{POSTGRES_CLUSTER}"
 POSTGRES_CONF_DIR = f"/etc/postgresql/{POSTGRES_VERSION}/{POSTGRES_CLUSTER}"
 POSTGRES_SERVICE = f"postgresql@{POSTGRES_VERSION}-{POSTGRES_CLUSTER}.service"
+POSTGRES_UNIT_DROPIN = f"/etc/systemd/system/{POSTGRES_SERVICE}.d/sparkops.conf"
 POSTGRES_LOG_FILE = f"/var/log/postgresql/postgresql-{POSTGRES_VERSION}-{POSTGRES_CLUSTER}.log"
 # The Unix socket directory PostgreSQL and pgBouncer share (Debian's default).
 SOCKET_DIR = "/var/run/postgresql"

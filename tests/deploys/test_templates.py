@@ -141,6 +141,16 @@ def _pgbouncer_ini(data: dict) -> configparser.ConfigParser:
     return parser
 
 
+def test_postgresql_unit_dropin_makes_every_stop_a_fast_shutdown():
+    text = support.render("postgresql/unit-override.conf.j2", service=postgresql.SERVICE)
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string(text)
+    assert dict(unit["Service"]) == {"killsignal": "SIGINT"}
+    assert (
+        f"/etc/systemd/system/{postgresql.SERVICE}.d/sparkops.conf" == layout.POSTGRES_UNIT_DROPIN
+    )
+
+
 def test_pgbouncer_ini_is_valid_with_pools_from_group_data():
     data = {**pgbouncer.DEFAULTS, **group_data("db")}
     ini = _pgbouncer_ini(data)

@@ -155,6 +155,15 @@ def test_wal_is_archived_and_a_full_backup_exists(deployed):
     assert archived_count >= 1
 
 
+def test_postgresql_unit_stops_with_the_fast_shutdown_even_while_starting(deployed):
+    """The drop-in is in force: a stop of the unit while it is still starting sends SIGINT
+    (PostgreSQL's fast shutdown), not SIGTERM (the smart one, which waits for sessions)."""
+    db = _by_group(deployed["hosts"], "db")
+    shown = _ssh(db, f"systemctl show -p KillSignal -p DropInPaths {layout.POSTGRES_SERVICE}")
+    assert "KillSignal=2\n" in shown, shown
+    assert layout.POSTGRES_UNIT_DROPIN in shown, shown
+
+
 def test_prometheus_reports_every_target_up(deployed):
     monitor = _by_group(deployed["hosts"], "monitor")
     url = f"{_prometheus(monitor)}/api/v1/targets"
