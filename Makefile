@@ -18,7 +18,8 @@ format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# The whole suite: lint, generated files up to date, every test (lab and chaos included).
+# The whole suite: lint, generated files up to date, every test (lab, chaos and the
+# interruption matrix included; the Patroni cluster lab is make test-ha-lab).
 test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -26,8 +27,8 @@ test: bootstrap
 	$(PY) scripts/test_streams.py $(PYTEST_ARGS)
 
 # Every step of restore, drill and rollback interrupted on the lab by SIGTERM and by a dropped
-# SSH connection (8 minutes on 2026-12-05), and the cluster runbooks interrupted on the Patroni kit;
-# `make test` runs the core of it.
+# SSH connection (7.5 minutes on 2026-12-05), and the cluster runbooks interrupted on the
+# Patroni kit: part of `make test`; this runs them alone.
 test-interruptions: bootstrap
 	$(VENV)/bin/pytest -m interruptions tests/lab/test_interruptions_lab.py tests/ha $(PYTEST_ARGS)
 

@@ -440,9 +440,9 @@ def _sigterm_when_called(monkeypatch, owner, name: str, *, before: bool = False)
     monkeypatch.setattr(owner, name, interrupting)
 
 
-# In `make test-interruptions` (with the lab's matrix): about 60 s, the cleanup path that
-# changes nothing. The interruption after the restore, which leaves work to finish, stays in
-# `make test`.
+# Marked with the lab's matrix (make test runs both; make test-interruptions them alone):
+# about 60 s, the cleanup path that changes nothing. The interruption after the restore,
+# which leaves work to finish, is unmarked.
 @pytest.mark.interruptions
 def test_a_cluster_restore_interrupted_before_restoring_puts_the_cluster_back(
     cluster, tmp_path, monkeypatch
@@ -500,7 +500,7 @@ def test_a_cluster_restore_interrupted_after_restoring_says_so_and_a_rerun_finis
     wait_until(lambda: cluster.sync_standby() == replica, timeout=60, what="a sync standby")
 
 
-# In `make test-interruptions`: about 80 s for both (each waits for the cluster to settle).
+# Marked with the lab's matrix: about 80 s for both (each waits for the cluster to settle).
 @pytest.mark.interruptions
 @pytest.mark.parametrize("step", [1, 3], ids=["while-patroni-switches", "while-waiting"])
 def test_an_interrupted_switchover_says_the_state_left_and_the_cluster_settles(

@@ -32,11 +32,11 @@ from tests.lab.stack import ROOT, activate_copy, by_group, on_host, orders, read
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
-# `make test` interrupts these on the lab (the steps where a lost connection or a signal
-# matters most: PAUSE, the restore itself, the drill's copy, the app's restart); every step
-# of each runbook, both ways, is `make test-interruptions` (marker `interruptions`, about
-# 40 minutes on the lab), and every step by SIGTERM runs locally in
-# tests/runbooks/test_interruptions.py as part of `make test`.
+# The core: the steps where a lost connection or a signal matters most (PAUSE, the restore
+# itself, the drill's copy, the app's restart), unmarked, so `-m "not interruptions"` keeps a
+# quick subset. Every step of each runbook, both ways, carries the marker `interruptions`
+# (about 7.5 minutes on the lab); `make test` runs them all, `make test-interruptions` them
+# alone. Every step by SIGTERM also runs locally in tests/runbooks/test_interruptions.py.
 CORE = {
     ("restore", 1, "ssh dropped"),
     ("restore", 4, "SIGTERM"),
