@@ -1,4 +1,4 @@
-"""Pure checks of the generated dashboard: twelve panels (ten, and two for the cluster),
+"""Pure checks of the generated dashboard: fourteen panels (twelve, and two for the cluster),
 stable uid, datasource variable, units, thresholds agreeing with the alert config,
 deterministic JSON."""
 
@@ -21,6 +21,8 @@ EXPECTED_TITLES = [
     "HTTP request duration (P95)",
     "CSP violations",
     "WAL archiving status",
+    "Restore: WAL to replay",
+    "Backups: age of the newest",
     "Database size",
     "Outbox event lag",
     "Money utils operations",
@@ -34,7 +36,7 @@ def _built() -> dict:
     return json.loads(panels.to_json(risk.dashboard))
 
 
-def test_twelve_panels_with_stable_ids_and_uid():
+def test_fourteen_panels_with_stable_ids_and_uid():
     dash = _built()
     assert dash["uid"] == "spark-risk-idempotency-pitr"
     assert [p["title"] for p in dash["panels"]] == EXPECTED_TITLES
@@ -73,6 +75,7 @@ def test_thresholds_come_from_alert_config():
     assert steps["HTTP request duration (P95)"] == [c.HTTP_LATENCY_P95_SECONDS]
     assert steps["CSP violations"] == [c.CSP_REPORTS_PER_SECOND]
     assert steps["WAL archiving status"] == [c.WAL_ARCHIVE_STALE_SECONDS]
+    assert steps["Backups: age of the newest"] == [c.BACKUP_MAX_AGE_SECONDS]
     assert steps["Outbox event lag"] == [c.OUTBOX_LAG_SECONDS]
     assert steps["pgBouncer pool utilization"] == [c.PGBOUNCER_POOL_SIZE]
 
