@@ -573,3 +573,16 @@ def test_the_app_trusts_forwarded_addresses_from_the_load_balancers_only():
     assert "\nRestart=on-failure\n" in behind and "\nRestart=on-failure\n" in alone
     alone_start = [line for line in alone.splitlines() if line.startswith("ExecStart=")]
     assert "--forwarded-allow-ips" not in alone_start[0]  # uvicorn's default: loopback only
+
+
+def test_the_wal_budget_unit_runs_the_check_then_publishes_its_figures():
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.read_string(pgbackrest.wal_budget_unit("/var/lib/pgbackrest", cluster=False))
+    service = unit["Service"]
+    assert service["User"] == "postgres" and service["Type"] == "oneshot"
+    assert service["ExecStart"] == layout.PGBACKREST_WAL_BUDGET_SCRIPT
+    # As root, with the check's own reading of the repository (no second `pgbackrest info`).
+    assert service["ExecStartPost"] == f"+{pgbackrest.METRIC_SCRIPT} --after-check"
+    assert "ExecCondition" not in service
+    clustered = pgbackrest.wal_budget_unit("/var/lib/pgbackrest", cluster=True)
+    assert "ExecCondition=" in clustered

@@ -225,3 +225,34 @@ def test_the_backup_time_metric_publishes_the_checks_figures(db, check, tmp_path
     assert samples[metric_names.PGBACKREST_WAL_BUDGET].value == 64 * MIB
     assert samples[metric_names.PGBACKREST_WAL_SINCE_BACKUP].value == figures["wal"]
     assert samples[metric_names.PGBACKREST_WAL_SINCE_BACKUP].labels == {"stanza": db.stanza}
+
+
+def test_after_a_check_the_metric_takes_the_backup_time_from_its_figures(db, check, tmp_path):
+    """One repository listing per check: run after the check (--after-check) the metric
+    publishes the newest backup's time the check read, without asking pgBackRest again
+    (here it could not: its configuration points nowhere); run after a backup it asks."""
+    db.backup("incr")
+    assert check(budget="64MiB").ok
+    newest = max(
+        b["timestamp"]["stop"]
+        for b in json.loads(db.target.pgbackrest("info", "--output=json").stdout)[0]["backup"]
+    )
+    assert json.loads(check.figures.read_text())["newest_backup_stop"] == newest
+    script = tmp_path / "backup-metric"
+    script.write_text(pgbackrest.backup_metric_script(
+        user=service_user() or "postgres", textfile_dir=str(tmp_path / "textfile"),
+        source_file=str(tmp_path / "no-source"), budget_file=str(check.figures),
+    ))  # fmt: skip
+    nowhere = {**os.environ, "PGBACKREST_CONFIG": str(tmp_path / "missing.conf")}
+
+    def metric(*args: str):
+        return LocalExecutor().run([sys.executable, str(script), *args], env=nowhere, check=False)
+
+    done = metric("--after-check")
+    assert done.ok, done.stderr
+    text = (tmp_path / "textfile" / "pgbackrest.prom").read_text()
+    samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[metric_names.PGBACKREST_LAST_BACKUP_TIMESTAMP].value == newest
+    assert samples[metric_names.PGBACKREST_WAL_BUDGET].value == 64 * MIB
+    after_backup = metric()
+    assert not after_backup.ok and "pgbackrest info failed" in after_backup.stderr
