@@ -104,6 +104,8 @@ def _restore(plan: Plan, run: Run, progress: Progress) -> None:
             dest.clear_archive_get_queue()
     with run.step(START_STEP):
         progress.pg_started = True
+        if plan.place:
+            plan.place.start_issued = True
         dest.service.start()
         if plan.place:
             scratch.record_start(dest.executor, plan.place)

@@ -70,6 +70,9 @@ class ScratchPlace:
     wrote: bool = False  # a restore began writing into the directory
     # A directory being made under a temporary name (make_whole): teardown removes it.
     staging: str | None = None
+    # The copy's server was asked to start (its pid may not have been recorded: a run
+    # interrupted or cut off mid-start); teardown then looks for it before removing anything.
+    start_issued: bool = False
     started_pid: int | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -208,6 +211,26 @@ def _postmaster_pid(executor: Executor, place: ScratchPlace) -> str:
     return "" if first == "none" else first
 
 
+# How long teardown waits for the postmaster.pid of a start whose outcome this run did not
+# see: pg_ctl forks the postmaster into a session of its own, so it outlives a dropped
+# connection or a killed pg_ctl, and writes that file within milliseconds of starting.
+START_SETTLE_SECONDS = 2.0
+
+
+def _settled_postmaster_pid(executor: Executor, place: ScratchPlace) -> str:
+    """The pid in the copy's postmaster.pid once a start in flight has had time to write
+    it; "" when none appeared within START_SETTLE_SECONDS. One command on the host."""
+    pidfile = shlex.quote(f"{place.resolved}/postmaster.pid")
+    polls = int(START_SETTLE_SECONDS / 0.1)
+    script = (
+        f"i=0; while [ $i -lt {polls} ]; do "
+        f"if [ -s {pidfile} ]; then head -n 1 {pidfile}; exit 0; fi; sleep 0.1; i=$((i+1)); "
+        "done; echo none"
+    )
+    first = executor.run(["sh", "-c", script]).stdout.strip()
+    return "" if first == "none" else first
+
+
 def record_start(executor: Executor, place: ScratchPlace) -> None:
     """The postmaster pid this run started (its postmaster.pid), for the teardown."""
     first = _postmaster_pid(executor, place)
@@ -224,6 +247,14 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
         executor.run(["rm", "-rf", "--", place.staging])
         done.append(f"removed {place.staging} (a directory this run had not finished making)")
         place.staging = None
+    if place.started_pid is None and place.start_issued:
+        # Asked to start, its pid never recorded: a server in the directory this run
+        # restored is the one it started (nothing else could run there), and removing the
+        # directory under it would leave it serving a deleted cluster on the copy's port.
+        first = _settled_postmaster_pid(executor, place)
+        if first.isdigit():
+            place.started_pid = int(first)
+            done.append(f"found the copy's server (pid {first}) started before the run stopped")
     if place.started_pid is not None:
         first = _postmaster_pid(executor, place)
         if first == str(place.started_pid):

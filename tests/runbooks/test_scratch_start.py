@@ -1,0 +1,128 @@
+"""A copy's server asked to start by a run that stopped before recording its pid (SIGTERM or
+a dropped connection in "Start PostgreSQL"): pg_ctl forks the postmaster into a session of
+its own, so it comes up anyway. The teardown finds it in the directory the run restored and
+stops it before removing anything (it used to remove the directory under it, leaving a
+server on the copy's port serving a deleted cluster, found by the lab's interruption
+matrix). A real PostgreSQL 15 in a scratch place made by runbooks.scratch."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runbooks import scratch
+from runbooks.executor import CommandFailed, LocalExecutor
+from runbooks.services import PgCtlService
+from sparkops import layout
+from sparkops.localhost import free_port, make_workdir, service_user
+from sparkops.wait import wait_until
+
+OS_USER = service_user() or pwd.getpwuid(os.getuid()).pw_name
+
+
+def _restored_place(base: Path) -> tuple[scratch.ScratchPlace, PgCtlService]:
+    """A scratch place as a copy's run leaves it after "Restore": made by this run, a
+    cluster in it (initdb stands for the restore), its server not started yet."""
+    executor = LocalExecutor()
+    place = scratch.inspect(
+        executor, str(base / "copy" / "data"), free_port(), option="--scratch-dir",
+        os_user=OS_USER,
+    )  # fmt: skip
+    scratch.make(executor, place, OS_USER)
+    executor.run([f"{layout.POSTGRES_BINDIR}/initdb", "-D", place.resolved, "-A", "trust"],
+                 user=OS_USER, timeout=120)  # fmt: skip
+    place.wrote = True
+    service = PgCtlService(
+        executor, place.resolved, f"{place.parent}/log",
+        options={"port": str(place.port), "listen_addresses": "127.0.0.1",
+                 "unix_socket_directories": place.parent, "fsync": "off"},
+        user=OS_USER, timeout=60,
+    )  # fmt: skip
+    return place, service
+
+
+@pytest.fixture
+def started():
+    """Postmaster pids the test started; any still running at its end (the teardown under
+    test failed to stop it) are ended by pid (SIGQUIT: their directory may be gone)."""
+    pids: list[tuple[int, str]] = []
+    yield pids
+    for pid, datadir in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if datadir in cmdline:
+            os.kill(pid, signal.SIGQUIT)
+            wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=30,
+                       what=f"postmaster {pid} to end")  # fmt: skip
+
+
+def _start(service: PgCtlService, place: scratch.ScratchPlace, started: list) -> None:
+    service.start()
+    pid = Path(place.resolved, "postmaster.pid").read_text().split("\n", 1)[0]
+    started.append((int(pid), place.resolved))
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_server_started_but_not_recorded_is_stopped_before_its_directory_goes(started):
+    base = make_workdir("scratch-start")
+    place, service = _restored_place(base)
+    place.start_issued = True
+    _start(service, place, started)  # the run stopped right after: no record_start
+    assert place.started_pid is None and _listening(place.port)
+    done = scratch.teardown(LocalExecutor(), place, service.stop)
+    assert any("found the copy's server" in line for line in done), done
+    assert any("stopped the copy's server" in line for line in done), done
+    assert not _listening(place.port)
+    assert not (base / "copy").exists(), done
+
+
+def test_a_start_still_in_flight_is_waited_for_then_stopped(started):
+    base = make_workdir("scratch-start-late")
+    place, service = _restored_place(base)
+    place.start_issued = True
+    # The start reaches the host a moment after the teardown began (a pg_ctl whose
+    # connection was cut, still forking): the teardown waits for its postmaster.pid.
+    outcomes: list[str] = []
+
+    def start() -> None:
+        try:
+            _start(service, place, started)
+            outcomes.append("started")
+        except CommandFailed:  # pg_ctl -w saw the server stop under it (the teardown)
+            outcomes.append("stopped while pg_ctl waited")
+
+    late = threading.Timer(0.3, start)
+    late.start()
+    try:
+        done = scratch.teardown(LocalExecutor(), place, service.stop)
+    finally:
+        late.join(timeout=90)
+    assert outcomes, "the late start never ended"
+    assert any("stopped the copy's server" in line for line in done), done
+    assert not _listening(place.port)
+    assert not (base / "copy").exists(), done
+
+
+def test_a_start_that_never_ran_costs_the_settle_wait_and_removes_the_directory():
+    base = make_workdir("scratch-start-never")
+    place, service = _restored_place(base)
+    place.start_issued = True
+    began = time.monotonic()
+    done = scratch.teardown(LocalExecutor(), place, service.stop)
+    took = time.monotonic() - began
+    assert not any("server" in line for line in done), done
+    assert not (base / "copy").exists(), done
+    assert took < scratch.START_SETTLE_SECONDS + 5, took
