@@ -202,30 +202,24 @@ def _make_whole(executor: Executor, place: ScratchPlace, path: str, own: str) ->
     place.staging = None
 
 
-def _postmaster_pid(executor: Executor, place: ScratchPlace) -> str:
-    """The pid in the copy's postmaster.pid, "" when there is none. A command that fails
-    (a dropped connection) raises: "could not look" must never read as "nothing runs"."""
-    pidfile = shlex.quote(f"{place.resolved}/postmaster.pid")
-    script = f"if [ -e {pidfile} ]; then head -n 1 {pidfile}; else echo none; fi"
-    first = executor.run(["sh", "-c", script]).stdout.strip()
-    return "" if first == "none" else first
-
-
 # How long teardown waits for the postmaster.pid of a start whose outcome this run did not
 # see: pg_ctl forks the postmaster into a session of its own, so it outlives a dropped
 # connection or a killed pg_ctl, and writes that file within milliseconds of starting.
 START_SETTLE_SECONDS = 2.0
+_SETTLE_POLL_SECONDS = 0.1
 
 
-def _settled_postmaster_pid(executor: Executor, place: ScratchPlace) -> str:
-    """The pid in the copy's postmaster.pid once a start in flight has had time to write
-    it; "" when none appeared within START_SETTLE_SECONDS. One command on the host."""
+def _postmaster_pid(executor: Executor, place: ScratchPlace, settle_seconds: float = 0.0) -> str:
+    """The pid in the copy's postmaster.pid, "" when there is none; with `settle_seconds`,
+    once a start in flight has had that long to write it (one command on the host either
+    way). A command that fails (a dropped connection) raises: "could not look" must never
+    read as "nothing runs"."""
     pidfile = shlex.quote(f"{place.resolved}/postmaster.pid")
-    polls = int(START_SETTLE_SECONDS / 0.1)
+    polls = int(settle_seconds / _SETTLE_POLL_SECONDS)
     script = (
-        f"i=0; while [ $i -lt {polls} ]; do "
-        f"if [ -s {pidfile} ]; then head -n 1 {pidfile}; exit 0; fi; sleep 0.1; i=$((i+1)); "
-        "done; echo none"
+        f"i=0; while [ ! -s {pidfile} ] && [ $i -lt {polls} ]; do "
+        f"sleep {_SETTLE_POLL_SECONDS}; i=$((i+1)); done; "
+        f"if [ -e {pidfile} ]; then head -n 1 {pidfile}; else echo none; fi"
     )
     first = executor.run(["sh", "-c", script]).stdout.strip()
     return "" if first == "none" else first
@@ -251,7 +245,7 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
         # Asked to start, its pid never recorded: a server in the directory this run
         # restored is the one it started (nothing else could run there), and removing the
         # directory under it would leave it serving a deleted cluster on the copy's port.
-        first = _settled_postmaster_pid(executor, place)
+        first = _postmaster_pid(executor, place, START_SETTLE_SECONDS)
         if first.isdigit():
             place.started_pid = int(first)
             done.append(f"found the copy's server (pid {first}) started before the run stopped")
