@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -205,22 +206,34 @@ def test_a_budget_it_cannot_read_is_refused_before_anything(db, check):
     assert not check.request.exists() and not check.figures.exists()
 
 
-def test_the_backup_time_metric_publishes_the_checks_figures(db, check, tmp_path):
-    db.backup("incr")
-    assert check(budget="64MiB").ok
+def metric_runner(check, tmp_path: Path, pgbackrest_config: str):
+    """Run the backup-time metric script (as the units install it) on the check's figures,
+    with pgBackRest's configuration `pgbackrest_config`; read what it published."""
     script = tmp_path / "backup-metric"
     script.write_text(pgbackrest.backup_metric_script(
         user=service_user() or "postgres", textfile_dir=str(tmp_path / "textfile"),
         source_file=str(tmp_path / "no-source"), budget_file=str(check.figures),
     ))  # fmt: skip
-    done = LocalExecutor().run(
-        [sys.executable, str(script)],
-        env={**os.environ, "PGBACKREST_CONFIG": str(db.config)},
-        check=False,
-    )
+    env = {**os.environ, "PGBACKREST_CONFIG": pgbackrest_config}
+
+    def run(*args: str):
+        return LocalExecutor().run([sys.executable, str(script), *args], env=env, check=False)
+
+    def published() -> dict:
+        text = (tmp_path / "textfile" / "pgbackrest.prom").read_text()
+        return {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+
+    run.published = published
+    return run
+
+
+def test_the_backup_time_metric_publishes_the_checks_figures(db, check, tmp_path):
+    db.backup("incr")
+    assert check(budget="64MiB").ok
+    metric = metric_runner(check, tmp_path, str(db.config))
+    done = metric()
     assert done.ok, done.stderr
-    text = (tmp_path / "textfile" / "pgbackrest.prom").read_text()
-    samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+    samples = metric.published()
     figures = json.loads(check.figures.read_text())
     assert samples[metric_names.PGBACKREST_WAL_BUDGET].value == 64 * MIB
     assert samples[metric_names.PGBACKREST_WAL_SINCE_BACKUP].value == figures["wal"]
@@ -238,20 +251,10 @@ def test_after_a_check_the_metric_takes_the_backup_time_from_its_figures(db, che
         for b in json.loads(db.target.pgbackrest("info", "--output=json").stdout)[0]["backup"]
     )
     assert json.loads(check.figures.read_text())["newest_backup_stop"] == newest
-    script = tmp_path / "backup-metric"
-    script.write_text(pgbackrest.backup_metric_script(
-        user=service_user() or "postgres", textfile_dir=str(tmp_path / "textfile"),
-        source_file=str(tmp_path / "no-source"), budget_file=str(check.figures),
-    ))  # fmt: skip
-    nowhere = {**os.environ, "PGBACKREST_CONFIG": str(tmp_path / "missing.conf")}
-
-    def metric(*args: str):
-        return LocalExecutor().run([sys.executable, str(script), *args], env=nowhere, check=False)
-
+    metric = metric_runner(check, tmp_path, str(tmp_path / "missing.conf"))
     done = metric("--after-check")
     assert done.ok, done.stderr
-    text = (tmp_path / "textfile" / "pgbackrest.prom").read_text()
-    samples = {s.name: s for f in text_string_to_metric_families(text) for s in f.samples}
+    samples = metric.published()
     assert samples[metric_names.PGBACKREST_LAST_BACKUP_TIMESTAMP].value == newest
     assert samples[metric_names.PGBACKREST_WAL_BUDGET].value == 64 * MIB
     after_backup = metric()
