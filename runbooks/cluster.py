@@ -365,8 +365,10 @@ def execute_switchover(plan: SwitchoverPlan, run: Run) -> None:
             with shielded(), run.step(f"Resume pgBouncer on {old}"):
                 bouncer.resume(target)
             run.facts["writes_waited_seconds"] = round(time.monotonic() - started, 3)
-    with run.step(f"Wait until {old} replicates"):
-        try:
+    # The try encloses the step: a signal that lands while its header prints interrupts the
+    # step before its body runs, and the state left must still be said.
+    try:
+        with run.step(f"Wait until {old} replicates"):
             # In synchronous mode, until a replica is the synchronous standby again the
             # cluster cannot survive the next loss (Patroni promotes only that standby).
             synchronous = any(m.role == "sync_standby" for m in plan.members)
@@ -380,10 +382,10 @@ def execute_switchover(plan: SwitchoverPlan, run: Run) -> None:
                 f"{old} did not rejoin as a replica"
                 + (" with a synchronous standby in place" if synchronous else ""),
             )
-        except BaseException:
-            # Failed or interrupted while the old primary rejoins: the switch itself is done.
-            run.leave([_state_now(cluster)])
-            raise
+    except BaseException:
+        # Failed or interrupted while the old primary rejoins: the switch itself is done.
+        run.leave([_state_now(cluster)])
+        raise
     leader = cluster.leader(members)
     run.facts.update(new_leader=leader.name if leader else None,
                      timeline_after=leader.timeline if leader else None)  # fmt: skip

@@ -1,10 +1,12 @@
 """The switchover's and failover's plans on a cluster described by `patronictl list` (pure
 logic: the members are what Patroni 3.0 prints; tests/ha runs the runbooks on a real cluster),
-and the app's rule for which database errors it runs an order again after."""
+and the app's rule for which database errors it runs an order again after; what the runbooks
+say they leave when a signal lands as a step begins."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -14,7 +16,7 @@ from psycopg_pool import PoolTimeout
 
 from app import dbretry
 from runbooks import cluster
-from runbooks.checklist import Refused, Run
+from runbooks.checklist import Interrupted, Refused, Run
 from runbooks.executor import Executor
 
 LEADER = {"Cluster": "spark", "Member": "db", "Host": "10.0.0.2", "Role": "Leader",
@@ -122,6 +124,61 @@ def test_failover_is_refused_while_a_leader_runs_and_planned_without_one():
     assert plan.candidate.name == "db2"
     assert any("patronictl failover --candidate db2" in line for line in run.plan)
     assert executor.ran == []
+
+
+class _Switching(_Patronictl):
+    """A cluster that has moved once `patronictl switchover` or `failover` ran: db2 leads on
+    the next timeline and db is its synchronous standby."""
+
+    def _spawn(self, argv, *, user, env, input, timeout):
+        if argv[0] == cluster.PATRONICTL and argv[3] in ("switchover", "failover"):
+            self.ran.append(list(argv))
+            self.rows = [{**SYNC, "Role": "Leader", "TL": 4},
+                         {**LEADER, "Role": "Sync Standby", "TL": 4, "Lag in MB": 0}]  # fmt: skip
+            return 0, 'Successfully switched over to "db2"', ""
+        return super()._spawn(argv, user=user, env=env, input=input, timeout=timeout)
+
+
+class _SignalAtHeader(Run):
+    """SIGTERM as step `number`'s header prints: the runbook's handler raises `Interrupted`
+    there, before the step's body runs (seen in CI: a switchover said no state left)."""
+
+    def __init__(self, runbook: str, number: int) -> None:
+        super().__init__(runbook, quiet=True)
+        self.number = number
+
+    def say(self, text: str = "") -> None:
+        super().say(text)
+        if text.startswith(f"[{self.number}] "):
+            raise Interrupted(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("number", [1, 2, 3])
+def test_a_switchover_interrupted_as_any_step_begins_says_the_state_left(number):
+    executor = _Switching([LEADER, SYNC])
+    found = cluster.Cluster([cluster.Node(n, executor) for n in ("db", "db2")], label="test")
+    plan = cluster.prepare_switchover(found, Run("switchover"), to=None)
+    run = _SignalAtHeader("switchover", number)
+    with pytest.raises(Interrupted):
+        cluster.execute_switchover(plan, run)
+    assert len(run.steps) == number and not run.steps[-1].ok
+    leader = "db" if number == 1 else "db2"  # from step 2 on, Patroni has switched
+    assert len(run.left) == 1 and run.left[0].startswith(f"primary now: {leader};"), run.left
+    assert run.undo is None  # no pgBouncer was paused
+
+
+@pytest.mark.parametrize("number", [1, 2])
+def test_a_failover_interrupted_as_any_step_begins_says_the_state_left(number):
+    executor = _Switching([{**LEADER, "State": "stopped"}, SYNC])
+    found = cluster.Cluster([cluster.Node(n, executor) for n in ("db", "db2")], label="test")
+    plan = cluster.prepare_failover(found, Run("failover"), to="db2")
+    run = _SignalAtHeader("failover", number)
+    with pytest.raises(Interrupted):
+        cluster.execute_failover(plan, run)
+    assert len(run.steps) == number
+    assert run.left and run.left[0].startswith(
+        "primary now: " + ("NONE" if number == 1 else "db2")
+    ), run.left
 
 
 def test_a_single_host_inventory_is_refused_before_any_connection(tmp_path):
