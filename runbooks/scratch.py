@@ -210,16 +210,24 @@ _SETTLE_POLL_SECONDS = 0.1
 
 
 def _postmaster_pid(executor: Executor, place: ScratchPlace, settle_seconds: float = 0.0) -> str:
-    """The pid in the copy's postmaster.pid, "" when there is none; with `settle_seconds`,
-    once a start in flight has had that long to write it (one command on the host either
-    way). A command that fails (a dropped connection) raises: "could not look" must never
-    read as "nothing runs"."""
+    """The pid of the server running in the copy's directory (its postmaster.pid, when that
+    process lives and is a postgres), "" when none runs; with `settle_seconds`, once a start
+    in flight has had that long to write the file (one command on the host either way). A
+    file left by a server that was killed (SIGKILL, the OOM killer) names a dead or reused
+    pid: that is no server, and the copy may go. A command that fails (a dropped connection)
+    raises: "could not look" must never read as "nothing runs"."""
     pidfile = shlex.quote(f"{place.resolved}/postmaster.pid")
     polls = int(settle_seconds / _SETTLE_POLL_SECONDS)
     script = (
         f"i=0; while [ ! -s {pidfile} ] && [ $i -lt {polls} ]; do "
         f"sleep {_SETTLE_POLL_SECONDS}; i=$((i+1)); done; "
-        f"if [ -e {pidfile} ]; then head -n 1 {pidfile}; else echo none; fi"
+        f"[ -e {pidfile} ] || {{ echo none; exit 0; }}; "
+        f"pid=$(head -n 1 {pidfile}); "
+        # Empty while a starting postmaster writes it: reported as is (not a server yet).
+        'case "$pid" in ""|*[!0-9]*) echo "$pid"; exit 0;; esac; '
+        'if [ "$(cat /proc/$pid/comm 2>/dev/null)" = postgres ] '
+        "&& ! grep -qs '^State:[[:space:]]*Z' /proc/$pid/status; "
+        'then echo "$pid"; else echo none; fi'
     )
     first = executor.run(["sh", "-c", script]).stdout.strip()
     return "" if first == "none" else first
@@ -256,7 +264,9 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
             if _postmaster_pid(executor, place) == first:
                 raise StepFailed(f"the copy's server (pid {first}) is still running")
             done.append(f"stopped the copy's server (pid {place.started_pid})")
-        elif first:
+        elif not first:
+            done.append(f"the copy's server (pid {place.started_pid}) had already ended")
+        else:
             raise StepFailed(
                 f"a server this run did not start runs in {place.resolved} (pid {first}; "
                 f"this run started {place.started_pid}): nothing removed"

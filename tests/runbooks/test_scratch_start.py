@@ -3,7 +3,8 @@ a dropped connection in "Start PostgreSQL"): pg_ctl forks the postmaster into a 
 its own, so it comes up anyway. The teardown finds it in the directory the run restored and
 stops it before removing anything (it used to remove the directory under it, leaving a
 server on the copy's port serving a deleted cluster, found by the lab's interruption
-matrix). A real PostgreSQL 15 in a scratch place made by runbooks.scratch."""
+matrix). A server killed under the copy leaves a stale postmaster.pid, which names no
+server. A real PostgreSQL 15 in a scratch place made by runbooks.scratch."""
 
 from __future__ import annotations
 
@@ -126,3 +127,38 @@ def test_a_start_that_never_ran_costs_the_settle_wait_and_removes_the_directory(
     assert not any("server" in line for line in done), done
     assert not (base / "copy").exists(), done
     assert took < scratch.START_SETTLE_SECONDS + 5, took
+
+
+def test_a_server_killed_under_the_copy_leaves_a_stale_pid_file_and_the_copy_still_goes(started):
+    """SIGKILL (the OOM killer) leaves postmaster.pid behind, naming a dead pid: that is no
+    server, so the teardown says it had ended and removes the copy (it used to report the
+    copy's server "still running" and leave the directory)."""
+    base = make_workdir("scratch-start-killed")
+    place, service = _restored_place(base)
+    place.start_issued = True
+    _start(service, place, started)
+    scratch.record_start(LocalExecutor(), place)
+    pid = place.started_pid
+    assert pid is not None and _listening(place.port)
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=30, what=f"{pid} to end")
+    assert Path(place.resolved, "postmaster.pid").exists()  # stale: nobody removed it
+    done = scratch.teardown(LocalExecutor(), place, service.stop)
+    assert any(f"(pid {pid}) had already ended" in line for line in done), done
+    assert not (base / "copy").exists(), done
+
+
+def test_a_pid_file_naming_another_program_is_no_server(started):
+    """The pid in a stale file reused by another process (here this test's own) is not
+    taken for the copy's server: only a live postgres is."""
+    base = make_workdir("scratch-start-reused")
+    place, service = _restored_place(base)
+    Path(place.resolved, "postmaster.pid").write_text(f"{os.getpid()}\n{place.resolved}\n")
+    assert scratch._postmaster_pid(LocalExecutor(), place) == ""
+    Path(place.resolved, "postmaster.pid").unlink()
+    place.start_issued = True
+    _start(service, place, started)
+    assert scratch._postmaster_pid(LocalExecutor(), place) == str(started[-1][0])
+    done = scratch.teardown(LocalExecutor(), place, service.stop)
+    assert any("stopped the copy's server" in line for line in done), done
+    assert not (base / "copy").exists(), done
