@@ -225,9 +225,16 @@ def _postmaster_pid(executor: Executor, place: ScratchPlace, settle_seconds: flo
         f"pid=$(head -n 1 {pidfile}); "
         # Empty while a starting postmaster writes it: reported as is (not a server yet).
         'case "$pid" in ""|*[!0-9]*) echo "$pid"; exit 0;; esac; '
-        'if [ "$(cat /proc/$pid/comm 2>/dev/null)" = postgres ] '
-        "&& ! grep -qs '^State:[[:space:]]*Z' /proc/$pid/status; "
-        'then echo "$pid"; else echo none; fi'
+        'comm=$(cat /proc/$pid/comm 2>/dev/null) || comm=":unread:"; '
+        'case "$comm" in '
+        "postgres) if grep -qs '^State:[[:space:]]*Z' /proc/$pid/status; "
+        'then echo none; else echo "$pid"; fi;; '
+        # Unreadable: gone, or hidden from this user (/proc mounted with hidepid): only
+        # "No such process" counts as gone, never a directory removed under a server.
+        '":unread:") if LC_ALL=C kill -0 "$pid" 2>&1 | grep -q "No such process"; '
+        'then echo none; else echo "$pid"; fi;; '
+        "*) echo none;; "  # another program has the pid now
+        "esac"
     )
     first = executor.run(["sh", "-c", script]).stdout.strip()
     return "" if first == "none" else first

@@ -12,6 +12,7 @@ import os
 import pwd
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -162,3 +163,32 @@ def test_a_pid_file_naming_another_program_is_no_server(started):
     done = scratch.teardown(LocalExecutor(), place, service.stop)
     assert any("stopped the copy's server" in line for line in done), done
     assert not (base / "copy").exists(), done
+
+
+class _HiddenProc(LocalExecutor):
+    """Runs each command as `nobody` with /proc mounted `hidepid=2` (in a mount namespace of
+    its own): other users' processes are invisible there, as on a hardened host where the
+    runbook logs in as a user without root."""
+
+    def _spawn(self, argv, *, user, env, input, timeout):
+        wrapped = ["unshare", "-m", "sh", "-c",
+                   'mount -t proc -o hidepid=2 proc /proc && exec setpriv --reuid=65534 '
+                   '--regid=65534 --clear-groups "$@"', "hidden", *argv]  # fmt: skip
+        return super()._spawn(wrapped, user=None, env=env, input=input, timeout=timeout)
+
+
+def test_a_server_hidden_from_the_user_who_looks_counts_as_running():
+    """Unreadable /proc entries are not taken for a dead server: only "No such process"
+    is. Else the teardown would remove the copy under its running server."""
+    base = make_workdir("scratch-hidden")
+    base.chmod(0o755)
+    place = scratch.ScratchPlace(str(base), str(base), free_port())
+    alive = subprocess.Popen(["sleep", "60"])  # root's: hidden from nobody
+    try:
+        Path(base, "postmaster.pid").write_text(f"{alive.pid}\n{base}\n")
+        Path(base, "postmaster.pid").chmod(0o644)
+        assert scratch._postmaster_pid(_HiddenProc(), place) == str(alive.pid)
+    finally:
+        alive.kill()
+        alive.wait()
+    assert scratch._postmaster_pid(_HiddenProc(), place) == ""  # gone: "No such process"
