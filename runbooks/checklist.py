@@ -57,6 +57,8 @@ class _Signals:
     pending: int | None = None  # a signal that arrived inside one
     raised: bool = False
     say: object = None
+    # What each open shielded() section is doing, innermost last: told to whoever signalled.
+    why: list[str] = field(default_factory=list)
 
 
 _SIGNALS = _Signals()
@@ -68,6 +70,7 @@ def interruptible(say) -> Iterator[None]:
     `Interrupted` where the runbook is (or, inside a `shielded()` cleanup, as that cleanup
     ends); later ones are only reported, so no cleanup is cut short."""
     _SIGNALS.depth, _SIGNALS.pending, _SIGNALS.raised, _SIGNALS.say = 0, None, False, say
+    _SIGNALS.why = []
     _SIGNALS.quiet = 0
 
     def handler(signum, _frame):
@@ -76,7 +79,7 @@ def interruptible(say) -> Iterator[None]:
             if not _SIGNALS.raised and _SIGNALS.pending is None:
                 _SIGNALS.pending = signum
             if _SIGNALS.raised or _SIGNALS.depth:
-                say(f"{name} received: finishing the cleanup first")
+                say(f"{name} received: {_SIGNALS.why[-1] if _SIGNALS.why else CLEANUP_FIRST}")
             return
         _SIGNALS.raised = True
         raise Interrupted(signum)
@@ -118,14 +121,20 @@ def _raise_pending() -> None:
         raise Interrupted(signum)
 
 
+CLEANUP_FIRST = "finishing the cleanup first"
+
+
 @contextlib.contextmanager
-def shielded() -> Iterator[None]:
-    """A cleanup no signal interrupts: one that arrives meanwhile is raised when it ends."""
+def shielded(why: str = CLEANUP_FIRST) -> Iterator[None]:
+    """A cleanup (or an action worse cut than finished) no signal interrupts: one that
+    arrives meanwhile is told `why` and raised when the section ends."""
     _SIGNALS.depth += 1
+    _SIGNALS.why.append(why)
     try:
         yield
     finally:
         _SIGNALS.depth -= 1
+        _SIGNALS.why.pop()
     _raise_pending()
 
 

@@ -31,6 +31,10 @@ from sparkops.wait import DeadlineExceeded, wait_until
 PATRONICTL = "patronictl"
 SWITCHOVER_TIMEOUT_SECONDS = 120.0  # patronictl's own wait, then ours for the old primary
 POLL_SECONDS = 0.5
+# A signal while patronictl asks Patroni to move the primary waits for its answer (bounded
+# by the step's timeout, seconds in practice): killing patronictl would not stop a switch
+# Patroni has begun, and the state left would then show it halfway, with no leader.
+PATRONI_FINISHES = "letting Patroni finish moving the primary first"
 # Patroni's own bound (maximum_lag_on_failover, deploys/hacluster.DEFAULTS) in MB, for the
 # plan's check of a candidate: a candidate further behind would be refused by Patroni anyway.
 MAX_CANDIDATE_LAG_MB = 1.0
@@ -334,7 +338,7 @@ def execute_switchover(plan: SwitchoverPlan, run: Run) -> None:
                 bouncer.pause(
                     target, run, wait=plan.pause_wait, disconnect=plan.disconnect_blockers
                 )
-        with run.step(f"Switch over {old} -> {new}"):
+        with run.step(f"Switch over {old} -> {new}"), shielded(PATRONI_FINISHES):
             switched = time.monotonic()
             result = cluster.patronictl(
                 cluster.node(old),
@@ -493,7 +497,7 @@ def execute_failover(plan: FailoverPlan, run: Run) -> None:
     cluster, new = plan.cluster, plan.candidate.name
     run.watch(*(n.executor for n in cluster.nodes))
     try:
-        with run.step(f"Fail over to {new}"):
+        with run.step(f"Fail over to {new}"), shielded(PATRONI_FINISHES):
             started = time.monotonic()
             result = cluster.patronictl(
                 cluster.node(new), "failover", "--candidate", new, "--force",

@@ -506,8 +506,9 @@ def test_a_cluster_restore_interrupted_after_restoring_says_so_and_a_rerun_finis
 def test_an_interrupted_switchover_says_the_state_left_and_the_cluster_settles(
     cluster, tmp_path, step
 ):
-    """SIGTERM to `sparkops cluster switchover` while Patroni switches (the patronictl child
-    is let finish: a switch cut in half is worse than one that completed) and while it waits
+    """SIGTERM to `sparkops cluster switchover` as Patroni switches (a signal while the
+    patronictl child waits is held until Patroni answers: tests/runbooks/test_cluster_plan;
+    one that lands as the step's header prints comes before the switch) and while it waits
     for the old primary to rejoin: it exits 4, its last lines say the cluster's state, and
     the cluster settles with one leader, a streaming synchronous standby and every row."""
     target = cluster.target_file(tmp_path / "cluster.json")

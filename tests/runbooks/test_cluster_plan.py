@@ -6,6 +6,7 @@ say they leave when a signal lands as a step begins."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from psycopg_pool import PoolTimeout
 
 from app import dbretry
 from runbooks import cluster
-from runbooks.checklist import Interrupted, Refused, Run
+from runbooks.checklist import Interrupted, Refused, Run, interruptible
 from runbooks.executor import Executor
 
 LEADER = {"Cluster": "spark", "Member": "db", "Host": "10.0.0.2", "Role": "Leader",
@@ -179,6 +180,41 @@ def test_a_failover_interrupted_as_any_step_begins_says_the_state_left(number):
     assert run.left and run.left[0].startswith(
         "primary now: " + ("NONE" if number == 1 else "db2")
     ), run.left
+
+
+class _SignalledWhileSwitching(_Switching):
+    """SIGTERM reaches the runbook while patronictl waits for Patroni's answer."""
+
+    def _spawn(self, argv, *, user, env, input, timeout):
+        if argv[0] == cluster.PATRONICTL and argv[3] in ("switchover", "failover"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super()._spawn(argv, user=user, env=env, input=input, timeout=timeout)
+
+
+@pytest.mark.parametrize("runbook", ["switchover", "failover"])
+def test_a_signal_while_patroni_moves_the_primary_waits_for_its_answer(runbook):
+    """Killing patronictl would not stop a switch Patroni has begun; the runbook lets it
+    answer, says so, then ends interrupted with the state after the move."""
+    rows = [LEADER, SYNC] if runbook == "switchover" else [{**LEADER, "State": "stopped"}, SYNC]
+    executor = _SignalledWhileSwitching(rows)
+    found = cluster.Cluster([cluster.Node(n, executor) for n in ("db", "db2")], label="test")
+    if runbook == "switchover":
+        plan, execute = (
+            cluster.prepare_switchover(found, Run(runbook), to=None),
+            cluster.execute_switchover,
+        )
+    else:
+        plan, execute = (
+            cluster.prepare_failover(found, Run(runbook), to="db2"),
+            cluster.execute_failover,
+        )
+    run, told = Run(runbook, quiet=True), []
+    with interruptible(told.append), pytest.raises(Interrupted):
+        execute(plan, run)
+    assert told == [f"SIGTERM received: {cluster.PATRONI_FINISHES}"]
+    assert [argv[3] for argv in executor.ran] == [runbook]
+    assert len(run.steps) == 1 and run.steps[0].detail == "interrupted by SIGTERM"
+    assert run.left[0].startswith("primary now: db2;"), run.left
 
 
 def test_a_single_host_inventory_is_refused_before_any_connection(tmp_path):
