@@ -52,13 +52,17 @@ class Interrupted(BaseException):
 class _Signals:
     """What interruptible() and shielded() share: one runbook per process."""
 
-    depth: int = 0  # shielded sections open
     quiet: int = 0  # deferred() sections open (starting a child process)
     pending: int | None = None  # a signal that arrived inside one
     raised: bool = False
     say: object = None
     # What each open shielded() section is doing, innermost last: told to whoever signalled.
     why: list[str] = field(default_factory=list)
+
+    @property
+    def depth(self) -> int:
+        """shielded() sections open."""
+        return len(self.why)
 
 
 _SIGNALS = _Signals()
@@ -69,8 +73,7 @@ def interruptible(say) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP end the runbook through one path: the first raises
     `Interrupted` where the runbook is (or, inside a `shielded()` cleanup, as that cleanup
     ends); later ones are only reported, so no cleanup is cut short."""
-    _SIGNALS.depth, _SIGNALS.pending, _SIGNALS.raised, _SIGNALS.say = 0, None, False, say
-    _SIGNALS.why = []
+    _SIGNALS.why, _SIGNALS.pending, _SIGNALS.raised, _SIGNALS.say = [], None, False, say
     _SIGNALS.quiet = 0
 
     def handler(signum, _frame):
@@ -128,12 +131,10 @@ CLEANUP_FIRST = "finishing the cleanup first"
 def shielded(why: str = CLEANUP_FIRST) -> Iterator[None]:
     """A cleanup (or an action worse cut than finished) no signal interrupts: one that
     arrives meanwhile is told `why` and raised when the section ends."""
-    _SIGNALS.depth += 1
     _SIGNALS.why.append(why)
     try:
         yield
     finally:
-        _SIGNALS.depth -= 1
         _SIGNALS.why.pop()
     _raise_pending()
 
