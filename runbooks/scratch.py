@@ -256,7 +256,10 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
         executor.run(["rm", "-rf", "--", place.staging])
         done.append(f"removed {place.staging} (a directory this run had not finished making)")
         place.staging = None
-    if place.started_pid is None and place.start_issued:
+    first = ""
+    if place.started_pid is not None:
+        first = _postmaster_pid(executor, place)
+    elif place.start_issued:
         # Asked to start, its pid never recorded: a server in the directory this run
         # restored is the one it started (nothing else could run there), and removing the
         # directory under it would leave it serving a deleted cluster on the copy's port.
@@ -265,7 +268,6 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
             place.started_pid = int(first)
             done.append(f"found the copy's server (pid {first}) started before the run stopped")
     if place.started_pid is not None:
-        first = _postmaster_pid(executor, place)
         if first == str(place.started_pid):
             stop()
             if _postmaster_pid(executor, place) == first:
