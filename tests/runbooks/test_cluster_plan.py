@@ -48,9 +48,9 @@ class _Patronictl(Executor):
 
 
 def _cluster(
-    rows: list[dict], synchronous_mode: bool = False
+    rows: list[dict], synchronous_mode: bool = False, kind: type[_Patronictl] = _Patronictl
 ) -> tuple[cluster.Cluster, _Patronictl]:
-    executor = _Patronictl(rows, synchronous_mode)
+    executor = kind(rows, synchronous_mode)
     names = [r["Member"] for r in rows] or ["db"]
     return cluster.Cluster([cluster.Node(n, executor) for n in names], label="test"), executor
 
@@ -156,8 +156,7 @@ class _SignalAtHeader(Run):
 
 @pytest.mark.parametrize("number", [1, 2, 3])
 def test_a_switchover_interrupted_as_any_step_begins_says_the_state_left(number):
-    executor = _Switching([LEADER, SYNC])
-    found = cluster.Cluster([cluster.Node(n, executor) for n in ("db", "db2")], label="test")
+    found, _ = _cluster([LEADER, SYNC], kind=_Switching)
     plan = cluster.prepare_switchover(found, Run("switchover"), to=None)
     run = _SignalAtHeader("switchover", number)
     with pytest.raises(Interrupted):
@@ -170,8 +169,7 @@ def test_a_switchover_interrupted_as_any_step_begins_says_the_state_left(number)
 
 @pytest.mark.parametrize("number", [1, 2])
 def test_a_failover_interrupted_as_any_step_begins_says_the_state_left(number):
-    executor = _Switching([{**LEADER, "State": "stopped"}, SYNC])
-    found = cluster.Cluster([cluster.Node(n, executor) for n in ("db", "db2")], label="test")
+    found, _ = _cluster([{**LEADER, "State": "stopped"}, SYNC], kind=_Switching)
     plan = cluster.prepare_failover(found, Run("failover"), to="db2")
     run = _SignalAtHeader("failover", number)
     with pytest.raises(Interrupted):
@@ -196,8 +194,7 @@ def test_a_signal_while_patroni_moves_the_primary_waits_for_its_answer(runbook):
     """Killing patronictl would not stop a switch Patroni has begun; the runbook lets it
     answer, says so, then ends interrupted with the state after the move."""
     rows = [LEADER, SYNC] if runbook == "switchover" else [{**LEADER, "State": "stopped"}, SYNC]
-    executor = _SignalledWhileSwitching(rows)
-    found = cluster.Cluster([cluster.Node(n, executor) for n in ("db", "db2")], label="test")
+    found, executor = _cluster(rows, kind=_SignalledWhileSwitching)
     if runbook == "switchover":
         plan, execute = (
             cluster.prepare_switchover(found, Run(runbook), to=None),

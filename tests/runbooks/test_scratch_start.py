@@ -63,8 +63,7 @@ def started():
             continue
         if datadir in cmdline:
             os.kill(pid, signal.SIGQUIT)
-            wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=30,
-                       what=f"postmaster {pid} to end")  # fmt: skip
+            wait_until(lambda pid=pid: _ended(pid), timeout=30, what=f"postmaster {pid} to end")
 
 
 def _start(service: PgCtlService, place: scratch.ScratchPlace, started: list) -> None:
