@@ -14,11 +14,15 @@ repository, as the deploy configures it), each against a reference measured in t
   synchronously), and the WAL budget per interval that keeps the ratio at 1.5 at the replay
   rate measured, and the replay split by the restored server's own log (bench/recovery_log.py:
   start to consistent, redo, end of WAL, new timeline, open).
+- With --block-incremental, the repository as the deploy's `pgbackrest_block_incremental`
+  makes it (repo1-bundle, repo1-block): a delta restore rewrites only the changed blocks of
+  a file. pgBackRest 2.46 or later; on Debian 12's 2.45 the bench adds `beta=y` (a
+  measurement of the lever only: the deploy refuses the beta).
 - Encryption: a full backup and the restore of its files (no replay) from an encrypted and
   from a plaintext repository of the same cluster; ratios encrypted / plaintext.
 
     .venv/bin/python bench/restore_schedule.py [--scale 70]
-        [--interval-seconds 30 | --wal-budget 5%]
+        [--interval-seconds 30 | --wal-budget 5%] [--block-incremental]
 
 Figures only; everything it starts is stopped and removed at the end.
 """
@@ -29,6 +33,7 @@ import argparse
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +53,7 @@ from bench.restore_rollback import (
     raw_copy_seconds,
     restore_copy,
 )
+from deploys import pgbackrest as pgbackrest_deploy
 from runbooks import flows, wal
 from runbooks.conduct import conduct
 from sparkops import defaults, walbudget
@@ -147,6 +153,20 @@ def encryption_cost(db: LocalBackedUpDb) -> dict[str, float]:
     return figures
 
 
+def block_options(wanted: bool) -> tuple[dict[str, str], str]:
+    """The repository's extra options and how the figures name it."""
+    if not wanted:
+        return {}, "file-level incremental (the deploy's default)"
+    installed = subprocess.run(
+        ["pgbackrest", "version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    options = {"repo1-bundle": "y", "repo1-block": "y"}
+    if pgbackrest_deploy.block_incremental_refusal(True, installed):
+        # Measuring what 2.46 offers; never what the deploy configures on this version.
+        return {"beta": "y", **options}, f"block incremental ({installed}: its beta)"
+    return options, f"block incremental ({installed})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is ~1 GB)")
@@ -167,12 +187,20 @@ def main() -> int:
         default=defaults.POSTGRES_WAL_COMPRESSION,
         help="wal_compression (default: the deploy's); `off` for the reference without it",
     )
+    parser.add_argument(
+        "--block-incremental",
+        action="store_true",
+        help="the repository with block incremental backup (the deploy's "
+        "pgbackrest_block_incremental); on pgBackRest 2.45 as its beta, for measuring only",
+    )
     args = parser.parse_args()
+    repo_options, repo_kind = block_options(args.block_incremental)
     print(
         f"restore-schedule bench, {datetime.now(UTC).isoformat()}, "
-        f"wal_compression={args.wal_compression}"
+        f"wal_compression={args.wal_compression}, repository: {repo_kind}"
     )
     db = LocalBackedUpDb(
+        pgbackrest_options=repo_options,
         durable=True,
         extra_settings={"recovery_prefetch": "try", "wal_compression": args.wal_compression},
         cipher_pass=secrets.token_urlsafe(24),

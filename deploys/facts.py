@@ -114,6 +114,21 @@ class PgBackRestInfo(FactBase):
         return stanzas[0] if stanzas else {}
 
 
+class PgBackRestVersion(FactBase):
+    """The pgBackRest this host runs (`pgbackrest version`: "pgBackRest 2.45") or, when it is
+    not installed yet, the version apt would install ("2.45-1"); None when neither answers."""
+
+    def command(self) -> str:
+        return (
+            "pgbackrest version 2>/dev/null || "
+            "apt-cache policy pgbackrest 2>/dev/null | sed -n 's/^ *Candidate: *//p' || true"
+        )
+
+    def process(self, output: list[str]) -> str | None:
+        lines = [line.strip() for line in output if line.strip()]
+        return lines[0] if lines and lines[0] != "(none)" else None
+
+
 # pgBackRest's info status codes that mean the stanza exists: ok, no valid backup yet, a
 # backup or expire running. Anything else (1 missing stanza path, 3 missing stanza data, 99
 # other, no answer) goes to stanza-create, which creates it or fails saying why.

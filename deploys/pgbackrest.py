@@ -24,7 +24,13 @@ from pyinfra.facts.files import File, FileContents
 from pyinfra.operations import apt, files, systemd
 
 from deploys import hacluster, hardening, s3_access, s3_bucket, secretfiles, support, tls
-from deploys.facts import PgBackRestInfo, PostgresInRecovery, has_full_backup, stanza_missing
+from deploys.facts import (
+    PgBackRestInfo,
+    PgBackRestVersion,
+    PostgresInRecovery,
+    has_full_backup,
+    stanza_missing,
+)
 from sparkops import defaults, layout, metric_names, secrets, walbudget
 
 STANZA = defaults.PGBACKREST_STANZA
@@ -97,7 +103,16 @@ DEFAULTS = {
     # (sparkops/secrets.py), for new stanzas. An existing unencrypted stanza is refused, not
     # switched (pgBackRest cannot mix): docs/deploys.md says how to migrate, or set False.
     "pgbackrest_repo_cipher": True,
+    # Block incremental backup (repo1-bundle and repo1-block): a backup stores, and a delta
+    # restore rewrites, only the changed blocks of a file instead of the whole file, so the
+    # copy of a restore in place shrinks to what changed since the backup. It needs pgBackRest
+    # 2.46 or later (Debian 12 ships 2.45, where it is a beta "not for production"): the
+    # deploy refuses it on an older one (docs/deploys.md, "Restore time").
+    "pgbackrest_block_incremental": False,
 }
+
+# The first pgBackRest release whose block incremental backup is not a beta.
+BLOCK_INCREMENTAL_SINCE = (2, 46)
 
 
 class ConfigError(ValueError):
@@ -145,6 +160,11 @@ def options(
             glob["repo1-storage-ca-file"] = s3["ca_file"]
     elif repo_type != "posix":
         raise ConfigError(f"pgbackrest_repo_type is {repo_type!r}: use 'posix' or 's3'")
+    block = data["pgbackrest_block_incremental"]
+    if not isinstance(block, bool):
+        raise ConfigError(f"pgbackrest_block_incremental is {block!r}: use true or false")
+    if block:
+        glob.update({"repo1-bundle": "y", "repo1-block": "y"})
     glob.update(
         {
             "io-timeout": str(data["pgbackrest_io_timeout"]),
@@ -186,6 +206,39 @@ def stanza_created(stanza: str = STANZA):
         yield _run_as_postgres(f"pgbackrest --stanza={stanza} stanza-create")
     else:
         host.noop(f"stanza {stanza} exists")
+
+
+def version_of(text: str | None) -> tuple[int, int] | None:
+    """(major, minor) from `pgbackrest version` ("pgBackRest 2.45") or an apt version
+    ("2.50-1.pgdg120+1"); None when the text names none."""
+    found = re.search(r"(\d+)\.(\d+)", text or "")
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def block_incremental_refusal(enabled: bool, version_text: str | None) -> str | None:
+    """Why the deploy must not turn block incremental on, or None: the host's pgBackRest (or
+    the one apt would install) is older than 2.46, where the feature is a beta whose own help
+    says not to use it in production, or the version cannot be read."""
+    if not enabled:
+        return None
+    version = version_of(version_text)
+    since = ".".join(map(str, BLOCK_INCREMENTAL_SINCE))
+    fix = (
+        f"install pgBackRest {since} or later (apt.postgresql.org's packages) on the db hosts, "
+        "or set pgbackrest_block_incremental to false; nothing was changed"
+    )
+    if version is None:
+        return (
+            "pgbackrest_block_incremental: cannot tell which pgBackRest this host has or would "
+            f"install (neither `pgbackrest version` nor apt answered): {fix}"
+        )
+    if version < BLOCK_INCREMENTAL_SINCE:
+        return (
+            f"pgbackrest_block_incremental needs pgBackRest {since} or later; this host has "
+            f"{version_text!r}, where block incremental backup is a beta that pgBackRest says "
+            f"not to use in production: {fix}"
+        )
+    return None
 
 
 def cipher_refusal(info: dict, recorded_identity: str | None, glob: dict[str, str]) -> str | None:
@@ -539,6 +592,10 @@ def pgbackrest() -> None:
     )
     if refusal:
         raise ConfigError(refusal)
+    if data["pgbackrest_block_incremental"]:
+        refusal = block_incremental_refusal(True, host.get_fact(PgBackRestVersion))
+        if refusal:
+            raise ConfigError(refusal)
     apt.packages(name="Install pgBackRest", packages=["pgbackrest"], no_recommends=True)
     if data["pgbackrest_repo_type"] == "s3":
         s3 = data["pgbackrest_s3"]

@@ -30,9 +30,11 @@ def write_pgbackrest_config(
     socket_dir: Path,
     cipher_pass: str | None = None,
     repo: str = "repo",
+    options: dict[str, str] | None = None,
 ) -> None:
     """`cipher_pass`: an encrypted repository (aes-256-cbc), as the deploy makes it;
-    `repo`: the repository's directory under `base` (two configurations, two repositories)."""
+    `repo`: the repository's directory under `base` (two configurations, two repositories);
+    `options`: more [global] options (a benchmark's variant)."""
     for sub in (repo, "log", "lock", "spool"):
         (base / sub).mkdir(exist_ok=True)
         chown_to_service_user(base / sub)
@@ -56,7 +58,8 @@ def write_pgbackrest_config(
         # fetching the next segments ahead of recovery (parallel, queued).
         "archive-async=y\n"
         "archive-get-queue-max=1GiB\n"
-        f"\n[{stanza}]\n"
+        + "".join(f"{name}={value}\n" for name, value in (options or {}).items())
+        + f"\n[{stanza}]\n"
         f"pg1-path={datadir}\n"
         f"pg1-port={port}\n"
         f"pg1-socket-path={socket_dir}\n"
@@ -72,6 +75,8 @@ class LocalBackedUpDb:
     extra_settings: dict[str, str] = field(default_factory=dict)
     # An encrypted repository with this passphrase (the deploy's default); None: plaintext.
     cipher_pass: str | None = None
+    # More pgBackRest [global] options (bench/restore_schedule.py --block-incremental).
+    pgbackrest_options: dict[str, str] = field(default_factory=dict)
     stack: DbStack | None = None
     workdir: Path | None = None
     target: DbTarget | None = None
@@ -105,6 +110,7 @@ class LocalBackedUpDb:
                 pg.port,
                 pg.workdir / "sock",
                 cipher_pass=self.cipher_pass,
+                options=self.pgbackrest_options,
             )
             bouncer = self.stack.bouncer
             assert bouncer is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import runpy
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from deploys import app, hacluster, monitoring, pgbackrest, pgbouncer, postgresql, support
+from deploys.facts import PgBackRestVersion
 from sparkops import defaults, layout, secrets
 from sparkops.secrets import Secrets
 from testkit.pgbouncer import PgBouncer
@@ -263,6 +265,64 @@ def test_pgbackrest_encryption_can_be_turned_off_and_needs_the_passphrase():
     assert not any(k.startswith("repo1-cipher") for k in glob)
     with pytest.raises(pgbackrest.ConfigError, match="pgbackrest_cipher_pass"):
         pgbackrest.options(pgbackrest.DEFAULTS, None)
+
+
+def test_block_incremental_is_off_by_default_and_bundles_blocks_when_on():
+    glob, _ = pgbackrest.options(pgbackrest.DEFAULTS, CREDS)
+    assert "repo1-bundle" not in glob and "repo1-block" not in glob
+    on = {**pgbackrest.DEFAULTS, "pgbackrest_block_incremental": True}
+    glob, stanza = pgbackrest.options(on, CREDS)
+    text = support.render(
+        "pgbackrest/pgbackrest.conf.j2", stanza="spark", global_options=glob, stanza_options=stanza
+    )
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    # pgBackRest wants bundling before block incremental; never the beta switch.
+    assert parser["global"]["repo1-bundle"] == "y" and parser["global"]["repo1-block"] == "y"
+    assert "beta" not in parser["global"]
+    with pytest.raises(pgbackrest.ConfigError, match="'yes': use true or false"):
+        pgbackrest.options({**pgbackrest.DEFAULTS, "pgbackrest_block_incremental": "yes"}, CREDS)
+
+
+@pytest.mark.parametrize(
+    ("found", "refused"),
+    [
+        ("pgBackRest 2.45", "beta that pgBackRest says not to use in production"),  # Debian 12
+        ("2.45-1", "beta"),  # apt's candidate, not installed yet
+        ("pgBackRest 2.41", "needs pgBackRest 2.46 or later"),
+        (None, "cannot tell which pgBackRest"),
+        ("pgBackRest 2.46", None),
+        ("2.54.2-1.pgdg120+1", None),  # apt.postgresql.org's package
+        ("pgBackRest 3.0", None),
+    ],
+)
+def test_block_incremental_is_refused_where_it_is_a_beta(found, refused):
+    refusal = pgbackrest.block_incremental_refusal(True, found)
+    if refused is None:
+        assert refusal is None
+    else:
+        assert refused in refusal and "nothing was changed" in refusal
+        assert "pgbackrest_block_incremental to false" in refusal
+    # Off: never refused, whatever the host has.
+    assert pgbackrest.block_incremental_refusal(False, found) is None
+
+
+def test_the_version_fact_reads_this_machines_pgbackrest():
+    """The fact's command and parsing against the real pgBackRest installed here (Debian 12's
+    2.45): the deploy would refuse block incremental on this machine."""
+    fact = PgBackRestVersion()
+    out = subprocess.run(
+        ["sh", "-c", fact.command()], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    found = fact.process(out.splitlines())
+    installed = subprocess.run(
+        ["pgbackrest", "version"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert found == installed and found.startswith("pgBackRest 2.")
+    expected_refusal = pgbackrest.version_of(found) < pgbackrest.BLOCK_INCREMENTAL_SINCE
+    assert (pgbackrest.block_incremental_refusal(True, found) is not None) == expected_refusal
+    assert fact.process(["(none)"]) is None and fact.process([]) is None
+    assert fact.process(["", "2.45-1"]) == "2.45-1"
 
 
 def _stanza(cipher: str) -> dict:

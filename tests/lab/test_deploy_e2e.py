@@ -24,7 +24,8 @@ from lab import ssh
 from sparkops import defaults, envvars, layout, webaccess
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
-from tests.lab.stack import copy_release
+from testkit import pyinfra_runner as runner
+from tests.lab.stack import copy_release, site_env
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -56,6 +57,23 @@ def test_second_run_changes_nothing_on_any_host(deployed):
     assert second.returncode == 0, second.output[-4000:]
     assert second.changed == 0, f"changed on the second run: {second.changed_operations()}"
     assert second.errors == 0
+
+
+def test_block_incremental_on_debians_pgbackrest_is_refused_before_anything_changes(deployed):
+    """The lab's db host has Debian 12's pgBackRest 2.45, where block incremental is a beta:
+    asked for it, the deploy refuses, says what to do, and changes nothing."""
+    db = _by_group(deployed["hosts"], "db")
+    before = _ssh(db, f"md5sum {layout.PGBACKREST_CONF}; pgbackrest version")
+    refused = runner.run_site(
+        env=site_env(),
+        extra_args=("--limit", db["name"], "--data", "pgbackrest_block_incremental=true"),
+    )
+    assert refused.returncode != 0, refused.output[-4000:]
+    assert "pgbackrest_block_incremental needs pgBackRest 2.46 or later" in refused.output
+    assert "'pgBackRest 2.45'" in refused.output and "nothing was changed" in refused.output
+    assert refused.changed == 0, refused.changed_operations()
+    assert _ssh(db, f"md5sum {layout.PGBACKREST_CONF}; pgbackrest version") == before
+    assert "repo1-block" not in _ssh(db, f"cat {layout.PGBACKREST_CONF}")
 
 
 def test_app_is_ready_through_pgbouncer_from_another_host(deployed):
