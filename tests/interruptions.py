@@ -101,6 +101,34 @@ def _ssh_children(pid: int) -> list[int]:
     return found
 
 
+def _descendant_running(pid: int, words: tuple[str, ...]) -> bool:
+    """Whether a process below `pid` (any depth) has every one of `words` in its command
+    line: the child a step waits on, seen alive."""
+    parents: dict[int, int] = {}
+    cmdlines: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+        cmdlines[int(entry)] = cmdline
+    for child, cmdline in cmdlines.items():
+        if not all(word in cmdline for word in words):
+            continue
+        ancestor = parents.get(child)
+        while ancestor and ancestor != pid:
+            ancestor = parents.get(ancestor)
+        if ancestor == pid:
+            return True
+    return False
+
+
 def interrupt(
     runbook: str,
     args: list[str],
@@ -109,9 +137,14 @@ def interrupt(
     *,
     timeout: float = 600,
     env: dict | None = None,
+    child: tuple[str, ...] = (),
 ) -> Outcome:
-    """Run `sparkops <args> --json` and interrupt it when step `step` begins."""
+    """Run `sparkops <args> --json` and interrupt it when step `step` begins; with `child`
+    (SIGTERM only), once that step has begun and a process it started with those words in
+    its command line runs (the signal lands while the step waits on it, not as its header
+    prints). No such process within 30 s: nothing is sent (`acted` False)."""
     assert how in HOW
+    assert not child or how == "SIGTERM"
     proc = subprocess.Popen(
         [SPARKOPS, *args, "--json"],
         stdout=subprocess.PIPE,
@@ -136,6 +169,15 @@ def interrupt(
     deadline = time.monotonic() + timeout
     while not begun.is_set() and proc.poll() is None and time.monotonic() < deadline:
         begun.wait(0.02)
+    if begun.is_set() and proc.poll() is None and child:
+        try:
+            wait_until(lambda: _descendant_running(proc.pid, child) or proc.poll() is not None,
+                       timeout=30, what=f"a child running {' '.join(child)}",
+                       interval=0.01)  # fmt: skip
+        except DeadlineExceeded:
+            pass
+        if not _descendant_running(proc.pid, child):
+            begun.clear()  # it never ran, or has already ended: not the moment asked for
     if begun.is_set() and proc.poll() is None:
         if how == "SIGTERM":
             proc.send_signal(signal.SIGTERM)

@@ -506,31 +506,41 @@ def test_a_cluster_restore_interrupted_after_restoring_says_so_and_a_rerun_finis
 def test_an_interrupted_switchover_says_the_state_left_and_the_cluster_settles(
     cluster, tmp_path, step
 ):
-    """SIGTERM to `sparkops cluster switchover` as Patroni switches (a signal while the
-    patronictl child waits is held until Patroni answers: tests/runbooks/test_cluster_plan;
-    one that lands as the step's header prints comes before the switch) and while it waits
-    for the old primary to rejoin: it exits 4, its last lines say the cluster's state, and
-    the cluster settles with one leader, a streaming synchronous standby and every row."""
+    """SIGTERM to `sparkops cluster switchover` while `patronictl switchover` runs (the
+    signal is held until Patroni answers, so the move completes and the state left names the
+    new primary) and while it waits for the old primary to rejoin: it exits 4, its last
+    lines say the cluster's state, and the cluster settles with one leader, a streaming
+    synchronous standby and every row."""
     target = cluster.target_file(tmp_path / "cluster.json")
     # The previous switchover's old primary takes the synchronous standby's part a few
     # seconds after it rejoins; until then the plan refuses (tests/runbooks/test_cluster_plan).
     wait_until(cluster.sync_standby, timeout=60, what="a synchronous standby")
+    old = cluster.leader()
     before = _rows(cluster)
     outcome = interrupt(
         "cluster switchover", ["cluster", "switchover", "--target-file", str(target), "--yes",
          "--evidence-dir", str(tmp_path / "evidence")],
         step, "SIGTERM", timeout=240,
+        # Step 1: once patronictl is asking Patroni to move the primary, not as the header prints.
+        child=("patronictl", "switchover") if step == 1 else (),
     )  # fmt: skip
     assert outcome.acted, outcome.stderr[-2000:]
     assert outcome.exit_code == EXIT_INTERRUPTED, outcome.stderr[-3000:]
     tail = outcome.stderr.rsplit("INTERRUPTED", 1)[-1]
     assert "STATE LEFT:" in tail and "primary now:" in tail, outcome.stderr[-3000:]
+    if step == 1:
+        # Held, said so, and the move Patroni had begun completed before the state was read.
+        assert "letting Patroni finish moving the primary first" in outcome.stderr
+        primary_now = tail.split("primary now:", 1)[1].split(";", 1)[0].strip()
+        assert primary_now not in (old, "NONE"), tail[-2000:]
     assert outcome.result["outcome"] == "interrupted"
     assert outcome.result.get("undo") is None  # no pgBouncer was paused: nothing to undo
     wait_until(lambda: cluster.leader() and cluster._all_streaming(), timeout=90,
                what="one leader and a streaming replica")  # fmt: skip
     wait_until(cluster.sync_standby, timeout=60, what="a synchronous standby")
     assert len(cluster.primaries()) == 1
+    if step == 1:
+        assert cluster.leader() != old  # the switch completed; nothing moved it back
     assert before <= _rows(cluster)
     outcome.state = f"leader {cluster.leader()}, replica streaming"
     outcome.recovered_by = "nothing (the cluster settles by itself)"
