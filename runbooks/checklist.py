@@ -14,7 +14,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -125,6 +125,7 @@ def _raise_pending() -> None:
 
 
 CLEANUP_FIRST = "finishing the cleanup first"
+STATE_FIRST = "reading the state this run leaves first"
 
 
 @contextlib.contextmanager
@@ -201,6 +202,13 @@ class Run:
 
     def leave(self, lines: list[str], undo: str | None = None) -> None:
         self.left, self.undo = list(lines), undo
+
+    def leave_as_read(self, read: Callable[[], tuple[list[str], str | None]]) -> None:
+        """Record the state left as `read` finds it now on the hosts (commands: seconds). A
+        signal meanwhile waits until it is recorded: an operator who stops a failed run
+        while it looks still gets the state and the undo, not a bare INTERRUPTED."""
+        with shielded(STATE_FIRST):
+            self.leave(*read())
 
     def say_left(self) -> None:
         if self.left:

@@ -359,10 +359,11 @@ def execute_switchover(plan: SwitchoverPlan, run: Run) -> None:
                       f"{new} did not lead in time")  # fmt: skip
             run.facts["switchover_seconds"] = round(time.monotonic() - switched, 3)
     except BaseException:
-        state = _state_now(cluster)
         check = undo.replace(" resume ", " status ")
         resumed = [f"pgBouncer on {old}: resumed by this run's cleanup (check: {check})"]
-        run.leave([state] + (resumed if paused else []), undo if paused else None)
+        run.leave_as_read(
+            lambda: ([_state_now(cluster)] + (resumed if paused else []), undo if paused else None)
+        )
         raise
     finally:
         if paused:
@@ -388,7 +389,7 @@ def execute_switchover(plan: SwitchoverPlan, run: Run) -> None:
             )
     except BaseException:
         # Failed or interrupted while the old primary rejoins: the switch itself is done.
-        run.leave([_state_now(cluster)])
+        run.leave_as_read(lambda: ([_state_now(cluster)], None))
         raise
     leader = cluster.leader(members)
     run.facts.update(new_leader=leader.name if leader else None,
@@ -516,10 +517,10 @@ def execute_failover(plan: FailoverPlan, run: Run) -> None:
             run.facts["failover_seconds"] = round(time.monotonic() - started, 3)
     except BaseException:
         # Failed or interrupted: what the cluster looks like now is what the operator needs.
-        run.leave([_state_now(cluster)])
+        run.leave_as_read(lambda: ([_state_now(cluster)], None))
         raise
     run.facts["new_leader"] = leader.name if leader else None
     if leader is None or leader.name != new:
-        run.leave([_state_now(cluster)])
+        run.leave_as_read(lambda: ([_state_now(cluster)], None))
     run.check("the candidate leads", leader is not None and leader.name == new,
               f"leader: {leader.name if leader else 'none'}")  # fmt: skip

@@ -74,7 +74,7 @@ def execute(plan: Plan, run: Run, *, cleanup_copy: bool = True) -> None:
     try:
         verify(plan, run)
     except BaseException:
-        run.leave(*state_after(plan, progress))  # restored and resumed: say so
+        run.leave_as_read(lambda: state_after(plan, progress))  # restored and resumed: say so
         raise
 
 

@@ -17,7 +17,7 @@ from psycopg_pool import PoolTimeout
 
 from app import dbretry
 from runbooks import cluster
-from runbooks.checklist import Interrupted, Refused, Run, interruptible
+from runbooks.checklist import STATE_FIRST, Interrupted, Refused, Run, interruptible
 from runbooks.executor import Executor
 
 LEADER = {"Cluster": "spark", "Member": "db", "Host": "10.0.0.2", "Role": "Leader",
@@ -212,6 +212,41 @@ def test_a_signal_while_patroni_moves_the_primary_waits_for_its_answer(runbook):
     assert [argv[3] for argv in executor.ran] == [runbook]
     assert len(run.steps) == 1 and run.steps[0].detail == "interrupted by SIGTERM"
     assert run.left[0].startswith("primary now: db2;"), run.left
+
+
+class _SignalWhileReadingState(_Patronictl):
+    """Patroni refuses the move; SIGTERM reaches the runbook as it then reads the cluster's
+    state to leave (an operator stopping a failed run that seems to hang)."""
+
+    failed = False
+
+    def _spawn(self, argv, *, user, env, input, timeout):
+        if argv[0] == cluster.PATRONICTL and argv[3] in ("switchover", "failover"):
+            self.ran.append(list(argv))
+            self.failed = True
+            return 1, "", "Error: Patroni refused"
+        if self.failed and argv[3:] == ["list", "-f", "json"]:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super()._spawn(argv, user=user, env=env, input=input, timeout=timeout)
+
+
+@pytest.mark.parametrize("runbook", ["switchover", "failover"])
+def test_a_signal_while_the_state_is_read_waits_until_it_is_said(runbook):
+    rows = [LEADER, SYNC] if runbook == "switchover" else [{**LEADER, "State": "stopped"}, SYNC]
+    found, _ = _cluster(rows, kind=_SignalWhileReadingState)
+    if runbook == "switchover":
+        plan = cluster.prepare_switchover(found, Run(runbook), to=None)
+        execute = cluster.execute_switchover
+    else:
+        plan = cluster.prepare_failover(found, Run(runbook), to="db2")
+        execute = cluster.execute_failover
+    run, told = Run(runbook, quiet=True), []
+    with interruptible(told.append), pytest.raises(Interrupted):
+        execute(plan, run)
+    assert told == [f"SIGTERM received: {STATE_FIRST}"]
+    assert not run.steps[0].ok and "Patroni refused" in run.steps[0].detail
+    leader = "db" if runbook == "switchover" else "NONE"
+    assert len(run.left) == 1 and run.left[0].startswith(f"primary now: {leader};"), run.left
 
 
 def test_a_single_host_inventory_is_refused_before_any_connection(tmp_path):
