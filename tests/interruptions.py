@@ -84,28 +84,9 @@ class Table:
 TABLE = Table()
 
 
-def _ssh_children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-        if ppid == pid and comm == "ssh":
-            found.append(int(entry))
-    return found
-
-
-def _descendant_running(pid: int, words: tuple[str, ...]) -> bool:
-    """Whether a process below `pid` (any depth) has every one of `words` in its command
-    line: the child a step waits on, seen alive."""
-    parents: dict[int, int] = {}
-    cmdlines: dict[int, str] = {}
+def _processes() -> dict[int, tuple[int, str, str]]:
+    """Every process now: pid -> (parent pid, comm, command line)."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -115,15 +96,29 @@ def _descendant_running(pid: int, words: tuple[str, ...]) -> bool:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
-            continue
-        parents[int(entry)] = int(stat[stat.rindex(")") + 2 :].split()[1])
-        cmdlines[int(entry)] = cmdline
-    for child, cmdline in cmdlines.items():
+            continue  # ended meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        found[int(entry)] = (ppid, comm, cmdline)
+    return found
+
+
+def _ssh_children(pid: int) -> list[int]:
+    return [
+        child for child, (ppid, comm, _) in _processes().items() if ppid == pid and comm == "ssh"
+    ]
+
+
+def _descendant_running(pid: int, words: tuple[str, ...]) -> bool:
+    """Whether a process below `pid` (any depth) has every one of `words` in its command
+    line: the child a step waits on, seen alive."""
+    processes = _processes()
+    for ppid, _, cmdline in processes.values():
         if not all(word in cmdline for word in words):
             continue
-        ancestor = parents.get(child)
-        while ancestor and ancestor != pid:
-            ancestor = parents.get(ancestor)
+        ancestor = ppid
+        while ancestor and ancestor != pid and ancestor in processes:
+            ancestor = processes[ancestor][0]
         if ancestor == pid:
             return True
     return False
