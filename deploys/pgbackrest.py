@@ -107,7 +107,7 @@ DEFAULTS = {
     # restore rewrites, only the changed blocks of a file instead of the whole file, so the
     # copy of a restore in place shrinks to what changed since the backup. It needs pgBackRest
     # 2.46 or later (Debian 12 ships 2.45, where it is a beta "not for production"): the
-    # deploy refuses it on an older one (docs/deploys.md, "Restore time").
+    # deploy refuses it on an older one (docs/deploys.md, "Block incremental backup").
     "pgbackrest_block_incremental": False,
 }
 
