@@ -180,6 +180,29 @@ def test_a_failover_interrupted_as_any_step_begins_says_the_state_left(number):
     ), run.left
 
 
+def _interrupted(runbook: str, kind: type[_Patronictl]) -> tuple[Run, list[str], _Patronictl]:
+    """A switchover (leader db, db2 its synchronous standby) or a failover to db2 (db
+    stopped) planned on `kind`'s cluster and executed until a signal ends it: the run, what
+    the signal handler told, the stand-in."""
+    stopped = runbook == "failover"
+    found, executor = _cluster([{**LEADER, "State": "stopped"} if stopped else LEADER, SYNC],
+                               kind=kind)  # fmt: skip
+    if stopped:
+        plan, execute = (
+            cluster.prepare_failover(found, Run(runbook), to="db2"),
+            cluster.execute_failover,
+        )
+    else:
+        plan, execute = (
+            cluster.prepare_switchover(found, Run(runbook), to=None),
+            cluster.execute_switchover,
+        )
+    run, told = Run(runbook, quiet=True), []
+    with interruptible(told.append), pytest.raises(Interrupted):
+        execute(plan, run)
+    return run, told, executor
+
+
 class _SignalledWhileSwitching(_Switching):
     """SIGTERM reaches the runbook while patronictl waits for Patroni's answer."""
 
@@ -193,21 +216,7 @@ class _SignalledWhileSwitching(_Switching):
 def test_a_signal_while_patroni_moves_the_primary_waits_for_its_answer(runbook):
     """Killing patronictl would not stop a switch Patroni has begun; the runbook lets it
     answer, says so, then ends interrupted with the state after the move."""
-    rows = [LEADER, SYNC] if runbook == "switchover" else [{**LEADER, "State": "stopped"}, SYNC]
-    found, executor = _cluster(rows, kind=_SignalledWhileSwitching)
-    if runbook == "switchover":
-        plan, execute = (
-            cluster.prepare_switchover(found, Run(runbook), to=None),
-            cluster.execute_switchover,
-        )
-    else:
-        plan, execute = (
-            cluster.prepare_failover(found, Run(runbook), to="db2"),
-            cluster.execute_failover,
-        )
-    run, told = Run(runbook, quiet=True), []
-    with interruptible(told.append), pytest.raises(Interrupted):
-        execute(plan, run)
+    run, told, executor = _interrupted(runbook, _SignalledWhileSwitching)
     assert told == [f"SIGTERM received: {cluster.PATRONI_FINISHES}"]
     assert [argv[3] for argv in executor.ran] == [runbook]
     assert len(run.steps) == 1 and run.steps[0].detail == "interrupted by SIGTERM"
@@ -232,17 +241,7 @@ class _SignalWhileReadingState(_Patronictl):
 
 @pytest.mark.parametrize("runbook", ["switchover", "failover"])
 def test_a_signal_while_the_state_is_read_waits_until_it_is_said(runbook):
-    rows = [LEADER, SYNC] if runbook == "switchover" else [{**LEADER, "State": "stopped"}, SYNC]
-    found, _ = _cluster(rows, kind=_SignalWhileReadingState)
-    if runbook == "switchover":
-        plan = cluster.prepare_switchover(found, Run(runbook), to=None)
-        execute = cluster.execute_switchover
-    else:
-        plan = cluster.prepare_failover(found, Run(runbook), to="db2")
-        execute = cluster.execute_failover
-    run, told = Run(runbook, quiet=True), []
-    with interruptible(told.append), pytest.raises(Interrupted):
-        execute(plan, run)
+    run, told, _ = _interrupted(runbook, _SignalWhileReadingState)
     assert told == [f"SIGTERM received: {STATE_FIRST}"]
     assert not run.steps[0].ok and "Patroni refused" in run.steps[0].detail
     leader = "db" if runbook == "switchover" else "NONE"
