@@ -18,6 +18,8 @@ from runbooks.executor import CommandFailed, Executor
 from runbooks.target import DbTarget
 from sparkops import layout, metric_names
 
+KEEP_CHECKPOINT_STEP = "Checkpoint the kept copy"
+
 
 @dataclass
 class Drill:
@@ -52,8 +54,13 @@ def prepare(
         *plan.lines,
         "  then:",
         "    - business invariants: " + "; ".join(checks.INVARIANTS),
-        f"    - {'keep' if keep else 'tear down'} the copy (stop the server this run started, "
-        f"remove only what this run made under {scratch.data_dir})",
+        (
+            f"    - keep the copy running (port {scratch.port}, {scratch.data_dir}), "
+            "checkpointed; the run ends with how to reach it and the command that removes it"
+            if keep
+            else "    - tear down the copy (stop the server this run started, remove only what "
+            f"this run made under {scratch.data_dir})"
+        ),
         f"    - metrics to {metrics_path or '(none: no textfile directory)'}",
     ]
     run.plan[0] = run.plan[0].replace("PITR restore plan", "Restore drill plan")
@@ -68,6 +75,12 @@ def execute(drill: Drill, run: Run) -> None:
         restoring.execute(drill.plan, run, cleanup_copy=not drill.keep)
         with run.step("Business invariants"):
             checks.invariants(scratch, run)
+        if drill.keep:
+            # A promotion leaves the end-of-recovery checkpoint to the background; until it
+            # ends pgBackRest refuses to back the copy up (its pg_control names the old
+            # timeline). Whoever keeps the copy may want to.
+            with run.step(KEEP_CHECKPOINT_STEP):
+                scratch.psql("CHECKPOINT", dbname="postgres", timeout=3600)
     except (StepFailed, CommandFailed) as exc:
         error = exc
     finally:  # an interruption too: the copy goes, production was never the target
@@ -75,6 +88,8 @@ def execute(drill: Drill, run: Run) -> None:
             with shielded():
                 restoring.teardown_copy(drill.plan, run)
                 run.leave(*restoring.state_after(drill.plan, restoring.Progress()))
+        elif drill.keep and not run.left:  # restoring.execute says it when the restore failed
+            run.leave_as_read(lambda: restoring.copy_state(drill.plan))
     seconds = time.monotonic() - started
     copy = run.facts.get("copy_seconds") or 0.0
     replay = run.facts.get("replay_seconds") or 0.0
@@ -84,6 +99,8 @@ def execute(drill: Drill, run: Run) -> None:
         f"restore {copy:.1f} s (copy) + {replay:.1f} s (WAL replay and start); "
         f"drill {seconds:.1f} s; {'PASSED' if success else 'FAILED'}"
     )
+    if drill.keep and success:  # a failed run says its state left anyway (conduct)
+        restoring.say_kept(run)
     if drill.metrics_path:
         write_metrics(drill.metrics_executor, drill.metrics_path, success, seconds)
         run.facts["metrics_file"] = drill.metrics_path

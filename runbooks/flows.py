@@ -122,6 +122,10 @@ def restore(order: RestoreOrder) -> Runbook:
             run.evidence.write("pgbackrest-info.txt", text.output())
         try:
             restoring.execute(plan, run, cleanup_copy=True)
+            if not plan.in_place:  # the copy serves on: where, and how to remove it
+                run.leave_as_read(lambda: restoring.copy_state(plan))
+                if run.verified:
+                    restoring.say_kept(run)
         finally:  # also after a failure: where the WAL was is what the operator needs next
             if run.evidence:
                 run.evidence.write_json("lsn.json", {k: run.facts.get(k) for k in LSN_FACTS})

@@ -208,7 +208,7 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
             lines.append(f"pgBouncer on {src.label}: {word}: clients of {db} wait")
             undo = plan.resume_command
     if plan.in_place:
-        role = _role(src)
+        role = role_in_words(src)
         up = True if role.startswith("running") else False if role == "down" else None
         if not progress.pg_stopped:
             lines.append(f"PostgreSQL on {src.label}: not touched ({role})")
@@ -260,14 +260,33 @@ def state_after(plan: Plan, progress: Progress) -> tuple[list[str], str | None]:
                     f"the copy's directory {place.resolved} on {dest.executor.name}: left "
                     f"(exists: {_word(left)}); it holds only what this run restored"
                 )
-                undo = undo or on_host(
-                    dest.executor,
-                    f"{dest.service.stop_command()}; rm -rf {shlex.quote(place.resolved)}",
-                )
+                command = scratch.teardown_command(place, dest.service.stop_command())
+                undo = undo or (command and on_host(dest.executor, command))
     return lines, undo
 
 
-def _role(target) -> str:
+def copy_state(plan: Plan) -> tuple[list[str], str | None]:
+    """A copy left running on purpose (a restore onto a copy, a drill's `--keep`) as its host
+    reports it now: where it runs, how to reach it, and the one command that removes it
+    (what this run made, and only that)."""
+    lines, undo = state_after(plan, Progress())
+    copy = plan.dest
+    lines.append(
+        f"the copy's PostgreSQL: {role_in_words(copy)}, port {copy.port}; to look at it: "
+        + on_host(copy.executor, copy.psql_command())
+    )
+    return lines, undo
+
+
+def say_kept(run: Run) -> None:
+    """The state a passing run leaves on purpose (a failed one's is said by conduct)."""
+    for line in run.left:
+        run.say(f"kept: {line}")
+    if run.undo:
+        run.say(f"to remove it: {run.undo}")
+
+
+def role_in_words(target) -> str:
     """The server's state in words: primary, recovery (still replaying), down or unknown."""
     try:
         role = target.role()

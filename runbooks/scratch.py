@@ -294,3 +294,22 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
         executor.run(["rm", "-f", "--", place.log])
         done.append(f"removed {place.log}")
     return done
+
+
+def teardown_command(place: ScratchPlace, stop_command: str) -> str | None:
+    """The shell command an operator runs later to do what `teardown` does: stop the copy's
+    server, then remove what this run made (and only that). None when it made nothing."""
+    q = shlex.quote
+    if place.own_parent or place.made_parent:
+        remove = f"rm -rf -- {q(place.parent)}"
+    elif place.made_dir:
+        remove = f"rm -rf -- {q(place.resolved)}"
+    elif place.wrote:
+        remove = f"find {q(place.resolved)} -mindepth 1 -delete"
+    else:
+        return None
+    if not (place.own_parent or place.made_parent) and not place.log_existed:
+        remove += f" && rm -f -- {q(place.log)}"
+    # `;` not `&&` after the stop: a server already stopped makes pg_ctl fail, and the
+    # files must go anyway.
+    return f"{stop_command}; {remove}"

@@ -83,6 +83,13 @@ class DbTarget:
         )
         return result.stdout.strip()
 
+    def psql_command(self) -> str:
+        """psql on this server as an operator types it on its host (as root)."""
+        return (
+            f"runuser -u {self.os_user} -- {self.bindir}/psql -h {shlex.quote(self.socket_dir)} "
+            f"-p {self.port} -d {shlex.quote(self.dbname)}"
+        )
+
     def psql_script(self, script: str, *, dbname: str | None = None, timeout: float = 60.0):
         """A psql script (backslash commands allowed) on psql's standard input; the Result."""
         return self.executor.run(

@@ -37,7 +37,12 @@ from sparkops_cli.conduct import db_target_options, finish, runbook_options
     f"{layout.DRILL_METRICS_FILE} on the "
     "db host when that directory exists).",
 )
-@click.option("--keep", is_flag=True, help="Leave the copy running for inspection.")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="Leave the copy running for inspection (checkpointed); the run ends with its psql "
+    "and the one command that removes it.",
+)
 @runbook_options
 def command(
     host,

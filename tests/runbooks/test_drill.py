@@ -5,8 +5,13 @@ broken invariant, is torn down either way, and leaves its metric file."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+
+import psycopg
 
 from sparkops import metric_names
+from testkit.proc import port_open
 from tests.runbooks.conftest import ensure_account, result_json, sparkops, superuser, write_orders
 
 
@@ -62,3 +67,46 @@ def test_drill_names_the_broken_invariant(backed_db, ledger_app, target_file, tm
                 "jsonb_build_object('id', o.id::text)) FROM orders o WHERE NOT EXISTS (SELECT 1 "
                 "FROM outbox_events e WHERE e.payload->'order'->>'id' = o.id::text)"
             )
+
+
+def test_drill_keep_leaves_a_checkpointed_copy_and_the_command_that_removes_it(
+    backed_db, ledger_app, target_file, tmp_path
+):
+    ensure_account(backed_db)
+    write_orders(ledger_app, "ledger-1", 2)
+    with superuser(backed_db) as conn:
+        orders = conn.execute("SELECT count(*) FROM orders").fetchone()[0]
+    run = sparkops("drill", "--target-file", str(target_file), "--scratch-port", "0",
+                   "--metrics-file", str(tmp_path / "drill.prom"), "--keep", "--json",
+                   "--evidence-dir", str(tmp_path / "ev"))  # fmt: skip
+    result = result_json(run)
+    undo = result["undo"]
+    scratch = next(o for o in result["facts"]["pgbackrest_options"] if o.startswith("--pg1-path"))
+    data_dir = scratch.split("=", 1)[1]
+    parent = os.path.dirname(data_dir)
+    try:
+        assert run.exit_code == 0, run.output
+        assert "tear down the copy" not in run.output and "keep the copy running" in run.output
+        assert "kept: the copy's PostgreSQL: running, port " in run.output
+        assert f"to remove it: {undo}" in run.output
+        # The copy serves the restored ledger, checkpointed on its new timeline (a backup of
+        # it would be refused until then).
+        port = int(re.search(r"running, port (\d+)", run.output).group(1))
+        pg = backed_db.stack.pg
+        live = pg.superuser_conninfo(backed_db.stack.dbname)
+        with psycopg.connect(live.replace(f"port={pg.port}", f"port={port}")) as copy:
+            assert copy.execute("SELECT count(*) FROM orders").fetchone()[0] == orders
+            timelines = copy.execute(
+                "SELECT (SELECT timeline_id FROM pg_control_checkpoint()), "
+                "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+            ).fetchone()
+        assert timelines[0] == timelines[1] > 1
+        # The command it printed stops the copy and removes what the drill made: the
+        # temporary parent it created, not only the data directory.
+        assert undo.endswith(f"rm -rf -- {parent}"), undo
+        done = subprocess.run(["sh", "-c", undo], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert not os.path.exists(parent)
+        assert not port_open("127.0.0.1", port)
+    finally:
+        subprocess.run(["sh", "-c", undo], capture_output=True, timeout=120)

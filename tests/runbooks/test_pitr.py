@@ -147,6 +147,13 @@ def test_restore_onto_a_copy_leaves_production_alone(backed_db, ledger_app, targ
             line for line in auto.stdout.splitlines() if line.startswith("restore_command")
         ]
         assert "--archive-async=n" in command and "archive-get" in command
+        # It ends saying where the copy runs and the one command that removes it, which
+        # removes what the run made and nothing beside it.
+        undo = result["undo"]
+        assert f"to remove it: {undo}" in run.output, run.output
+        assert "kept: the copy's PostgreSQL: running, port" in run.output
+        assert subprocess.run(["sh", "-c", undo], timeout=120).returncode == 0
+        assert sorted(os.listdir(copy_dir.parent)) == []
     finally:
         from runbooks.executor import LocalExecutor
         from runbooks.services import PgCtlService

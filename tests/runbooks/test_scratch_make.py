@@ -75,3 +75,42 @@ def test_a_run_stopped_before_the_rename_leaves_nothing_the_next_run_refuses():
     scratch.make(LocalExecutor(), again, OS_USER)
     assert (base / "drill" / "data").is_dir()
     scratch.teardown(LocalExecutor(), again, stop=lambda: None)
+
+
+def _tree(base: Path) -> list[str]:
+    return sorted(str(p.relative_to(base)) for p in base.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "case", ["parent made", "directory made", "empty directory given", "log was there"]
+)
+def test_the_printed_teardown_command_removes_what_teardown_removes(case):
+    """A kept copy's (or a failed run's) TO UNDO command, run later by an operator, must do
+    what the runbook's own teardown does: no more (the operator's directory, a log that was
+    there) and no less (the parent the run made)."""
+    trees = []
+    for by in ("teardown", "command"):
+        base = make_workdir(f"scratch-undo-{by}")
+        (base / "mine").write_text("the operator's")  # beside the copy: must stay
+        if case in ("directory made", "log was there"):
+            (base / "drill").mkdir()
+        if case == "empty directory given":
+            (base / "drill" / "data").mkdir(parents=True)
+        if case == "log was there":
+            (base / "drill" / "data.log").write_text("an earlier run's log")
+        place = _place(LocalExecutor(), base)
+        scratch.make(LocalExecutor(), place, OS_USER)
+        place.wrote = True
+        (base / "drill" / "data" / "PG_VERSION").write_text("15\n")  # what a restore writes
+        (base / "drill" / "data.log").write_text("the copy's server log\n")
+        if by == "teardown":
+            scratch.teardown(LocalExecutor(), place, stop=lambda: None)
+        else:
+            command = scratch.teardown_command(place, "true")
+            assert command is not None
+            assert LocalExecutor().run(["sh", "-c", command]).ok
+        trees.append(_tree(base))
+    assert trees[0] == trees[1]
+    assert "mine" in trees[0]
+    assert ("drill/data" in trees[0]) is (case == "empty directory given"), trees[0]
+    assert ("drill" in trees[0]) is (case != "parent made"), trees[0]
