@@ -72,13 +72,18 @@ def routes(db: list[hacluster.Member], check_port: int = defaults.PATRONI_REST_P
 
 
 def config_text(
-    route_list: list[Route], admin_socket: str = ADMIN_SOCKET, bind: str = BIND_ADDRESS
+    route_list: list[Route],
+    admin_socket: str = ADMIN_SOCKET,
+    bind: str = BIND_ADDRESS,
+    ca_file: str = hacluster.RestApiTls().ca,
 ) -> str:
+    """`ca_file`: what the checks verify Patroni's REST API (HTTPS) against."""
     return support.render(
         "hacluster/db-route.cfg.j2",
         routes=route_list,
         admin_socket=admin_socket,
         bind_address=bind,
+        ca_file=ca_file,
         maxconn=MAXCONN,
         check_interval_ms=defaults.DB_ROUTE_CHECK_INTERVAL_MS,
     )

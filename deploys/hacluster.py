@@ -62,6 +62,20 @@ class Member:
     address: str
 
 
+@dataclass(frozen=True)
+class RestApiTls:
+    """Patroni's REST API over HTTPS: the node's key pair, and the CA its clients (patronictl,
+    the database route's checks, Prometheus, the deploy's probe) verify it against."""
+
+    cert: str = layout.PATRONI_TLS_CERT
+    key: str = layout.PATRONI_TLS_KEY
+    ca: str = layout.TLS_CA_FILE
+
+
+def rest_url(address: str, port: int = defaults.PATRONI_REST_PORT) -> str:
+    return f"https://{address}:{port}"
+
+
 def is_cluster(group_names: Sequence[str] | set[str]) -> bool:
     """True when the inventory's groups ask for a Patroni cluster (a non-empty etcd group)."""
     return ETCD_GROUP in set(group_names)
@@ -134,6 +148,10 @@ def hba_lines(app_rules: list[dict], db: Sequence[Member]) -> list[str]:
         lines.append(f"hostssl replication {ROLE_REPLICATION} {peer} scram-sha-256")
         # pg_rewind reads the new primary's files through an ordinary connection.
         lines.append(f"hostssl postgres {ROLE_REWIND} {peer} scram-sha-256")
+    # Patroni asks its own node over loopback (IDENTIFY_SYSTEM) for a replica's timeline;
+    # refused, its /metrics printed `patroni_postgres_timeline None`, which Prometheus cannot
+    # parse: every replica's target was down and the replica alerts blind.
+    lines.append(f"hostssl replication {ROLE_REPLICATION} 127.0.0.1/32 scram-sha-256")
     return lines
 
 
@@ -155,12 +173,13 @@ def patroni_config(
     hba_rules: list[dict],
     data: dict,
     secret: Callable[[str], str],
+    rest_tls: RestApiTls = RestApiTls(),
 ) -> dict:
     """Patroni's config.yml for one db host, as a dict (yaml.safe_dump writes it).
 
     `settings` are the single-host deploy's PostgreSQL settings (derived_settings), so the
     archiving and logging the rest of the platform expects pass through Patroni unchanged;
-    `secret(name)` reads the environment's secrets.
+    `secret(name)` reads the environment's secrets; `rest_tls` the REST API's key pair.
     """
     check_topology(db, etcd)
     pg = f"{member.address}:{defaults.POSTGRES_PORT}"
@@ -177,9 +196,20 @@ def patroni_config(
                 "username": PATRONI_RESTAPI_USER,
                 "password": secret(SECRET_RESTAPI),
             },
+            # HTTPS: the credentials above and the cluster's state never cross the network in
+            # clear. Patroni reads the key pair again on reload when the certificate changed.
+            "certfile": rest_tls.cert,
+            "keyfile": rest_tls.key,
         },
         "ctl": {
-            "authentication": {"username": PATRONI_RESTAPI_USER, "password": secret(SECRET_RESTAPI)}
+            "authentication": {
+                "username": PATRONI_RESTAPI_USER,
+                "password": secret(SECRET_RESTAPI),
+            },
+            # patronictl verifies the node it asks (name and chain); Patroni's own calls to
+            # the other nodes are encrypted but do not verify them (Patroni's code).
+            "cacert": rest_tls.ca,
+            "insecure": False,
         },
         "etcd3": {"hosts": etcd_hosts(etcd)},
         "bootstrap": {

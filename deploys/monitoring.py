@@ -115,6 +115,9 @@ def scrape_jobs(inventory_, app_data) -> list[dict]:
         job["metrics_path"] = defaults.APP_METRICS_PATH
         # Prometheus and Alertmanager sit behind their web.config.file: HTTPS, basic auth.
         job["web_auth"] = job["name"] in ("prometheus", "alertmanager")
+        # Patroni's REST API is HTTPS (deploys/hacluster.RestApiTls): verified, no password
+        # (its reads are open to the hosts the firewall lets in).
+        job["https"] = job["name"] == alert_config.JOB_PATRONI
     return [job for job in jobs if job["targets"]]
 
 

@@ -50,9 +50,10 @@ def config_text(host_) -> str:
 
 
 _PROBE = (
-    "import json, sys, urllib.request\n"
+    "import json, ssl, sys, urllib.request\n"
+    "tls = ssl.create_default_context(cafile='{ca}')\n"
     "try:\n"
-    "    with urllib.request.urlopen('http://{address}:{port}/patroni', timeout=3) as r:\n"
+    "    with urllib.request.urlopen('{url}/patroni', timeout=3, context=tls) as r:\n"
     "        state = json.load(r)\n"
     "except Exception:\n"
     "    sys.exit(1)\n"
@@ -67,7 +68,7 @@ _PROBE = (
 def node_ready(address: str, timeout: int = NODE_READY_TIMEOUT_SECONDS):
     """Wait (bounded) until Patroni says this node runs: the primary, or a streaming replica.
     A cloning replica can take minutes on a large database; the timeout says so."""
-    probe = _PROBE.format(address=address, port=defaults.PATRONI_REST_PORT)
+    probe = _PROBE.format(url=hacluster.rest_url(address), ca=hacluster.RestApiTls().ca)
     ran = host.get_fact(Command, f"python3 -c {_shell_quote(probe)} && echo running || true")
     if (ran or "").strip() == "running":
         host.noop("Patroni runs this node")
@@ -113,7 +114,9 @@ def patroni() -> dict:
     )
     apt.packages(
         name=f"Install PostgreSQL {VERSION} and Patroni",
-        packages=[*host.data.postgresql_packages, "patroni", "python3-etcd"],
+        # python3-idna: urllib3 needs it to verify a certificate (patronictl asking the REST
+        # API over HTTPS); Debian has it only as a Recommends, which deploys leave out.
+        packages=[*host.data.postgresql_packages, "patroni", "python3-etcd", "python3-idna"],
         no_recommends=True,
     )
     key_pair = tls.key_pair(
@@ -122,6 +125,10 @@ def patroni() -> dict:
         layout.POSTGRES_TLS_KEY,
         owner="postgres",
         what="PostgreSQL",
+    )
+    rest_tls = hacluster.RestApiTls()
+    rest_key_pair = tls.key_pair(
+        "patroni", rest_tls.cert, rest_tls.key, owner="postgres", what="Patroni's REST API"
     )
     files.put(
         name="Install Patroni's role-change callback (a new primary's pgBackRest stanza)",
@@ -143,14 +150,18 @@ def patroni() -> dict:
         running=True,
         enabled=True,
     )
-    # Patroni rereads its file on reload; settings under bootstrap.dcs only apply at the
-    # cluster's first start (later: patronictl edit-config, docs/ha.md).
+    # Patroni rereads its file on reload (and its REST API's certificate, when it changed);
+    # settings under bootstrap.dcs only apply at the cluster's first start (later:
+    # patronictl edit-config, docs/ha.md).
     systemd.service(
         name="Reload Patroni for its changed configuration",
         service=layout.PATRONI_SERVICE,
         reloaded=True,
         # Not right after starting it: a SIGHUP before Patroni has set its handlers kills it.
-        _if=lambda: config.did_change() and not started.did_change(),
+        _if=lambda: (
+            (config.did_change() or any(op.did_change() for op in rest_key_pair))
+            and not started.did_change()
+        ),
     )
     node_ready(
         name="Wait until this node runs (primary, or replica streaming)",

@@ -41,6 +41,12 @@ if CLUSTER:
 
 if "db" in host.groups:
     database = patroni() if CLUSTER else postgresql()
+# The route's checks ask Patroni's REST API: right after Patroni, so a change of how it
+# answers (HTTPS on a cluster deployed before it was) leaves the route blind for seconds,
+# not for the rest of the database tier.
+if CLUSTER and "app" in host.groups:
+    dbroute()
+if "db" in host.groups:
     pgbackrest()
     pgbouncer(reconnect_for=database["role_settings"])
     exporters()
@@ -55,8 +61,6 @@ if "lb" in host.groups:
 barrier(name="Wait for the database tier", what="PostgreSQL, pgBackRest, pgBouncer are up")
 
 if "app" in host.groups:
-    if CLUSTER:
-        dbroute()
     app_switch(prepared)
 barrier(name="Wait for the app tier", what="the app is up")
 

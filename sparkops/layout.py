@@ -29,6 +29,9 @@ RESTORE_SCRATCH_DIR = f"/var/lib/postgresql/{POSTGRES_VERSION}/restore"
 PATRONI_CONFIG = "/etc/patroni/config.yml"
 PATRONI_SERVICE = "patroni.service"
 PATRONI_PGPASS = "/var/lib/postgresql/.pgpass.patroni"  # Patroni writes it (replicas, rewind)
+# Patroni's REST API key pair (HTTPS; clients verify it against TLS_CA_FILE).
+PATRONI_TLS_CERT = "/etc/patroni/sparkops-restapi.crt"
+PATRONI_TLS_KEY = "/etc/patroni/sparkops-restapi.key"
 # Patroni's on_role_change callback (templates/hacluster/on-role-change.sh.j2) and its log.
 PATRONI_ROLE_CHANGE_SCRIPT = "/usr/local/sbin/spark-patroni-role-change"
 PATRONI_ROLE_CHANGE_LOG = "/var/log/postgresql/spark-role-change.log"

@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -81,10 +82,17 @@ class Node:
 
     @property
     def rest(self) -> str:
-        return f"http://{HOST}:{self.rest_port}"
+        return hacluster.rest_url(HOST, self.rest_port)
+
+    @property
+    def rest_tls(self) -> hacluster.RestApiTls:
+        """The REST API's key pair as the deploy's (deploys/tls.py issues it), and the CA."""
+        return hacluster.RestApiTls(
+            str(self.workdir / "rest.crt"), str(self.workdir / "rest.key"), str(rest_ca(self))
+        )
 
     def state(self) -> dict:
-        with urllib.request.urlopen(f"{self.rest}/patroni", timeout=3) as answer:
+        with _open(self, f"{self.rest}/patroni", timeout=3) as answer:
             return json.load(answer)
 
     def postmaster_pid(self) -> int | None:
@@ -200,6 +208,7 @@ class HACluster:
         os.chown(workdir, self.workdir.stat().st_uid, self.workdir.stat().st_gid)
         node = Node(name, free_port(), free_port(), workdir)
         self.nodes.append(node)
+        self._issue_rest_tls(node)
         if self.archiving:
             assert self.archiving in ("shared", "per-node"), self.archiving
             repo = self.workdir / "repo" if self.archiving == "shared" else workdir / "repo"
@@ -215,6 +224,21 @@ class HACluster:
             script = workdir / "on-role-change.sh"
             script.write_text(hacluster.role_change_script(log=str(workdir / "role-change.log")))
             script.chmod(0o755)
+
+    def _issue_rest_tls(self, node: Node) -> None:
+        """The node's REST API certificate from the deploy's CA code, for the names the deploy
+        gives a host's (here: loopback); the CA beside, readable by every kit program."""
+        assert self.workdir is not None
+        with scratch_ca(self.workdir / "ca"):
+            issued = tlsca.issue("hakit", f"{node.name}-patroni", dns_names=["localhost"],
+                                 ip_addresses=[HOST])  # fmt: skip
+        paths = node.rest_tls
+        for path, text, mode in ((paths.cert, issued.chain_pem, 0o644),
+                                 (paths.key, issued.key_pem, 0o600),
+                                 (paths.ca, issued.ca_pem, 0o644)):  # fmt: skip
+            Path(path).write_text(text)
+            Path(path).chmod(mode)
+            chown_to_service_user(Path(path))
 
     # --- backups copied from a replica ----------------------------------------------------
     def _backup_nodes(self) -> list[hacluster.BackupNode]:
@@ -346,6 +370,7 @@ class HACluster:
             hba_rules=rules,
             data=data,
             secret=SECRETS.__getitem__,
+            rest_tls=node.rest_tls,
         )
         # hacluster.check_topology wants an odd etcd; one member is odd, and enough here.
         etcd = f"{HOST}:{self.etcd_port}"
@@ -407,9 +432,13 @@ class HACluster:
             )
             routes.append(replace(route, port=self.route_ports[route.name], servers=servers))
         cfg = self.workdir / "db-route.cfg"
-        cfg.write_text(
-            dbroute.config_text(routes, admin_socket=str(self.workdir / "route.sock"), bind=HOST)
+        text = dbroute.config_text(
+            routes,
+            admin_socket=str(self.workdir / "route.sock"),
+            bind=HOST,
+            ca_file=str(rest_ca(self.nodes[0])),
         )
+        cfg.write_text(text)
         log = open(self.workdir / "route.log", "ab")  # noqa: SIM115 (the child keeps it)
         # In its own directory: HAProxy goes back to the directory it started in after reading
         # its configuration, and the caller's (a checkout in a 0700 directory) may be closed to
@@ -594,7 +623,7 @@ class HACluster:
         """Patroni's /cluster view from any node that answers."""
         for node in self.nodes:
             try:
-                with urllib.request.urlopen(f"{node.rest}/cluster", timeout=3) as answer:
+                with _open(node, f"{node.rest}/cluster", timeout=3) as answer:
                     return json.load(answer)
             except OSError:
                 continue
@@ -607,7 +636,7 @@ class HACluster:
         request = urllib.request.Request(
             f"{self.node(leader).rest}/switchover", data=body, method="POST"
         )
-        with urllib.request.urlopen(self._authorized(request), timeout=60) as answer:
+        with _open(self.node(leader), self._authorized(request), timeout=60) as answer:
             if answer.status != 200:
                 raise RuntimeError(f"switchover refused: {answer.status} {answer.read()!r}")
 
@@ -623,7 +652,7 @@ class HACluster:
         body = json.dumps({"synchronous_mode": on}).encode()
         node = self.node(self.leader())
         request = urllib.request.Request(f"{node.rest}/config", data=body, method="PATCH")
-        with urllib.request.urlopen(self._authorized(request), timeout=30):
+        with _open(node, self._authorized(request), timeout=30):
             pass
         wait_until(
             lambda: (self.sync_standby() is not None) == on,
@@ -643,7 +672,7 @@ class HACluster:
         found = []
         for node in self.nodes:
             try:
-                if _http_ok(f"{node.rest}/primary"):
+                if _http_ok(f"{node.rest}/primary", node):
                     found.append(node.name)
             except OSError:
                 continue
@@ -732,7 +761,22 @@ class KitPatroni(ServiceControl):
         return f"kill -TERM {self.node.proc.pid if self.node.proc else '<pid>'}"
 
 
-def _http_ok(url: str) -> bool:
+def rest_ca(node: Node) -> Path:
+    """The CA the REST API's certificates come from (one for the kit's cluster)."""
+    return node.workdir.parent / "rest-ca.crt"
+
+
+def _open(node: Node, url: str | urllib.request.Request, timeout: float):
+    """A request to `node`'s REST API, its certificate verified as patronictl does."""
+    context = ssl.create_default_context(cafile=str(rest_ca(node)))
+    return urllib.request.urlopen(url, timeout=timeout, context=context)
+
+
+def _http_ok(url: str, node: Node | None = None) -> bool:
+    """200 from `url`: plain HTTP (etcd), or `node`'s REST API over HTTPS."""
+    if node is not None:
+        with _open(node, url, timeout=2) as answer:
+            return answer.status == 200
     with urllib.request.urlopen(url, timeout=2) as answer:
         return answer.status == 200
 

@@ -11,6 +11,7 @@ import yaml
 from deploys import dbroute, hacluster, postgresql, support
 from sparkops import defaults, layout
 from sparkops.localhost import free_port
+from testkit.tls import make_tls_files
 
 DB = [hacluster.Member("db2", "10.9.0.11"), hacluster.Member("db", "10.9.0.10")]
 ETCD = [
@@ -100,16 +101,31 @@ def test_the_deploys_settings_pass_through_patroni():
     assert _config(ha_synchronous_mode=False)["bootstrap"]["dcs"]["synchronous_mode"] is False
 
 
-def test_pg_hba_keeps_the_app_rules_and_adds_replication_between_the_nodes_only():
+def test_the_rest_api_is_https_and_patronictl_verifies_it():
+    config = _config()
+    restapi, ctl = config["restapi"], config["ctl"]
+    assert (restapi["certfile"], restapi["keyfile"]) == (
+        layout.PATRONI_TLS_CERT,
+        layout.PATRONI_TLS_KEY,
+    )
+    assert restapi["authentication"]["username"] == hacluster.PATRONI_RESTAPI_USER
+    assert ctl["cacert"] == layout.TLS_CA_FILE and ctl["insecure"] is False
+    assert hacluster.rest_url("10.9.0.10") == f"https://10.9.0.10:{defaults.PATRONI_REST_PORT}"
+
+
+def test_pg_hba_keeps_the_app_rules_and_adds_replication_between_the_nodes_and_loopback():
     lines = _config()["postgresql"]["pg_hba"]
     assert lines[:2] == [
         "local all postgres peer",
         "hostssl spark spark_app 127.0.0.1/32 scram-sha-256",
     ]
     replication = [line for line in lines if " replication " in line]
+    # Loopback: Patroni reads a replica's timeline from its own node (found on the lab: the
+    # replica's /metrics said "None" and Prometheus marked it down).
     assert replication == [
         "hostssl replication replicator 10.9.0.10/32 scram-sha-256",
         "hostssl replication replicator 10.9.0.11/32 scram-sha-256",
+        "hostssl replication replicator 127.0.0.1/32 scram-sha-256",
     ]
     assert all(line.endswith(("scram-sha-256", "peer")) for line in lines)
 
@@ -148,6 +164,12 @@ def test_the_route_sends_writes_to_the_primary_pgbouncer_and_haproxy_accepts_it(
     text = dbroute.config_text(list(routes.values()), admin_socket=str(tmp_path / "admin.sock"))
     assert "bind 0.0.0.0" not in text and "bind 127.0.0.1:5000" in text
     assert "on-marked-down shutdown-sessions" in text
+    # The checks speak HTTPS to Patroni and verify it against the environment's CA.
+    servers = [line for line in text.splitlines() if line.strip().startswith("server ")]
+    check = f"check-ssl verify required ca-file {layout.TLS_CA_FILE}"
+    assert len(servers) == 6 and all(check in line for line in servers)
+    # haproxy -c opens the CA file: a real one, here.
+    text = text.replace(layout.TLS_CA_FILE, str(make_tls_files().ca))
     path = tmp_path / "route.cfg"
     path.write_text(text)
     done = subprocess.run(["haproxy", "-c", "-f", str(path)], capture_output=True, text=True)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import bcrypt
 import httpx
 import pytest
 import yaml
 
+from alerts import config as alert_config
 from deploys import monitoring, support, tlsca
 from sparkops import layout, webaccess
 from sparkops.wait import wait_until
@@ -58,14 +60,14 @@ def test_registered_access_goes_only_to_urls_under_its_base():
     assert webaccess.access_for("http://127.0.0.1:9090/api/v1/query") is None
 
 
-def _render_prometheus_yml(tmp_path: Path) -> str:
+def _render_prometheus_yml(tmp_path: Path, inventory=INVENTORY) -> str:
     return support.render(
         "monitoring/prometheus.yml.j2",
         scrape_interval="15s",
         environment="lab",
         alertmanagers=["10.0.0.12:9093"],
         rules_dir=str(tmp_path / "rules"),
-        jobs=monitoring.scrape_jobs(INVENTORY, {}),
+        jobs=monitoring.scrape_jobs(inventory, {}),
         web_auth={
             "ca_file": str(tmp_path / "ca.crt"),
             "username": webaccess.USERNAME,
@@ -90,6 +92,32 @@ def test_prometheus_reaches_itself_and_alertmanager_over_https_with_basic_auth(t
     (tmp_path / "rules").mkdir()
     path = tmp_path / "prometheus.yml"
     path.write_text(_render_prometheus_yml(tmp_path))
+    checked = subprocess.run(["promtool", "check", "config", str(path)],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_prometheus_scrapes_patroni_over_https_verified_and_etcd_as_before(tmp_path, tls_files):
+    groups = {"db": ["10.0.0.10", "10.0.0.20"], "etcd": ["10.0.0.10", "10.0.0.20", "10.0.0.12"],
+              "app": ["10.0.0.11"], "monitor": ["10.0.0.12"]}  # fmt: skip
+    cluster = SimpleNamespace(
+        get_group=lambda name, default=None: (
+            [SimpleNamespace(name=a, data={"ssh_hostname": a}) for a in groups.get(name, [])]
+            or default
+        )
+    )
+    (tmp_path / "rules").mkdir()
+    shutil.copy(tls_files.ca, tmp_path / "ca.crt")
+    (tmp_path / "password").write_text(PASSWORD)
+    text = _render_prometheus_yml(tmp_path, cluster)
+    by_job = {j["job_name"]: j for j in yaml.safe_load(text)["scrape_configs"]}
+    patroni = by_job[alert_config.JOB_PATRONI]
+    assert patroni["scheme"] == "https" and "basic_auth" not in patroni
+    assert patroni["tls_config"] == {"ca_file": str(tmp_path / "ca.crt")}
+    assert patroni["static_configs"][0]["targets"] == ["10.0.0.10:8008", "10.0.0.20:8008"]
+    assert "scheme" not in by_job[alert_config.JOB_ETCD]
+    path = tmp_path / "prometheus.yml"
+    path.write_text(text)
     checked = subprocess.run(["promtool", "check", "config", str(path)],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -8,13 +8,17 @@ switchover leaves a healthy cluster behind and the failover, which does not, run
 from __future__ import annotations
 
 import getpass
+import http.client
 import json
 import os
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -98,6 +102,38 @@ def _sparkops(*args) -> subprocess.CompletedProcess:
         timeout=240,
         check=False,
     )
+
+
+def test_the_rest_api_speaks_only_https_with_a_certificate_of_the_environments_ca(cluster):
+    """The REST API carries the switchover credentials and the cluster's state: plain HTTP
+    gets no answer, a client that does not trust the environment's CA is refused by its own
+    verification, and one that does (patronictl, the route's checks) reads it; a switchover
+    without the credentials is refused even over HTTPS."""
+    node = cluster.node(cluster.leader())
+    assert node.rest.startswith("https://")
+    with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+        urllib.request.urlopen(f"http://127.0.0.1:{node.rest_port}/patroni", timeout=3)
+    with pytest.raises(urllib.error.URLError) as untrusted:
+        urllib.request.urlopen(f"{node.rest}/patroni", timeout=3,
+                               context=ssl.create_default_context())  # fmt: skip
+    assert isinstance(untrusted.value.reason, ssl.SSLCertVerificationError)
+    assert node.state()["state"] == "running"  # with the CA, as the kit's clients ask
+    trusted = ssl.create_default_context(cafile=node.rest_tls.ca)
+    body = json.dumps({"leader": node.name}).encode()
+    request = urllib.request.Request(f"{node.rest}/switchover", data=body, method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10, context=trusted)
+    assert refused.value.code == 401
+    listed = subprocess.run(
+        ["patronictl", "-c", str(node.workdir / "patroni.yml"), "list", "-f", "json"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert {m["Member"] for m in json.loads(listed.stdout)} == {n.name for n in cluster.nodes}
+    servers = [
+        line for line in (cluster.workdir / "db-route.cfg").read_text().splitlines()
+        if line.strip().startswith("server ")
+    ]  # fmt: skip
+    assert servers and all("check-ssl verify required ca-file" in line for line in servers)
 
 
 def test_cluster_runbooks_refuse_bad_targets_and_change_nothing(cluster, tmp_path):

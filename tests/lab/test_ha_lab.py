@@ -24,8 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
+from alerts import config as alert_config
 from lab import config, control, ssh, state
-from sparkops import defaults, layout
+from sparkops import defaults, layout, webaccess
 from sparkops.wait import wait_until
 from sparkops_cli.commands.app import keys_create_on_host, secret_in
 from testkit import pyinfra_runner as runner
@@ -143,6 +144,37 @@ def test_the_app_reaches_the_database_only_through_its_route(deployed):
         assert f"@{_host(deployed['hosts'], db)['ip']}:" not in env
     ready = httpx.get(f"http://{app['ip']}:{defaults.APP_PORT}/readyz", timeout=5)
     assert ready.status_code == 200, ready.text
+
+
+def test_patronis_rest_api_is_https_verified_by_its_clients_between_hosts(deployed):
+    """From the app host (as the route's checks ask): HTTPS verified against the environment's
+    CA answers, plain HTTP does not; Prometheus on the monitor host scrapes every node's
+    REST API over HTTPS (its `patroni` targets are up)."""
+    hosts = deployed["hosts"]
+    app, monitor = _host(hosts, "app"), _host(hosts, "monitor")
+    for db in ("db", "db2"):
+        url = f"{_host(hosts, db)['ip']}:{defaults.PATRONI_REST_PORT}/patroni"
+        answer = json.loads(_ssh(app, f"curl -fsS --max-time 5 --cacert {layout.TLS_CA_FILE} "
+                                     f"https://{url}"))  # fmt: skip
+        assert answer["state"] == "running", answer
+        plain = ssh.run(app["ip"], f"curl -fsS --max-time 5 http://{url}")
+        assert plain.returncode != 0, plain.stdout
+    query = (
+        f"curl -fsS --max-time 5 --cacert {layout.TLS_CA_FILE} "
+        f'-u "{webaccess.USERNAME}:$(cat {layout.MONITOR_WEB_PASSWORD_FILE})" '
+        f"'https://{monitor['ip']}:{defaults.PROMETHEUS_PORT}/api/v1/targets?state=active'"
+    )
+
+    def patroni_targets() -> list[dict]:
+        targets = json.loads(_ssh(monitor, query))["data"]["activeTargets"]
+        return [t for t in targets if t["labels"]["job"] == alert_config.JOB_PATRONI]
+
+    wait_until(
+        lambda: len(patroni_targets()) == 2 and all(t["health"] == "up" for t in patroni_targets()),
+        timeout=90,
+        what="Prometheus scrapes both nodes' REST API over HTTPS",
+    )
+    assert all(t["scrapeUrl"].startswith("https://") for t in patroni_targets())
 
 
 class OrderClient:
