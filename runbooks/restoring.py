@@ -312,11 +312,14 @@ def _word(value: bool | None) -> str:
 
 
 def on_host(executor: Executor, command: str) -> str:
-    """A shell command as an operator types it for that host."""
+    """A shell command as an operator types it for that host. With a non-root login the whole
+    command runs under sudo: `sudo a; b` would run `b` (the removal after a stop, a second
+    unit's stop) as the login user."""
     if isinstance(executor, SshExecutor):
         login = f"{executor.ssh_user}@{executor.address}"
-        prefix = "sudo " if executor.sudo else ""
-        return f"ssh {login} {shlex.quote(prefix + command)}"
+        if executor.sudo:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
+        return f"ssh {login} {shlex.quote(command)}"
     return command
 
 
