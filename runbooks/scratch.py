@@ -296,6 +296,9 @@ def teardown(executor: Executor, place: ScratchPlace, stop) -> list[str]:
     return done
 
 
+STILL_RUNS = "a server still runs in {}: nothing removed (stop it, then run this again)"
+
+
 def teardown_command(place: ScratchPlace, stop_command: str) -> str | None:
     """The shell command an operator runs later to do what `teardown` does: stop the copy's
     server, then remove what this run made (and only that). None when it made nothing."""
@@ -310,6 +313,9 @@ def teardown_command(place: ScratchPlace, stop_command: str) -> str | None:
         return None
     if not (place.own_parent or place.made_parent) and not place.log_existed:
         remove += f" && rm -f -- {q(place.log)}"
-    # `;` not `&&` after the stop: a server already stopped makes pg_ctl fail, and the
-    # files must go anyway.
-    return f"{stop_command}; {remove}"
+    # `;` after the stop: a server already stopped makes pg_ctl fail, and the files must go
+    # anyway; but never from under a server still running there (a stop that failed).
+    pidfile = q(f"{place.resolved}/postmaster.pid")
+    running = f'[ -f {pidfile} ] && kill -0 "$(head -n 1 {pidfile})" 2>/dev/null'
+    refuse = f"echo {q(STILL_RUNS.format(place.resolved))} >&2; false"
+    return f"{stop_command}; if {running}; then {refuse}; else {remove}; fi"

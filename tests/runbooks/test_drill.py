@@ -103,7 +103,7 @@ def test_drill_keep_leaves_a_checkpointed_copy_and_the_command_that_removes_it(
         assert timelines[0] == timelines[1] > 1
         # The command it printed stops the copy and removes what the drill made: the
         # temporary parent it created, not only the data directory.
-        assert undo.endswith(f"rm -rf -- {parent}"), undo
+        assert f"rm -rf -- {parent};" in undo, undo
         done = subprocess.run(["sh", "-c", undo], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert not os.path.exists(parent)

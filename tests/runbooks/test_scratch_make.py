@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,28 @@ def test_the_printed_teardown_command_removes_what_teardown_removes(case):
     assert "mine" in trees[0]
     assert ("drill/data" in trees[0]) is (case == "empty directory given"), trees[0]
     assert ("drill" in trees[0]) is (case != "parent made"), trees[0]
+
+
+def test_the_printed_teardown_command_removes_nothing_from_under_a_running_server():
+    """A stop that failed leaves the server running: the command says so and removes
+    nothing (its files would go from under it); once it is stopped, the same command
+    removes them."""
+    base = make_workdir("scratch-undo-running")
+    place = _place(LocalExecutor(), base)
+    scratch.make(LocalExecutor(), place, OS_USER)
+    place.wrote = True
+    server = subprocess.Popen(["sleep", "60"])  # a process standing in for its postmaster
+    try:
+        (base / "drill" / "data" / "postmaster.pid").write_text(f"{server.pid}\n")
+        command = scratch.teardown_command(place, "false")  # the stop failed
+        assert command is not None
+        refused = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+        assert refused.returncode != 0
+        assert "a server still runs in" in refused.stderr and "nothing removed" in refused.stderr
+        assert (base / "drill" / "data" / "postmaster.pid").exists()
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    done = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not (base / "drill").exists()
