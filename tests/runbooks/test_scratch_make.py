@@ -115,6 +115,7 @@ def test_the_printed_teardown_command_removes_what_teardown_removes(case):
     assert "mine" in trees[0]
     assert ("drill/data" in trees[0]) is (case == "empty directory given"), trees[0]
     assert ("drill" in trees[0]) is (case != "parent made"), trees[0]
+    assert ("drill/data.log" in trees[0]) is (case == "log was there"), trees[0]
 
 
 def test_the_printed_teardown_command_removes_nothing_from_under_a_running_server():
