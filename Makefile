@@ -19,7 +19,7 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 # The whole suite: lint, generated files up to date, every test (lab, chaos and the
-# interruption matrix included; the Patroni cluster lab is make test-ha-lab).
+# interruption matrix and the Patroni cluster lab included: scripts/test_streams.py).
 test: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -33,7 +33,7 @@ test-interruptions: bootstrap
 	$(VENV)/bin/pytest -m interruptions tests/lab/test_interruptions_lab.py tests/ha $(PYTEST_ARGS)
 
 # The site deploy on a Patroni cluster lab (db, db2, app, monitor) and a failover under
-# order traffic (docs/ha.md); the cluster itself is in make test (tests/ha).
+# order traffic (docs/ha.md), alone; make test runs it after the other sessions.
 test-ha-lab: bootstrap
 	$(VENV)/bin/pytest -m ha_lab tests/lab/test_ha_lab.py $(PYTEST_ARGS)
 

@@ -7,6 +7,11 @@ on loopback ports they pick and share nothing with the lab. One after the other 
 suite took about 40 minutes on a 2-core machine; side by side it takes about as long as the
 lab alone.
 
+Then, alone, the Patroni cluster lab (four hosts: the site deploy on a cluster, a switchover,
+a cluster PITR and a host killed under orders, about 4 minutes): a second lab beside the
+first would share two cores with both sessions, so it runs once the lab session has taken
+its lab down.
+
 Each session writes its own log and JUnit XML (build/test-streams/<name>.log and .xml, or
 under $SPARKOPS_TEST_STREAMS_DIR); this prints a progress line
 now and then, each log in full as its session ends, and a summary; it exits non-zero when
@@ -27,11 +32,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LOG_DIR_ENV = "SPARKOPS_TEST_STREAMS_DIR"  # where the logs go (default build/test-streams)
-# The default selection (pyproject's addopts) split in two by the lab marker.
-# The Patroni cluster lab (four hosts, make test-ha-lab) is the one part left out: a second
-# lab beside the first would share two cores with both sessions.
+# The default selection (pyproject's addopts) split in two by the lab marker, then the
+# Patroni cluster lab (`ha_lab`, make test-ha-lab) on its own.
 DEFAULT = "not ha_lab"
 STREAMS = (("lab", f"lab and {DEFAULT}"), ("local", f"not lab and {DEFAULT}"))
+PHASES = (STREAMS, (("ha_lab", "ha_lab"),))
+_stopped: dict[str, int | None] = {"by": None}  # the signal that stopped the run, if any
 SERIAL_ENV = "SPARKOPS_TEST_SERIAL"
 PROGRESS_EVERY_S = 120
 NO_TESTS_COLLECTED = 5  # pytest's exit code when a selection is empty
@@ -68,11 +74,30 @@ def summary_line(log: Path) -> str:
 
 
 def run_streams(args: list[str]) -> int:
+    """Every phase in turn, each one's sessions side by side; one exit code for all."""
     log_dir = Path(os.environ.get(LOG_DIR_ENV) or ROOT / "build" / "test-streams")
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    codes: dict[str, int] = {}
+    logs: dict[str, Path] = {}
+    for phase in PHASES:
+        phase_codes, phase_logs = run_phase(phase, args, log_dir, started)
+        codes.update(phase_codes)
+        logs.update(phase_logs)
+        if _stopped["by"] is not None:  # an operator's Ctrl-C (or CI's SIGTERM) ends it all
+            print(f"test-streams: stopped by signal {_stopped['by']}: later phases not run")
+            break
+    print(f"\ntest-streams: {time.monotonic() - started:.0f} s in all", flush=True)
+    for name, log in logs.items():
+        print(f"test-streams: {name}: exit {codes[name]}: {summary_line(log)}", flush=True)
+    return combined(codes.values())
+
+
+def run_phase(
+    streams: tuple[tuple[str, str], ...], args: list[str], log_dir: Path, started: float
+) -> tuple[dict[str, int], dict[str, Path]]:
     procs: dict[str, tuple[subprocess.Popen, Path]] = {}
-    for name, expr in STREAMS:
+    for name, expr in streams:
         log = log_dir / f"{name}.log"
         out = log.open("wb")
         # Each test's time and outcome too, for balancing the sessions (and for CI).
@@ -85,6 +110,7 @@ def run_streams(args: list[str]) -> int:
         out.close()
 
     def forward(signum, _frame) -> None:
+        _stopped["by"] = signum
         for proc, _log in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signum)
@@ -113,10 +139,7 @@ def run_streams(args: list[str]) -> int:
             )
             print(f"test-streams: {time.monotonic() - started:.0f} s: {states}", flush=True)
 
-    print(f"\ntest-streams: {time.monotonic() - started:.0f} s in all", flush=True)
-    for name, (_proc, log) in procs.items():
-        print(f"test-streams: {name}: exit {codes[name]}: {summary_line(log)}", flush=True)
-    return combined(codes.values())
+    return codes, {name: log for name, (_proc, log) in procs.items()}
 
 
 def combined(codes) -> int:

@@ -1,4 +1,5 @@
-"""scripts/test_streams.py: `make test` as two pytest sessions (the lab's and the rest)."""
+"""scripts/test_streams.py: `make test` as two pytest sessions side by side (the lab's and the
+rest), then the Patroni cluster lab alone."""
 
 from __future__ import annotations
 
@@ -22,6 +23,27 @@ def test_the_two_selections_cover_the_default_one_without_overlap():
     assert local_expr == f"not lab and {streams.DEFAULT}"
     addopts = (ROOT / "pyproject.toml").read_text()
     assert f"-m '{streams.DEFAULT}'" in addopts  # the same default as a plain `pytest`
+    # What the default leaves out runs after them, alone: together, every test.
+    assert streams.PHASES == (streams.STREAMS, (("ha_lab", "ha_lab"),))
+    assert streams.DEFAULT == "not ha_lab"
+
+
+def test_a_signal_ends_the_run_before_the_next_phase(tmp_path, monkeypatch, capsys):
+    ran = []
+
+    def phase(sessions, _args, log_dir, _started):
+        ran.append([name for name, _expr in sessions])
+        streams._stopped["by"] = 15  # SIGTERM arrived while this phase ran
+        log = log_dir / "x.log"
+        log.write_text("1 passed in 1.0s\n")
+        return {name: 0 for name, _ in sessions}, {name: log for name, _ in sessions}
+
+    monkeypatch.setattr(streams, "run_phase", phase)
+    monkeypatch.setitem(streams._stopped, "by", None)
+    monkeypatch.setenv(streams.LOG_DIR_ENV, str(tmp_path))
+    assert streams.run_streams([]) == 0
+    assert ran == [["lab", "local"]]
+    assert "later phases not run" in capsys.readouterr().out
 
 
 def test_one_exit_code_for_both():
@@ -62,6 +84,7 @@ def test_a_run_of_local_tests_only_passes_and_says_so(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "test-streams: lab: exit 5" in proc.stdout
     assert "test-streams: local: exit 0" in proc.stdout
+    assert "test-streams: ha_lab: exit 5" in proc.stdout  # ran after, selected nothing here
     assert " passed" in proc.stdout.rsplit("test-streams: local:", 1)[1]
     assert " passed" in (tmp_path / "local.log").read_text()
     assert "<testcase " in (tmp_path / "local.xml").read_text()
