@@ -15,7 +15,15 @@ import pytest
 from app import apikeys
 from runbooks.evidence import EVIDENCE_DIR_ENV
 from sparkops import defaults
+from testkit import pytest_sigterm
 from testkit.stack import DbStack
+
+
+def pytest_configure(config) -> None:
+    # SIGTERM (CI cancelling the run) ends the session with its teardown: the servers and the
+    # lab the fixtures started do not outlive it (testkit/pytest_sigterm.py).
+    pytest_sigterm.install()
+
 
 # Emptied before each test that writes, in this order (foreign keys). The session's test key
 # (below) is kept; other keys a test made are deleted.
